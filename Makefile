@@ -1,0 +1,54 @@
+# make setup: the two environments (idempotent).  make test: setup, then every test.  make run: setup, then the UI.
+SHELL := /bin/bash
+PYTHON312 ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.12.*/bin/python3.12 2>/dev/null | tail -n 1 || command -v python3.12)
+TRAINER_VENV ?= $(CURDIR)/.venv-trainer
+APP_VENV := $(CURDIR)/.venv
+UV := $(APP_VENV)/bin/uv
+export TRAINER_VENV
+
+.PHONY: setup app-env trainer-env test test-fast test-train run lint trainer-lock flags clean
+
+setup: app-env trainer-env
+
+app-env: $(APP_VENV)/.installed
+trainer-env: $(TRAINER_VENV)/.installed
+
+# uv, not pip: gradio 6 and runpod 1.12 disagree on tomlkit; requirements-overrides.txt says why and pins it.
+$(APP_VENV)/.installed: requirements.txt requirements-dev.txt requirements-overrides.txt
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: set PYTHON312=/path/to/python3.12"; exit 1; }
+	test -x $(APP_VENV)/bin/python || $(PYTHON312) -m venv $(APP_VENV)
+	test -x $(UV) || $(APP_VENV)/bin/pip install -q uv==0.13.8
+	$(UV) pip install -q --python $(APP_VENV)/bin/python -r requirements.txt -r requirements-dev.txt \
+		--override requirements-overrides.txt
+	touch $@
+
+$(TRAINER_VENV)/.installed: requirements-trainer.txt requirements-trainer.lock | $(APP_VENV)/.installed
+	test -x $(TRAINER_VENV)/bin/python || $(UV) venv -q --python $(PYTHON312) $(TRAINER_VENV)
+	$(UV) pip install -q --python $(TRAINER_VENV)/bin/python -r requirements-trainer.txt -c requirements-trainer.lock
+	touch $@
+
+test: setup
+	$(APP_VENV)/bin/python -m pytest
+
+test-fast: app-env
+	$(APP_VENV)/bin/python -m pytest -m "not training and not browser"
+
+test-train: setup
+	$(APP_VENV)/bin/python -m pytest -m training
+
+lint: app-env
+	$(APP_VENV)/bin/ruff check .
+
+# Regenerate the committed SimpleTuner flag list from the installed SimpleTuner.
+flags: trainer-env
+	$(TRAINER_VENV)/bin/python tools/dump_simpletuner_flags.py 2>/dev/null > core/data/simpletuner_flags.json
+
+trainer-lock: trainer-env
+	{ echo "# Every package of the trainer env, frozen from a working install (used as constraints). Regenerate: make trainer-lock"; \
+	  $(UV) pip freeze --python $(TRAINER_VENV)/bin/python | grep -v -i '^simpletuner=='; } > requirements-trainer.lock
+
+run: setup
+	$(APP_VENV)/bin/python -m app
+
+clean:
+	rm -rf .pytest_cache .cache

@@ -1,0 +1,111 @@
+"""Typed progress events: what every stage reports while a job runs.
+
+Every event is a small frozen dataclass with a `kind`; `to_dict()` gives the JSON a face shows or streams.
+Stages name themselves with these strings: validate, download, dataset, preflight, configure, train, publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, ClassVar, Protocol
+
+
+class Event(Protocol):
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class _Base:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class StageEvent(_Base):
+    """A stage started, finished or failed (status: started | completed | failed | skipped)."""
+
+    kind: ClassVar[str] = "stage"
+    stage: str
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DownloadProgress(_Base):
+    kind: ClassVar[str] = "download"
+    source: str
+    bytes_done: int
+    bytes_total: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainingProgress(_Base):
+    """One training step as SimpleTuner reported it."""
+
+    kind: ClassVar[str] = "progress"
+    step: int
+    total_steps: int
+    loss: float | None = None
+    learning_rate: float | None = None
+    eta_s: float | None = None
+    percent: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(_Base):
+    kind: ClassVar[str] = "checkpoint"
+    path: str
+    step: int | None = None
+    is_final: bool = False
+
+
+@dataclass(frozen=True)
+class TrainerStage(_Base):
+    """A lifecycle stage inside SimpleTuner (model loading, caching, training_complete, ...)."""
+
+    kind: ClassVar[str] = "trainer_stage"
+    key: str
+    status: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class LogLine(_Base):
+    kind: ClassVar[str] = "log"
+    message: str
+    severity: str = "info"
+
+
+@dataclass(frozen=True)
+class ValidationImage(_Base):
+    kind: ClassVar[str] = "validation_image"
+    path: str
+    step: int | None = None
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class TrainerFailed(_Base):
+    kind: ClassVar[str] = "error"
+    title: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobWarning(_Base):
+    """Something a user can act on that does not stop the job."""
+
+    kind: ClassVar[str] = "warning"
+    message: str
+    field: str | None = None
+
+
+EventSink = Callable[[Event], None]
+
+
+def ignore_event(event: Event) -> None:
+    """The default sink."""

@@ -1,0 +1,75 @@
+"""Every environment variable the project reads, read in one place by a pure function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Variables that keep SimpleTuner and its libraries off the network (FACTS.md section 1).
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DIFFUSERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "WANDB_MODE": "disabled",
+    "SIMPLETUNER_DISABLE_COLORS": "1",
+}
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    trainer_venv: Path
+    """The trainer env (SimpleTuner, torch): TRAINER_VENV, default <project>/.venv-trainer."""
+    data_root: Path
+    """Where jobs, uploads and outputs live: DATA_DIR, default <project>/data."""
+    device: str = "auto"
+    """TRAINER_DEVICE: auto | cpu | cuda."""
+    hf_token: SecretStr | None = None
+    """HF_TOKEN: the default Hub token; a job's hub.token wins."""
+    allow_private_urls: bool = False
+    """ALLOW_PRIVATE_URLS: let dataset URLs resolve to loopback/private addresses (tests, LANs)."""
+    dataset_root: Path | None = None
+    """DATASET_ROOT: the only folder a worker job's dataset.path may point into (unset: paths refused)."""
+    online: bool = False
+    """TRAINER_ONLINE: let SimpleTuner download base models (a real pod); off keeps it offline."""
+    hf_home: Path | None = None
+    """HF_HOME: the Hugging Face cache SimpleTuner loads base models from."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trainer_python(self) -> Path:
+        return self.trainer_venv / "bin" / "python"
+
+    @property
+    def trainer_bin(self) -> Path:
+        return self.trainer_venv / "bin"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        token = env.get("HF_TOKEN") or None
+        dataset_root = env.get("DATASET_ROOT")
+        hf_home = env.get("HF_HOME")
+        return cls(
+            trainer_venv=Path(env.get("TRAINER_VENV") or PROJECT_ROOT / ".venv-trainer").absolute(),
+            data_root=Path(env.get("DATA_DIR") or PROJECT_ROOT / "data").absolute(),
+            device=(env.get("TRAINER_DEVICE") or "auto").strip().lower(),
+            hf_token=SecretStr(token) if token else None,
+            allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
+            dataset_root=Path(dataset_root).absolute() if dataset_root else None,
+            online=_flag(env.get("TRAINER_ONLINE")),
+            hf_home=Path(hf_home).absolute() if hf_home else None,
+        )
