@@ -6,8 +6,9 @@ Stages name themselves with these strings: validate, download, dataset, prefligh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 
 class Event(Protocol):

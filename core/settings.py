@@ -58,7 +58,7 @@ class Settings:
         return self.trainer_venv / "bin"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         token = env.get("HF_TOKEN") or None
         dataset_root = env.get("DATASET_ROOT")

@@ -36,7 +36,9 @@ CONFIG_SHORTHAND: dict[str, str] = {
     "network_dim": "lora_rank",
     "alpha": "lora_alpha",
     "network_alpha": "lora_alpha",
-    "save_every_n_steps": "checkpointing_steps",
+    "save_every_n_steps": "checkpoint_step_interval",
+    # SimpleTuner's own legacy name, which it translates the same way.
+    "checkpointing_steps": "checkpoint_step_interval",
     "precision": "mixed_precision",
 }
 
@@ -78,8 +80,14 @@ def model_families() -> list[str]:
 
 
 def _suggest(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """' (did you mean ...?)': names that hold the word as a part first ('adamw' -> 'torch-adamw'), then look-alikes."""
+    parts = sorted((c for c in candidates if word.lower() in re.split(r"[-_+.]", c.lower()) and c != word),
+                   key=lambda c: (not c.lower().endswith(word.lower()), len(c)))
+    close = list(dict.fromkeys(parts + difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)))[:3]
+    if not close:
+        return ""
+    quoted = [f"'{c}'" for c in close]
+    return f" (did you mean {quoted[0] if len(quoted) == 1 else ', '.join(quoted[:-1]) + ' or ' + quoted[-1]}?)"
 
 
 def _coerce(name: str, value: Any, flag: dict[str, Any]) -> Any:
@@ -149,7 +157,7 @@ def infer_model_family(model: str) -> str | None:
     name = model.lower()
     rules = [
         ("flux.2", "flux2"), ("flux2", "flux2"), ("flux", "flux"), ("stable-diffusion-3", "sd3"), ("sd3", "sd3"),
-        ("xl", "sdxl"), ("pixart", "pixart_sigma"), ("sana", "sana"), ("auraflow", "auraflow"),
+        ("xl", "sdxl"), ("pixart", "pixart"), ("sana", "sana"), ("auraflow", "auraflow"),
         ("hidream", "hidream"), ("kolors", "kolors"), ("qwen-image", "qwen_image"), ("lumina", "lumina2"),
         ("wan", "wan"), ("ltx", "ltxvideo"), ("z-image", "z_image"),
     ]
@@ -187,7 +195,7 @@ class DatasetSpec(_Strict):
     path: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DatasetSpec":
+    def _one_source(self) -> DatasetSpec:
         given = [name for name in ("url", "hf_repo", "files", "path") if getattr(self, name)]
         if len(given) != 1:
             raise ValueError(
@@ -215,7 +223,7 @@ class DataloaderOptions(_Strict):
         return value if value.startswith(".") else "." + value
 
     @model_validator(mode="after")
-    def _known_backend_keys(self) -> "DataloaderOptions":
+    def _known_backend_keys(self) -> DataloaderOptions:
         for key in self.model_extra or {}:
             if key not in BACKEND_KEYS:
                 known = sorted(BACKEND_KEYS | set(type(self).model_fields))
@@ -227,13 +235,11 @@ class DataloaderOptions(_Strict):
         return dict(self.model_extra or {})
 
     def unsupported(self) -> list[str]:
-        """Shorthand that SimpleTuner has no equivalent for: said in warnings, never silently dropped."""
-        notes = []
-        if self.shuffle_tags:
-            notes.append("dataloader.shuffle_tags: SimpleTuner has no tag shuffling; captions are used in file order")
-        if self.keep_tokens:
-            notes.append("dataloader.keep_tokens: SimpleTuner has no keep_tokens; it only matters with tag shuffling")
-        return notes
+        """Shorthand that SimpleTuner has no equivalent for: said in warnings, never silently dropped.
+        shuffle_tags and keep_tokens map to an image backend's caption_shuffle (enable, position_start)."""
+        if self.keep_tokens and not self.shuffle_tags:
+            return ["dataloader.keep_tokens: has no effect without shuffle_tags (it keeps the first tags in place)"]
+        return []
 
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -301,7 +307,7 @@ class JobSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_dataset(self) -> "JobSpec":
+    def _one_dataset(self) -> JobSpec:
         if self.dataset_url and self.dataset:
             raise ValueError("give dataset_url or dataset, not both")
         if self.dataset_url:
@@ -359,7 +365,7 @@ def _field_of(error: dict) -> str:
                 return name
         return "input"
     # Union members (list[...] | DataloaderOptions) appear in loc; drop those type tags.
-    loc = [part for part in loc if not part.startswith(("list[", "DataloaderOptions"))]
+    loc = [part for part in loc if not part.startswith(("list[", "DataloaderOptions", "function-"))]
     return ".".join(loc)
 
 
@@ -369,7 +375,8 @@ def parse_job(data: Any) -> JobSpec:
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise SpecError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", field="input") from None
+            message = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            raise SpecError(message, field="input") from None
     if not isinstance(data, Mapping):
         raise SpecError("a job must be a JSON object", field="input")
     if set(data) == {"input"} or ("input" in data and isinstance(data["input"], Mapping) and "id" in data):

@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import version
 
 from simpletuner.helpers.configuration.cmd_args import get_argument_parser
+from simpletuner.helpers.training.optimizer_param import optimizer_choices
 
 
 def _type_name(action: argparse.Action) -> str:
@@ -33,7 +34,10 @@ def main() -> None:
             entry["nargs"] = str(action.nargs)
         for opt in longs:
             flags[opt[2:]] = entry
-    json.dump({"simpletuner_version": version("simpletuner"), "flags": dict(sorted(flags.items()))}, sys.stdout, indent=1)
+    # The parser takes any string for --optimizer; the real names live in SimpleTuner's optimizer table.
+    flags["optimizer"] = {**flags["optimizer"], "choices": sorted(optimizer_choices)}
+    document = {"simpletuner_version": version("simpletuner"), "flags": dict(sorted(flags.items()))}
+    json.dump(document, sys.stdout, indent=1)
     sys.stdout.write("\n")
 
 

@@ -1,0 +1,57 @@
+"""The built-in demo: the tiny random SDXL model (built offline by the trainer env) and a small generated dataset.
+
+Tests, the CPU demo in the UI and the benchmarks use these, so a newcomer trains end to end without a GPU.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from core.errors import SetupError
+from core.settings import OFFLINE_ENV, Settings
+
+TINY_MODEL_SCRIPT = Path(__file__).resolve().parent / "tiny_model.py"
+COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 220)), ("yellow", (230, 210, 40)),
+           ("purple", (140, 60, 190)), ("orange", (240, 140, 30)), ("teal", (30, 170, 170)), ("pink", (240, 120, 180))]
+SHAPES = ["circle", "square", "triangle"]
+
+
+def build_tiny_model(out: Path, *, settings: Settings) -> Path:
+    """Write the tiny SDXL model to `out` (once: an existing model is kept). Runs in the trainer env."""
+    out = out.absolute()
+    if (out / "model_index.json").exists():
+        return out
+    if not settings.trainer_python.exists():
+        raise SetupError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
+                         field="TRAINER_VENV")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
+    done = subprocess.run([str(settings.trainer_python), str(TINY_MODEL_SCRIPT), str(out)], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SetupError(f"building the tiny model failed: {done.stderr.strip().splitlines()[-1:]}")
+    return out
+
+
+def write_demo_dataset(out: Path, *, count: int = 8, size: int = 128) -> Path:
+    """`count` coloured-shape PNGs with .txt captions of the same stem."""
+    from PIL import Image, ImageDraw
+
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        colour_name, colour = COLOURS[index % len(COLOURS)]
+        shape = SHAPES[index % len(SHAPES)]
+        image = Image.new("RGB", (size, size), (245, 245, 240))
+        draw = ImageDraw.Draw(image)
+        box = (size // 5, size // 5, size * 4 // 5, size * 4 // 5)
+        if shape == "circle":
+            draw.ellipse(box, fill=colour)
+        elif shape == "square":
+            draw.rectangle(box, fill=colour)
+        else:
+            draw.polygon([(size // 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=colour)
+        stem = f"demo_{index:03d}"
+        image.save(out / f"{stem}.png")
+        (out / f"{stem}.txt").write_text(f"a {colour_name} {shape} on a plain background")
+    return out

@@ -1,0 +1,87 @@
+"""What a job gives back: the JobResult, and its JSON in the output shape of DESIGN.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def human_duration(seconds: float) -> str:
+    """'2h 15m', '3m 4s', '12.3s': the seed's metrics.elapsed_time."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+
+
+@dataclass
+class Metrics:
+    steps: int = 0
+    total_steps: int | None = None
+    loss: float | None = None
+    losses: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "steps": self.steps,
+            "total_steps": self.total_steps,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "elapsed_time": human_duration(self.elapsed_s),
+        }
+
+
+@dataclass
+class JobResult:
+    status: str
+    """succeeded | dry_run."""
+    job_dir: Path
+    output_dir: Path | None = None
+    lora_path: Path | None = None
+    log_path: Path | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    preflight: dict[str, Any] = field(default_factory=dict)
+    trainer_files: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[Path] = field(default_factory=list)
+    hub: dict[str, Any] | None = None
+    """publish.HubResult.to_dict(): repo_id, url, commit, files {path: resolve URL}."""
+    storage: dict[str, Any] | None = None
+    """storage upload: {name: presigned URL}."""
+    warnings: list[str] = field(default_factory=list)
+
+    def files(self) -> list[dict[str, Any]]:
+        """The output files, with their URL where one was published."""
+        if not self.output_dir or not self.output_dir.is_dir():
+            return []
+        urls = {**((self.hub or {}).get("files") or {}), **((self.storage or {}).get("files") or {})}
+        out = []
+        for path in sorted(p for p in self.output_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.output_dir).as_posix()
+            entry: dict[str, Any] = {"path": rel, "size": path.stat().st_size}
+            if rel in urls:
+                entry["url"] = urls[rel]
+            out.append(entry)
+        return out
+
+    def to_output(self) -> dict[str, Any]:
+        """The API output: DESIGN.md's shape, the seed's keys included. Holds no secret."""
+        hub_files = (self.hub or {}).get("files") or {}
+        bucket_files = (self.storage or {}).get("files") or {}
+        lora_name = self.lora_path.name if self.lora_path else None
+        return {
+            "status": self.status,
+            "hub": {k: v for k, v in self.hub.items() if k in ("repo_id", "url", "commit", "private")}
+            if self.hub else None,
+            "model_checkpoint": hub_files.get(lora_name) or bucket_files.get(lora_name)
+            or (str(self.lora_path) if self.lora_path else None),
+            "training_logs": bucket_files.get("training.log") or hub_files.get("training.log")
+            or (str(self.log_path) if self.log_path else None),
+            "files": self.files(),
+            "metrics": self.metrics.to_dict(),
+            "preflight": self.preflight,
+            "warnings": self.warnings,
+            **({"trainer_files": self.trainer_files} if self.status == "dry_run" else {}),
+        }

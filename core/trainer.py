@@ -1,0 +1,300 @@
+"""The only place SimpleTuner is started: a subprocess of the trainer env, in the job's own working directory and
+process group, its progress read from SimpleTuner's raw webhooks by a receiver on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from core.errors import SetupError, TrainingCancelled, TrainingError, TrainingTimeout
+from core.events import (
+    CheckpointSaved,
+    Event,
+    EventSink,
+    LogLine,
+    TrainerFailed,
+    TrainerStage,
+    TrainingProgress,
+    ignore_event,
+)
+from core.jobdir import JobDir
+from core.settings import OFFLINE_ENV, Settings
+from core.trainer_config import TrainerFiles
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+CANCEL_GRACE_S = 5.0
+POLL_S = 0.1
+# Variables a training process never needs: secrets of the faces and the cloud.
+_WITHHELD = re.compile(r"^(HF_TOKEN|HUGGING_FACE_HUB_TOKEN|AWS_.*|BUCKET_.*|RUNPOD_.*|UI_PASSWORD|UI_AUTH)$")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def translate_event(raw: Mapping[str, Any]) -> list[Event]:
+    """One raw SimpleTuner webhook payload -> our typed events (FACTS.md section 1 lists the shapes seen)."""
+    kind = raw.get("type")
+    if kind == "training.status":
+        progress = raw.get("progress") or {}
+        metrics = progress.get("metrics") or {}
+        step = progress.get("current")
+        total = progress.get("total")
+        if step is None or total is None or not step:
+            return []  # the opening status (step 0) carries no training step
+        return [TrainingProgress(
+            step=int(step), total_steps=int(total), loss=_number(metrics.get("loss")),
+            learning_rate=_number(metrics.get("learning_rate")), eta_s=_number(progress.get("eta_seconds")),
+            percent=_number(progress.get("percent")),
+        )]
+    if kind == "training.checkpoint":
+        checkpoint = raw.get("checkpoint") or {}
+        path = str(checkpoint.get("path") or "")
+        match = re.search(r"checkpoint-(\d+)", path)
+        return [CheckpointSaved(path=path, step=int(match.group(1)) if match else None,
+                                is_final=bool(checkpoint.get("is_final")))]
+    if kind == "lifecycle.stage":
+        stage = raw.get("stage") or {}
+        return [TrainerStage(key=str(stage.get("key", "")), status=str(stage.get("status", "")),
+                             label=str(stage.get("label") or stage.get("title") or ""))]
+    if kind == "error":
+        return [TrainerFailed(title=str(raw.get("title", "")), message=str(raw.get("message", "")))]
+    if kind in ("log.message", "notification"):
+        message = raw.get("message") or raw.get("title") or ""
+        return [LogLine(message=str(message), severity=str(raw.get("severity") or raw.get("level") or "info"))] \
+            if message else []
+    return []
+
+
+class WebhookReceiver:
+    """A tiny HTTP server on 127.0.0.1 that SimpleTuner posts its raw webhook events to."""
+
+    def __init__(self, on_raw):
+        on_raw_event = on_raw
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                try:
+                    payload = json.loads(body or b"{}")
+                except json.JSONDecodeError:
+                    return
+                if isinstance(payload, dict):
+                    on_raw_event(payload)
+
+            def log_message(self, *args) -> None:
+                """Quiet: the job's events are the log."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="webhook-receiver")
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/webhook"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class TrainingOutcome:
+    steps: int = 0
+    total_steps: int | None = None
+    losses: list[float] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    error: TrainerFailed | None = None
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
+
+    def record(self, event: Event) -> None:
+        if isinstance(event, TrainingProgress):
+            self.steps = max(self.steps, event.step)
+            self.total_steps = event.total_steps
+            if event.loss is not None:
+                self.losses.append(event.loss)
+        elif isinstance(event, CheckpointSaved) and event.path:
+            self.checkpoints.append(Path(event.path))
+        elif isinstance(event, TrainerFailed):
+            self.error = event
+
+
+def detect_device(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """("cuda", gpu count) when NVIDIA GPUs are visible, else ("cpu", 0); TRAINER_DEVICE forces one."""
+    env = os.environ if env is None else env
+    if settings.device == "cpu" or env.get("CUDA_VISIBLE_DEVICES") == "":
+        return "cpu", 0
+    smi = shutil.which("nvidia-smi")
+    count = 0
+    if smi:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
+        count = sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+    if settings.device == "cuda" or count:
+        return "cuda", max(count, 1)
+    return "cpu", 0
+
+
+def trainer_env(settings: Settings, *, device: str, gpu_count: int, hf_token: str | None,
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The training process's environment: ours minus secrets, plus the launcher's and offline settings."""
+    base = os.environ if base is None else base
+    env = {key: value for key, value in base.items() if not _WITHHELD.match(key)}
+    env["PATH"] = f"{settings.trainer_bin}{os.pathsep}{base.get('PATH', '/usr/bin:/bin')}"
+    env["VIRTUAL_ENV"] = str(settings.trainer_venv)
+    env.pop("PYTHONPATH", None)
+    if not settings.online:
+        env.update(OFFLINE_ENV)
+    env.update({"HF_HUB_DISABLE_TELEMETRY": "1", "WANDB_MODE": "disabled", "SIMPLETUNER_DISABLE_COLORS": "1",
+                "SIMPLETUNER_DISABLE_TQDM": "1", "PYTHONUNBUFFERED": "1"})
+    if settings.hf_home:
+        env["HF_HOME"] = str(settings.hf_home)
+    if device == "cpu":
+        env.update({"CUDA_VISIBLE_DEVICES": "", "MIXED_PRECISION": "no", "TRAINING_NUM_PROCESSES": "1"})
+    else:
+        env.setdefault("MIXED_PRECISION", "bf16")
+        env["TRAINING_NUM_PROCESSES"] = str(max(gpu_count, 1))
+    if hf_token:
+        env["HF_TOKEN"] = hf_token  # gated base models; only ever through the environment
+    return env
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already gone
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(process: subprocess.Popen, *, grace_s: float = CANCEL_GRACE_S) -> None:
+    """SIGTERM the whole process group, SIGKILL what is left after the grace period, reap the leader."""
+    pgid = process.pid
+    _kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and (process.poll() is None or _group_alive(pgid)):
+        time.sleep(POLL_S)
+    _kill_group(pgid, signal.SIGKILL)
+    process.wait()
+    while _group_alive(pgid) and time.monotonic() < deadline + grace_s:
+        time.sleep(POLL_S)
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 16384))
+        return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
+
+
+def _error_from_log(tail: str) -> str | None:
+    """SimpleTuner's last error line in the log, for failures that never reached its webhook."""
+    for line in reversed(tail.splitlines()):
+        if re.search(r"(Error|Exception)\b.*:", line) and "Traceback" not in line:
+            return line.strip()
+    return None
+
+
+def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, gpu_count: int = 0,
+          hf_token: str | None = None, on_event: EventSink = ignore_event,
+          cancel: threading.Event | None = None, timeout_s: float | None = None) -> TrainingOutcome:
+    """Run SimpleTuner on these files until it finishes, fails, is cancelled or runs out of time."""
+    launcher = settings.trainer_bin / "simpletuner"
+    if not launcher.exists():
+        raise SetupError(f"SimpleTuner is not installed in the trainer env {settings.trainer_venv} "
+                         "(run `make setup`, or set TRAINER_VENV)", field="TRAINER_VENV")
+    cancel = cancel or threading.Event()
+    outcome = TrainingOutcome()
+    lock = threading.Lock()  # the receiver serves each request on its own thread
+
+    def on_raw(payload: dict) -> None:
+        with lock:
+            _handle(payload)
+
+    def _handle(payload: dict) -> None:
+        for event in translate_event(payload):
+            if isinstance(event, TrainingProgress) and event.step <= outcome.steps:
+                continue  # SimpleTuner repeats a step's status around a checkpoint: one event per step
+            outcome.record(event)
+            on_event(event)
+
+    with WebhookReceiver(on_raw) as receiver, job.log.open("ab") as log:
+        files.write(job, webhook_url=receiver.url)
+        env = trainer_env(settings, device=device, gpu_count=gpu_count, hf_token=hf_token)
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [str(launcher), "train"], cwd=job.trainer, env=env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        stopped_by: type[TrainingError] | None = None
+        try:
+            while process.poll() is None:
+                if cancel.is_set():
+                    stopped_by = TrainingCancelled
+                elif timeout_s is not None and time.monotonic() - started > timeout_s:
+                    stopped_by = TrainingTimeout
+                if stopped_by:
+                    stop_group(process)
+                    break
+                time.sleep(POLL_S)
+        finally:
+            if process.poll() is None or _group_alive(process.pid):
+                stop_group(process, grace_s=1.0)  # an exception here must not leave SimpleTuner running
+        outcome.elapsed_s = time.monotonic() - started
+    outcome.checkpoints = sorted({p for p in job.output.glob("checkpoint-*") if p.is_dir()},
+                                 key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else 0)
+    tail = _log_tail(job.log)
+    if stopped_by is TrainingCancelled:
+        raise TrainingCancelled(f"training cancelled at step {outcome.steps}", exit_code=process.returncode,
+                                log_tail=tail)
+    if stopped_by is TrainingTimeout:
+        raise TrainingTimeout(f"training stopped by the time limit (timeout_s={timeout_s:g}) at step "
+                              f"{outcome.steps}", exit_code=process.returncode, log_tail=tail)
+    if process.returncode != 0:
+        message = outcome.error.message if outcome.error and outcome.error.message else _error_from_log(tail)
+        title = outcome.error.title if outcome.error else "SimpleTuner failed"
+        raise TrainingError(f"{title}: {message or f'exit code {process.returncode}'}",
+                            exit_code=process.returncode, log_tail=tail)
+    if not (job.output / LORA_FILE).exists():
+        raise TrainingError(f"SimpleTuner finished without writing {LORA_FILE}", exit_code=0, log_tail=tail)
+    return outcome

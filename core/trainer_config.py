@@ -1,0 +1,154 @@
+"""Job -> SimpleTuner's config.json and multidatabackend.json. A pure function: no I/O, golden-file tested.
+
+What the user left out gets a default that trains; what the user set always wins, except the paths this job owns
+(output, caches, dataloader and webhook files), which live in the job's directory whatever the job says.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.jobdir import JobDir
+from core.spec import JobSpec
+
+DEFAULT_RESOLUTION = 1024
+DEFAULT_MINIMUM_IMAGE_SIZE = 256
+DEFAULT_STEPS = 1000
+
+# Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory).
+OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config")
+
+
+@dataclass(frozen=True)
+class TrainerFiles:
+    config: dict[str, Any]
+    """config.json: native flags with their leading '--', as SimpleTuner reads them."""
+    backends: list[dict[str, Any]]
+    """multidatabackend.json."""
+
+    def write(self, job: JobDir, *, webhook_url: str) -> Path:
+        """Write the three files into the job's config folder; return config.json's path."""
+        job.config.mkdir(parents=True, exist_ok=True)
+        (job.config / "multidatabackend.json").write_text(json.dumps(self.backends, indent=2))
+        webhooks = [{"webhook_type": "raw", "callback_url": webhook_url, "log_level": "info"}]
+        (job.config / "webhooks.json").write_text(json.dumps(webhooks, indent=2))
+        path = job.config / "config.json"
+        path.write_text(json.dumps(self.config, indent=2))
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config.json": self.config, "multidatabackend.json": self.backends}
+
+
+def _defaults(spec: JobSpec, *, device: str) -> dict[str, Any]:
+    cuda = device == "cuda"
+    rank = spec.config.get("lora_rank", 16)
+    steps_given = "max_train_steps" in spec.config or "num_train_epochs" in spec.config
+    defaults: dict[str, Any] = {
+        "model_type": "lora",
+        "lora_type": "standard",
+        "lora_rank": rank,
+        "lora_alpha": rank,
+        "mixed_precision": "bf16" if cuda else "no",
+        "base_model_precision": "no_change",
+        "optimizer": "adamw_bf16" if cuda else "torch-adamw",
+        "learning_rate": 1e-4,
+        "lr_scheduler": "constant",
+        "lr_warmup_steps": 0,
+        "train_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "checkpoint_step_interval": 250,
+        "checkpoints_total_limit": 3,
+        "resolution": DEFAULT_RESOLUTION,
+        "resolution_type": "pixel",
+        "seed": 42,
+        "report_to": "none",
+        "push_to_hub": False,
+        "use_ema": False,
+        "gradient_checkpointing": cuda,
+        "vae_batch_size": 4 if cuda else 1,
+        "attention_mechanism": "diffusers",
+        "disable_benchmark": True,
+    }
+    if not steps_given:
+        defaults["max_train_steps"] = DEFAULT_STEPS
+    # SimpleTuner needs exactly one of steps or epochs to lead: 0 means "decided by the other".
+    if "max_train_steps" in spec.config and "num_train_epochs" not in spec.config:
+        defaults["num_train_epochs"] = 0
+    if "num_train_epochs" in spec.config and "max_train_steps" not in spec.config:
+        defaults["max_train_steps"] = 0
+    if not steps_given:
+        defaults["num_train_epochs"] = 0
+    prompt = spec.config.get("validation_prompt") or (spec.trigger_word if cuda else None)
+    if prompt:
+        defaults["validation_prompt"] = prompt
+        defaults["validation_steps"] = spec.config.get("checkpoint_step_interval", defaults["checkpoint_step_interval"])
+        defaults["validation_resolution"] = spec.config.get("resolution", DEFAULT_RESOLUTION)
+    else:
+        defaults["validation_disable"] = True
+    return defaults
+
+
+def _vae_path(spec: JobSpec) -> dict[str, Any]:
+    """A local SDXL folder brings its own VAE; otherwise SimpleTuner would fetch madebyollin/sdxl-vae-fp16-fix."""
+    model = Path(spec.base_model)
+    if spec.model_family == "sdxl" and model.is_absolute() and (model / "vae").is_dir():
+        return {"pretrained_vae_model_name_or_path": str(model)}
+    return {}
+
+
+def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str) -> list[dict[str, Any]]:
+    resolution = spec.config.get("resolution", DEFAULT_RESOLUTION)
+    on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
+    text_embeds = {"id": "text-embeds", "dataset_type": "text_embeds", "default": True, "type": "local",
+                   "cache_dir": str(job.cache / "text")}
+    if isinstance(spec.dataloader, list):
+        backends = [dict(backend) for backend in spec.dataloader]
+        for index, backend in enumerate(backends):
+            if backend.get("dataset_type", "image") == "image":
+                backend.setdefault("type", "local")
+                backend.setdefault("instance_data_dir", str(images_dir))
+                backend.setdefault("cache_dir_vae", str(job.cache / f"vae-{index}"))
+                for key, value in on_cpu.items():
+                    backend.setdefault(key, value)
+        if not any(b.get("dataset_type") == "text_embeds" for b in backends):
+            backends.append(text_embeds)
+        return backends
+    options = spec.dataloader
+    image: dict[str, Any] = {
+        "id": "dataset",
+        "type": "local",
+        "dataset_type": "image",
+        "instance_data_dir": str(images_dir),
+        "caption_strategy": "textfile",
+        "crop": False,
+        "resolution": resolution,
+        "resolution_type": spec.config.get("resolution_type", "pixel"),
+        "minimum_image_size": min(DEFAULT_MINIMUM_IMAGE_SIZE, resolution),
+        "repeats": 0,
+        "cache_dir_vae": str(job.cache / "vae"),
+        **on_cpu,
+    }
+    if options.shuffle_tags:
+        image["caption_shuffle"] = {"enable": True, "split_on": "comma", "position_start": options.keep_tokens,
+                                    "count": 1}
+    image.update(options.backend_overrides)
+    return [image, text_embeds]
+
+
+def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
+                        resume: Path | None = None) -> TrainerFiles:
+    """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `resume` a checkpoint folder to continue."""
+    flags: dict[str, Any] = {**_defaults(spec, device=device), **_vae_path(spec), **spec.config}
+    flags.update(
+        output_dir=str(job.output),
+        data_backend_config=str(job.config / "multidatabackend.json"),
+        webhook_config=str(job.config / "webhooks.json"),
+    )
+    if resume is not None:
+        flags["resume_from_checkpoint"] = str(resume)
+    config = {f"--{name}": value for name, value in sorted(flags.items())}
+    return TrainerFiles(config=config, backends=build_backends(spec, images_dir=images_dir, job=job, device=device))

@@ -1,0 +1,71 @@
+"""Shared fixtures: the app env runs the tests; SimpleTuner runs in the trainer env as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# No network but loopback: nothing may reach the Hub, telemetry or analytics from a test.
+os.environ.update({
+    "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1", "TRAINER_DEVICE": "cpu",
+})
+os.environ.pop("HF_TOKEN", None)
+
+from core.demo import build_tiny_model, write_demo_dataset  # noqa: E402
+from core.settings import Settings  # noqa: E402
+
+TINY_MODEL_DIR = ROOT / ".cache" / "tiny-sdxl"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(settings: Settings) -> Path:
+    """The tiny random SDXL model, built offline once per checkout (.cache/, ignored by git)."""
+    return build_tiny_model(TINY_MODEL_DIR, settings=settings)
+
+
+@pytest.fixture
+def demo_dataset(tmp_path: Path) -> Path:
+    return write_demo_dataset(tmp_path / "demo-dataset", count=6)
+
+
+def tiny_job(model: Path, dataset: Path, **overrides) -> dict:
+    """A job that trains the tiny model on CPU in well under a minute."""
+    job = {
+        "dataset": {"path": str(dataset)},
+        "config": {"model_family": "sdxl", "model_name": str(model), "resolution": 128, "max_train_steps": 10,
+                   "checkpointing_steps": 5, "lora_rank": 4, "seed": 42},
+        "dataloader": {"minimum_image_size": 64},
+        "trigger_word": "sks",
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(job.get(key), dict):
+            job[key] = {**job[key], **value}
+        else:
+            job[key] = value
+    return job
+
+
+@pytest.fixture(scope="session")
+def trained_job(tmp_path_factory, tiny_model: Path, settings: Settings):
+    """One real training of the tiny model through run_job: (JobResult, events). Shared by every test that
+    needs a trained LoRA (publishing, faces), so the suite trains as few times as it can."""
+    from core.pipeline import run_job
+    from core.spec import parse_job
+
+    base = tmp_path_factory.mktemp("trained")
+    dataset = write_demo_dataset(base / "dataset-src", count=6)
+    events: list = []
+    result = run_job(parse_job(tiny_job(tiny_model, dataset)), base / "job", events.append, settings=settings)
+    return result, events

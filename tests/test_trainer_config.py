@@ -1,0 +1,74 @@
+"""Job -> SimpleTuner files: golden files for whole outputs, and the rules a user relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from core.jobdir import JobDir
+from core.spec import parse_job
+from core.trainer_config import build_trainer_files
+from tests.test_spec import SEED_REQUEST
+
+GOLDEN = Path(__file__).parent / "golden"
+JOB = JobDir(Path("/JOB"))
+IMAGES = Path("/JOB/dataset/images")
+
+
+def tiny(**extra) -> dict:
+    return {"dataset": {"path": "/data"}, "trigger_word": "sks",
+            "config": {"model_family": "sdxl", "model_name": "/MODEL", "resolution": 128, "max_train_steps": 10,
+                       "lora_rank": 4}, "dataloader": {"minimum_image_size": 64}, **extra}
+
+
+def check_golden(name: str, files) -> None:
+    path = GOLDEN / f"{name}.json"
+    actual = json.dumps(files.to_dict(), indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(actual)
+    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 once and review it"
+    assert actual == path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "job", "device"),
+    [
+        ("seed_cuda", SEED_REQUEST, "cuda"),
+        ("tiny_cpu", tiny(), "cpu"),
+        ("native_backends_cpu", tiny(dataloader=[{"id": "mine", "dataset_type": "image", "repeats": 2}]), "cpu"),
+    ],
+)
+def test_golden_files(name, job, device):
+    check_golden(name, build_trainer_files(parse_job(job), images_dir=IMAGES, job=JOB, device=device))
+
+
+def test_a_cpu_run_gets_the_settings_that_train_without_cuda():
+    files = build_trainer_files(parse_job(tiny()), images_dir=IMAGES, job=JOB, device="cpu")
+    assert files.config["--mixed_precision"] == "no"
+    assert all(b.get("vae_cache_ondemand") for b in files.backends if b.get("dataset_type") == "image")
+
+
+def test_the_user_wins_except_for_the_paths_the_job_owns():
+    job = tiny()
+    job["config"].update({"optimizer": "optimi-lion", "--output_dir": "/etc", "lora_alpha": 8})
+    files = build_trainer_files(parse_job(job), images_dir=IMAGES, job=JOB, device="cpu")
+    assert files.config["--optimizer"] == "optimi-lion" and files.config["--lora_alpha"] == 8
+    assert files.config["--output_dir"] == "/JOB/output"
+
+
+def test_seed_dataloader_shorthand_becomes_caption_shuffle_on_the_backend():
+    files = build_trainer_files(parse_job(SEED_REQUEST), images_dir=IMAGES, job=JOB, device="cuda")
+    image = files.backends[0]
+    assert image["caption_shuffle"] == {"enable": True, "split_on": "comma", "position_start": 1, "count": 1}
+    assert files.backends[-1] == {"id": "text-embeds", "dataset_type": "text_embeds", "default": True,
+                                  "type": "local", "cache_dir": "/JOB/cache/text"}
+
+
+def test_steps_or_epochs_lead_and_the_other_is_zero():
+    by_epochs = build_trainer_files(parse_job(SEED_REQUEST), images_dir=IMAGES, job=JOB, device="cuda").config
+    assert (by_epochs["--num_train_epochs"], by_epochs["--max_train_steps"]) == (10, 0)
+    by_steps = build_trainer_files(parse_job(tiny()), images_dir=IMAGES, job=JOB, device="cpu").config
+    assert (by_steps["--num_train_epochs"], by_steps["--max_train_steps"]) == (0, 10)
