@@ -6,7 +6,7 @@ APP_VENV := $(CURDIR)/.venv
 UV := $(APP_VENV)/bin/uv
 export TRAINER_VENV
 
-.PHONY: setup app-env trainer-env test test-fast test-train run lint trainer-lock flags clean
+.PHONY: setup app-env trainer-env browser test test-fast test-train run lint trainer-lock flags clean
 
 setup: app-env trainer-env
 
@@ -27,7 +27,11 @@ $(TRAINER_VENV)/.installed: requirements-trainer.txt requirements-trainer.lock |
 	$(UV) pip install -q --python $(TRAINER_VENV)/bin/python -r requirements-trainer.txt -c requirements-trainer.lock
 	touch $@
 
-test: setup
+# The UI's browser tests drive Debian's Chromium (no browser download); needs root, as on these machines.
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(APP_VENV)/bin/python -m pytest
 
 test-fast: app-env

@@ -75,6 +75,14 @@ class TrainingError(JobError):
         super().__init__(message, code=code)
         self.exit_code = exit_code
         self.log_tail = log_tail
+        self.salvaged: dict | None = None
+        """What was published of a run cut short (hub.on_failure): the partial result, or its publish error."""
+
+    def to_payload(self) -> dict:
+        payload = super().to_payload()
+        if self.salvaged is not None:
+            payload["salvaged"] = self.salvaged
+        return payload
 
 
 class TrainingCancelled(TrainingError):

@@ -6,19 +6,23 @@ and raises a typed JobError (core/errors.py) that the faces turn into their own 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from core.dataset import stage_dataset
-from core.errors import DatasetError, JobError
+from core.errors import DatasetError, JobError, TrainingError
 from core.events import EventSink, StageEvent, ignore_event
 from core.jobdir import JobDir
+from core.model_card import CardFacts
 from core.preflight import preflight
+from core.publish import publish_to_hub
 from core.result import JobResult, Metrics
 from core.settings import Settings
 from core.spec import JobSpec
+from core.storage import upload_outputs
 from core.trainer import LORA_FILE, detect_device, train
 from core.trainer_config import OWNED_FLAGS, build_trainer_files
 
@@ -45,16 +49,71 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     if spec.dry_run:
         return result
 
-    with stage("train", on_event):
-        outcome = train(files, job, settings=settings, device=device, gpu_count=gpu_count,
-                        hf_token=hub_token(spec, settings) if settings.online else None,
-                        on_event=on_event, cancel=cancel, timeout_s=spec.timeout_s)
+    try:
+        with stage("train", on_event):
+            outcome = train(files, job, settings=settings, device=device, gpu_count=gpu_count,
+                            hf_token=hub_token(spec, settings) if settings.online else None,
+                            on_event=on_event, cancel=cancel, timeout_s=spec.timeout_s)
+    except TrainingError as error:
+        error.salvaged = salvage(spec, result, settings=settings, on_event=on_event)
+        raise
     result.status = "succeeded"
     result.output_dir, result.lora_path, result.log_path = job.output, job.output / LORA_FILE, job.log
     result.checkpoints = outcome.checkpoints
+    result.validation = [(Path(image.path).relative_to(job.output).as_posix(), image.prompt)
+                         for image in outcome.validation_images]
     result.metrics = Metrics(steps=outcome.steps, total_steps=outcome.total_steps, loss=outcome.final_loss,
                              losses=outcome.losses, elapsed_s=outcome.elapsed_s)
+    return publish(spec, result, settings=settings, on_event=on_event)
+
+
+def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink = ignore_event) -> JobResult:
+    """Push a finished run where the job asks: the Hub (hub) and/or a bucket (storage). Also the UI's
+    "Push to Hub" button, after training."""
+    token = hub_token(spec, settings)
+    job = JobDir(result.job_dir)
+    extra_files = {"training.log": job.log, "config/config.json": job.config / "config.json",
+                   "config/multidatabackend.json": job.config / "multidatabackend.json"}
+    extra_files = {name: path for name, path in extra_files.items() if path.is_file()}
+    if spec.hub:
+        with stage("publish", on_event):
+            result.hub = publish_to_hub(result.output_dir, hub=spec.hub, token=token, on_event=on_event,
+                                        facts=card_facts(spec, result), extra_files=extra_files).to_dict()
+    if spec.storage:
+        with stage("upload", on_event):
+            result.storage = upload_outputs(result.output_dir, storage=spec.storage, job_id=job.root.name,
+                                            env=os.environ, extra_files=extra_files, on_event=on_event,
+                                            secrets=[token])
     return result
+
+
+def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink) -> dict | None:
+    """A run cut short still yields something: with hub.on_failure, publish the latest checkpoint's LoRA."""
+    checkpoints = sorted((p for p in JobDir(result.job_dir).output.glob("checkpoint-*") if (p / LORA_FILE).is_file()),
+                         key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
+    if not (spec.hub and spec.hub.on_failure and checkpoints):
+        return None
+    latest = checkpoints[-1]
+    partial = JobResult(status="partial", job_dir=result.job_dir, output_dir=latest, lora_path=latest / LORA_FILE,
+                        log_path=JobDir(result.job_dir).log, preflight=result.preflight,
+                        trainer_files=result.trainer_files,
+                        warnings=[f"published {latest.name}: training did not finish"])
+    partial.metrics.steps = int(latest.name.rsplit("-", 1)[-1])
+    try:
+        return publish(spec.model_copy(update={"storage": None}), partial, settings=settings,
+                       on_event=on_event).to_output()
+    except JobError as error:
+        return {"error": error.to_payload()}  # reported beside the training error, never as a success
+
+
+def card_facts(spec: JobSpec, result: JobResult) -> CardFacts:
+    return CardFacts(
+        repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
+        trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,
+        elapsed_s=result.metrics.elapsed_s, dataset_size=result.preflight.get("images_usable"),
+        config=result.trainer_files.get("config.json", {}), validation=list(result.validation),
+        license=spec.hub.license if spec.hub else None, tags=list(spec.hub.tags) if spec.hub else [],
+    )
 
 
 def hub_token(spec: JobSpec, settings: Settings) -> str | None:

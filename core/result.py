@@ -46,6 +46,8 @@ class JobResult:
     preflight: dict[str, Any] = field(default_factory=dict)
     trainer_files: dict[str, Any] = field(default_factory=dict)
     checkpoints: list[Path] = field(default_factory=list)
+    validation: list[tuple[str, str]] = field(default_factory=list)
+    """(path inside the output folder, prompt) of each validation image."""
     hub: dict[str, Any] | None = None
     """publish.HubResult.to_dict(): repo_id, url, commit, files {path: resolve URL}."""
     storage: dict[str, Any] | None = None

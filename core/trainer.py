@@ -28,6 +28,7 @@ from core.events import (
     TrainerFailed,
     TrainerStage,
     TrainingProgress,
+    ValidationImage,
     ignore_event,
 )
 from core.jobdir import JobDir
@@ -130,6 +131,7 @@ class TrainingOutcome:
     total_steps: int | None = None
     losses: list[float] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
+    validation_images: list[ValidationImage] = field(default_factory=list)
     elapsed_s: float = 0.0
     error: TrainerFailed | None = None
 
@@ -145,6 +147,8 @@ class TrainingOutcome:
                 self.losses.append(event.loss)
         elif isinstance(event, CheckpointSaved) and event.path:
             self.checkpoints.append(Path(event.path))
+        elif isinstance(event, ValidationImage):
+            self.validation_images.append(event)
         elif isinstance(event, TrainerFailed):
             self.error = event
 
@@ -164,7 +168,7 @@ def detect_device(settings: Settings, env: Mapping[str, str] | None = None) -> t
     return "cpu", 0
 
 
-def trainer_env(settings: Settings, *, device: str, gpu_count: int, hf_token: str | None,
+def trainer_env(settings: Settings, *, device: str, hf_token: str | None,
                 base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The training process's environment: ours minus secrets, plus the launcher's and offline settings."""
     base = os.environ if base is None else base
@@ -179,13 +183,22 @@ def trainer_env(settings: Settings, *, device: str, gpu_count: int, hf_token: st
     if settings.hf_home:
         env["HF_HOME"] = str(settings.hf_home)
     if device == "cpu":
-        env.update({"CUDA_VISIBLE_DEVICES": "", "MIXED_PRECISION": "no", "TRAINING_NUM_PROCESSES": "1"})
-    else:
-        env.setdefault("MIXED_PRECISION", "bf16")
-        env["TRAINING_NUM_PROCESSES"] = str(max(gpu_count, 1))
+        env["CUDA_VISIBLE_DEVICES"] = ""
     if hf_token:
         env["HF_TOKEN"] = hf_token  # gated base models; only ever through the environment
     return env
+
+
+def launch_command(settings: Settings, *, mixed_precision: str, gpu_count: int) -> list[str]:
+    """What `simpletuner train` runs, started by us: its CLI puts accelerate in a session of its own (setsid) and
+    does not pass SIGTERM on, so a cancel could never reach the training process through it."""
+    accelerate = settings.trainer_bin / "accelerate"
+    scripts = sorted(settings.trainer_venv.glob("lib/python3*/site-packages/simpletuner/train.py"))
+    if not accelerate.exists() or not scripts:
+        raise SetupError(f"SimpleTuner is not installed in the trainer env {settings.trainer_venv} "
+                         "(run `make setup`, or set TRAINER_VENV)", field="TRAINER_VENV")
+    return [str(accelerate), "launch", f"--mixed_precision={mixed_precision}",
+            f"--num_processes={max(gpu_count, 1)}", "--num_machines=1", "--dynamo_backend=no", str(scripts[-1])]
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -218,6 +231,11 @@ def stop_group(process: subprocess.Popen, *, grace_s: float = CANCEL_GRACE_S) ->
         time.sleep(POLL_S)
 
 
+def _step_of(name: str) -> int | None:
+    match = re.match(r"step_(\d+)_", name)
+    return int(match.group(1)) if match else None
+
+
 def _log_tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return ""
@@ -239,10 +257,8 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
           hf_token: str | None = None, on_event: EventSink = ignore_event,
           cancel: threading.Event | None = None, timeout_s: float | None = None) -> TrainingOutcome:
     """Run SimpleTuner on these files until it finishes, fails, is cancelled or runs out of time."""
-    launcher = settings.trainer_bin / "simpletuner"
-    if not launcher.exists():
-        raise SetupError(f"SimpleTuner is not installed in the trainer env {settings.trainer_venv} "
-                         "(run `make setup`, or set TRAINER_VENV)", field="TRAINER_VENV")
+    command = launch_command(settings, mixed_precision=str(files.config.get("--mixed_precision", "no")),
+                             gpu_count=gpu_count if device == "cuda" else 0)
     cancel = cancel or threading.Event()
     outcome = TrainingOutcome()
     lock = threading.Lock()  # the receiver serves each request on its own thread
@@ -251,8 +267,20 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         with lock:
             _handle(payload)
 
+    seen_images: set[Path] = set()
+
+    def _new_validation_images() -> list[Event]:
+        folder = job.output / "validation_images"
+        found = sorted(set(folder.glob("*.png")) - seen_images) if folder.is_dir() else []
+        seen_images.update(found)
+        prompt = str(files.config.get("--validation_prompt") or "")
+        return [ValidationImage(path=str(path), step=_step_of(path.name), prompt=prompt) for path in found]
+
     def _handle(payload: dict) -> None:
-        for event in translate_event(payload):
+        events = translate_event(payload)
+        if any(isinstance(e, TrainerStage) and "validation" in e.key and e.status == "completed" for e in events):
+            events += _new_validation_images()
+        for event in events:
             if isinstance(event, TrainingProgress) and event.step <= outcome.steps:
                 continue  # SimpleTuner repeats a step's status around a checkpoint: one event per step
             outcome.record(event)
@@ -260,10 +288,11 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
 
     with WebhookReceiver(on_raw) as receiver, job.log.open("ab") as log:
         files.write(job, webhook_url=receiver.url)
-        env = trainer_env(settings, device=device, gpu_count=gpu_count, hf_token=hf_token)
+        env = trainer_env(settings, device=device, hf_token=hf_token)
+        env.update(CONFIG_BACKEND="json", CONFIG_PATH=str(job.config / "config"))  # SimpleTuner adds ".json"
         started = time.monotonic()
         process = subprocess.Popen(
-            [str(launcher), "train"], cwd=job.trainer, env=env, stdin=subprocess.DEVNULL,
+            command, cwd=job.trainer, env=env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         stopped_by: type[TrainingError] | None = None

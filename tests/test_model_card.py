@@ -1,0 +1,109 @@
+"""The model card: YAML that huggingface_hub's own ModelCard parses, and a body a person can follow."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from huggingface_hub import ModelCard
+
+from core.model_card import BASE_TAGS, CardFacts, render_model_card
+
+TOKEN = "hf_PlantedToken0123456789abcdefXYZ"
+
+
+def facts(**overrides) -> CardFacts:
+    values = dict(
+        repo_id="tester/sks-dog-lora",
+        base_model="stabilityai/stable-diffusion-xl-base-1.0",
+        model_family="sdxl",
+        trigger_word="sks dog",
+        steps=500,
+        final_loss=0.08124,
+        elapsed_s=754.0,
+        dataset_size=12,
+        config={"--lora_rank": 16, "--lora_alpha": 8, "--learning_rate": 0.0001, "--optimizer": "adamw_bf16",
+                "--max_train_steps": 500, "--train_batch_size": 2, "--resolution": 1024, "--hub_token": TOKEN,
+                "--lr_scheduler": "constant"},
+        validation=[("validation_images/step_500_val_0.png", "a photo of sks dog on a beach"),
+                    ("validation_images/step_500_val_1.png", 'sks dog: "portrait", #1 & more')],
+        license="openrail++",
+        tags=["dogs"],
+    )
+    values.update(overrides)
+    return CardFacts(**values)
+
+
+def code_block(card: str) -> str:
+    return re.search(r"```python\n(.*?)```", card, re.S).group(1)
+
+
+def test_huggingface_hub_parses_the_metadata():
+    card = ModelCard(render_model_card(facts()))
+    data = card.data.to_dict()
+    assert data["base_model"] == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert data["library_name"] == "diffusers"
+    assert data["license"] == "openrail++"
+    assert data["instance_prompt"] == "sks dog"
+    assert data["tags"] == [*BASE_TAGS, "sdxl", "dogs"]
+    # Prompts with YAML-significant characters survive the round trip.
+    assert data["widget"] == [
+        {"text": "a photo of sks dog on a beach", "output": {"url": "validation_images/step_500_val_0.png"}},
+        {"text": 'sks dog: "portrait", #1 & more', "output": {"url": "validation_images/step_500_val_1.png"}},
+    ]
+
+
+def test_unknown_license_and_missing_trigger_are_left_out_not_invented():
+    text = render_model_card(facts(license=None, trigger_word=None, validation=[]))
+    data = ModelCard(text).data.to_dict()
+    assert "license" not in data and "instance_prompt" not in data and "widget" not in data
+    assert "trained without a trigger word" in text
+
+
+@pytest.mark.parametrize(("family", "pipeline"), [
+    ("sdxl", "StableDiffusionXLPipeline"),
+    ("flux", "FluxPipeline"),
+    ("sd3", "StableDiffusion3Pipeline"),
+    ("pixart_sigma", "DiffusionPipeline"),
+])
+def test_the_snippet_loads_this_lora_with_the_pipeline_of_its_family(family: str, pipeline: str):
+    code = code_block(render_model_card(facts(model_family=family)))
+    compile(code, "snippet", "exec")  # valid Python, as a user would paste it
+    assert f"from diffusers import {pipeline}\n" in code
+    assert f'{pipeline}.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0"' in code
+    assert 'load_lora_weights("tester/sks-dog-lora")' in code
+    assert re.search(r'pipeline\(".*sks dog.*"\)', code)
+
+
+def test_the_trigger_word_is_in_the_snippet_even_without_a_validation_prompt_that_has_it():
+    code = code_block(render_model_card(facts(trigger_word="ohwx", validation=[])))
+    assert 'pipeline("a photo of ohwx")' in code
+
+
+def test_the_body_states_how_it_was_trained():
+    text = render_model_card(facts())
+    rows = dict(re.findall(r"^\| ([^|]+?) \| (.+?) \|$", text, re.M))
+    assert rows["LoRA rank"] == "16"
+    assert rows["LoRA alpha"] == "8"
+    assert rows["Learning rate"] == "0.0001"
+    assert rows["Optimizer"] == "adamw_bf16"
+    assert rows["Batch size"] == "2"
+    assert rows["Resolution"] == "1024"
+    assert rows["Steps trained"] == "500"
+    assert rows["Dataset size"] == "12 images"
+    assert rows["Final loss"] == "0.0812"
+    assert rows["Training time"] == "12m 34s"
+    assert "Use `sks dog` in your prompt" in text
+
+
+def test_the_card_never_shows_a_secret_from_the_config():
+    text = render_model_card(facts())
+    assert TOKEN not in text
+    assert "hub_token" not in text
+    assert '"--lora_rank": 16' in text  # the rest of the config is there, as trained
+
+
+def test_a_local_base_model_folder_is_not_claimed_as_a_hub_model():
+    text = render_model_card(facts(base_model="/workspace/models/tiny-sdxl"))
+    assert "base_model" not in ModelCard(text).data.to_dict()
+    assert "`tiny-sdxl` (a local model)" in text
