@@ -1,0 +1,543 @@
+"""Dataset staging: from wherever the user keeps a dataset to one flat folder SimpleTuner reads.
+
+`stage_dataset(spec, dest, settings=...)` fetches the source (local path, http(s)/s3 URL, HF dataset repo,
+inline list), extracts archives safely, decodes every image with Pillow, pairs captions, applies the trigger
+word, and writes `dest/images/<stem>.<ext>` + `<stem>.txt`. Nothing is written outside `dest`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from core.address_policy import public_url
+from core.archive import IMAGE_SUFFIXES, MACOS_METADATA, ExtractLimits, archive_kind, extract_archive, skip_reason
+from core.errors import DatasetError, DownloadError, EmptyDataset
+from core.events import EventSink, LogLine, ignore_event
+from core.fetch import download
+from core.hf_dataset import fetch_hf_dataset
+from core.settings import Settings
+from core.spec import DataloaderOptions, DatasetSpec, JobSpec
+
+IMAGES_DIR = "images"
+DOWNLOAD_DIR = "_download"
+EXTRACT_DIR = "_extract"
+# Formats SimpleTuner (Pillow) reads that we keep byte for byte; everything else is re-encoded as PNG.
+KEPT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp"}
+_WORKERS = min(8, os.cpu_count() or 2)
+
+__all__ = [
+    "ImageEntry", "Skipped", "Manifest", "StagingLimits", "CaptionOptions", "stage_dataset", "clean_caption",
+    "apply_trigger", "caption_options", "resolve_local_path",
+]
+
+
+@dataclass
+class ImageEntry:
+    path: Path
+    caption: str
+    width: int
+    height: int
+    caption_source: str
+    """file | inline | column | trigger_word | file_name"""
+
+
+@dataclass
+class Skipped:
+    name: str
+    reason: str
+    """A short category, the same for every file skipped for the same reason (counted by it)."""
+    detail: str = ""
+
+
+@dataclass
+class Manifest:
+    root: Path
+    images: list[ImageEntry]
+    skipped: list[Skipped]
+    source: str
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(Counter(item.reason for item in self.skipped).most_common())
+
+
+@dataclass(frozen=True)
+class StagingLimits:
+    max_download_bytes: int = 20 * 1024**3
+    extract: ExtractLimits = ExtractLimits()
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    extension: str = ".txt"
+    trigger_word: str | None = None
+    placement: str = "prefix"
+    clean: bool = True
+
+
+@dataclass
+class _Candidate:
+    """One file that may become a training image, with its caption if the source gave one."""
+
+    name: str
+    image: Path
+    caption: str | None = None
+    caption_source: str = "file"
+    owned: bool = False
+    """True when the file is ours (downloaded or extracted): moved into place instead of copied."""
+
+
+@dataclass
+class _Gathered:
+    candidates: list[_Candidate] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def caption_options(spec: JobSpec) -> CaptionOptions:
+    loader = spec.dataloader
+    if isinstance(loader, DataloaderOptions):
+        return CaptionOptions(
+            extension=loader.caption_extension.lower(),
+            trigger_word=spec.trigger_word,
+            placement=loader.trigger_placement,
+            clean=loader.clean_captions,
+        )
+    return CaptionOptions(trigger_word=spec.trigger_word)
+
+
+def describe_source(dataset: DatasetSpec) -> str:
+    """A human description of the source with no secret in it (presigned query strings dropped)."""
+    if dataset.path:
+        return f"path {dataset.path}"
+    if dataset.url:
+        return f"url {public_url(dataset.url)}"
+    if dataset.hf_repo:
+        return f"hf dataset {dataset.hf_repo}@{dataset.revision}"
+    return f"{len(dataset.files or [])} inline files"
+
+
+
+def stage_dataset(
+    spec: JobSpec,
+    dest: Path,
+    *,
+    settings: Settings,
+    on_event: EventSink = ignore_event,
+    allow_local_paths: bool = True,
+    limits: StagingLimits = StagingLimits(),
+) -> Manifest:
+    """Stage the job's dataset into `dest/images`; raise a DatasetError subclass naming what is wrong."""
+    dataset = spec.dataset
+    if dataset is None:
+        raise DatasetError("a job needs a dataset", field="dataset")
+    dest = dest.absolute()
+    dest.mkdir(parents=True, exist_ok=True)
+    source = describe_source(dataset)
+    # The pipeline reports the stage itself (started/completed/failed); these lines say what happens inside it.
+    on_event(LogLine(f"staging the dataset from {source}"))
+    options = caption_options(spec)
+    keep = IMAGE_SUFFIXES | {options.extension}
+    root = dest / IMAGES_DIR
+    if root.exists():
+        shutil.rmtree(root)  # a re-run of the same job starts clean
+    root.mkdir()
+    decoder = _Decoder()
+    try:
+        gathered = _gather(
+            dataset, dest, keep=keep, options=options, settings=settings, on_event=on_event,
+            allow_local_paths=allow_local_paths, limits=limits, hf_token=_hf_token(spec, settings), decoder=decoder,
+        )
+        images, skipped = _stage_all(gathered, root=root, options=options, decoder=decoder)
+    finally:
+        decoder.close()
+        shutil.rmtree(dest / EXTRACT_DIR, ignore_errors=True)
+    manifest = Manifest(root=root, images=images, skipped=gathered.skipped + skipped, source=source)
+    if not images:
+        raise EmptyDataset(_empty_message(manifest), field="dataset")
+    shutil.rmtree(dest / DOWNLOAD_DIR, ignore_errors=True)
+    message = f"{len(images)} images staged, {len(manifest.skipped)} skipped"
+    on_event(LogLine(message))
+    return manifest
+
+
+def _hf_token(spec: JobSpec, settings: Settings) -> str | None:
+    """For private dataset repos: the job's hub token, else the endpoint's HF_TOKEN."""
+    if spec.hub and spec.hub.token:
+        return spec.hub.token.get_secret_value()
+    return settings.hf_token.get_secret_value() if settings.hf_token else None
+
+
+def _empty_message(manifest: Manifest) -> str:
+    counts = manifest.skipped_by_reason()
+    if not counts:
+        return f"no images found in {manifest.source}"
+    reasons = ", ".join(f"{count} {reason}" for reason, count in counts.items())
+    examples = "; ".join(
+        f"{item.name}: {item.detail or item.reason}" for item in manifest.skipped[:3]
+    )
+    return f"no usable image in {manifest.source}: {len(manifest.skipped)} files skipped ({reasons}). e.g. {examples}"
+
+
+# -- sources -----------------------------------------------------------------------------------------------------
+
+
+def _gather(
+    dataset: DatasetSpec,
+    dest: Path,
+    *,
+    keep: frozenset[str],
+    options: CaptionOptions,
+    settings: Settings,
+    on_event: EventSink,
+    allow_local_paths: bool,
+    limits: StagingLimits,
+    hf_token: str | None,
+    decoder: _Decoder,
+) -> _Gathered:
+    if dataset.path:
+        path = resolve_local_path(dataset.path, settings=settings, allow_local_paths=allow_local_paths)
+        if path.is_dir():
+            return _walk(path, keep=keep, options=options, owned=False, confine=None if allow_local_paths else path)
+        return _from_file(path, dest, keep=keep, options=options, limits=limits, label=path.name, owned=False,
+                          decoder=decoder)
+    if dataset.url:
+        file = download(
+            dataset.url, dest / DOWNLOAD_DIR, settings=settings, on_event=on_event,
+            max_bytes=limits.max_download_bytes,
+        )
+        return _from_file(file, dest, keep=keep, options=options, limits=limits, label=file.name, owned=True,
+                          decoder=decoder)
+    if dataset.files:
+        return _inline(dataset, dest, settings=settings, on_event=on_event, limits=limits)
+    fetched = fetch_hf_dataset(
+        dataset, dest / DOWNLOAD_DIR, keep_suffixes=keep, max_bytes=limits.max_download_bytes, token=hf_token,
+        on_event=on_event,
+    )
+    if fetched.folder is not None:
+        gathered = _walk(fetched.folder, keep=keep, options=options, owned=True, confine=None)
+    else:
+        gathered = _Gathered(
+            candidates=[
+                _Candidate(name=row.name, image=row.image, caption=row.caption, caption_source="column", owned=True)
+                for row in fetched.rows
+            ]
+        )
+    gathered.skipped[:0] = [Skipped(name, reason, detail) for name, reason, detail in fetched.skipped]
+    return gathered
+
+
+def resolve_local_path(raw: str, *, settings: Settings, allow_local_paths: bool) -> Path:
+    """The absolute local dataset path; the worker (allow_local_paths=False) only reads under DATASET_ROOT."""
+    if allow_local_paths:
+        path = Path(raw).expanduser().absolute()
+    else:
+        if settings.dataset_root is None:
+            raise DatasetError(
+                "local paths are not accepted here (set DATASET_ROOT to allow a folder); give dataset.url instead",
+                field="dataset.path",
+            )
+        allowed = settings.dataset_root.resolve()
+        path = (allowed / raw).resolve()
+        if not path.is_relative_to(allowed):
+            raise DatasetError(f"'{raw}' is outside the allowed dataset root {allowed}", field="dataset.path")
+    if not path.exists():
+        raise DatasetError(f"'{raw}' does not exist", field="dataset.path")
+    return path
+
+
+def _from_file(
+    file: Path,
+    dest: Path,
+    *,
+    keep: frozenset[str],
+    options: CaptionOptions,
+    limits: StagingLimits,
+    label: str,
+    owned: bool,
+    decoder: _Decoder,
+) -> _Gathered:
+    """An archive (extracted into dest/_extract, its images decoded as they come out) or a single image."""
+    if archive_kind(file) is not None:
+        extracted = extract_archive(
+            file, dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=label, on_file=decoder.submit
+        )
+        gathered = _walk(extracted.root, keep=keep, options=options, owned=True, confine=extracted.root)
+        gathered.skipped[:0] = [_skip(name, reason) for name, reason in extracted.skipped]
+        return gathered
+    return _Gathered(candidates=[_Candidate(name=label, image=file, caption=None, caption_source="file", owned=owned)])
+
+
+def _skip(name: str, reason: str) -> Skipped:
+    """'unreadable in archive (Bad CRC)' -> category 'unreadable in archive', detail the whole text."""
+    category = reason.split(" (", 1)[0]
+    return Skipped(name, category, reason if reason != category else "")
+
+
+def _content_root(folder: Path) -> Path:
+    """Flatten single top-level folders: a zip of 'my-dataset/' holds the dataset one level down."""
+    while True:
+        entries = [e for e in folder.iterdir() if not e.name.startswith(".") and e.name != MACOS_METADATA]
+        if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+            folder = entries[0]
+            continue
+        return folder
+
+
+def _walk(
+    folder: Path, *, keep: frozenset[str], options: CaptionOptions, owned: bool, confine: Path | None
+) -> _Gathered:
+    """Every image under `folder` with its caption file; `confine` refuses symlinks leading outside it."""
+    out = _Gathered()
+    root = _content_root(folder)
+    images: list[tuple[str, Path]] = []
+    captions: dict[tuple[str, str], Path] = {}
+    for current, dirs, files in os.walk(root):
+        here = Path(current)
+        rel_dir = here.relative_to(root).parts
+        for name in sorted(dirs):
+            reason = skip_reason((*rel_dir, name, "x.png"), keep_suffixes=IMAGE_SUFFIXES)
+            if reason:
+                out.skipped.append(Skipped("/".join((*rel_dir, name)) + "/", reason.replace("file", "folder")))
+                dirs.remove(name)
+        dirs.sort()
+        for name in sorted(files):
+            parts = (*rel_dir, name)
+            rel = "/".join(parts)
+            path = here / name
+            reason = skip_reason(parts, keep_suffixes=keep)
+            if reason:
+                out.skipped.append(Skipped(rel, reason))
+                continue
+            if path.is_symlink() and confine is not None and not path.resolve().is_relative_to(confine.resolve()):
+                out.skipped.append(Skipped(rel, "symlink", "points outside the dataset folder"))
+                continue
+            if not path.is_file():
+                out.skipped.append(Skipped(rel, "special file"))
+                continue
+            suffix = path.suffix.lower()
+            if suffix == options.extension and suffix not in IMAGE_SUFFIXES:
+                captions[("/".join(rel_dir), path.stem.lower())] = path
+            else:
+                images.append((rel, path))
+    used: set[tuple[str, str]] = set()
+    for rel, path in images:
+        key = ("/".join(Path(rel).parts[:-1]), path.stem.lower())
+        caption_file = captions.get(key)
+        text = None
+        if caption_file is not None:
+            used.add(key)
+            text = _read_caption(caption_file)
+        out.candidates.append(_Candidate(name=rel, image=path, caption=text, caption_source="file", owned=owned))
+    for key, path in sorted(captions.items()):
+        if key not in used:
+            out.skipped.append(Skipped("/".join(filter(None, (key[0], path.name))), "caption without an image"))
+    return out
+
+
+def _read_caption(path: Path) -> str:
+    return path.read_bytes().decode("utf-8-sig", errors="replace")
+
+
+def _inline(dataset: DatasetSpec, dest: Path, *, settings: Settings, on_event: EventSink, limits: StagingLimits):
+    """Download each {url, caption} (a few at a time); a file that fails to download is a counted skip, a URL
+    the address policy refuses fails the job."""
+    out = _Gathered()
+    folder = dest / DOWNLOAD_DIR
+    items = list(enumerate(dataset.files or []))
+
+    def fetch(index: int, url: str) -> Path | DownloadError:
+        try:
+            return download(
+                url, folder / f"{index:05d}", settings=settings, on_event=on_event,
+                max_bytes=limits.max_download_bytes, field=f"dataset.files.{index}.url",
+            )
+        except DownloadError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="fetch") as pool:
+        results = list(pool.map(lambda pair: fetch(pair[0], pair[1].url), items))
+    for (index, item), result in zip(items, results, strict=True):
+        if isinstance(result, DownloadError):
+            out.skipped.append(Skipped(f"files[{index}] {public_url(item.url)}", "download failed", result.message))
+            continue
+        out.candidates.append(
+            _Candidate(name=f"{index:05d}_{result.name}", image=result, caption=item.caption, caption_source="inline",
+                       owned=True)
+        )
+    return out
+
+
+# -- images and captions -----------------------------------------------------------------------------------------
+
+
+def clean_caption(text: str) -> str:
+    """Collapse whitespace; in tag-style captions drop empty and repeated comma-separated tags."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if "," not in text:
+        return text
+    seen: set[str] = set()
+    tags = []
+    for tag in (part.strip() for part in text.split(",")):
+        if tag and tag.lower() not in seen:
+            seen.add(tag.lower())
+            tags.append(tag)
+    return ", ".join(tags)
+
+
+def has_trigger(caption: str, trigger: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, flags=re.IGNORECASE) is not None
+
+
+def apply_trigger(caption: str, *, trigger: str | None, placement: str = "prefix") -> str:
+    if not trigger or has_trigger(caption, trigger):
+        return caption
+    if not caption:
+        return trigger
+    return f"{caption}, {trigger}" if placement == "suffix" else f"{trigger}, {caption}"
+
+
+def _caption(candidate: _Candidate, *, stem: str, options: CaptionOptions) -> tuple[str, str]:
+    raw = candidate.caption or ""
+    text = clean_caption(raw) if options.clean else raw.strip()
+    source = candidate.caption_source
+    if not text:
+        if options.trigger_word:
+            text, source = options.trigger_word, "trigger_word"
+        else:
+            text, source = re.sub(r"[_\-.\s]+", " ", stem).strip() or stem, "file_name"
+    return apply_trigger(text, trigger=options.trigger_word, placement=options.placement), source
+
+
+def _stems(candidates: list[_Candidate]) -> list[str]:
+    """One unique, file-system-safe stem per candidate, from its relative path (sub/a.png -> sub__a)."""
+    used: set[str] = set()
+    out = []
+    for candidate in candidates:
+        parts = list(Path(candidate.name).parts)
+        parts[-1] = Path(parts[-1]).stem
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", "__".join(parts)).strip("._") or "image"
+        base = base[:150]
+        stem, n = base, 1
+        while stem.lower() in used:
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem.lower())
+        out.append(stem)
+    return out
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class _Probe:
+    kind: str
+    width: int
+    height: int
+
+
+def _probe(path: Path) -> _Probe:
+    """Open and fully decode one image; raise _Unusable with a per-file reason when it cannot be used."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > (Image.MAX_IMAGE_PIXELS or width * height):
+                raise _Unusable("too many pixels", f"{width}x{height} is over {Image.MAX_IMAGE_PIXELS} pixels")
+            image.load()
+            return _Probe(image.format or "", width, height)
+    except Image.DecompressionBombError as exc:
+        raise _Unusable("too many pixels", str(exc)) from None
+    except UnidentifiedImageError:
+        raise _Unusable("not a decodable image", "Pillow cannot identify this file as an image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _Unusable("corrupt image", str(exc) or type(exc).__name__) from None
+
+
+class _Decoder:
+    """Decodes images on a thread pool from the moment each file exists: while an archive is still being
+    extracted, the images already out of it are being decoded (Pillow and zlib release the GIL)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="decode")
+        self._futures: dict[Path, Future[_Probe]] = {}
+
+    def submit(self, path: Path) -> None:
+        if path.suffix.lower() in IMAGE_SUFFIXES and path not in self._futures:
+            self._futures[path] = self._pool.submit(_probe, path)
+
+    def result(self, path: Path) -> _Probe:
+        future = self._futures.get(path)
+        return future.result() if future is not None else _probe(path)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stage_all(
+    gathered: _Gathered, *, root: Path, options: CaptionOptions, decoder: _Decoder
+) -> tuple[list[ImageEntry], list[Skipped]]:
+    for candidate in gathered.candidates:
+        decoder.submit(candidate.image)
+    stems = _stems(gathered.candidates)
+    jobs = list(zip(gathered.candidates, stems, strict=True))
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="place") as pool:
+        results = list(pool.map(
+            lambda job: _stage_one(job[0], stem=job[1], root=root, options=options, decoder=decoder), jobs
+        ))
+    images = [r for r in results if isinstance(r, ImageEntry)]
+    skipped = [r for r in results if isinstance(r, Skipped)]
+    return images, skipped
+
+
+def _stage_one(
+    candidate: _Candidate, *, stem: str, root: Path, options: CaptionOptions, decoder: _Decoder
+) -> ImageEntry | Skipped:
+    try:
+        probe = decoder.result(candidate.image)
+        target = _place_image(candidate, probe=probe, stem=stem, root=root)
+    except _Unusable as exc:
+        return Skipped(candidate.name, exc.reason, exc.detail)
+    caption, source = _caption(candidate, stem=stem, options=options)
+    target.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
+    return ImageEntry(path=target, caption=caption, width=probe.width, height=probe.height, caption_source=source)
+
+
+def _place_image(candidate: _Candidate, *, probe: _Probe, stem: str, root: Path) -> Path:
+    """Move/copy a decoded image into `root` under its stem, or re-encode it as PNG when SimpleTuner's usual
+    formats do not include it."""
+    if probe.kind not in KEPT_FORMATS:
+        target = root / f"{stem}.png"
+        try:
+            with Image.open(candidate.image) as image:
+                _as_png(image).save(target, format="PNG")
+        except (OSError, ValueError, EOFError) as exc:
+            target.unlink(missing_ok=True)
+            raise _Unusable("corrupt image", f"cannot convert to PNG: {exc}") from None
+        return target
+    original = candidate.image.suffix.lower()
+    kept = KEPT_FORMATS[probe.kind]
+    suffix = original if kept == ".jpg" and original in {".jpeg", ".jpg"} else kept
+    target = root / f"{stem}{suffix}"
+    if candidate.owned:
+        os.replace(candidate.image, target)
+    else:
+        shutil.copyfile(candidate.image, target)
+    return target
+
+
+def _as_png(image: Image.Image) -> Image.Image:
+    image.seek(0)
+    if image.mode in {"RGB", "RGBA", "L", "LA"}:
+        return image
+    has_alpha = image.mode in {"P", "PA"} and "transparency" in image.info or "A" in image.mode
+    return image.convert("RGBA" if has_alpha else "RGB")
