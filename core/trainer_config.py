@@ -15,8 +15,12 @@ from core.jobdir import JobDir
 from core.spec import JobSpec
 
 DEFAULT_RESOLUTION = 1024
+DEFAULT_RESOLUTION_TYPE = "pixel"
 DEFAULT_MINIMUM_IMAGE_SIZE = 256
+"""The built backend's minimum_image_size is min(this, resolution); SimpleTuner's own default is none."""
 DEFAULT_STEPS = 1000
+"""When a job gives neither max_train_steps nor num_train_epochs."""
+DEFAULT_TRAIN_BATCH_SIZE = 1
 
 # Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory).
 OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config")
@@ -58,12 +62,12 @@ def _defaults(spec: JobSpec, *, device: str) -> dict[str, Any]:
         "learning_rate": 1e-4,
         "lr_scheduler": "constant",
         "lr_warmup_steps": 0,
-        "train_batch_size": 1,
+        "train_batch_size": DEFAULT_TRAIN_BATCH_SIZE,
         "gradient_accumulation_steps": 1,
         "checkpoint_step_interval": 250,
         "checkpoints_total_limit": 3,
         "resolution": DEFAULT_RESOLUTION,
-        "resolution_type": "pixel",
+        "resolution_type": DEFAULT_RESOLUTION_TYPE,
         "seed": 42,
         "report_to": "none",
         "push_to_hub": False,
@@ -126,7 +130,7 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str)
         "caption_strategy": "textfile",
         "crop": False,
         "resolution": resolution,
-        "resolution_type": spec.config.get("resolution_type", "pixel"),
+        "resolution_type": spec.config.get("resolution_type", DEFAULT_RESOLUTION_TYPE),
         "minimum_image_size": min(DEFAULT_MINIMUM_IMAGE_SIZE, resolution),
         "repeats": 0,
         "cache_dir_vae": str(job.cache / "vae"),

@@ -1,0 +1,286 @@
+"""Safe extraction of dataset archives (zip, tar, tar.gz, tar.bz2, tar.xz).
+
+Nothing is written outside the destination folder: absolute names and `..` refuse the whole archive; links,
+devices, hidden files, macOS metadata and files that are neither images nor captions are skipped and counted.
+Limits on total size, file count and compression ratio stop zip bombs, checked from the headers before any
+byte is written and again while bytes are written (headers can lie).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from core.errors import DatasetError, UnsafeArchive
+
+# Every suffix Pillow opens that a dataset plausibly holds; anything else is skipped before decoding.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".tga", ".ppm", ".avif"}
+)
+MACOS_METADATA = "__MACOSX"
+_CHUNK = 1024 * 1024
+# Ratio is only judged past this size: a tiny archive of captions compresses well and is harmless.
+_RATIO_FLOOR_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    max_total_bytes: int = 20 * 1024**3
+    max_files: int = 100_000
+    max_ratio: float = 100.0
+
+
+@dataclass
+class Extracted:
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(member name, reason) for every member not written."""
+    on_file: Callable[[Path], None] | None = field(default=None, repr=False)
+
+    def add(self, path: Path) -> None:
+        self.files.append(path)
+        if self.on_file is not None:
+            self.on_file(path)
+
+
+def archive_kind(path: Path) -> str | None:
+    """'zip' or 'tar' from the file's first bytes (names lie), or None for anything else."""
+    with path.open("rb") as handle:
+        head = handle.read(262)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00" or head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def skip_reason(parts: tuple[str, ...], *, keep_suffixes: frozenset[str]) -> str | None:
+    """Why a file at this relative path is not staged, or None when it is kept."""
+    if any(part == MACOS_METADATA for part in parts):
+        return "macOS metadata"
+    if any(part.startswith(".") for part in parts):
+        return "hidden file"
+    if Path(parts[-1]).suffix.lower() not in keep_suffixes:
+        return "not an image"
+    return None
+
+
+def extract_archive(
+    archive: Path,
+    dest: Path,
+    *,
+    keep_suffixes: frozenset[str],
+    limits: ExtractLimits = ExtractLimits(),
+    label: str | None = None,
+    on_file: Callable[[Path], None] | None = None,
+) -> Extracted:
+    """Extract the images and captions of `archive` into `dest` (created; emptied on failure).
+
+    `on_file` is called with each file as soon as it is complete (the caller can start decoding it while the
+    rest of the archive is still being extracted)."""
+    label = label or archive.name
+    kind = archive_kind(archive)
+    if kind is None:
+        raise DatasetError(f"{label}: not a zip or tar archive (gz, bz2, xz)", field="dataset")
+    dest.mkdir(parents=True, exist_ok=True)
+    out = Extracted(root=dest, on_file=on_file)
+    try:
+        if kind == "zip":
+            _extract_zip(archive, out, keep_suffixes=keep_suffixes, limits=limits, label=label)
+        else:
+            _extract_tar(archive, out, keep_suffixes=keep_suffixes, limits=limits, label=label)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return out
+
+
+class _Budget:
+    """Counts members and bytes against the limits; raises UnsafeArchive the moment one is passed."""
+
+    def __init__(self, *, limits: ExtractLimits, archive_size: int, label: str):
+        self.limits, self.archive_size, self.label = limits, max(archive_size, 1), label
+        self.files = 0
+        self.declared = 0
+
+    def member(self, size: int) -> None:
+        self.files += 1
+        self.declared += max(size, 0)
+        if self.files > self.limits.max_files:
+            raise UnsafeArchive(f"{self.label}: more than {self.limits.max_files} entries", field="dataset")
+        self.check_bytes(self.declared)
+
+    def check_bytes(self, total: int) -> None:
+        if total > self.limits.max_total_bytes:
+            raise UnsafeArchive(
+                f"{self.label}: unpacks to more than {_size(self.limits.max_total_bytes)}", field="dataset"
+            )
+        ratio = total / self.archive_size
+        if total > _RATIO_FLOOR_BYTES and ratio > self.limits.max_ratio:
+            raise UnsafeArchive(
+                f"{self.label}: compression ratio over {self.limits.max_ratio:g}:1 (a zip bomb?)", field="dataset"
+            )
+
+
+def _relative_parts(name: str, *, label: str) -> tuple[str, ...]:
+    """The member's path as safe parts; absolute names and '..' refuse the archive."""
+    clean = name.replace("\\", "/")
+    if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
+        raise UnsafeArchive(f"{label}: entry '{name}' has an absolute path", field="dataset")
+    parts = tuple(part for part in clean.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise UnsafeArchive(f"{label}: entry '{name}' points outside the archive ('..')", field="dataset")
+    if any("\x00" in part for part in parts):
+        raise UnsafeArchive(f"{label}: entry '{name}' has a NUL byte in its name", field="dataset")
+    return parts
+
+
+def _target(root: Path, parts: tuple[str, ...], *, label: str) -> Path:
+    target = root.joinpath(*parts)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise UnsafeArchive(f"{label}: entry '{'/'.join(parts)}' resolves outside the dataset folder", field="dataset")
+    return target
+
+
+def _copy_limited(source: BinaryIO, target: Path, *, budget: _Budget, written_before: int, declared: int) -> int:
+    """Stream one member to disk; stop when it exceeds its declared size or the archive's budget."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with target.open("wb") as sink:
+        while chunk := source.read(_CHUNK):
+            written += len(chunk)
+            if written > declared:
+                raise UnsafeArchive(f"{budget.label}: '{target.name}' is larger than its header says", field="dataset")
+            budget.check_bytes(written_before + written)
+            sink.write(chunk)
+    if written < declared:
+        raise DatasetError(
+            f"{budget.label}: '{target.name}' ends after {written} of {declared} bytes (a truncated archive?)",
+            field="dataset",
+        )
+    return written
+
+
+def _extract_zip(
+    archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str
+) -> None:
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{label}: not a readable zip ({exc})", field="dataset") from None
+    with bundle:
+        infos = bundle.infolist()
+        budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label)
+        planned: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
+        for info in infos:
+            parts = _relative_parts(info.filename, label=label)
+            budget.member(info.file_size)
+            if info.is_dir() or not parts:
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                out.skipped.append(("/".join(parts), "symlink"))
+                continue
+            reason = skip_reason(parts, keep_suffixes=keep_suffixes)
+            if reason:
+                out.skipped.append(("/".join(parts), reason))
+                continue
+            planned.append((info, parts))
+        written = 0
+        for info, parts in planned:
+            target = _target(out.root, parts, label=label)
+            try:
+                with bundle.open(info) as source:
+                    written += _copy_limited(
+                        source, target, budget=budget, written_before=written, declared=info.file_size
+                    )
+            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+                # One damaged or encrypted member: skip it, keep the rest.
+                target.unlink(missing_ok=True)
+                out.skipped.append(("/".join(parts), f"unreadable in archive ({exc})"))
+                continue
+            out.add(target)
+
+
+_TAR_SPECIAL = {
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "device file",
+    tarfile.BLKTYPE: "device file",
+    tarfile.FIFOTYPE: "fifo",
+}
+
+
+def _open_stream(archive: Path) -> BinaryIO:
+    """The tar bytes, decompressed by the gzip/bz2/lzma modules: they raise EOFError on a truncated stream
+    (tarfile's own stream mode would end silently at the cut) and gzip checks the CRC."""
+    with archive.open("rb") as handle:
+        head = handle.read(6)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.open(archive, "rb")
+    if head[:3] == b"BZh":
+        return bz2.open(archive, "rb")
+    if head == b"\xfd7zXZ\x00":
+        return lzma.open(archive, "rb")
+    return archive.open("rb")
+
+
+def _extract_tar(
+    archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str
+) -> None:
+    budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label)
+    written = 0
+    try:
+        # Stream mode ("r|"): one pass over a compressed tar, never the whole archive in memory.
+        with _open_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as bundle:
+            for member in bundle:
+                parts = _relative_parts(member.name, label=label)
+                budget.member(member.size if member.isreg() else 0)
+                if member.isdir() or not parts:
+                    continue
+                name = "/".join(parts)
+                special = _TAR_SPECIAL.get(member.type)
+                if special or not member.isreg():
+                    out.skipped.append((name, special or "special file"))
+                    continue
+                reason = skip_reason(parts, keep_suffixes=keep_suffixes)
+                if reason:
+                    out.skipped.append((name, reason))
+                    continue
+                target = _target(out.root, parts, label=label)
+                source = bundle.extractfile(member)
+                if source is None:
+                    out.skipped.append((name, "special file"))
+                    continue
+                written += _copy_limited(source, target, budget=budget, written_before=written, declared=member.size)
+                out.add(target)
+            # tarfile ends quietly at a missing end-of-archive marker; drain the stream so a cut compressed
+            # stream raises EOFError, and check a plain tar still has its two zero blocks.
+            while stream.read(_CHUNK):
+                pass
+            if isinstance(stream, io.BufferedReader) and archive.stat().st_size < bundle.offset + 2 * tarfile.BLOCKSIZE:
+                raise EOFError("no end-of-archive marker")
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        raise DatasetError(f"{label}: not a readable tar archive ({exc})", field="dataset") from None
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:g} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+

@@ -1,0 +1,307 @@
+"""Downloads of dataset files: http(s) (presigned URLs included) and s3://, streamed to disk.
+
+http(s): a size limit, retries with exponential backoff, resume with HTTP Range after a dropped connection, each
+redirect checked against the address policy, throttled DownloadProgress events. s3://: boto3 with credentials
+from AWS_* or RunPod's BUCKET_* variables (`s3_config`, a pure function of a Mapping).
+A URL appears in events and errors only without its query string (presigned signatures) or user info.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import requests
+
+from core.address_policy import check_url, guarded_session, public_url
+from core.errors import AddressRefused, DatasetError, DownloadError
+from core.events import DownloadProgress, EventSink, ignore_event
+from core.settings import Settings
+
+CHUNK = 1024 * 1024
+MAX_REDIRECTS = 5
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+PROGRESS_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str = "us-east-1"
+
+
+def s3_config(env: Mapping[str, str]) -> S3Config:
+    """S3 settings from the environment: RunPod's BUCKET_* set (endpoint and its keys) wins over AWS_*.
+
+    With no keys at all, boto3's own chain (profile, instance role) applies.
+    """
+    def get(*names: str) -> str | None:
+        for name in names:
+            value = (env.get(name) or "").strip()
+            if value:
+                return value
+        return None
+
+    if get("BUCKET_ENDPOINT_URL"):
+        key_names = ("BUCKET_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+        secret_names = ("BUCKET_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    else:
+        key_names = ("AWS_ACCESS_KEY_ID", "BUCKET_ACCESS_KEY_ID")
+        secret_names = ("AWS_SECRET_ACCESS_KEY", "BUCKET_SECRET_ACCESS_KEY")
+    return S3Config(
+        endpoint_url=get("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        access_key_id=get(*key_names),
+        secret_access_key=get(*secret_names),
+        session_token=get("AWS_SESSION_TOKEN"),
+        region=get("BUCKET_REGION", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
+    )
+
+
+class _Progress:
+    """Throttled DownloadProgress events; safe to call from boto3's transfer threads."""
+
+    def __init__(self, *, source: str, on_event: EventSink, total: int | None = None):
+        self.source, self.on_event, self.total = source, on_event, total
+        self.done = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def set(self, done: int, *, total: int | None = None, force: bool = False) -> None:
+        with self._lock:
+            self.done = done
+            if total is not None:
+                self.total = total
+            now = time.monotonic()
+            if not force and now - self._last < PROGRESS_INTERVAL_S:
+                return
+            self._last = now
+            event = DownloadProgress(source=self.source, bytes_done=self.done, bytes_total=self.total)
+        self.on_event(event)
+
+    def add(self, count: int) -> None:
+        self.set(self.done + count)
+
+
+def file_name(url: str, *, default: str = "download") -> str:
+    """A safe local file name from the URL's last path segment."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:120]
+    return name or default
+
+
+def download(
+    url: str,
+    folder: Path,
+    *,
+    settings: Settings,
+    on_event: EventSink = ignore_event,
+    max_bytes: int,
+    env: Mapping[str, str] | None = None,
+    retries: int = 4,
+    backoff_s: float = 0.5,
+    timeout_s: float = 60.0,
+    field: str = "dataset.url",
+) -> Path:
+    """Download `url` (http, https or s3) into `folder`; return the file's path. Raises DownloadError/AddressRefused."""
+    checked = check_url(url, allow_private=settings.allow_private_urls, field=field)
+    folder.mkdir(parents=True, exist_ok=True)
+    if checked.scheme == "s3":
+        config = s3_config(os.environ if env is None else env)
+        return _download_s3(url, folder, config=config, on_event=on_event, max_bytes=max_bytes, field=field)
+    return _download_http(
+        url, folder, public=checked.public, allow_private=settings.allow_private_urls, on_event=on_event,
+        max_bytes=max_bytes, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, field=field,
+    )
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt (dropped connection, 5xx, 429)."""
+
+
+def _get(
+    session: requests.Session, url: str, *, headers: dict[str, str], allow_private: bool, timeout_s: float, field: str
+) -> requests.Response:
+    """GET with redirects followed by hand, each target checked against the address policy first."""
+    for _ in range(MAX_REDIRECTS + 1):
+        checked = check_url(url, allow_private=allow_private, field=field)
+        if checked.scheme not in ("http", "https"):
+            raise AddressRefused(f"a redirect to a '{checked.scheme}://' URL is not followed", field=field)
+        response = session.get(url, headers=headers, stream=True, timeout=timeout_s, allow_redirects=False)
+        if response.is_redirect:
+            url = urljoin(url, response.headers["location"])
+            response.close()
+            continue
+        return response
+    raise DownloadError(f"more than {MAX_REDIRECTS} redirects", field=field)
+
+
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """'bytes 100-199/1000' -> (100, 1000); '.../*' -> (100, None)."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*", value or "")
+    if not match:
+        return None
+    return int(match.group(1)), None if match.group(2) == "*" else int(match.group(2))
+
+
+def _download_http(
+    url: str,
+    folder: Path,
+    *,
+    public: str,
+    allow_private: bool,
+    on_event: EventSink,
+    max_bytes: int,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    field: str,
+) -> Path:
+    target = folder / file_name(url)
+    part = target.with_name(target.name + ".part")
+    part.unlink(missing_ok=True)  # resume only within this call: a stale part may be of another file
+    progress = _Progress(source=public, on_event=on_event)
+    validator: str | None = None
+    failures = 0
+    with guarded_session(allow_private=allow_private) as session:
+        while True:
+            done = part.stat().st_size if part.exists() else 0
+            headers = {"Accept-Encoding": "identity"}
+            if done:
+                headers["Range"] = f"bytes={done}-"
+                if validator:
+                    headers["If-Range"] = validator
+            try:
+                response = _get(session, url, headers=headers, allow_private=allow_private, timeout_s=timeout_s,
+                                field=field)
+                with response:
+                    validator = response.headers.get("ETag") or response.headers.get("Last-Modified") or validator
+                    _write_body(response, part, done=done, public=public, progress=progress, max_bytes=max_bytes,
+                                field=field)
+                break
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    _Retryable) as exc:
+                failures += 1
+                if failures > retries:
+                    part.unlink(missing_ok=True)
+                    raise DownloadError(
+                        f"{public}: failed after {failures} attempts ({_short(exc)})", field=field
+                    ) from None
+                time.sleep(backoff_s * 2 ** (failures - 1))
+            except DatasetError:
+                part.unlink(missing_ok=True)
+                raise
+    os.replace(part, target)
+    progress.set(target.stat().st_size, force=True)
+    return target
+
+
+def _write_body(
+    response: requests.Response, part: Path, *, done: int, public: str, progress: _Progress, max_bytes: int, field: str
+) -> None:
+    status = response.status_code
+    if status in RETRY_STATUS:
+        raise _Retryable(f"HTTP {status}")
+    if status == 416 and done:
+        part.unlink()  # our partial file no longer matches: start again
+        raise _Retryable("HTTP 416 on resume")
+    if status >= 400 or status not in (200, 206):
+        reason = "not found" if status == 404 else (response.reason or "error")
+        raise DownloadError(f"{public}: HTTP {status} {reason}", field=field)
+    length = response.headers.get("Content-Length")
+    span = _content_range(response.headers.get("Content-Range")) if status == 206 else None
+    if status == 206 and (span is None or span[0] != done):
+        part.unlink(missing_ok=True)
+        raise _Retryable("the server answered a range we did not ask for")
+    if status == 200:
+        done = 0  # the server ignored Range (or the file changed): the whole body follows
+    total = span[1] if span else (int(length) if length and length.isdigit() else None)
+    if total is not None and total > max_bytes:
+        raise DownloadError(f"{public}: {total} bytes is over the {max_bytes}-byte download limit", field=field)
+    progress.set(done, total=total, force=True)
+    with part.open("ab" if done else "wb") as sink:
+        for chunk in response.iter_content(CHUNK):
+            done += len(chunk)
+            if done > max_bytes:
+                raise DownloadError(f"{public}: over the {max_bytes}-byte download limit", field=field)
+            sink.write(chunk)
+            progress.set(done)
+    if total is not None and done < total:
+        raise _Retryable(f"connection closed after {done} of {total} bytes")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def parse_s3_url(url: str, *, field: str = "dataset.url") -> tuple[str, str]:
+    parts = urlsplit(url)
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    if not bucket or not key or key.endswith("/"):
+        raise DatasetError(f"{public_url(url)}: give s3://bucket/key of an archive or an image", field=field)
+    return bucket, key
+
+
+def s3_client(config: S3Config):
+    """A boto3 S3 client for `config` (its own session: nothing global)."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=config.endpoint_url,
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        aws_session_token=config.session_token,
+        region_name=config.region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4"),
+    )
+
+
+def _download_s3(
+    url: str, folder: Path, *, config: S3Config, on_event: EventSink, max_bytes: int, field: str
+) -> Path:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket, key = parse_s3_url(url, field=field)
+    source = f"s3://{bucket}/{key}"
+    target = folder / file_name(key)
+    client = s3_client(config)
+    try:
+        size = int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        if size > max_bytes:
+            raise DownloadError(f"{source}: {size} bytes is over the {max_bytes}-byte download limit", field=field)
+        progress = _Progress(source=source, on_event=on_event, total=size)
+        progress.set(0, force=True)
+        client.download_file(bucket, key, str(target), Callback=progress.add)
+    except NoCredentialsError:
+        raise DownloadError(
+            f"{source}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or BUCKET_ACCESS_KEY_ID/"
+            "BUCKET_SECRET_ACCESS_KEY)", field=field,
+        ) from None
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            message = "not found"
+        elif code in {"NoSuchBucket"}:
+            message = "no such bucket"
+        elif status == 403 or code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+            message = "access denied (check the S3 credentials)"
+        else:
+            message = f"S3 error {code or status}"
+        raise DownloadError(f"{source}: {message}", field=field) from None
+    except BotoCoreError as exc:
+        raise DownloadError(f"{source}: {_short(exc)}", field=field) from None
+    progress.set(target.stat().st_size, force=True)
+    return target

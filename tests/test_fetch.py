@@ -1,0 +1,161 @@
+"""Downloads against real local servers: the loopback http server (Range, drops, failures) and moto_server (S3)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from core.errors import AddressRefused, DatasetError, DownloadError
+from core.events import DownloadProgress
+from core.fetch import S3Config, download, file_name, parse_s3_url, s3_config
+from core.settings import Settings
+from tests.support.http_server import serve_files
+from tests.support.s3_server import moto_s3
+
+OPEN = Settings.from_env({"ALLOW_PRIVATE_URLS": "1"})
+LIMIT = 1 << 30
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Path:
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "blob.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 123))
+    (folder / "small.bin").write_bytes(b"hello")
+    return folder
+
+
+def test_plain_download_streams_to_disk_with_progress(tmp_path, served):
+    events: list = []
+    with serve_files(served) as server:
+        path = download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, on_event=events.append,
+                        max_bytes=LIMIT)
+    assert path == tmp_path / "dl" / "blob.bin"
+    assert digest(path) == digest(served / "blob.bin")
+    assert not list((tmp_path / "dl").glob("*.part"))
+    progress = [e for e in events if isinstance(e, DownloadProgress)]
+    assert progress[0].bytes_done == 0 and progress[0].bytes_total == path.stat().st_size
+    assert progress[-1].bytes_done == progress[-1].bytes_total == path.stat().st_size
+    assert [e.bytes_done for e in progress] == sorted(e.bytes_done for e in progress)
+
+
+def test_a_dropped_connection_resumes_with_range(tmp_path, served):
+    with serve_files(served) as server:
+        server.drop_halfway["blob.bin"] = 2
+        path = download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, max_bytes=LIMIT, backoff_s=0.01)
+        gets = [r for method, name, r in server.requests if method == "GET" and name == "blob.bin"]
+    assert digest(path) == digest(served / "blob.bin")
+    assert len(gets) == 3
+    assert gets[0] is None
+    resumed_at = [int(r.split("=")[1].rstrip("-")) for r in gets[1:]]
+    assert 0 < resumed_at[0] < resumed_at[1] < path.stat().st_size  # each attempt continues where the last stopped
+
+
+def test_a_server_without_range_support_restarts_cleanly(tmp_path, served):
+    with serve_files(served, ranges=False) as server:
+        server.drop_halfway["blob.bin"] = 1
+        path = download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, max_bytes=LIMIT, backoff_s=0.01)
+    assert digest(path) == digest(served / "blob.bin")
+
+
+def test_transient_errors_are_retried_and_permanent_ones_are_not(tmp_path, served):
+    with serve_files(served) as server:
+        server.fail_status["small.bin"] = [503, 429]
+        path = download(server.url("small.bin"), tmp_path / "a", settings=OPEN, max_bytes=LIMIT, backoff_s=0.01)
+        assert path.read_bytes() == b"hello"
+        assert len([r for r in server.requests if r[1] == "small.bin"]) == 3
+        with pytest.raises(DownloadError, match=r"nothing\.bin: HTTP 404 not found"):
+            download(server.url("nothing.bin"), tmp_path / "b", settings=OPEN, max_bytes=LIMIT, backoff_s=0.01)
+        assert len([r for r in server.requests if r[1] == "nothing.bin"]) == 1
+        server.fail_status["small.bin"] = [500] * 10
+        with pytest.raises(DownloadError, match=r"failed after 3 attempts \(HTTP 500\)"):
+            download(server.url("small.bin"), tmp_path / "c", settings=OPEN, max_bytes=LIMIT, retries=2,
+                     backoff_s=0.01)
+    assert not list((tmp_path / "c").glob("*"))
+
+
+def test_size_limit_is_checked_before_the_body(tmp_path, served):
+    with serve_files(served) as server:
+        with pytest.raises(DownloadError, match="over the 1000000-byte download limit"):
+            download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, max_bytes=1_000_000)
+    assert not list((tmp_path / "dl").glob("*"))
+
+
+def test_redirects_are_followed_and_each_target_is_checked(tmp_path, served):
+    with serve_files(served) as server:
+        server.redirects["old.bin"] = "/small.bin"
+        server.redirects["to-file"] = "file:///etc/passwd"
+        server.redirects["to-metadata"] = "http://169.254.169.254/latest/meta-data/iam/"
+        path = download(server.url("old.bin"), tmp_path / "a", settings=OPEN, max_bytes=LIMIT)
+        assert path.read_bytes() == b"hello" and path.name == "old.bin"
+        with pytest.raises(AddressRefused, match="'file://' URLs are not allowed"):
+            download(server.url("to-file"), tmp_path / "b", settings=OPEN, max_bytes=LIMIT)
+        with pytest.raises(AddressRefused, match="metadata"):
+            download(server.url("to-metadata"), tmp_path / "c", settings=OPEN, max_bytes=LIMIT)
+
+
+def test_the_policy_refuses_before_connecting(tmp_path, served):
+    strict = Settings.from_env({})
+    with serve_files(served) as server:
+        with pytest.raises(AddressRefused, match="loopback"):
+            download(server.url("small.bin"), tmp_path / "dl", settings=strict, max_bytes=LIMIT)
+        assert server.requests == []
+
+
+def test_file_name_is_safe():
+    assert file_name("https://x.org/a/b/My%20Set%20(1).zip?sig=abc") == "My_Set_1_.zip"
+    assert file_name("https://x.org/") == "download"
+    assert file_name("https://x.org/..%2F..%2Fetc%2Fpasswd") == "etc_passwd"
+
+
+def test_s3_config_reads_bucket_and_aws_variables():
+    runpod = s3_config({"BUCKET_ENDPOINT_URL": "http://minio:9000", "BUCKET_ACCESS_KEY_ID": "bk",
+                        "BUCKET_SECRET_ACCESS_KEY": "bs", "AWS_ACCESS_KEY_ID": "ak", "AWS_SECRET_ACCESS_KEY": "as"})
+    assert (runpod.endpoint_url, runpod.access_key_id, runpod.secret_access_key) == ("http://minio:9000", "bk", "bs")
+    aws = s3_config({"AWS_ACCESS_KEY_ID": "ak", "AWS_SECRET_ACCESS_KEY": "top-secret", "AWS_REGION": "eu-west-1",
+                     "AWS_SESSION_TOKEN": "session-secret"})
+    assert aws == S3Config(endpoint_url=None, access_key_id="ak", secret_access_key="top-secret",
+                           session_token="session-secret", region="eu-west-1")
+    assert "secret" not in repr(aws)
+    assert s3_config({}) == S3Config()
+    assert parse_s3_url("s3://bucket/a/b.zip") == ("bucket", "a/b.zip")
+    for bad in ("s3://bucket", "s3://bucket/", "s3:///key"):
+        with pytest.raises(DatasetError, match="s3://bucket/key"):
+            parse_s3_url(bad)
+
+
+def test_s3_download_presigned_url_and_errors(tmp_path):
+    payload = os.urandom(3 * 1024 * 1024)
+    with moto_s3() as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="data")
+        client.put_object(Bucket="data", Key="dir/set.zip", Body=payload)
+        events: list = []
+        path = download("s3://data/dir/set.zip", tmp_path / "a", settings=Settings.from_env({}), env=s3.env,
+                        on_event=events.append, max_bytes=LIMIT)
+        assert path.read_bytes() == payload and path.name == "set.zip"
+        progress = [e for e in events if isinstance(e, DownloadProgress)]
+        assert progress[-1].bytes_done == progress[-1].bytes_total == len(payload)
+        assert progress[0].source == "s3://data/dir/set.zip"
+        with pytest.raises(DownloadError, match="s3://data/missing.zip: not found"):
+            download("s3://data/missing.zip", tmp_path / "b", settings=OPEN, env=s3.env, max_bytes=LIMIT)
+        with pytest.raises(DownloadError, match="over the 1000-byte download limit"):
+            download("s3://data/dir/set.zip", tmp_path / "c", settings=OPEN, env=s3.env, max_bytes=1000)
+        presigned = client.generate_presigned_url("get_object", Params={"Bucket": "data", "Key": "dir/set.zip"},
+                                                  ExpiresIn=300)
+        events = []
+        path = download(presigned, tmp_path / "d", settings=OPEN, on_event=events.append, max_bytes=LIMIT)
+        assert path.read_bytes() == payload
+        assert all("Signature" not in e.source and "?" not in e.source for e in events)
+        gone = client.generate_presigned_url("get_object", Params={"Bucket": "data", "Key": "gone.zip"},
+                                             ExpiresIn=300)
+        with pytest.raises(DownloadError, match="gone.zip: HTTP 404") as caught:
+            download(gone, tmp_path / "e", settings=OPEN, max_bytes=LIMIT)
+        assert "Signature" not in str(caught.value)
