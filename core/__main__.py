@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.demo import build_tiny_model, write_demo_dataset
 from core.errors import JobError, SpecError
-from core.events import Event, TrainingProgress
+from core.events import Event, LogLine, TrainingProgress
 from core.settings import Settings
 from core.spec import parse_job
 
@@ -32,6 +32,8 @@ def format_event(event: Event) -> str:
 
 
 def _print_event(event: Event) -> None:
+    if isinstance(event, LogLine) and event.severity.lower() not in ("warning", "error", "critical"):
+        return  # SimpleTuner's info chatter is in the job's training.log
     print(format_event(event), file=sys.stderr, flush=True)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from core.errors import SetupError
 from core.settings import OFFLINE_ENV, Settings
 
-TINY_MODEL_SCRIPT = Path(__file__).resolve().parent / "tiny_model.py"
+TINY_MODEL_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "build_tiny_model.py"
 COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 220)), ("yellow", (230, 210, 40)),
            ("purple", (140, 60, 190)), ("orange", (240, 140, 30)), ("teal", (30, 170, 170)), ("pink", (240, 120, 180))]
 SHAPES = ["circle", "square", "triangle"]
@@ -27,7 +27,8 @@ def build_tiny_model(out: Path, *, settings: Settings) -> Path:
                          field="TRAINER_VENV")
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
-    done = subprocess.run([str(settings.trainer_python), str(TINY_MODEL_SCRIPT), str(out)], env=env,
+    # -P: the script's folder stays off sys.path, so no project module can shadow a library's.
+    done = subprocess.run([str(settings.trainer_python), "-P", str(TINY_MODEL_SCRIPT), str(out)], env=env,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SetupError(f"building the tiny model failed: {done.stderr.strip().splitlines()[-1:]}")

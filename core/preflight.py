@@ -20,10 +20,8 @@ from core.trainer_config import (  # the trainer-config builder's defaults: one 
     DEFAULT_MINIMUM_IMAGE_SIZE,
     DEFAULT_RESOLUTION,
     DEFAULT_RESOLUTION_TYPE,
+    DEFAULT_STEPS,
     DEFAULT_TRAIN_BATCH_SIZE,
-)
-from core.trainer_config import (
-    DEFAULT_STEPS as DEFAULT_MAX_TRAIN_STEPS,
 )
 
 FEW_IMAGES = 5
@@ -148,7 +146,7 @@ def _schedule(spec: JobSpec) -> tuple[int | None, int | None]:
     """(num_train_epochs, max_train_steps) as the trainer config will set them."""
     config = spec.config
     if "max_train_steps" not in config and "num_train_epochs" not in config:
-        return 0, DEFAULT_MAX_TRAIN_STEPS
+        return 0, DEFAULT_STEPS
     return _int(config.get("num_train_epochs"), 0), _int(config.get("max_train_steps"), 0)
 
 

@@ -67,5 +67,7 @@ def trained_job(tmp_path_factory, tiny_model: Path, settings: Settings):
     base = tmp_path_factory.mktemp("trained")
     dataset = write_demo_dataset(base / "dataset-src", count=6)
     events: list = []
-    result = run_job(parse_job(tiny_job(tiny_model, dataset)), base / "job", events.append, settings=settings)
+    job = tiny_job(tiny_model, dataset, config={"validation_prompt": "sks a red circle", "validation_steps": 10,
+                                                "validation_resolution": 128, "validation_num_inference_steps": 4})
+    result = run_job(parse_job(job), base / "job", events.append, settings=settings)
     return result, events

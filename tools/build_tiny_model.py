@@ -1,6 +1,6 @@
 """Build the tiny random SDXL model (27 MB) offline. Runs in the trainer env, as a script:
 
-    .venv-trainer/bin/python core/tiny_model.py DIR
+    .venv-trainer/bin/python tools/build_tiny_model.py DIR
 
 It imports diffusers and transformers, so nothing else in the project imports it: `python -m core demo-model DIR`
 runs it as a subprocess (see core/demo.py). Shapes are FACTS.md section 1; random weights, seed 0.
@@ -90,7 +90,7 @@ def build(out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: tiny_model.py DIR", file=sys.stderr)
+        print("usage: build_tiny_model.py DIR", file=sys.stderr)
         return 2
     out = Path(argv[0]).absolute()
     partial = out.with_name(out.name + ".partial")
