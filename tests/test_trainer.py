@@ -1,0 +1,129 @@
+"""The SimpleTuner runner: webhook events, failures, cancel and time limits, with the real SimpleTuner."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import TrainingCancelled, TrainingError, TrainingTimeout
+from core.events import CheckpointSaved, TrainerFailed, TrainerStage, TrainingProgress
+from core.pipeline import run_job
+from core.settings import Settings
+from core.spec import parse_job
+from core.trainer import launch_command, trainer_env, translate_event
+from tests.conftest import tiny_job
+
+# Shapes SimpleTuner 4.10.1 posts to a raw webhook (FACTS.md section 1).
+STATUS = {"type": "training.status", "progress": {"current": 2, "total": 6, "percent": 33.3, "eta_seconds": 0.5,
+          "metrics": {"loss": 1.15, "learning_rate": 0.0001}}, "data": {"status": "running", "global_step": 2}}
+
+
+def test_a_step_status_becomes_a_progress_event():
+    (event,) = translate_event(STATUS)
+    assert event == TrainingProgress(step=2, total_steps=6, loss=1.15, learning_rate=0.0001, eta_s=0.5, percent=33.3)
+
+
+def test_the_opening_status_and_a_nan_loss_carry_no_fake_numbers():
+    opening = {**STATUS, "progress": {**STATUS["progress"], "current": 0}}
+    assert translate_event(opening) == []
+    nan = {**STATUS, "progress": {**STATUS["progress"], "metrics": {"loss": "nan"}}}
+    assert translate_event(nan)[0].loss is None
+
+
+def test_checkpoint_stage_and_error_events():
+    assert translate_event({"type": "training.checkpoint", "checkpoint": {"path": "/o/checkpoint-3"}}) == [
+        CheckpointSaved(path="/o/checkpoint-3", step=3, is_final=False)]
+    stage = translate_event({"type": "lifecycle.stage", "stage": {"key": "training_complete", "status": "completed"}})
+    assert stage == [TrainerStage(key="training_complete", status="completed")]
+    assert translate_event({"type": "error", "title": "Training failed: OSError", "message": "boom"}) == [
+        TrainerFailed(title="Training failed: OSError", message="boom")]
+    assert translate_event({"type": "something.new"}) == []
+
+
+def test_the_training_process_never_sees_the_faces_secrets(settings):
+    env = trainer_env(settings, device="cpu", hf_token=None,
+                      base={"PATH": "/usr/bin", "HF_TOKEN": "hf_x", "BUCKET_SECRET_ACCESS_KEY": "s", "HOME": "/root",
+                            "RUNPOD_AI_API_KEY": "k"})
+    assert "HF_TOKEN" not in env and "BUCKET_SECRET_ACCESS_KEY" not in env and "RUNPOD_AI_API_KEY" not in env
+    assert env["HF_HUB_OFFLINE"] == "1" and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert env["PATH"].startswith(str(settings.trainer_bin))
+    with_token = trainer_env(settings, device="cuda", hf_token="hf_job", base={"PATH": "/usr/bin"})
+    assert with_token["HF_TOKEN"] == "hf_job" and "CUDA_VISIBLE_DEVICES" not in with_token
+
+
+def test_the_launcher_is_accelerate_in_our_process_group_with_every_gpu(settings):
+    command = launch_command(settings, mixed_precision="bf16", gpu_count=4)
+    assert command[:2] == [str(settings.trainer_bin / "accelerate"), "launch"]
+    assert "--num_processes=4" in command and "--mixed_precision=bf16" in command
+    assert command[-1].endswith("simpletuner/train.py")
+
+
+def simpletuner_processes(job_dir: Path) -> list[int]:
+    """Live processes working in this job's trainer folder (SimpleTuner and its launcher)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(proc / "cwd")).is_relative_to(job_dir):
+                status = (proc / "status").read_text()
+                if "\nState:\tZ" not in status:
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.training
+def test_a_missing_model_fails_with_simpletuners_own_message(tmp_path, tiny_model, demo_dataset, settings):
+    job = tiny_job(tiny_model, demo_dataset, config={"model_name": str(tmp_path / "no-such-model")})
+    with pytest.raises(TrainingError) as caught:
+        run_job(parse_job(job), tmp_path / "job", settings=settings)
+    error = caught.value
+    assert type(error) is TrainingError and error.code == "training_failed" and error.exit_code != 0
+    assert "no-such-model" in error.message and "OSError" in error.message
+    assert simpletuner_processes(tmp_path / "job") == []
+
+
+@pytest.mark.training
+def test_cancel_stops_training_within_seconds_and_keeps_checkpoints(tmp_path, tiny_model, demo_dataset, settings):
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 500, "checkpointing_steps": 2})
+    cancel = threading.Event()
+    cancelled_at: list[float] = []
+
+    def on_event(event):
+        if isinstance(event, CheckpointSaved) and not cancel.is_set():
+            cancelled_at.append(time.monotonic())
+            cancel.set()
+
+    with pytest.raises(TrainingCancelled) as caught:
+        run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel)
+    stopped_after = time.monotonic() - cancelled_at[0]
+    assert stopped_after < 8, stopped_after
+    assert caught.value.code == "cancelled"
+    assert simpletuner_processes(tmp_path / "job") == []
+    assert (tmp_path / "job" / "output" / "checkpoint-2" / "pytorch_lora_weights.safetensors").exists()
+
+
+@pytest.mark.training
+def test_the_time_limit_stops_training_with_a_clear_error(tmp_path, tiny_model, demo_dataset, settings):
+    job = tiny_job(tiny_model, demo_dataset, timeout_s=3)
+    started = time.monotonic()
+    with pytest.raises(TrainingTimeout) as caught:
+        run_job(parse_job(job), tmp_path / "job", settings=settings)
+    assert time.monotonic() - started < 15
+    assert "timeout_s=3" in caught.value.message and caught.value.code == "timeout"
+    assert simpletuner_processes(tmp_path / "job") == []
+
+
+def test_a_missing_trainer_env_is_a_setup_error_naming_the_variable(tmp_path, demo_dataset, tiny_model):
+    from core.errors import SetupError
+
+    settings = Settings.from_env({"TRAINER_VENV": str(tmp_path / "nowhere"), "TRAINER_DEVICE": "cpu"})
+    with pytest.raises(SetupError) as caught:
+        run_job(parse_job(tiny_job(tiny_model, demo_dataset)), tmp_path / "job", settings=settings)
+    assert caught.value.field == "TRAINER_VENV"
