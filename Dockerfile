@@ -36,11 +36,11 @@ RUN python3.12 -m venv "$APP_VENV" \
     && "$APP_VENV/bin/pip" install --no-cache-dir uv==0.13.8
 
 # The trainer env: SimpleTuner and its pinned dependency set (the lock as constraints), plus the CUDA extra.
-COPY requirements-trainer.txt requirements-trainer.lock /tmp/requirements/
+COPY requirements-trainer.txt requirements-trainer.lock requirements-trainer-cuda.lock /tmp/requirements/
 RUN "$APP_VENV/bin/uv" venv -q --python /usr/bin/python3.12 "$TRAINER_VENV" \
     && "$APP_VENV/bin/uv" pip install -q --compile-bytecode --python "$TRAINER_VENV/bin/python" \
         -r /tmp/requirements/requirements-trainer.txt -c /tmp/requirements/requirements-trainer.lock \
-        "simpletuner[${TRAINER_EXTRA}]"
+        -c /tmp/requirements/requirements-trainer-cuda.lock "simpletuner[${TRAINER_EXTRA}]"
 
 # The app env: the faces' runtime packages (no test tools), with the tomlkit override (see the Makefile).
 COPY requirements.txt requirements-overrides.txt /tmp/requirements/

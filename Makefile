@@ -50,6 +50,9 @@ flags: trainer-env
 trainer-lock: trainer-env
 	{ echo "# Every package of the trainer env, frozen from a working install (used as constraints). Regenerate: make trainer-lock"; \
 	  $(UV) pip freeze --python $(TRAINER_VENV)/bin/python | grep -v -i '^simpletuner=='; } > requirements-trainer.lock
+	{ echo "# The image's trainer env (SimpleTuner's cuda13 extra) resolved against requirements-trainer.lock. Regenerate: make trainer-lock"; \
+	  printf 'simpletuner[cuda13]==4.10.1\ntransformers==5.22.2\n' | $(UV) pip compile - -c requirements-trainer.lock \
+	    --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --no-annotate -q; } > requirements-trainer-cuda.lock
 
 run: setup
 	$(APP_VENV)/bin/python -m app

@@ -149,10 +149,12 @@ def test_requirements_files_installed_are_the_makefiles_and_were_copied_in():
             assert path in copied, f"RUN uses {flag} {path}, which no earlier COPY puts there"
             used[Path(path).name] = flag
             assert (ROOT / Path(path).name).is_file(), f"{Path(path).name} does not exist in the repo"
-    # The same files, in the same roles, as `make setup` (without the test tools of requirements-dev.txt).
+    # The same files, in the same roles, as `make setup` (without the test tools of requirements-dev.txt), plus
+    # the lock of the CUDA-only packages (`make trainer-lock` writes both locks).
     assert used == {
         "requirements-trainer.txt": "-r",
         "requirements-trainer.lock": "-c",
+        "requirements-trainer-cuda.lock": "-c",
         "requirements.txt": "-r",
         "requirements-overrides.txt": "--override",
     }
