@@ -54,8 +54,9 @@ trainer-lock: trainer-env
 	  printf 'simpletuner[cuda13]==4.10.1\ntransformers==5.22.2\n' | $(UV) pip compile - -c requirements-trainer.lock \
 	    --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --no-annotate -q; } > requirements-trainer-cuda.lock
 
+PORT ?= 7860
 run: setup
-	$(APP_VENV)/bin/python -m app
+	GRADIO_SERVER_PORT=$(PORT) $(APP_VENV)/bin/python -m app
 
 clean:
 	rm -rf .pytest_cache .cache

@@ -20,6 +20,7 @@ from core.model_card import CardFacts
 from core.preflight import preflight
 from core.publish import publish_to_hub
 from core.result import JobResult, Metrics
+from core.resume import fetch_checkpoint
 from core.settings import Settings
 from core.spec import JobSpec
 from core.storage import upload_outputs
@@ -43,7 +44,11 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             raise DatasetError(report.errors[0], field="dataset")
     with stage("configure", on_event):
         device, gpu_count = detect_device(settings)
-        files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device)
+        if spec.resume_from:
+            fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event,
+                             token=hub_token(spec, settings))
+        files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device,
+                                    resume=bool(spec.resume_from))
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(),
                        trainer_files=files.to_dict(), warnings=warnings + report.warnings)
     if spec.dry_run:
@@ -111,7 +116,8 @@ def card_facts(spec: JobSpec, result: JobResult) -> CardFacts:
         repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
         trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,
         elapsed_s=result.metrics.elapsed_s, dataset_size=result.preflight.get("images_usable"),
-        config=result.trainer_files.get("config.json", {}), validation=list(result.validation),
+        config=result.trainer_files.get("config.json", {}),
+        validation=[(path, prompt) for path, prompt in result.validation if prompt],  # not the unconditional ones
         license=spec.hub.license if spec.hub else None, tags=list(spec.hub.tags) if spec.hub else [],
     )
 

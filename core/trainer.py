@@ -274,7 +274,9 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         found = sorted(set(folder.glob("*.png")) - seen_images) if folder.is_dir() else []
         seen_images.update(found)
         prompt = str(files.config.get("--validation_prompt") or "")
-        return [ValidationImage(path=str(path), step=_step_of(path.name), prompt=prompt) for path in found]
+        # SimpleTuner also renders an unconditional image (no prompt) beside each prompted one.
+        return [ValidationImage(path=str(path), step=_step_of(path.name),
+                                prompt="" if "_unconditional_" in path.name else prompt) for path in found]
 
     def _handle(payload: dict) -> None:
         events = translate_event(payload)

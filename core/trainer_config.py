@@ -144,15 +144,16 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str)
 
 
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
-                        resume: Path | None = None) -> TrainerFiles:
-    """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `resume` a checkpoint folder to continue."""
+                        resume: bool = False) -> TrainerFiles:
+    """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `resume`: continue the latest checkpoint-N
+    in the job's output folder (core/resume.py puts the one to continue there)."""
     flags: dict[str, Any] = {**_defaults(spec, device=device), **_vae_path(spec), **spec.config}
     flags.update(
         output_dir=str(job.output),
         data_backend_config=str(job.config / "multidatabackend.json"),
         webhook_config=str(job.config / "webhooks.json"),
     )
-    if resume is not None:
-        flags["resume_from_checkpoint"] = str(resume)
+    if resume:
+        flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     return TrainerFiles(config=config, backends=build_backends(spec, images_dir=images_dir, job=job, device=device))

@@ -45,7 +45,9 @@ def test_the_trained_lora_holds_lora_tensors(trained_job):
 def test_validation_images_are_reported_as_they_appear(trained_job):
     result, events = trained_job
     images = [e for e in events if isinstance(e, ValidationImage)]
-    assert images and all(e.prompt == "sks a red circle" for e in images)
+    prompted = [e for e in images if "_unconditional_" not in e.path]
+    assert prompted and all(e.prompt == "sks a red circle" for e in prompted)
+    assert all(e.prompt == "" for e in images if "_unconditional_" in e.path)
     assert all((result.output_dir / "validation_images").joinpath(e.path.rsplit("/", 1)[-1]).exists() for e in images)
 
 

@@ -1,0 +1,230 @@
+"""Dataset tab: load (upload, URL, HF dataset repo, demo), a paginated captioned gallery, caption editing, the
+trigger word, and the preflight check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.dataset_store import DatasetStore, Page
+from app.edge import surface
+from app.form_view import FormView
+from app.job_form import spec_from_form
+from app.run import new_run_id
+from app.state import RunRegistry
+from core.dataset import stage_dataset
+from core.demo import write_demo_dataset
+from core.errors import DatasetError, JobError
+from core.preflight import preflight
+from core.settings import Settings
+from core.spec import DatasetSpec
+
+DEMO_IMAGES = 8
+DEMO_TRIGGER = "sks"
+
+
+@dataclass
+class DatasetTab:
+    upload: gr.File
+    url: gr.Textbox
+    url_button: gr.Button
+    hf_repo: gr.Textbox
+    hf_revision: gr.Textbox
+    hf_button: gr.Button
+    demo_button: gr.Button
+    trigger_word: gr.Textbox
+    source: gr.Textbox
+    check_button: gr.Button
+    report: gr.Markdown
+    status: gr.Markdown
+    prev_button: gr.Button
+    page: gr.Number
+    next_button: gr.Button
+    page_info: gr.Markdown
+    gallery: gr.Gallery
+    names: gr.State
+    selected: gr.Textbox
+    preview: gr.Image
+    caption: gr.Textbox
+    save_button: gr.Button
+
+
+def build() -> DatasetTab:
+    with gr.Tab("Dataset", id="dataset"), gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            upload = gr.File(label="Upload a .zip, or images with their .txt captions", file_count="multiple",
+                             type="filepath")
+            with gr.Row():
+                url = gr.Textbox(label="…or a dataset URL", placeholder="https://… or s3://… (.zip, .tar)", scale=3)
+                url_button = gr.Button("Load URL", scale=1)
+            with gr.Row():
+                hf_repo = gr.Textbox(label="…or a Hub dataset repo", placeholder="user/dataset", scale=2)
+                hf_revision = gr.Textbox("main", label="Revision", scale=1)
+                hf_button = gr.Button("Load repo", scale=1)
+            demo_button = gr.Button("Load demo dataset")
+            trigger_word = gr.Textbox(label="Trigger word", placeholder="e.g. sks",
+                                      info="Added to every caption that lacks it, at training time")
+            source = gr.Textbox(label="Dataset in the job (JSON)", lines=2, elem_classes=["mono"],
+                                info="Set by loading a dataset; a URL or repo stays the source until you edit "
+                                     "a caption")
+            check_button = gr.Button("Check dataset", variant="primary")
+            report = gr.Markdown()
+        with gr.Column(scale=2):
+            status = gr.Markdown()
+            with gr.Row(equal_height=True):
+                prev_button = gr.Button("◀ Previous", size="sm", scale=1)
+                page = gr.Number(1, label="Page", precision=0, minimum=1, scale=1)
+                next_button = gr.Button("Next ▶", size="sm", scale=1)
+                page_info = gr.Markdown(scale=3)
+            gallery = gr.Gallery(label="Images and captions (click one to edit its caption)", columns=6, rows=4,
+                                 height=560, allow_preview=False, object_fit="cover", interactive=False)
+            names = gr.State([])
+            with gr.Row():
+                preview = gr.Image(label="Selected image", type="filepath", interactive=False, height=256, scale=1)
+                with gr.Column(scale=2):
+                    selected = gr.Textbox(label="Selected file", interactive=False)
+                    caption = gr.Textbox(label="Caption", lines=3)
+                    save_button = gr.Button("Save caption")
+    return DatasetTab(upload, url, url_button, hf_repo, hf_revision, hf_button, demo_button, trigger_word, source,
+                      check_button, report, status, prev_button, page, next_button, page_info, gallery, names,
+                      selected, preview, caption, save_button)
+
+
+def render_page(page: Page) -> list[Any]:
+    """gallery, page number, page info, names on the page."""
+    gallery = [(thumb, caption) for thumb, caption, _ in page.items]
+    info = f"Page {page.number} of {page.pages} · {page.total} images" if page.total else "No dataset loaded yet."
+    return [gallery, page.number, info, [name for _, _, name in page.items]]
+
+
+def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunRegistry,
+         settings: Settings) -> tuple[Callable[[], list[Any]], list[Any]]:
+    """Bind the tab's events; return what a page load runs to show the dataset kept on the server."""
+    shown = [tab.gallery, tab.page, tab.page_info, tab.names]
+    loaded = [*shown, tab.source, tab.status]
+
+    def refuse_while_training() -> None:
+        if registry.busy():
+            raise JobError("a training is running: load another dataset when it has finished", code="busy",
+                           stage="dataset")
+
+    def after_load(manifest: Any) -> list[Any]:
+        skipped = manifest.skipped_by_reason()
+        why = (" Skipped: " + ", ".join(f"{count} {reason}" for reason, count in skipped.items()) + ".") \
+            if skipped else ""
+        message = f"Loaded {len(manifest.images)} images from {manifest.source}.{why}"
+        return [*render_page(store.page(1)), json.dumps(store.source()), message]
+
+    @surface
+    def load_uploads(files: list[str] | None) -> list[Any]:
+        """Load uploaded files (one archive, or images with .txt captions) as the dataset."""
+        refuse_while_training()
+        return after_load(store.load_uploads([Path(f) for f in files or []], run_id=new_run_id()))
+
+    @surface
+    def load_url(url: str) -> list[Any]:
+        refuse_while_training()
+        if not (url or "").strip():
+            raise DatasetError("give the URL of a .zip, .tar or image (http, https or s3)", field="dataset.url")
+        return after_load(store.load(DatasetSpec(url=url.strip())))
+
+    @surface
+    def load_hf(repo: str, revision: str) -> list[Any]:
+        refuse_while_training()
+        if not (repo or "").strip():
+            raise DatasetError("give a Hub dataset repo as user/name", field="dataset.hf_repo")
+        return after_load(store.load(DatasetSpec(hf_repo=repo.strip(), revision=(revision or "main").strip())))
+
+    @surface
+    def load_demo(trigger: str) -> list[Any]:
+        """The built-in demo: coloured shapes with captions, for the tiny model."""
+        refuse_while_training()
+        folder = settings.data_root / "uploads" / f"demo-{new_run_id()}"
+        try:
+            result = after_load(store.load(DatasetSpec(path=str(write_demo_dataset(folder, count=DEMO_IMAGES)))))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return [*result, trigger or DEMO_TRIGGER]
+
+    tab.upload.upload(load_uploads, [tab.upload], loaded, api_name="upload_dataset")
+    tab.url_button.click(load_url, [tab.url], loaded, api_name="load_dataset_url")
+    tab.hf_button.click(load_hf, [tab.hf_repo, tab.hf_revision], loaded, api_name="load_dataset_repo")
+    tab.demo_button.click(load_demo, [tab.trigger_word], [*loaded, tab.trigger_word], api_name="load_demo_dataset")
+
+    def show_page(number: float | None) -> list[Any]:
+        return render_page(store.page(int(number or 1)))
+
+    tab.page.submit(show_page, [tab.page], shown, api_name="gallery_page")
+    tab.prev_button.click(lambda n: show_page((n or 1) - 1), [tab.page], shown, api_visibility="private")
+    tab.next_button.click(lambda n: show_page((n or 1) + 1), [tab.page], shown, api_visibility="private")
+
+    @surface
+    def select_image(names: list[str], event: gr.SelectData) -> list[Any]:
+        name = names[event.index] if isinstance(event.index, int) and event.index < len(names) else None
+        if name is None:
+            return [gr.skip(), gr.skip(), gr.skip()]
+        return [name, str(store.image_path(name)), store.caption(name)]
+
+    tab.gallery.select(select_image, [tab.names], [tab.selected, tab.preview, tab.caption], api_visibility="private")
+
+    @surface
+    def save_caption(name: str, caption: str, page: float | None) -> list[Any]:
+        """Write the caption of image `name` to its .txt file; the gallery shows it at once."""
+        if not name:
+            raise DatasetError("click an image in the gallery first", field="image")
+        store.save_caption(name, caption or "")
+        return [*show_page(page), json.dumps(store.source()), f"Saved the caption of {name}."]
+
+    tab.save_button.click(save_caption, [tab.selected, tab.caption, tab.page], loaded, api_name="save_caption")
+
+    @surface
+    def check_dataset(**values: Any) -> str:
+        """The preflight report for the job as the form describes it (a dry run: staged, checked, not trained)."""
+        spec = spec_from_form(values)
+        workdir = settings.data_root / "checks" / new_run_id()
+        try:
+            report = preflight(stage_dataset(spec, workdir, settings=settings), spec)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return format_report(report.to_dict(), spec.warnings())
+
+    form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
+                                                  api_name="check_dataset")
+
+    def on_load() -> list[Any]:
+        source = store.source()
+        return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip()]
+
+    return on_load, [*shown, tab.source]
+
+
+def format_report(report: dict[str, Any], warnings: list[str]) -> str:
+    """The preflight report as a person reads it."""
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    lines = [
+        "### Check: " + ("ready to train" if not report.get("errors") else "will not train as it is"),
+        f"- **{report['images_usable']}** usable images of {report['images_found']} found"
+        f" ({report['images_skipped']} files skipped)",
+    ]
+    lines += [f"  - skipped {count}: {reason}" for reason, count in report.get("skipped_by_reason", {}).items()]
+    lines += [
+        f"- Captions: {share(report['caption_coverage'])} have their own"
+        + (f"; trigger word **{report['trigger_word']}**: {share(report['trigger_word_coverage'])} of captions"
+           " (added where missing)" if report.get("trigger_word") else "; no trigger word"),
+        f"- Sizes: width {report['width']['min']:g}–{report['width']['max']:g} px, height "
+        f"{report['height']['min']:g}–{report['height']['max']:g} px; training at {report['resolution']:g}"
+        f" ({report['resolution_type']})",
+        f"- Schedule: {report['total_steps']} steps ({report['steps_per_epoch']} per epoch at batch size"
+        f" {report['train_batch_size']})",
+    ]
+    lines += [f"- ❌ {error}" for error in report.get("errors", [])]
+    lines += [f"- ⚠️ {warning}" for warning in dict.fromkeys([*report.get("warnings", []), *warnings])]
+    return "\n".join(lines)

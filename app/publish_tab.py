@@ -1,0 +1,95 @@
+"""Publish tab: push the latest trained LoRA to the Hub (a private repo unless told otherwise), or download it.
+
+The token comes from the password field or HF_TOKEN; it is an input only: no handler ever returns it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from app.edge import surface
+from app.run import RunSnapshot
+from app.state import RunRegistry
+from core.errors import JobError
+from core.settings import Settings
+
+PUSH_POLL_S = 0.5
+
+
+@dataclass
+class PublishTab:
+    tab: gr.Tab
+    latest: gr.Markdown
+    download: gr.DownloadButton
+    repo_id: gr.Textbox
+    private: gr.Checkbox
+    token: gr.Textbox
+    push_button: gr.Button
+    status: gr.Markdown
+
+
+def build(*, settings: Settings) -> PublishTab:
+    env_token = settings.hf_token is not None
+    with gr.Tab("Publish", id="publish") as tab:
+        latest = gr.Markdown("No trained LoRA yet: train one on the Train tab.")
+        download = gr.DownloadButton("Download LoRA", interactive=False)
+        with gr.Row():
+            repo_id = gr.Textbox(label="Repo id", placeholder="your-name/my-lora", scale=3,
+                                 info="Created if it does not exist")
+            private = gr.Checkbox(True, label="Private repo", scale=1, info="Only you can see it")
+        token = gr.Textbox(label="Hugging Face token", type="password", max_lines=1,
+                           placeholder="HF_TOKEN from the environment is used" if env_token else "hf_…",
+                           info="A token with the write role. Used for this push only; never shown or stored."
+                           + (" Leave empty to use HF_TOKEN." if env_token else ""))
+        push_button = gr.Button("Push to Hub", variant="primary")
+        status = gr.Markdown()
+    return PublishTab(tab, latest, download, repo_id, private, token, push_button, status)
+
+
+def describe_latest(snap: RunSnapshot | None) -> tuple[str, Any]:
+    """The latest trained LoRA and the download button for it."""
+    if snap is None or not snap.output or not snap.lora_path:
+        return "No trained LoRA yet: train one on the Train tab.", gr.update(value=None, interactive=False)
+    metrics, lora = snap.output["metrics"], snap.lora_path
+    loss = f", final loss {metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
+    hub = snap.output.get("hub")
+    pushed = f" Last pushed to [{hub['repo_id']}]({hub['url']})." if hub else ""
+    text = f"Latest LoRA: run `{snap.id}`, {metrics['steps']} steps{loss}.{pushed}"
+    return text, gr.update(value=lora, interactive=True, label="Download LoRA (.safetensors)")
+
+
+def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
+    def refresh() -> tuple[str, Any]:
+        run = registry.last_trained()
+        return describe_latest(run.snapshot() if run else None)
+
+    tab.tab.select(refresh, None, [tab.latest, tab.download], api_name="latest_lora", show_progress="hidden")
+
+    @surface
+    def push_to_hub(repo_id: str, private: bool, token: str | None) -> Iterator[str]:
+        """Push the latest trained LoRA, its model card and config to `repo_id`; returns the repo's link."""
+        run = registry.start_publish(repo_id=(repo_id or "").strip(), private=bool(private), token=token or None)
+        while True:
+            snap = run.snapshot()
+            if not snap.running:
+                break
+            yield f"Pushing to **{repo_id}**… {snap.detail}"
+            time.sleep(PUSH_POLL_S)
+        if snap.status != "succeeded":
+            error = snap.error or {}
+            raise JobError(error.get("message", "the push failed"), field=error.get("field"), code="publish_failed",
+                           stage="publish")
+        hub = snap.output["hub"] if snap.output else None
+        if not hub:
+            raise JobError("the push ended without a repo", stage="publish")
+        visibility = "private" if hub.get("private") else "public"
+        yield f"Pushed to [{hub['repo_id']}]({hub['url']}) ({visibility}), commit `{hub['commit'][:8]}`."
+
+    tab.push_button.click(push_to_hub, [tab.repo_id, tab.private, tab.token], [tab.status],
+                          api_name="push_to_hub").then(refresh, None, [tab.latest, tab.download],
+                                                       api_visibility="private")

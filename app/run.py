@@ -1,0 +1,197 @@
+"""One background run (a training or a push): its events folded into what a page shows, redacted of secrets."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.events import (
+    CheckpointSaved,
+    Event,
+    JobWarning,
+    LogLine,
+    StageEvent,
+    TrainerFailed,
+    TrainerStage,
+    TrainingProgress,
+    ValidationImage,
+)
+from core.result import JobResult
+from core.secrets import mask_secret_values, redact
+from core.spec import JobSpec
+
+LOG_LINES = 300
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What a page shows of a run at one moment. Holds no secret."""
+
+    id: str
+    kind: str
+    status: str
+    """running | succeeded | failed | cancelled."""
+    version: int
+    stage: str
+    detail: str
+    step: int
+    total_steps: int | None
+    eta_s: float | None
+    losses: list[tuple[int, float]]
+    log: list[str]
+    validation: list[tuple[str, str]]
+    checkpoints: list[str]
+    warnings: list[str]
+    error: dict[str, Any] | None
+    output: dict[str, Any] | None
+    lora_path: str | None
+    """The trained LoRA on this machine (output's model_checkpoint becomes a URL once published)."""
+    job_dir: str
+    started_at: float
+    ended_at: float | None
+    cancel_requested: bool
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def percent(self) -> float:
+        if self.status == "succeeded":
+            return 100.0
+        # The last step is not the end: saving, validation and the exit follow. 100 means finished.
+        return min(99.0, 100.0 * self.step / self.total_steps) if self.total_steps else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for the API. No object in it has a "path" key: Gradio would take it for a file to serve."""
+        output = {key: value for key, value in (self.output or {}).items() if key != "files"} or None
+        return {
+            "id": self.id, "kind": self.kind, "status": self.status, "stage": self.stage, "detail": self.detail,
+            "step": self.step, "total_steps": self.total_steps, "percent": round(self.percent, 1),
+            "eta_s": self.eta_s, "losses": [{"step": s, "loss": v} for s, v in self.losses],
+            "validation": [{"file": p, "caption": c} for p, c in self.validation],
+            "checkpoints": self.checkpoints, "warnings": self.warnings, "error": self.error, "output": output,
+            "job_dir": self.job_dir, "lora_file": self.lora_path, "log_tail": self.log[-40:],
+            "cancel_requested": self.cancel_requested,
+        }
+
+
+@dataclass
+class Run:
+    """One background run. `on_event` is its event sink; everything it records is redacted of `secrets`."""
+
+    kind: str
+    spec: JobSpec
+    job_dir: Path
+    secrets: list[str] = field(default_factory=list)
+    id: str = field(default_factory=new_run_id)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    status: str = "running"
+    result: JobResult | None = None
+    error: dict[str, Any] | None = None
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _version: int = 0
+    _stage: str = "starting"
+    _detail: str = ""
+    _step: int = 0
+    _total: int | None = None
+    _eta: float | None = None
+    _losses: list[tuple[int, float]] = field(default_factory=list)
+    _log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    _validation: list[tuple[str, str]] = field(default_factory=list)
+    _checkpoints: list[str] = field(default_factory=list)
+    _warnings: list[str] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def clean(self, text: str) -> str:
+        return mask_secret_values(redact(text, self.secrets))
+
+    def note(self, message: str) -> None:
+        """A line of the app's own in the run's log."""
+        with self._lock:
+            self._version += 1
+            self._log.append(f"{time.strftime('%H:%M:%S')} {self.clean(message)}")
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            self._version += 1
+            self._record(event)
+
+    def _record(self, event: Event) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if isinstance(event, TrainingProgress):
+            self._step, self._total, self._eta = event.step, event.total_steps, event.eta_s
+            if event.loss is not None:
+                self._losses.append((event.step, event.loss))
+            loss = f" loss {event.loss:.4f}" if event.loss is not None else ""
+            self._log.append(f"{stamp} step {event.step}/{event.total_steps}{loss}")
+            return
+        if isinstance(event, StageEvent):
+            self._stage, self._detail = event.stage, self.clean(event.message)
+            suffix = f": {self._detail}" if self._detail else ""
+            self._log.append(f"{stamp} [{event.stage}] {event.status}{suffix}")
+            return
+        if isinstance(event, TrainerStage):
+            self._detail = event.label or event.key.replace("_", " ")
+            self._log.append(f"{stamp} [trainer] {event.key} {event.status}")
+            return
+        if isinstance(event, ValidationImage):
+            caption = f"step {event.step}: {event.prompt}" if event.step is not None else event.prompt
+            self._validation.append((event.path, self.clean(caption)))
+            self._log.append(f"{stamp} validation image {Path(event.path).name}")
+            return
+        if isinstance(event, CheckpointSaved):
+            self._checkpoints.append(event.path)
+            self._log.append(f"{stamp} checkpoint saved: {Path(event.path).name}")
+            return
+        if isinstance(event, JobWarning):
+            self._warnings.append(self.clean(event.message))
+            self._log.append(f"{stamp} warning: {self.clean(event.message)}")
+            return
+        if isinstance(event, TrainerFailed):
+            self._log.append(f"{stamp} error: {self.clean(event.title)}: {self.clean(event.message)}")
+            return
+        if isinstance(event, LogLine):
+            if self.kind == "train" and event.severity.lower() in ("info", "debug"):
+                return  # SimpleTuner's info chatter stays in training.log (its own box on the Train tab)
+            self._log.append(f"{stamp} {self.clean(event.message)}")
+            return
+        self._log.append(f"{stamp} {self.clean(str(event.to_dict()))}")
+
+    def finish(self, *, status: str, result: JobResult | None = None, error: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._version += 1
+            self.status, self.result, self.ended_at = status, result, time.time()
+            if error is not None:
+                self.error = {key: self.clean(value) if isinstance(value, str) else value
+                              for key, value in error.items() if key != "salvaged"}
+                self._log.append(f"{time.strftime('%H:%M:%S')} {status}: {self.error.get('message', '')}")
+            if result is not None:
+                self._warnings.extend(self.clean(w) for w in result.warnings if self.clean(w) not in self._warnings)
+
+    def snapshot(self) -> RunSnapshot:
+        with self._lock:
+            return RunSnapshot(
+                id=self.id, kind=self.kind, status=self.status, version=self._version, stage=self._stage,
+                detail=self._detail, step=self._step, total_steps=self._total, eta_s=self._eta,
+                losses=list(self._losses), log=list(self._log), validation=list(self._validation),
+                checkpoints=list(self._checkpoints), warnings=list(self._warnings), error=self.error,
+                output=self.result.to_output() if self.result else None, job_dir=str(self.job_dir),
+                lora_path=str(self.result.lora_path) if self.result and self.result.lora_path else None,
+                started_at=self.started_at, ended_at=self.ended_at, cancel_requested=self.cancel.is_set(),
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"

@@ -1,0 +1,150 @@
+"""The server-side run registry: one training at a time, living in a thread on the server, its events buffered.
+
+A browser only ever polls a snapshot, so closing or reloading the page re-attaches to the same run, and no
+request waits for training. Publishing a finished run is a run of its own kind ("publish") with the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from app.run import Run, new_run_id
+from core.demo import build_tiny_model
+from core.errors import JobError, TrainingCancelled
+from core.events import StageEvent
+from core.pipeline import hub_token, publish, run_job
+from core.result import JobResult
+from core.settings import Settings
+from core.spec import HubSpec, JobSpec
+
+TINY_MODEL_NAME = "tiny-sdxl"
+logger = logging.getLogger("app.state")
+
+def tiny_model_dir(settings: Settings) -> Path:
+    """Where the built-in tiny model lives; built on first use."""
+    return settings.data_root / "models" / TINY_MODEL_NAME
+
+
+class RunRegistry:
+    """The app's one registry: at most one training and one publish at a time, kept after they end."""
+
+    def __init__(self, *, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._training: Run | None = None
+        self._publishing: Run | None = None
+        self._succeeded: Run | None = None
+
+    def training(self) -> Run | None:
+        """The latest training run, running or ended."""
+        return self._training
+
+    def publishing(self) -> Run | None:
+        return self._publishing
+
+    def last_trained(self) -> Run | None:
+        """The latest training that produced a LoRA."""
+        return self._succeeded
+
+    def busy(self) -> bool:
+        return bool(self._training and self._training.running)
+
+    def start_training(self, spec: JobSpec) -> Run:
+        """Start `spec` in the background; refused while another training runs. The Publish tab pushes, so the
+        job's own hub section is left for it."""
+        spec = spec.model_copy(update={"hub": None})
+        with self._lock:
+            current = self._training
+            if current is not None and current.running:
+                snap = current.snapshot()
+                where = f" (step {snap.step}/{snap.total_steps})" if snap.total_steps else f" ({snap.stage})"
+                raise JobError(f"a training is already running: {current.id}{where}. Wait for it to finish or "
+                               "cancel it on the Train tab", code="busy", stage="train")
+            run_id = new_run_id()
+            run = Run(kind="train", spec=spec, id=run_id, job_dir=self.settings.data_root / "jobs" / run_id,
+                      secrets=self._secrets(spec))
+            self._training = run
+        self._start(run, self._train)
+        return run
+
+    def cancel_training(self) -> bool:
+        """Ask the running training to stop; True when there was one."""
+        run = self._training
+        if run is None or not run.running:
+            return False
+        run.cancel.set()
+        run.note("cancel requested: stopping SimpleTuner")
+        return True
+
+    def start_publish(self, *, repo_id: str, private: bool, token: str | None) -> Run:
+        """Push the latest trained LoRA to `repo_id`; refused while a training or another push runs."""
+        with self._lock:
+            if self._training is not None and self._training.running:
+                raise JobError("a training is running: publish when it has finished", code="busy", stage="publish")
+            if self._publishing is not None and self._publishing.running:
+                raise JobError("a push to the Hub is already running", code="busy", stage="publish")
+            trained = self._succeeded
+            if trained is None or trained.result is None:
+                raise JobError("nothing to publish yet: train a LoRA first (Train tab)", field="run", stage="publish")
+            try:
+                hub = HubSpec(repo_id=repo_id, private=private, token=token or None)
+            except ValidationError as exc:
+                message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+                raise JobError(message, field="hub.repo_id", code="invalid_input", stage="publish") from None
+            spec = trained.spec.model_copy(update={"hub": hub, "storage": None})
+            run = Run(kind="publish", spec=spec, job_dir=trained.job_dir, secrets=self._secrets(spec),
+                      result=trained.result)
+            self._publishing = run
+        self._start(run, self._publish)
+        return run
+
+    def shutdown(self, *, timeout_s: float = 30.0) -> None:
+        """Stop a running training (its SimpleTuner process group with it) before the app exits."""
+        run = self._training
+        if run is not None and run.running:
+            run.cancel.set()
+            if run.thread is not None:
+                run.thread.join(timeout_s)
+
+    # -- the background work ------------------------------------------------------------------------------------
+
+    def _secrets(self, spec: JobSpec) -> list[str]:
+        token = hub_token(spec, self.settings)
+        return [token] if token else []
+
+    def _start(self, run: Run, work: Callable[[Run], JobResult]) -> None:
+        def body() -> None:
+            try:
+                result = work(run)
+            except TrainingCancelled as exc:
+                run.finish(status="cancelled", error=exc.to_payload())
+            except JobError as exc:
+                run.finish(status="failed", error=exc.to_payload())
+            except Exception as exc:  # a bug, not a job error: the run ends failed and the server stays up
+                logger.exception("run %s crashed", run.id)
+                run.finish(status="failed", error={"code": "internal_error", "stage": run.kind, "field": None,
+                                                   "message": f"{type(exc).__name__}: {exc}"})
+            else:
+                run.finish(status="succeeded", result=result)
+                if run.kind == "train":
+                    self._succeeded = run
+
+        run.thread = threading.Thread(target=body, name=f"run-{run.kind}-{run.id}", daemon=True)
+        run.thread.start()
+
+    def _train(self, run: Run) -> JobResult:
+        tiny = tiny_model_dir(self.settings)
+        if Path(run.spec.base_model) == tiny and not (tiny / "model_index.json").exists():
+            run.on_event(StageEvent("setup", "started", f"building the tiny demo model in {tiny}"))
+            build_tiny_model(tiny, settings=self.settings)
+            run.on_event(StageEvent("setup", "completed"))
+        return run_job(run.spec, run.job_dir, run.on_event, settings=self.settings, cancel=run.cancel)
+
+    def _publish(self, run: Run) -> JobResult:
+        assert run.result is not None
+        return publish(run.spec, run.result, settings=self.settings, on_event=run.on_event)

@@ -1,0 +1,162 @@
+"""Train tab: start, a progress bar, the live loss plot, the log tail, validation images, Cancel.
+
+The run lives in the registry on the server; this tab polls a snapshot every second (gr.Timer), so no request
+waits for training and a reloaded page picks the run up again.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app.edge import surface
+from app.form_view import FormView
+from app.job_form import spec_from_form
+from app.run import RunSnapshot
+from app.state import RunRegistry
+from core.result import human_duration
+from core.secrets import mask_secret_values, redact
+
+POLL_S = 1.0
+RAW_LOG_LINES = 30
+STATUS_WORDS = {"running": "Training", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled"}
+
+
+@dataclass
+class TrainTab:
+    start_button: gr.Button
+    cancel_button: gr.Button
+    message: gr.Markdown
+    status: gr.HTML
+    loss: gr.LinePlot
+    validation: gr.Gallery
+    log: gr.Textbox
+    raw_log: gr.Textbox
+    summary: gr.Markdown
+    timer: gr.Timer
+    seen: gr.State
+
+
+def build() -> TrainTab:
+    with gr.Tab("Train", id="train"):
+        gr.Markdown("Trains the job of the Config tab on the Dataset tab's dataset. The run lives on the server: "
+                    "close or reload this page and come back to it. One training at a time.")
+        with gr.Row():
+            start_button = gr.Button("Start training", variant="primary")
+            cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
+        message = gr.Markdown()
+        status = gr.HTML(render_status(None))
+        with gr.Row():
+            loss = gr.LinePlot(no_losses(), x="step", y="loss", title="Loss", x_title="step", y_title="loss",
+                               height=280, scale=3)
+            validation = gr.Gallery(label="Validation images", columns=2, height=280, scale=2, interactive=False)
+        log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True)
+        with gr.Accordion("SimpleTuner output (training.log)", open=False):
+            raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
+                                 elem_classes=["mono"])
+        summary = gr.Markdown()
+        timer = gr.Timer(POLL_S)
+        seen = gr.State("")
+    return TrainTab(start_button, cancel_button, message, status, loss, validation, log, raw_log, summary, timer,
+                    seen)
+
+
+def no_losses() -> pd.DataFrame:
+    return pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64")})
+
+
+def render_status(snap: RunSnapshot | None) -> str:
+    """The progress bar: stage, step/total, ETA. role=progressbar carries the percentage for tools and tests."""
+    if snap is None:
+        return ('<div class="run-status" data-status="idle"><div class="run-line">No training yet.</div>'
+                '</div>')
+    percent = round(snap.percent)
+    parts = [f"<b>{STATUS_WORDS.get(snap.status, snap.status)}</b>", html.escape(snap.stage)]
+    if snap.detail and snap.running:
+        parts.append(html.escape(snap.detail[:120]))
+    if snap.total_steps:
+        parts.append(f"step {snap.step}/{snap.total_steps}")
+    if snap.losses:
+        parts.append(f"loss {snap.losses[-1][1]:.4f}")
+    if snap.running and snap.eta_s is not None:
+        parts.append(f"ETA {human_duration(snap.eta_s)}")
+    if snap.cancel_requested and snap.running:
+        parts.append("cancelling…")
+    return (f'<div class="run-status" data-status="{snap.status}">'
+            f'<div class="run-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+            f'aria-valuenow="{percent}"><div class="run-fill" style="width:{percent}%"></div></div>'
+            f'<div class="run-line">{" · ".join(parts)} · {percent}%</div></div>')
+
+
+def render_summary(snap: RunSnapshot) -> str:
+    if snap.running:
+        return f"Run `{snap.id}` in `{snap.job_dir}`."
+    if snap.status == "succeeded" and snap.output:
+        metrics = snap.output["metrics"]
+        loss = f", final loss {metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
+        lines = [f"**Finished** in {metrics['elapsed_time']}: {metrics['steps']} steps{loss}.",
+                 f"LoRA: `{snap.lora_path}`. Push it to the Hub, or download it, on the Publish "
+                 "tab."]
+    else:
+        error = snap.error or {}
+        lines = [f"**{STATUS_WORDS.get(snap.status, snap.status)}** ({error.get('stage', 'train')}): "
+                 f"{error.get('message', '')}"]
+    lines += [f"- ⚠️ {warning}" for warning in snap.warnings]
+    return "\n".join(lines)
+
+
+def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
+    path = Path(snap.job_dir) / "training.log"
+    if not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - 32768))
+        lines = handle.read().decode("utf-8", "replace").splitlines()[-RAW_LOG_LINES:]
+    return mask_secret_values(redact("\n".join(lines), secrets))
+
+
+def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
+    @surface
+    def start_training(**values: Any) -> str:
+        """Start training the form's job in the background; refused while another training runs."""
+        run = registry.start_training(spec_from_form(values))
+        return f"Started run `{run.id}`."
+
+    form.validate_on(tab.start_button.click).then(start_training, inputs_kwargs=form.inputs, outputs=[tab.message],
+                                                  api_name="start_training")
+
+    def cancel_training() -> str:
+        """Stop the running training (SimpleTuner's whole process group)."""
+        return "Cancelling…" if registry.cancel_training() else "No training is running."
+
+    tab.cancel_button.click(cancel_training, None, [tab.message], api_name="cancel_training")
+
+    outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.seen]
+
+    def poll(seen: str) -> list[Any]:
+        """Everything the tab shows of the current run; unchanged since the last poll: nothing is sent."""
+        run = registry.training()
+        if run is None:
+            return [gr.skip()] * (len(outputs) - 1) + [seen]
+        snap = run.snapshot()
+        key = f"{snap.id}:{snap.version}:{snap.status}"
+        if key == seen:
+            return [gr.skip()] * (len(outputs) - 1) + [seen]
+        losses = pd.DataFrame(snap.losses, columns=["step", "loss"]) if snap.losses else no_losses()
+        return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
+                list(snap.validation), render_summary(snap), gr.update(interactive=snap.running), key]
+
+    tab.timer.tick(poll, [tab.seen], outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
+
+    def run_status() -> dict:
+        """The current training run as JSON: status, stage, step, losses, validation images, result or error."""
+        run = registry.training()
+        return run.snapshot().to_dict() if run else {"status": "none"}
+
+    gr.api(run_status, api_name="run_status", concurrency_limit=None)

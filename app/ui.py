@@ -1,0 +1,52 @@
+"""The app: the tabs built into one gr.Blocks around the one run registry. `python -m app` launches it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app import config_tab, dataset_tab, publish_tab, train_tab
+from app.dataset_store import DatasetStore
+from app.form_view import FormView
+from app.presets import TINY
+from app.state import RunRegistry
+from core.settings import Settings
+from core.trainer import detect_device
+
+TITLE = "SimpleTuner LoRA trainer"
+GPU_PRESET = "SDXL"
+# Uploads and Gradio's copies of shown files are cleaned after a day (checked every hour).
+DELETE_CACHE = (3600, 86400)
+
+
+@dataclass
+class UI:
+    blocks: gr.Blocks
+    registry: RunRegistry
+    store: DatasetStore
+
+
+def build_ui(*, settings: Settings) -> UI:
+    registry = RunRegistry(settings=settings)
+    store = DatasetStore(settings=settings)
+    device, _ = detect_device(settings)
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as blocks:
+        gr.Markdown(f"## {TITLE}\nConfig → Dataset → Train → Publish."
+                    + (" No GPU here: the tiny demo model trains on the CPU in about a minute." if device == "cpu"
+                       else ""))
+        with gr.Tabs():
+            config = config_tab.build(settings=settings, preset=TINY if device == "cpu" else GPU_PRESET)
+            dataset = dataset_tab.build()
+            train = train_tab.build()
+            publish = publish_tab.build(settings=settings)
+        form = FormView(components={**config.fields, "dataset": dataset.source, "trigger_word": dataset.trigger_word,
+                                    "repo_id": publish.repo_id, "private": publish.private},
+                        summary=config.errors)
+        config_tab.bind(config, form=form, settings=settings)
+        show_dataset, dataset_outputs = dataset_tab.bind(dataset, form=form, store=store, registry=registry,
+                                                         settings=settings)
+        train_tab.bind(train, form=form, registry=registry)
+        publish_tab.bind(publish, registry=registry)
+        blocks.load(show_dataset, None, dataset_outputs, api_visibility="private", show_progress="hidden")
+    return UI(blocks=blocks, registry=registry, store=store)

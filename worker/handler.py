@@ -1,0 +1,239 @@
+"""One RunPod job: parse it, run the core pipeline in a thread of its own, report progress, answer, clean up.
+
+Why an async function (not a generator, not a sync function), from runpod 1.12's code (FACTS.md section 2):
+- cancel: runpod stops a job by cancelling its asyncio task, which only reaches an async handler (CancelledError
+  at its `await`); a sync handler cannot be stopped. We then set the pipeline's cancel Event, which kills
+  SimpleTuner's process group, wait for that, and remove the job's folder.
+- final output: a plain return value keeps our error shape and `refresh_worker`; a generator's error is turned into
+  a string and its final output into the list of what it yielded, and `--test_input` does not iterate generators.
+- progress: `progress_update` (throttled, worker/progress.py) works the same from any handler, and `--rp_serve_api`
+  awaits an async handler on its event loop, which the pipeline's thread (asyncio.to_thread) leaves free.
+
+Each job runs in DATA_DIR/jobs/<job id>, removed when the job ends: what must outlive it (the LoRA, the log) has
+been published or uploaded by then, so a training job must name a destination (hub, storage, or the endpoint's
+bucket). A job's dataset.path is read only under DATASET_ROOT, by default the sample datasets in worker/samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import JobError, SetupError, SpecError, TrainingCancelled
+from core.events import Event, EventSink, JobWarning, StageEvent
+from core.result import JobResult
+from core.settings import Settings
+from core.spec import CONFIG_SHORTHAND, JobSpec, StorageSpec, normalize_config, parse_job
+from worker.output import error_as_text, error_output, job_output
+from worker.progress import ProgressReporter, format_status
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+CANCEL_WAIT_S = 30.0
+"""How long a cancelled job waits for its pipeline thread (SimpleTuner gets 5 s after SIGTERM, then SIGKILL)."""
+BUCKET_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
+# Endpoint-wide defaults for a job's config (the RunPod Hub presets set them); what a job says wins.
+DEFAULT_VARS = {
+    "JOB_DEFAULT_MODEL": "pretrained_model_name_or_path",
+    "JOB_DEFAULT_RESOLUTION": "resolution",
+    "JOB_DEFAULT_LORA_RANK": "lora_rank",
+    "JOB_DEFAULT_MAX_TRAIN_STEPS": "max_train_steps",
+    "JOB_DEFAULT_LEARNING_RATE": "learning_rate",
+}
+# Either one leads SimpleTuner's schedule: a default for one must not join a job that sets the other.
+SCHEDULE_FLAGS = {"max_train_steps", "num_train_epochs"}
+
+
+def worker_settings(env: Mapping[str, str]) -> Settings:
+    """Settings.from_env, with the sample datasets as the dataset root when DATASET_ROOT is unset."""
+    settings = Settings.from_env(env)
+    return settings if settings.dataset_root else dataclasses.replace(settings, dataset_root=SAMPLES_DIR)
+
+
+def job_defaults(env: Mapping[str, str]) -> dict[str, Any]:
+    """The endpoint's JOB_DEFAULT_* variables as native SimpleTuner flags; a bad value is a SetupError naming it."""
+    raw = {flag: env[var].strip() for var, flag in DEFAULT_VARS.items() if (env.get(var) or "").strip()}
+    try:
+        return normalize_config(raw)
+    except SpecError as error:
+        names = {f"config.{flag}": var for var, flag in DEFAULT_VARS.items()}
+        var = names.get(error.field or "", "JOB_DEFAULT_*")
+        raise SetupError(f"{var}: {error.errors[0]['message']}", field=var) from None
+
+
+def _native(key: str) -> str:
+    bare = key[2:] if key.startswith("--") else key
+    return CONFIG_SHORTHAND.get(bare, bare)
+
+
+def with_defaults(raw: Any, defaults: Mapping[str, Any]) -> Any:
+    """The job input with the endpoint's config defaults added where the job's config says nothing."""
+    if not defaults or not isinstance(raw, Mapping):
+        return raw
+    if set(raw) == {"input"} and isinstance(raw["input"], Mapping):
+        return {"input": with_defaults(raw["input"], defaults)}
+    config = raw.get("config", {})
+    if not isinstance(config, Mapping):
+        return raw  # parse_job names the bad field
+    given = {_native(str(key)) for key in config}
+    added = {flag: value for flag, value in defaults.items()
+             if flag not in given and not (flag in SCHEDULE_FLAGS and given & SCHEDULE_FLAGS)}
+    return {**raw, "config": {**added, **config}}
+
+
+def check_destination(spec: JobSpec, *, env: Mapping[str, str], settings: Settings) -> tuple[JobSpec, list[str]]:
+    """Before any GPU minute: a training job's LoRA must have somewhere to go, with the credentials to get there.
+
+    The job's folder is removed when it ends, so a job without hub and storage uploads to the endpoint's bucket
+    (BUCKET_* and BUCKET_NAME set) or is refused. A dry run trains nothing: the same problems become warnings."""
+    problems: list[dict[str, str]] = []
+    missing = [name for name in BUCKET_VARS if not env.get(name)]
+    if spec.hub and not (spec.hub.token or settings.hf_token):
+        problems.append({"field": "hub.token", "message": "publishing to the Hub needs a token with the write role: "
+                         "set hub.token in the job or HF_TOKEN on the endpoint"})
+    if spec.storage and missing:
+        problems.append({"field": "storage", "message": f"uploading needs {', '.join(missing)} on the endpoint"})
+    elif spec.storage and not (spec.storage.bucket or env.get("BUCKET_NAME")):
+        problems.append({"field": "storage.bucket", "message": "no bucket: set storage.bucket or BUCKET_NAME"})
+    if not spec.hub and not spec.storage:
+        if not missing and env.get("BUCKET_NAME"):
+            spec = spec.model_copy(update={"storage": StorageSpec()})
+        else:
+            problems.append({"field": "hub", "message": "say where the LoRA goes: hub.repo_id, or storage (with "
+                             "BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY on the endpoint); "
+                             "this worker deletes a job's files when it ends"})
+    if spec.dry_run or not problems:
+        return spec, [f"{p['field']}: {p['message']}" for p in problems]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise SpecError(problems[0]["message"] + more, field=problems[0]["field"], errors=problems)
+
+
+def job_directory(settings: Settings, job_id: str) -> Path:
+    """DATA_DIR/jobs/<job id>, the id made safe as a folder name (and as the storage key's job part)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", job_id).strip("._-")[:100] or uuid.uuid4().hex
+    return settings.data_root / "jobs" / name
+
+
+def remove_job_dir(path: Path) -> None:
+    def report(_function, failed: str, error: BaseException) -> None:
+        print(f"worker: could not remove {failed}: {error}", file=sys.stderr, flush=True)
+
+    if path.exists():
+        shutil.rmtree(path, onexc=report)
+
+
+def known_secrets(env: Mapping[str, str], spec: JobSpec | None = None) -> list[str]:
+    """Values no answer may contain: the endpoint's tokens and keys, and the job's own token."""
+    values = [env.get("HF_TOKEN"), env.get("BUCKET_SECRET_ACCESS_KEY"), env.get("BUCKET_ACCESS_KEY_ID")]
+    if spec and spec.hub and spec.hub.token:
+        values.append(spec.hub.token.get_secret_value())
+    return [value for value in values if value]
+
+
+def status_sender(job: Mapping[str, Any], env: Mapping[str, str]) -> Callable[[dict[str, Any]], None]:
+    """Where a job's status goes: RunPod's progress_update when the worker runs under RunPod's job API (elsewhere it
+    would post to a URL that does not exist), and always one log line."""
+    update: Callable[[dict[str, Any], Any], None] | None = None
+    if env.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        from runpod.serverless import progress_update as update
+
+    def send(status: dict[str, Any]) -> None:
+        if update is not None:
+            update(dict(job), status)
+        print(f"worker: {job.get('id')} {format_status(status)}", file=sys.stderr, flush=True)
+
+    return send
+
+
+def _run_pipeline(spec: JobSpec, workdir: Path, on_event: EventSink, *, settings: Settings,
+                  cancel: threading.Event) -> JobResult:
+    """The blocking part, on its own thread. The core's stages check `cancel` only while SimpleTuner runs, so a
+    cancel that arrives while the dataset downloads stops the job at its next event on this thread."""
+    from core.pipeline import run_job  # the dataset and publishing imports load with the first job, not at start
+
+    pipeline_thread = threading.get_ident()
+
+    def sink(event: Event) -> None:
+        on_event(event)
+        stopping = isinstance(event, StageEvent) and event.status == "failed"
+        if cancel.is_set() and not stopping and threading.get_ident() == pipeline_thread:
+            raise TrainingCancelled("cancelled before training started")
+
+    return run_job(spec, workdir, sink, settings=settings, cancel=cancel, allow_local_paths=False)
+
+
+async def _wait_stopped(runner: asyncio.Future, *, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not runner.done() and time.monotonic() < deadline:
+        try:
+            await asyncio.wait({runner}, timeout=max(deadline - time.monotonic(), 0.01))
+        except asyncio.CancelledError:
+            continue  # the job is stopping already; another stop request changes nothing
+    if not runner.done():
+        print(f"worker: the cancelled job's pipeline did not stop within {limit_s:g} s", file=sys.stderr, flush=True)
+    elif not runner.cancelled() and runner.exception() is not None:
+        print(f"worker: job stopped: {runner.exception()}", file=sys.stderr, flush=True)
+
+
+async def run_pipeline(spec: JobSpec, workdir: Path, on_event: EventSink, *, settings: Settings) -> JobResult:
+    """run_job on a thread; a cancelled task stops it (SimpleTuner's process group is killed) before it re-raises."""
+    cancel = threading.Event()
+    runner = asyncio.ensure_future(asyncio.to_thread(_run_pipeline, spec, workdir, on_event, settings=settings,
+                                                     cancel=cancel))
+    try:
+        await asyncio.wait({runner})  # unlike `await runner`, a cancel here leaves the runner to finish
+    except asyncio.CancelledError:
+        cancel.set()
+        await _wait_stopped(runner, limit_s=CANCEL_WAIT_S)
+        raise
+    return runner.result()
+
+
+async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    """runpod's handler: one job in, its output (or {"error": ...}) out."""
+    env = os.environ
+    secrets = known_secrets(env)
+    try:
+        settings = worker_settings(env)
+        spec = parse_job(with_defaults(job.get("input"), job_defaults(env)))
+        spec, warnings = check_destination(spec, env=env, settings=settings)
+    except JobError as error:
+        return error_output(error, secrets=secrets)
+    secrets = known_secrets(env, spec)
+    workdir = job_directory(settings, str(job.get("id") or ""))
+    await asyncio.to_thread(remove_job_dir, workdir)  # a retried job id starts clean
+    reporter = ProgressReporter(send=status_sender(job, env))
+    said: list[str] = []  # warnings the stages report as events (a resumed data order, a repo's visibility)
+
+    def on_event(event: Event) -> None:
+        reporter.on_event(event)
+        if isinstance(event, JobWarning):
+            said.append(f"{event.field}: {event.message}" if event.field else event.message)
+
+    publisher = asyncio.create_task(reporter.run())
+    try:
+        result = await run_pipeline(spec, workdir, on_event, settings=settings)
+        return job_output(result, warnings=[*warnings, *said])
+    except JobError as error:
+        return error_output(error, secrets=secrets)
+    except Exception as error:  # a bug of ours: answer it like any failure, with a fresh worker next
+        traceback.print_exc()
+        return error_output(error, secrets=secrets)
+    finally:
+        publisher.cancel()
+        await asyncio.to_thread(remove_job_dir, workdir)
+
+
+async def local_api_handler(job: dict[str, Any]) -> dict[str, Any]:
+    """The handler for runpod's local FastAPI (`--rp_serve_api`): the same answers, the error payload as JSON text."""
+    return error_as_text(await handler(job))

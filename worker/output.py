@@ -1,0 +1,71 @@
+"""The worker's answers: a job's output (DESIGN.md's shape) and the one error shape of the API,
+`{"error": {"code", "stage", "message", "field", ...}}`, made here and nowhere else.
+
+runpod turns a returned dict's "error" into the job's error and its "refresh_worker" into a fresh worker after the
+job (FACTS.md section 2): a trainer that crashed may leave GPU memory or state behind, so the next job gets a clean
+worker; a cancel, a time limit or a bad job leave nothing behind and keep the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from core.errors import JobError, TrainingCancelled, TrainingError, TrainingTimeout
+from core.result import JobResult
+from core.secrets import mask_secret_values, redact
+
+LOG_TAIL_LINES = 20
+LOG_TAIL_CHARS = 4000
+
+
+def job_output(result: JobResult, *, warnings: Iterable[str] = ()) -> dict[str, Any]:
+    """A finished job (trained and published, or a dry run) as the API returns it."""
+    output = result.to_output()
+    output["warnings"] = list(dict.fromkeys([*output.get("warnings", []), *warnings]))
+    return output
+
+
+def needs_fresh_worker(error: BaseException) -> bool:
+    """A trainer crash or a bug of ours: the next job should not run in this process."""
+    if isinstance(error, (TrainingCancelled, TrainingTimeout)):
+        return False
+    return isinstance(error, TrainingError) or not isinstance(error, JobError)
+
+
+def _clean(text: str, secrets: list[str]) -> str:
+    return mask_secret_values(redact(text, secrets))
+
+
+def error_output(error: BaseException, *, secrets: Iterable[str | None] = ()) -> dict[str, Any]:
+    """The error answer for any failure: a JobError's own payload, or an internal error naming the exception.
+
+    Messages are scrubbed of the given secrets and of anything that looks like a token."""
+    known = [s for s in secrets if s]
+    if isinstance(error, JobError):
+        payload = error.to_payload()
+    else:
+        payload = {"code": "internal_error", "stage": "worker", "field": None,
+                   "message": f"the worker failed: {type(error).__name__}: {error}"}
+    payload["message"] = _clean(str(payload.get("message") or ""), known)
+    if isinstance(payload.get("errors"), list):
+        payload["errors"] = [{**item, "message": _clean(str(item.get("message", "")), known)}
+                             for item in payload["errors"] if isinstance(item, dict)]
+    if isinstance(error, TrainingError) and needs_fresh_worker(error) and error.log_tail:
+        # The job's folder is removed after the job: the end of SimpleTuner's log is the only trace left.
+        tail = "\n".join(error.log_tail.splitlines()[-LOG_TAIL_LINES:])[-LOG_TAIL_CHARS:]
+        payload["log_tail"] = _clean(tail, known)
+    answer: dict[str, Any] = {"error": payload}
+    if needs_fresh_worker(error):
+        answer["refresh_worker"] = True
+    return answer
+
+
+def error_as_text(answer: dict[str, Any]) -> dict[str, Any]:
+    """The same answer with its error payload as JSON text: runpod's local API (`--rp_serve_api`, and the realtime
+    API) declares a job's error as a string and answers HTTP 500 to anything else. RunPod's job API takes the
+    payload as it is (its own docs return a list there)."""
+    if isinstance(answer.get("error"), dict):
+        return {**answer, "error": json.dumps(answer["error"])}
+    return answer
