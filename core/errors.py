@@ -65,6 +65,13 @@ class EmptyDataset(DatasetError):
     code = "no_usable_images"
 
 
+class ResumeError(JobError):
+    """The checkpoint named by resume_from cannot be fetched or used."""
+
+    code = "resume_failed"
+    stage = "resume"
+
+
 class TrainingError(JobError):
     """SimpleTuner failed. The message is SimpleTuner's own, from its error event or log."""
 

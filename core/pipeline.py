@@ -44,9 +44,11 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             raise DatasetError(report.errors[0], field="dataset")
     with stage("configure", on_event):
         device, gpu_count = detect_device(settings)
+        resumed_at = 0
         if spec.resume_from:
-            fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event,
-                             token=hub_token(spec, settings))
+            checkpoint = fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event,
+                                          token=hub_token(spec, settings))
+            resumed_at = int(checkpoint.name.rsplit("-", 1)[-1])
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device,
                                     resume=bool(spec.resume_from))
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(),
@@ -58,7 +60,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         with stage("train", on_event):
             outcome = train(files, job, settings=settings, device=device, gpu_count=gpu_count,
                             hf_token=hub_token(spec, settings) if settings.online else None,
-                            on_event=on_event, cancel=cancel, timeout_s=spec.timeout_s)
+                            on_event=on_event, cancel=cancel, timeout_s=spec.timeout_s, start_step=resumed_at)
     except TrainingError as error:
         error.salvaged = salvage(spec, result, settings=settings, on_event=on_event)
         raise

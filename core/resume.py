@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from core.address_policy import public_url
 from core.archive import ExtractLimits, archive_kind, extract_archive
-from core.errors import AddressRefused, DownloadError, JobError
+from core.errors import AddressRefused, DownloadError, JobError, ResumeError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
 from core.fetch import download, s3_client, s3_config
 from core.settings import Settings
@@ -66,8 +66,8 @@ class ResumeSource:
         return public_url(self.location)
 
 
-def resume_error(message: str, *, code: str = "resume_failed") -> JobError:
-    return JobError(message, field=FIELD, code=code, stage="resume")
+def resume_error(message: str, *, code: str = "resume_failed") -> ResumeError:
+    return ResumeError(message, field=FIELD, code=code)
 
 
 def parse_source(source: str) -> ResumeSource:

@@ -255,12 +255,14 @@ def _error_from_log(tail: str) -> str | None:
 
 def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, gpu_count: int = 0,
           hf_token: str | None = None, on_event: EventSink = ignore_event,
-          cancel: threading.Event | None = None, timeout_s: float | None = None) -> TrainingOutcome:
-    """Run SimpleTuner on these files until it finishes, fails, is cancelled or runs out of time."""
+          cancel: threading.Event | None = None, timeout_s: float | None = None,
+          start_step: int = 0) -> TrainingOutcome:
+    """Run SimpleTuner on these files until it finishes, fails, is cancelled or runs out of time. `start_step`: the
+    checkpoint a resumed run continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
     command = launch_command(settings, mixed_precision=str(files.config.get("--mixed_precision", "no")),
                              gpu_count=gpu_count if device == "cuda" else 0)
     cancel = cancel or threading.Event()
-    outcome = TrainingOutcome()
+    outcome = TrainingOutcome(steps=start_step)
     lock = threading.Lock()  # the receiver serves each request on its own thread
 
     def on_raw(payload: dict) -> None:
