@@ -30,6 +30,7 @@ from core.settings import Settings
 from core.spec import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
+from tests.support.processes import processes_working_in
 
 TOKEN = "hf_AppPlantedToken0123456789abcdefXYZ"
 CONFIG_FIELDS = FIELDS[:16]  # what a preset sets: the Config tab's fields, in the order /apply_preset returns them
@@ -225,19 +226,6 @@ def test_check_dataset_shows_the_preflight_report(client: Client):
 # -- training, cancel, publish (really trains the tiny model) -----------------------------------------------------
 
 
-def processes_in(folder: str) -> list[int]:
-    """Pids of live processes whose working directory is inside `folder` (SimpleTuner runs in the job's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.readlink(entry / "cwd").startswith(folder):
-                    found.append(int(entry.name))
-            except OSError:
-                continue  # gone, or not ours to read
-    return found
-
-
 @pytest.mark.training
 def test_a_training_from_the_app_runs_refuses_a_second_and_publishes(client: Client, tmp_path: Path):
     values = tiny_preset_form(client, trigger="sks")
@@ -279,13 +267,13 @@ def test_cancel_really_stops_the_training(client: Client):
     status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["step"] >= 1 and s, timeout_s=240,
                       what="the first training step")
     job_dir = status["job_dir"]
-    assert processes_in(job_dir), "SimpleTuner should be running in the job's folder"
+    assert processes_working_in(job_dir), "SimpleTuner should be running in the job's folder"
     assert client.predict(api_name="/cancel_training") == "Cancelling…"
     status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
                       timeout_s=60, what="the cancel")
     assert status["status"] == "cancelled" and status["error"]["code"] == "cancelled"
     assert status["step"] < 500
-    assert processes_in(job_dir) == []
+    assert processes_working_in(job_dir) == []
     assert client.predict(api_name="/cancel_training") == "No training is running."
 
 

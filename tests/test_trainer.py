@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +14,7 @@ from core.settings import Settings
 from core.spec import parse_job
 from core.trainer import launch_command, trainer_env, translate_event
 from tests.conftest import tiny_job
+from tests.support.processes import processes_working_in
 
 # Shapes SimpleTuner 4.10.1 posts to a raw webhook (FACTS.md section 1).
 STATUS = {"type": "training.status", "progress": {"current": 2, "total": 6, "percent": 33.3, "eta_seconds": 0.5,
@@ -62,22 +61,6 @@ def test_the_launcher_is_accelerate_in_our_process_group_with_every_gpu(settings
     assert command[-1].endswith("simpletuner/train.py")
 
 
-def simpletuner_processes(job_dir: Path) -> list[int]:
-    """Live processes working in this job's trainer folder (SimpleTuner and its launcher)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(proc / "cwd")).is_relative_to(job_dir):
-                status = (proc / "status").read_text()
-                if "\nState:\tZ" not in status:
-                    found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.training
 def test_a_missing_model_fails_with_simpletuners_own_message(tmp_path, tiny_model, demo_dataset, settings):
     job = tiny_job(tiny_model, demo_dataset, config={"model_name": str(tmp_path / "no-such-model")})
@@ -86,7 +69,7 @@ def test_a_missing_model_fails_with_simpletuners_own_message(tmp_path, tiny_mode
     error = caught.value
     assert type(error) is TrainingError and error.code == "training_failed" and error.exit_code != 0
     assert "no-such-model" in error.message and "OSError" in error.message
-    assert simpletuner_processes(tmp_path / "job") == []
+    assert processes_working_in(tmp_path / "job") == []
 
 
 @pytest.mark.training
@@ -105,7 +88,7 @@ def test_cancel_stops_training_within_seconds_and_keeps_checkpoints(tmp_path, ti
     stopped_after = time.monotonic() - cancelled_at[0]
     assert stopped_after < 8, stopped_after
     assert caught.value.code == "cancelled"
-    assert simpletuner_processes(tmp_path / "job") == []
+    assert processes_working_in(tmp_path / "job") == []
     assert (tmp_path / "job" / "output" / "checkpoint-2" / "pytorch_lora_weights.safetensors").exists()
 
 
@@ -117,7 +100,7 @@ def test_the_time_limit_stops_training_with_a_clear_error(tmp_path, tiny_model, 
         run_job(parse_job(job), tmp_path / "job", settings=settings)
     assert time.monotonic() - started < 15
     assert "timeout_s=3" in caught.value.message and caught.value.code == "timeout"
-    assert simpletuner_processes(tmp_path / "job") == []
+    assert processes_working_in(tmp_path / "job") == []
 
 
 def test_a_missing_trainer_env_is_a_setup_error_naming_the_variable(tmp_path, demo_dataset, tiny_model):

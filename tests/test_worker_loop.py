@@ -22,6 +22,7 @@ import requests
 
 from core.demo import write_demo_dataset
 from tests.conftest import ROOT
+from tests.support.processes import processes_working_in
 from tests.support.runpod_fake import RunpodFake, running_runpod_fake
 from tests.support.s3_server import S3Server, moto_s3
 
@@ -43,22 +44,6 @@ class Loop:
     def jobs_left(self) -> list[str]:
         jobs = self.data_dir / "jobs"
         return sorted(p.name for p in jobs.iterdir()) if jobs.exists() else []
-
-
-def simpletuner_processes(job_dir: Path) -> list[int]:
-    """Live processes working in this job's folder (SimpleTuner and its launcher), as tests/test_trainer.py finds
-    them; a removed folder still counts ('.../trainer (deleted)')."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(proc / "cwd")).is_relative_to(job_dir):
-                if "\nState:\tZ" not in (proc / "status").read_text():
-                    found.append(int(proc.name))
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-    return found
 
 
 def tiny_config(tiny_model: Path, **extra) -> dict:
@@ -168,11 +153,11 @@ def test_a_cancelled_training_stops_at_once_and_the_worker_takes_the_next_job(lo
     loop.fake.wait_for_progress(job_id, lambda status: status.get("step", 0) >= 22, timeout_s=300)
     steps = [s["step"] for s in loop.fake.progress_of(job_id) if s.get("stage") == "training"]
     assert min(steps) >= 20, steps  # continued from checkpoint-20, not from step 1
-    assert simpletuner_processes(loop.job_dir(job_id)), "SimpleTuner should be training now"
+    assert processes_working_in(loop.job_dir(job_id)), "SimpleTuner should be training now"
 
     loop.fake.stop(job_id)
     asked = loop.fake.wait_for(lambda: loop.fake.stops_sent.get(job_id), timeout_s=30, what="the stop signal")
-    while simpletuner_processes(loop.job_dir(job_id)):
+    while processes_working_in(loop.job_dir(job_id)):
         assert time.monotonic() - asked < 15, "SimpleTuner outlived the cancel"
         time.sleep(0.2)
     stopped_after = time.monotonic() - asked
