@@ -278,6 +278,27 @@ def test_worker_runs_a_dry_run_job_from_runpods_test_input(tmp_path):
     print(f"worker dry run through start.sh: {time.monotonic() - started:.1f} s")
 
 
+def test_auto_mode_under_runpod_starts_the_worker_loop_which_takes_and_answers_a_job(tmp_path):
+    """What a serverless endpoint does with the image: start.sh with no argument, RunPod's variables set."""
+    from tests.support.runpod_fake import running_runpod_fake
+
+    with running_runpod_fake() as fake:
+        env = clean_env(tmp_path, ALLOW_CPU="1", DATA_DIR=str(tmp_path / "data"), HF_HOME=str(tmp_path / "hf"),
+                        **fake.env)
+        job_id = fake.queue({"dataset": {"path": "demo"}, "trigger_word": "sks", "dry_run": True,
+                             "config": {"model_name": "stabilityai/stable-diffusion-xl-base-1.0"}})
+        process = subprocess.Popen([str(START_SH)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            result = fake.wait_for_result(job_id, timeout_s=120)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            output = process.communicate(timeout=30)[0].decode(errors="replace")
+    assert "face=worker" in output, output[-3000:]
+    assert result["output"]["status"] == "dry_run", result
+    assert result["output"]["preflight"]["images_usable"] == 8
+
+
 @pytest.mark.skipif(not (ROOT / "app" / "__main__.py").exists(), reason="the UI face (app/) is not here yet")
 def test_ui_answers_on_its_port_runs_as_the_started_process_and_stops_on_sigterm(tmp_path):
     port = free_port()
