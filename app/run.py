@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.base_model import human_size
 from core.events import (
     CheckpointSaved,
+    DownloadProgress,
     Event,
     JobWarning,
     LogLine,
@@ -150,6 +152,10 @@ class Run:
             caption = f"step {event.step}: {event.prompt}" if event.step is not None else event.prompt
             self._validation.append((event.path, self.clean(caption)))
             self._log.append(f"{stamp} validation image {Path(event.path).name}")
+            return
+        if isinstance(event, DownloadProgress):  # the status line, not the log: these come twice a second
+            total = f"/{human_size(event.bytes_total)}" if event.bytes_total else ""
+            self._detail = f"downloading {self.clean(event.source)}: {human_size(event.bytes_done)}{total}"
             return
         if isinstance(event, CheckpointSaved):
             self._checkpoints.append(event.path)

@@ -72,6 +72,13 @@ class ResumeError(JobError):
     stage = "resume"
 
 
+class ModelDownloadError(JobError):
+    """The base model (or its VAE) cannot be fetched from the Hub into the cache."""
+
+    code = "model_download_failed"
+    stage = "model"
+
+
 class TrainingError(JobError):
     """SimpleTuner failed. The message is SimpleTuner's own, from its error event or log."""
 

@@ -1,7 +1,7 @@
 """Typed progress events: what every stage reports while a job runs.
 
 Every event is a small frozen dataclass with a `kind`; `to_dict()` gives the JSON a face shows or streams.
-Stages name themselves with these strings: validate, download, dataset, preflight, configure, train, publish.
+The pipeline names its stages: dataset, preflight, configure, model, train, publish, upload.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training job, stage by stage: spec -> dataset -> preflight -> trainer config -> train -> publish.
+"""The training job, stage by stage: spec -> dataset -> preflight -> trainer config -> base model -> train -> publish.
 
 Read `run_job` first: it is the whole product in one function. Every stage reports StageEvents to `on_event`
 and raises a typed JobError (core/errors.py) that the faces turn into their own error shape.
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.base_model import fetch_base_model
 from core.dataset import stage_dataset
 from core.errors import DatasetError, JobError, TrainingError
 from core.events import EventSink, StageEvent, ignore_event
@@ -56,6 +57,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     if spec.dry_run:
         return result
 
+    with stage("model", on_event):
+        fetch_base_model(spec, settings=settings, token=hub_token(spec, settings), on_event=on_event, cancel=cancel)
     try:
         with stage("train", on_event):
             outcome = train(files, job, settings=settings, device=device, gpu_count=gpu_count,

@@ -34,6 +34,7 @@ PIPELINE_STAGES: dict[str, tuple[str, str]] = {
     "dataset": ("downloading", "staging the dataset"),
     "preflight": ("checking", "checking the dataset"),
     "configure": ("checking", "writing the SimpleTuner config"),
+    "model": ("downloading", "downloading the base model"),
     "train": ("loading", "starting SimpleTuner"),
     "publish": ("publishing", "publishing the LoRA"),
     "upload": ("publishing", "uploading the outputs"),
