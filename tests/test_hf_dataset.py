@@ -1,4 +1,4 @@
-"""HF dataset repos as a source, against a local read-only Hub API (tests/support/hf_dataset_server.py).
+"""HF dataset repos as a source, against the local Hub API (tests/support/hub_server.py).
 
 huggingface_hub reads HF_HUB_OFFLINE once, at import, and this test process runs offline (conftest.py), so each
 staging runs in a child process with the Hub client online and HF_ENDPOINT on the local server.
@@ -22,7 +22,7 @@ from core.dataset import stage_dataset
 from core.errors import DatasetError
 from core.settings import Settings
 from core.spec import parse_job
-from tests.support.hf_dataset_server import serve_hf_datasets
+from tests.support.hub_server import client_env, running_hub_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"model_family": "sdxl", "model_name": "some/sdxl-model"}
@@ -67,9 +67,8 @@ IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 def stage_in_child(hub, runs: list[tuple[dict, Path]], *, token: str | None = None) -> list[dict]:
     """Stage each (dataset, dest) in one child process (one import of the Hub client for all of them)."""
-    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"}}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HOME=str(runs[0][1].parent / "hf-home"), PYTHONPATH=str(ROOT))
+    env = client_env(hub, base={k: v for k, v in os.environ.items() if k != "HF_TOKEN"})
+    env.update(HF_HOME=str(runs[0][1].parent / "hf-home"), PYTHONPATH=str(ROOT))
     if token:
         env["HF_TOKEN"] = token
     jobs = [[{"config": CONFIG, **job}, str(dest)] for job, dest in runs]
@@ -80,12 +79,12 @@ def stage_in_child(hub, runs: list[tuple[dict, Path]], *, token: str | None = No
 
 
 def test_image_files_with_captions_pinned_to_one_commit(tmp_path: Path):
-    with serve_hf_datasets() as hub:
-        v1 = hub.add("user/pets", {"old.png": png()}, revision="v1")
-        sha = hub.add("user/pets", {
+    with running_hub_server(connect=False) as hub:
+        sha = hub.add_repo("user/pets", repo_type="dataset", private=False, files={
             ".gitattributes": b"*.png filter=lfs", "README.md": b"# pets", "train/cat.png": png(),
             "train/cat.txt": b"a cat", "train/dog.jpg": png(kind="JPEG"), "meta.csv": b"a,b",
-        })
+        }).head.oid
+        v1 = hub.add_commit("user/pets", {"old.png": png()}, revision="v1").oid
         out, old = stage_in_child(hub, [
             ({"dataset": {"hf_repo": "user/pets"}, "trigger_word": "sks"}, tmp_path / "job"),
             ({"dataset": {"hf_repo": "user/pets", "revision": "v1"}}, tmp_path / "job-v1"),
@@ -93,7 +92,7 @@ def test_image_files_with_captions_pinned_to_one_commit(tmp_path: Path):
         assert out["images"] == {"cat.png": ["sks, a cat", "file", 40, 30], "dog.jpg": ["sks", "trigger_word", 40, 30]}
         assert sorted(out["skipped"]) == [["README.md", "not an image"], ["meta.csv", "not an image"]]
         assert out["source"] == "hf dataset user/pets@main"
-        downloads = [path for method, path in hub.requests if "/resolve/" in path]
+        downloads = [request.path for request in hub.requests_to("/resolve/")]
         assert downloads and all(f"/resolve/{v1 if path.endswith('old.png') else sha}/" in path for path in downloads)
         assert not any(p.endswith(("README.md", "meta.csv", ".gitattributes")) for p in downloads)
         progress = [e for e in out["events"] if e["type"] == "download"]
@@ -110,9 +109,11 @@ def test_parquet_with_image_and_caption_columns(tmp_path: Path):
     rows.append({"image": {"bytes": None, "path": "only-a-path.png"}, "text": "no bytes", "score": 0.0})
     rows.append({"image": {"bytes": b"not an image", "path": "bad.png"}, "text": None, "score": 0.0})
     custom = pa.schema([("jpg", pa.binary()), ("prompt", pa.string())])
-    with serve_hf_datasets() as hub:
-        hub.add("org/rows", {"data/train-00000.parquet": parquet(rows, schema), "README.md": b"x"})
-        hub.add("org/custom", {"d.parquet": parquet([{"jpg": png(kind="JPEG"), "prompt": "custom"}], custom)})
+    with running_hub_server(connect=False) as hub:
+        hub.add_repo("org/rows", repo_type="dataset", private=False,
+                     files={"data/train-00000.parquet": parquet(rows, schema), "README.md": b"x"})
+        hub.add_repo("org/custom", repo_type="dataset", private=False,
+                     files={"d.parquet": parquet([{"jpg": png(kind="JPEG"), "prompt": "custom"}], custom)})
         out, explicit, wrong = stage_in_child(hub, [
             ({"dataset": {"hf_repo": "org/rows"}}, tmp_path / "a"),
             ({"dataset": {"hf_repo": "org/custom", "image_column": "jpg", "caption_column": "prompt"}}, tmp_path / "b"),
@@ -130,9 +131,9 @@ def test_parquet_with_image_and_caption_columns(tmp_path: Path):
 
 
 def test_private_repos_missing_repos_and_revisions(tmp_path: Path):
-    with serve_hf_datasets() as hub:
-        hub.add("me/private", {"a.png": png()}, token="hf_secret_token_value")
-        hub.add("me/docs", {"README.md": b"x", "notes.txt": b"y"})
+    with running_hub_server(token="hf_secret_token_value", connect=False) as hub:
+        hub.add_repo("me/private", repo_type="dataset", private=True, files={"a.png": png()})
+        hub.add_repo("me/docs", repo_type="dataset", private=False, files={"README.md": b"x", "notes.txt": b"y"})
         denied, missing, nothing = stage_in_child(hub, [
             ({"dataset": {"hf_repo": "me/private"}}, tmp_path / "a"),
             ({"dataset": {"hf_repo": "me/nothing"}}, tmp_path / "c"),

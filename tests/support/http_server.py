@@ -14,16 +14,15 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tests.support.loopback import LoopbackServer, QuietHandler, serving
 
-class FileServer(ThreadingHTTPServer):
-    daemon_threads = True
 
+class FileServer(LoopbackServer):
     def __init__(self, root: Path, *, ranges: bool = True):
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.root = root.resolve()
         self.ranges = ranges
         self.drop_halfway: dict[str, int] = {}
@@ -32,20 +31,12 @@ class FileServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: FileServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
-        """Quiet: the tests read server.requests instead."""
 
     def do_HEAD(self) -> None:
         self._serve(body=False)
@@ -129,13 +120,6 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve_files(root: Path, *, ranges: bool = True) -> Iterator[FileServer]:
     """Serve `root` on 127.0.0.1 (a free port) for the duration of the block."""
-    server = FileServer(root, ranges=ranges)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
-    try:
+    with serving(FileServer(root, ranges=ranges), name="test-http") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 

@@ -3,8 +3,10 @@
 No open-source server implements the Hub's write API (FACTS.md section 3), so the tests run this one: a
 stdlib ThreadingHTTPServer on 127.0.0.1 that speaks the endpoints huggingface_hub 2.4 uses with xet disabled
 (whoami-v2, repos/create, repo info, validate-yaml, preupload, LFS batch + PUT + verify, ndjson commit, tree,
-resolve). It keeps repos in memory with a snapshot per commit, records every request (method, path, headers,
-body) so a test can inspect what the client sent, and injects faults on demand:
+resolve), for model repos (`/api/models/{repo}...`, `/{repo}/resolve/...`) and dataset repos
+(`/api/datasets/{repo}...`, `/datasets/{repo}/resolve/...`). It keeps repos in memory with a snapshot per commit
+and named revisions (branches, tags), records every request (method, path, headers, body) so a test can inspect
+what the client sent, and injects faults on demand:
 
     with running_hub_server(tmp_path, token="hf_test") as hub:
         hub.fail_next(r"/commit/", 500, times=2)          # two 500s, then the real answer
@@ -12,6 +14,8 @@ body) so a test can inspect what the client sent, and injects faults on demand:
         hub.fail_next(r"/preupload/", drop=True)          # close the connection without an answer
         ... HfApi(endpoint=hub.endpoint, token="hf_test") ...
         hub.repos["user/name"].files["README.md"]          # bytes at the head commit
+        hub.add_repo("user/pets", repo_type="dataset", private=False, files={"a.png": ...})
+        hub.add_commit("user/pets", {"old.png": ...}, revision="v1").oid
 
 The client process must import huggingface_hub with HF_HUB_DISABLE_XET=1 and HF_HUB_DISABLE_TELEMETRY=1
 (`CLIENT_ENV`): both are read once, at import time.
@@ -30,12 +34,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+
+from tests.support.loopback import LoopbackServer, QuietHandler, serving
 
 # What a process needs in its environment, before importing huggingface_hub, to talk to this server.
 CLIENT_ENV = {"HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -45,6 +50,10 @@ LFS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".png", 
                 ".mp4", ".zip", ".tar", ".gz", ".onnx", ".h5", ".msgpack", ".npy", ".npz", ".parquet", ".arrow"}
 LFS_SIZE = 10 * 1024 * 1024
 REPO_ID = r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)"
+# The URL segment of each repo type: `/api/{segment}/{repo}` and, for all but models, `/{segment}/{repo}/resolve`.
+REPO_TYPES = {"models": "model", "datasets": "dataset"}
+API_REPO = rf"/api/(?P<kind>models|datasets)/{REPO_ID}"
+GIT_REPO = rf"/(?:(?P<kind>datasets)/)?{REPO_ID}"
 
 
 @dataclass
@@ -90,11 +99,14 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
+    repo_type: str = "model"
     commits: list[Commit] = field(default_factory=list)
+    refs: dict[str, Commit] = field(default_factory=dict)
+    """Revision name (a branch or tag) -> the commit it points to; "main" is the head."""
 
     @property
     def head(self) -> Commit:
-        return self.commits[-1]
+        return self.refs["main"]
 
     @property
     def files(self) -> dict[str, bytes]:
@@ -102,9 +114,15 @@ class Repo:
         return {path: blob.data for path, blob in self.head.files.items()}
 
     def at(self, revision: str) -> Commit | None:
-        if revision in ("main", "HEAD"):
-            return self.head
+        named = self.refs.get("main" if revision == "HEAD" else revision)
+        if named is not None:
+            return named
         return next((c for c in reversed(self.commits) if c.oid == revision or c.oid.startswith(revision)), None)
+
+    def record(self, commit: Commit, *, revision: str = "main") -> Commit:
+        self.commits.append(commit)
+        self.refs[revision] = commit
+        return commit
 
 
 @dataclass
@@ -133,8 +151,6 @@ class HubServer:
         self.lfs_objects: dict[str, bytes] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.endpoint = ""
 
     # ---- test controls -------------------------------------------------------------------------
@@ -146,16 +162,26 @@ class HubServer:
             self._faults.append(_Fault(re.compile(path_regex), status, times, body, method and method.upper(),
                                        dict(headers or {}), drop))
 
-    def add_repo(self, repo_id: str, *, private: bool = True, files: dict[str, bytes] | None = None) -> Repo:
-        """Create a repo directly (as if made earlier on the Hub), with an initial commit."""
+    def add_repo(self, repo_id: str, *, private: bool = True, files: dict[str, bytes] | None = None,
+                 repo_type: str = "model") -> Repo:
+        """Create a repo directly (as if made earlier on the Hub), with an initial commit on main. One repo per
+        id: a dataset repo answers only under /datasets/ URLs, a model repo only under the model ones."""
+        if repo_type not in REPO_TYPES.values():
+            raise ValueError(f"repo_type must be one of {sorted(REPO_TYPES.values())}, got {repo_type!r}")
         with self._lock:
-            repo = Repo(repo_id, private)
-            blobs = {".gitattributes": Blob(b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n", False)}
-            for path, data in (files or {}).items():
-                blobs[path] = Blob(data, _is_lfs(path, len(data)))
-            repo.commits.append(Commit(_new_oid(repo_id, "initial"), "initial commit", "", blobs))
-            self.repos[repo_id] = repo
+            self.repos[repo_id] = repo = Repo(repo_id, private, repo_type)
+            default = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+            self.add_commit(repo_id, {".gitattributes": default, **(files or {})}, summary="initial commit")
             return repo
+
+    def add_commit(self, repo_id: str, files: dict[str, bytes], *, revision: str = "main",
+                   summary: str = "add files") -> Commit:
+        """Commit `files` (the whole tree) directly to an existing repo and point `revision` (a branch or tag)
+        at the commit, as if pushed earlier."""
+        with self._lock:
+            blobs = {path: Blob(data, _is_lfs(path, len(data))) for path, data in files.items()}
+            commit = Commit(_new_oid(repo_id, revision, summary), summary, "", blobs)
+            return self.repos[repo_id].record(commit, revision=revision)
 
     def requests_to(self, path_regex: str, method: str | None = None) -> list[RecordedRequest]:
         with self._lock:
@@ -163,31 +189,17 @@ class HubServer:
                     if re.search(path_regex, r.path) and (method is None or r.method == method)]
 
     def commits(self, repo_id: str) -> list[Commit]:
-        """Commits made through the API (the initial commit of a created repo excluded)."""
+        """Commits made since the repo was created (its initial commit excluded)."""
         with self._lock:
             return list(self.repos[repo_id].commits[1:]) if repo_id in self.repos else []
 
-    # ---- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> HubServer:
-        handler = type("BoundHubHandler", (_Handler,), {"hub": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="hub-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self.log_path is not None:
-            with self.log_path.open("w") as out:
-                for r in self.requests:
-                    out.write(json.dumps({"method": r.method, "path": r.path, "query": r.query, "status": r.status,
-                                          "size": len(r.body)}) + "\n")
+    def write_log(self) -> None:
+        if self.log_path is None:
+            return
+        with self._lock, self.log_path.open("w") as out:
+            for r in self.requests:
+                out.write(json.dumps({"method": r.method, "path": r.path, "query": r.query, "status": r.status,
+                                      "size": len(r.body)}) + "\n")
 
     # ---- request handling (called by the handler) ----------------------------------------------------
     def take_fault(self, method: str, path: str) -> _Fault | None:
@@ -235,17 +247,17 @@ def _not_found(repo_id: str) -> _Reply:
                   {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
 
 
+def _no_revision(revision: str) -> _Reply:
+    return _Reply(404, {"error": f"Invalid rev id: {revision}"}, {"X-Error-Code": "RevisionNotFound"})
+
+
 def _unauthorized() -> _Reply:
     message = "Invalid credentials in Authorization header"
     return _Reply(401, {"error": message}, {"X-Error-Message": message})
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     hub: HubServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded, not printed
-        return
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -325,15 +337,15 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"/api/whoami-v2", self._whoami),
             ("POST", r"/api/repos/create", self._create_repo),
             ("POST", r"/api/validate-yaml", self._validate_yaml),
-            ("POST", rf"/api/models/{REPO_ID}/preupload/(?P<rev>[^/]+)", self._preupload),
-            ("POST", rf"/api/models/{REPO_ID}/commit/(?P<rev>[^/]+)", self._commit),
-            ("GET", rf"/api/models/{REPO_ID}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self._tree),
-            ("GET", rf"/api/models/{REPO_ID}(?:/revision/(?P<rev>[^/]+))?", self._repo_info),
-            ("POST", rf"/{REPO_ID}\.git/info/lfs/objects/batch", self._lfs_batch),
+            ("POST", rf"{API_REPO}/preupload/(?P<rev>[^/]+)", self._preupload),
+            ("POST", rf"{API_REPO}/commit/(?P<rev>[^/]+)", self._commit),
+            ("GET", rf"{API_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self._tree),
+            ("GET", rf"{API_REPO}(?:/revision/(?P<rev>[^/]+))?", self._repo_info),
+            ("POST", rf"{GIT_REPO}\.git/info/lfs/objects/batch", self._lfs_batch),
             ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", self._lfs_put),
             ("POST", r"/lfs-verify/(?P<oid>[0-9a-f]{64})", self._lfs_verify),
-            ("GET", rf"/{REPO_ID}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
-            ("HEAD", rf"/{REPO_ID}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
+            ("GET", rf"{GIT_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
+            ("HEAD", rf"{GIT_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
         ]
         for verb, pattern, route in routes:
             match = re.fullmatch(pattern, path)
@@ -359,53 +371,61 @@ class _Handler(BaseHTTPRequestHandler):
         payload = record.json()
         namespace = payload.get("organization") or self.hub.user
         repo_id = f"{namespace}/{payload['name']}"
-        if payload.get("type", "model") != "model":
-            return 400, {"error": "this test server only hosts model repos"}, {}
+        repo_type = payload.get("type", "model")
+        if repo_type not in REPO_TYPES.values():
+            return 400, {"error": "this test server hosts model and dataset repos only"}, {}
         if role != "write" or not self.hub.can_write(namespace):
-            return 403, {"error": f'You don\'t have the rights to create a model under the namespace "{namespace}"'}, {}
-        url = f"{self.hub.endpoint}/{repo_id}"
+            return 403, {"error": f'You don\'t have the rights to create a {repo_type} under the namespace '
+                                  f'"{namespace}"'}, {}
+        url = f"{self.hub.endpoint}/{'' if repo_type == 'model' else 'datasets/'}{repo_id}"
         if repo_id in self.hub.repos:
-            return 409, {"error": "You already created this model repo", "url": url}, {}
-        self.hub.add_repo(repo_id, private=payload.get("visibility", "public") == "private"
+            return 409, {"error": f"You already created this {repo_type} repo", "url": url}, {}
+        self.hub.add_repo(repo_id, repo_type=repo_type, private=payload.get("visibility", "public") == "private"
                           or bool(payload.get("private")))
         return 200, {"url": url, "name": repo_id, "id": repo_id}, {}
 
-    def _readable_repo(self, repo: str, record: RecordedRequest) -> Repo:
+    def _readable_repo(self, repo: str, record: RecordedRequest, kind: str | None) -> Repo:
+        """The repo, if the caller may read it; `kind` is the URL's type segment (None: models)."""
         found = self.hub.repos.get(repo)
-        if found is None or (found.private and self.hub.caller(record.headers) is None):
+        if (found is None or found.repo_type != REPO_TYPES[kind or "models"]
+                or (found.private and self.hub.caller(record.headers) is None)):
             raise _not_found(repo)
         return found
 
-    def _writable_repo(self, repo: str, record: RecordedRequest) -> Repo:
+    def _commit_at(self, repo: str, record: RecordedRequest, kind: str | None, rev: str) -> Commit:
+        commit = self._readable_repo(repo, record, kind).at(rev)
+        if commit is None:
+            raise _no_revision(rev)
+        return commit
+
+    def _writable_repo(self, repo: str, record: RecordedRequest, kind: str | None) -> Repo:
         role = self.hub.caller(record.headers)
         if role is None:
             raise _unauthorized()
-        found = self._readable_repo(repo, record)
+        found = self._readable_repo(repo, record, kind)
         if role != "write" or not self.hub.can_write(repo.split("/")[0]):
             raise _Reply(403, {"error": "You don't have write access to this repo: use a token with the write role"},
                          {"X-Error-Message": "You don't have write access to this repo"})
         return found
 
-    def _repo_info(self, *, record: RecordedRequest, query: dict, repo: str, rev: str | None = None):
-        found = self._readable_repo(repo, record)
-        commit = found.at(rev or "main")
-        if commit is None:
-            raise _Reply(404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+    def _repo_info(self, *, record: RecordedRequest, query: dict, kind: str, repo: str, rev: str | None = None):
+        commit = self._commit_at(repo, record, kind, rev or "main")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created_at))
-        return 200, {
-            "_id": hashlib.md5(repo.encode()).hexdigest()[:24], "id": repo, "modelId": repo,
-            "author": repo.split("/")[0], "sha": commit.oid, "private": found.private, "disabled": False,
-            "gated": False, "downloads": 0, "likes": 0, "tags": [], "lastModified": stamp, "createdAt": stamp,
+        info = {
+            "_id": hashlib.md5(repo.encode()).hexdigest()[:24], "id": repo, "author": repo.split("/")[0],
+            "sha": commit.oid, "private": self.hub.repos[repo].private, "disabled": False, "gated": False,
+            "downloads": 0, "likes": 0, "tags": [], "lastModified": stamp, "createdAt": stamp,
             "siblings": [{"rfilename": path} for path in sorted(commit.files)],
-        }, {}
+        }
+        return 200, ({**info, "modelId": repo} if kind == "models" else info), {}
 
     def _validate_yaml(self, *, record: RecordedRequest, query: dict) -> tuple[int, Any, dict]:
         content = record.json().get("content", "")
         errors = _card_errors(content)
         return (400 if errors else 200), {"errors": [{"message": e} for e in errors], "warnings": []}, {}
 
-    def _preupload(self, *, record: RecordedRequest, query: dict, repo: str, rev: str):
-        found = self._writable_repo(repo, record)
+    def _preupload(self, *, record: RecordedRequest, query: dict, kind: str, repo: str, rev: str):
+        found = self._writable_repo(repo, record, kind)
         head = found.at(rev) or found.head
         out = []
         for entry in record.json().get("files", []):
@@ -416,8 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
                         "oid": oid})
         return 200, {"files": out, "commitOid": head.oid}, {}
 
-    def _lfs_batch(self, *, record: RecordedRequest, query: dict, repo: str):
-        self._writable_repo(repo, record)
+    def _lfs_batch(self, *, record: RecordedRequest, query: dict, kind: str | None, repo: str):
+        self._writable_repo(repo, record, kind)
         objects = []
         for obj in record.json().get("objects", []):
             oid, size = obj["oid"], int(obj["size"])
@@ -443,8 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 404, {"error": f"LFS object {oid} not uploaded"}, {}
         return 200, {"oid": oid, "size": len(data)}, {}
 
-    def _commit(self, *, record: RecordedRequest, query: dict, repo: str, rev: str):
-        found = self._writable_repo(repo, record)
+    def _commit(self, *, record: RecordedRequest, query: dict, kind: str, repo: str, rev: str):
+        found = self._writable_repo(repo, record, kind)
         if rev != "main":
             return 400, {"error": "this test server only commits to main"}, {}
         files = dict(found.head.files)
@@ -478,16 +498,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return 400, {"error": f"unknown commit operation {key!r}"}, {}
         if not summary:
             return 400, {"error": "commit summary is required"}, {}
-        commit = Commit(_new_oid(repo, summary), summary, description, files)
-        found.commits.append(commit)
+        commit = found.record(Commit(_new_oid(repo, summary), summary, description, files))
         return 200, {"commitUrl": f"{self.hub.endpoint}/{repo}/commit/{commit.oid}", "commitOid": commit.oid,
                      "pullRequestUrl": None}, {}
 
-    def _tree(self, *, record: RecordedRequest, query: dict, repo: str, rev: str, sub: str | None = None):
-        found = self._readable_repo(repo, record)
-        commit = found.at(rev)
-        if commit is None:
-            raise _Reply(404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+    def _tree(self, *, record: RecordedRequest, query: dict, kind: str, repo: str, rev: str, sub: str | None = None):
+        commit = self._commit_at(repo, record, kind, rev)
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         base = (sub or "").strip("/")
         prefix = f"{base}/" if base else ""
@@ -511,11 +527,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(404, {"error": f"{base} does not exist"}, {"X-Error-Code": "EntryNotFound"})
         return 200, list(entries.values()), {}
 
-    def _resolve(self, *, record: RecordedRequest, query: dict, repo: str, rev: str, file: str):
-        found = self._readable_repo(repo, record)
-        commit = found.at(unquote(rev))
-        if commit is None:
-            raise _Reply(404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+    def _resolve(self, *, record: RecordedRequest, query: dict, kind: str | None, repo: str, rev: str, file: str):
+        commit = self._commit_at(repo, record, kind, unquote(rev))
         blob = commit.files.get(file)
         if blob is None:
             raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
@@ -568,15 +581,17 @@ def running_hub_server(tmp_path: Path | None = None, *, token: str = "hf_localte
     check_client_env()
     server = HubServer(token=token, user=user, orgs=orgs, read_token=read_token,
                        log_path=(Path(tmp_path) / "hub-requests.jsonl") if tmp_path is not None else None)
-    server.start()
+    handler = type("BoundHubHandler", (_Handler,), {"hub": server})
     try:
-        if connect:
-            with _connected(server):
+        with serving(LoopbackServer(handler), name="hub-server") as httpd:
+            server.endpoint = httpd.base
+            if connect:
+                with _connected(server):
+                    yield server
+            else:
                 yield server
-        else:
-            yield server
     finally:
-        server.stop()
+        server.write_log()
 
 
 @contextmanager

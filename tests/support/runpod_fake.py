@@ -22,16 +22,16 @@ Calls served (all on 127.0.0.1; the URLs carry a '?' because the worker appends 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.loopback import LoopbackServer, QuietHandler, serving
 
 ENDPOINT_ID = "ep-test"
 POD_ID = "pod-test"
@@ -177,12 +177,8 @@ class RunpodFake:
             self._changed.notify_all()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     fake: RunpodFake
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
-        """Quiet: the tests read the fake's records."""
 
     def _parts(self) -> tuple[list[str], dict[str, list[str]]]:
         split = urlsplit(self.path)
@@ -242,29 +238,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"error": "unknown path"})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:
-        # A worker stopped in the middle of a long-poll resets its connection: that is the test ending, not a fault.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 @contextmanager
 def running_runpod_fake(*, take_wait_s: float = 1.0, stop_wait_s: float = 2.0) -> Iterator[RunpodFake]:
     """Serve a RunpodFake on 127.0.0.1 (a free port) for the duration of the block."""
     fake = RunpodFake(take_wait_s=take_wait_s, stop_wait_s=stop_wait_s)
     handler = type("BoundRunpodHandler", (_Handler,), {"fake": fake})
-    server = _Server(("127.0.0.1", 0), handler)
-    fake.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="runpod-fake",
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(LoopbackServer(handler), name="runpod-fake") as server:
+        fake.endpoint = server.base
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
