@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.processes import stop_process_group  # noqa: E402
 from tests.support.runpod_fake import running_runpod_fake  # noqa: E402
 
 FORBIDDEN = ("torch", "gradio", "simpletuner", "diffusers", "transformers", "accelerate")
@@ -38,15 +39,6 @@ def worker_env(fake_env: dict[str, str], data_dir: Path) -> dict[str, str]:
     return env
 
 
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, 15)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        process.wait()
-
-
 def time_to_first_take(data_dir: Path) -> float:
     with running_runpod_fake(take_wait_s=0.5) as fake:
         env = worker_env(fake.env, data_dir)
@@ -57,7 +49,7 @@ def time_to_first_take(data_dir: Path) -> float:
             first = fake.wait_for(lambda: fake.take_requests[0][0] if fake.take_requests else None, timeout_s=60,
                                   what="the first job-take request")
         finally:
-            stop(process)
+            stop_process_group(process)
     return first - started
 
 
@@ -87,7 +79,7 @@ def footprint(data_dir: Path, log: Path) -> dict:
             result = fake.wait_for_result(job_id, timeout_s=120)
             memory = rss_kb(process.pid)
         finally:
-            stop(process)
+            stop_process_group(process)
     imports: list[tuple[str, int]] = []  # (module, cumulative microseconds)
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("import time:") and line.count("|") == 2 and "cumulative" not in line:

@@ -36,6 +36,7 @@ from core.spec import parse_job
 from tests.conftest import ROOT, tiny_job
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server
+from tests.support.processes import stop_process_group
 from worker.handler import (
     SAMPLES_DIR,
     check_destination,
@@ -332,12 +333,7 @@ def api(tmp_path_factory, tiny_model) -> ApiWorker:
                 time.sleep(0.2)
             yield ApiWorker(base=base, process=process, log=log, data_dir=data_dir, hub=hub, files=files, area=area)
         finally:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+            stop_process_group(process, grace_s=15)
 
 
 def _model(tiny_model: Path) -> dict:

@@ -22,7 +22,7 @@ import requests
 
 from core.demo import write_demo_dataset
 from tests.conftest import ROOT
-from tests.support.processes import processes_working_in
+from tests.support.processes import processes_working_in, stop_process_group
 from tests.support.runpod_fake import RunpodFake, running_runpod_fake
 from tests.support.s3_server import S3Server, moto_s3
 
@@ -73,12 +73,7 @@ def loop(tmp_path_factory) -> Loop:
         try:
             yield Loop(fake=fake, s3=s3, process=process, data_dir=data_dir, log=log)
         finally:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+            stop_process_group(process)
 
 
 def test_a_private_address_is_refused_and_the_worker_goes_on(loop, tiny_model):

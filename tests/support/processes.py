@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -21,3 +23,13 @@ def processes_working_in(folder: Path | str) -> list[int]:
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return found
+
+
+def stop_process_group(process: subprocess.Popen, *, grace_s: float = 20) -> None:
+    """SIGTERM the group a test started (start_new_session=True), SIGKILL it if it outlives `grace_s`."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
