@@ -45,7 +45,8 @@ lint: app-env
 
 # Regenerate the committed SimpleTuner flag list from the installed SimpleTuner.
 flags: trainer-env
-	$(TRAINER_VENV)/bin/python tools/dump_simpletuner_flags.py 2>/dev/null > core/data/simpletuner_flags.json
+	$(TRAINER_VENV)/bin/python -P tools/dump_simpletuner_flags.py 2>/dev/null > core/data/simpletuner_flags.json.new
+	mv core/data/simpletuner_flags.json.new core/data/simpletuner_flags.json
 
 trainer-lock: trainer-env
 	{ echo "# Every package of the trainer env, frozen from a working install (used as constraints). Regenerate: make trainer-lock"; \

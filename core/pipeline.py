@@ -14,8 +14,8 @@ from pathlib import Path
 
 from core.base_model import fetch_base_model
 from core.dataset import stage_dataset
-from core.errors import DatasetError, JobError, TrainingError
-from core.events import EventSink, StageEvent, ignore_event
+from core.errors import DatasetError, JobError, TrainingCancelled, TrainingError
+from core.events import Event, EventSink, StageEvent, ignore_event
 from core.jobdir import JobDir
 from core.model_card import CardFacts
 from core.preflight import preflight
@@ -33,6 +33,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             cancel: threading.Event | None = None, allow_local_paths: bool = True) -> JobResult:
     """Run one job in `workdir` (created; nothing is written outside it) and return its result."""
     settings = settings or Settings.from_env()
+    report_only, on_event = on_event, _stopping_on_cancel(on_event, cancel)
     job = JobDir(Path(workdir).absolute()).create()
     warnings = spec.warnings() + _owned_flag_warnings(spec)
 
@@ -65,7 +66,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                             hf_token=hub_token(spec, settings) if settings.online else None,
                             on_event=on_event, cancel=cancel, timeout_s=spec.timeout_s, start_step=resumed_at)
     except TrainingError as error:
-        error.salvaged = salvage(spec, result, settings=settings, on_event=on_event)
+        # A cancelled run still publishes what it has when asked: its events must not stop it again.
+        error.salvaged = salvage(spec, result, settings=settings, on_event=report_only)
         raise
     result.status = "succeeded"
     result.output_dir, result.lora_path, result.log_path = job.output, job.output / LORA_FILE, job.log
@@ -137,13 +139,33 @@ def hub_token(spec: JobSpec, settings: Settings) -> str | None:
 @contextmanager
 def stage(name: str, on_event: EventSink) -> Iterator[None]:
     """Report a stage's start and end; a failure is tagged with the stage it happened in."""
-    on_event(StageEvent(stage=name, status="started"))
     try:
+        on_event(StageEvent(stage=name, status="started"))
         yield
     except JobError as error:
         on_event(StageEvent(stage=name, status="failed", message=error.message))
         raise
     on_event(StageEvent(stage=name, status="completed"))
+
+
+def _stopping_on_cancel(on_event: EventSink, cancel: threading.Event | None) -> EventSink:
+    """Stop the job at its next event once cancelled, so a cancelled download never goes on to train. Only on the
+    job's own thread: SimpleTuner's events arrive on the webhook receiver's, and train() stops it itself."""
+    if cancel is None:
+        return on_event
+    job_thread = threading.get_ident()
+    current = {"stage": "job"}
+
+    def sink(event: Event) -> None:
+        on_event(event)
+        if isinstance(event, StageEvent):
+            if event.status == "failed":
+                return  # the stage is ending already
+            current["stage"] = event.stage
+        if cancel.is_set() and threading.get_ident() == job_thread:
+            raise TrainingCancelled(f"cancelled during the {current['stage']} stage")
+
+    return sink
 
 
 def _owned_flag_warnings(spec: JobSpec) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -47,7 +47,6 @@ class Settings:
     """TRAINER_ONLINE: let SimpleTuner download base models (a real pod); off keeps it offline."""
     hf_home: Path | None = None
     """HF_HOME: the Hugging Face cache SimpleTuner loads base models from."""
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def trainer_python(self) -> Path:

@@ -131,6 +131,7 @@ class TrainingOutcome:
     total_steps: int | None = None
     losses: list[float] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
+    """The checkpoint-N folders left in the output at the end (SimpleTuner prunes old ones)."""
     validation_images: list[ValidationImage] = field(default_factory=list)
     elapsed_s: float = 0.0
     error: TrainerFailed | None = None
@@ -145,8 +146,6 @@ class TrainingOutcome:
             self.total_steps = event.total_steps
             if event.loss is not None:
                 self.losses.append(event.loss)
-        elif isinstance(event, CheckpointSaved) and event.path:
-            self.checkpoints.append(Path(event.path))
         elif isinstance(event, ValidationImage):
             self.validation_images.append(event)
         elif isinstance(event, TrainerFailed):

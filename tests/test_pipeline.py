@@ -113,3 +113,51 @@ def test_a_trained_lora_is_published_private_with_a_card_and_no_token_anywhere(t
     for haystack in (output, json.dumps([e.to_dict() for e in events]), card.content):
         assert token not in haystack
     assert not [body for body in request_bodies + stored if token.encode() in body]
+
+
+def test_a_cancel_before_training_stops_the_job_where_it_is(tmp_path, demo_dataset, tiny_model, settings):
+    import threading
+
+    from core.errors import TrainingCancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    events = []
+    with pytest.raises(TrainingCancelled) as caught:
+        run_job(parse_job(tiny_job(tiny_model, demo_dataset)), tmp_path / "job", events.append, settings=settings,
+                cancel=cancel)
+    assert caught.value.code == "cancelled" and "dataset" in caught.value.message
+    assert [(e.stage, e.status) for e in events if isinstance(e, StageEvent)] == [
+        ("dataset", "started"), ("dataset", "failed")]
+    assert not (tmp_path / "job" / "trainer" / "config" / "config.json").exists()
+
+
+@pytest.mark.training
+def test_a_cancelled_run_with_on_failure_publishes_its_latest_checkpoint(tmp_path, demo_dataset, tiny_model,
+                                                                          settings):
+    import threading
+
+    from core.errors import TrainingCancelled
+    from tests.support.hub_server import running_hub_server
+
+    token = "hf_salvage_token_0123456789abcdef"
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 500, "checkpointing_steps": 2},
+                   hub={"repo_id": "tester/cut-short", "token": token, "on_failure": True})
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, CheckpointSaved):
+            cancel.set()
+
+    with running_hub_server(tmp_path, token=token) as hub:
+        with pytest.raises(TrainingCancelled) as caught:
+            run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel)
+        salvaged = caught.value.to_payload()["salvaged"]
+        stored = hub.repos["tester/cut-short"].files
+    assert salvaged["status"] == "partial" and salvaged["hub"]["private"] is True, salvaged
+    latest = max((tmp_path / "job" / "output").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoint = latest / "pytorch_lora_weights.safetensors"
+    assert salvaged["metrics"]["steps"] == int(latest.name.split("-")[1])
+    assert stored["pytorch_lora_weights.safetensors"] == checkpoint.read_bytes()
+    assert "training did not finish" in " ".join(salvaged["warnings"])
+    assert token not in json.dumps(salvaged)

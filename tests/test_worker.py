@@ -214,8 +214,7 @@ def test_a_finished_job_keeps_its_own_and_the_workers_warnings(tmp_path):
 
 
 def test_a_cancel_while_the_dataset_downloads_stops_the_job_before_training(tmp_path, tiny_model):
-    """The core checks its cancel Event only while SimpleTuner runs; the worker stops a job that is still staging
-    at its next event, so a cancelled download never goes on to train."""
+    """A cancel that arrives while the dataset downloads stops the job there: it never goes on to train."""
     from worker.handler import run_pipeline
 
     served = tmp_path / "served"

@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from core.errors import JobError, SetupError, SpecError, TrainingCancelled
-from core.events import Event, EventSink, JobWarning, StageEvent
+from core.errors import JobError, SetupError, SpecError
+from core.events import Event, EventSink, JobWarning
 from core.result import JobResult
 from core.settings import Settings
 from core.spec import CONFIG_SHORTHAND, JobSpec, StorageSpec, normalize_config, parse_job
@@ -157,19 +157,10 @@ def status_sender(job: Mapping[str, Any], env: Mapping[str, str]) -> Callable[[d
 
 def _run_pipeline(spec: JobSpec, workdir: Path, on_event: EventSink, *, settings: Settings,
                   cancel: threading.Event) -> JobResult:
-    """The blocking part, on its own thread. The core's stages check `cancel` only while SimpleTuner runs, so a
-    cancel that arrives while the dataset downloads stops the job at its next event on this thread."""
+    """The blocking part, on its own thread; `cancel` stops it at any stage (core/pipeline.py)."""
     from core.pipeline import run_job  # the dataset and publishing imports load with the first job, not at start
 
-    pipeline_thread = threading.get_ident()
-
-    def sink(event: Event) -> None:
-        on_event(event)
-        stopping = isinstance(event, StageEvent) and event.status == "failed"
-        if cancel.is_set() and not stopping and threading.get_ident() == pipeline_thread:
-            raise TrainingCancelled("cancelled before training started")
-
-    return run_job(spec, workdir, sink, settings=settings, cancel=cancel, allow_local_paths=False)
+    return run_job(spec, workdir, on_event, settings=settings, cancel=cancel, allow_local_paths=False)
 
 
 async def _wait_stopped(runner: asyncio.Future, *, limit_s: float) -> None:
