@@ -59,6 +59,10 @@ ENV DATA_DIR=/workspace/data \
 
 # /workspace: DATA_DIR's parent; a pod's volume mounts over it, a serverless worker uses the container disk.
 RUN mkdir -p /workspace
+# The release's tag (the release workflow passes it), shown by start.sh in the pod's or worker's log. Declared after
+# every RUN, so a new version rebuilds none of the layers above.
+ARG IMAGE_VERSION=dev
+ENV IMAGE_VERSION=${IMAGE_VERSION}
 WORKDIR /app
 COPY . /app
 

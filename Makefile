@@ -6,7 +6,7 @@ APP_VENV := $(CURDIR)/.venv
 UV := $(APP_VENV)/bin/uv
 export TRAINER_VENV
 
-.PHONY: setup app-env trainer-env browser test test-fast test-train run lint trainer-lock flags clean
+.PHONY: setup app-env trainer-env browser test test-fast test-train run lint actionlint trainer-lock flags clean
 
 setup: app-env trainer-env
 
@@ -42,6 +42,10 @@ test-train: setup
 
 lint: app-env
 	$(APP_VENV)/bin/ruff check .
+
+# The GitHub workflows (actionlint from requirements-dev.txt; the env's shellcheck checks their `run:` scripts).
+actionlint: app-env
+	PATH="$(APP_VENV)/bin:$$PATH" $(APP_VENV)/bin/actionlint -no-color .github/workflows/*.yml
 
 # Regenerate the committed SimpleTuner flag list from the installed SimpleTuner.
 flags: trainer-env

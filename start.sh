@@ -18,6 +18,8 @@
 #   PORT             the UI port when GRADIO_SERVER_PORT is unset
 #   START_DRY_RUN=1  print the resolved settings and the command, and exit without starting anything
 #   START_FACE_FILE  where the started face is recorded for `start.sh health` (default /tmp/start-sh.face)
+# At start it prints one block of `start.sh:` lines on stderr (RunPod's logs show it): the face, the GPU and its driver,
+# the versions, where the model cache is, and which secrets are set (never their values).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -113,6 +115,98 @@ check_gpu() {
     die 3 "no NVIDIA GPU found (nvidia-smi missing or lists no GPU). This trainer needs a CUDA GPU: on RunPod choose a GPU pod or endpoint and check the host's driver supports the image's CUDA. To run the small CPU demo anyway, set ALLOW_CPU=1 (or TRAINER_DEVICE=cpu)."
 }
 
+# A package's version from its dist-info folder in a venv (no Python started: this runs on every start).
+dist_version() {
+    local venv="$1" name="$2" info
+    for info in "$venv"/lib/python3*/site-packages/"$name"-*.dist-info; do
+        [[ -d "$info" ]] || continue
+        info="${info##*/}"
+        info="${info#"$name"-}"
+        printf '%s\n' "${info%.dist-info}"
+        return 0
+    done
+    printf 'absent\n'
+}
+
+# The CUDA version torch was built for ('cpu' for a CPU build, 'absent' without torch).
+torch_cuda() {
+    local file cuda
+    for file in "$1"/lib/python3*/site-packages/torch/version.py; do
+        [[ -f "$file" ]] || continue
+        cuda="$(sed -n "s/^cuda[^=]*= '\([0-9.]*\)'.*/\1/p" "$file")"
+        printf '%s\n' "${cuda:-cpu}"
+        return 0
+    done
+    printf 'absent\n'
+}
+
+venv_python() {
+    local version=""
+    [[ -f "$1/pyvenv.cfg" ]] && version="$(sed -n 's/^version\(_info\)\{0,1\} *= *//p' "$1/pyvenv.cfg" | head -n 1)"
+    printf '%s\n' "${version:-absent}"
+}
+
+# major.minor as one comparable number (13.0 -> 13000).
+version_number() {
+    local major="${1%%.*}" minor="${1#*.}"
+    minor="${minor%%.*}"
+    printf '%d\n' "$((10#${major:-0} * 1000 + 10#${minor:-0}))"
+}
+
+# Free space where the folder is (or would be: its nearest existing parent).
+free_space() {
+    local folder="$1"
+    while [[ ! -d "$folder" && "$folder" == */* ]]; do
+        folder="${folder%/*}"
+    done
+    df -h --output=avail "${folder:-/}" 2>/dev/null | tail -n 1 | tr -d ' ' || printf '?\n'
+}
+
+is_set() {
+    if [[ -n "${!1:-}" ]]; then printf 'set'; else printf 'not set'; fi
+}
+
+# One block of lines at start, for the pod's or worker's log: what runs, on what, and where its cache is.
+startup_report() {
+    local face="$1" line volume="${RUNPOD_VOLUME:-/runpod-volume}" workspace="${WORKSPACE_DIR:-/workspace}"
+    local gpus driver_cuda torch_build cache_note secrets
+    torch_build="$(torch_cuda "$TRAINER_VENV")"
+    note "---- SimpleTuner LoRA trainer ${IMAGE_VERSION:-(checkout)} ----"
+    note "face=$face (python -m $([[ "$face" == ui ]] && printf app || printf worker))"
+    if gpus="$(timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)" &&
+        [[ -n "$gpus" ]]; then
+        # The driver's CUDA version is only in nvidia-smi's banner.
+        driver_cuda="$(timeout 30 nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n 1)"
+        while read -r line; do
+            note "gpu=$line"
+        done < <(sort <<<"$gpus" | uniq -c | sed 's/^ *\([0-9]*\) \(.*\), \([^,]*\)$/\2 (x\1), driver \3/')
+        note "driver_cuda=${driver_cuda:-?} (the image's torch needs CUDA $torch_build)"
+        if [[ -n "${driver_cuda:-}" && "$torch_build" =~ ^[0-9]+\.[0-9]+$ ]] &&
+            (($(version_number "$driver_cuda") < $(version_number "$torch_build"))); then
+            note "warning: this driver supports CUDA $driver_cuda but torch is built for CUDA $torch_build: training will fail here. Choose a host whose driver supports CUDA $torch_build or newer (on RunPod: allowedCudaVersions)."
+        fi
+    else
+        note "$DEVICE_NOTE"
+    fi
+    note "versions: simpletuner=$(dist_version "$TRAINER_VENV" simpletuner) torch=$(dist_version "$TRAINER_VENV" torch) torch_cuda=$torch_build runpod=$(dist_version "$APP_VENV" runpod) gradio=$(dist_version "$APP_VENV" gradio) python=$(venv_python "$APP_VENV")"
+    if [[ "$HF_HOME" == "$volume"/* ]]; then
+        cache_note="network volume: base models stay for the next job"
+    elif [[ "$HF_HOME" == "$workspace"/* ]]; then
+        cache_note="the pod's volume: base models stay while it does"
+    else
+        cache_note="no volume: base models are downloaded again after a restart"
+    fi
+    note "hf_home=$HF_HOME ($cache_note; $(free_space "$HF_HOME") free)"
+    note "data_dir=${DATA_DIR:-$ROOT/data} app_venv=$APP_VENV trainer_venv=$TRAINER_VENV"
+    secrets="HF_TOKEN $(is_set HF_TOKEN), BUCKET_ACCESS_KEY_ID $(is_set BUCKET_ACCESS_KEY_ID), BUCKET_SECRET_ACCESS_KEY $(is_set BUCKET_SECRET_ACCESS_KEY)"
+    if [[ "$face" == "ui" ]]; then
+        note "ui=http://${GRADIO_SERVER_NAME:-127.0.0.1}:${GRADIO_SERVER_PORT:-7860}"
+        secrets+=", UI_PASSWORD $(is_set UI_PASSWORD), UI_AUTH $(is_set UI_AUTH)"
+    fi
+    note "secrets (values never shown): $secrets"
+    note "----"
+}
+
 health() {
     local face_file="${START_FACE_FILE:-/tmp/start-sh.face}" face port
     # The face recorded at start wins (it may have come from an argument); else the same rule as at start.
@@ -181,6 +275,7 @@ main() {
     [[ "$face" == "ui" ]] && module="app"
     local command=("$APP_VENV/bin/python" -P -m "$module" "$@")
     if truthy "${START_DRY_RUN:-}"; then
+        startup_report "$face"
         printf 'MODE=%s\n' "$face"
         printf 'APP_VENV=%s\n' "$APP_VENV"
         printf 'TRAINER_VENV=%s\n' "$TRAINER_VENV"
@@ -196,7 +291,7 @@ main() {
     mkdir -p "$HF_HOME" || die 1 "cannot create HF_HOME=$HF_HOME: set HF_HOME to a writable folder"
     printf '%s\n' "$face" >"${START_FACE_FILE:-/tmp/start-sh.face}" ||
         note "warning: cannot write START_FACE_FILE=${START_FACE_FILE:-/tmp/start-sh.face}; 'start.sh health' will guess the face"
-    note "face=$face $DEVICE_NOTE HF_HOME=$HF_HOME APP_VENV=$APP_VENV TRAINER_VENV=$TRAINER_VENV"
+    startup_report "$face"
     # exec: the face becomes this process, so the container's stop signal (SIGTERM) reaches it directly.
     exec "${command[@]}"
 }

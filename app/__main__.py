@@ -2,7 +2,8 @@
 
 Access: UI_PASSWORD (any user name) or UI_AUTH="user:pass,user2:pass2". Binding a public interface without either
 logs a warning. Files are served only from the data folder (DATA_DIR) and Gradio's temp folder, which is put
-inside it.
+inside it. Uploads are limited to UI_MAX_UPLOAD_MB (default 2048; 0: no limit): Gradio stops a bigger file while it
+is being received, and the Dataset tab refuses an upload whose files together are bigger.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+DEFAULT_MAX_UPLOAD_MB = 2048
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Off the network for analytics and telemetry; read by gradio and huggingface_hub at import.
 QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -73,8 +75,17 @@ def server_address(env: Mapping[str, str]) -> tuple[str, int]:
     return host, int(raw)
 
 
+def max_upload_bytes(env: Mapping[str, str]) -> int | None:
+    """UI_MAX_UPLOAD_MB in bytes (default DEFAULT_MAX_UPLOAD_MB); None when set to 0 (no limit)."""
+    raw = (env.get("UI_MAX_UPLOAD_MB") or "").strip() or str(DEFAULT_MAX_UPLOAD_MB)
+    if not raw.isdigit():
+        raise SetupError(f"must be a whole number of megabytes (0: no limit), got {raw!r}", field="UI_MAX_UPLOAD_MB")
+    return int(raw) * 1024**2 or None
+
+
 def launch_options(*, settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
-    """Everything launch() gets: address, login, the one folder files are served from, theme and CSS."""
+    """Everything launch() gets: address, login, the one folder files are served from, the upload limit, theme
+    and CSS."""
     import gradio as gr
 
     host, port = server_address(env)
@@ -87,7 +98,7 @@ def launch_options(*, settings: Settings, env: Mapping[str, str]) -> dict[str, A
         "server_name": host, "server_port": port, "auth": auth,
         "auth_message": "Enter the UI password (any user name)" if env.get("UI_PASSWORD") else None,
         "allowed_paths": [str(settings.data_root)], "theme": gr.themes.Soft(), "css": CSS,
-        "footer_links": ["api", "gradio"], "show_error": False,
+        "footer_links": ["api", "gradio"], "show_error": False, "max_file_size": max_upload_bytes(env),
     }
 
 
@@ -97,7 +108,7 @@ def serve(*, settings: Settings, env: Mapping[str, str], prevent_thread_lock: bo
     from app.ui import build_ui
 
     options = launch_options(settings=settings, env=env)
-    ui = build_ui(settings=settings)
+    ui = build_ui(settings=settings, max_upload_bytes=options["max_file_size"])
     _, url, _ = ui.blocks.launch(prevent_thread_lock=prevent_thread_lock, quiet=quiet, **options)
     return ui, url
 

@@ -12,16 +12,17 @@ from typing import Any
 
 import gradio as gr
 
-from app.dataset_store import DatasetStore, Page
+from app.dataset_store import DatasetStore, Page, url_credentials_hidden
 from app.edge import surface
 from app.form_view import FormView
 from app.job_form import spec_from_form
 from app.run import new_run_id
 from app.state import RunRegistry
-from core.dataset import stage_dataset
 from core.demo import write_demo_dataset
-from core.errors import DatasetError, JobError
-from core.preflight import preflight
+from core.errors import DatasetError, JobError, PreflightError
+from core.jobdir import job_folder
+from core.pipeline import check_job
+from core.secrets import url_credentials
 from core.settings import Settings
 from core.spec import DatasetSpec
 
@@ -114,11 +115,11 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
             raise JobError("a training is running: load another dataset when it has finished", code="busy",
                            stage="dataset")
 
-    def after_load(manifest: Any) -> list[Any]:
+    def after_load(manifest: Any, *, note: str = "") -> list[Any]:
         skipped = manifest.skipped_by_reason()
         why = (" Skipped: " + ", ".join(f"{count} {reason}" for reason, count in skipped.items()) + ".") \
             if skipped else ""
-        message = f"Loaded {len(manifest.images)} images from {manifest.source}.{why}"
+        message = f"Loaded {len(manifest.images)} images from {manifest.source}.{why}{note}"
         return [*render_page(store.page(1)), json.dumps(store.source()), message]
 
     @surface
@@ -132,7 +133,10 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         refuse_while_training()
         if not (url or "").strip():
             raise DatasetError("give the URL of a .zip, .tar or image (http, https or s3)", field="dataset.url")
-        return after_load(store.load(DatasetSpec(url=url.strip())))
+        url = url.strip()
+        # A URL's credentials serve this download only: the job then trains from the staged copy.
+        note = " The URL's credentials are not kept: the job uses this copy." if url_credentials(url) else ""
+        return after_load(store.load(DatasetSpec(url=url)), note=note)
 
     @surface
     def load_hf(repo: str, revision: str) -> list[Any]:
@@ -185,14 +189,19 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
 
     @surface
     def check_dataset(**values: Any) -> str:
-        """The preflight report for the job as the form describes it (a dry run: staged, checked, not trained)."""
+        """The preflight report for the job as the form describes it: the core's check_job (a dry run: staged,
+        checked, not trained), as the command line's `check` and the worker's dry run."""
         spec = spec_from_form(values)
-        workdir = settings.data_root / "checks" / new_run_id()
+        workdir = job_folder(settings.data_root, under="checks")
         try:
-            report = preflight(stage_dataset(spec, workdir, settings=settings), spec)
+            with url_credentials_hidden(spec):
+                result = check_job(spec, workdir, settings=settings)
+            report, warnings = result.preflight, result.warnings
+        except PreflightError as error:  # a dataset that would not train: its report says why
+            report, warnings = error.report, spec.warnings()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return format_report(report.to_dict(), spec.warnings())
+        return format_report(report, warnings)
 
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
                                                   api_name="check_dataset")

@@ -1,4 +1,5 @@
-"""Publish tab: push the latest trained LoRA to the Hub (a private repo unless told otherwise), or download it.
+"""Publish tab: push the latest trained LoRA to the Hub (a private repo unless told otherwise), or download it:
+the diffusers file, or the same LoRA in ComfyUI/kohya format (for ComfyUI/models/loras/).
 
 The token comes from the password field or HF_TOKEN; it is an input only: no handler ever returns it.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -26,6 +28,7 @@ class PublishTab:
     tab: gr.Tab
     latest: gr.Markdown
     download: gr.DownloadButton
+    download_comfyui: gr.DownloadButton
     repo_id: gr.Textbox
     private: gr.Checkbox
     token: gr.Textbox
@@ -37,7 +40,9 @@ def build(*, settings: Settings) -> PublishTab:
     env_token = settings.hf_token is not None
     with gr.Tab("Publish", id="publish") as tab:
         latest = gr.Markdown("No trained LoRA yet: train one on the Train tab.")
-        download = gr.DownloadButton("Download LoRA", interactive=False)
+        with gr.Row():
+            download = gr.DownloadButton("Download LoRA", interactive=False)
+            download_comfyui = gr.DownloadButton("Download for ComfyUI", interactive=False)
         with gr.Row():
             repo_id = gr.Textbox(label="Repo id", placeholder="your-name/my-lora", scale=3,
                                  info="Created if it does not exist")
@@ -48,7 +53,7 @@ def build(*, settings: Settings) -> PublishTab:
                            + (" Leave empty to use HF_TOKEN." if env_token else ""))
         push_button = gr.Button("Push to Hub", variant="primary")
         status = gr.Markdown()
-    return PublishTab(tab, latest, download, repo_id, private, token, push_button, status)
+    return PublishTab(tab, latest, download, download_comfyui, repo_id, private, token, push_button, status)
 
 
 def describe_latest(snap: RunSnapshot | None) -> tuple[str, Any]:
@@ -60,7 +65,24 @@ def describe_latest(snap: RunSnapshot | None) -> tuple[str, Any]:
     hub = snap.output.get("hub")
     pushed = f" Last pushed to [{hub['repo_id']}]({hub['url']})." if hub else ""
     text = f"Latest LoRA: run `{snap.id}`, {metrics['steps']} steps{loss}.{pushed}"
-    return text, gr.update(value=lora, interactive=True, label="Download LoRA (.safetensors)")
+    return text, gr.update(value=lora, interactive=True, label="Download LoRA (diffusers .safetensors)")
+
+
+def describe_comfyui(snap: RunSnapshot | None) -> Any:
+    """The download button for the latest run's ComfyUI/kohya-format file, when it has one."""
+    found = comfyui_file(snap)
+    if found is None:
+        return gr.update(value=None, interactive=False, label="Download for ComfyUI")
+    return gr.update(value=str(found), interactive=True, label=f"Download for ComfyUI ({found.name})")
+
+
+def comfyui_file(snap: RunSnapshot | None) -> Path | None:
+    """The ComfyUI file on this machine: beside the diffusers file, under the name the output reports (a path, or
+    once published its URL, which ends with the same name)."""
+    if snap is None or not snap.output or not snap.lora_path or not snap.output.get("comfyui_checkpoint"):
+        return None
+    local = Path(snap.lora_path).with_name(str(snap.output["comfyui_checkpoint"]).rsplit("/", 1)[-1])
+    return local if local.is_file() else None
 
 
 def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
@@ -68,7 +90,13 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
         run = registry.last_trained()
         return describe_latest(run.snapshot() if run else None)
 
+    def refresh_comfyui() -> Any:
+        run = registry.last_trained()
+        return describe_comfyui(run.snapshot() if run else None)
+
     tab.tab.select(refresh, None, [tab.latest, tab.download], api_name="latest_lora", show_progress="hidden")
+    tab.tab.select(refresh_comfyui, None, [tab.download_comfyui], api_name="latest_comfyui_lora",
+                   show_progress="hidden")
 
     @surface
     def push_to_hub(repo_id: str, private: bool, token: str | None) -> Iterator[str]:
@@ -92,4 +120,5 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
 
     tab.push_button.click(push_to_hub, [tab.repo_id, tab.private, tab.token], [tab.status],
                           api_name="push_to_hub").then(refresh, None, [tab.latest, tab.download],
-                                                       api_visibility="private")
+                                                       api_visibility="private").then(
+        refresh_comfyui, None, [tab.download_comfyui], api_visibility="private")

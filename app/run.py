@@ -1,16 +1,15 @@
-"""One background run (a training or a push): its events folded into what a page shows, redacted of secrets."""
+"""One background run (a training or a push): its status (core/status.py folds the events), the history a page
+shows beside it (log, losses, validation images, checkpoints, warnings), all redacted of the job's secrets."""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.base_model import human_size
 from core.events import (
     CheckpointSaved,
     DownloadProgress,
@@ -23,15 +22,18 @@ from core.events import (
     TrainingProgress,
     ValidationImage,
 )
+from core.jobdir import new_job_id
 from core.result import JobResult
-from core.secrets import mask_secret_values, redact
+from core.secrets import scrub
 from core.spec import JobSpec
+from core.status import JobStatus, apply, transferred
 
 LOG_LINES = 300
 
 
 def new_run_id() -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    """A run's id, which names its job folder (core/jobdir.py)."""
+    return new_job_id()
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,8 @@ class RunSnapshot:
     status: str
     """running | succeeded | failed | cancelled."""
     version: int
-    stage: str
-    detail: str
-    step: int
-    total_steps: int | None
-    eta_s: float | None
+    progress: JobStatus
+    """Where the run stands (stage as a user reads it, step, loss, ETA, bytes), its message redacted."""
     losses: list[tuple[int, float]]
     log: list[str]
     validation: list[tuple[str, str]]
@@ -65,6 +64,28 @@ class RunSnapshot:
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def stage(self) -> str:
+        return self.progress.stage
+
+    @property
+    def detail(self) -> str:
+        """The status message, with a download's bytes."""
+        done = transferred(self.progress)
+        return f"{self.progress.message}: {done}" if done else self.progress.message
+
+    @property
+    def step(self) -> int:
+        return self.progress.step or 0
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.progress.total_steps
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.progress.eta_s
 
     @property
     def percent(self) -> float:
@@ -104,11 +125,7 @@ class Run:
     ended_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _version: int = 0
-    _stage: str = "starting"
-    _detail: str = ""
-    _step: int = 0
-    _total: int | None = None
-    _eta: float | None = None
+    _status: JobStatus = field(default_factory=JobStatus)
     _losses: list[tuple[int, float]] = field(default_factory=list)
     _log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     _validation: list[tuple[str, str]] = field(default_factory=list)
@@ -117,7 +134,7 @@ class Run:
     thread: threading.Thread | None = None
 
     def clean(self, text: str) -> str:
-        return mask_secret_values(redact(text, self.secrets))
+        return scrub(text, secrets=self.secrets)
 
     def note(self, message: str) -> None:
         """A line of the app's own in the run's log."""
@@ -128,24 +145,23 @@ class Run:
     def on_event(self, event: Event) -> None:
         with self._lock:
             self._version += 1
+            self._status = apply(self._status, event)
             self._record(event)
 
     def _record(self, event: Event) -> None:
+        """The run's history: what its log, loss plot and gallery show (the status is folded in on_event)."""
         stamp = time.strftime("%H:%M:%S")
         if isinstance(event, TrainingProgress):
-            self._step, self._total, self._eta = event.step, event.total_steps, event.eta_s
             if event.loss is not None:
                 self._losses.append((event.step, event.loss))
             loss = f" loss {event.loss:.4f}" if event.loss is not None else ""
             self._log.append(f"{stamp} step {event.step}/{event.total_steps}{loss}")
             return
         if isinstance(event, StageEvent):
-            self._stage, self._detail = event.stage, self.clean(event.message)
-            suffix = f": {self._detail}" if self._detail else ""
+            suffix = f": {self.clean(event.message)}" if event.message else ""
             self._log.append(f"{stamp} [{event.stage}] {event.status}{suffix}")
             return
         if isinstance(event, TrainerStage):
-            self._detail = event.label or event.key.replace("_", " ")
             self._log.append(f"{stamp} [trainer] {event.key} {event.status}")
             return
         if isinstance(event, ValidationImage):
@@ -153,9 +169,7 @@ class Run:
             self._validation.append((event.path, self.clean(caption)))
             self._log.append(f"{stamp} validation image {Path(event.path).name}")
             return
-        if isinstance(event, DownloadProgress):  # the status line, not the log: these come twice a second
-            total = f"/{human_size(event.bytes_total)}" if event.bytes_total else ""
-            self._detail = f"downloading {self.clean(event.source)}: {human_size(event.bytes_done)}{total}"
+        if isinstance(event, DownloadProgress):  # the status line only, not the log: these come twice a second
             return
         if isinstance(event, CheckpointSaved):
             self._checkpoints.append(event.path)
@@ -180,8 +194,8 @@ class Run:
             self._version += 1
             self.status, self.result, self.ended_at = status, result, time.time()
             if error is not None:
-                self.error = {key: self.clean(value) if isinstance(value, str) else value
-                              for key, value in error.items() if key != "salvaged"}
+                self.error = scrub({key: value for key, value in error.items() if key != "salvaged"},
+                                   secrets=self.secrets)
                 self._log.append(f"{time.strftime('%H:%M:%S')} {status}: {self.error.get('message', '')}")
             if result is not None:
                 self._warnings.extend(self.clean(w) for w in result.warnings if self.clean(w) not in self._warnings)
@@ -189,14 +203,22 @@ class Run:
     def snapshot(self) -> RunSnapshot:
         with self._lock:
             return RunSnapshot(
-                id=self.id, kind=self.kind, status=self.status, version=self._version, stage=self._stage,
-                detail=self._detail, step=self._step, total_steps=self._total, eta_s=self._eta,
+                id=self.id, kind=self.kind, status=self.status, version=self._version,
+                progress=replace(self._status, message=self.clean(self._status.message)),
                 losses=list(self._losses), log=list(self._log), validation=list(self._validation),
                 checkpoints=list(self._checkpoints), warnings=list(self._warnings), error=self.error,
-                output=self.result.to_output() if self.result else None, job_dir=str(self.job_dir),
+                output=self._output(), job_dir=str(self.job_dir),
                 lora_path=str(self.result.lora_path) if self.result and self.result.lora_path else None,
                 started_at=self.started_at, ended_at=self.ended_at, cancel_requested=self.cancel.is_set(),
             )
+
+    def _output(self) -> dict[str, Any] | None:
+        """The result's JSON, its messages scrubbed; its URLs (Hub, presigned storage) are the result itself."""
+        if self.result is None:
+            return None
+        output = self.result.to_output()
+        return {**output, **{name: scrub(output[name], secrets=self.secrets)
+                             for name in ("warnings", "preflight", "trainer_files") if name in output}}
 
     @property
     def running(self) -> bool:

@@ -7,23 +7,27 @@ request waits for training. Publishing a finished run is a run of its own kind (
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from app.run import Run, new_run_id
 from core.demo import build_tiny_model
-from core.errors import JobError, TrainingCancelled
+from core.errors import JobCancelled, JobError
 from core.events import StageEvent
-from core.pipeline import hub_token, publish, run_job
+from core.jobdir import job_folder
+from core.pipeline import publish, run_job
 from core.result import JobResult
+from core.secrets import job_secrets
 from core.settings import Settings
 from core.spec import HubSpec, JobSpec
 
 TINY_MODEL_NAME = "tiny-sdxl"
 logger = logging.getLogger("app.state")
+
 
 def tiny_model_dir(settings: Settings) -> Path:
     """Where the built-in tiny model lives; built on first use."""
@@ -33,8 +37,9 @@ def tiny_model_dir(settings: Settings) -> Path:
 class RunRegistry:
     """The app's one registry: at most one training and one publish at a time, kept after they end."""
 
-    def __init__(self, *, settings: Settings):
+    def __init__(self, *, settings: Settings, env: Mapping[str, str] | None = None):
         self.settings = settings
+        self.env = os.environ if env is None else env  # the endpoint's keys: kept out of every run's view
         self._lock = threading.Lock()
         self._training: Run | None = None
         self._publishing: Run | None = None
@@ -66,7 +71,7 @@ class RunRegistry:
                 raise JobError(f"a training is already running: {current.id}{where}. Wait for it to finish or "
                                "cancel it on the Train tab", code="busy", stage="train")
             run_id = new_run_id()
-            run = Run(kind="train", spec=spec, id=run_id, job_dir=self.settings.data_root / "jobs" / run_id,
+            run = Run(kind="train", spec=spec, id=run_id, job_dir=job_folder(self.settings.data_root, run_id),
                       secrets=self._secrets(spec))
             self._training = run
         self._start(run, self._train)
@@ -114,14 +119,13 @@ class RunRegistry:
     # -- the background work ------------------------------------------------------------------------------------
 
     def _secrets(self, spec: JobSpec) -> list[str]:
-        token = hub_token(spec, self.settings)
-        return [token] if token else []
+        return job_secrets(spec, env=self.env, settings=self.settings)
 
     def _start(self, run: Run, work: Callable[[Run], JobResult]) -> None:
         def body() -> None:
             try:
                 result = work(run)
-            except TrainingCancelled as exc:
+            except JobCancelled as exc:
                 run.finish(status="cancelled", error=exc.to_payload())
             except JobError as exc:
                 run.finish(status="failed", error=exc.to_payload())

@@ -20,7 +20,7 @@ from app.job_form import spec_from_form
 from app.run import RunSnapshot
 from app.state import RunRegistry
 from core.result import human_duration
-from core.secrets import mask_secret_values, redact
+from core.secrets import scrub
 
 POLL_S = 1.0
 RAW_LOG_LINES = 30
@@ -118,7 +118,7 @@ def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
         handle.seek(0, 2)
         handle.seek(max(0, handle.tell() - 32768))
         lines = handle.read().decode("utf-8", "replace").splitlines()[-RAW_LOG_LINES:]
-    return mask_secret_values(redact("\n".join(lines), secrets))
+    return scrub("\n".join(lines), secrets=secrets)
 
 
 def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:

@@ -27,9 +27,10 @@ class UI:
     store: DatasetStore
 
 
-def build_ui(*, settings: Settings) -> UI:
+def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
+    """The app; `max_upload_bytes` limits one upload of the Dataset tab (None: no limit)."""
     registry = RunRegistry(settings=settings)
-    store = DatasetStore(settings=settings)
+    store = DatasetStore(settings=settings, max_upload_bytes=max_upload_bytes)
     device, _ = detect_device(settings)
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as blocks:
         gr.Markdown(f"## {TITLE}\nConfig → Dataset → Train → Publish."

@@ -35,13 +35,15 @@ from tests.support.http_server import serve_files  # noqa: E402
 STAGE_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from core.dataset import stage_dataset
+from core.dataset import caption_options, stage_dataset
 from core.settings import Settings
 from core.spec import parse_job
 job = {"dataset_url": sys.argv[1], "trigger_word": "sks",
        "config": {"model_family": "sdxl", "model_name": "bench/model"}}
 start = time.perf_counter()
-manifest = stage_dataset(parse_job(job), Path(sys.argv[2]), settings=Settings.from_env({"ALLOW_PRIVATE_URLS": "1"}))
+spec = parse_job(job)
+manifest = stage_dataset(spec.dataset, Path(sys.argv[2]), captions=caption_options(spec),
+                         settings=Settings.from_env({"ALLOW_PRIVATE_URLS": "1"}))
 elapsed = time.perf_counter() - start
 print(json.dumps({"seconds": elapsed, "images": len(manifest.images), "skipped": len(manifest.skipped),
                   "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))

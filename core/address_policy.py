@@ -50,10 +50,35 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url.split("?", 1)[0]
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and that a host or gateway may deliver to: IPv4-mapped
+    (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:AABB:CCDD::) and Teredo
+    (2001:0::/32, the client address)."""
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour:
+        return address.sixtofour
+    if address.teredo:
+        return address.teredo[1]
+    return None
+
+
 def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why this address may not be fetched from, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            reason = refusal(inner, allow_private=allow_private)
+            if address.ipv4_mapped:
+                return reason  # the same address, written as IPv6
+            if reason:
+                return f"{reason} (embedded in {address})"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_global and not address.is_multicast:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from core.cancel import Cancel
 from core.errors import DatasetError, UnsafeArchive
 
 # Every suffix Pillow opens that a dataset plausibly holds; anything else is skipped before decoding.
@@ -86,12 +87,14 @@ def extract_archive(
     limits: ExtractLimits = ExtractLimits(),
     label: str | None = None,
     on_file: Callable[[Path], None] | None = None,
+    cancel: Cancel | None = None,
 ) -> Extracted:
     """Extract the images and captions of `archive` into `dest` (created; emptied on failure).
 
     `on_file` is called with each file as soon as it is complete (the caller can start decoding it while the
-    rest of the archive is still being extracted)."""
+    rest of the archive is still being extracted). `cancel` is checked at every member and every megabyte."""
     label = label or archive.name
+    cancel = Cancel.of(cancel)
     kind = archive_kind(archive)
     if kind is None:
         raise DatasetError(f"{label}: not a zip or tar archive (gz, bz2, xz)", field="dataset")
@@ -99,9 +102,9 @@ def extract_archive(
     out = Extracted(root=dest, on_file=on_file)
     try:
         if kind == "zip":
-            _extract_zip(archive, out, keep_suffixes=keep_suffixes, limits=limits, label=label)
+            _extract_zip(archive, out, keep_suffixes=keep_suffixes, limits=limits, label=label, cancel=cancel)
         else:
-            _extract_tar(archive, out, keep_suffixes=keep_suffixes, limits=limits, label=label)
+            _extract_tar(archive, out, keep_suffixes=keep_suffixes, limits=limits, label=label, cancel=cancel)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -111,8 +114,8 @@ def extract_archive(
 class _Budget:
     """Counts members and bytes against the limits; raises UnsafeArchive the moment one is passed."""
 
-    def __init__(self, *, limits: ExtractLimits, archive_size: int, label: str):
-        self.limits, self.archive_size, self.label = limits, max(archive_size, 1), label
+    def __init__(self, *, limits: ExtractLimits, archive_size: int, label: str, cancel: Cancel):
+        self.limits, self.archive_size, self.label, self.cancel = limits, max(archive_size, 1), label, cancel
         self.files = 0
         self.declared = 0
 
@@ -124,6 +127,7 @@ class _Budget:
         self.check_bytes(self.declared)
 
     def check_bytes(self, total: int) -> None:
+        self.cancel.check(f"while extracting {self.label}")
         if total > self.limits.max_total_bytes:
             raise UnsafeArchive(
                 f"{self.label}: unpacks to more than {_size(self.limits.max_total_bytes)}", field="dataset"
@@ -175,7 +179,8 @@ def _copy_limited(source: BinaryIO, target: Path, *, budget: _Budget, written_be
 
 
 def _extract_zip(
-    archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str
+    archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str,
+    cancel: Cancel,
 ) -> None:
     try:
         bundle = zipfile.ZipFile(archive)
@@ -183,7 +188,7 @@ def _extract_zip(
         raise DatasetError(f"{label}: not a readable zip ({exc})", field="dataset") from None
     with bundle:
         infos = bundle.infolist()
-        budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label)
+        budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
         planned: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
         for info in infos:
             parts = _relative_parts(info.filename, label=label)
@@ -239,9 +244,10 @@ def _open_stream(archive: Path) -> BinaryIO:
 
 
 def _extract_tar(
-    archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str
+    archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str,
+    cancel: Cancel,
 ) -> None:
-    budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label)
+    budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
     written = 0
     try:
         # Stream mode ("r|"): one pass over a compressed tar, never the whole archive in memory.

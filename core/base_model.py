@@ -1,11 +1,11 @@
 """The base model: fetched from the Hub into the Hugging Face cache before SimpleTuner starts.
 
 Left to itself, SimpleTuner downloads a 24 GB base model in silence and the job sits at "starting SimpleTuner" for
-many minutes (FACTS.md section 6, point 6). On a machine that may download (TRAINER_ONLINE=1) this stage fetches it
+many minutes. On a machine that may download (TRAINER_ONLINE=1) this stage fetches it
 first, with progress events, into the cache SimpleTuner reads (HF_HOME: on RunPod the network volume), so a second job
 on the same volume downloads nothing. Only what diffusers' `from_pretrained` of the pipeline's components loads is
 fetched: a diffusers repo also holds single-file checkpoints and fp16, ONNX, OpenVINO and Flax copies that would more
-than double the download.
+than double the download. Retries and errors are core/hub.py's, as in every stage that talks to the Hub.
 """
 
 from __future__ import annotations
@@ -15,16 +15,25 @@ import json
 import re
 import shutil
 import threading
-import time
 from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from core.errors import JobError, ModelDownloadError, TrainingCancelled
+from core.errors import JobError, ModelDownloadError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
+from core.hub import (
+    RETRY,
+    UNAVAILABLE,
+    CancelFlag,
+    HubTarget,
+    RetryPolicy,
+    call_hub,
+    hub_endpoint,
+    hub_error,
+    is_offline,
+    stop_error,
+)
 from core.model_card import is_hub_model_id
-from core.publish import TRANSIENT_STATUS, hub_endpoint
-from core.secrets import mask_secret_values, redact
 from core.settings import Settings
 from core.spec import JobSpec
 
@@ -40,7 +49,6 @@ SKIPPED_FOLDERS = frozenset({"onnx", "openvino", "flax", "tf", "coreml"})
 SHARD = re.compile(r"-\d{5}-of-\d{5}")
 INDEX = re.compile(r"^(?P<name>.+)\.(?P<format>safetensors|bin)\.index(?:\.(?P<variant>[\w-]+))?\.json$")
 DISK_MARGIN = 1.02
-ACCESS_HINT = "accept the model's license on its Hub page and give a token with access: hub.token or HF_TOKEN"
 
 
 # -- which files ----------------------------------------------------------------------------------------------------
@@ -128,18 +136,18 @@ def hub_models(spec: JobSpec) -> list[tuple[str, str]]:
 
 
 def fetch_base_model(spec: JobSpec, *, settings: Settings, token: str | None, on_event: EventSink = ignore_event,
-                     cancel: threading.Event | None = None) -> Path | None:
+                     cancel: CancelFlag | None = None) -> Path | None:
     """Download the job's base model (and its VAE when the config names one on the Hub) into the Hugging Face cache;
     return the base model's snapshot folder, or None when nothing was to be fetched (offline settings, local folders).
 
-    Raises ModelDownloadError naming the job field (config.model_name, config.vae, config.revision), or
-    TrainingCancelled when `cancel` is set while it downloads."""
+    Raises ModelDownloadError naming the job field (config.model_name, config.vae, config.revision) with one of
+    core/hub.py's codes, or the cancel's error (JobCancelled) when `cancel` is set while it downloads."""
     models = hub_models(spec)
     if not settings.online or not models:
         return None
     from huggingface_hub import constants
 
-    if constants.is_offline_mode():
+    if is_offline():
         on_event(JobWarning("HF_HUB_OFFLINE is set in this process: the base model is not fetched ahead; SimpleTuner "
                             "loads it from the cache", field=models[0][0]))
         return None
@@ -153,27 +161,28 @@ def fetch_base_model(spec: JobSpec, *, settings: Settings, token: str | None, on
 
 
 def fetch_repo(repo_id: str, *, field: str, cache_dir: Path, token: str | None, revision: str = "main",
-               variant: str | None = None, on_event: EventSink = ignore_event, cancel: threading.Event | None = None,
-               endpoint: str | None = None, attempts: int = 3, backoff_s: float = 2.0) -> Path:
+               variant: str | None = None, on_event: EventSink = ignore_event, cancel: CancelFlag | None = None,
+               endpoint: str | None = None, retry: RetryPolicy = RETRY) -> Path:
     """Bring the files `plan_model_files` picks from one model repo into `cache_dir` (the Hub cache layout, with
-    refs/<revision>, which SimpleTuner's offline loading reads) and return the snapshot folder. Transient failures
-    (network, 429, 5xx) are tried `attempts` times; an unreachable Hub is no failure when an earlier job left every
-    planned file in the cache."""
+    refs/<revision>, which SimpleTuner's offline loading reads) and return the snapshot folder. Passing failures
+    (network, 429, 5xx) are tried again as `retry` says; an unreachable Hub is no failure when an earlier job left
+    every planned file in the cache."""
     repo = _CachedRepo(repo_id, field=field, cache_dir=cache_dir, token=token, revision=revision, variant=variant,
-                       endpoint=endpoint or hub_endpoint(), attempts=attempts, backoff_s=backoff_s)
+                       endpoint=endpoint or hub_endpoint(), retry=retry, cancel=cancel)
     on_event(LogLine(f"checking {repo_id} on the Hub"))
     try:
-        commit = repo.retried(lambda: repo.api.model_info(repo_id, revision=revision).sha) or revision
+        commit = repo.retried(f"checking {repo_id}",
+                              lambda: repo.api.model_info(repo_id, revision=revision).sha) or revision
         sizes = repo.files(commit)
         plan = repo.plan(commit, sizes)
-    except JobError:
-        raise
-    except Exception as exc:
-        offline_copy = repo.complete_copy() if _is_transient(exc) else None
+    except JobError as error:
+        offline_copy = repo.complete_copy() if error.code == UNAVAILABLE else None
         if offline_copy is None:
-            raise repo.error(exc) from None
-        on_event(LogLine(f"the Hub cannot be reached ({type(exc).__name__}): using {repo_id} from the cache"))
+            raise
+        on_event(LogLine(f"the Hub cannot be reached ({error.message}): using {repo_id} from the cache"))
         return offline_copy
+    except Exception as exc:  # the cache's own failures (an unreadable listing), said the same way
+        raise hub_error(exc, target=repo.target, what=f"checking {repo_id}") from None
     folder = repo.storage / "snapshots" / commit
     if not any(_weight_kind(PurePosixPath(path).name) or path.endswith(".safetensors") for path in plan):
         on_event(JobWarning(f"{repo_id} holds no weights in the layout diffusers loads (safetensors or bin): not "
@@ -194,27 +203,22 @@ def fetch_repo(repo_id: str, *, field: str, cache_dir: Path, token: str | None, 
                          + (f" ({kept} already in the cache)" if kept else "")))
     counter = _ByteCounter()
 
-    def download() -> str:
-        for attempt in range(1, attempts + 1):
-            try:
-                return repo.snapshot(plan, tqdm_class=counter.bar_class())
-            except Exception as exc:
-                if attempt == attempts or not _is_transient(exc) or counter.abort.wait(backoff_s * attempt):
-                    raise
-                # Files finished before the failure stay in the cache and are skipped; a partly downloaded one
-                # resumes and reports its bytes again.
-                counter.restart(done=sum(sizes[path] for path in missing if repo.cached(path, commit)))
-        raise AssertionError("unreachable")
+    def attempt() -> str:
+        # Files finished before a failed attempt stay in the cache and are skipped; a partly downloaded one resumes
+        # and reports its bytes again.
+        counter.restart(done=sum(sizes[path] for path in missing if repo.cached(path, commit)))
+        return repo.snapshot(plan, tqdm_class=counter.bar_class())
 
-    try:
-        if not missing:
-            return Path(download())  # only writes refs/<revision>: every file is there
-        folder = _with_progress(download, source=repo_id, total=total, counter=counter, on_event=on_event,
-                                cancel=cancel)
-    except JobError:
-        raise
-    except Exception as exc:
-        raise repo.error(exc) from None
+    def download() -> str:
+        # On the download thread: no events (they belong to the caller's thread), and the abort flag, which the
+        # caller sets when it stops, ends the waits between attempts.
+        return call_hub(attempt, target=repo.target, what=f"downloading {repo_id}", retry=retry,
+                        cancel=counter.abort)
+
+    if not missing:
+        return Path(download())  # only writes refs/<revision>: every file is there
+    folder = _with_progress(download, source=repo_id, total=total, counter=counter, on_event=on_event,
+                            cancel=cancel, stage=ModelDownloadError.stage)
     on_event(LogLine(f"{repo_id}: {human_size(total)} downloaded"))
     return folder
 
@@ -223,26 +227,21 @@ class _CachedRepo:
     """One model repo on the Hub and its place in the local cache."""
 
     def __init__(self, repo_id: str, *, field: str, cache_dir: Path, token: str | None, revision: str,
-                 variant: str | None, endpoint: str, attempts: int, backoff_s: float):
+                 variant: str | None, endpoint: str, retry: RetryPolicy, cancel: CancelFlag | None):
         from huggingface_hub import HfApi
         from huggingface_hub.file_download import repo_folder_name
 
-        self.repo_id, self.field, self.cache_dir, self.token = repo_id, field, cache_dir, token
+        self.repo_id, self.cache_dir, self.token = repo_id, cache_dir, token
         self.revision, self.variant, self.endpoint = revision, variant, endpoint
-        self.attempts, self.backoff_s = attempts, backoff_s
+        self.retry, self.cancel = retry, cancel
+        self.target = HubTarget(repo_id, family=ModelDownloadError, field=field, endpoint=endpoint, token=token,
+                                revision=revision, revision_field="config.revision")
         self.api = HfApi(endpoint=endpoint, token=token)
         self.storage = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
         self.fetched_to_plan: list[str] = []
 
-    def retried[T](self, call: Callable[[], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call()
-            except Exception as exc:
-                if attempt == self.attempts or not _is_transient(exc):
-                    raise
-                time.sleep(self.backoff_s * attempt)
-        raise AssertionError("unreachable")
+    def retried[T](self, what: str, call: Callable[[], T]) -> T:
+        return call_hub(call, target=self.target, what=what, retry=self.retry, cancel=self.cancel)
 
     def cached(self, path: str, commit: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
@@ -260,7 +259,8 @@ class _CachedRepo:
         except CachedRepoTreeNotFoundError:
             if not online:
                 raise
-        listing = self.retried(lambda: list(self.api.list_repo_tree(self.repo_id, revision=commit, recursive=True)))
+        listing = self.retried(f"listing the files of {self.repo_id}",
+                               lambda: list(self.api.list_repo_tree(self.repo_id, revision=commit, recursive=True)))
         return {entry.path: entry.size or 0 for entry in listing if isinstance(entry, RepoFile)}
 
     def plan(self, commit: str, sizes: dict[str, int], *, online: bool = True) -> list[str]:
@@ -271,7 +271,8 @@ class _CachedRepo:
             index = try_to_load_from_cache(self.repo_id, "model_index.json", cache_dir=self.cache_dir,
                                            revision=commit)
             if not isinstance(index, str) and online:
-                index = self.retried(lambda: hf_hub_download(self.repo_id, "model_index.json", revision=commit,
+                index = self.retried(f"reading {self.repo_id}'s model_index.json",
+                                     lambda: hf_hub_download(self.repo_id, "model_index.json", revision=commit,
                                                              cache_dir=self.cache_dir, endpoint=self.endpoint,
                                                              token=self.token))
                 self.fetched_to_plan.append("model_index.json")
@@ -299,10 +300,6 @@ class _CachedRepo:
             return None
         complete = plan and all(self.cached(path, commit) for path in plan)
         return self.storage / "snapshots" / commit if complete else None
-
-    def error(self, exc: BaseException) -> ModelDownloadError:
-        return download_error(exc, repo_id=self.repo_id, field=self.field, revision=self.revision, token=self.token,
-                              endpoint=self.endpoint)
 
 
 def pipeline_components(model_index: Path) -> list[str] | None:
@@ -391,7 +388,7 @@ class _ByteCounter:
 
 
 def _with_progress(download: Callable[[], str], *, source: str, total: int, counter: _ByteCounter,
-                   on_event: EventSink, cancel: threading.Event | None) -> Path:
+                   on_event: EventSink, cancel: CancelFlag | None, stage: str) -> Path:
     """Run `download` on a thread while this one reports its progress (so events reach the sink on the caller's
     thread, where the worker turns a cancel into an exception); a cancel or a failing sink stops the download."""
     outcome: dict[str, Any] = {}
@@ -404,9 +401,7 @@ def _with_progress(download: Callable[[], str], *, source: str, total: int, coun
 
     def stop_if_cancelled() -> None:
         if cancel is not None and cancel.is_set():
-            error = TrainingCancelled(f"cancelled while downloading {source}")
-            error.stage = "model"
-            raise error
+            raise stop_error(cancel, doing=f"while downloading {source}", stage=stage)
 
     stop_if_cancelled()
     worker = threading.Thread(target=body, name=f"download {source}", daemon=True)
@@ -429,62 +424,3 @@ def _with_progress(download: Callable[[], str], *, source: str, total: int, coun
         raise outcome["error"]
     on_event(DownloadProgress(source=source, bytes_done=total, bytes_total=total))
     return Path(outcome["folder"])
-
-
-# -- errors -----------------------------------------------------------------------------------------------------------
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """A failure worth another try: the network, or the Hub's 408/429/5xx."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    if isinstance(exc, HfHubHTTPError):
-        return _status(exc) in TRANSIENT_STATUS
-    return isinstance(exc, (httpx2.TransportError, LocalEntryNotFoundError, ConnectionError, TimeoutError))
-
-
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def download_error(exc: BaseException, *, repo_id: str, field: str, revision: str, token: str | None,
-                   endpoint: str) -> ModelDownloadError:
-    """A huggingface_hub failure as the typed error a user reads: what failed, what to do; never the token."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    def clean(text: str) -> str:
-        text = mask_secret_values(redact(text, [token])).strip()
-        text = text.splitlines()[0] if text else type(exc).__name__
-        return text if len(text) < 300 else text[:300] + "..."
-
-    status = _status(exc)
-    given = "" if token else " (no token was given)"
-    if isinstance(exc, GatedRepoError):
-        return ModelDownloadError(f"{repo_id} is a gated model ({status}): {ACCESS_HINT}{given}", field=field,
-                                  code="model_access_denied")
-    if status == 401:
-        return ModelDownloadError(f"the Hub refused {repo_id} (401): the model is gated or private, or the token is "
-                                  f"not valid: {ACCESS_HINT}{given}", field=field, code="model_access_denied")
-    if status == 403:
-        return ModelDownloadError(f"the token has no access to {repo_id} (403): the model is gated or private: "
-                                  f"{ACCESS_HINT}", field=field, code="model_access_denied")
-    if isinstance(exc, RevisionNotFoundError):
-        return ModelDownloadError(f"{repo_id} has no revision '{revision}'", field="config.revision",
-                                  code="model_not_found")
-    if isinstance(exc, RepositoryNotFoundError) or (status == 404 and not isinstance(exc, RemoteEntryNotFoundError)):
-        hint = "" if token else f"; if it is private or gated, {ACCESS_HINT}"
-        return ModelDownloadError(f"model repo {repo_id} not found on the Hub (404){hint}", field=field,
-                                  code="model_not_found")
-    if isinstance(exc, HfHubHTTPError) and status:
-        return ModelDownloadError(f"the Hub answered {status} while downloading {repo_id}: {clean(str(exc))}",
-                                  field=field)
-    return ModelDownloadError(f"cannot download {repo_id} from {endpoint}: {type(exc).__name__}: {clean(str(exc))}",
-                              field=field)

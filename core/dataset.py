@@ -1,8 +1,9 @@
 """Dataset staging: from wherever the user keeps a dataset to one flat folder SimpleTuner reads.
 
-`stage_dataset(spec, dest, settings=...)` fetches the source (local path, http(s)/s3 URL, HF dataset repo,
-inline list), extracts archives safely, decodes every image with Pillow, pairs captions, applies the trigger
-word, and writes `dest/images/<stem>.<ext>` + `<stem>.txt`. Nothing is written outside `dest`.
+`stage_dataset(dataset, dest, captions=..., settings=...)` fetches the source (local path, http(s)/s3 URL, HF
+dataset repo, inline list), extracts archives safely, decodes every image with Pillow, pairs captions, applies the
+trigger word, and writes `dest/images/<stem>.<ext>` + `<stem>.txt`. Nothing is written outside `dest`. A cancel (or
+the job's deadline) stops it between download chunks, archive members and images.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.address_policy import public_url
 from core.archive import IMAGE_SUFFIXES, MACOS_METADATA, ExtractLimits, archive_kind, extract_archive, skip_reason
+from core.cancel import Cancel
 from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
 from core.fetch import download
@@ -125,24 +127,26 @@ def describe_source(dataset: DatasetSpec) -> str:
 
 
 def stage_dataset(
-    spec: JobSpec,
+    dataset: DatasetSpec,
     dest: Path,
     *,
     settings: Settings,
+    captions: CaptionOptions = CaptionOptions(),
+    token: str | None = None,
+    cancel: Cancel | None = None,
     on_event: EventSink = ignore_event,
     allow_local_paths: bool = True,
     limits: StagingLimits = StagingLimits(),
 ) -> Manifest:
-    """Stage the job's dataset into `dest/images`; raise a DatasetError subclass naming what is wrong."""
-    dataset = spec.dataset
-    if dataset is None:
-        raise DatasetError("a job needs a dataset", field="dataset")
+    """Stage `dataset` into `dest/images`, its captions made by `captions`; raise a DatasetError subclass naming what
+    is wrong, or JobCancelled/JobTimeout when `cancel` stops it. `token`: for a private HF dataset repo."""
+    cancel = Cancel.of(cancel)
     dest = dest.absolute()
     dest.mkdir(parents=True, exist_ok=True)
     source = describe_source(dataset)
     # The pipeline reports the stage itself (started/completed/failed); these lines say what happens inside it.
     on_event(LogLine(f"staging the dataset from {source}"))
-    options = caption_options(spec)
+    options = captions
     keep = IMAGE_SUFFIXES | {options.extension}
     root = dest / IMAGES_DIR
     if root.exists():
@@ -152,9 +156,9 @@ def stage_dataset(
     try:
         gathered = _gather(
             dataset, dest, keep=keep, options=options, settings=settings, on_event=on_event,
-            allow_local_paths=allow_local_paths, limits=limits, hf_token=_hf_token(spec, settings), decoder=decoder,
+            allow_local_paths=allow_local_paths, limits=limits, hf_token=token, decoder=decoder, cancel=cancel,
         )
-        images, skipped = _stage_all(gathered, root=root, options=options, decoder=decoder)
+        images, skipped = _stage_all(gathered, root=root, options=options, decoder=decoder, cancel=cancel)
     finally:
         decoder.close()
         shutil.rmtree(dest / EXTRACT_DIR, ignore_errors=True)
@@ -165,13 +169,6 @@ def stage_dataset(
     message = f"{len(images)} images staged, {len(manifest.skipped)} skipped"
     on_event(LogLine(message))
     return manifest
-
-
-def _hf_token(spec: JobSpec, settings: Settings) -> str | None:
-    """For private dataset repos: the job's hub token, else the endpoint's HF_TOKEN."""
-    if spec.hub and spec.hub.token:
-        return spec.hub.token.get_secret_value()
-    return settings.hf_token.get_secret_value() if settings.hf_token else None
 
 
 def _empty_message(manifest: Manifest) -> str:
@@ -200,25 +197,26 @@ def _gather(
     limits: StagingLimits,
     hf_token: str | None,
     decoder: _Decoder,
+    cancel: Cancel,
 ) -> _Gathered:
     if dataset.path:
         path = resolve_local_path(dataset.path, settings=settings, allow_local_paths=allow_local_paths)
         if path.is_dir():
             return _walk(path, keep=keep, options=options, owned=False, confine=None if allow_local_paths else path)
         return _from_file(path, dest, keep=keep, options=options, limits=limits, label=path.name, owned=False,
-                          decoder=decoder)
+                          decoder=decoder, cancel=cancel)
     if dataset.url:
         file = download(
             dataset.url, dest / DOWNLOAD_DIR, settings=settings, on_event=on_event,
-            max_bytes=limits.max_download_bytes,
+            max_bytes=limits.max_download_bytes, cancel=cancel,
         )
         return _from_file(file, dest, keep=keep, options=options, limits=limits, label=file.name, owned=True,
-                          decoder=decoder)
+                          decoder=decoder, cancel=cancel)
     if dataset.files:
-        return _inline(dataset, dest, settings=settings, on_event=on_event, limits=limits)
+        return _inline(dataset, dest, settings=settings, on_event=on_event, limits=limits, cancel=cancel)
     fetched = fetch_hf_dataset(
         dataset, dest / DOWNLOAD_DIR, keep_suffixes=keep, max_bytes=limits.max_download_bytes, token=hf_token,
-        on_event=on_event,
+        on_event=on_event, cancel=cancel,
     )
     if fetched.folder is not None:
         gathered = _walk(fetched.folder, keep=keep, options=options, owned=True, confine=None)
@@ -262,11 +260,13 @@ def _from_file(
     label: str,
     owned: bool,
     decoder: _Decoder,
+    cancel: Cancel,
 ) -> _Gathered:
     """An archive (extracted into dest/_extract, its images decoded as they come out) or a single image."""
     if archive_kind(file) is not None:
         extracted = extract_archive(
-            file, dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=label, on_file=decoder.submit
+            file, dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=label, on_file=decoder.submit,
+            cancel=cancel,
         )
         gathered = _walk(extracted.root, keep=keep, options=options, owned=True, confine=extracted.root)
         gathered.skipped[:0] = [_skip(name, reason) for name, reason in extracted.skipped]
@@ -345,7 +345,8 @@ def _read_caption(path: Path) -> str:
     return path.read_bytes().decode("utf-8-sig", errors="replace")
 
 
-def _inline(dataset: DatasetSpec, dest: Path, *, settings: Settings, on_event: EventSink, limits: StagingLimits):
+def _inline(dataset: DatasetSpec, dest: Path, *, settings: Settings, on_event: EventSink, limits: StagingLimits,
+            cancel: Cancel) -> _Gathered:
     """Download each {url, caption} (a few at a time); a file that fails to download is a counted skip, a URL
     the address policy refuses fails the job."""
     out = _Gathered()
@@ -356,7 +357,7 @@ def _inline(dataset: DatasetSpec, dest: Path, *, settings: Settings, on_event: E
         try:
             return download(
                 url, folder / f"{index:05d}", settings=settings, on_event=on_event,
-                max_bytes=limits.max_download_bytes, field=f"dataset.files.{index}.url",
+                max_bytes=limits.max_download_bytes, cancel=cancel, field=f"dataset.files.{index}.url",
             )
         except DownloadError as exc:
             return exc
@@ -484,7 +485,7 @@ class _Decoder:
 
 
 def _stage_all(
-    gathered: _Gathered, *, root: Path, options: CaptionOptions, decoder: _Decoder
+    gathered: _Gathered, *, root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel
 ) -> tuple[list[ImageEntry], list[Skipped]]:
     for candidate in gathered.candidates:
         decoder.submit(candidate.image)
@@ -492,7 +493,8 @@ def _stage_all(
     jobs = list(zip(gathered.candidates, stems, strict=True))
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="place") as pool:
         results = list(pool.map(
-            lambda job: _stage_one(job[0], stem=job[1], root=root, options=options, decoder=decoder), jobs
+            lambda job: _stage_one(job[0], stem=job[1], root=root, options=options, decoder=decoder, cancel=cancel),
+            jobs,
         ))
     images = [r for r in results if isinstance(r, ImageEntry)]
     skipped = [r for r in results if isinstance(r, Skipped)]
@@ -500,8 +502,9 @@ def _stage_all(
 
 
 def _stage_one(
-    candidate: _Candidate, *, stem: str, root: Path, options: CaptionOptions, decoder: _Decoder
+    candidate: _Candidate, *, stem: str, root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel
 ) -> ImageEntry | Skipped:
+    cancel.check("while checking the images")
     try:
         probe = decoder.result(candidate.image)
         target = _place_image(candidate, probe=probe, stem=stem, root=root)

@@ -1,6 +1,7 @@
-"""The built-in demo: the tiny random SDXL model (built offline by the trainer env) and a small generated dataset.
+"""The built-in demo: tiny random models (built offline by the trainer env) and a small generated dataset.
 
-Tests, the CPU demo in the UI and the benchmarks use these, so a newcomer trains end to end without a GPU.
+Tests, the CPU demo in the UI and the benchmarks use these, so a newcomer trains end to end without a GPU. SDXL is
+the default; FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 have tiny models too (docs/families.md).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ TINY_MODEL_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "build_ti
 COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 220)), ("yellow", (230, 210, 40)),
            ("purple", (140, 60, 190)), ("orange", (240, 140, 30)), ("teal", (30, 170, 170)), ("pink", (240, 120, 180))]
 SHAPES = ["circle", "square", "triangle"]
+TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan")
+"""The SimpleTuner model families tools/build_tiny_model.py can build (tools/tiny_models/, one module each)."""
 
 
-def build_tiny_model(out: Path, *, settings: Settings) -> Path:
-    """Write the tiny SDXL model to `out` (once: an existing model is kept). Runs in the trainer env."""
+def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> Path:
+    """Write the tiny model of `family` to `out` (once: an existing model is kept). Runs in the trainer env."""
+    if family not in TINY_FAMILIES:
+        raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
+                         field="family")
     out = out.absolute()
     if (out / "model_index.json").exists():
         return out
@@ -27,11 +33,12 @@ def build_tiny_model(out: Path, *, settings: Settings) -> Path:
                          field="TRAINER_VENV")
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
-    # -P: the script's folder stays off sys.path, so no project module can shadow a library's.
-    done = subprocess.run([str(settings.trainer_python), "-P", str(TINY_MODEL_SCRIPT), str(out)], env=env,
-                          capture_output=True, text=True, check=False)
+    # -P: the project root stays off sys.path, so no project module can shadow a library's (the script adds
+    # only tools/, for its tiny_models package).
+    done = subprocess.run([str(settings.trainer_python), "-P", str(TINY_MODEL_SCRIPT), str(out), "--family", family],
+                          env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SetupError(f"building the tiny model failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise SetupError(f"building the tiny {family} model failed: {done.stderr.strip().splitlines()[-1:]}")
     return out
 
 

@@ -1,4 +1,5 @@
-"""The job's typed error tree. Each error knows its stage; faces turn one into a payload at their edge."""
+"""The job's typed error tree. Each error has a default stage; the pipeline's `stage()` sets the one that was running
+when the error came through it. Faces turn one into a payload at their edge."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ class JobError(Exception):
             self.code = code
         if stage is not None:
             self.stage = stage
+        self.salvaged: dict | None = None
+        """What was published of a run cut short (hub.on_failure): the partial result, or its publish error."""
 
     def to_payload(self) -> dict:
-        """The one error shape of the API: {"code", "stage", "message", "field"}."""
-        return {"code": self.code, "stage": self.stage, "message": self.message, "field": self.field}
+        """The one error shape of the API: {"code", "stage", "message", "field"} (+ "salvaged" when set)."""
+        payload = {"code": self.code, "stage": self.stage, "message": self.message, "field": self.field}
+        if self.salvaged is not None:
+            payload["salvaged"] = self.salvaged
+        return payload
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
@@ -65,6 +71,19 @@ class EmptyDataset(DatasetError):
     code = "no_usable_images"
 
 
+class PreflightError(DatasetError):
+    """The staged dataset would not train as it is. `report` is the whole preflight report, sent with the error."""
+
+    stage = "preflight"
+
+    def __init__(self, message: str, *, report: dict):
+        super().__init__(message, field="dataset")
+        self.report = report
+
+    def to_payload(self) -> dict:
+        return {**super().to_payload(), "preflight": self.report}
+
+
 class ResumeError(JobError):
     """The checkpoint named by resume_from cannot be fetched or used."""
 
@@ -89,21 +108,17 @@ class TrainingError(JobError):
         super().__init__(message, code=code)
         self.exit_code = exit_code
         self.log_tail = log_tail
-        self.salvaged: dict | None = None
-        """What was published of a run cut short (hub.on_failure): the partial result, or its publish error."""
-
-    def to_payload(self) -> dict:
-        payload = super().to_payload()
-        if self.salvaged is not None:
-            payload["salvaged"] = self.salvaged
-        return payload
 
 
-class TrainingCancelled(TrainingError):
+class JobCancelled(JobError):
+    """Someone stopped the job (the UI's Cancel, RunPod's /cancel, Ctrl-C); raised by Cancel.check (core/cancel.py)."""
+
     code = "cancelled"
 
 
-class TrainingTimeout(TrainingError):
+class JobTimeout(JobError):
+    """The job ran past its timeout_s; raised by Cancel.check (core/cancel.py)."""
+
     code = "timeout"
 
 

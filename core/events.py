@@ -1,7 +1,7 @@
 """Typed progress events: what every stage reports while a job runs.
 
 Every event is a small frozen dataclass with a `kind`; `to_dict()` gives the JSON a face shows or streams.
-The pipeline names its stages: dataset, preflight, configure, model, train, publish, upload.
+The pipeline names its stages: dataset, preflight, resume, configure, model, train, publish, upload.
 """
 
 from __future__ import annotations

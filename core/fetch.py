@@ -1,8 +1,10 @@
 """Downloads of dataset files: http(s) (presigned URLs included) and s3://, streamed to disk.
 
 http(s): a size limit, retries with exponential backoff, resume with HTTP Range after a dropped connection, each
-redirect checked against the address policy, throttled DownloadProgress events. s3://: boto3 with credentials
-from AWS_* or RunPod's BUCKET_* variables (`s3_config`, a pure function of a Mapping).
+redirect checked against the address policy, throttled DownloadProgress events. A server that sends no byte for
+DOWNLOAD_STALL_S is dropped (and retried); a cancel or the job's deadline stops a download within a second, even one
+stuck waiting for a byte (the socket is shut under it). s3://: boto3 with credentials
+from AWS_* or RunPod's BUCKET_* variables; the client and its typed errors are core/s3.py's.
 A URL appears in events and errors only without its query string (presigned signatures) or user info.
 """
 
@@ -12,58 +14,27 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from core.address_policy import check_url, guarded_session, public_url
+from core.cancel import Cancel
 from core.errors import AddressRefused, DatasetError, DownloadError
 from core.events import DownloadProgress, EventSink, ignore_event
+from core.s3 import S3Config, s3_client, s3_config, s3_error, s3_failures
 from core.settings import Settings
 
 CHUNK = 1024 * 1024
 MAX_REDIRECTS = 5
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 PROGRESS_INTERVAL_S = 0.5
-
-
-@dataclass(frozen=True)
-class S3Config:
-    endpoint_url: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    region: str = "us-east-1"
-
-
-def s3_config(env: Mapping[str, str]) -> S3Config:
-    """S3 settings from the environment: RunPod's BUCKET_* set (endpoint and its keys) wins over AWS_*.
-
-    With no keys at all, boto3's own chain (profile, instance role) applies.
-    """
-    def get(*names: str) -> str | None:
-        for name in names:
-            value = (env.get(name) or "").strip()
-            if value:
-                return value
-        return None
-
-    if get("BUCKET_ENDPOINT_URL"):
-        key_names = ("BUCKET_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
-        secret_names = ("BUCKET_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
-    else:
-        key_names = ("AWS_ACCESS_KEY_ID", "BUCKET_ACCESS_KEY_ID")
-        secret_names = ("AWS_SECRET_ACCESS_KEY", "BUCKET_SECRET_ACCESS_KEY")
-    return S3Config(
-        endpoint_url=get("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-        access_key_id=get(*key_names),
-        secret_access_key=get(*secret_names),
-        session_token=get("AWS_SESSION_TOKEN"),
-        region=get("BUCKET_REGION", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
-    )
+WATCH_S = 0.2
+"""How often a download in progress looks at its Cancel while its read may be blocked."""
 
 
 class _Progress:
@@ -105,21 +76,26 @@ def download(
     settings: Settings,
     on_event: EventSink = ignore_event,
     max_bytes: int,
+    cancel: Cancel | None = None,
     env: Mapping[str, str] | None = None,
     retries: int = 4,
     backoff_s: float = 0.5,
-    timeout_s: float = 60.0,
+    connect_timeout_s: float = 30.0,
     field: str = "dataset.url",
 ) -> Path:
-    """Download `url` (http, https or s3) into `folder`; return the file's path. Raises DownloadError/AddressRefused."""
+    """Download `url` (http, https or s3) into `folder`; return the file's path. Raises DownloadError/AddressRefused,
+    or JobCancelled/JobTimeout when `cancel` stops it."""
+    cancel = Cancel.of(cancel)
     checked = check_url(url, allow_private=settings.allow_private_urls, field=field)
+    cancel.check(f"before downloading {checked.public}")
     folder.mkdir(parents=True, exist_ok=True)
     if checked.scheme == "s3":
         config = s3_config(os.environ if env is None else env)
         return _download_s3(url, folder, config=config, on_event=on_event, max_bytes=max_bytes, field=field)
     return _download_http(
         url, folder, public=checked.public, allow_private=settings.allow_private_urls, on_event=on_event,
-        max_bytes=max_bytes, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, field=field,
+        max_bytes=max_bytes, cancel=cancel, retries=retries, backoff_s=backoff_s,
+        timeouts=(connect_timeout_s, settings.download_stall_s), field=field,
     )
 
 
@@ -128,14 +104,15 @@ class _Retryable(Exception):
 
 
 def _get(
-    session: requests.Session, url: str, *, headers: dict[str, str], allow_private: bool, timeout_s: float, field: str
+    session: requests.Session, url: str, *, headers: dict[str, str], allow_private: bool,
+    timeouts: tuple[float, float], field: str
 ) -> requests.Response:
     """GET with redirects followed by hand, each target checked against the address policy first."""
     for _ in range(MAX_REDIRECTS + 1):
         checked = check_url(url, allow_private=allow_private, field=field)
         if checked.scheme not in ("http", "https"):
             raise AddressRefused(f"a redirect to a '{checked.scheme}://' URL is not followed", field=field)
-        response = session.get(url, headers=headers, stream=True, timeout=timeout_s, allow_redirects=False)
+        response = session.get(url, headers=headers, stream=True, timeout=timeouts, allow_redirects=False)
         if response.is_redirect:
             url = urljoin(url, response.headers["location"])
             response.close()
@@ -160,52 +137,80 @@ def _download_http(
     allow_private: bool,
     on_event: EventSink,
     max_bytes: int,
+    cancel: Cancel,
     retries: int,
     backoff_s: float,
-    timeout_s: float,
+    timeouts: tuple[float, float],
     field: str,
 ) -> Path:
     target = folder / file_name(url)
     part = target.with_name(target.name + ".part")
     part.unlink(missing_ok=True)  # resume only within this call: a stale part may be of another file
     progress = _Progress(source=public, on_event=on_event)
+    doing = f"while downloading {public}"
     validator: str | None = None
     failures = 0
-    with guarded_session(allow_private=allow_private) as session:
-        while True:
-            done = part.stat().st_size if part.exists() else 0
-            headers = {"Accept-Encoding": "identity"}
-            if done:
-                headers["Range"] = f"bytes={done}-"
-                if validator:
-                    headers["If-Range"] = validator
-            try:
-                response = _get(session, url, headers=headers, allow_private=allow_private, timeout_s=timeout_s,
-                                field=field)
-                with response:
-                    validator = response.headers.get("ETag") or response.headers.get("Last-Modified") or validator
-                    _write_body(response, part, done=done, public=public, progress=progress, max_bytes=max_bytes,
-                                field=field)
-                break
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    _Retryable) as exc:
-                failures += 1
-                if failures > retries:
-                    part.unlink(missing_ok=True)
-                    raise DownloadError(
-                        f"{public}: failed after {failures} attempts ({_short(exc)})", field=field
-                    ) from None
-                time.sleep(backoff_s * 2 ** (failures - 1))
-            except DatasetError:
-                part.unlink(missing_ok=True)
-                raise
+    try:
+        with guarded_session(allow_private=allow_private) as session:
+            while True:
+                done = part.stat().st_size if part.exists() else 0
+                headers = {"Accept-Encoding": "identity"}
+                if done:
+                    headers["Range"] = f"bytes={done}-"
+                    if validator:
+                        headers["If-Range"] = validator
+                try:
+                    response = _get(session, url, headers=headers, allow_private=allow_private, timeouts=timeouts,
+                                    field=field)
+                    with response:
+                        validator = response.headers.get("ETag") or response.headers.get("Last-Modified") or validator
+                        _write_body(response, part, done=done, public=public, progress=progress, max_bytes=max_bytes,
+                                    cancel=cancel, stall_s=timeouts[1], field=field)
+                    break
+                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                        _Retryable) as exc:
+                    failures += 1
+                    if failures > retries:
+                        raise DownloadError(
+                            f"{public}: failed after {failures} attempts ({_short(exc)})", field=field
+                        ) from None
+                    cancel.wait(backoff_s * 2 ** (failures - 1))
+                    cancel.check(doing)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     os.replace(part, target)
     progress.set(target.stat().st_size, force=True)
     return target
 
 
+@contextmanager
+def _shut_on_cancel(response: requests.Response, cancel: Cancel) -> Iterator[None]:
+    """While the body is read, a watcher shuts the socket when the job is cancelled or out of time, so a read
+    blocked on a silent server returns at once instead of after the stall timeout."""
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(WATCH_S):
+            if cancel.is_set():
+                try:
+                    response.raw.shutdown()
+                except (ValueError, RuntimeError, OSError):
+                    pass  # no socket to shut (already released or closed): the read ends by itself
+                return
+
+    watcher = threading.Thread(target=watch, name="download-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
+
+
 def _write_body(
-    response: requests.Response, part: Path, *, done: int, public: str, progress: _Progress, max_bytes: int, field: str
+    response: requests.Response, part: Path, *, done: int, public: str, progress: _Progress, max_bytes: int,
+    cancel: Cancel, stall_s: float, field: str
 ) -> None:
     status = response.status_code
     if status in RETRY_STATUS:
@@ -227,8 +232,20 @@ def _write_body(
     if total is not None and total > max_bytes:
         raise DownloadError(f"{public}: {total} bytes is over the {max_bytes}-byte download limit", field=field)
     progress.set(done, total=total, force=True)
-    with part.open("ab" if done else "wb") as sink:
-        for chunk in response.iter_content(CHUNK):
+    with part.open("ab" if done else "wb") as sink, _shut_on_cancel(response, cancel):
+        while True:
+            try:
+                # read1: whatever has arrived (up to CHUNK), so a slow server still lets this loop look at `cancel`.
+                chunk = response.raw.read1(CHUNK, decode_content=True)
+            except ReadTimeoutError:
+                cancel.check(f"while downloading {public}")
+                raise _Retryable(f"no data for {stall_s:g} s (DOWNLOAD_STALL_S)") from None
+            except ProtocolError as exc:
+                cancel.check(f"while downloading {public}")  # a socket shut by the watcher ends the read this way
+                raise _Retryable(f"connection lost ({_short(exc)})") from None
+            cancel.check(f"while downloading {public}")
+            if not chunk:
+                break
             done += len(chunk)
             if done > max_bytes:
                 raise DownloadError(f"{public}: over the {max_bytes}-byte download limit", field=field)
@@ -251,28 +268,9 @@ def parse_s3_url(url: str, *, field: str = "dataset.url") -> tuple[str, str]:
     return bucket, key
 
 
-def s3_client(config: S3Config):
-    """A boto3 S3 client for `config` (its own session: nothing global)."""
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session()
-    return session.client(
-        "s3",
-        endpoint_url=config.endpoint_url,
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
-        aws_session_token=config.session_token,
-        region_name=config.region,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4"),
-    )
-
-
 def _download_s3(
     url: str, folder: Path, *, config: S3Config, on_event: EventSink, max_bytes: int, field: str
 ) -> Path:
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     bucket, key = parse_s3_url(url, field=field)
     source = f"s3://{bucket}/{key}"
     target = folder / file_name(key)
@@ -284,24 +282,7 @@ def _download_s3(
         progress = _Progress(source=source, on_event=on_event, total=size)
         progress.set(0, force=True)
         client.download_file(bucket, key, str(target), Callback=progress.add)
-    except NoCredentialsError:
-        raise DownloadError(
-            f"{source}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or BUCKET_ACCESS_KEY_ID/"
-            "BUCKET_SECRET_ACCESS_KEY)", field=field,
-        ) from None
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in {"404", "NoSuchKey", "NotFound"}:
-            message = "not found"
-        elif code in {"NoSuchBucket"}:
-            message = "no such bucket"
-        elif status == 403 or code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-            message = "access denied (check the S3 credentials)"
-        else:
-            message = f"S3 error {code or status}"
-        raise DownloadError(f"{source}: {message}", field=field) from None
-    except BotoCoreError as exc:
-        raise DownloadError(f"{source}: {_short(exc)}", field=field) from None
+    except s3_failures() as exc:
+        raise s3_error(exc, family=DownloadError, where=source, field=field, config=config, bucket=bucket) from None
     progress.set(target.stat().st_size, force=True)
     return target

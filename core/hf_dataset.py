@@ -2,7 +2,7 @@
 
 Two layouts: image files with captions beside them (`a.png` + `a.txt`), or parquet files with an image column
 (HF `Image` feature: {bytes, path}, or raw bytes) and a caption column. The revision is pinned to one commit
-first, so every file comes from the same snapshot. The endpoint comes from HF_ENDPOINT at call time.
+first, so every file comes from the same snapshot. The endpoint, retries and error codes are core/hub.py's.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 from core.archive import IMAGE_SUFFIXES
 from core.errors import DatasetError, DownloadError
 from core.events import DownloadProgress, EventSink, ignore_event
-from core.spec import REPO_ID, DatasetSpec
+from core.hub import CancelFlag, HubTarget, call_hub, check_repo_id, hub_endpoint, is_offline, offline_error
+from core.spec import DatasetSpec
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
+FIELD = "dataset.hf_repo"
 IMAGE_COLUMNS = ("image", "img", "images", "jpg", "png", "webp")
 CAPTION_COLUMNS = ("text", "caption", "prompt", "captions", "description", "txt")
 REPO_METADATA = {".gitattributes"}
@@ -49,10 +50,6 @@ class HfFetched:
     commit: str | None = None
 
 
-def hf_endpoint(env: Mapping[str, str]) -> str:
-    return (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
 def fetch_hf_dataset(
     dataset: DatasetSpec,
     folder: Path,
@@ -62,22 +59,27 @@ def fetch_hf_dataset(
     token: str | None = None,
     on_event: EventSink = ignore_event,
     env: Mapping[str, str] | None = None,
+    cancel: CancelFlag | None = None,
 ) -> HfFetched:
-    """Download the repo's images (+ captions) or parquet rows into `folder`."""
-    from huggingface_hub import HfApi, constants
+    """Download the repo's images (+ captions) or parquet rows into `folder`. Hub failures are DownloadErrors with
+    core/hub.py's codes; a set `cancel` stops the retries."""
+    from huggingface_hub import HfApi
 
-    repo = dataset.hf_repo or ""
-    if not REPO_ID.match(repo):
-        raise DatasetError(f"'{repo}' is not a dataset repo id ('user-or-org/name')", field="dataset.hf_repo")
-    if constants.is_offline_mode():
-        raise DatasetError(
-            f"cannot fetch {repo}: HF_HUB_OFFLINE is set in this process; unset it to read dataset repos",
-            field="dataset.hf_repo",
-        )
-    endpoint = hf_endpoint(os.environ if env is None else env)
+    repo = check_repo_id(dataset.hf_repo or "", family=DatasetError, field=FIELD, kind="dataset")
+    endpoint = hub_endpoint(os.environ if env is None else env)
+    target = HubTarget(repo, family=DownloadError, field=FIELD, endpoint=endpoint, repo_type="dataset", token=token,
+                       revision=dataset.revision, revision_field="dataset.revision")
+    if is_offline():
+        raise offline_error(target, f"reading {repo}")
     api = HfApi(endpoint=endpoint, token=token)
-    commit = _pin(api, repo, dataset.revision)
-    files = _list(api, repo, commit, revision=dataset.revision)
+    info = call_hub(lambda: api.dataset_info(repo, revision=dataset.revision), target=target,
+                    what=f"reading {repo}@{dataset.revision}", cancel=cancel, on_event=on_event)
+    commit = info.sha or dataset.revision  # one snapshot for every file
+    entries = call_hub(lambda: list(api.list_repo_tree(repo, repo_type="dataset", revision=commit, recursive=True,
+                                                       expand=False)),
+                       target=target, what=f"listing the files of {repo}@{dataset.revision}", cancel=cancel,
+                       on_event=on_event)
+    files = sorted((e for e in entries if hasattr(e, "size")), key=lambda e: e.path)
     out = HfFetched(commit=commit)
     images = [f for f in files if PurePosixPath(f.path).suffix.lower() in IMAGE_SUFFIXES]
     parquet = [f for f in files if f.path.lower().endswith(".parquet")]
@@ -88,17 +90,16 @@ def fetch_hf_dataset(
     if not chosen:
         shown = ", ".join(f.path for f in files[:5]) or "no files"
         raise DatasetError(
-            f"{repo}@{dataset.revision} has no image files and no parquet files ({shown})", field="dataset.hf_repo"
+            f"{repo}@{dataset.revision} has no image files and no parquet files ({shown})", field=FIELD
         )
     for item in files:
         if item.path not in chosen_paths and item.path not in REPO_METADATA:
             out.skipped.append((item.path, "not an image", ""))
     total = sum(f.size or 0 for f in chosen)
     if total > max_bytes:
-        raise DownloadError(f"{repo}: {total} bytes is over the {max_bytes}-byte download limit",
-                            field="dataset.hf_repo")
+        raise DownloadError(f"{repo}: {total} bytes is over the {max_bytes}-byte download limit", field=FIELD)
     files_dir = folder / "hf"
-    _download_all(api, repo, commit, chosen, files_dir, total=total, on_event=on_event, token=token)
+    _download_all(api, target, commit, chosen, files_dir, total=total, on_event=on_event, cancel=cancel)
     shutil.rmtree(files_dir / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
     if images:
         out.folder = files_dir
@@ -109,75 +110,28 @@ def fetch_hf_dataset(
     return out
 
 
-def _pin(api: Any, repo: str, revision: str) -> str:
-    """The commit sha the revision points to (one snapshot for every file)."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        info = api.dataset_info(repo, revision=revision)
-    except GatedRepoError:
-        raise DatasetError(f"{repo} is gated: accept its terms and give a token with access",
-                           field="dataset.hf_repo") from None
-    except RepositoryNotFoundError:
-        raise DatasetError(
-            f"dataset repo {repo} not found (or private: give a token with access)", field="dataset.hf_repo"
-        ) from None
-    except RevisionNotFoundError:
-        raise DatasetError(f"{repo} has no revision '{revision}'", field="dataset.revision") from None
-    except HfHubHTTPError as exc:
-        raise DownloadError(f"{repo}: Hub error {_status(exc)}", field="dataset.hf_repo") from None
-    except OSError as exc:
-        raise DownloadError(f"{repo}: cannot reach the Hub ({type(exc).__name__})", field="dataset.hf_repo") from None
-    return info.sha or revision
-
-
-def _status(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(getattr(response, "status_code", "")) or type(exc).__name__
-
-
-def _list(api: Any, repo: str, commit: str, *, revision: str) -> list[Any]:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        entries = api.list_repo_tree(repo, repo_type="dataset", revision=commit, recursive=True, expand=False)
-        return sorted((e for e in entries if hasattr(e, "size")), key=lambda e: e.path)
-    except HfHubHTTPError as exc:
-        raise DownloadError(f"{repo}@{revision}: cannot list files ({_status(exc)})", field="dataset.hf_repo") from None
-
-
 def _download_all(
-    api: Any, repo: str, commit: str, files: list[Any], target: Path, *, total: int, on_event: EventSink,
-    token: str | None,
+    api: Any, target: HubTarget, commit: str, files: list[Any], dest: Path, *, total: int, on_event: EventSink,
+    cancel: CancelFlag | None,
 ) -> None:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
 
+    repo = target.repo_id
     source = f"hf://datasets/{repo}"
     done = 0
     on_event(DownloadProgress(source=source, bytes_done=0, bytes_total=total))
 
     def one(item: Any) -> int:
-        hf_hub_download(
-            repo, item.path, repo_type="dataset", revision=commit, local_dir=target, endpoint=api.endpoint,
-            token=token,
-        )
+        # On a pool thread: retries say nothing (events belong to the caller's thread).
+        call_hub(lambda: hf_hub_download(repo, item.path, repo_type="dataset", revision=commit, local_dir=dest,
+                                         endpoint=api.endpoint, token=target.token),
+                 target=target, what=f"downloading {item.path}", cancel=cancel)
         return item.size or 0
 
-    try:
-        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-            for size in pool.map(one, files):
-                done += size
-                on_event(DownloadProgress(source=source, bytes_done=done, bytes_total=total))
-    except HfHubHTTPError as exc:
-        raise DownloadError(f"{repo}: download failed ({_status(exc)})", field="dataset.hf_repo") from None
-    except OSError as exc:
-        raise DownloadError(f"{repo}: download failed ({type(exc).__name__})", field="dataset.hf_repo") from None
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        for size in pool.map(one, files):
+            done += size
+            on_event(DownloadProgress(source=source, bytes_done=done, bytes_total=total))
 
 
 def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], *, what: str, field: str) -> str | None:

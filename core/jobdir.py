@@ -1,9 +1,25 @@
-"""The job's own directory: every file a job writes lives under it, at these places."""
+"""The job's own directory: every file a job writes lives under it, at these places; and where job folders go
+(DATA_DIR/jobs/<name>) and how they are named, for the worker, the UI and the command line alike."""
 
 from __future__ import annotations
 
+import re
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def new_job_id() -> str:
+    """A job id for a job that comes without one (the UI, the command line): sortable by start time, unique."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def job_folder(data_root: Path, job_id: str | None = None, *, under: str = "jobs") -> Path:
+    """DATA_DIR/jobs/<job id>: the id made safe as a folder name (and as the storage key's job part); a new id when
+    none (or nothing usable) is given. `under="checks"`: the UI's throwaway dry runs."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", job_id or "").strip("._-")[:100] or new_job_id()
+    return data_root / under / name
 
 
 @dataclass(frozen=True)

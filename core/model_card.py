@@ -1,8 +1,9 @@
 """The model card: the facts of one training run, rendered into the README.md a Hub repo shows.
 
 `CardFacts` is the data; `render_model_card` fills the template. The YAML header is what the Hub and
-diffusers read (base model, library, tags, trigger word as `instance_prompt`, the validation gallery as
-`widget`); the body is for people: how to load the LoRA, the trigger word, and how it was trained.
+diffusers read (base model, licence, library, tags, trigger word as `instance_prompt`, the validation gallery as
+`widget`); the body is for people: which file is for which tool, how to load the LoRA in diffusers and in ComfyUI,
+the trigger word, and how it was trained.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ SETTINGS_ROWS = [
     ("Seed", ("seed",)),
 ]
 
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+# Model families whose LoRA can also touch the text encoders (UNet models with CLIP): ComfyUI's LoraLoader takes
+# both MODEL and CLIP; the others patch the model only.
+CLIP_LORA_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors"}
+COMFYUI_FOLDER = "ComfyUI/models/loras/"
+
 HUB_MODEL_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
@@ -59,7 +66,14 @@ class CardFacts:
     validation: list[tuple[str, str]]
     """(image path inside the repo, prompt) for each validation image."""
     license: str | None = None
+    license_name: str | None = None
+    """A custom licence's id (with license: other), e.g. flux-1-dev-non-commercial-license."""
+    license_link: str | None = None
     tags: list[str] = field(default_factory=list)
+    comfyui_file: str | None = None
+    """The ComfyUI/kohya-format file's name in the repo; None when there is none."""
+    comfyui_note: str | None = None
+    """Why there is no ComfyUI file (shown instead of the ComfyUI instructions)."""
 
 
 CARD_BODY = Template("""\
@@ -70,6 +84,12 @@ A LoRA for $base_model_md ($model_family), trained with [SimpleTuner](https://gi
 ## Trigger word
 
 $trigger_md
+
+## Files
+
+| File | Use it with |
+|---|---|
+$files_rows
 
 ## Use it with diffusers
 
@@ -82,6 +102,10 @@ pipeline.load_lora_weights($repo_id_py)  # a private repo needs a token: log in,
 image = pipeline($prompt_py).images[0]
 image.save("output.png")
 ```
+
+## Use it with ComfyUI
+
+$comfyui_md
 
 ## Training
 
@@ -118,6 +142,10 @@ def card_metadata(facts: CardFacts) -> dict:
     meta["library_name"] = "diffusers"
     if facts.license:
         meta["license"] = facts.license
+        if facts.license_name:
+            meta["license_name"] = facts.license_name
+        if facts.license_link:
+            meta["license_link"] = facts.license_link
     meta["pipeline_tag"] = "text-to-image"
     meta["tags"] = list(dict.fromkeys([*BASE_TAGS, facts.model_family, *facts.tags]))
     if facts.trigger_word:
@@ -152,6 +180,8 @@ def _body(facts: CardFacts) -> str:
             if facts.trigger_word
             else "This LoRA was trained without a trigger word: it applies to any prompt."
         ),
+        files_rows="\n".join(f"| `{name}` | {use} |" for name, use in _files(facts)),
+        comfyui_md=_comfyui(facts),
         pipeline_class=PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline"),
         base_model_py=json.dumps(facts.base_model),
         repo_id_py=json.dumps(facts.repo_id),
@@ -160,6 +190,37 @@ def _body(facts: CardFacts) -> str:
         gallery=_gallery(facts),
         config_json=json.dumps(shown, indent=2, sort_keys=True, default=str),
     )
+
+
+def _files(facts: CardFacts) -> list[tuple[str, str]]:
+    rows = [(DIFFUSERS_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget")]
+    if facts.comfyui_file:
+        rows.append((facts.comfyui_file, "ComfyUI, and other tools that load kohya-format LoRAs (Forge, "
+                                         "Automatic1111, SwarmUI)"))
+    return rows
+
+
+def _comfyui(facts: CardFacts) -> str:
+    if not facts.comfyui_file:
+        why = facts.comfyui_note or "no ComfyUI-format file was written for this run"
+        return f"This repo has no ComfyUI-format file: {_cell(why)}. ComfyUI may still load `{DIFFUSERS_FILE}`."
+    name = facts.comfyui_file
+    clip = facts.model_family in CLIP_LORA_FAMILIES
+    node = "LoraLoader" if clip else "LoraLoaderModelOnly"
+    inputs: dict = {"lora_name": name, "strength_model": 1.0}
+    if clip:
+        inputs["strength_clip"] = 1.0
+    inputs["model"] = ["1", 0]
+    if clip:
+        inputs["clip"] = ["1", 1]
+    wiring = ("between your checkpoint loader and the sampler: its MODEL and CLIP outputs into the node, the node's "
+              "outputs on to the KSampler and the prompt encoders" if clip else
+              "after the node that loads the model (its MODEL output into the node, the node's MODEL on to the "
+              "sampler)")
+    workflow = json.dumps({"2": {"class_type": node, "inputs": inputs}})
+    return (f"Download `{name}` into `{COMFYUI_FOLDER}`, then add a **{node}** node {wiring}, and pick `{name}` "
+            f"as its `lora_name`. In an API-format workflow, where node \"1\" loads the base model:\n\n"
+            f"```json\n{workflow}\n```")
 
 
 def _example_prompt(facts: CardFacts) -> str:

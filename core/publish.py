@@ -2,42 +2,29 @@
 
 `plan_hub_commit` lists what goes up (the LoRA, our model card as README.md, the training config with
 secrets removed, validation images, checkpoints when asked); `publish_to_hub` creates or reuses the repo and
-makes the commit, retrying 5xx answers and dropped connections with backoff. Every failure becomes a typed
-error that carries the Hub's own message and never the token; nothing is reported as published unless the
-commit succeeded.
-
-huggingface_hub is imported inside the functions: it reads HF_HUB_DISABLE_XET, HF_HUB_DISABLE_TELEMETRY and
-HF_HUB_OFFLINE once, at import, so a process must set them first. The endpoint is read from HF_ENDPOINT at
-call time and passed explicitly to every call.
+makes the commit. The endpoint, the retries of passing failures and the typed errors (carrying the Hub's own
+message, never the token) are core/hub.py's; nothing is reported as published unless the commit succeeded.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import HubAuthError, HubConflict, HubNotFound, HubQuotaError, JobError, PublishError
+from core.errors import HubAuthError, HubConflict, PublishError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
+from core.hub import RETRY, HubTarget, RetryPolicy, call_hub, hub_endpoint, is_offline, offline_error, repo_path
 from core.model_card import CardFacts, render_model_card
-from core.secrets import mask_secret_values, redact, scrub_file
+from core.secrets import scrub_file
 from core.spec import HubSpec
-from core.storage import upload_outputs  # the other place outputs are published; re-exported here
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, HfApi
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"}
-# Status codes worth another try: the Hub or its storage is busy or briefly down.
-TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-QUOTA_STATUS = {402, 413, 507}
-QUOTA_WORDS = ("quota", "storage limit", "exceeded", "payment required", "upgrade your plan")
 
 
 @dataclass
@@ -51,12 +38,6 @@ class HubResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def hub_endpoint(env: Mapping[str, str] | None = None) -> str:
-    """The Hub to talk to: HF_ENDPOINT (a mirror, or the local test server), else huggingface.co."""
-    env = os.environ if env is None else env
-    return (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def plan_hub_commit(
@@ -91,7 +72,7 @@ def plan_hub_commit(
         for checkpoint in sorted(output_dir.glob("checkpoint-*")):
             files.update(_tree(output_dir, checkpoint.name, lambda p: True))
     for rel, path in (extra_files or {}).items():
-        clean = _repo_path(rel)
+        clean = repo_path(rel, family=PublishError, field="extra_files")
         if not Path(path).is_file():
             raise PublishError(f"extra file {path} for '{rel}' does not exist", field="extra_files")
         files[clean] = Path(path)
@@ -113,13 +94,6 @@ def _tree(root: Path, folder: str, keep: Callable[[Path], bool]) -> dict[str, Pa
     return {p.relative_to(root).as_posix(): p for p in sorted(base.rglob("*")) if p.is_file() and keep(p)}
 
 
-def _repo_path(rel: str) -> str:
-    parts = [part for part in rel.replace("\\", "/").split("/") if part not in ("", ".")]
-    if not parts or ".." in parts or parts[0] == ".git":
-        raise PublishError(f"'{rel}' is not a path inside a repo", field="extra_files")
-    return "/".join(parts)
-
-
 def publish_to_hub(
     output_dir: Path,
     *,
@@ -128,12 +102,11 @@ def publish_to_hub(
     facts: CardFacts,
     on_event: EventSink = ignore_event,
     extra_files: dict[str, Path] | None = None,
-    retries: int = 4,
-    backoff_s: float = 2.0,
+    retry: RetryPolicy = RETRY,
 ) -> HubResult:
     """Create (or reuse) `hub.repo_id` and push the run in one commit. `token` is the job's hub.token or
     HF_TOKEN, resolved by the caller. Raises HubAuthError, HubNotFound, HubConflict, HubQuotaError or
-    PublishError; returns only after the commit succeeded."""
+    PublishError (codes: core/hub.py); returns only after the commit succeeded."""
     if not token:
         raise HubAuthError("no Hugging Face token: set hub.token in the job or HF_TOKEN in the environment "
                            "(a token with the write role)", field="hub.token")
@@ -141,20 +114,21 @@ def publish_to_hub(
     secrets = [token]
     operations = plan_hub_commit(output_dir, facts=facts, include_checkpoints=hub.include_checkpoints,
                                  extra_files=extra_files, secrets=secrets)
-    from huggingface_hub import HfApi, constants
-
-    if constants.is_offline_mode():
-        raise PublishError("HF_HUB_OFFLINE is set in this process: unset it to publish to the Hub", field="hub")
-    api = HfApi(endpoint=endpoint, token=token)
     repo_id = hub.repo_id
+    target = HubTarget(repo_id, family=PublishError, field="hub.repo_id", endpoint=endpoint, token=token,
+                       token_field="hub.token", write=True)
+    if is_offline():
+        raise offline_error(target, f"publishing {repo_id}")
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
     visibility = "private" if hub.private else "public"
     _warn_missing_widgets(facts, operations, on_event)
     # The pipeline reports the stage itself (started/completed/failed); these lines say what happens inside it.
     on_event(LogLine(f"pushing {len(operations)} files ({_size(operations)}) to {repo_id} ({visibility})"))
 
     def retried[T](what: str, call: Callable[[], T]) -> T:
-        return _with_retries(call, what=what, repo_id=repo_id, endpoint=endpoint, retries=retries,
-                             backoff_s=backoff_s, on_event=on_event, secrets=secrets)
+        return call_hub(call, target=target, what=what, retry=retry, on_event=on_event)
 
     private, reused = retried("creating the repo", lambda: _ensure_repo(api, hub))
     if reused:
@@ -202,100 +176,6 @@ def _ensure_repo(api: HfApi, hub: HubSpec) -> tuple[bool, bool]:
     return private, True
 
 
-def _with_retries[T](call: Callable[[], T], *, what: str, repo_id: str, endpoint: str, retries: int,
-                     backoff_s: float, on_event: EventSink, secrets: list[str]) -> T:
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except JobError:
-            raise
-        except Exception as exc:  # every client failure is classified here, then re-raised typed
-            status, transient = _classify(exc)
-            if transient and attempt < retries:
-                wait = backoff_s * 2**attempt
-                said = f"answered {status}" if status else "gave no usable answer"
-                on_event(LogLine(f"the Hub {said} while {what}; retrying in {wait:.1f}s "
-                                 f"(attempt {attempt + 2} of {retries + 1})", severity="warning"))
-                time.sleep(wait)
-                continue
-            raise _typed_error(exc, status=status, what=what, repo_id=repo_id, endpoint=endpoint,
-                               attempts=attempt + 1, secrets=secrets) from None
-    raise AssertionError("unreachable")
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
-def _classify(exc: Exception) -> tuple[int | None, bool]:
-    """(HTTP status or None, worth retrying) for the deepest HTTP error behind `exc`."""
-    import httpx2  # huggingface_hub 2.4's HTTP client
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    for cause in _causes(exc):
-        if isinstance(cause, OfflineModeIsEnabled):
-            return None, False
-        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
-            status = cause.response.status_code
-            return status, status in TRANSIENT_STATUS
-        if isinstance(cause, (httpx2.TransportError, ConnectionError, TimeoutError)):
-            return None, True
-        if isinstance(cause, json.JSONDecodeError):
-            return None, True  # an HTML error page from a proxy in front of the Hub, read as JSON
-    return None, False
-
-
-def _server_message(exc: Exception) -> str:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    for cause in _causes(exc):
-        if isinstance(cause, HfHubHTTPError):
-            if cause.server_message:
-                return cause.server_message.strip()
-            return str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    return str(exc).strip()
-
-
-def _typed_error(exc: Exception, *, status: int | None, what: str, repo_id: str, endpoint: str, attempts: int,
-                 secrets: list[str]) -> PublishError:
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    def clean(text: str) -> str:
-        return mask_secret_values(redact(text, secrets))
-
-    hub_says = clean(_server_message(exc)) or "no message"
-    namespace = repo_id.split("/")[0]
-    if any(isinstance(c, OfflineModeIsEnabled) for c in _causes(exc)):
-        return PublishError("HF_HUB_OFFLINE is set in this process: unset it to publish to the Hub", field="hub")
-    if status == 401:
-        return HubAuthError(f"the Hub rejected the token while {what} (401: {hub_says}): hub.token or HF_TOKEN "
-                            "must be a valid Hugging Face token with the write role", field="hub.token")
-    if status in QUOTA_STATUS or (status in (400, 403) and any(w in hub_says.lower() for w in QUOTA_WORDS)):
-        return HubQuotaError(f"the Hub refused the upload for lack of quota while {what} ({status}: {hub_says})",
-                             field="hub.repo_id")
-    if status == 403:
-        return HubAuthError(f"the token may not write to {repo_id} while {what} (403: {hub_says}): it needs the "
-                            f"write role and access to the '{namespace}' namespace", field="hub.token")
-    if status == 404:
-        return HubNotFound(f"{repo_id} not found while {what} (404: {hub_says})", field="hub.repo_id")
-    if status == 409:
-        return HubConflict(f"conflict on {repo_id} while {what} (409: {hub_says})", field="hub.repo_id")
-    if status is not None and status in TRANSIENT_STATUS:
-        return PublishError(f"the Hub kept failing while {what}: {status}: {hub_says} ({attempts} attempts)",
-                            field="hub")
-    if status is not None:
-        return PublishError(f"the Hub answered {status} while {what}: {hub_says}", field="hub")
-    if _classify(exc)[1]:
-        return PublishError(f"cannot reach the Hub at {endpoint} while {what} ({attempts} attempts): "
-                            f"{clean(type(exc).__name__ + ': ' + str(exc))}", field="hub")
-    return PublishError(f"{what} failed: {clean(type(exc).__name__ + ': ' + str(exc))}", field="hub")
-
-
 def _warn_missing_widgets(facts: CardFacts, operations: list[Any], on_event: EventSink) -> None:
     planned = {op.path_in_repo for op in operations}
     for path, _prompt in facts.validation:
@@ -321,4 +201,4 @@ def _size(operations: list[Any]) -> str:
     return f"{total:.1f} GB"
 
 
-__all__ = ["HubResult", "hub_endpoint", "plan_hub_commit", "publish_to_hub", "upload_outputs"]
+__all__ = ["HubResult", "plan_hub_commit", "publish_to_hub"]

@@ -1,4 +1,4 @@
-"""What a job gives back: the JobResult, and its JSON in the output shape of DESIGN.md."""
+"""What a job gives back: the JobResult, and its JSON in the output shape the README's API section shows."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ class JobResult:
     job_dir: Path
     output_dir: Path | None = None
     lora_path: Path | None = None
+    comfyui_path: Path | None = None
+    """The same LoRA in ComfyUI/kohya format (`<name>.safetensors` beside lora_path); None when not written."""
+    comfyui_note: str | None = None
+    """Why there is no ComfyUI file, or how it was made (the card shows it)."""
     log_path: Path | None = None
     metrics: Metrics = field(default_factory=Metrics)
     preflight: dict[str, Any] = field(default_factory=dict)
@@ -68,8 +72,13 @@ class JobResult:
             out.append(entry)
         return out
 
+    def _url_or_path(self, path: Path | None, *urls: dict[str, str]) -> str | None:
+        if path is None:
+            return None
+        return next((found[path.name] for found in urls if path.name in found), str(path))
+
     def to_output(self) -> dict[str, Any]:
-        """The API output: DESIGN.md's shape, the seed's keys included. Holds no secret."""
+        """The API output (README, "The API"), the seed request's keys included. Holds no secret."""
         hub_files = (self.hub or {}).get("files") or {}
         bucket_files = (self.storage or {}).get("files") or {}
         lora_name = self.lora_path.name if self.lora_path else None
@@ -79,6 +88,7 @@ class JobResult:
             if self.hub else None,
             "model_checkpoint": hub_files.get(lora_name) or bucket_files.get(lora_name)
             or (str(self.lora_path) if self.lora_path else None),
+            "comfyui_checkpoint": self._url_or_path(self.comfyui_path, hub_files, bucket_files),
             "training_logs": bucket_files.get("training.log") or hub_files.get("training.log")
             or (str(self.log_path) if self.log_path else None),
             "files": self.files(),

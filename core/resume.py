@@ -11,6 +11,9 @@ The checkpoint lands as `output_dir/checkpoint-N`, so SimpleTuner's `--resume_fr
 (optimizer, scheduler, step count and random state). Its per-dataset sampler state (`training_state-<id>.json`) is
 dropped: it lists the absolute image paths of the job that saved it, which SimpleTuner refuses in a new job
 ("An image was discovered ... that did not have its metadata"); the resumed run starts a fresh pass over the data.
+
+The Hub and S3 clients, their retries and their error codes are core/hub.py's and core/s3.py's; a failure there is a
+ResumeError (field resume_from) with the same code as in any other stage.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -28,9 +31,10 @@ from core.address_policy import public_url
 from core.archive import ExtractLimits, archive_kind, extract_archive
 from core.errors import AddressRefused, DownloadError, JobError, ResumeError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
-from core.fetch import download, s3_client, s3_config
+from core.fetch import download
+from core.hub import CancelFlag, HubTarget, call_hub, hub_endpoint, is_offline, is_repo_id, offline_error
+from core.s3 import s3_client, s3_config, s3_error, s3_failures
 from core.settings import Settings
-from core.spec import REPO_ID
 
 FIELD = "resume_from"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -91,7 +95,7 @@ def parse_source(source: str) -> ResumeSource:
     name, _, revision = parts[1].partition("@") if len(parts) > 1 else ("", "", "")
     repo = f"{parts[0]}/{name}" if parts else ""
     sub = "/".join(parts[2:])
-    if rest.startswith("/") or not REPO_ID.match(repo) or any(part in (".", "..") for part in parts):
+    if rest.startswith("/") or not is_repo_id(repo) or any(part in (".", "..") for part in parts):
         raise resume_error(f"'{text}' is not a Hub repo path (user/repo or user/repo/checkpoint-N), nor an s3:// "
                            "or https:// URL")
     return ResumeSource("hub", repo, sub, revision or "main")
@@ -99,11 +103,12 @@ def parse_source(source: str) -> ResumeSource:
 
 def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_event: EventSink = ignore_event,
                      token: str | None = None, env: Mapping[str, str] | None = None,
-                     max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+                     max_bytes: int = MAX_DOWNLOAD_BYTES, cancel: CancelFlag | None = None) -> Path:
     """Fetch the checkpoint `source` names into `output_dir/checkpoint-N`; return that folder.
 
     `token` reads private Hub repos (the job's hub.token or HF_TOKEN); `env` holds the S3 and HF_ENDPOINT settings
-    (default os.environ). Raises a JobError (field resume_from) naming what is missing or wrong."""
+    (default os.environ); a set `cancel` stops the Hub's retries. Raises a JobError (field resume_from) naming what
+    is missing or wrong."""
     where = parse_source(source)
     env = os.environ if env is None else env
     output_dir = Path(output_dir).absolute()
@@ -113,7 +118,8 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
     on_event(LogLine(f"fetching the checkpoint to resume from {where.public}"))
     try:
         if where.kind == "hub":
-            fetched = _from_hub(where, staging, token=token, env=env, on_event=on_event, max_bytes=max_bytes)
+            fetched = _from_hub(where, staging, token=token, env=env, on_event=on_event, max_bytes=max_bytes,
+                                cancel=cancel)
         elif where.kind == "s3" and not where.path.lower().endswith(ARCHIVE_SUFFIXES):
             fetched = _from_s3_folder(where, staging, env=env, on_event=on_event, max_bytes=max_bytes)
         else:
@@ -148,33 +154,24 @@ def _latest_checkpoint_prefix(paths: list[str]) -> str | None:
 
 
 def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Mapping[str, str],
-              on_event: EventSink, max_bytes: int) -> Path:
-    from huggingface_hub import HfApi, RepoFile, constants, hf_hub_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+              on_event: EventSink, max_bytes: int, cancel: CancelFlag | None) -> Path:
+    from huggingface_hub import HfApi, RepoFile, hf_hub_download
 
-    if constants.is_offline_mode():
-        raise resume_error(f"cannot fetch {where.public}: HF_HUB_OFFLINE is set in this process")
-    endpoint = (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    api = HfApi(endpoint=endpoint, token=token)
     repo = where.location
-    try:
-        commit = api.model_info(repo, revision=where.revision).sha or where.revision
-        files = [(entry.path, entry.size or 0) for entry in api.list_repo_tree(repo, revision=commit, recursive=True)
-                 if isinstance(entry, RepoFile)]
-    except GatedRepoError:
-        raise resume_error(f"{repo} is gated: give a token with access", code="resume_not_found") from None
-    except RepositoryNotFoundError:
-        raise resume_error(f"model repo {repo} not found (or private: give a token with access)",
-                           code="resume_not_found") from None
-    except RevisionNotFoundError:
-        raise resume_error(f"{repo} has no revision '{where.revision}'", code="resume_not_found") from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise resume_error(f"{repo}: cannot list its files ({_describe(exc)})", code="download_failed") from None
+    endpoint = hub_endpoint(env)
+    target = HubTarget(repo, family=ResumeError, field=FIELD, endpoint=endpoint, token=token, revision=where.revision)
+    if is_offline():
+        raise offline_error(target, f"fetching {where.public}")
+    api = HfApi(endpoint=endpoint, token=token)
+
+    def hub[T](what: str, call: Callable[[], T]) -> T:
+        return call_hub(call, target=target, what=what, cancel=cancel, on_event=on_event)
+
+    commit = hub(f"reading {repo}", lambda: api.model_info(repo, revision=where.revision).sha) or where.revision
+    files = [(entry.path, entry.size or 0)
+             for entry in hub(f"listing the files of {repo}",
+                              lambda: list(api.list_repo_tree(repo, revision=commit, recursive=True)))
+             if isinstance(entry, RepoFile)]
     sub = where.path.strip("/")
     if sub.lower().endswith(ARCHIVE_SUFFIXES):
         chosen = [(path, size) for path, size in files if path == sub]
@@ -191,13 +188,12 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
         raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit", code="download_failed")
     done = 0
     on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
-    try:
-        for path, size in chosen:
-            hf_hub_download(repo, path, revision=commit, local_dir=staging / "hub", endpoint=endpoint, token=token)
-            done += size
-            on_event(DownloadProgress(source=where.public, bytes_done=done, bytes_total=total))
-    except (HfHubHTTPError, OSError) as exc:
-        raise resume_error(f"{where.public}: download failed ({_describe(exc)})", code="download_failed") from None
+    for path, size in chosen:
+        hub(f"downloading {path}", lambda path=path: hf_hub_download(repo, path, revision=commit,
+                                                                    local_dir=staging / "hub", endpoint=endpoint,
+                                                                    token=token))
+        done += size
+        on_event(DownloadProgress(source=where.public, bytes_done=done, bytes_total=total))
     shutil.rmtree(staging / "hub" / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
     if sub.lower().endswith(ARCHIVE_SUFFIXES):
         return _extract(staging / "hub" / sub, staging / "extracted", label=where.public)
@@ -206,11 +202,10 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
 
 def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str], on_event: EventSink,
                     max_bytes: int) -> Path:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = s3_client(s3_config(env))
+    config = s3_config(env)
     prefix = where.path.strip("/") + "/"
     try:
+        client = s3_client(config)
         keys: list[tuple[str, int]] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=where.location, Prefix=prefix):
             keys += [(item["Key"], int(item["Size"])) for item in page.get("Contents", [])]
@@ -239,12 +234,9 @@ def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str
             client.download_file(where.location, key, str(target))
             done += size
             on_event(DownloadProgress(source=where.public, bytes_done=done, bytes_total=total))
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        message = "no such bucket" if code == "NoSuchBucket" else f"S3 error {code or _describe(exc)}"
-        raise resume_error(f"{where.public}: {message}", code="download_failed") from None
-    except BotoCoreError as exc:
-        raise resume_error(f"{where.public}: {_describe(exc)}", code="download_failed") from None
+    except s3_failures() as exc:
+        raise s3_error(exc, family=ResumeError, where=where.public, field=FIELD, config=config,
+                       bucket=where.location) from None
     return folder
 
 
@@ -300,9 +292,3 @@ def _place(found: Path, target: Path) -> Path:
     for sampler_state in target.glob("training_state-*.json"):
         sampler_state.unlink()
     return target
-
-
-def _describe(exc: BaseException) -> str:
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    text = f"HTTP {status}" if status else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return text if len(text) < 200 else text[:200] + "..."

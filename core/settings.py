@@ -9,9 +9,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from core.errors import SetupError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Variables that keep SimpleTuner and its libraries off the network (FACTS.md section 1).
+# Variables that keep SimpleTuner and its libraries off the network (docs/simpletuner-notes.md).
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -47,6 +49,8 @@ class Settings:
     """TRAINER_ONLINE: let SimpleTuner download base models (a real pod); off keeps it offline."""
     hf_home: Path | None = None
     """HF_HOME: the Hugging Face cache SimpleTuner loads base models from."""
+    download_stall_s: float = 60.0
+    """DOWNLOAD_STALL_S: a dataset download that receives no byte for this long is dropped (and retried)."""
 
     @property
     def trainer_python(self) -> Path:
@@ -71,4 +75,16 @@ class Settings:
             dataset_root=Path(dataset_root).absolute() if dataset_root else None,
             online=_flag(env.get("TRAINER_ONLINE")),
             hf_home=Path(hf_home).absolute() if hf_home else None,
+            download_stall_s=_seconds(env, "DOWNLOAD_STALL_S", default=60.0),
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SetupError(f"{name}={raw!r}: give a number of seconds above 0", field=name)
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -18,6 +19,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from core.errors import SpecError
+from core.flag_policy import FILE_CONTENT, INLINE_JSON, check_flag, classify
+from core.hub import is_repo_id
+from core.job_limits import (
+    MAX_TAG,
+    MAX_TAGS,
+    MAX_TRIGGER_WORD,
+    TAG,
+    check_backend_value,
+    check_maximum,
+    check_native_backend,
+    hub_licenses,
+    moved_caches,
+    scan_values,
+)
 
 FLAGS_FILE = Path(__file__).resolve().parent / "data" / "simpletuner_flags.json"
 
@@ -96,11 +111,11 @@ def _coerce(name: str, value: Any, flag: dict[str, Any]) -> Any:
     if value is None:
         return None
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
         if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0", "yes", "no"}:
-            return value.strip().lower() in {"true", "1", "yes"}
-        raise ValueError(f"must be true or false, got {value!r}")
+            value = value.strip().lower() in {"true", "1", "yes"}
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return check_flag(name, value, flag)
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, str)) or (
             isinstance(value, str) and not re.fullmatch(r"\s*-?\d+\s*", value)
@@ -114,7 +129,10 @@ def _coerce(name: str, value: Any, flag: dict[str, Any]) -> Any:
             value = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"must be a number, got {value!r}") from None
-    elif kind == "str" and isinstance(value, (dict, list)) and flag.get("nargs") is None:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+    elif kind == "str" and isinstance(value, (dict, list)) and flag.get("nargs") is None and \
+            classify(name, flag) not in (INLINE_JSON, FILE_CONTENT):
         raise ValueError(f"must be a single value, got {type(value).__name__}")
     choices = flag.get("choices")
     if choices and not isinstance(value, list) and value not in choices and str(value) not in choices:
@@ -124,7 +142,8 @@ def _coerce(name: str, value: Any, flag: dict[str, Any]) -> Any:
         raise ValueError(f"must be at least {MINIMUM[name]}, got {value}")
     if name in POSITIVE and isinstance(value, (int, float)) and value <= 0:
         raise ValueError(f"must be greater than 0, got {value}")
-    return value
+    check_maximum(name, value)
+    return check_flag(name, value, flag)
 
 
 def normalize_config(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,10 +243,19 @@ class DataloaderOptions(_Strict):
 
     @model_validator(mode="after")
     def _known_backend_keys(self) -> DataloaderOptions:
-        for key in self.model_extra or {}:
+        errors = []
+        for key, value in (self.model_extra or {}).items():
             if key not in BACKEND_KEYS:
                 known = sorted(BACKEND_KEYS | set(type(self).model_fields))
-                raise ValueError(f"unknown dataloader option '{key}'{_suggest(key, known)}")
+                errors.append({"field": f"dataloader.{key}",
+                               "message": f"unknown dataloader option '{key}'{_suggest(key, known)}"})
+                continue
+            try:
+                check_backend_value(key, value)
+            except ValueError as exc:
+                errors.append({"field": f"dataloader.{key}", "message": str(exc)})
+        if errors:
+            raise _spec_error(errors)
         return self
 
     @property
@@ -242,7 +270,7 @@ class DataloaderOptions(_Strict):
         return []
 
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+BACKEND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class HubSpec(_Strict):
@@ -253,12 +281,29 @@ class HubSpec(_Strict):
     on_failure: bool = False
     """Publish the checkpoints made so far when training fails, times out or is cancelled."""
     license: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    """One of the Hub's license identifiers (core/data/hub_licenses.json); 'other' for any other."""
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, value: str | None) -> str | None:
+        if value is not None and value not in hub_licenses():
+            raise ValueError(f"{value!r} is not a Hub license identifier (e.g. apache-2.0, mit, openrail++, "
+                             f"creativeml-openrail-m; 'other' for any other){_suggest(value, hub_licenses())}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not TAG.match(tag) or len(tag) > MAX_TAG:
+                raise ValueError(f"each tag must be 1 to {MAX_TAG} letters, digits or ':._+/-', got {tag!r}")
+        return value
 
     @field_validator("repo_id")
     @classmethod
     def _repo_id(cls, value: str) -> str:
-        if not REPO_ID.match(value) or ".." in value or "--" in value or value.endswith((".git", ".")):
+        if not is_repo_id(value):
             raise ValueError(f"must be 'user-or-org/name' (letters, digits, '-', '_', '.'), got {value!r}")
         return value
 
@@ -295,15 +340,24 @@ class JobSpec(_Strict):
     def _trigger(cls, value: str | None) -> str | None:
         if value is not None and (not value or any(c in value for c in "\n\r\t")):
             raise ValueError("must be a non-empty word or phrase on one line")
+        if value is not None and len(value) > MAX_TRIGGER_WORD:
+            raise ValueError(f"must be at most {MAX_TRIGGER_WORD} characters, got {len(value)}")
         return value or None
 
     @field_validator("dataloader", mode="before")
     @classmethod
     def _dataloader(cls, value: Any) -> Any:
         if isinstance(value, list):
+            errors = []
             for index, backend in enumerate(value):
                 if not isinstance(backend, Mapping) or "id" not in backend:
                     raise ValueError(f"backend {index} must be an object with an 'id' (SimpleTuner's list form)")
+                if not isinstance(backend["id"], str) or not BACKEND_ID.match(backend["id"]):
+                    errors.append({"field": f"dataloader.{index}.id",
+                                   "message": "must be 1 to 64 letters, digits, '.', '_' or '-'"})
+                errors += check_native_backend(backend, f"dataloader.{index}")
+            if errors:
+                raise _spec_error(errors)
         return value
 
     @model_validator(mode="after")
@@ -338,7 +392,7 @@ class JobSpec(_Strict):
         return str(self.config["pretrained_model_name_or_path"])
 
     def warnings(self) -> list[str]:
-        return [] if isinstance(self.dataloader, list) else self.dataloader.unsupported()
+        return moved_caches(self.dataloader) if isinstance(self.dataloader, list) else self.dataloader.unsupported()
 
     def to_job_json(self) -> dict[str, Any]:
         """The job as the worker takes it (`{"input": ...}`), secrets left out; parse_job of it gives this spec."""
@@ -383,6 +437,9 @@ def parse_job(data: Any) -> JobSpec:
         data = data["input"]
         if not isinstance(data, Mapping):
             raise SpecError("'input' must be a JSON object", field="input")
+    scanned = scan_values(data, "")
+    if scanned:
+        raise _spec_error(_dedupe(scanned))
     try:
         return JobSpec.model_validate(data)
     except SpecError:

@@ -1,8 +1,8 @@
 """S3-compatible storage: upload a run's output folder to a bucket and hand back presigned download URLs.
 
-Credentials follow runpod's rp_upload convention (BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID,
-BUCKET_SECRET_ACCESS_KEY), read from the mapping the caller gives, never from os.environ behind its back.
-Keys are `<prefix>/<job_id>/<relative path>`. Text files are scrubbed of secrets before they leave.
+The client and its settings (runpod's BUCKET_* variables, else AWS_*, from the mapping the caller gives) and the
+typed errors are core/s3.py's. Keys are `<prefix>/<job_id>/<relative path>`. Text files are scrubbed of secrets
+before they leave.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from core.errors import StorageError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
-from core.secrets import redact, scrub_file
+from core.s3 import require_keys, s3_client, s3_config, s3_error, s3_failures
+from core.secrets import scrub_file
 from core.spec import StorageSpec
 
-CREDENTIAL_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -37,17 +37,15 @@ def upload_outputs(
     {"bucket", "prefix", "files": {relative path: presigned GET URL valid storage.expires_s}}.
 
     `secrets` are values to scrub from uploaded text files and error messages besides the bucket keys
-    (the caller passes the HF token)."""
-    missing = [name for name in CREDENTIAL_VARS if not env.get(name)]
-    if missing:
-        raise StorageError(f"S3 upload needs {', '.join(missing)} in the environment", field="storage")
+    (the caller passes the HF token). Failures are StorageErrors with core/s3.py's codes."""
+    config = s3_config(env)
+    require_keys(config, family=StorageError, field="storage")
     bucket = storage.bucket or env.get("BUCKET_NAME")
     if not bucket:
         raise StorageError("no bucket name: set storage.bucket in the job or BUCKET_NAME", field="storage.bucket")
     if not JOB_ID.match(job_id):
         raise StorageError(f"job id {job_id!r} cannot be part of an object key", field="job_id")
-    known_secrets = [env.get("BUCKET_SECRET_ACCESS_KEY"), env.get("BUCKET_ACCESS_KEY_ID"), env.get("HF_TOKEN"),
-                     *secrets]
+    known_secrets = [*config.secrets, env.get("HF_TOKEN"), *secrets]
     prefix = "/".join(part for part in (storage.prefix.strip("/"), job_id) if part)
     files = output_files(Path(output_dir), include_checkpoints=include_checkpoints, extra_files=extra_files or {})
     if not files:
@@ -56,8 +54,8 @@ def upload_outputs(
     # The pipeline reports the stage itself; these lines say what happens inside it.
     on_event(LogLine(f"uploading {len(files)} files to s3://{bucket}/{prefix}/"))
     try:
-        client = _client(env)
-        _check_bucket(client, bucket=bucket, endpoint=env["BUCKET_ENDPOINT_URL"])
+        client = s3_client(config)
+        client.head_bucket(Bucket=bucket)  # a missing bucket or refused keys, said before any upload
         urls: dict[str, str] = {}
         for rel, path in files.items():
             key = f"{prefix}/{rel}"
@@ -71,11 +69,9 @@ def upload_outputs(
             urls[rel] = client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=storage.expires_s
             )
-    except StorageError:
-        raise  # already says what went wrong
-    except Exception as exc:  # boto3/botocore raise many types; each one becomes a StorageError naming the bucket
-        message = redact(f"upload to s3://{bucket}/{prefix}/ failed: {_describe(exc)}", known_secrets)
-        raise StorageError(message, field="storage") from None
+    except (*s3_failures(), OSError) as exc:  # OSError: a file that cannot be read, said the same way
+        raise s3_error(exc, family=StorageError, where=f"upload to s3://{bucket}/{prefix}/", field="storage",
+                       config=config, bucket=bucket, bucket_field="storage.bucket", secrets=known_secrets) from None
     on_event(LogLine(f"uploaded {len(urls)} files to s3://{bucket}/{prefix}/"))
     return {"bucket": bucket, "prefix": prefix, "files": urls}
 
@@ -102,53 +98,3 @@ def _safe_relative(rel: str) -> str:
     if not parts or ".." in parts:
         raise StorageError(f"'{rel}' is not a relative path inside the upload", field="extra_files")
     return "/".join(parts)
-
-
-def _client(env: Mapping[str, str]):
-    import boto3  # imported here: only jobs that upload pay for it
-    from botocore.config import Config
-
-    endpoint = env["BUCKET_ENDPOINT_URL"]
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=env["BUCKET_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["BUCKET_SECRET_ACCESS_KEY"],
-        region_name=env.get("BUCKET_REGION") or _region_of(endpoint) or "us-east-1",
-        config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}),
-    )
-
-
-def _region_of(endpoint: str) -> str | None:
-    """The region in an AWS/Backblaze (`.s3.<region>.`) or DigitalOcean Spaces URL, as rp_upload reads it."""
-    match = re.search(r"\.s3\.([a-z0-9-]+)\.", endpoint) or re.search(r"//([a-z0-9-]+)\.digitaloceanspaces\.com",
-                                                                         endpoint)
-    return match.group(1) if match else None
-
-
-def _check_bucket(client, *, bucket: str, endpoint: str) -> None:
-    from botocore.exceptions import ClientError
-
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if status == 404 or code in {"404", "NoSuchBucket"}:
-            raise StorageError(f"bucket '{bucket}' does not exist at {endpoint}: create it first",
-                               field="storage.bucket") from None
-        if status in (401, 403):
-            raise StorageError(
-                f"access to bucket '{bucket}' denied ({status}): check BUCKET_ACCESS_KEY_ID and "
-                "BUCKET_SECRET_ACCESS_KEY", field="storage") from None
-        raise
-
-
-def _describe(exc: Exception) -> str:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return f"{error.get('Code', 'error')} ({status}): {error.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"

@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from core.errors import SetupError, TrainingCancelled, TrainingError, TrainingTimeout
+from core.cancel import Cancel
+from core.errors import SetupError, TrainingError
 from core.events import (
     CheckpointSaved,
     Event,
@@ -38,8 +39,19 @@ from core.trainer_config import TrainerFiles
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CANCEL_GRACE_S = 5.0
 POLL_S = 0.1
-# Variables a training process never needs: secrets of the faces and the cloud.
-_WITHHELD = re.compile(r"^(HF_TOKEN|HUGGING_FACE_HUB_TOKEN|AWS_.*|BUCKET_.*|RUNPOD_.*|UI_PASSWORD|UI_AUTH)$")
+# The only variables a training process gets from ours (an allow-list: SimpleTuner expands `{env:NAME}`, and a
+# hook or library could read anything else): the system, the caches, CUDA/NCCL and the offline/telemetry switches.
+_ENV_ALLOWED = re.compile(
+    r"^(PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|TZ|TERM|TMPDIR|TMP|TEMP|HOSTNAME|LD_LIBRARY_PATH|XDG_CACHE_HOME"
+    r"|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|HTTPS?_PROXY|NO_PROXY|https?_proxy|no_proxy"
+    r"|HF_HOME|HF_HUB_CACHE|HF_ENDPOINT|HF_HUB_OFFLINE|HF_HUB_DISABLE_[A-Z_]+|HF_HUB_ENABLE_HF_TRANSFER"
+    r"|HF_DATASETS_OFFLINE|HF_DATASETS_CACHE|TRANSFORMERS_OFFLINE|TRANSFORMERS_CACHE|DIFFUSERS_OFFLINE"
+    r"|WANDB_MODE|TORCH_HOME|MASTER_ADDR|MASTER_PORT|SIMPLETUNER_LOG_LEVEL"
+    r"|LC_[A-Z]+|CUDA_[A-Z0-9_]+|NCCL_[A-Z0-9_]+|NVIDIA_[A-Z0-9_]+|TORCH_[A-Z0-9_]+|PYTORCH_[A-Z0-9_]+"
+    r"|TORCHINDUCTOR_[A-Z0-9_]+|TRITON_[A-Z0-9_]+|OMP_[A-Z_]+|MKL_[A-Z_]+)$"
+)
+# Never passed on, even when the allow-list's patterns match: names that hold a credential.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|_KEY$|^KEY|_AUTH|AUTH_", re.IGNORECASE)
 
 
 def _number(value: Any) -> float | None:
@@ -169,9 +181,10 @@ def detect_device(settings: Settings, env: Mapping[str, str] | None = None) -> t
 
 def trainer_env(settings: Settings, *, device: str, hf_token: str | None,
                 base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The training process's environment: ours minus secrets, plus the launcher's and offline settings."""
+    """The training process's environment: the allow-listed part of ours (a pure function of `base`), plus the
+    launcher's and offline settings; the Hub token only when given (a download that needs it)."""
     base = os.environ if base is None else base
-    env = {key: value for key, value in base.items() if not _WITHHELD.match(key)}
+    env = {key: value for key, value in base.items() if _ENV_ALLOWED.match(key) and not _SECRET_NAME.search(key)}
     env["PATH"] = f"{settings.trainer_bin}{os.pathsep}{base.get('PATH', '/usr/bin:/bin')}"
     env["VIRTUAL_ENV"] = str(settings.trainer_venv)
     env.pop("PYTHONPATH", None)
@@ -254,13 +267,13 @@ def _error_from_log(tail: str) -> str | None:
 
 def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, gpu_count: int = 0,
           hf_token: str | None = None, on_event: EventSink = ignore_event,
-          cancel: threading.Event | None = None, timeout_s: float | None = None,
-          start_step: int = 0) -> TrainingOutcome:
-    """Run SimpleTuner on these files until it finishes, fails, is cancelled or runs out of time. `start_step`: the
-    checkpoint a resumed run continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
+          cancel: Cancel | None = None, start_step: int = 0) -> TrainingOutcome:
+    """Run SimpleTuner on these files until it finishes, fails (TrainingError), or `cancel` stops it (its process
+    group is killed; JobCancelled, or JobTimeout at the job's deadline). `start_step`: the checkpoint a resumed run
+    continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
     command = launch_command(settings, mixed_precision=str(files.config.get("--mixed_precision", "no")),
                              gpu_count=gpu_count if device == "cuda" else 0)
-    cancel = cancel or threading.Event()
+    cancel = Cancel.of(cancel)
     outcome = TrainingOutcome(steps=start_step)
     lock = threading.Lock()  # the receiver serves each request on its own thread
 
@@ -298,17 +311,14 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
             command, cwd=job.trainer, env=env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        stopped_by: type[TrainingError] | None = None
+        stopped = False
         try:
             while process.poll() is None:
                 if cancel.is_set():
-                    stopped_by = TrainingCancelled
-                elif timeout_s is not None and time.monotonic() - started > timeout_s:
-                    stopped_by = TrainingTimeout
-                if stopped_by:
+                    stopped = True
                     stop_group(process)
                     break
-                time.sleep(POLL_S)
+                cancel.wait(POLL_S)
         finally:
             if process.poll() is None or _group_alive(process.pid):
                 stop_group(process, grace_s=1.0)  # an exception here must not leave SimpleTuner running
@@ -316,12 +326,8 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
     outcome.checkpoints = sorted({p for p in job.output.glob("checkpoint-*") if p.is_dir()},
                                  key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else 0)
     tail = _log_tail(job.log)
-    if stopped_by is TrainingCancelled:
-        raise TrainingCancelled(f"training cancelled at step {outcome.steps}", exit_code=process.returncode,
-                                log_tail=tail)
-    if stopped_by is TrainingTimeout:
-        raise TrainingTimeout(f"training stopped by the time limit (timeout_s={timeout_s:g}) at step "
-                              f"{outcome.steps}", exit_code=process.returncode, log_tail=tail)
+    if stopped:
+        cancel.check(f"during training at step {outcome.steps}", stage="train")
     if process.returncode != 0:
         message = outcome.error.message if outcome.error and outcome.error.message else _error_from_log(tail)
         title = outcome.error.title if outcome.error else "SimpleTuner failed"

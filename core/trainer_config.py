@@ -7,12 +7,15 @@ What the user left out gets a default that trains; what the user set always wins
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import SpecError
+from core.flag_policy import FILE_CONTENT, INLINE_JSON, classify, owned_flags
+from core.job_limits import CACHE_KEY, DATA_KEYS, relative_data_dir
 from core.jobdir import JobDir
-from core.spec import JobSpec
+from core.spec import JobSpec, simpletuner_flags
 
 DEFAULT_RESOLUTION = 1024
 DEFAULT_RESOLUTION_TYPE = "pixel"
@@ -22,8 +25,12 @@ DEFAULT_STEPS = 1000
 """When a job gives neither max_train_steps nor num_train_epochs."""
 DEFAULT_TRAIN_BATCH_SIZE = 1
 
-# Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory).
-OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config")
+# Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory). The first
+# three are set to the job's folders; the others (SimpleTuner's folders, derived from its flag list by
+# core/flag_policy.py) are left to SimpleTuner's defaults, which are relative to its working directory in the job.
+OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config",
+               *(name for name in owned_flags(simpletuner_flags())
+                 if name not in ("output_dir", "data_backend_config", "webhook_config")))
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,14 @@ class TrainerFiles:
     """config.json: native flags with their leading '--', as SimpleTuner reads them."""
     backends: list[dict[str, Any]]
     """multidatabackend.json."""
+    inline_files: dict[str, Any] = field(default_factory=dict)
+    """JSON files a job gave inline (a LyCORIS config, a prompt library): file name in the config folder -> content."""
 
     def write(self, job: JobDir, *, webhook_url: str) -> Path:
-        """Write the three files into the job's config folder; return config.json's path."""
+        """Write the files into the job's config folder; return config.json's path."""
         job.config.mkdir(parents=True, exist_ok=True)
+        for name, content in self.inline_files.items():
+            (job.config / name).write_text(json.dumps(content, indent=2))
         (job.config / "multidatabackend.json").write_text(json.dumps(self.backends, indent=2))
         webhooks = [{"webhook_type": "raw", "callback_url": webhook_url, "log_level": "info"}]
         (job.config / "webhooks.json").write_text(json.dumps(webhooks, indent=2))
@@ -112,12 +123,19 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str)
     if isinstance(spec.dataloader, list):
         backends = [dict(backend) for backend in spec.dataloader]
         for index, backend in enumerate(backends):
+            for key in [key for key in backend if CACHE_KEY.search(key)]:
+                backend[key] = str(job.cache / f"{key.replace('_', '-')}-{index}")  # never the job's own choice
+            for key in DATA_KEYS:
+                if key in backend:
+                    backend[key] = str(_inside(images_dir, backend[key], field=f"dataloader.{index}.{key}"))
             if backend.get("dataset_type", "image") == "image":
                 backend.setdefault("type", "local")
                 backend.setdefault("instance_data_dir", str(images_dir))
                 backend.setdefault("cache_dir_vae", str(job.cache / f"vae-{index}"))
                 for key, value in on_cpu.items():
                     backend.setdefault(key, value)
+            elif backend.get("dataset_type") == "text_embeds":
+                backend.setdefault("cache_dir", str(job.cache / f"text-{index}"))
         if not any(b.get("dataset_type") == "text_embeds" for b in backends):
             backends.append(text_embeds)
         return backends
@@ -143,11 +161,40 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str)
     return [image, text_embeds]
 
 
+def _inside(images_dir: Path, value: Any, *, field: str) -> Path:
+    """A dataset sub-folder, which must stay inside the staged dataset (also through links)."""
+    try:
+        folder = images_dir / relative_data_dir(value)
+    except ValueError as exc:
+        raise SpecError(str(exc), field=field) from None
+    if not folder.resolve().is_relative_to(images_dir.resolve()):
+        raise SpecError(f"{value!r} leads outside the job's dataset", field=field)
+    return folder
+
+
+def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's own flags as SimpleTuner takes them, minus the owned folders; and the inline files to write."""
+    flags, files = {}, {}
+    known = simpletuner_flags()
+    for name, value in spec.config.items():
+        kind = classify(name, known.get(name, {}))
+        if name in OWNED_FLAGS:
+            continue
+        if kind == FILE_CONTENT and isinstance(value, (dict, list)):
+            files[f"{name}.json"] = value
+            value = str(job.config / f"{name}.json")
+        elif kind == INLINE_JSON and isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        flags[name] = value
+    return flags, files
+
+
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
                         resume: bool = False) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `resume`: continue the latest checkpoint-N
     in the job's output folder (core/resume.py puts the one to continue there)."""
-    flags: dict[str, Any] = {**_defaults(spec, device=device), **_vae_path(spec), **spec.config}
+    own, inline_files = _job_values(spec, job=job)
+    flags: dict[str, Any] = {**_defaults(spec, device=device), **_vae_path(spec), **own}
     flags.update(
         output_dir=str(job.output),
         data_backend_config=str(job.config / "multidatabackend.json"),
@@ -156,4 +203,5 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     if resume:
         flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
-    return TrainerFiles(config=config, backends=build_backends(spec, images_dir=images_dir, job=job, device=device))
+    return TrainerFiles(config=config, backends=build_backends(spec, images_dir=images_dir, job=job, device=device),
+                        inline_files=inline_files)

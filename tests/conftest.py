@@ -35,6 +35,15 @@ def tiny_model(settings: Settings) -> Path:
     return build_tiny_model(TINY_MODEL_DIR, settings=settings)
 
 
+@pytest.fixture(scope="session")
+def tiny_family_model(settings: Settings):
+    """family -> the tiny random model of that family (core.demo.TINY_FAMILIES), built offline once per checkout
+    into .cache/tiny-<family> (ignored by git)."""
+    def build(family: str) -> Path:
+        return build_tiny_model(ROOT / ".cache" / f"tiny-{family}", settings=settings, family=family)
+    return build
+
+
 @pytest.fixture
 def demo_dataset(tmp_path: Path) -> Path:
     return write_demo_dataset(tmp_path / "demo-dataset", count=6)

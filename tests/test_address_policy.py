@@ -102,3 +102,38 @@ def test_the_guarded_session_ignores_proxy_environment(monkeypatch, tmp_path: Pa
     with serve_files(tmp_path) as server, guarded_session(allow_private=True) as session:
         assert session.get(server.url("a.txt"), timeout=5).text == "direct"
     assert requests.Session().trust_env is True  # a plain session would have used that proxy
+
+
+@pytest.mark.parametrize("address,reason", [
+    ("::127.0.0.1", "a loopback address"),  # IPv4-compatible
+    ("::10.0.0.1", "a private address"),
+    ("64:ff9b::127.0.0.1", "a loopback address"),  # NAT64
+    ("64:ff9b::169.254.169.254", "a cloud metadata address"),
+    ("64:ff9b::a00:1", "a private address"),
+    ("2002:7f00:1::", "a loopback address"),  # 6to4 of 127.0.0.1
+    ("2002:a9fe:a9fe::1", "a cloud metadata address"),  # 6to4 of 169.254.169.254
+    ("2002:c0a8:101::", "a private address"),  # 6to4 of 192.168.1.1
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a loopback address"),  # Teredo, client 127.0.0.1
+])
+def test_ipv6_forms_that_embed_a_refused_ipv4_address_are_refused(address: str, reason: str):
+    said = refusal(ipaddress.ip_address(address), allow_private=False)
+    assert said is not None and said.startswith(reason), said
+    assert "embedded in" in said
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::8.8.8.8", "2002:808:808::1", "::8.8.8.8"])
+def test_ipv6_forms_that_embed_a_public_ipv4_address_pass(address: str):
+    assert refusal(ipaddress.ip_address(address), allow_private=False) is None
+
+
+def test_embedded_metadata_is_refused_even_when_private_urls_are_allowed():
+    assert refusal(ipaddress.ip_address("64:ff9b::169.254.169.254"), allow_private=True).startswith(
+        "a cloud metadata address")
+    assert refusal(ipaddress.ip_address("::127.0.0.1"), allow_private=True) is None
+
+
+@pytest.mark.parametrize("host", ["[::127.0.0.1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::]", "[::ffff:7f00:1]"])
+def test_a_url_naming_an_embedded_loopback_address_is_refused_before_any_request(host: str):
+    with pytest.raises(AddressRefused) as caught:
+        check_url(f"http://{host}:8080/dataset.zip", allow_private=False)
+    assert caught.value.field == "dataset.url" and "loopback" in caught.value.message

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 from core.base_model import fetch_base_model, fetch_repo, hub_models, pipeline_components, plan_model_files
-from core.errors import ModelDownloadError, TrainingCancelled
+from core.errors import JobCancelled, ModelDownloadError
 from core.events import DownloadProgress, JobWarning, LogLine
+from core.hub import RetryPolicy
 from core.settings import Settings
 from core.spec import parse_job
 from tests.support.hub_server import running_hub_server
 
 TOKEN = "hf_BaseModelTestToken0123456789abcdefXYZ"
+FAST = RetryPolicy(attempts=3, backoff_s=0.05)
 
 # stabilityai/stable-diffusion-xl-base-1.0 at its main branch (2023-10 on; sizes left out).
 SDXL_FILES = """
@@ -287,7 +289,7 @@ def test_a_rejected_token_names_the_field_and_what_to_do_without_the_token(tmp_p
             fetch_base_model(job(), settings=online, token=TOKEN)
         assert downloads(hub) == []
     error = caught.value
-    assert (error.field, error.stage, error.code) == ("config.model_name", "model", "model_access_denied")
+    assert (error.field, error.stage, error.code) == ("config.model_name", "model", "hub_auth")
     assert REPO in error.message and "accept the model's license" in error.message and "HF_TOKEN" in error.message
     assert TOKEN not in str(error) and TOKEN not in json.dumps(error.to_payload())
 
@@ -299,7 +301,7 @@ def test_a_gated_model_refused_at_download_is_an_access_error(tmp_path, online):
                       headers={"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model is restricted"})
         with pytest.raises(ModelDownloadError) as caught:
             fetch_base_model(job(), settings=online, token=TOKEN)
-    assert caught.value.code == "model_access_denied" and caught.value.field == "config.model_name"
+    assert caught.value.code == "hub_auth" and caught.value.field == "config.model_name"
     assert "license" in caught.value.message and TOKEN not in str(caught.value)
     assert cached_file(REPO, "unet/diffusion_pytorch_model.safetensors", online) is None
 
@@ -313,7 +315,7 @@ def test_a_missing_repo_or_revision_names_it(tmp_path, online):
             fetch_base_model(job(vae="madebyollin/no-such-vae"), settings=online, token=TOKEN)
         with pytest.raises(ModelDownloadError) as revision:
             fetch_base_model(job(revision="v9"), settings=online, token=TOKEN)
-    assert missing.value.code == "model_not_found" and missing.value.field == "config.model_name"
+    assert missing.value.code == "hub_not_found" and missing.value.field == "config.model_name"
     assert "stabilityai/no-such-model" in missing.value.message and "404" in missing.value.message
     assert no_vae.value.field == "config.vae" and "madebyollin/no-such-vae" in no_vae.value.message
     assert revision.value.field == "config.revision" and "'v9'" in revision.value.message
@@ -326,7 +328,7 @@ def test_a_dropped_connection_or_a_503_is_tried_again(tmp_path, online):
         hub.add_repo(REPO, files=files)
         hub.fail_next(r"^/api/models/", drop=True)
         hub.fail_next(r"/resolve/.*/unet/diffusion_pytorch_model.safetensors$", 503, method="GET")
-        fetch_repo(REPO, field="config.model_name", cache_dir=online.hf_home / "hub", token=TOKEN, backoff_s=0.05)
+        fetch_repo(REPO, field="config.model_name", cache_dir=online.hf_home / "hub", token=TOKEN, retry=FAST)
         assert [r.status for r in hub.requests_to(r"/resolve/.*/unet/diffusion_pytorch_model.safetensors$", "GET")] \
             == [503, 200]
     assert cached_file(REPO, "unet/diffusion_pytorch_model.safetensors", online).read_bytes() == \
@@ -342,12 +344,12 @@ def test_an_unreachable_hub_uses_a_complete_cached_copy_or_says_it_cannot_downlo
         before = len(hub.requests)
         events: list = []
         assert fetch_repo(REPO, field="config.model_name", cache_dir=cache, token=TOKEN, on_event=events.append,
-                          backoff_s=0.05) == folder
+                          retry=FAST) == folder
         assert any("cannot be reached" in e.message for e in events if isinstance(e, LogLine))
         with pytest.raises(ModelDownloadError) as caught:
-            fetch_repo(REPO, field="config.model_name", cache_dir=empty, token=TOKEN, backoff_s=0.05)
+            fetch_repo(REPO, field="config.model_name", cache_dir=empty, token=TOKEN, retry=FAST)
         assert [r.path for r in hub.requests[before:]] == [f"/api/models/{REPO}/revision/main"] * 6  # 3 tries each
-    assert caught.value.field == "config.model_name" and "cannot download" in caught.value.message
+    assert caught.value.field == "config.model_name" and "cannot reach the Hub" in caught.value.message
     assert hub.endpoint in caught.value.message and TOKEN not in caught.value.message
 
 
@@ -357,13 +359,13 @@ def test_a_cancelled_job_downloads_no_weights(tmp_path, online):
 
     def worker_sink(event):  # what worker/handler.py's sink does once a job is cancelled
         if isinstance(event, DownloadProgress):
-            raise TrainingCancelled("cancelled before training started")
+            raise JobCancelled("cancelled before training started")
 
     with running_hub_server(tmp_path, token=TOKEN) as hub:
         hub.add_repo(REPO, files=sdxl_mini())
-        with pytest.raises(TrainingCancelled) as caught:
+        with pytest.raises(JobCancelled) as caught:
             fetch_base_model(job(), settings=online, token=TOKEN, cancel=cancel)
-        with pytest.raises(TrainingCancelled):
+        with pytest.raises(JobCancelled):
             fetch_base_model(job(), settings=online, token=TOKEN, on_event=worker_sink)
         assert [path for path in downloads(hub) if path.endswith(".safetensors")] == []
     assert caught.value.stage == "model"

@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.dataset import IMAGES_DIR, Manifest, StagingLimits, apply_trigger, clean_caption, stage_dataset
+from core.dataset import (
+    IMAGES_DIR,
+    Manifest,
+    StagingLimits,
+    apply_trigger,
+    caption_options,
+    clean_caption,
+    stage_dataset,
+)
 from core.errors import AddressRefused, DatasetError, EmptyDataset, UnsafeArchive
 from core.events import DownloadProgress, LogLine
 from core.settings import Settings
@@ -64,7 +72,9 @@ def dest(tmp_path: Path) -> Path:
 
 
 def stage(spec_json: dict, dest: Path, settings: Settings, **kwargs) -> Manifest:
-    return stage_dataset(parse_job(spec_json), dest, settings=settings, **kwargs)
+    """Stage a job's dataset as the pipeline does: its source, and captions as its dataloader and trigger word say."""
+    spec = parse_job(spec_json)
+    return stage_dataset(spec.dataset, dest, captions=caption_options(spec), settings=settings, **kwargs)
 
 
 # -- local folders -------------------------------------------------------------------------------------------------
@@ -115,7 +125,7 @@ def test_caption_extension_and_native_dataloader_list(tmp_path, dest, local_sett
     manifest = stage(job({"path": str(source)}, dataloader={"caption_extension": "caption"}), dest, local_settings)
     assert captions(manifest) == {"a.png": "from caption file"}
     assert ("a.txt", "not an image") in {(s.name, s.reason) for s in manifest.skipped}
-    native = [{"id": "mine", "type": "local", "instance_data_dir": "/ignored"}]
+    native = [{"id": "mine", "type": "local"}]
     manifest = stage(job({"path": str(source)}, dataloader=native), tmp_path / "n", local_settings)
     assert captions(manifest) == {"a.png": "from txt file"}
 

@@ -268,3 +268,13 @@ def test_python_312_and_the_trainer_extra_is_one_simpletuner_declares():
         pytest.skip("no trainer env here to read SimpleTuner's extras from")
     declared = set(re.findall(r"^Provides-Extra: (\S+)$", metadata.read_text(), re.MULTILINE))
     assert extra in declared, f"SimpleTuner declares no extra '{extra}' (it has: {sorted(declared)})"
+
+
+def test_the_image_version_is_a_build_arg_after_every_run_and_start_sh_shows_it():
+    """The release workflow passes its tag as IMAGE_VERSION; declared after the last RUN, a new tag rebuilds no layer
+    (an ARG's value is part of the cache key of every RUN after it)."""
+    kinds = instructions()
+    arg = next(i for i, (kw, args) in enumerate(kinds) if kw == "ARG" and args.startswith("IMAGE_VERSION="))
+    assert max(i for i, (kw, _) in enumerate(kinds) if kw == "RUN") < arg
+    assert env_vars()["IMAGE_VERSION"] == "${IMAGE_VERSION}"
+    assert "${IMAGE_VERSION:-" in START_SH.read_text()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from core.errors import AddressRefused, DatasetError, DownloadError
+from core.cancel import Cancel
+from core.errors import AddressRefused, DatasetError, DownloadError, JobCancelled, JobTimeout
 from core.events import DownloadProgress
-from core.fetch import S3Config, download, file_name, parse_s3_url, s3_config
+from core.fetch import download, file_name, parse_s3_url
+from core.s3 import S3Config, s3_config
 from core.settings import Settings
 from tests.support.http_server import serve_files
 from tests.support.s3_server import moto_s3
@@ -107,6 +111,67 @@ def test_the_policy_refuses_before_connecting(tmp_path, served):
         with pytest.raises(AddressRefused, match="loopback"):
             download(server.url("small.bin"), tmp_path / "dl", settings=strict, max_bytes=LIMIT)
         assert server.requests == []
+
+
+def test_a_cancel_stops_a_trickling_download_within_a_second(tmp_path, served):
+    cancel = Cancel()
+    with serve_files(served) as server:
+        server.trickle["blob.bin"] = 2000  # 5 MB at 2 kB/s: 45 minutes
+        threading.Timer(0.5, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(JobCancelled) as caught:
+            download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, max_bytes=LIMIT, cancel=cancel)
+    assert time.monotonic() - started < 2
+    assert caught.value.code == "cancelled" and "blob.bin" in caught.value.message
+    assert list((tmp_path / "dl").iterdir()) == []  # the partial file goes too
+
+
+def test_a_cancel_stops_a_download_waiting_on_a_silent_server(tmp_path, served):
+    cancel = Cancel()
+    with serve_files(served) as server:
+        server.trickle["blob.bin"] = 0  # headers, then not one byte: the read blocks
+        threading.Timer(0.5, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(JobCancelled):
+            download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, max_bytes=LIMIT, cancel=cancel)
+    assert time.monotonic() - started < 2  # not the 60 s stall timeout
+
+
+def test_the_jobs_deadline_stops_a_trickling_download(tmp_path, served):
+    with serve_files(served) as server:
+        server.trickle["blob.bin"] = 2000
+        started = time.monotonic()
+        with pytest.raises(JobTimeout) as caught:
+            download(server.url("blob.bin"), tmp_path / "dl", settings=OPEN, max_bytes=LIMIT,
+                     cancel=Cancel(timeout_s=1))
+    assert 0.9 < time.monotonic() - started < 2.5
+    assert caught.value.code == "timeout" and "timeout_s=1" in caught.value.message
+
+
+def test_a_server_that_stops_sending_is_dropped_after_the_stall_timeout(tmp_path, served):
+    stall = Settings.from_env({"ALLOW_PRIVATE_URLS": "1", "DOWNLOAD_STALL_S": "0.5"})
+    with serve_files(served) as server:
+        server.trickle["blob.bin"] = 0
+        started = time.monotonic()
+        with pytest.raises(DownloadError, match=r"failed after 2 attempts \(no data for 0.5 s") as caught:
+            download(server.url("blob.bin"), tmp_path / "dl", settings=stall, max_bytes=LIMIT, retries=1,
+                     backoff_s=0.01)
+        gets = [r for r in server.requests if r[0] == "GET"]
+    assert time.monotonic() - started < 3
+    assert len(gets) == 2 and caught.value.field == "dataset.url"
+    assert Settings.from_env({}).download_stall_s == 60
+
+
+def test_a_retry_backoff_ends_at_a_cancel(tmp_path, served):
+    cancel = Cancel()
+    with serve_files(served) as server:
+        server.fail_status["small.bin"] = [503] * 10
+        threading.Timer(0.5, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(JobCancelled):
+            download(server.url("small.bin"), tmp_path / "dl", settings=OPEN, max_bytes=LIMIT, backoff_s=30,
+                     cancel=cancel)
+    assert time.monotonic() - started < 2
 
 
 def test_file_name_is_safe():

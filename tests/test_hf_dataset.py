@@ -29,15 +29,18 @@ CONFIG = {"model_family": "sdxl", "model_name": "some/sdxl-model"}
 DRIVER = """
 import json, sys
 from pathlib import Path
-from core.dataset import stage_dataset
+from core.dataset import caption_options, stage_dataset
 from core.errors import JobError
+from core.pipeline import hub_token
 from core.settings import Settings
 from core.spec import parse_job
 results = []
 for job, dest in json.loads(sys.argv[1]):
     events = []
     try:
-        manifest = stage_dataset(parse_job(job), Path(dest), settings=Settings.from_env(), on_event=events.append)
+        spec, settings = parse_job(job), Settings.from_env()
+        manifest = stage_dataset(spec.dataset, Path(dest), captions=caption_options(spec), settings=settings,
+                                 token=hub_token(spec, settings), on_event=events.append)
     except JobError as error:
         results.append({"error": error.to_payload()})
         continue
@@ -147,7 +150,7 @@ def test_private_repos_missing_repos_and_revisions(tmp_path: Path):
     assert "not found (or private: give a token with access)" in denied["error"]["message"]
     assert list(allowed["images"]) == ["a.png"]
     assert "hf_secret_token_value" not in json.dumps([denied, allowed, revision])
-    assert missing["error"]["code"] == "dataset_error" and "me/nothing" in missing["error"]["message"]
+    assert missing["error"]["code"] == "hub_not_found" and "me/nothing" in missing["error"]["message"]
     assert revision["error"]["field"] == "dataset.revision"
     assert "has no image files and no parquet files" in nothing["error"]["message"]
 
@@ -156,10 +159,10 @@ def test_offline_mode_and_bad_repo_ids_are_clear_errors_in_process(tmp_path: Pat
     """This process imported huggingface_hub with HF_HUB_OFFLINE=1 (conftest.py)."""
     settings = Settings.from_env({})
     with pytest.raises(DatasetError, match="HF_HUB_OFFLINE is set") as caught:
-        stage_dataset(parse_job({"dataset": {"hf_repo": "user/pets"}, "config": CONFIG}), tmp_path / "a",
+        stage_dataset(parse_job({"dataset": {"hf_repo": "user/pets"}, "config": CONFIG}).dataset, tmp_path / "a",
                       settings=settings)
     assert caught.value.field == "dataset.hf_repo"
     with pytest.raises(DatasetError, match="is not a dataset repo id") as caught:
-        stage_dataset(parse_job({"dataset": {"hf_repo": "../../etc"}, "config": CONFIG}), tmp_path / "b",
+        stage_dataset(parse_job({"dataset": {"hf_repo": "../../etc"}, "config": CONFIG}).dataset, tmp_path / "b",
                       settings=settings)
     assert caught.value.field == "dataset.hf_repo"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -107,3 +108,38 @@ def test_a_local_base_model_folder_is_not_claimed_as_a_hub_model():
     text = render_model_card(facts(base_model="/workspace/models/tiny-sdxl"))
     assert "base_model" not in ModelCard(text).data.to_dict()
     assert "`tiny-sdxl` (a local model)" in text
+
+
+def test_a_custom_licence_has_its_name_and_link_in_the_header():
+    link = "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"
+    text = render_model_card(facts(license="other", license_name="flux-1-dev-non-commercial-license",
+                                   license_link=link))
+    data = ModelCard(text).data.to_dict()
+    assert (data["license"], data["license_name"], data["license_link"]) == (
+        "other", "flux-1-dev-non-commercial-license", link)
+
+
+def test_the_card_says_which_file_is_for_what():
+    text = render_model_card(facts(comfyui_file="sks-dog-lora.safetensors"))
+    rows = dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", text, re.M))
+    assert "diffusers" in rows["pytorch_lora_weights.safetensors"]
+    assert "ComfyUI" in rows["sks-dog-lora.safetensors"]
+
+
+@pytest.mark.parametrize(("family", "node"), [("sdxl", "LoraLoader"), ("flux", "LoraLoaderModelOnly")])
+def test_the_comfyui_section_names_the_node_the_folder_and_the_file(family: str, node: str):
+    text = render_model_card(facts(model_family=family, comfyui_file="sks-dog-lora.safetensors"))
+    section = text.split("## Use it with ComfyUI", 1)[1].split("\n## ", 1)[0]
+    assert "`ComfyUI/models/loras/`" in section and f"**{node}**" in section
+    workflow = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert workflow["2"]["class_type"] == node
+    assert workflow["2"]["inputs"]["lora_name"] == "sks-dog-lora.safetensors"
+    assert ("clip" in workflow["2"]["inputs"]) is (node == "LoraLoader")
+
+
+def test_without_a_comfyui_file_the_card_says_why():
+    text = render_model_card(facts(comfyui_file=None, comfyui_note="SimpleTuner 4.10.1 has no model family 'x'"))
+    section = text.split("## Use it with ComfyUI", 1)[1].split("\n## ", 1)[0]
+    assert "no ComfyUI-format file: SimpleTuner 4.10.1 has no model family 'x'" in section
+    assert "ComfyUI" not in dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", text, re.M)).get(
+        "pytorch_lora_weights.safetensors", "")

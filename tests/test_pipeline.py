@@ -8,8 +8,9 @@ import math
 import pytest
 from safetensors import safe_open
 
+from core.errors import JobCancelled, ModelDownloadError, PreflightError
 from core.events import CheckpointSaved, StageEvent, TrainingProgress, ValidationImage
-from core.pipeline import run_job
+from core.pipeline import check_job, run_job, stage
 from core.spec import parse_job
 from tests.conftest import tiny_job
 
@@ -73,6 +74,35 @@ def test_a_dry_run_stages_and_resolves_without_training(tmp_path, demo_dataset, 
     assert not (tmp_path / "job" / "output" / "pytorch_lora_weights.safetensors").exists()
 
 
+def test_check_job_is_the_dry_run_whatever_the_job_says(tmp_path, demo_dataset, tiny_model, settings):
+    events = []
+    result = check_job(parse_job(tiny_job(tiny_model, demo_dataset)), tmp_path / "job", events.append,
+                       settings=settings)
+    assert result.status == "dry_run" and result.preflight["images_usable"] == 6
+    assert result.trainer_files["config.json"]["--pretrained_model_name_or_path"] == str(tiny_model)
+    assert [e.stage for e in events if isinstance(e, StageEvent) and e.status == "completed"] == [
+        "dataset", "preflight", "configure"]
+
+
+def test_a_dataset_that_would_not_train_fails_in_preflight_with_its_whole_report(tmp_path, demo_dataset, tiny_model,
+                                                                              settings):
+    job = tiny_job(tiny_model, demo_dataset, dataloader={"minimum_image_size": 4096})
+    with pytest.raises(PreflightError) as caught:
+        check_job(parse_job(job), tmp_path / "job", settings=settings)
+    payload = caught.value.to_payload()
+    assert payload["stage"] == "preflight" and payload["field"] == "dataset" and payload["code"] == "dataset_error"
+    assert payload["preflight"]["errors"] and payload["preflight"]["images_found"] == 6
+    assert payload["message"] == payload["preflight"]["errors"][0]
+
+
+def test_an_error_names_the_stage_that_was_running():
+    events = []
+    with pytest.raises(ModelDownloadError) as caught, stage("train", events.append):
+        raise ModelDownloadError("a model error met while training")
+    assert caught.value.stage == "train"
+    assert [(e.stage, e.status) for e in events] == [("train", "started"), ("train", "failed")]
+
+
 def test_everything_a_job_writes_stays_in_its_directory(tmp_path, demo_dataset, tiny_model, settings):
     before = sorted(p.name for p in tmp_path.iterdir())
     run_job(parse_job(tiny_job(tiny_model, demo_dataset, dry_run=True)), tmp_path / "job", settings=settings)
@@ -118,15 +148,14 @@ def test_a_trained_lora_is_published_private_with_a_card_and_no_token_anywhere(t
 def test_a_cancel_before_training_stops_the_job_where_it_is(tmp_path, demo_dataset, tiny_model, settings):
     import threading
 
-    from core.errors import TrainingCancelled
-
-    cancel = threading.Event()
+    cancel = threading.Event()  # a plain Event still works: run_job wraps it in the job's Cancel
     cancel.set()
     events = []
-    with pytest.raises(TrainingCancelled) as caught:
+    with pytest.raises(JobCancelled) as caught:
         run_job(parse_job(tiny_job(tiny_model, demo_dataset)), tmp_path / "job", events.append, settings=settings,
                 cancel=cancel)
-    assert caught.value.code == "cancelled" and "dataset" in caught.value.message
+    assert caught.value.code == "cancelled" and caught.value.stage == "dataset"
+    assert "dataset" in caught.value.message
     assert [(e.stage, e.status) for e in events if isinstance(e, StageEvent)] == [
         ("dataset", "started"), ("dataset", "failed")]
     assert not (tmp_path / "job" / "trainer" / "config" / "config.json").exists()
@@ -137,7 +166,6 @@ def test_a_cancelled_run_with_on_failure_publishes_its_latest_checkpoint(tmp_pat
                                                                           settings):
     import threading
 
-    from core.errors import TrainingCancelled
     from tests.support.hub_server import running_hub_server
 
     token = "hf_salvage_token_0123456789abcdef"
@@ -150,8 +178,9 @@ def test_a_cancelled_run_with_on_failure_publishes_its_latest_checkpoint(tmp_pat
             cancel.set()
 
     with running_hub_server(tmp_path, token=token) as hub:
-        with pytest.raises(TrainingCancelled) as caught:
+        with pytest.raises(JobCancelled) as caught:
             run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel)
+        assert caught.value.stage == "train"
         salvaged = caught.value.to_payload()["salvaged"]
         stored = hub.repos["tester/cut-short"].files
     assert salvaged["status"] == "partial" and salvaged["hub"]["private"] is True, salvaged

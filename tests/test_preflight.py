@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.dataset import ImageEntry, Manifest, Skipped, stage_dataset
+from core.dataset import ImageEntry, Manifest, Skipped, caption_options, stage_dataset
 from core.preflight import DEFAULT_MINIMUM_IMAGE_SIZE, DEFAULT_RESOLUTION, preflight
 from core.settings import Settings
 from core.spec import parse_job
@@ -41,7 +41,8 @@ def test_staged_dataset_report(tmp_path: Path):
     (source / "notes.md").write_text("x")
     job = parse_job({"dataset": {"path": str(source)}, "config": {**CONFIG, "resolution": 128}, "trigger_word": "sks",
                      "dataloader": {"minimum_image_size": 64}})
-    manifest = stage_dataset(job, tmp_path / "job", settings=Settings.from_env({}))
+    manifest = stage_dataset(job.dataset, tmp_path / "job", captions=caption_options(job),
+                             settings=Settings.from_env({}))
     report = preflight(manifest, job)
     data = json.loads(json.dumps(report.to_dict()))  # JSON-ready as it is returned by the faces
     assert data["images_found"] == 4 and data["images_usable"] == 3 and data["images_skipped"] == 2

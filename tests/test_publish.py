@@ -1,6 +1,6 @@
 """Publishing to the Hub: the real huggingface_hub client against the project's local Hub server.
 
-The output folder is shaped like SimpleTuner's (FACTS.md "Output folder of a LoRA run"), with a real
+The output folder is shaped like SimpleTuner's (docs/simpletuner-notes.md, "Output folder of a LoRA run"), with a real
 safetensors file and real PNGs. The push of a LoRA really trained by the core is in the pipeline's tests.
 """
 
@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from core.errors import HubAuthError, HubConflict, HubNotFound, HubQuotaError, PublishError
 from core.events import LogLine
+from core.hub import RetryPolicy
 from core.model_card import CardFacts
 from core.publish import plan_hub_commit, publish_to_hub
 from core.spec import HubSpec
@@ -71,8 +72,9 @@ def hub(tmp_path: Path):
 
 def push(output: Path, events: list, **kwargs):
     spec = kwargs.pop("spec", None) or HubSpec(repo_id=REPO)
+    retry = RetryPolicy(attempts=kwargs.pop("attempts", 4), backoff_s=0.01)
     return publish_to_hub(output, hub=spec, token=kwargs.pop("token", TOKEN), facts=kwargs.pop("facts", card_facts()),
-                          on_event=events.append, backoff_s=0.01, **kwargs)
+                          on_event=events.append, retry=retry, **kwargs)
 
 
 def statuses(events: list) -> list[str]:
@@ -161,7 +163,7 @@ def test_a_hub_that_keeps_failing_ends_in_a_publish_error_and_nothing_published(
     hub.fail_next(r"/commit/main$", 500, times=10, body={"error": "the storage backend is down"})
     events: list = []
     with pytest.raises(PublishError) as raised:
-        push(output, events, retries=2)
+        push(output, events, attempts=3)
     assert "the storage backend is down" in raised.value.message and "3 attempts" in raised.value.message
     assert len(hub.requests_to(r"/commit/main$")) == 3
     assert hub.commits(REPO) == []
@@ -274,7 +276,7 @@ def test_the_planted_token_appears_nowhere_but_the_authorization_header(hub, out
                                "training.log": log})
     hub.fail_next(r"/api/repos/create", 500, times=10, body={"error": "down"})
     with pytest.raises(PublishError) as failed:
-        push(output, events, facts=card_facts(config=config), retries=1)
+        push(output, events, facts=card_facts(config=config), attempts=2)
 
     authorization = [v for r in hub.requests for k, v in r.headers.items() if k.lower() == "authorization"]
     assert f"Bearer {TOKEN}" in authorization  # the token really was in play

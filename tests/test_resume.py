@@ -27,7 +27,7 @@ TOKEN = "hf_ResumeTestToken0123456789abcdefXYZ"
 
 
 def checkpoint_files(step: int, *, prefix: str = "") -> dict[str, bytes]:
-    """What SimpleTuner writes into checkpoint-N (FACTS.md "Output folder of a LoRA run"), small."""
+    """What SimpleTuner writes into checkpoint-N (docs/simpletuner-notes.md, "Output folder of a LoRA run"), small."""
     return {
         f"{prefix}pytorch_lora_weights.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(step),
         f"{prefix}optimizer.bin": bytes(range(256)) * 4,
@@ -87,11 +87,11 @@ def test_the_latest_checkpoint_of_a_hub_repo_or_the_one_named(tmp_path, local):
         assert progress[-1].bytes_done == progress[-1].bytes_total > 0
         named = fetch_checkpoint("hf://tester/lora/checkpoint-5", tmp_path / "b", settings=local, token=TOKEN)
         assert_placed(named, 5)
-        for source, words in (("tester/lora/checkpoint-99", "no 'checkpoint-99'"),
-                              ("tester/nothing/checkpoint-1", "not found")):
+        for source, code, words in (("tester/lora/checkpoint-99", "resume_not_found", "no 'checkpoint-99'"),
+                                    ("tester/nothing/checkpoint-1", "hub_not_found", "not found")):
             with pytest.raises(JobError) as caught:
                 fetch_checkpoint(source, tmp_path / "c", settings=local, token=TOKEN)
-            assert caught.value.code == "resume_not_found" and words in caught.value.message
+            assert (caught.value.code, caught.value.stage) == (code, "resume") and words in caught.value.message
         with pytest.raises(JobError) as caught:  # private, and no token
             fetch_checkpoint("tester/lora", tmp_path / "d", settings=local)
         assert "not found" in caught.value.message and TOKEN not in caught.value.message

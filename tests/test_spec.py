@@ -85,7 +85,7 @@ def test_a_job_json_string_and_a_bare_job_both_parse():
         (job(dry_run="maybe"), "dry_run", "bool"),
         (job(hub={"repo_id": "no-namespace"}), "hub.repo_id", "user-or-org/name"),
         (job(hub={"repo_id": "a/b", "privat": True}), "hub.privat", "private"),
-        (job(dataloader={"shufle_tags": True}), "dataloader", "shuffle_tags"),
+        (job(dataloader={"shufle_tags": True}), "dataloader.shufle_tags", "shuffle_tags"),
         (job(dataloader={"caption_extension": "t x t"}), "dataloader.caption_extension", ".txt"),
         (job(dataloader=[{"type": "local"}]), "dataloader", "'id'"),
         (job(datset={"path": "/x"}), "datset", "dataset"),
@@ -142,3 +142,27 @@ def test_the_committed_flag_list_has_simpletuners_real_flags():
     assert len(flags) > 500
     assert "sdxl" in flags["model_family"]["choices"]
     assert "shuffle_tags" not in flags and "keep_tokens" not in flags
+
+
+@pytest.mark.parametrize(("fields", "field", "words"), [
+    ({"hub": {"repo_id": "a/b", "license": "apache2"}}, "hub.license", "apache-2.0"),
+    ({"hub": {"repo_id": "a/b", "tags": ["ok", "no spaces"]}}, "hub.tags", "each tag"),
+    ({"hub": {"repo_id": "a/b", "tags": [f"t{i}" for i in range(21)]}}, "hub.tags", "at most 20"),
+    ({"trigger_word": "x" * 101}, "trigger_word", "at most 100"),
+    ({"config": {"model_name": "a/b-xl", "validation_prompt": "p" * 2001}}, "config.validation_prompt", "limit"),
+    ({"config": {"model_name": "a/b-xl", "validation_prompt": "a\u0000b"}}, "config.validation_prompt", "control"),
+    ({"dataloader": {"repeats": "many"}}, "dataloader.repeats", "whole number"),
+    ({"dataloader": {"crop_style": "sideways"}}, "dataloader.crop_style", "center"),
+    ({"dataloader": {"caption_dropout_probability": 2}}, "dataloader.caption_dropout_probability", "between"),
+    ({"dataset": {"files": [{"url": "https://a/b.png", "caption": "one\ntwo"}]}}, "dataset.files.0.caption",
+     "one line"),
+])
+def test_values_have_types_bounds_and_plain_text(fields, field, words):
+    error = rejected(job(**fields))
+    assert error.field == field, error.errors
+    assert words in error.message, error.message
+
+
+def test_the_hub_license_list_is_data_and_other_is_accepted():
+    assert parse_job(job(hub={"repo_id": "a/b", "license": "openrail++", "tags": ["lora", "sdxl:base"]})).hub
+    assert parse_job(job(hub={"repo_id": "a/b", "license": "other"})).hub.license == "other"

@@ -219,6 +219,87 @@ def test_port_becomes_gradio_server_port_for_the_ui(tmp_path):
     assert dry_run(["ui"], both)["GRADIO_SERVER_PORT"] == "7001"
 
 
+# --- the start block (what RunPod's logs show) ------------------------------------------------------------------------
+
+SECRETS = {"HF_TOKEN": "hf_StartShTestToken0123456789abcdef", "BUCKET_SECRET_ACCESS_KEY": "bucket-secret-0123456789",
+           "UI_PASSWORD": "ui-password-0123456789"}
+
+
+def start_block(stderr: str) -> dict[str, str]:
+    """The one block of `start.sh:` lines printed at start, as key -> rest of the line; it must be one block."""
+    lines = [line.removeprefix("start.sh: ") for line in stderr.splitlines() if line.startswith("start.sh: ")]
+    opening = [i for i, line in enumerate(lines) if line.startswith("---- SimpleTuner LoRA trainer")]
+    assert len(opening) == 1, stderr
+    block = lines[opening[0] + 1:]
+    assert "----" in block, stderr
+    block = block[:block.index("----")]
+    return {line.split("=", 1)[0].split(" ", 1)[0].rstrip(":"): line for line in block}
+
+
+def installed_version(venv: Path, name: str) -> str:
+    done = subprocess.run([str(venv / "bin" / "python"), "-I", "-c",
+                           f"import importlib.metadata as m; print(m.version({name!r}))"],
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() if done.returncode == 0 else "absent"
+
+
+@pytest.mark.parametrize("face", ["worker", "ui"])
+def test_the_start_block_says_what_runs_on_what_and_where_the_cache_is(tmp_path, face):
+    (tmp_path / "no-volume").mkdir()  # a network volume is mounted
+    env = clean_env(tmp_path, ALLOW_CPU="1", START_DRY_RUN="1", DATA_DIR=str(tmp_path / "data"),
+                    HF_TOKEN=SECRETS["HF_TOKEN"], UI_PASSWORD=SECRETS["UI_PASSWORD"])
+    done = run([face], env)
+    assert done.returncode == 0, done.stderr
+    block = start_block(done.stderr)
+    assert block["face"] == f"face={face} (python -m {'app' if face == 'ui' else 'worker'})"
+    if not HAS_GPU:
+        assert block["gpu"].startswith("gpu=none (CPU allowed")
+    trainer = ROOT / ".venv-trainer"
+    versions = block["versions"]
+    assert f"runpod={installed_version(APP_VENV, 'runpod')} " in versions
+    assert f"gradio={installed_version(APP_VENV, 'gradio')} " in versions
+    assert f"simpletuner={installed_version(trainer, 'simpletuner')} " in versions
+    assert f"torch={installed_version(trainer, 'torch')} " in versions
+    assert f"python={sys.version_info.major}.{sys.version_info.minor}." in versions
+    if (trainer / "bin" / "python").exists():
+        torch_cuda = subprocess.run([str(trainer / "bin" / "python"), "-I", "-c",
+                                     "import torch; print(torch.version.cuda or 'cpu')"],
+                                    capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        assert f"torch_cuda={torch_cuda} " in versions
+    assert block["hf_home"].startswith(f"hf_home={tmp_path / 'no-volume'}/huggingface-cache (network volume")
+    assert " free)" in block["hf_home"]
+    assert block["data_dir"].startswith(f"data_dir={tmp_path / 'data'} ")
+    secrets = block["secrets"]
+    assert "HF_TOKEN set" in secrets and "BUCKET_SECRET_ACCESS_KEY not set" in secrets
+    assert ("UI_PASSWORD set" in secrets) == (face == "ui")
+    if face == "ui":
+        assert block["ui"] == "ui=http://127.0.0.1:7860"
+    for value in SECRETS.values():
+        assert value not in done.stdout + done.stderr
+
+
+def test_the_start_block_says_when_the_cache_is_lost_with_the_container(tmp_path):
+    env = clean_env(tmp_path, ALLOW_CPU="1", START_DRY_RUN="1", HF_HOME=str(tmp_path / "cache"),
+                    IMAGE_VERSION="v1.2.3")
+    stderr = run(["worker"], env).stderr
+    block = start_block(stderr)
+    assert block["hf_home"].startswith(f"hf_home={tmp_path / 'cache'} (no volume: base models are downloaded again")
+    assert "start.sh: ---- SimpleTuner LoRA trainer v1.2.3 ----" in stderr.splitlines()
+
+
+def test_the_start_block_works_without_the_envs_installed(tmp_path):
+    """A broken image still says what it is: absent packages read 'absent', and nothing fails."""
+    venv = tmp_path / "bare-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    env = clean_env(tmp_path, ALLOW_CPU="1", START_DRY_RUN="1", APP_VENV=str(venv),
+                    TRAINER_VENV=str(tmp_path / "no-trainer"))
+    done = run(["worker"], env)
+    assert done.returncode == 0, done.stderr
+    assert start_block(done.stderr)["versions"] == (
+        "versions: simpletuner=absent torch=absent torch_cuda=absent runpod=absent gradio=absent python=absent")
+
+
 # --- health ----------------------------------------------------------------------------------------------------------
 
 
@@ -295,6 +376,7 @@ def test_auto_mode_under_runpod_starts_the_worker_loop_which_takes_and_answers_a
             os.killpg(process.pid, signal.SIGTERM)
             output = process.communicate(timeout=30)[0].decode(errors="replace")
     assert "face=worker" in output, output[-3000:]
+    assert output.count("---- SimpleTuner LoRA trainer") == 1, "one start block, printed once"
     assert result["output"]["status"] == "dry_run", result
     assert result["output"]["preflight"]["images_usable"] == 8
 

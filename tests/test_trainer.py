@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core.errors import TrainingCancelled, TrainingError, TrainingTimeout
+from core.errors import JobCancelled, JobTimeout, TrainingError
 from core.events import CheckpointSaved, TrainerFailed, TrainerStage, TrainingProgress
 from core.pipeline import run_job
 from core.settings import Settings
@@ -83,11 +83,11 @@ def test_cancel_stops_training_within_seconds_and_keeps_checkpoints(tmp_path, ti
             cancelled_at.append(time.monotonic())
             cancel.set()
 
-    with pytest.raises(TrainingCancelled) as caught:
+    with pytest.raises(JobCancelled) as caught:
         run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel)
     stopped_after = time.monotonic() - cancelled_at[0]
     assert stopped_after < 8, stopped_after
-    assert caught.value.code == "cancelled"
+    assert caught.value.code == "cancelled" and caught.value.stage == "train"
     assert processes_working_in(tmp_path / "job") == []
     assert (tmp_path / "job" / "output" / "checkpoint-2" / "pytorch_lora_weights.safetensors").exists()
 
@@ -96,10 +96,10 @@ def test_cancel_stops_training_within_seconds_and_keeps_checkpoints(tmp_path, ti
 def test_the_time_limit_stops_training_with_a_clear_error(tmp_path, tiny_model, demo_dataset, settings):
     job = tiny_job(tiny_model, demo_dataset, timeout_s=3)
     started = time.monotonic()
-    with pytest.raises(TrainingTimeout) as caught:
+    with pytest.raises(JobTimeout) as caught:
         run_job(parse_job(job), tmp_path / "job", settings=settings)
     assert time.monotonic() - started < 15
-    assert "timeout_s=3" in caught.value.message and caught.value.code == "timeout"
+    assert "timeout_s=3" in caught.value.message and caught.value.code == "timeout" and caught.value.stage == "train"
     assert processes_working_in(tmp_path / "job") == []
 
 

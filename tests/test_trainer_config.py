@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import SpecError
 from core.jobdir import JobDir
 from core.spec import parse_job
 from core.trainer_config import build_trainer_files
@@ -72,3 +73,17 @@ def test_steps_or_epochs_lead_and_the_other_is_zero():
     assert (by_epochs["--num_train_epochs"], by_epochs["--max_train_steps"]) == (10, 0)
     by_steps = build_trainer_files(parse_job(tiny()), images_dir=IMAGES, job=JOB, device="cpu").config
     assert (by_steps["--num_train_epochs"], by_steps["--max_train_steps"]) == (0, 10)
+
+
+def test_a_native_list_reads_a_folder_inside_the_dataset_only(tmp_path):
+    images = tmp_path / "images"
+    (images / "portraits").mkdir(parents=True)
+    (images / "escape").symlink_to("/etc")
+    job = JobDir(tmp_path / "job")
+    spec = parse_job(tiny(dataloader=[{"id": "p", "instance_data_dir": "portraits"}]))
+    files = build_trainer_files(spec, images_dir=images, job=job, device="cpu")
+    assert files.backends[0]["instance_data_dir"] == str(images / "portraits")
+    linked = parse_job(tiny(dataloader=[{"id": "p", "instance_data_dir": "escape"}]))
+    with pytest.raises(SpecError) as caught:
+        build_trainer_files(linked, images_dir=images, job=job, device="cpu")
+    assert caught.value.field == "dataloader.0.instance_data_dir"

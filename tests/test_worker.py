@@ -24,13 +24,13 @@ import requests
 from core.demo import write_demo_dataset
 from core.errors import (
     DatasetError,
+    JobCancelled,
+    JobTimeout,
     SetupError,
     SpecError,
-    TrainingCancelled,
     TrainingError,
-    TrainingTimeout,
 )
-from core.events import CheckpointSaved, DownloadProgress, LogLine, StageEvent, TrainerStage, TrainingProgress
+from core.events import CheckpointSaved, DownloadProgress, StageEvent, TrainingProgress
 from core.settings import Settings
 from core.spec import parse_job
 from tests.conftest import ROOT, tiny_job
@@ -46,7 +46,7 @@ from worker.handler import (
     worker_settings,
 )
 from worker.output import error_as_text, error_output, job_output
-from worker.progress import ProgressReporter, describe
+from worker.progress import ProgressReporter
 
 HUB_TOKEN = "hf_WorkerTestToken0123456789abcdefXYZ"
 BUCKET_ENV = {"BUCKET_ENDPOINT_URL": "http://127.0.0.1:9", "BUCKET_ACCESS_KEY_ID": "key-id-123",
@@ -60,22 +60,6 @@ SEED_INPUT = {
 
 
 # -- status (worker/progress.py) ---------------------------------------------------------------------------------
-
-
-def test_each_stage_reads_as_a_user_would_say_it():
-    assert describe(StageEvent("dataset", "started"))["stage"] == "downloading"
-    assert describe(StageEvent("preflight", "started"))["stage"] == "checking"
-    assert describe(TrainerStage("init_cache_text_embeds_status_update", "running", "Text Embedding Caching"))[
-        "stage"] == "caching"
-    assert describe(TrainerStage("init_load_base_model", "running", "Loading base model")) == {
-        "stage": "loading", "message": "Loading base model"}
-    assert describe(StageEvent("publish", "started"))["stage"] == "publishing"
-    step = describe(TrainingProgress(step=3, total_steps=10, loss=0.123456789, eta_s=4.26, percent=30.0))
-    assert step == {"stage": "training", "message": "step 3/10", "step": 3, "total_steps": 10, "percent": 30.0,
-                    "loss": 0.123457, "eta_s": 4.3}
-    assert describe(LogLine("chatter")) is None
-    assert describe(TrainerStage("init_resume_checkpoint", "completed", "Resume Checkpoint")) is None  # every run
-    assert describe(TrainerStage("init_resume_checkpoint", "running", "Resume Checkpoint"))["stage"] == "loading"
 
 
 def test_the_status_keeps_the_latest_state_and_sends_only_changes():
@@ -148,7 +132,7 @@ def test_runpods_local_api_gets_the_same_error_payload_as_text():
 
 
 def test_cancel_timeout_and_a_bug_are_answered_as_such():
-    for stopped in (TrainingCancelled("training cancelled at step 3"), TrainingTimeout("time limit (timeout_s=5)")):
+    for stopped in (JobCancelled("cancelled during training at step 3"), JobTimeout("time limit (timeout_s=5)")):
         stopped.salvaged = {"status": "partial", "hub": {"url": "http://hub/u/r"}}
         answer = error_output(stopped)
         assert "refresh_worker" not in answer and "log_tail" not in answer["error"]

@@ -32,6 +32,8 @@ def main() -> None:
             entry["choices"] = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in action.choices]
         if action.nargs not in (None, 0):
             entry["nargs"] = str(action.nargs)
+        if action.help and action.help != argparse.SUPPRESS:
+            entry["help"] = " ".join(str(action.help).split())  # read by core/flag_policy.py's rules
         for opt in longs:
             flags[opt[2:]] = entry
     # The parser takes any string for --optimizer; the real names live in SimpleTuner's optimizer table.

@@ -21,7 +21,7 @@ def local_api(argv: list[str]) -> bool:
 
 def lazy_handler(name: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
     """worker.handler's `name`, imported with the first job: `import runpod` alone takes about 1.8 s here (1.1 s of it
-    py-cpuinfo, FACTS.md section 2), so the worker asks for its first job before loading pydantic and the core."""
+    py-cpuinfo, docs/runpod-notes.md), so the worker asks for its first job before loading pydantic and the core."""
 
     async def handler(job: dict[str, Any]) -> dict[str, Any]:
         from worker import handler as jobs

@@ -2,8 +2,8 @@
 
 Why an async function (not a generator, not a sync function), from runpod 1.12's code (FACTS.md section 2):
 - cancel: runpod stops a job by cancelling its asyncio task, which only reaches an async handler (CancelledError
-  at its `await`); a sync handler cannot be stopped. We then set the pipeline's cancel Event, which kills
-  SimpleTuner's process group, wait for that, and remove the job's folder.
+  at its `await`); a sync handler cannot be stopped. We then set the pipeline's Cancel, which stops the
+  running stage within seconds (a download, SimpleTuner's process group), wait for that, and remove the job's folder.
 - final output: a plain return value keeps our error shape and `refresh_worker`; a generator's error is turned into
   a string and its final output into the list of what it yielded, and `--test_input` does not iterate generators.
 - progress: `progress_update` (throttled, worker/progress.py) works the same from any handler, and `--rp_serve_api`
@@ -19,20 +19,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import shutil
 import sys
-import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.cancel import Cancel
 from core.errors import JobError, SetupError, SpecError
 from core.events import Event, EventSink, JobWarning
+from core.jobdir import job_folder
 from core.result import JobResult
+from core.secrets import job_secrets
 from core.settings import Settings
 from core.spec import CONFIG_SHORTHAND, JobSpec, StorageSpec, normalize_config, parse_job
 from worker.output import error_as_text, error_output, job_output
@@ -120,8 +120,7 @@ def check_destination(spec: JobSpec, *, env: Mapping[str, str], settings: Settin
 
 def job_directory(settings: Settings, job_id: str) -> Path:
     """DATA_DIR/jobs/<job id>, the id made safe as a folder name (and as the storage key's job part)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", job_id).strip("._-")[:100] or uuid.uuid4().hex
-    return settings.data_root / "jobs" / name
+    return job_folder(settings.data_root, job_id)
 
 
 def remove_job_dir(path: Path) -> None:
@@ -130,14 +129,6 @@ def remove_job_dir(path: Path) -> None:
 
     if path.exists():
         shutil.rmtree(path, onexc=report)
-
-
-def known_secrets(env: Mapping[str, str], spec: JobSpec | None = None) -> list[str]:
-    """Values no answer may contain: the endpoint's tokens and keys, and the job's own token."""
-    values = [env.get("HF_TOKEN"), env.get("BUCKET_SECRET_ACCESS_KEY"), env.get("BUCKET_ACCESS_KEY_ID")]
-    if spec and spec.hub and spec.hub.token:
-        values.append(spec.hub.token.get_secret_value())
-    return [value for value in values if value]
 
 
 def status_sender(job: Mapping[str, Any], env: Mapping[str, str]) -> Callable[[dict[str, Any]], None]:
@@ -156,11 +147,12 @@ def status_sender(job: Mapping[str, Any], env: Mapping[str, str]) -> Callable[[d
 
 
 def _run_pipeline(spec: JobSpec, workdir: Path, on_event: EventSink, *, settings: Settings,
-                  cancel: threading.Event) -> JobResult:
+                  cancel: Cancel) -> JobResult:
     """The blocking part, on its own thread; `cancel` stops it at any stage (core/pipeline.py)."""
-    from core.pipeline import run_job  # the dataset and publishing imports load with the first job, not at start
+    from core.pipeline import check_job, run_job  # the dataset and publishing imports load with the first job
 
-    return run_job(spec, workdir, on_event, settings=settings, cancel=cancel, allow_local_paths=False)
+    run = check_job if spec.dry_run else run_job
+    return run(spec, workdir, on_event, settings=settings, cancel=cancel, allow_local_paths=False)
 
 
 async def _wait_stopped(runner: asyncio.Future, *, limit_s: float) -> None:
@@ -178,7 +170,7 @@ async def _wait_stopped(runner: asyncio.Future, *, limit_s: float) -> None:
 
 async def run_pipeline(spec: JobSpec, workdir: Path, on_event: EventSink, *, settings: Settings) -> JobResult:
     """run_job on a thread; a cancelled task stops it (SimpleTuner's process group is killed) before it re-raises."""
-    cancel = threading.Event()
+    cancel = Cancel()
     runner = asyncio.ensure_future(asyncio.to_thread(_run_pipeline, spec, workdir, on_event, settings=settings,
                                                      cancel=cancel))
     try:
@@ -193,17 +185,17 @@ async def run_pipeline(spec: JobSpec, workdir: Path, on_event: EventSink, *, set
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """runpod's handler: one job in, its output (or {"error": ...}) out."""
     env = os.environ
-    secrets = known_secrets(env)
+    secrets = job_secrets(job.get("input"), env=env)  # a job refused unparsed still has its token hidden
     try:
         settings = worker_settings(env)
         spec = parse_job(with_defaults(job.get("input"), job_defaults(env)))
         spec, warnings = check_destination(spec, env=env, settings=settings)
     except JobError as error:
         return error_output(error, secrets=secrets)
-    secrets = known_secrets(env, spec)
+    secrets = job_secrets(spec, env=env, settings=settings)
     workdir = job_directory(settings, str(job.get("id") or ""))
     await asyncio.to_thread(remove_job_dir, workdir)  # a retried job id starts clean
-    reporter = ProgressReporter(send=status_sender(job, env))
+    reporter = ProgressReporter(send=status_sender(job, env), secrets=secrets)
     said: list[str] = []  # warnings the stages report as events (a resumed data order, a repo's visibility)
 
     def on_event(event: Event) -> None:
@@ -214,7 +206,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     publisher = asyncio.create_task(reporter.run())
     try:
         result = await run_pipeline(spec, workdir, on_event, settings=settings)
-        return job_output(result, warnings=[*warnings, *said])
+        return job_output(result, warnings=[*warnings, *said], secrets=secrets)
     except JobError as error:
         return error_output(error, secrets=secrets)
     except Exception as error:  # a bug of ours: answer it like any failure, with a fresh worker next

@@ -12,51 +12,53 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from core.errors import JobError, TrainingCancelled, TrainingError, TrainingTimeout
+from core.errors import JobCancelled, JobError, JobTimeout, TrainingError
 from core.result import JobResult
-from core.secrets import mask_secret_values, redact
+from core.secrets import scrub
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_CHARS = 4000
 
 
-def job_output(result: JobResult, *, warnings: Iterable[str] = ()) -> dict[str, Any]:
-    """A finished job (trained and published, or a dry run) as the API returns it."""
+def job_output(result: JobResult, *, warnings: Iterable[str] = (),
+               secrets: Iterable[str | None] = ()) -> dict[str, Any]:
+    """A finished job (trained and published, or a dry run) as the API returns it. Its messages (warnings, the
+    preflight report) and a dry run's trainer files are scrubbed of `secrets`; its URLs (the Hub's, storage's
+    presigned ones) are what the job asked for and stay whole."""
     output = result.to_output()
-    output["warnings"] = list(dict.fromkeys([*output.get("warnings", []), *warnings]))
+    known = [s for s in secrets if s]
+    output["warnings"] = list(dict.fromkeys(_clean(str(w), known) for w in [*output.get("warnings", []), *warnings]))
+    for name in ("preflight", "trainer_files"):
+        if name in output:
+            output[name] = scrub(output[name], secrets=known)
     return output
 
 
 def needs_fresh_worker(error: BaseException) -> bool:
     """A trainer crash or a bug of ours: the next job should not run in this process."""
-    if isinstance(error, (TrainingCancelled, TrainingTimeout)):
+    if isinstance(error, (JobCancelled, JobTimeout)):
         return False
     return isinstance(error, TrainingError) or not isinstance(error, JobError)
 
 
 def _clean(text: str, secrets: list[str]) -> str:
-    return mask_secret_values(redact(text, secrets))
+    return scrub(text, secrets=secrets)
 
 
 def error_output(error: BaseException, *, secrets: Iterable[str | None] = ()) -> dict[str, Any]:
     """The error answer for any failure: a JobError's own payload, or an internal error naming the exception.
 
-    Messages are scrubbed of the given secrets and of anything that looks like a token."""
-    known = [s for s in secrets if s]
+    All of it (message, per-field errors, preflight report, log tail) is scrubbed of the given secrets and of
+    anything that looks like one (tokens, URL credentials)."""
     if isinstance(error, JobError):
         payload = error.to_payload()
     else:
         payload = {"code": "internal_error", "stage": "worker", "field": None,
                    "message": f"the worker failed: {type(error).__name__}: {error}"}
-    payload["message"] = _clean(str(payload.get("message") or ""), known)
-    if isinstance(payload.get("errors"), list):
-        payload["errors"] = [{**item, "message": _clean(str(item.get("message", "")), known)}
-                             for item in payload["errors"] if isinstance(item, dict)]
     if isinstance(error, TrainingError) and needs_fresh_worker(error) and error.log_tail:
         # The job's folder is removed after the job: the end of SimpleTuner's log is the only trace left.
-        tail = "\n".join(error.log_tail.splitlines()[-LOG_TAIL_LINES:])[-LOG_TAIL_CHARS:]
-        payload["log_tail"] = _clean(tail, known)
-    answer: dict[str, Any] = {"error": payload}
+        payload["log_tail"] = "\n".join(error.log_tail.splitlines()[-LOG_TAIL_LINES:])[-LOG_TAIL_CHARS:]
+    answer: dict[str, Any] = {"error": scrub(payload, secrets=[s for s in secrets if s])}
     if needs_fresh_worker(error):
         answer["refresh_worker"] = True
     return answer

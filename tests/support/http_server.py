@@ -5,13 +5,16 @@
         server.drop_halfway["data.zip"] = 1      # the next 1 GET sends half the body, then closes the socket
         server.fail_status["x"] = [503, 503]     # the next two GETs of x answer 503
         server.redirects["old"] = "/data.zip"    # 302
+        server.trickle["data.zip"] = 200         # the body at 200 bytes/s (0: headers, then not one byte)
         server.requests                          # [(method, path, Range header or None), ...]
 """
 
 from __future__ import annotations
 
 import re
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,8 @@ class FileServer(LoopbackServer):
         self.drop_halfway: dict[str, int] = {}
         self.fail_status: dict[str, list[int]] = {}
         self.redirects: dict[str, str] = {}
+        self.trickle: dict[str, float] = {}
+        self.closing = threading.Event()
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
 
@@ -96,6 +101,9 @@ class _Handler(QuietHandler):
         self.end_headers()
         if not body:
             return
+        if name in self.server.trickle:
+            self._trickle(path, start=start, count=length, rate=self.server.trickle[name])
+            return
         drop = bool(self._take(self.server.drop_halfway, name))
         count = length // 2 if drop else length
         with path.open("rb") as handle:
@@ -109,6 +117,23 @@ class _Handler(QuietHandler):
             self.close_connection = True
             self.connection.shutdown(2)
 
+    def _trickle(self, path: Path, *, start: int, count: int, rate: float, limit_s: float = 120.0) -> None:
+        """Send the body at `rate` bytes/s in ten pieces a second (0: none at all) until it is sent, the client goes
+        away, the server closes, or `limit_s` passes."""
+        piece = max(1, int(rate / 10)) if rate > 0 else 0
+        ends = time.monotonic() + limit_s
+        with path.open("rb") as handle:
+            handle.seek(start)
+            while count > 0 and time.monotonic() < ends and not self.server.closing.is_set():
+                readable, _, _ = select.select([self.connection], [], [], 0.1)
+                if readable:
+                    break  # the client closed its end (or sent another request): it is gone
+                if piece:
+                    data = handle.read(min(piece, count))
+                    self.connection.sendall(data)
+                    count -= len(data)
+        self.close_connection = True
+
     def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
@@ -121,5 +146,8 @@ class _Handler(QuietHandler):
 def serve_files(root: Path, *, ranges: bool = True) -> Iterator[FileServer]:
     """Serve `root` on 127.0.0.1 (a free port) for the duration of the block."""
     with serving(FileServer(root, ranges=ranges), name="test-http") as server:
-        yield server
+        try:
+            yield server
+        finally:
+            server.closing.set()  # ends any trickling response
 

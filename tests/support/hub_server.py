@@ -1,6 +1,6 @@
 """A local stand-in for the Hugging Face Hub's write and read API, for the real huggingface_hub client.
 
-No open-source server implements the Hub's write API (FACTS.md section 3), so the tests run this one: a
+No open-source server implements the Hub's write API (docs/hub-and-s3.md), so the tests run this one: a
 stdlib ThreadingHTTPServer on 127.0.0.1 that speaks the endpoints huggingface_hub 2.4 uses with xet disabled
 (whoami-v2, repos/create, repo info, validate-yaml, preupload, LFS batch + PUT + verify, ndjson commit, tree,
 resolve), for model repos (`/api/models/{repo}...`, `/{repo}/resolve/...`) and dataset repos

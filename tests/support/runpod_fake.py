@@ -1,4 +1,4 @@
-"""A local stand-in for RunPod's job API, for runpod's real worker loop (FACTS.md section 2 lists the calls).
+"""A local stand-in for RunPod's job API, for runpod's real worker loop (docs/runpod-notes.md lists the calls).
 
 The worker (`python -m worker` with `fake.env`) takes jobs from here, posts progress and results here, and long-polls
 here for stop signals, exactly as it would on RunPod:

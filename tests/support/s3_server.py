@@ -1,4 +1,4 @@
-"""A real S3 API for tests: `moto_server` in a subprocess on a free loopback port (FACTS.md section 4).
+"""A real S3 API for tests: `moto_server` in a subprocess on a free loopback port.
 
     with moto_s3() as s3:
         s3.env          # BUCKET_ENDPOINT_URL / BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY for that server

@@ -1,0 +1,168 @@
+"""One job's status as a user reads it, folded from its events: the one model every face shows.
+
+`apply(status, event)` is a pure reducer over the typed events of core/events.py; each face keeps only its
+presentation (the worker's throttled RunPod status, the UI's progress bar, the CLI's lines). `summary` is the one
+line the worker's log and the CLI print.
+
+Stages a user sees: downloading (dataset, checkpoint to resume, base model), checking (preflight, trainer config),
+loading (SimpleTuner starting), caching (text embeds, VAE latents), training, validating, publishing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from core.events import (
+    CheckpointSaved,
+    DownloadProgress,
+    Event,
+    StageEvent,
+    TrainerFailed,
+    TrainerStage,
+    TrainingProgress,
+    ValidationImage,
+)
+from core.secrets import mask_secret_values
+
+# The pipeline's stages (core/pipeline.py) as a user reads them, with what the status says when one starts.
+# A stage missing here shows under its own name.
+PIPELINE_STAGES: dict[str, tuple[str, str]] = {
+    "setup": ("loading", "preparing the job"),
+    "dataset": ("downloading", "staging the dataset"),
+    "preflight": ("checking", "checking the dataset"),
+    "configure": ("checking", "writing the SimpleTuner config"),
+    "resume": ("downloading", "fetching the checkpoint to resume"),
+    "model": ("downloading", "downloading the base model"),
+    "train": ("loading", "starting SimpleTuner"),
+    "publish": ("publishing", "publishing the LoRA"),
+    "upload": ("publishing", "uploading the outputs"),
+}
+# Fields that only mean something during one stage: cleared when the status leaves it.
+STAGE_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"downloading": ("bytes_done", "bytes_total")}
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where a job stands. Messages have URL credentials and secret-looking values masked; a face still redacts
+    the job's own known secrets (core/secrets.py scrub) before showing one."""
+
+    stage: str = "starting"
+    """As a user reads it: starting, downloading, checking, loading, caching, training, validating, publishing."""
+    pipeline_stage: str = ""
+    """The pipeline's own name for the stage running (dataset, train, ...): what an error payload's stage says."""
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    eta_s: float | None = None
+    percent: float | None = None
+    """SimpleTuner's own percentage of the training, when it says one."""
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status as JSON: fields not known yet are left out; floats rounded to what a person reads."""
+        data = asdict(self)
+        data.pop("pipeline_stage")
+        for name, digits in (("loss", 6), ("eta_s", 1), ("percent", 1)):
+            if data[name] is not None:
+                data[name] = round(data[name], digits)
+        return {key: value for key, value in data.items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
+        """The status a to_dict() (or a RunPod status payload) holds; other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def trainer_stage(key: str) -> str | None:
+    """SimpleTuner's lifecycle stage key -> the stage a user sees (None: it does not change the stage)."""
+    if "validation" in key:
+        return "validating"
+    if "cach" in key or "embed" in key or "data_backend" in key:
+        return "caching"
+    if "checkpoint_save" in key or "model_save" in key or key == "training_complete":
+        return "training"
+    if key.startswith("init"):
+        return "loading"
+    return None
+
+
+def apply(status: JobStatus, event: Event) -> JobStatus:
+    """The status after `event`; the same object when the event changes nothing a user sees."""
+    if isinstance(event, TrainingProgress):
+        # A step without a loss or ETA keeps the last one known.
+        return _moved(status, "training", step=event.step, total_steps=event.total_steps,
+                      message=f"step {event.step}/{event.total_steps}",
+                      loss=status.loss if event.loss is None else event.loss,
+                      eta_s=status.eta_s if event.eta_s is None else event.eta_s,
+                      percent=status.percent if event.percent is None else event.percent)
+    if isinstance(event, StageEvent):
+        stage, opening = PIPELINE_STAGES.get(event.stage, (event.stage, event.stage))
+        if event.status == "started":
+            return _moved(status, stage, pipeline_stage=event.stage, message=_clean(event.message) or opening)
+        if event.status == "failed":
+            return replace(status, message=f"{event.stage} failed: {_clean(event.message)}")
+        return replace(status, message=_clean(event.message)) if event.message else status
+    if isinstance(event, DownloadProgress):
+        return _moved(status, "downloading", message=f"downloading {_clean(event.source)}",
+                      bytes_done=event.bytes_done, bytes_total=event.bytes_total)
+    if isinstance(event, TrainerStage):
+        if "resume" in event.key:
+            # SimpleTuner reports this stage on every run; only "running" means it really resumes a checkpoint.
+            return _moved(status, "loading", message="resuming from the checkpoint") \
+                if event.status == "running" else status
+        message = _clean(event.label) or event.key.replace("_", " ")
+        return _moved(status, trainer_stage(event.key) or status.stage, message=message)
+    if isinstance(event, CheckpointSaved):
+        return replace(status, message=f"saved checkpoint-{event.step}" if event.step is not None
+                       else "saved a checkpoint")
+    if isinstance(event, ValidationImage):
+        return replace(status, message=f"validation image at step {event.step}")
+    if isinstance(event, TrainerFailed):
+        return replace(status, message=_clean(event.title))
+    return status
+
+
+def summary(status: JobStatus, *, elapsed_s: float | None = None) -> str:
+    """One line for a person at a terminal or reading a log: `[training] step 3/10 loss=0.1234 eta=12s`."""
+    parts = [f"[{status.stage}] {status.message}".rstrip()]
+    if transferred(status):
+        parts.append(transferred(status))
+    if status.loss is not None and status.stage in ("training", "validating"):
+        parts.append(f"loss={status.loss:.4f}")
+    if status.eta_s is not None and status.stage == "training":
+        parts.append(f"eta={status.eta_s:.0f}s")
+    if elapsed_s is not None:
+        parts.append(f"elapsed={elapsed_s:.0f}s")
+    return " ".join(parts)
+
+
+def transferred(status: JobStatus) -> str:
+    """'12.0 MB/100.0 MB' while a download runs (its total when known); '' otherwise."""
+    if status.stage != "downloading" or status.bytes_done is None:
+        return ""
+    total = f"/{human_size(status.bytes_total)}" if status.bytes_total else ""
+    return f"{human_size(status.bytes_done)}{total}"
+
+
+def human_size(size: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _moved(status: JobStatus, stage: str, **changes: Any) -> JobStatus:
+    """`status` in `stage` with `changes`; the fields of the stage it leaves are cleared."""
+    if stage != status.stage:
+        for name in STAGE_ONLY_FIELDS.get(status.stage, ()):
+            changes.setdefault(name, None)
+    return replace(status, stage=stage, **changes)
+
+
+def _clean(text: str) -> str:
+    # Sources and SimpleTuner's messages may hold presigned URLs or tokens: masked before any face sees them.
+    return mask_secret_values(text) if text else text

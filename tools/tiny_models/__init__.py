@@ -1,0 +1,6 @@
+"""Tiny random models, one module per SimpleTuner model family, each with `build(out: Path)`.
+
+Only tools/build_tiny_model.py imports this package, in the trainer env (diffusers, transformers, tokenizers).
+"""
+
+FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan")
