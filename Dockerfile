@@ -42,10 +42,12 @@ RUN "$APP_VENV/bin/uv" venv -q --python /usr/bin/python3.12 "$TRAINER_VENV" \
         -r /tmp/requirements/requirements-trainer.txt -c /tmp/requirements/requirements-trainer.lock \
         -c /tmp/requirements/requirements-trainer-cuda.lock "simpletuner[${TRAINER_EXTRA}]"
 
-# The app env: the faces' runtime packages (no test tools), with the tomlkit override (see the Makefile).
-COPY requirements.txt requirements-overrides.txt /tmp/requirements/
+# The app env: the faces' runtime packages (no test tools) at the versions of requirements-app.lock, with the
+# tomlkit override (see the Makefile).
+COPY requirements.txt requirements-app.lock requirements-overrides.txt /tmp/requirements/
 RUN "$APP_VENV/bin/uv" pip install -q --compile-bytecode --python "$APP_VENV/bin/python" \
-        -r /tmp/requirements/requirements.txt --override /tmp/requirements/requirements-overrides.txt
+        -r /tmp/requirements/requirements.txt -c /tmp/requirements/requirements-app.lock \
+        --override /tmp/requirements/requirements-overrides.txt
 
 # Runtime defaults. No token here: HF_TOKEN comes from the pod's or endpoint's secrets at run time.
 # TRAINER_ONLINE=1: the image downloads base models from the Hub (so no HF_HUB_OFFLINE); telemetry stays off.

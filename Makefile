@@ -6,7 +6,7 @@ APP_VENV := $(CURDIR)/.venv
 UV := $(APP_VENV)/bin/uv
 export TRAINER_VENV
 
-.PHONY: setup app-env trainer-env browser test test-fast test-train run lint actionlint trainer-lock flags clean
+.PHONY: setup app-env trainer-env browser test test-fast test-train gpu-check run lint actionlint trainer-lock app-lock flags clean
 
 setup: app-env trainer-env
 
@@ -14,12 +14,16 @@ app-env: $(APP_VENV)/.installed
 trainer-env: $(TRAINER_VENV)/.installed
 
 # uv, not pip: gradio 6 and runpod 1.12 disagree on tomlkit; requirements-overrides.txt says why and pins it.
-$(APP_VENV)/.installed: requirements.txt requirements-dev.txt requirements-overrides.txt
+$(UV):
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: set PYTHON312=/path/to/python3.12"; exit 1; }
 	test -x $(APP_VENV)/bin/python || $(PYTHON312) -m venv $(APP_VENV)
 	test -x $(UV) || $(APP_VENV)/bin/pip install -q uv==0.13.8
+
+# Every package pinned by requirements-app.lock (as the trainer env by its lock); a requirement the lock disagrees
+# with fails here: run `make app-lock`.
+$(APP_VENV)/.installed: requirements.txt requirements-dev.txt requirements-overrides.txt requirements-app.lock | $(UV)
 	$(UV) pip install -q --python $(APP_VENV)/bin/python -r requirements.txt -r requirements-dev.txt \
-		--override requirements-overrides.txt
+		-c requirements-app.lock --override requirements-overrides.txt
 	touch $@
 
 $(TRAINER_VENV)/.installed: requirements-trainer.txt requirements-trainer.lock | $(APP_VENV)/.installed
@@ -34,14 +38,16 @@ browser:
 test: setup browser
 	$(APP_VENV)/bin/python -m pytest
 
+# Without the trainer env: tests that run it are marked trainer_env or training (pytest.ini).
 test-fast: app-env
-	$(APP_VENV)/bin/python -m pytest -m "not training and not browser"
+	$(APP_VENV)/bin/python -m pytest -m "not training and not trainer_env and not browser"
 
 test-train: setup
 	$(APP_VENV)/bin/python -m pytest -m training
 
 lint: app-env
 	$(APP_VENV)/bin/ruff check .
+	$(APP_VENV)/bin/mypy
 
 # The GitHub workflows (actionlint from requirements-dev.txt; the env's shellcheck checks their `run:` scripts).
 actionlint: app-env
@@ -52,12 +58,25 @@ flags: trainer-env
 	$(TRAINER_VENV)/bin/python -P tools/dump_simpletuner_flags.py 2>/dev/null > core/data/simpletuner_flags.json.new
 	mv core/data/simpletuner_flags.json.new core/data/simpletuner_flags.json
 
+# The app env's lock: requirements.txt + requirements-dev.txt resolved for the image's platform (Python 3.12,
+# x86_64 Linux) with the overrides applied. Needs PyPI.
+app-lock: | $(UV)
+	{ echo "# Every package of the app env: requirements.txt + requirements-dev.txt with requirements-overrides.txt,"; \
+	  echo "# resolved for Python 3.12 on x86_64 Linux (used as constraints). Regenerate: make app-lock"; \
+	  $(UV) pip compile requirements.txt requirements-dev.txt --override requirements-overrides.txt \
+	    --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header -q; } > requirements-app.lock
+
 trainer-lock: trainer-env
 	{ echo "# Every package of the trainer env, frozen from a working install (used as constraints). Regenerate: make trainer-lock"; \
 	  $(UV) pip freeze --python $(TRAINER_VENV)/bin/python | grep -v -i '^simpletuner=='; } > requirements-trainer.lock
 	{ echo "# The image's trainer env (SimpleTuner's cuda13 extra) resolved against requirements-trainer.lock. Regenerate: make trainer-lock"; \
 	  printf 'simpletuner[cuda13]==4.10.1\ntransformers==5.22.2\n' | $(UV) pip compile - -c requirements-trainer.lock \
 	    --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --no-annotate -q; } > requirements-trainer-cuda.lock
+
+# On a CUDA machine: each tiny family trains a few steps with the CUDA recipe on 1 GPU, then on all; a table of step
+# time, peak VRAM and pass/fail (bench/gpu_check.py; ARGS="--dry-run" prints the plan, "--families sdxl,flux").
+gpu-check: setup
+	$(APP_VENV)/bin/python bench/gpu_check.py $(ARGS)
 
 PORT ?= 7860
 run: setup

@@ -11,7 +11,7 @@ from pathlib import Path
 # Run as a script, Python puts .runpod/ first on sys.path; the project's packages sit one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.__main__ import main  # noqa: E402  (needs the path above)
+from worker.__main__ import main  # after the path above
 
 if __name__ == "__main__":
     main()

@@ -125,9 +125,9 @@ def bind(tab: ConfigTab, *, form: FormView, settings: Settings) -> None:
 
     imported = [*form.outputs, tab.import_status]
     tab.import_button.click(import_job, [tab.import_text, tab.import_file], imported, api_name="import_job") \
-        .success(lambda: form.error_updates({}) + [""], None, form.error_outputs, api_visibility="private")
+        .success(lambda: [*form.error_updates({}), ""], None, form.error_outputs, api_visibility="private")
     tab.import_file.upload(import_job, [tab.import_text, tab.import_file], imported, api_visibility="private") \
-        .success(lambda: form.error_updates({}) + [""], None, form.error_outputs, api_visibility="private")
+        .success(lambda: [*form.error_updates({}), ""], None, form.error_outputs, api_visibility="private")
 
     @surface
     def export_job(**values: Any) -> tuple[str, str]:

@@ -7,6 +7,11 @@ captions as they were. A URL's credentials (user info, presigned signatures, tok
 are never recorded in source.json nor quoted in an error. Thumbnails are made on demand for the page asked for (a
 few in parallel) and in the background for the rest, and cached on disk, so a page of a 1,000-image dataset shows
 in well under a second.
+
+Auto-captioning runs the core's caption model (core/captioning.py, a trainer-env subprocess) in the background, one
+run at a time; the page polls its status. `captions.json` records each caption's origin: `edited` (saved by hand
+for one image) or `generated`. A caption edited by hand is never overwritten by an auto-caption run, whatever its
+mode; only that image's own *Regenerate* replaces it.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from core.archive import IMAGE_SUFFIXES, archive_kind
-from core.dataset import Manifest, caption_options, stage_dataset
+from core.cancel import Cancel
+from core.caption_spec import CaptioningSpec
+from core.captioning import OWN_CAPTIONS, finish_caption, generate_captions
+from core.dataset import CaptionOptions, Manifest, caption_options, clean_caption, stage_dataset
 from core.errors import DatasetError, JobError
-from core.events import EventSink, ignore_event
+from core.events import Event, EventSink, ignore_event
 from core.pipeline import hub_token
 from core.secrets import mask_secret_values, redact, url_credentials
 from core.settings import Settings
 from core.spec import DataloaderOptions, DatasetSpec, JobSpec
+from core.status import JobStatus, apply, summary
 
 THUMB_SIZE = 256
 PAGE_SIZE = 24
@@ -58,7 +67,7 @@ class Page:
 def stage(spec: JobSpec, dest: Path, *, settings: Settings, on_event: EventSink = ignore_event) -> Manifest:
     """The app's one call into the core's staging (every load comes through here)."""
     with url_credentials_hidden(spec):
-        return stage_dataset(spec.dataset, dest, captions=caption_options(spec), token=hub_token(spec, settings),
+        return stage_dataset(spec.source, dest, captions=caption_options(spec), token=hub_token(spec, settings),
                              settings=settings, on_event=on_event)
 
 
@@ -105,6 +114,39 @@ def make_thumbnail(image: Path, *, folder: Path, size: int = THUMB_SIZE) -> Path
     return target
 
 
+class CaptionRun:
+    """One auto-caption run in the background: its status (core/status.py folds its events) and its stop switch."""
+
+    def __init__(self, *, model: str, names: list[str]):
+        self.model, self.names = model, names
+        self.cancel = threading.Event()
+        self.state = "running"
+        """running | done | failed | cancelled."""
+        self.error = ""
+        self._status = JobStatus(stage="captioning", message=f"starting {model}")
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            self._status = apply(self._status, event)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def line(self) -> str:
+        """The status line: `[captioning] captioned 3/8 images eta=12s`, or how the run ended."""
+        with self._lock:
+            status = self._status
+        if self.state == "done":
+            return f"Captioned {len(self.names)} images with {self.model}."
+        if self.state == "cancelled":
+            return f"Auto-caption stopped after {status.images_done or 0} of {len(self.names)} images."
+        if self.state == "failed":
+            return f"Auto-caption failed: {self.error}"
+        return summary(status)
+
+
 class DatasetStore:
     """The curated dataset folder. Methods are safe to call from several requests at once."""
 
@@ -114,6 +156,7 @@ class DatasetStore:
         self.max_upload_bytes = max_upload_bytes
         """The most bytes one upload (all its files together) may hold; None: no limit."""
         self._lock = threading.Lock()
+        self._captioning: CaptionRun | None = None
         self._generation = 0
         """Counts loads: a background warmer of an older load stops when it changes."""
         for leftover in settings.data_root.glob("dataset.*-*"):  # of a load cut short by a restart
@@ -156,12 +199,18 @@ class DatasetStore:
         """Replace the curated dataset with `dataset`'s images and captions (no trigger word applied: that is
         the job's business at training time). Staged into a new folder first: when staging fails, nothing of the
         current dataset changes."""
+        if self.captioning_busy():
+            raise DatasetError("auto-caption is running: stop it or wait for it before loading another dataset",
+                               field="dataset")
         spec = JobSpec.model_construct(dataset=dataset, dataloader=DataloaderOptions(), trigger_word=None,
                                        hub=None, config={})
         staging = self.settings.data_root / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         try:
             manifest = stage(spec, staging, settings=self.settings, on_event=on_event)
             (staging / "source.json").write_text(json.dumps(self._source_of(dataset)))
+            # Images that came without a caption hold their file name: what auto-caption's `missing` mode replaces.
+            fallbacks = {e.path.name: "file_name" for e in manifest.images if e.caption_source not in OWN_CAPTIONS}
+            (staging / "captions.json").write_text(json.dumps(fallbacks))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -252,6 +301,10 @@ class DatasetStore:
     def save_caption(self, name: str, text: str) -> Path:
         """Write `text` as the caption of image `name`. A dataset from a URL or HF repo now differs from its
         source, so the job's dataset becomes this folder."""
+        return self._write_caption(name, text, origin="edited")
+
+    def _write_caption(self, name: str, text: str, *, origin: str | None) -> Path:
+        """Write one caption (atomically) and record its origin (None: keep the one recorded)."""
         if "\x00" in text:
             raise DatasetError("a caption cannot contain NUL characters", field="caption")
         target = self.image_path(name).with_suffix(".txt")
@@ -259,9 +312,116 @@ class DatasetStore:
             partial = target.with_suffix(".txt.part")
             partial.write_text(text.strip() + "\n", encoding="utf-8")
             os.replace(partial, target)
+            if origin is not None:
+                origins = self.origins()
+                origins[name] = origin
+                (self.root / "captions.json").write_text(json.dumps(origins))
             if "path" not in self.source():
                 self._set_source({"path": str(self.images_dir)})
         return target
+
+    def origins(self) -> dict[str, str]:
+        """Image name -> where its caption came from, when not from the loaded dataset: file_name (it had none),
+        edited (by hand), generated."""
+        file = self.root / "captions.json"
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    # -- auto-caption ------------------------------------------------------------------------------------------------
+
+    def to_caption(self, mode: str) -> list[str]:
+        """The images an auto-caption run in `mode` captions: never one edited by hand; in `missing` mode only
+        those without a caption."""
+        edited = {name for name, origin in self.origins().items() if origin == "edited"}
+        names = [image.name for image in self.images() if image.name not in edited]
+        if mode == "all":
+            return names
+        fallbacks = {name for name, origin in self.origins().items() if origin == "file_name"}
+        return [name for name in names if name in fallbacks or not self.caption(name)]
+
+    def captioning_busy(self) -> bool:
+        return self._captioning is not None and self._captioning.running
+
+    def captioning(self) -> CaptionRun | None:
+        """The latest auto-caption run (running or finished), if any."""
+        return self._captioning
+
+    def start_captioning(self, captioning: CaptioningSpec, *, names: list[str] | None = None) -> CaptionRun:
+        """Caption `names` (default: what `captioning.mode` selects) in the background; one run at a time."""
+        names = self.to_caption(captioning.mode) if names is None else [self.image_path(n).name for n in names]
+        with self._lock:
+            if self.captioning_busy():
+                raise DatasetError("auto-caption is already running: wait for it or stop it", field="captioning")
+            if not names:
+                raise DatasetError("no image to caption: every image has a caption (or was edited by hand); choose "
+                                   "mode 'all' to replace the generated ones", field="captioning.mode")
+            run = self._captioning = CaptionRun(model=captioning.model, names=names)
+        threading.Thread(target=self._caption, args=(run, captioning), name="auto-caption", daemon=True).start()
+        return run
+
+    def stop_captioning(self) -> None:
+        if self._captioning is not None:
+            self._captioning.cancel.set()
+
+    def _caption(self, run: CaptionRun, captioning: CaptioningSpec) -> None:
+        plain = CaptionOptions(trigger_word=None)  # the trigger word is the job's business, at training time
+
+        def write(index: int, text: str) -> None:
+            self._write_caption(run.names[index], finish_caption(text, prefix=captioning.prefix, captions=plain),
+                                origin="generated")
+
+        token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else None
+        try:
+            generate_captions([self.images_dir / name for name in run.names], captioning, settings=self.settings,
+                              token=token, on_event=run.on_event, cancel=Cancel(event=run.cancel),
+                              log=self.root / "caption.log", on_caption=write)
+            run.state = "done"
+        except JobError as error:
+            run.state, run.error = ("cancelled" if error.code in ("cancelled", "timeout") else "failed"), str(error)
+        except Exception as error:  # never a silent dead thread: the status line says it
+            logger.exception("auto-caption failed")
+            run.state, run.error = "failed", f"{type(error).__name__}: {error}"
+
+    # -- bulk tools --------------------------------------------------------------------------------------------------
+
+    def replace_in_captions(self, find: str, replacement: str) -> int:
+        """Replace `find` (plain text, case-sensitive) in every caption; the number of captions changed."""
+        if not find:
+            raise DatasetError("give the text to find", field="find")
+        return self._rewrite(lambda text: text.replace(find, replacement))
+
+    def add_tag(self, tag: str, *, at_start: bool = False) -> int:
+        """Add `tag` to every caption that lacks it (comma-separated), at the start or the end."""
+        tag = _tag(tag)
+        def add(text: str) -> str:
+            if tag.lower() in (part.strip().lower() for part in text.split(",")):
+                return text
+            return ", ".join(part for part in ((tag, text) if at_start else (text, tag)) if part)
+        return self._rewrite(add)
+
+    def remove_tag(self, tag: str) -> int:
+        """Remove the comma-separated tag `tag` (any case) from every caption."""
+        tag = _tag(tag).lower()
+        return self._rewrite(lambda text: ", ".join(p.strip() for p in text.split(",")
+                                                    if p.strip() and p.strip().lower() != tag))
+
+    def _rewrite(self, change: Any) -> int:
+        if self.captioning_busy():
+            raise DatasetError("auto-caption is running: wait for it before editing captions", field="captioning")
+        changed = 0
+        for image in self.images():
+            before = self.caption(image.name)
+            after = clean_caption(change(before))
+            if after != before:
+                self._write_caption(image.name, after, origin=None)
+                changed += 1
+        return changed
+
+
+def _tag(tag: str) -> str:
+    tag = " ".join((tag or "").split())
+    if not tag or "," in tag:
+        raise DatasetError("give one tag (no commas)", field="tag")
+    return tag
 
 
 def _megabytes(size: int) -> str:

@@ -1,5 +1,6 @@
 """Dataset tab: load (upload, URL, HF dataset repo, demo), a paginated captioned gallery, caption editing, the
-trigger word, and the preflight check."""
+trigger word, the preflight check, auto-caption (a background run the page polls once a second) and bulk caption
+tools (find/replace, add/remove a tag, regenerate one image)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from app.form_view import FormView
 from app.job_form import spec_from_form
 from app.run import new_run_id
 from app.state import RunRegistry
+from core.cache import Cache
+from core.caption_spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
 from core.demo import write_demo_dataset
-from core.errors import DatasetError, JobError, PreflightError
+from core.errors import DatasetError, JobError, PreflightError, SpecError
 from core.jobdir import job_folder
 from core.pipeline import check_job
 from core.secrets import url_credentials
@@ -54,6 +57,54 @@ class DatasetTab:
     preview: gr.Image
     caption: gr.Textbox
     save_button: gr.Button
+    captioner: CaptionControls
+
+
+@dataclass
+class CaptionControls:
+    model: gr.Dropdown
+    mode: gr.Radio
+    style: gr.Radio
+    prefix: gr.Textbox
+    start_button: gr.Button
+    stop_button: gr.Button
+    status: gr.Markdown
+    timer: gr.Timer
+    find: gr.Textbox
+    replacement: gr.Textbox
+    replace_button: gr.Button
+    tag: gr.Textbox
+    add_tag_button: gr.Button
+    remove_tag_button: gr.Button
+    regenerate_button: gr.Button
+
+
+def build_caption_controls() -> CaptionControls:
+    """Auto-caption and the bulk tools, in an accordion under the loading controls."""
+    with gr.Accordion("Auto-caption and bulk edit", open=False):
+        model = gr.Dropdown(list(CAPTION_MODELS), value=DEFAULT_CAPTION_MODEL, allow_custom_value=True,
+                            label="Caption model", info="A name, a Hub model id, or a local model folder")
+        with gr.Row():
+            mode = gr.Radio(["missing", "all"], value="missing", label="Mode",
+                            info="missing: images without a caption; captions edited by hand are always kept")
+            style = gr.Radio(["detailed", "short", "tags"], value="detailed", label="Style")
+        prefix = gr.Textbox(label="Prefix", placeholder="e.g. a photo of", info="Put before every generated caption")
+        with gr.Row():
+            start_button = gr.Button("Auto-caption", variant="primary")
+            stop_button = gr.Button("Stop")
+        status = gr.Markdown()
+        timer = gr.Timer(1.0, active=False)
+        with gr.Row():
+            find = gr.Textbox(label="Find", scale=2)
+            replacement = gr.Textbox(label="Replace with", scale=2)
+            replace_button = gr.Button("Replace in all captions", scale=1)
+        with gr.Row():
+            tag = gr.Textbox(label="Tag", scale=2)
+            add_tag_button = gr.Button("Add tag", scale=1)
+            remove_tag_button = gr.Button("Remove tag", scale=1)
+    return CaptionControls(model, mode, style, prefix, start_button, stop_button, status, timer, find, replacement,
+                           replace_button, tag, add_tag_button, remove_tag_button,
+                           regenerate_button=gr.Button("Regenerate caption", render=False))
 
 
 def build() -> DatasetTab:
@@ -76,6 +127,7 @@ def build() -> DatasetTab:
                                      "a caption")
             check_button = gr.Button("Check dataset", variant="primary")
             report = gr.Markdown()
+            captioner = build_caption_controls()
         with gr.Column(scale=2):
             status = gr.Markdown()
             with gr.Row(equal_height=True):
@@ -91,10 +143,12 @@ def build() -> DatasetTab:
                 with gr.Column(scale=2):
                     selected = gr.Textbox(label="Selected file", interactive=False)
                     caption = gr.Textbox(label="Caption", lines=3)
-                    save_button = gr.Button("Save caption")
+                    with gr.Row():
+                        save_button = gr.Button("Save caption")
+                        captioner.regenerate_button.render()
     return DatasetTab(upload, url, url_button, hf_repo, hf_revision, hf_button, demo_button, trigger_word, source,
                       check_button, report, status, prev_button, page, next_button, page_info, gallery, names,
-                      selected, preview, caption, save_button)
+                      selected, preview, caption, save_button, captioner)
 
 
 def render_page(page: Page) -> list[Any]:
@@ -104,7 +158,7 @@ def render_page(page: Page) -> list[Any]:
     return [gallery, page.number, info, [name for _, _, name in page.items]]
 
 
-def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunRegistry,
+def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunRegistry,  # noqa: C901 (the tab's small event handlers nest here and mccabe adds them all up)
          settings: Settings) -> tuple[Callable[[], list[Any]], list[Any]]:
     """Bind the tab's events; return what a page load runs to show the dataset kept on the server."""
     shown = [tab.gallery, tab.page, tab.page_info, tab.names]
@@ -187,6 +241,8 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
 
     tab.save_button.click(save_caption, [tab.selected, tab.caption, tab.page], loaded, api_name="save_caption")
 
+    bind_captioning(tab, store=store, show_page=show_page, refuse_while_training=refuse_while_training)
+
     @surface
     def check_dataset(**values: Any) -> str:
         """The preflight report for the job as the form describes it: the core's check_job (a dry run: staged,
@@ -201,7 +257,7 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
             report, warnings = error.report, spec.warnings()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return format_report(report, warnings)
+        return format_report(report, warnings) + f"\n- {Cache.from_settings(settings).usage().line()}"
 
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
                                                   api_name="check_dataset")
@@ -211,6 +267,78 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip()]
 
     return on_load, [*shown, tab.source]
+
+
+def caption_spec(model: str, mode: str, style: str, prefix: str) -> CaptioningSpec:
+    """The tab's caption settings, checked like a job's `captioning` (errors name the field)."""
+    from pydantic import ValidationError
+
+    try:
+        return CaptioningSpec(model=model or DEFAULT_CAPTION_MODEL, mode=mode or "missing", style=style or "detailed",
+                              prefix=prefix or "")
+    except ValidationError as exc:
+        errors = [{"field": "captioning." + ".".join(str(p) for p in e["loc"]),
+                   "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors(include_url=False)]
+        raise SpecError(errors[0]["message"], field=errors[0]["field"], errors=errors) from None
+
+
+def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable[[float | None], list[Any]],
+                    refuse_while_training: Callable[[], None]) -> None:
+    """Auto-caption (started, then polled by the timer until it ends), regenerate, and the bulk tools."""
+    controls = tab.captioner
+    shown = [tab.gallery, tab.page, tab.page_info, tab.names]
+    settings_in = [controls.model, controls.mode, controls.style, controls.prefix]
+
+    @surface
+    def start(model: str, mode: str, style: str, prefix: str) -> list[Any]:
+        refuse_while_training()
+        run = store.start_captioning(caption_spec(model, mode, style, prefix))
+        return [f"Auto-caption: {len(run.names)} images with {run.model}…", gr.Timer(active=True)]
+
+    @surface
+    def regenerate(name: str, model: str, style: str, prefix: str) -> list[Any]:
+        refuse_while_training()
+        if not name:
+            raise DatasetError("click an image in the gallery first", field="image")
+        store.start_captioning(caption_spec(model, "all", style, prefix), names=[name])
+        return [f"Regenerating the caption of {name}…", gr.Timer(active=True)]
+
+    def poll(page: float | None, selected: str) -> list[Any]:
+        """The run's status line and the gallery as captions arrive; the timer stops once the run has ended."""
+        run = store.captioning()
+        if run is None:
+            return [gr.skip(), *[gr.skip()] * len(shown), gr.skip(), gr.skip(), gr.Timer(active=False)]
+        ended = not run.running
+        caption = store.caption(selected) if ended and selected in run.names else gr.skip()
+        return [run.line(), *show_page(page), json.dumps(store.source()), caption, gr.Timer(active=not ended)]
+
+    def stop() -> str:
+        store.stop_captioning()
+        return "Stopping auto-caption…"
+
+    def bulk(change: Callable[[], int], page: float | None, what: str) -> list[Any]:
+        changed = change()
+        return [f"{what}: {changed} captions changed.", *show_page(page), json.dumps(store.source())]
+
+    running = [controls.status, controls.timer]
+    controls.start_button.click(start, settings_in, running, api_name="auto_caption")
+    controls.regenerate_button.click(regenerate, [tab.selected, controls.model, controls.style, controls.prefix],
+                                     running, api_name="regenerate_caption")
+    polled = [controls.status, *shown, tab.source, tab.caption, controls.timer]
+    # The timer's tick is also the API's status call (a client polls it as the page does).
+    controls.timer.tick(poll, [tab.page, tab.selected], polled, api_name="caption_status", show_progress="hidden")
+    controls.stop_button.click(stop, None, [controls.status], api_name="stop_caption")
+    edited = [controls.status, *shown, tab.source]
+    controls.replace_button.click(
+        surface(lambda find, repl, page: bulk(lambda: store.replace_in_captions(find or "", repl or ""), page,
+                                              "Replaced")),
+        [controls.find, controls.replacement, tab.page], edited, api_name="replace_in_captions")
+    controls.add_tag_button.click(
+        surface(lambda tag, page: bulk(lambda: store.add_tag(tag or ""), page, f"Added {tag!r}")),
+        [controls.tag, tab.page], edited, api_name="add_tag")
+    controls.remove_tag_button.click(
+        surface(lambda tag, page: bulk(lambda: store.remove_tag(tag or ""), page, f"Removed {tag!r}")),
+        [controls.tag, tab.page], edited, api_name="remove_tag")
 
 
 def format_report(report: dict[str, Any], warnings: list[str]) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.errors import SpecError
+from core.families import lookup
 from core.spec import CONFIG_SHORTHAND, JobSpec, parse_job
 
 # Form field -> the SimpleTuner flag it sets.
@@ -60,7 +61,7 @@ def _number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:
+def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:  # noqa: C901 (one straight pass over the form's sections, each a guarded copy)
     """The raw job (bare, not wrapped in "input") the form describes. Raises SpecError for a JSON editor that does
     not parse or a flag set twice; everything else is parse_job's to judge."""
     config: dict[str, Any] = {}
@@ -92,7 +93,7 @@ def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:
     job["config"] = config
     trigger = values.get("trigger_word")
     if not _blank(trigger):
-        job["trigger_word"] = trigger.strip()
+        job["trigger_word"] = str(trigger).strip()
     extra_job = _json_object(values.get("extra_job"), field="extra_job")
     clash = sorted(_OWN_JOB_KEYS & set(extra_job))
     if clash:
@@ -101,7 +102,7 @@ def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:
     job.update(extra_job)
     repo_id = values.get("repo_id")
     if not _blank(repo_id):
-        hub["repo_id"] = repo_id.strip()
+        hub["repo_id"] = str(repo_id).strip()
         hub["private"] = bool(values.get("private", True))
     if hub:
         job["hub"] = hub
@@ -113,6 +114,9 @@ def job_to_form(spec: JobSpec) -> dict[str, Any]:
     job = spec.to_job_json()["input"]
     config = dict(job.pop("config", {}))
     values: dict[str, Any] = {name: config.pop(flag, None) for name, flag in FLAG_FIELDS.items()}
+    if config.get("model_flavour") and lookup(str(values["base_model"])) == (values["model_family"],
+                                                                             config["model_flavour"]):
+        config.pop("model_flavour")  # the base model's own flavour, which parse_job sets again
     if "max_train_steps" in config:
         values["schedule"], values["length"] = "steps", config.pop("max_train_steps")
     elif "num_train_epochs" in config:

@@ -1,4 +1,6 @@
-"""Model-family presets: sensible LoRA defaults for the Config tab's fields (names as in app/job_form.FIELDS)."""
+"""Model-family presets for the Config tab's fields (names as in app/job_form.FIELDS): one per family, from the same
+SimpleTuner recipe table the worker's CUDA defaults come from (core/gpu_fit.py), with its GPU tier in the note; and
+the Tiny demo, which trains on a CPU."""
 
 from __future__ import annotations
 
@@ -6,49 +8,73 @@ import json
 from typing import Any
 
 from app.state import tiny_model_dir
+from core.families import hub_ids, model_table
+from core.gpu_fit import GpuFacts, GpuPlan, plan_gpu
 from core.settings import Settings
 
 TINY = "Tiny demo (CPU)"
 
+# Preset name -> (family, flavour): the text-to-image flavours people train most, with a Hub id SimpleTuner lists.
+FAMILY_PRESETS: dict[str, tuple[str, str]] = {
+    "FLUX.1-dev": ("flux", "dev"),
+    "FLUX.1-schnell": ("flux", "schnell"),
+    "SDXL": ("sdxl", "base-1.0"),
+    "SD3.5": ("sd3", "large"),
+    "Chroma": ("chroma", "hd"),
+    "Qwen-Image": ("qwen_image", "v1.0"),
+    "HiDream": ("hidream", "full"),
+    "Lumina 2": ("lumina2", "2.0"),
+    "Sana": ("sana", "sana1.5-1.6b-1024"),
+    "PixArt Sigma": ("pixart", "900M-1024-v0.6"),
+    "AuraFlow": ("auraflow", "v0.3"),
+    "Wan 2.1 (1.3B)": ("wan", "t2v-480p-1.3b-2.1"),
+}
+GATED = {"FLUX.1-dev", "SD3.5"}
+"""Hub models whose licence must be accepted on the Hub first."""
+LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 16.0, "learning_rate": 1e-4, "optimizer": "adamw_bf16",
+                 "resolution": 1024}
+"""For a family whose SimpleTuner example is a LyCORIS one (its numbers are not a LoRA's)."""
+
+
+def tier_note(plan: GpuPlan) -> str:
+    """'24 GB tier (int8-quanto, about 18 GB)'-style: what the preset needs, from the recipe and the estimates."""
+    if plan.tier_gb is None:
+        return f"GPU tier: no published VRAM figure ({plan.base_model_precision}; SimpleTuner's {plan.recipe})"
+    about = f", about {plan.estimated_vram_gb:g} GB" if plan.estimated_vram_gb else ""
+    return f"GPU tier: {plan.tier_gb} GB ({plan.base_model_precision}{about}; SimpleTuner's {plan.recipe})"
+
+
+def _family_preset(name: str, family: str, flavour: str) -> dict[str, Any]:
+    plan = plan_gpu(family=family, flavour=flavour, config={}, gpu=GpuFacts(count=1, memory_gb=None, source="unknown"))
+    numbers = {**LORA_DEFAULTS, **{key: plan.settings[key] for key in LORA_DEFAULTS if key in plan.settings}}
+    numbers["lora_alpha"] = float(numbers["lora_alpha"])
+    display = model_table()["families"][family]["name"]
+    gated = (" Gated model: accept its licence on the Hub and set HF_TOKEN." if name in GATED else "")
+    return {
+        "base_model": hub_ids(family)[flavour], "model_family": family, **numbers, "train_batch_size": 1,
+        "schedule": "steps", "length": 1000, "checkpoint_step_interval": 250, "validation_prompt": "",
+        "validation_steps": 250, "seed": 42, "extra_flags": "", "extra_job": "",
+        "note": f"{display} ({flavour}). {tier_note(plan)}. The numbers are SimpleTuner's recipe; on a GPU the "
+                f"worker picks the recipe's tier for its memory and refuses a job that cannot fit.{gated} Set "
+                "TRAINER_ONLINE=1 so SimpleTuner can download the base model.",
+    }
+
 
 def presets(*, settings: Settings) -> dict[str, dict[str, Any]]:
     """Preset name -> the config fields it sets, with a one-line note. The tiny model lives in the data folder."""
-    gpu = {"optimizer": "adamw_bf16", "train_batch_size": 1, "schedule": "steps", "seed": 42,
-           "extra_job": ""}
-    return {
-        "FLUX.1-dev": {
-            **gpu, "base_model": "black-forest-labs/FLUX.1-dev", "model_family": "flux", "lora_rank": 16,
-            "lora_alpha": 16.0, "learning_rate": 1e-4, "length": 1000, "resolution": 1024,
-            "checkpoint_step_interval": 250, "validation_prompt": "", "validation_steps": 250,
-            "extra_flags": json.dumps({"gradient_checkpointing": True}, indent=2),
-            "note": "Gated model: accept its licence on the Hub and set HF_TOKEN and TRAINER_ONLINE=1. About 40 GB "
-                    "of VRAM in bf16; on 24 GB add \"base_model_precision\": \"int8-quanto\" under Advanced.",
-        },
-        "SDXL": {
-            **gpu, "base_model": "stabilityai/stable-diffusion-xl-base-1.0", "model_family": "sdxl",
-            "lora_rank": 16, "lora_alpha": 16.0, "learning_rate": 1e-4, "length": 1000, "resolution": 1024,
-            "checkpoint_step_interval": 250, "validation_prompt": "", "validation_steps": 250, "extra_flags": "",
-            "note": "Fits a 16-24 GB GPU. Set TRAINER_ONLINE=1 so SimpleTuner can download the base model.",
-        },
-        "SD3.5": {
-            **gpu, "base_model": "stabilityai/stable-diffusion-3.5-large", "model_family": "sd3", "lora_rank": 16,
-            "lora_alpha": 16.0, "learning_rate": 1e-4, "length": 1000, "resolution": 1024,
-            "checkpoint_step_interval": 250, "validation_prompt": "", "validation_steps": 250,
-            "extra_flags": json.dumps({"gradient_checkpointing": True}, indent=2),
-            "note": "Gated model: accept its licence on the Hub and set HF_TOKEN and TRAINER_ONLINE=1. 24 GB+.",
-        },
-        TINY: {
-            "base_model": str(tiny_model_dir(settings)), "model_family": "sdxl", "lora_rank": 4, "lora_alpha": 4.0,
-            "learning_rate": 1e-4, "optimizer": "torch-adamw", "schedule": "steps", "length": 10,
-            "train_batch_size": 1, "resolution": 128, "checkpoint_step_interval": 5,
-            "validation_prompt": "sks a red circle", "validation_steps": 10, "seed": 42,
-            "extra_flags": json.dumps({"validation_resolution": 128, "validation_num_inference_steps": 4}, indent=2),
-            "extra_job": json.dumps({"dataloader": {"minimum_image_size": 64}}, indent=2),
-            "note": "A tiny random SDXL model, built offline on first use: trains in under a minute on a CPU. "
-                    "Pair it with \"Load demo dataset\" on the Dataset tab. It learns nothing useful; it shows "
-                    "the whole flow.",
-        },
+    catalogue = {name: _family_preset(name, family, flavour) for name, (family, flavour) in FAMILY_PRESETS.items()}
+    catalogue[TINY] = {
+        "base_model": str(tiny_model_dir(settings)), "model_family": "sdxl", "lora_rank": 4, "lora_alpha": 4.0,
+        "learning_rate": 1e-4, "optimizer": "torch-adamw", "schedule": "steps", "length": 10,
+        "train_batch_size": 1, "resolution": 128, "checkpoint_step_interval": 5,
+        "validation_prompt": "sks a red circle", "validation_steps": 10, "seed": 42,
+        "extra_flags": json.dumps({"validation_resolution": 128, "validation_num_inference_steps": 4}, indent=2),
+        "extra_job": json.dumps({"dataloader": {"minimum_image_size": 64}}, indent=2),
+        "note": "A tiny random SDXL model, built offline on first use: trains in under a minute on a CPU. "
+                "Pair it with \"Load demo dataset\" on the Dataset tab. It learns nothing useful; it shows "
+                "the whole flow.",
     }
+    return catalogue
 
 
 def preset_fields(name: str, *, settings: Settings) -> dict[str, Any]:

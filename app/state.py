@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from app.run import Run, new_run_id
 from core.demo import build_tiny_model
@@ -20,6 +20,7 @@ from core.errors import JobCancelled, JobError
 from core.events import StageEvent
 from core.jobdir import job_folder
 from core.pipeline import publish, run_job
+from core.playground import Playground
 from core.result import JobResult
 from core.secrets import job_secrets
 from core.settings import Settings
@@ -44,6 +45,8 @@ class RunRegistry:
         self._training: Run | None = None
         self._publishing: Run | None = None
         self._succeeded: Run | None = None
+        self.playground = Playground(settings=settings)
+        """The warm generation process (Playground tab); stopped before a training starts."""
 
     def training(self) -> Run | None:
         """The latest training run, running or ended."""
@@ -74,6 +77,7 @@ class RunRegistry:
             run = Run(kind="train", spec=spec, id=run_id, job_dir=job_folder(self.settings.data_root, run_id),
                       secrets=self._secrets(spec))
             self._training = run
+        self.playground.stop(reason="a training starts")  # its GPU memory is the training's
         self._start(run, self._train)
         return run
 
@@ -97,7 +101,7 @@ class RunRegistry:
             if trained is None or trained.result is None:
                 raise JobError("nothing to publish yet: train a LoRA first (Train tab)", field="run", stage="publish")
             try:
-                hub = HubSpec(repo_id=repo_id, private=private, token=token or None)
+                hub = HubSpec(repo_id=repo_id, private=private, token=SecretStr(token) if token else None)
             except ValidationError as exc:
                 message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
                 raise JobError(message, field="hub.repo_id", code="invalid_input", stage="publish") from None
@@ -110,6 +114,7 @@ class RunRegistry:
 
     def shutdown(self, *, timeout_s: float = 30.0) -> None:
         """Stop a running training (its SimpleTuner process group with it) before the app exits."""
+        self.playground.stop(reason="the app exits")
         run = self._training
         if run is not None and run.running:
             run.cancel.set()
@@ -150,5 +155,6 @@ class RunRegistry:
         return run_job(run.spec, run.job_dir, run.on_event, settings=self.settings, cancel=run.cancel)
 
     def _publish(self, run: Run) -> JobResult:
-        assert run.result is not None
+        if run.result is None:  # publish runs are made from a finished training only
+            raise JobError("nothing to publish yet: train a LoRA first (Train tab)", field="run", stage="publish")
         return publish(run.spec, run.result, settings=self.settings, on_event=run.on_event)

@@ -7,6 +7,7 @@ waits for training and a reloaded page picks the run up again.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import pandas as pd
 from app.edge import surface
 from app.form_view import FormView
 from app.job_form import spec_from_form
-from app.run import RunSnapshot
+from app.run import Run, RunSnapshot
 from app.state import RunRegistry
 from core.result import human_duration
+from core.reuse import describe as describe_reuse
+from core.samples import find_samples, sample_prompts, samples_by_step
 from core.secrets import scrub
 
 POLL_S = 1.0
@@ -40,6 +43,10 @@ class TrainTab:
     summary: gr.Markdown
     timer: gr.Timer
     seen: gr.State
+    samples: gr.Gallery
+    """The sample grid: a row per checkpoint, a column per prompt."""
+    marks: gr.HTML
+    """The checkpoints, marked on the loss plot's step axis."""
 
 
 def build() -> TrainTab:
@@ -55,6 +62,9 @@ def build() -> TrainTab:
             loss = gr.LinePlot(no_losses(), x="step", y="loss", title="Loss", x_title="step", y_title="loss",
                                height=280, scale=3)
             validation = gr.Gallery(label="Validation images", columns=2, height=280, scale=2, interactive=False)
+        marks = gr.HTML(render_marks([], None))
+        samples = gr.Gallery(label="Samples: a row per checkpoint, a column per prompt (click for full size)",
+                             columns=1, height="auto", interactive=False, object_fit="contain", visible=False)
         log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True)
         with gr.Accordion("SimpleTuner output (training.log)", open=False):
             raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
@@ -63,7 +73,7 @@ def build() -> TrainTab:
         timer = gr.Timer(POLL_S)
         seen = gr.State("")
     return TrainTab(start_button, cancel_button, message, status, loss, validation, log, raw_log, summary, timer,
-                    seen)
+                    seen, samples, marks)
 
 
 def no_losses() -> pd.DataFrame:
@@ -102,12 +112,52 @@ def render_summary(snap: RunSnapshot) -> str:
         lines = [f"**Finished** in {metrics['elapsed_time']}: {metrics['steps']} steps{loss}.",
                  f"LoRA: `{snap.lora_path}`. Push it to the Hub, or download it, on the Publish "
                  "tab."]
+        if snap.output.get("cache"):
+            lines.append(f"- ♻️ {describe_reuse(snap.output['cache'])}")
     else:
         error = snap.error or {}
         lines = [f"**{STATUS_WORDS.get(snap.status, snap.status)}** ({error.get('stage', 'train')}): "
                  f"{error.get('message', '')}"]
     lines += [f"- ⚠️ {warning}" for warning in snap.warnings]
     return "\n".join(lines)
+
+
+def checkpoint_steps(paths: list[str]) -> list[int]:
+    steps = {int(m.group(1)) for p in paths if (m := re.search(r"checkpoint-(\d+)$", str(p).rstrip("/")))}
+    return sorted(steps)
+
+
+def render_marks(steps: list[int], total: int | None) -> str:
+    """A ruler under the loss plot: a tick at each checkpoint's step (the plot's x axis runs 1..total)."""
+    if not steps or not total:
+        return '<div class="checkpoint-marks" data-steps="">No checkpoint yet.</div>'
+    ticks = "".join(f'<span title="checkpoint-{step}" style="position:absolute;left:{100 * step / total:.1f}%;'
+                    f'transform:translateX(-50%)">◆<small>{step}</small></span>' for step in steps)
+    listed = ", ".join(map(str, steps))
+    return (f'<div class="checkpoint-marks" data-steps="{listed}"><div style="position:relative;height:1.6em;'
+            f'margin:0 2.5em 0 3.5em">{ticks}</div><small>Checkpoints at steps {listed} (of {total})</small></div>')
+
+
+def sample_grid(run: Run) -> tuple[list[tuple[str, str]], int]:
+    """The run's samples as gallery items, row by row (a row per step, a column per prompt), and the columns."""
+    samples_spec = run.spec.samples
+    if samples_spec is None:
+        return [], 1
+    prompts = sample_prompts(samples_spec, run.spec.trigger_word)
+    output = Path(run.job_dir) / "output"
+    items = []
+    for step, row in sorted(samples_by_step(find_samples(output, prompts)).items()):
+        cells = {sample.index: sample for sample in row}
+        for index in range(len(prompts)):  # a prompt not rendered yet (this step is still going) ends the row
+            if index not in cells:
+                break
+            items.append((str(output / cells[index].path), f"step {step} · {cells[index].prompt}"))
+    return items, len(prompts)
+
+
+def grid_update(run: Run) -> Any:
+    items, columns = sample_grid(run)
+    return gr.update(value=items or None, columns=columns, visible=bool(run.spec.samples))
 
 
 def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
@@ -137,7 +187,8 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
 
     tab.cancel_button.click(cancel_training, None, [tab.message], api_name="cancel_training")
 
-    outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.seen]
+    outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.marks,
+               tab.samples, tab.seen]
 
     def poll(seen: str) -> list[Any]:
         """Everything the tab shows of the current run; unchanged since the last poll: nothing is sent."""
@@ -150,7 +201,8 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
             return [gr.skip()] * (len(outputs) - 1) + [seen]
         losses = pd.DataFrame(snap.losses, columns=["step", "loss"]) if snap.losses else no_losses()
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
-                list(snap.validation), render_summary(snap), gr.update(interactive=snap.running), key]
+                list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
+                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), grid_update(run), key]
 
     tab.timer.tick(poll, [tab.seen], outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
 

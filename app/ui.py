@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from app import config_tab, dataset_tab, publish_tab, train_tab
+from app import config_tab, dataset_tab, playground_tab, publish_tab, train_tab
 from app.dataset_store import DatasetStore
 from app.form_view import FormView
 from app.presets import TINY
@@ -41,6 +41,7 @@ def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
             dataset = dataset_tab.build()
             train = train_tab.build()
             publish = publish_tab.build(settings=settings)
+            playground = playground_tab.build()
         form = FormView(components={**config.fields, "dataset": dataset.source, "trigger_word": dataset.trigger_word,
                                     "repo_id": publish.repo_id, "private": publish.private},
                         summary=config.errors)
@@ -49,5 +50,6 @@ def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
                                                          settings=settings)
         train_tab.bind(train, form=form, registry=registry)
         publish_tab.bind(publish, registry=registry)
+        playground_tab.bind(playground, registry=registry)
         blocks.load(show_dataset, None, dataset_outputs, api_visibility="private", show_progress="hidden")
     return UI(blocks=blocks, registry=registry, store=store)

@@ -1,4 +1,5 @@
-"""The command line: `python -m core run|check JOB.json`, `python -m core demo-model DIR`, `demo-dataset DIR`.
+"""The command line: `python -m core run|check JOB.json`, `python -m core demo-model DIR`, `demo-dataset DIR`,
+`demo-captioner DIR`.
 
 Its contract: progress goes to stderr, one line each time the job's status changes (core/status.py); stdout holds
 one JSON document, the result or `{"error": {"code", "stage", "message", "field"}}`, and the exit status is 0 or 1.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cancel import Cancel
-from core.demo import TINY_FAMILIES, build_tiny_model, write_demo_dataset
+from core.demo import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
 from core.errors import JobError, SpecError
 from core.events import Event, JobWarning, LogLine, TrainerFailed
 from core.jobdir import JobDir, job_folder
@@ -216,6 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("demo-model", help="write a tiny random model (offline; SDXL unless --family)")
     model.add_argument("dir")
     model.add_argument("--family", choices=TINY_FAMILIES, default="sdxl")
+    captioner = commands.add_parser("demo-captioner", help="write a tiny random Florence-2 captioner (offline)")
+    captioner.add_argument("dir")
     data = commands.add_parser("demo-dataset", help="write a small captioned demo dataset")
     data.add_argument("dir")
     data.add_argument("--count", type=int, default=8)
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo-model":
             print(build_tiny_model(Path(args.dir), settings=Settings.from_env(), family=args.family))
+            return 0
+        if args.command == "demo-captioner":
+            print(build_tiny_captioner(Path(args.dir), settings=Settings.from_env()))
             return 0
         if args.command == "demo-dataset":
             print(write_demo_dataset(Path(args.dir).absolute(), count=args.count))

@@ -125,7 +125,7 @@ def allowed_addresses(host: str, port: int, *, allow_private: bool, field: str =
     except socket.gaierror as exc:
         raise DownloadError(f"cannot resolve host '{host}' ({exc.strerror})", field=field) from None
     for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         reason = refusal(address, allow_private=allow_private)
         if reason:
             hint = "" if allow_private or reason == "a cloud metadata address" else " (ALLOW_PRIVATE_URLS=1 allows it)"
@@ -136,7 +136,7 @@ def allowed_addresses(host: str, port: int, *, allow_private: bool, field: str =
 def _guarded_connection(base: type, *, allow_private: bool) -> type:
     """A urllib3 connection class that vets the addresses it connects to and connects only to a vetted one."""
 
-    class Guarded(base):  # type: ignore[misc, valid-type]
+    class Guarded(base):
         def _new_conn(self) -> socket.socket:
             infos = allowed_addresses(self._dns_host, self.port, allow_private=allow_private)
             last: OSError | None = None

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from core.cancel import Cancel
 from core.errors import DatasetError, UnsafeArchive
@@ -159,7 +159,7 @@ def _target(root: Path, parts: tuple[str, ...], *, label: str) -> Path:
     return target
 
 
-def _copy_limited(source: BinaryIO, target: Path, *, budget: _Budget, written_before: int, declared: int) -> int:
+def _copy_limited(source: IO[bytes], target: Path, *, budget: _Budget, written_before: int, declared: int) -> int:
     """Stream one member to disk; stop when it exceeds its declared size or the archive's budget."""
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -229,7 +229,7 @@ _TAR_SPECIAL = {
 }
 
 
-def _open_stream(archive: Path) -> BinaryIO:
+def _open_stream(archive: Path) -> io.BufferedIOBase:
     """The tar bytes, decompressed by the gzip/bz2/lzma modules: they raise EOFError on a truncated stream
     (tarfile's own stream mode would end silently at the cut) and gzip checks the CRC."""
     with archive.open("rb") as handle:
@@ -283,7 +283,7 @@ def _extract_tar(
         raise DatasetError(f"{label}: not a readable tar archive ({exc})", field="dataset") from None
 
 
-def _size(count: int) -> str:
+def _size(count: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:g} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"

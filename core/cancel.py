@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Protocol
 
 from core.errors import JobCancelled, JobError, JobTimeout
 
 
+class StopFlag(Protocol):
+    """What a Cancel can share its flag with: a threading.Event, or a flag that answers like one
+    (core/deadline.py's DeadlineStop)."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class Cancel:
-    def __init__(self, *, timeout_s: float | None = None, event: threading.Event | None = None):
+    def __init__(self, *, timeout_s: float | None = None, event: StopFlag | None = None):
         self._event = event if event is not None else threading.Event()
         self.timeout_s = timeout_s
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         """On time.monotonic()'s clock; None: no time limit."""
 
     @classmethod
-    def of(cls, cancel: Cancel | threading.Event | None, *, timeout_s: float | None = None) -> Cancel:
+    def of(cls, cancel: Cancel | StopFlag | None, *, timeout_s: float | None = None) -> Cancel:
         """A Cancel sharing `cancel`'s flag (its set() stops this one too), with a deadline `timeout_s` from now;
         a Cancel's own deadline is kept when it is sooner."""
         if isinstance(cancel, Cancel) and timeout_s is None:

@@ -25,6 +25,7 @@ from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
 from core.fetch import download
 from core.hf_dataset import fetch_hf_dataset
+from core.samples import fill_trigger
 from core.settings import Settings
 from core.spec import DataloaderOptions, DatasetSpec, JobSpec
 
@@ -36,8 +37,16 @@ KEPT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp"}
 _WORKERS = min(8, os.cpu_count() or 2)
 
 __all__ = [
-    "ImageEntry", "Skipped", "Manifest", "StagingLimits", "CaptionOptions", "stage_dataset", "clean_caption",
-    "apply_trigger", "caption_options", "resolve_local_path",
+    "CaptionOptions",
+    "ImageEntry",
+    "Manifest",
+    "Skipped",
+    "StagingLimits",
+    "apply_trigger",
+    "caption_options",
+    "clean_caption",
+    "resolve_local_path",
+    "stage_dataset",
 ]
 
 
@@ -290,7 +299,7 @@ def _content_root(folder: Path) -> Path:
         return folder
 
 
-def _walk(
+def _walk(  # noqa: C901 (one walk: a skip rule per kind of entry met, then captions paired)
     folder: Path, *, keep: frozenset[str], options: CaptionOptions, owned: bool, confine: Path | None
 ) -> _Gathered:
     """Every image under `folder` with its caption file; `confine` refuses symlinks leading outside it."""
@@ -397,6 +406,7 @@ def has_trigger(caption: str, trigger: str) -> bool:
 
 
 def apply_trigger(caption: str, *, trigger: str | None, placement: str = "prefix") -> str:
+    caption = fill_trigger(caption, trigger)  # "[trigger]" marks where the word goes
     if not trigger or has_trigger(caption, trigger):
         return caption
     if not caption:
@@ -542,5 +552,5 @@ def _as_png(image: Image.Image) -> Image.Image:
     image.seek(0)
     if image.mode in {"RGB", "RGBA", "L", "LA"}:
         return image
-    has_alpha = image.mode in {"P", "PA"} and "transparency" in image.info or "A" in image.mode
+    has_alpha = (image.mode in {"P", "PA"} and "transparency" in image.info) or "A" in image.mode
     return image.convert("RGBA" if has_alpha else "RGB")

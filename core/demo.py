@@ -13,6 +13,7 @@ from core.errors import SetupError
 from core.settings import OFFLINE_ENV, Settings
 
 TINY_MODEL_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "build_tiny_model.py"
+TINY_CAPTIONER_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "build_tiny_captioner.py"
 COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 220)), ("yellow", (230, 210, 40)),
            ("purple", (140, 60, 190)), ("orange", (240, 140, 30)), ("teal", (30, 170, 170)), ("pink", (240, 120, 180))]
 SHAPES = ["circle", "square", "triangle"]
@@ -39,6 +40,24 @@ def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> 
                           env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SetupError(f"building the tiny {family} model failed: {done.stderr.strip().splitlines()[-1:]}")
+    return out
+
+
+def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:
+    """Write the tiny random Florence-2 captioner to `out` (once: an existing one is kept); `captioning.model` takes
+    the folder. Runs in the trainer env, offline (its tokenizer is trained on the spot)."""
+    out = out.absolute()
+    if (out / "config.json").exists():
+        return out
+    if not settings.trainer_python.exists():
+        raise SetupError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
+                         field="TRAINER_VENV")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
+    done = subprocess.run([str(settings.trainer_python), "-P", str(TINY_CAPTIONER_SCRIPT), str(out)],
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SetupError(f"building the tiny captioner failed: {done.stderr.strip().splitlines()[-1:]}")
     return out
 
 

@@ -23,7 +23,8 @@ class JobError(Exception):
 
     def to_payload(self) -> dict:
         """The one error shape of the API: {"code", "stage", "message", "field"} (+ "salvaged" when set)."""
-        payload = {"code": self.code, "stage": self.stage, "message": self.message, "field": self.field}
+        payload: dict[str, object] = {"code": self.code, "stage": self.stage, "message": self.message,
+                                      "field": self.field}
         if self.salvaged is not None:
             payload["salvaged"] = self.salvaged
         return payload
@@ -154,3 +155,15 @@ class StorageError(PublishError):
     """Upload to an S3-compatible bucket failed."""
 
     code = "storage_failed"
+
+
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    """`exc` and every exception behind it (cause or context), outermost first: a library's wrapper often hides the
+    answer that says what went wrong."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain

@@ -1,7 +1,7 @@
 """Typed progress events: what every stage reports while a job runs.
 
 Every event is a small frozen dataclass with a `kind`; `to_dict()` gives the JSON a face shows or streams.
-The pipeline names its stages: dataset, preflight, resume, configure, model, train, publish, upload.
+The pipeline names its stages: dataset, caption, preflight, resume, configure, model, train, publish, upload.
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ class TrainingProgress(_Base):
     learning_rate: float | None = None
     eta_s: float | None = None
     percent: float | None = None
+
+
+@dataclass(frozen=True)
+class CaptionProgress(_Base):
+    """One image captioned by the caption model (core/captioning.py)."""
+
+    kind: ClassVar[str] = "caption_progress"
+    done: int
+    total: int
+    eta_s: float | None = None
+    image: str = ""
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,38 @@ def download(
     )
 
 
+def probe(url: str, *, settings: Settings, env: Mapping[str, str] | None = None, field: str = "dataset.url",
+          timeout_s: float = 15.0) -> str | None:
+    """What identifies the content at `url` now, without downloading it: the server's ETag or Last-Modified (with
+    the size), the key of a cached copy (core/cache.py). None when the server gives neither, or cannot be asked:
+    the caller then treats the content as unknown. A GET of one byte, not HEAD: a presigned URL is signed for GET."""
+    checked = check_url(url, allow_private=settings.allow_private_urls, field=field)
+    try:
+        if checked.scheme == "s3":
+            bucket, key = parse_s3_url(url, field=field)
+            head = s3_client(s3_config(os.environ if env is None else env)).head_object(Bucket=bucket, Key=key)
+            tag, modified = head.get("ETag"), head.get("LastModified")
+            size = head.get("ContentLength")
+        else:
+            with guarded_session(allow_private=settings.allow_private_urls) as session:
+                response = _get(session, url, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"},
+                                allow_private=settings.allow_private_urls, timeouts=(timeout_s, timeout_s),
+                                field=field)
+                with response:
+                    if response.status_code not in (200, 206):
+                        return None
+                    tag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+                    span = _content_range(response.headers.get("Content-Range"))
+                    size = span[1] if span else response.headers.get("Content-Length")
+            if tag and tag.startswith("W/"):
+                tag = None  # a weak ETag says "equivalent", not "the same bytes"
+    except s3_failures(DatasetError, requests.RequestException):
+        return None
+    if not tag and not modified:
+        return None
+    return f"etag={tag or ''};modified={modified or ''};size={size}"
+
+
 class _Retryable(Exception):
     """A failure worth another attempt (dropped connection, 5xx, 429)."""
 
@@ -208,7 +240,7 @@ def _shut_on_cancel(response: requests.Response, cancel: Cancel) -> Iterator[Non
         watcher.join()
 
 
-def _write_body(
+def _write_body(  # noqa: C901 (one HTTP answer: a case per status, then the guarded read loop)
     response: requests.Response, part: Path, *, done: int, public: str, progress: _Progress, max_bytes: int,
     cancel: Cancel, stall_s: float, field: str
 ) -> None:

@@ -155,25 +155,34 @@ def check_flag(name: str, value: Any, flag: dict[str, Any]) -> Any:
     if kind == UNREVIEWED:
         raise ValueError(f"'{name}' takes free text that this project has not reviewed for jobs; it is refused")
     if kind == MODEL:
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            repo = str(item).split(":", 1)[0].strip() if name == "nsfw_check_models" else str(item).strip()
-            if not HUB_REPO.match(repo) or ".." in repo:
-                raise ValueError(f"must be a Hub repo id 'owner/name', got {str(item)!r} (local paths and URLs are "
-                                 "not accepted here)")
-        return value
+        return _hub_models(name, value)
     if kind in (INLINE_JSON, FILE_CONTENT):
         return _inline_json(value)
     if kind == TEXT and _names_something(name, flag):
-        for item in value if isinstance(value, list) else [value]:
-            text = str(item).strip()
-            if text.startswith(("/", "~", "\\")) or ".." in re.split(r"[/\\]", text) or "://" in text:
-                raise ValueError(f"must be a plain name (no absolute path, '..', '~' or URL), got {text!r}")
-        return value
+        return _plain_names(value)
     if str(value) in PROGRAM_CHOICES.get(name, ()):
         raise ValueError(f"{value!r} runs a program or loads code; a job may not choose it")
     if flag.get("choices") and PROGRAM_WORDS.search(str(value)):
         raise ValueError(f"{value!r} runs a program; a job may not choose it")
+    return value
+
+
+def _hub_models(name: str, value: Any) -> Any:
+    """A model flag's value: Hub repo ids only (nsfw_check_models entries may add ':label')."""
+    for item in value if isinstance(value, list) else [value]:
+        repo = str(item).split(":", 1)[0].strip() if name == "nsfw_check_models" else str(item).strip()
+        if not HUB_REPO.match(repo) or ".." in repo:
+            raise ValueError(f"must be a Hub repo id 'owner/name', got {str(item)!r} (local paths and URLs are "
+                             "not accepted here)")
+    return value
+
+
+def _plain_names(value: Any) -> Any:
+    """A text flag that names something: plain names only, never a path out of the job or a URL."""
+    for item in value if isinstance(value, list) else [value]:
+        text = str(item).strip()
+        if text.startswith(("/", "~", "\\")) or ".." in re.split(r"[/\\]", text) or "://" in text:
+            raise ValueError(f"must be a plain name (no absolute path, '..', '~' or URL), got {text!r}")
     return value
 
 

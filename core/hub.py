@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.errors import JobCancelled, JobError
+from core.errors import JobCancelled, JobError, exception_chain
 from core.events import EventSink, LogLine, ignore_event
 from core.secrets import mask_secret_values, redact
 
@@ -29,7 +29,7 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 """Answers worth another try: the Hub or its storage is busy or briefly down."""
 QUOTA_STATUS = frozenset({402, 413, 507})
 QUOTA_WORDS = ("quota", "storage limit", "exceeded", "payment required", "upgrade your plan")
-TOKEN_VARS = "hub.token or HF_TOKEN"
+TOKEN_VARS = "hub.token or HF_TOKEN"  # noqa: S105 (where a token goes, not a token)
 
 # The codes a Hub failure ends with, in every stage (the error's class says which stage).
 AUTH, NOT_FOUND, CONFLICT, QUOTA = "hub_auth", "hub_not_found", "hub_conflict", "hub_quota"
@@ -190,21 +190,12 @@ def offline_error(target: HubTarget, what: str) -> JobError:
                                    "unset it to use the Hub", field=target.field)
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
 def classify(exc: BaseException) -> tuple[int | None, bool]:
     """(HTTP status or None, worth another try) for the deepest Hub answer behind `exc`."""
     import httpx2  # huggingface_hub 2.4's HTTP client
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    chain = _causes(exc)
+    chain = exception_chain(exc)
     if any(isinstance(cause, OfflineModeIsEnabled) for cause in chain):
         return None, False
     for cause in chain:
@@ -224,7 +215,7 @@ def classify(exc: BaseException) -> tuple[int | None, bool]:
 def _hub_says(exc: BaseException) -> str:
     from huggingface_hub.errors import HfHubHTTPError
 
-    for cause in _causes(exc):
+    for cause in exception_chain(exc):
         if isinstance(cause, HfHubHTTPError):
             if cause.server_message:
                 return cause.server_message.strip()
@@ -233,7 +224,7 @@ def _hub_says(exc: BaseException) -> str:
     return str(exc).strip()
 
 
-def hub_error(exc: BaseException, *, target: HubTarget, what: str, attempts: int = 1) -> JobError:
+def hub_error(exc: BaseException, *, target: HubTarget, what: str, attempts: int = 1) -> JobError:  # noqa: C901 (one ordered branch per Hub answer; the order is the rule)
     """A huggingface_hub (or httpx) failure as the target's typed error: one of CODES, a message saying what failed
     and what to do, the Hub's own words; never the token."""
     from huggingface_hub.errors import (
@@ -248,7 +239,7 @@ def hub_error(exc: BaseException, *, target: HubTarget, what: str, attempts: int
         text = text.splitlines()[0] if text else ""
         return text if len(text) < 300 else text[:300] + "..."
 
-    chain = _causes(exc)
+    chain = exception_chain(exc)
     if is_offline_failure(exc):
         return offline_error(target, what)
     status, transient = classify(exc)
@@ -267,7 +258,7 @@ def hub_error(exc: BaseException, *, target: HubTarget, what: str, attempts: int
     if first(RevisionNotFoundError):
         return _typed(target, NOT_FOUND, f"{repo} has no revision '{target.revision}' {answer}",
                       field=target.revision_field or target.field)
-    if first(RepositoryNotFoundError) or status == 404 and not first(RemoteEntryNotFoundError):
+    if first(RepositoryNotFoundError) or (status == 404 and not first(RemoteEntryNotFoundError)):
         # The Hub answers 401 for a private repo asked without a token: huggingface_hub calls that not found too.
         private = "" if target.token else " (or private: give a token with access)"
         return _typed(target, NOT_FOUND, f"{noun} repo {repo} not found{private} while {what} {answer}",
@@ -308,7 +299,7 @@ def hub_error(exc: BaseException, *, target: HubTarget, what: str, attempts: int
 def is_offline_failure(exc: BaseException) -> bool:
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    return any(isinstance(cause, OfflineModeIsEnabled) for cause in _causes(exc))
+    return any(isinstance(cause, OfflineModeIsEnabled) for cause in exception_chain(exc))
 
 
 def _typed(target: HubTarget, code: str, message: str, *, field: str) -> JobError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -231,7 +231,7 @@ def check_native_backend(backend: Mapping[str, Any], field: str) -> list[dict]:
     return errors
 
 
-def moved_caches(backends: list[Mapping[str, Any]]) -> list[str]:
+def moved_caches(backends: Sequence[Mapping[str, Any]]) -> list[str]:
     """Warnings for the cache folders a native list named, which the job's own cache folder replaces."""
     return [f"dataloader.{index}.{key}: ignored; this job keeps its caches in its own directory"
             for index, backend in enumerate(backends) for key in backend if CACHE_KEY.search(key)]

@@ -29,6 +29,12 @@ DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 CONVERT_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "convert_lora.py"
 CONVERT_TIMEOUT_S = 600
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# Runs whose output gets no ComfyUI-format file, and why (the model card shows it).
+NOT_CONVERTED = {
+    "full": "not applicable: a full fine-tune is a diffusers model folder, not a LoRA",
+    "lycoris": "not needed: ComfyUI's LoRA loader reads SimpleTuner's LyCORIS keys (lycoris_...) in "
+               f"{DIFFUSERS_FILE} as they are",
+}
 
 
 @dataclass
@@ -45,7 +51,11 @@ class ComfyUIFiles:
 
 def add_lora_files(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink = ignore_event) -> None:
     """The pipeline's step after training (and before each publish): give `result` its ComfyUI file, named after
-    the job's Hub repo; what went wrong lands in result.warnings."""
+    the job's Hub repo; what went wrong lands in result.warnings. A full fine-tune has no LoRA to convert, and
+    ComfyUI reads a LyCORIS adapter as SimpleTuner writes it: both get a note, no file."""
+    if result.kind in NOT_CONVERTED:
+        result.comfyui_path, result.comfyui_note = None, NOT_CONVERTED[result.kind]
+        return
     if result.output_dir is None or not (Path(result.output_dir) / DIFFUSERS_FILE).is_file():
         return
     name = comfyui_name(repo_id=spec.hub.repo_id if spec.hub else None, trigger_word=spec.trigger_word,

@@ -17,6 +17,7 @@ from core.result import human_duration
 from core.secrets import sanitize_config
 
 BASE_TAGS = ["lora", "diffusers", "text-to-image", "simpletuner", "template:sd-lora"]
+FULL_TAGS = ["diffusers", "text-to-image", "simpletuner", "full-finetune"]
 
 # The diffusers pipeline class that loads each model family's LoRA; others get the generic loader.
 PIPELINE_CLASSES = {
@@ -47,6 +48,17 @@ DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 # both MODEL and CLIP; the others patch the model only.
 CLIP_LORA_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors"}
 COMFYUI_FOLDER = "ComfyUI/models/loras/"
+# Families whose trained model is a UNet (pipeline.unet); the others train pipeline.transformer.
+UNET_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors", "deepfloyd"}
+LYCORIS_CONFIG_FILE = "lycoris_config.json"
+# The opening line per kind, and the "Trained" row of the settings table.
+WHAT = {"lora": "A LoRA for", "lycoris": "A LyCORIS adapter ({algo}) for", "full": "A full fine-tune of"}
+TRAINED = {"lora": "LoRA", "lycoris": "LyCORIS ({algo})", "full": "full fine-tune"}
+FULL_COMFYUI_NOTE = ("a full fine-tune is a diffusers model folder, not a LoRA; ComfyUI loads a single-file "
+                     "checkpoint, which this run did not write")
+# ComfyUI maps SimpleTuner's LyCORIS key names (lycoris_<module path>) in its LoRA loader.
+LYCORIS_COMFYUI = ("There is no separate ComfyUI file: ComfyUI's LoRA loader reads SimpleTuner's LyCORIS key "
+                   "names (`lycoris_...`) as they are, for SDXL and the diffusers-named transformer models. ")
 
 HUB_MODEL_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -74,12 +86,18 @@ class CardFacts:
     """The ComfyUI/kohya-format file's name in the repo; None when there is none."""
     comfyui_note: str | None = None
     """Why there is no ComfyUI file (shown instead of the ComfyUI instructions)."""
+    kind: str = "lora"
+    """What was trained (core/training_kind.py): lora | lycoris | full."""
+    lycoris: dict | None = None
+    """A LyCORIS run's config (the card names its algorithm)."""
+    full_component: tuple[str, str] | None = None
+    """A full fine-tune's trained model: (its folder in the repo, the diffusers class that loads it)."""
 
 
 CARD_BODY = Template("""\
 # $title
 
-A LoRA for $base_model_md ($model_family), trained with [SimpleTuner](https://github.com/bghira/SimpleTuner).
+$what $base_model_md ($model_family), trained with [SimpleTuner](https://github.com/bghira/SimpleTuner).
 
 ## Trigger word
 
@@ -93,15 +111,7 @@ $files_rows
 
 ## Use it with diffusers
 
-```python
-import torch
-from diffusers import $pipeline_class
-
-pipeline = $pipeline_class.from_pretrained($base_model_py, torch_dtype=torch.bfloat16).to("cuda")
-pipeline.load_lora_weights($repo_id_py)  # a private repo needs a token: log in, or pass token=...
-image = pipeline($prompt_py).images[0]
-image.save("output.png")
-```
+$diffusers_md
 
 ## Use it with ComfyUI
 
@@ -147,7 +157,10 @@ def card_metadata(facts: CardFacts) -> dict:
         if facts.license_link:
             meta["license_link"] = facts.license_link
     meta["pipeline_tag"] = "text-to-image"
-    meta["tags"] = list(dict.fromkeys([*BASE_TAGS, facts.model_family, *facts.tags]))
+    if facts.kind == "full" and "base_model" in meta:
+        meta["base_model_relation"] = "finetune"
+    kind_tags = FULL_TAGS if facts.kind == "full" else [*BASE_TAGS, *(["lycoris"] if facts.kind == "lycoris" else [])]
+    meta["tags"] = list(dict.fromkeys([*kind_tags, facts.model_family, *facts.tags]))
     if facts.trigger_word:
         meta["instance_prompt"] = facts.trigger_word
     if facts.validation:
@@ -178,14 +191,12 @@ def _body(facts: CardFacts) -> str:
         trigger_md=(
             f"Use `{facts.trigger_word}` in your prompt: every training caption had it."
             if facts.trigger_word
-            else "This LoRA was trained without a trigger word: it applies to any prompt."
+            else f"This {_noun(facts)} was trained without a trigger word: it applies to any prompt."
         ),
         files_rows="\n".join(f"| `{name}` | {use} |" for name, use in _files(facts)),
         comfyui_md=_comfyui(facts),
-        pipeline_class=PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline"),
-        base_model_py=json.dumps(facts.base_model),
-        repo_id_py=json.dumps(facts.repo_id),
-        prompt_py=json.dumps(prompt),
+        what=WHAT.get(facts.kind, WHAT["lora"]).format(algo=_algo(facts)),
+        diffusers_md=_diffusers(facts, prompt=prompt),
         settings_rows="\n".join(f"| {label} | {value} |" for label, value in _settings(facts, config)),
         gallery=_gallery(facts),
         config_json=json.dumps(shown, indent=2, sort_keys=True, default=str),
@@ -193,6 +204,13 @@ def _body(facts: CardFacts) -> str:
 
 
 def _files(facts: CardFacts) -> list[tuple[str, str]]:
+    if facts.kind == "full":
+        folder = facts.full_component[0] if facts.full_component else "unet/ or transformer/"
+        return [(f"{folder.rstrip('/')}/", "the fine-tuned model: diffusers' `from_pretrained(repo, subfolder=...)`"),
+                ("vae/, scheduler/, model_index.json", "the rest of the pipeline, as SimpleTuner saved it")]
+    if facts.kind == "lycoris":
+        return [(DIFFUSERS_FILE, f"the LyCORIS adapter ({_algo(facts)}): the `lycoris` library (below) and ComfyUI"),
+                (LYCORIS_CONFIG_FILE, "the LyCORIS config it was trained with")]
     rows = [(DIFFUSERS_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget")]
     if facts.comfyui_file:
         rows.append((facts.comfyui_file, "ComfyUI, and other tools that load kohya-format LoRAs (Forge, "
@@ -201,11 +219,18 @@ def _files(facts: CardFacts) -> list[tuple[str, str]]:
 
 
 def _comfyui(facts: CardFacts) -> str:
+    if facts.kind == "full":
+        return f"Not applicable: {FULL_COMFYUI_NOTE}."
+    if facts.kind == "lycoris":
+        return LYCORIS_COMFYUI + _comfyui_steps(facts, DIFFUSERS_FILE)
     if not facts.comfyui_file:
         why = facts.comfyui_note or "no ComfyUI-format file was written for this run"
         return f"This repo has no ComfyUI-format file: {_cell(why)}. ComfyUI may still load `{DIFFUSERS_FILE}`."
-    name = facts.comfyui_file
-    clip = facts.model_family in CLIP_LORA_FAMILIES
+    return _comfyui_steps(facts, facts.comfyui_file)
+
+
+def _comfyui_steps(facts: CardFacts, name: str) -> str:
+    clip = facts.model_family in CLIP_LORA_FAMILIES and facts.kind == "lora"  # LyCORIS trains no text encoder
     node = "LoraLoader" if clip else "LoraLoaderModelOnly"
     inputs: dict = {"lora_name": name, "strength_model": 1.0}
     if clip:
@@ -223,6 +248,48 @@ def _comfyui(facts: CardFacts) -> str:
             f"```json\n{workflow}\n```")
 
 
+def _diffusers(facts: CardFacts, *, prompt: str) -> str:
+    """How to load this run in diffusers: a LoRA with load_lora_weights, a LyCORIS adapter with the lycoris
+    library, a full fine-tune's model in place of the base pipeline's own."""
+    pipeline_class = PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline")
+    base, repo, prompt_py = json.dumps(facts.base_model), json.dumps(facts.repo_id), json.dumps(prompt)
+    private_note = "# a private repo needs a token: log in, or pass token=..."
+    component = "unet" if facts.model_family in UNET_FAMILIES else "transformer"
+    if facts.kind == "full":
+        folder, cls = facts.full_component or (component, "AutoModel")
+        lines = ["import torch", f"from diffusers import {cls}, {pipeline_class}", "",
+                 f"{folder} = {cls}.from_pretrained({repo}, subfolder={json.dumps(folder)}, "
+                 f"torch_dtype=torch.bfloat16)  {private_note}",
+                 f"pipeline = {pipeline_class}.from_pretrained({base}, {folder}={folder}, "
+                 "torch_dtype=torch.bfloat16).to(\"cuda\")"]
+        lead = (f"The repo holds the fine-tuned `{folder}` in diffusers' layout; the text encoders are the base "
+                "model's, so load the base pipeline with this model in place of its own:\n\n")
+    elif facts.kind == "lycoris":
+        lines = ["import torch", f"from diffusers import {pipeline_class}",
+                 "from huggingface_hub import hf_hub_download", "from lycoris import create_lycoris_from_weights", "",
+                 f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")",
+                 f"adapter = hf_hub_download({repo}, {json.dumps(DIFFUSERS_FILE)})  {private_note}",
+                 f"wrapper, _ = create_lycoris_from_weights(1.0, adapter, pipeline.{component})",
+                 "wrapper.merge_to()"]
+        lead = ("A LyCORIS adapter loads with the `lycoris` library (`pip install lycoris-lora`), not with "
+                "diffusers' `load_lora_weights`:\n\n")
+    else:
+        lines = ["import torch", f"from diffusers import {pipeline_class}", "",
+                 f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")",
+                 f"pipeline.load_lora_weights({repo})  {private_note}"]
+        lead = ""
+    lines += [f"image = pipeline({prompt_py}).images[0]", 'image.save("output.png")']
+    return lead + "```python\n" + "\n".join(lines) + "\n```"
+
+
+def _noun(facts: CardFacts) -> str:
+    return {"full": "model", "lycoris": "LyCORIS adapter"}.get(facts.kind, "LoRA")
+
+
+def _algo(facts: CardFacts) -> str:
+    return str((facts.lycoris or {}).get("algo") or "LyCORIS")
+
+
 def _example_prompt(facts: CardFacts) -> str:
     trigger = facts.trigger_word or ""
     for _, prompt in facts.validation:
@@ -232,8 +299,11 @@ def _example_prompt(facts: CardFacts) -> str:
 
 
 def _settings(facts: CardFacts, config: dict) -> list[tuple[str, str]]:
-    rows = [("Base model", f"`{facts.base_model}`"), ("Model family", facts.model_family)]
+    rows = [("Base model", f"`{facts.base_model}`"), ("Model family", facts.model_family),
+            ("Trained", TRAINED.get(facts.kind, TRAINED["lora"]).format(algo=_algo(facts)))]
     for label, names in SETTINGS_ROWS:
+        if label.startswith("LoRA") and facts.kind != "lora":
+            continue  # a LyCORIS config or a full fine-tune has no LoRA rank
         for name in names:
             if config.get(name) not in (None, ""):
                 rows.append((label, _cell(config[name])))

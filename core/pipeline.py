@@ -15,25 +15,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.base_model import fetch_base_model
 from core.cancel import Cancel
-from core.dataset import caption_options, stage_dataset
-from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, TrainingError
+from core.captioning import caption_stage
+from core.checkpoint_uploads import CheckpointUploads, fallback_destinations
+from core.dataset import caption_options
+from core.deadline import DeadlineStop, latest_checkpoint
+from core.destinations import check_destinations
+from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
 from core.events import Event, EventSink, StageEvent, ignore_event
+from core.gpu_fit import gpu_report, plan_device
 from core.jobdir import JobDir
 from core.lora_files import add_lora_files
 from core.model_card import CardFacts
+from core.model_fetch import ModelFetch
 from core.model_license import base_model_license
 from core.preflight import preflight
 from core.publish import publish_to_hub
 from core.result import JobResult, Metrics
-from core.resume import fetch_checkpoint
+from core.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
+from core.reuse import JobReuse
+from core.safekeeping import keep_outputs
+from core.samples import job_samples, published_view
 from core.secrets import job_secrets
 from core.settings import Settings
 from core.spec import JobSpec
 from core.storage import upload_outputs
-from core.trainer import LORA_FILE, TrainingOutcome, detect_device, train
-from core.trainer_config import OWNED_FLAGS, build_trainer_files
+from core.trainer import LORA_FILE, TrainingOutcome, train
+from core.trainer_config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
+from core.training_kind import FULL, PIPELINE_DIR, kind_of, trained_component
 
 
 def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings | None = None,
@@ -42,45 +51,110 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     stops it in any stage; so does the end of spec.timeout_s, counted from now (training gets what is left)."""
     settings = settings or Settings.from_env()
     cancel = Cancel.of(cancel, timeout_s=spec.timeout_s)
-    report_only, on_event = on_event, _stopping_on_cancel(on_event, cancel)
     job = JobDir(Path(workdir).absolute()).create()
     token = hub_token(spec, settings)
+    reuse = JobReuse.for_job(spec, settings=settings)  # what earlier jobs on this volume staged or computed
+    model = ModelFetch(spec, settings=settings, token=token, on_event=reuse.watching(on_event), cancel=cancel)
+    report_only, on_event = model.report, _stopping_on_cancel(model.report, cancel)
+    with stage("validate", on_event, cancel):  # before any download or GPU minute: the outputs can go somewhere
+        destination_warnings = check_destinations(spec, token=token, env=os.environ, on_event=on_event)
+        device, gpu = plan_device(settings, dry_run=spec.dry_run)
+        plan = gpu_plan(spec, device=device, gpu=gpu)  # a job the GPU cannot hold stops here, naming what fits
 
+    model.start()  # the base model downloads while the dataset stages
     with stage("dataset", on_event, cancel):
-        manifest = stage_dataset(spec.dataset, job.dataset, captions=caption_options(spec), token=token,
-                                 settings=settings, cancel=cancel, on_event=on_event,
-                                 allow_local_paths=allow_local_paths)
+        manifest = reuse.stage_dataset(spec.source, job.dataset, captions=caption_options(spec), token=token,
+                                       settings=settings, cancel=cancel, on_event=on_event,
+                                       allow_local_paths=allow_local_paths)
+    captioned = None  # before preflight: it checks the captions the training will read
+    if spec.captioning:
+        with stage("caption", on_event, cancel):
+            captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
+                                      cancel=cancel)
     with stage("preflight", on_event, cancel):
-        report = preflight(manifest, spec)
+        report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan))
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
-    resumed_at = 0
+    resumed_at, checkpoint = 0, None
     if spec.resume_from:
         with stage("resume", on_event, cancel):
-            checkpoint = fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event,
-                                          token=token, cancel=cancel)
-            resumed_at = int(checkpoint.name.rsplit("-", 1)[-1])
+            checkpoint = resume_checkpoint(spec, job, settings=settings, token=token, on_event=on_event,
+                                           cancel=cancel)
+            resumed_at = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0
     with stage("configure", on_event, cancel):
-        device, gpu_count = detect_device(settings)
-        files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device,
-                                    resume=bool(spec.resume_from))
+        files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
+                                    resume=checkpoint is not None)
+        report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
+                                price_per_hour=settings.gpu_price_per_hour)
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(), trainer_files=files.to_dict(),
-                       warnings=spec.warnings() + _owned_flag_warnings(spec) + report.warnings)
+                       captioning=captioned,
+                       warnings=spec.warnings() + _owned_flag_warnings(spec) + report.warnings + destination_warnings)
     if spec.dry_run:
+        result.cache = reuse.finish(trained=False)
         return result
 
     with stage("model", on_event, cancel):
-        fetch_base_model(spec, settings=settings, token=token, on_event=on_event, cancel=cancel)
+        model.wait()
+    reuse.restore(spec, files.backends, manifest, settings=settings, on_event=report_only)
+    # Checkpoints go to the job's destination as they are written; near the deadline training stops at one.
+    uploads = CheckpointUploads.for_job(spec, job=job, token=token, env=os.environ, on_event=report_only)
+    guard = DeadlineStop(cancel, margin_s=settings.deadline_margin_s, on_event=report_only)
     try:
-        with stage("train", on_event, cancel):
-            outcome = train(files, job, settings=settings, device=device, gpu_count=gpu_count,
-                            hf_token=token if settings.online else None, on_event=on_event, cancel=cancel,
-                            start_step=resumed_at)
+        with stage("train", on_event, cancel), uploads:
+            outcome = train(files, job, settings=settings, device=device, gpu_count=gpu.count,
+                            hf_token=token if settings.online else None, on_event=uploads.watching(
+                                guard.watching(on_event)), cancel=guard, start_step=resumed_at)
     except (TrainingError, JobCancelled, JobTimeout) as error:
+        if guard.fired:
+            return stopped_early(spec, result, job, uploads, token=token, on_event=report_only)
         # A run cut short still publishes what it has when asked: its events must not stop it again.
         error.salvaged = salvage(spec, result, settings=settings, on_event=report_only)
         raise
-    return publish(spec, _trained(result, outcome, job), settings=settings, on_event=on_event, cancel=cancel)
+    result = _trained(result, outcome, job)
+    result.samples = job_samples(spec, job.output)
+    result.uploaded_checkpoints = [done.to_dict() for done in uploads.uploaded]
+    result.cache = reuse.finish(trained=True, on_event=report_only)  # keeps what missed, says what was reused
+    return publish(spec, result, settings=settings, on_event=on_event, cancel=cancel)
+
+
+def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: str | None, on_event: EventSink,
+                      cancel: Cancel) -> Path | None:
+    """The checkpoint resume_from names, in the job's output folder; for "auto" the latest at the job's own
+    destination, or None (a fresh start) when there is none yet."""
+    if spec.resume_from is None:
+        return None
+    if spec.resume_from != AUTO:
+        return fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event, token=token,
+                                cancel=cancel)
+    storage = spec.storage
+    sources = auto_sources(hub_repo=spec.hub.repo_id if spec.hub else None,
+                           bucket=(storage.bucket or os.environ.get("BUCKET_NAME")) if storage else None,
+                           prefix=storage.prefix if storage else "")
+    return fetch_latest_checkpoint(sources, job.output, settings=settings, on_event=on_event, token=token,
+                                   cancel=cancel)
+
+
+def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: CheckpointUploads, *, token: str | None,
+                  on_event: EventSink) -> JobResult:
+    """Training stopped before the deadline (core/deadline.py): its latest checkpoint at the job's destination,
+    and a `partial` result whose resume_from continues it."""
+    latest = latest_checkpoint(job)
+    if latest is None:
+        raise JobTimeout("stopped before the time limit (timeout_s) with no checkpoint written yet: raise timeout_s "
+                         "or lower config.checkpointing_steps", stage="train")
+    done = uploads.ensure(latest, uploads.destinations or fallback_destinations(spec, token=token, env=os.environ,
+                                                                               on_event=on_event))
+    step = int(latest.name.rsplit("-", 1)[-1])
+    result.status, result.output_dir, result.log_path = "partial", latest, job.log
+    result.lora_path = latest / LORA_FILE if (latest / LORA_FILE).is_file() else None
+    result.metrics = Metrics(steps=step, total_steps=result.metrics.total_steps)
+    result.uploaded_checkpoints = [u.to_dict() for u in uploads.uploaded]
+    result.resume_from = done.resume_from if done else None
+    result.warnings.append(f"training stopped at step {step} before the time limit: send resume_from "
+                           f"{result.resume_from!r} (or \"auto\") to continue" if done else
+                           f"training stopped at step {step} before the time limit; {latest.name} could not be "
+                           "uploaded, it is only in the job's folder")
+    return result
 
 
 def check_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings | None = None,
@@ -95,7 +169,12 @@ def check_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, 
 def _trained(result: JobResult, outcome: TrainingOutcome, job: JobDir) -> JobResult:
     """The dry-run result of a job filled in with what its training made."""
     result.status = "succeeded"
-    result.output_dir, result.lora_path, result.log_path = job.output, job.output / LORA_FILE, job.log
+    result.output_dir, result.log_path = job.output, job.log
+    result.kind = kind_of(result.trainer_files.get("config.json", {}))
+    if result.kind == FULL:  # a diffusers folder, no LoRA file
+        result.model_dir = job.output / PIPELINE_DIR
+    else:
+        result.lora_path = job.output / LORA_FILE
     result.checkpoints = outcome.checkpoints
     result.validation = [(Path(image.path).relative_to(job.output).as_posix(), image.prompt)
                          for image in outcome.validation_images]
@@ -108,23 +187,36 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
             cancel: Cancel | None = None) -> JobResult:
     """Push a finished run where the job asks: the Hub (hub) and/or a bucket (storage). Also the UI's
     "Push to Hub" button, after training. `cancel` is looked at before each destination."""
+    # The checkpoint hub.checkpoint picks, and the sample images that go up with it.
+    result, sample_files = published_view(spec, result, root=JobDir(result.job_dir).output)
     # The ComfyUI-format file beside the diffusers one, named after the repo; a failure is only a warning.
     add_lora_files(spec, result, settings=settings, on_event=on_event)
     token = hub_token(spec, settings)
     job = JobDir(result.job_dir)
+    output_dir = result.output_dir or job.output  # a trained result names it (a picked checkpoint's folder, or this)
     extra_files = {"training.log": job.log, "config/config.json": job.config / "config.json",
                    "config/multidatabackend.json": job.config / "multidatabackend.json"}
-    extra_files = {name: path for name, path in extra_files.items() if path.is_file()}
+    extra_files = {name: path for name, path in extra_files.items() if path.is_file()} | sample_files
+    failed: PublishError | None = None  # a destination that failed: the outputs then go to the next one
     if spec.hub:
-        with stage("publish", on_event, cancel):
-            result.hub = publish_to_hub(result.output_dir, hub=spec.hub, token=token, on_event=on_event,
-                                        facts=card_facts(spec, result, settings=settings),
-                                        extra_files=extra_files).to_dict()
+        try:
+            with stage("publish", on_event, cancel):
+                result.hub = publish_to_hub(output_dir, hub=spec.hub, token=token, on_event=on_event,
+                                            facts=card_facts(spec, result, settings=settings),
+                                            extra_files=extra_files).to_dict()
+        except PublishError as error:
+            failed = error
     if spec.storage:
-        with stage("upload", on_event, cancel):
-            result.storage = upload_outputs(result.output_dir, storage=spec.storage, job_id=job.root.name,
-                                            env=os.environ, extra_files=extra_files, on_event=on_event,
-                                            secrets=job_secrets(spec, env=os.environ, settings=settings))
+        try:
+            with stage("upload", on_event, cancel):
+                result.storage = upload_outputs(output_dir, storage=spec.storage, job_id=job.root.name,
+                                                env=os.environ, extra_files=extra_files, on_event=on_event,
+                                                secrets=job_secrets(spec, env=os.environ, settings=settings))
+        except PublishError as error:
+            failed = failed or error
+    if failed is not None:
+        raise keep_outputs(failed, result, settings=settings, env=os.environ, extra_files=extra_files,
+                           secrets=job_secrets(spec, env=os.environ, settings=settings), on_event=on_event)
     return result
 
 
@@ -160,6 +252,8 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings | None = 
         validation=[(path, prompt) for path, prompt in result.validation if prompt],  # not the unconditional ones
         tags=list(spec.hub.tags) if spec.hub else [], **(base_license.card_fields() if base_license else {}),
         comfyui_file=result.comfyui_path.name if result.comfyui_path else None, comfyui_note=result.comfyui_note,
+        kind=result.kind, lycoris=spec.config.get("lycoris_config"),
+        full_component=trained_component(result.model_dir) if result.model_dir else None,
     )
 
 

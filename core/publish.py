@@ -19,11 +19,14 @@ from core.hub import RETRY, HubTarget, RetryPolicy, call_hub, hub_endpoint, is_o
 from core.model_card import CardFacts, render_model_card
 from core.secrets import scrub_file
 from core.spec import HubSpec
+from core.training_kind import FULL, LYCORIS_CONFIG_FILE, PIPELINE_DIR
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, HfApi
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+COMMIT_MESSAGES = {"lora": "Upload LoRA trained with SimpleTuner", "lycoris": "Upload LyCORIS adapter trained "
+                   "with SimpleTuner", "full": "Upload full fine-tune trained with SimpleTuner"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"}
 
 
@@ -48,25 +51,23 @@ def plan_hub_commit(
     extra_files: dict[str, Path] | None = None,
     secrets: Sequence[str | None] = (),
 ) -> list[CommitOperationAdd]:
-    """The operations of the one commit, for SimpleTuner's output folder of a LoRA run.
+    """The operations of the one commit, for SimpleTuner's output folder of a run.
 
-    Goes up: every top-level *.safetensors (the LoRA), README.md (our card, replacing SimpleTuner's),
-    simpletuner_config.json and any JSON extra file with secret keys removed, validation_images/, checkpoint-N/
-    when `include_checkpoints`, and `extra_files` (repo path -> local file). Text files are scrubbed of
-    `secrets` and of anything that looks like a token.
+    Goes up: every top-level *.safetensors (the LoRA or LyCORIS adapter) and lycoris_config.json, or for a full
+    fine-tune (facts.kind) its `pipeline/` folder as the repo's root; README.md (our card, replacing
+    SimpleTuner's), simpletuner_config.json and any JSON extra file with secret keys removed,
+    validation_images/, checkpoint-N/ when `include_checkpoints`, and `extra_files` (repo path -> local file).
+    Text files are scrubbed of `secrets` and of anything that looks like a token.
     """
     from huggingface_hub import CommitOperationAdd
 
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         raise PublishError(f"output folder {output_dir} does not exist", field="output_dir")
-    weights = sorted(output_dir.glob("*.safetensors"))
-    if not weights:
-        raise PublishError(f"no LoRA weights in {output_dir}: {LORA_FILE} is missing", field="output_dir")
-
-    files: dict[str, Path] = {path.name: path for path in weights}
-    if (output_dir / "simpletuner_config.json").is_file():
-        files["simpletuner_config.json"] = output_dir / "simpletuner_config.json"
+    files = _weights(output_dir, kind=facts.kind)
+    for name in ("simpletuner_config.json", LYCORIS_CONFIG_FILE):
+        if (output_dir / name).is_file():
+            files[name] = output_dir / name
     files.update(_tree(output_dir, "validation_images", lambda p: p.suffix.lower() in IMAGE_SUFFIXES))
     if include_checkpoints:
         for checkpoint in sorted(output_dir.glob("checkpoint-*")):
@@ -85,6 +86,21 @@ def plan_hub_commit(
         operations.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=scrubbed if scrubbed is not None
                                              else str(path)))
     return operations
+
+
+def _weights(output_dir: Path, *, kind: str) -> dict[str, Path]:
+    """What the run trained, by repo path: an adapter's top-level *.safetensors (a LoRA's or a LyCORIS adapter's),
+    or a full fine-tune's diffusers folder (`pipeline/`), which becomes the repo's root."""
+    if kind == FULL:
+        pipeline = output_dir / PIPELINE_DIR
+        if not (pipeline / "model_index.json").is_file():
+            raise PublishError(f"no full fine-tune in {output_dir}: {PIPELINE_DIR}/model_index.json is missing",
+                               field="output_dir")
+        return {p.relative_to(pipeline).as_posix(): p for p in sorted(pipeline.rglob("*")) if p.is_file()}
+    weights = sorted(output_dir.glob("*.safetensors"))
+    if not weights:
+        raise PublishError(f"no LoRA weights in {output_dir}: {LORA_FILE} is missing", field="output_dir")
+    return {path.name: path for path in weights}
 
 
 def _tree(root: Path, folder: str, keep: Callable[[Path], bool]) -> dict[str, Path]:
@@ -116,7 +132,7 @@ def publish_to_hub(
                                  extra_files=extra_files, secrets=secrets)
     repo_id = hub.repo_id
     target = HubTarget(repo_id, family=PublishError, field="hub.repo_id", endpoint=endpoint, token=token,
-                       token_field="hub.token", write=True)
+                       token_field="hub.token", write=True)  # noqa: S106 (a field name)
     if is_offline():
         raise offline_error(target, f"publishing {repo_id}")
     from huggingface_hub import HfApi
@@ -145,7 +161,7 @@ def publish_to_hub(
             output_dir, facts=facts, include_checkpoints=hub.include_checkpoints, extra_files=extra_files,
             secrets=secrets)
         return api.create_commit(repo_id=repo_id, repo_type="model", operations=ops,
-                                 commit_message="Upload LoRA trained with SimpleTuner",
+                                 commit_message=COMMIT_MESSAGES.get(facts.kind, COMMIT_MESSAGES["lora"]),
                                  commit_description=_commit_description(facts))
 
     info = retried("committing the files", commit)

@@ -101,9 +101,10 @@ def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float 
     untiered = sorted((c for c in candidates if not c.tier_gb), key=lambda c: (len(c.example), c.example))
     if gpu_memory_gb is None or not tiered:
         return (untiered or tiered[-1:])[0]
-    fitting = [c for c in tiered if c.tier_gb <= gpu_memory_gb]
+    # `tiered` holds only recipes with a tier, so `or 0` never applies; it tells mypy the tier is an int.
+    fitting = [c for c in tiered if (c.tier_gb or 0) <= gpu_memory_gb]
     if fitting:
-        best = max(c.tier_gb for c in fitting)
+        best = max(c.tier_gb or 0 for c in fitting)
         return _with_fit(next(c for c in fitting if c.tier_gb == best), fits=True)
     return _with_fit(tiered[0], fits=False)
 

@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.samples import Sample, samples_output
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".gif"})
+
+
 
 def human_duration(seconds: float) -> str:
     """'2h 15m', '3m 4s', '12.3s': the seed's metrics.elapsed_time."""
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
 
@@ -37,10 +42,15 @@ class Metrics:
 @dataclass
 class JobResult:
     status: str
-    """succeeded | dry_run."""
+    """succeeded | dry_run | partial (stopped before the deadline: `resume_from` continues it)."""
     job_dir: Path
     output_dir: Path | None = None
+    kind: str = "lora"
+    """What was trained (core/training_kind.py): lora | lycoris | full."""
     lora_path: Path | None = None
+    """The adapter file (a LoRA's or a LyCORIS adapter's); None for a full fine-tune."""
+    model_dir: Path | None = None
+    """A full fine-tune's diffusers folder (`pipeline/` in the output folder); None for an adapter."""
     comfyui_path: Path | None = None
     """The same LoRA in ComfyUI/kohya format (`<name>.safetensors` beside lora_path); None when not written."""
     comfyui_note: str | None = None
@@ -51,12 +61,22 @@ class JobResult:
     trainer_files: dict[str, Any] = field(default_factory=dict)
     checkpoints: list[Path] = field(default_factory=list)
     validation: list[tuple[str, str]] = field(default_factory=list)
-    """(path inside the output folder, prompt) of each validation image."""
+    """(path inside the output folder, prompt) of each validation image or video (Wan writes .mp4)."""
     hub: dict[str, Any] | None = None
     """publish.HubResult.to_dict(): repo_id, url, commit, files {path: resolve URL}."""
     storage: dict[str, Any] | None = None
     """storage upload: {name: presigned URL}."""
     warnings: list[str] = field(default_factory=list)
+    uploaded_checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """Checkpoints uploaded while training (core/checkpoint_uploads.py): {step, location, resume_from}."""
+    resume_from: str | None = None
+    """A partial job's: the value a job's resume_from takes to continue it."""
+    samples: list[Sample] = field(default_factory=list)
+    """The job's sample images (core/samples.py), per step and prompt."""
+    cache: dict[str, Any] | None = None
+    """What came from the cache (core/reuse.py): dataset status, text embeddings and latents reused, seconds saved."""
+    captioning: dict[str, Any] | None = None
+    """What the caption stage did (core/captioning.py CaptionReport): model, counts, timings, per-image sources."""
 
     def files(self) -> list[dict[str, Any]]:
         """The output files, with their URL where one was published."""
@@ -69,6 +89,26 @@ class JobResult:
             entry: dict[str, Any] = {"path": rel, "size": path.stat().st_size}
             if rel in urls:
                 entry["url"] = urls[rel]
+            out.append(entry)
+        return out
+
+    def _model_checkpoint(self, lora_name: str | None, *urls: dict[str, str]) -> str | None:
+        """The adapter file's URL or path; for a full fine-tune its diffusers folder: the Hub repo (the folder is
+        its root), else the local folder."""
+        if self.model_dir is not None:
+            return (self.hub or {}).get("url") or str(self.model_dir)
+        found = next((found[lora_name] for found in urls if lora_name in found), None) if lora_name else None
+        return found or (str(self.lora_path) if self.lora_path else None)
+
+    def _validation(self, *urls: dict[str, str]) -> list[dict[str, Any]]:
+        """Each validation output: path in the output folder, prompt, image or video, and its URL when published."""
+        out = []
+        for path, prompt in self.validation:
+            entry: dict[str, Any] = {"path": path, "prompt": prompt,
+                                     "media": "video" if Path(path).suffix.lower() in VIDEO_SUFFIXES else "image"}
+            url = next((found[path] for found in urls if path in found), None)
+            if url:
+                entry["url"] = url
             out.append(entry)
         return out
 
@@ -86,14 +126,20 @@ class JobResult:
             "status": self.status,
             "hub": {k: v for k, v in self.hub.items() if k in ("repo_id", "url", "commit", "private")}
             if self.hub else None,
-            "model_checkpoint": hub_files.get(lora_name) or bucket_files.get(lora_name)
-            or (str(self.lora_path) if self.lora_path else None),
+            "model_type": self.kind,
+            "model_checkpoint": self._model_checkpoint(lora_name, hub_files, bucket_files),
             "comfyui_checkpoint": self._url_or_path(self.comfyui_path, hub_files, bucket_files),
             "training_logs": bucket_files.get("training.log") or hub_files.get("training.log")
             or (str(self.log_path) if self.log_path else None),
             "files": self.files(),
             "metrics": self.metrics.to_dict(),
+            **({"validation": self._validation(hub_files, bucket_files)} if self.validation else {}),
             "preflight": self.preflight,
             "warnings": self.warnings,
+            **({"checkpoints": self.uploaded_checkpoints} if self.uploaded_checkpoints else {}),
+            **({"samples": samples_output(self.samples, urls={**bucket_files, **hub_files})} if self.samples else {}),
+            **({"resume_from": self.resume_from} if self.resume_from else {}),
+            **({"cache": self.cache} if self.cache is not None else {}),
+            **({"captioning": self.captioning} if self.captioning is not None else {}),
             **({"trainer_files": self.trainer_files} if self.status == "dry_run" else {}),
         }

@@ -24,6 +24,7 @@ import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -83,11 +84,11 @@ def parse_source(source: str) -> ResumeSource:
     if scheme in ("http", "https"):
         return ResumeSource("url", text)
     if scheme == "s3":
-        parts = urlsplit(text)
-        key = parts.path.lstrip("/")
-        if not parts.netloc or not key:
+        url = urlsplit(text)
+        key = url.path.lstrip("/")
+        if not url.netloc or not key:
             raise resume_error(f"{public_url(text)}: give s3://bucket/prefix/checkpoint-N or s3://bucket/key.zip")
-        return ResumeSource("s3", parts.netloc, key)
+        return ResumeSource("s3", url.netloc, key)
     if scheme not in ("", "hf"):
         raise resume_error(f"'{scheme}://' is not a source we fetch: use a Hub path, s3:// or https://")
     rest = text.split("://", 1)[1] if scheme else text
@@ -189,9 +190,8 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
     done = 0
     on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
     for path, size in chosen:
-        hub(f"downloading {path}", lambda path=path: hf_hub_download(repo, path, revision=commit,
-                                                                    local_dir=staging / "hub", endpoint=endpoint,
-                                                                    token=token))
+        hub(f"downloading {path}", partial(hf_hub_download, repo, path, revision=commit, local_dir=staging / "hub",
+                                           endpoint=endpoint, token=token))
         done += size
         on_event(DownloadProgress(source=where.public, bytes_done=done, bytes_total=total))
     shutil.rmtree(staging / "hub" / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
@@ -292,3 +292,39 @@ def _place(found: Path, target: Path) -> Path:
     for sampler_state in target.glob("training_state-*.json"):
         sampler_state.unlink()
     return target
+
+
+# -- resume_from: "auto" ------------------------------------------------------------------------------------------
+
+AUTO = "auto"
+NOTHING_THERE = frozenset({"resume_not_found", "hub_not_found", "s3_not_found"})
+
+
+def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "") -> list[str]:
+    """Where `resume_from: "auto"` looks, in order: the job's Hub repo (its latest checkpoint-N folder, under
+    checkpoints/ as core/checkpoint_uploads.py leaves them, or at the root as hub.include_checkpoints publishes
+    them), then its bucket's `<prefix>/checkpoints/`."""
+    places = [f"hf://{hub_repo}"] if hub_repo else []
+    if bucket:
+        places.append(f"s3://{bucket}/" + "/".join(p for p in (prefix.strip("/"), "checkpoints") if p))
+    return places
+
+
+def fetch_latest_checkpoint(sources: list[str], output_dir: Path, *, settings: Settings,
+                            on_event: EventSink = ignore_event, token: str | None = None,
+                            env: Mapping[str, str] | None = None, cancel: CancelFlag | None = None) -> Path | None:
+    """`resume_from: "auto"`: the latest checkpoint at the first of `sources` that has one, fetched as
+    fetch_checkpoint does; None (a fresh start, said in a log line) when none has one. A source that cannot be read
+    (a refused token, a missing bucket) is an error, not a fresh start."""
+    if not sources:
+        raise resume_error('"auto" resumes from the job\'s own destination: set hub.repo_id or storage')
+    for source in sources:
+        try:
+            return fetch_checkpoint(source, output_dir, settings=settings, on_event=on_event, token=token, env=env,
+                                    cancel=cancel)
+        except ResumeError as error:
+            if error.code not in NOTHING_THERE:
+                raise
+            on_event(LogLine(f"resume_from auto: no checkpoint at {parse_source(source).public}"))
+    on_event(LogLine("resume_from auto: no checkpoint yet, starting fresh"))
+    return None

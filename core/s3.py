@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core.errors import JobError
+from core.errors import JobError, exception_chain
 from core.secrets import mask_secret_values, redact
 
 DEFAULT_REGION = "us-east-1"
@@ -116,21 +116,13 @@ def require_keys(config: S3Config, *, family: type[JobError], field: str) -> Non
         raise family(f"S3 needs {KEY_VARS} in the environment", field=field, code=AUTH)
 
 
-def s3_failures() -> tuple[type[BaseException], ...]:
-    """The exception types boto3 and botocore raise for a failed request; `s3_error` translates each."""
+def s3_failures(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """The exception types boto3 and botocore raise for a failed request, `s3_error` translates each; plus `also`
+    (`except s3_failures(OSError):`, a form type checkers follow, unlike `except (*s3_failures(), OSError)`)."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return ClientError, BotoCoreError, Boto3Error
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
+    return ClientError, BotoCoreError, Boto3Error, *also
 
 
 def s3_error(exc: BaseException, *, family: type[JobError], where: str, field: str, config: S3Config,
@@ -150,7 +142,7 @@ def s3_error(exc: BaseException, *, family: type[JobError], where: str, field: s
     def typed(code: str, problem: str, *, at: str = field) -> JobError:
         return family(clean(f"{where}: {problem}"), field=at, code=code)
 
-    chain = _causes(exc)
+    chain = exception_chain(exc)
     client_error = next((cause for cause in chain if isinstance(cause, boto.ClientError)), None)
     if client_error is not None:
         error = client_error.response.get("Error", {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
@@ -198,7 +199,7 @@ def is_secret_key(key: str) -> bool:
         return True
     if words == ["key"]:
         return True
-    return any(a in _KEY_QUALIFIERS and b == "key" for a, b in zip(words, words[1:], strict=False))
+    return any(a in _KEY_QUALIFIERS and b == "key" for a, b in pairwise(words))
 
 
 def sanitize(value: Any, secrets: Iterable[str | None] = ()) -> Any:

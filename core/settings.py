@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from core.errors import SetupError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUNPOD_VOLUME = Path("/runpod-volume")
 
 # Variables that keep SimpleTuner and its libraries off the network (docs/simpletuner-notes.md).
 OFFLINE_ENV = {
@@ -51,6 +52,22 @@ class Settings:
     """HF_HOME: the Hugging Face cache SimpleTuner loads base models from."""
     download_stall_s: float = 60.0
     """DOWNLOAD_STALL_S: a dataset download that receives no byte for this long is dropped (and retried)."""
+    gpu_memory_gb: float | None = None
+    """GPU_MEMORY_GB: the memory of each GPU, in GB, instead of nvidia-smi's; also lets a dry run on a machine
+    without a GPU plan for one this size (core/gpu_fit.py)."""
+    gpu_price_per_hour: float | None = None
+    """GPU_PRICE_PER_HOUR: the endpoint's price per GPU-hour; a dry run then estimates the job's cost."""
+    volume_dir: Path | None = None
+    """VOLUME_DIR: a network volume where outputs that could not be published are kept; default /runpod-volume
+    when that folder exists."""
+    deadline_margin_s: float = 600.0
+    """DEADLINE_MARGIN_S: in this last part of a job's time, training stops at its next checkpoint
+    (core/deadline.py)."""
+    cache_dir: Path | None = None
+    """CACHE_DIR: the cache of staged datasets, text embeddings and VAE latents (core/cache.py); default
+    <volume>/trainer-cache with a network volume, else DATA_DIR/cache."""
+    cache_max_gb: float = 100.0
+    """CACHE_MAX_GB: the cache's size limit; the least recently used entries go first."""
 
     @property
     def trainer_python(self) -> Path:
@@ -76,7 +93,31 @@ class Settings:
             online=_flag(env.get("TRAINER_ONLINE")),
             hf_home=Path(hf_home).absolute() if hf_home else None,
             download_stall_s=_seconds(env, "DOWNLOAD_STALL_S", default=60.0),
+            gpu_memory_gb=_optional_number(env, "GPU_MEMORY_GB", what="a number of GB"),
+            gpu_price_per_hour=_optional_number(env, "GPU_PRICE_PER_HOUR", what="a price per GPU-hour"),
+            volume_dir=_volume(env),
+            deadline_margin_s=_seconds(env, "DEADLINE_MARGIN_S", default=600.0),
+            cache_dir=Path(env["CACHE_DIR"]).absolute() if (env.get("CACHE_DIR") or "").strip() else None,
+            cache_max_gb=_positive(env, "CACHE_MAX_GB", default=100.0),
         )
+
+
+def _volume(env: Mapping[str, str]) -> Path | None:
+    given = (env.get("VOLUME_DIR") or "").strip()
+    if given:
+        return Path(given).absolute()
+    return RUNPOD_VOLUME if RUNPOD_VOLUME.is_dir() else None
+
+
+def _positive(env: Mapping[str, str], name: str, *, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SetupError(f"{name}={raw!r}: give a number above 0", field=name)
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
@@ -87,4 +128,17 @@ def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
         value = -1.0
     if not 0 < value < float("inf"):
         raise SetupError(f"{name}={raw!r}: give a number of seconds above 0", field=name)
+    return value
+
+
+def _optional_number(env: Mapping[str, str], name: str, *, what: str) -> float | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SetupError(f"{name}={raw!r}: give {what} above 0", field=name)
     return value

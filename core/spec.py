@@ -1,4 +1,5 @@
-"""The job: one typed declaration of everything a training job says. No I/O beyond reading the flag list.
+"""The job: one typed declaration of everything a training job says. No I/O beyond reading the flag list and a
+local or cached model's model_index.json (core/families.py).
 
 `parse_job(data)` is the only way in; every face (worker, UI, CLI) uses it. It accepts the RunPod envelope
 (`{"input": {...}}`) or the bare job, SimpleTuner's native config keys with or without `--`, and the seed's
@@ -16,9 +17,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from core.caption_spec import CaptioningSpec
 from core.errors import SpecError
+from core.families import resolve_family
 from core.flag_policy import FILE_CONTENT, INLINE_JSON, check_flag, classify
 from core.hub import is_repo_id
 from core.job_limits import (
@@ -33,6 +45,9 @@ from core.job_limits import (
     moved_caches,
     scan_values,
 )
+from core.lycoris import with_preset as with_lycoris_preset
+from core.samples import SamplesSpec, check_trigger
+from core.training_kind import check_training_kind, implied_flags
 
 FLAGS_FILE = Path(__file__).resolve().parent / "data" / "simpletuner_flags.json"
 
@@ -105,7 +120,7 @@ def _suggest(word: str, candidates: list[str]) -> str:
     return f" (did you mean {quoted[0] if len(quoted) == 1 else ', '.join(quoted[:-1]) + ' or ' + quoted[-1]}?)"
 
 
-def _coerce(name: str, value: Any, flag: dict[str, Any]) -> Any:
+def _coerce(name: str, value: Any, flag: dict[str, Any]) -> Any:  # noqa: C901 (one branch per SimpleTuner parser type, then the shared bounds)
     """Check one native flag's value against its parser type; return the value in its proper type."""
     kind = flag.get("type")
     if value is None:
@@ -169,22 +184,6 @@ def normalize_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     if errors:
         raise _spec_error(errors)
     return out
-
-
-def infer_model_family(model: str) -> str | None:
-    """Guess SimpleTuner's model family from a Hub id or folder name, as users expect of shorthand."""
-    name = model.lower()
-    rules = [
-        ("flux.2", "flux2"), ("flux2", "flux2"), ("flux", "flux"), ("stable-diffusion-3", "sd3"), ("sd3", "sd3"),
-        ("xl", "sdxl"), ("pixart", "pixart"), ("sana", "sana"), ("auraflow", "auraflow"),
-        ("hidream", "hidream"), ("kolors", "kolors"), ("qwen-image", "qwen_image"), ("lumina", "lumina2"),
-        ("wan", "wan"), ("ltx", "ltxvideo"), ("z-image", "z_image"),
-    ]
-    families = set(model_families())
-    for needle, family in rules:
-        if needle in name and family in families:
-            return family
-    return None
 
 
 def _spec_error(errors: list[dict]) -> SpecError:
@@ -280,9 +279,21 @@ class HubSpec(_Strict):
     include_checkpoints: bool = False
     on_failure: bool = False
     """Publish the checkpoints made so far when training fails, times out or is cancelled."""
+    checkpoints: bool = False
+    """Upload each full-state checkpoint to checkpoints/checkpoint-N/ of this repo while training goes on
+    (core/checkpoint_uploads.py); resume_from "auto" continues from them."""
     license: str | None = None
     """One of the Hub's license identifiers (core/data/hub_licenses.json); 'other' for any other."""
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    checkpoint: Literal["last", "best"] | int = "last"
+    """Which LoRA goes up: the final one, the checkpoint of lowest smoothed loss, or checkpoint-N (core/samples.py)."""
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _checkpoint(cls, value: Any) -> Any:
+        if value in ("last", "best") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f'must be "last", "best" or a checkpoint\'s step (a whole number >= 1), got {value!r}')
 
     @field_validator("license")
     @classmethod
@@ -314,6 +325,8 @@ class StorageSpec(_Strict):
     bucket: str | None = None
     prefix: str = ""
     expires_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    checkpoints: bool = False
+    """Upload each full-state checkpoint to <prefix>/checkpoints/checkpoint-N/ while training goes on."""
 
 
 class JobSpec(_Strict):
@@ -327,13 +340,27 @@ class JobSpec(_Strict):
     dry_run: bool = False
     timeout_s: int = Field(default=21600, gt=0, le=7 * 24 * 3600)
     resume_from: str | None = None
+    """A checkpoint to continue (core/resume.py), or "auto": the latest one at this job's own hub or storage."""
+    cache: bool = True
+    """Reuse what an earlier job on this volume staged or computed (dataset, text embeddings, VAE latents) and keep
+    what this one makes (core/cache.py); false: neither."""
+    samples: SamplesSpec | None = None
+    """Prompts rendered at each checkpoint and at the end (core/samples.py)."""
+    captioning: CaptioningSpec | None = None
+    """Caption the images before training (core/captioning.py): the ones without a caption, or all."""
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, value: SamplesSpec | None, info: ValidationInfo) -> SamplesSpec | None:
+        check_trigger(value, info.data.get("trigger_word"))
+        return value
 
     @field_validator("config", mode="before")
     @classmethod
     def _config(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise ValueError("must be an object of SimpleTuner options")
-        return normalize_config(value)
+        return normalize_config(with_lycoris_preset(value))
 
     @field_validator("trigger_word")
     @classmethod
@@ -369,18 +396,19 @@ class JobSpec(_Strict):
             self.dataset_url = None
         if self.dataset is None:
             raise ValueError("a job needs a dataset: dataset_url, or dataset with url, hf_repo, files or path")
-        family = self.config.get("model_family")
-        model = self.config.get("pretrained_model_name_or_path")
-        if not model:
+        if not self.config.get("pretrained_model_name_or_path"):
             raise ValueError("config needs a base model: model_name or pretrained_model_name_or_path")
-        if not family:
-            family = infer_model_family(str(model))
-            if not family:
-                raise ValueError(
-                    f"cannot tell the model family of '{model}': set config.model_family "
-                    f"(one of {', '.join(model_families()[:10])}, ...)"
-                )
-            self.config["model_family"] = family
+        # Family and flavour: the job's own, else SimpleTuner's Hub id table / the model's model_index.json / the name.
+        self.config.update(resolve_family(self.config, has_conditioning=isinstance(self.dataloader, list) and any(
+            b.get("dataset_type") == "conditioning" or b.get("conditioning_data") for b in self.dataloader)))
+        return self
+
+    @model_validator(mode="after")
+    def _training_kind(self) -> JobSpec:
+        self.config.update(implied_flags(self.config))
+        errors = check_training_kind(self.config, on_failure=bool(self.hub and self.hub.on_failure))
+        if errors:
+            raise _spec_error(errors)
         return self
 
     @property
@@ -390,6 +418,14 @@ class JobSpec(_Strict):
     @property
     def base_model(self) -> str:
         return str(self.config["pretrained_model_name_or_path"])
+
+    @property
+    def source(self) -> DatasetSpec:
+        """The dataset to stage: a validated job always has one (dataset_url becomes it)."""
+        if self.dataset is None:
+            raise SpecError("a job needs a dataset: dataset_url, or dataset with url, hf_repo, files or path",
+                            field="dataset")
+        return self.dataset
 
     def warnings(self) -> list[str]:
         return moved_caches(self.dataloader) if isinstance(self.dataloader, list) else self.dataloader.unsupported()
@@ -410,7 +446,7 @@ _MODEL_LEVEL_FIELDS = {
 }
 
 
-def _field_of(error: dict) -> str:
+def _field_of(error: Mapping[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     if not loc:
         message = error.get("msg", "")
@@ -423,7 +459,7 @@ def _field_of(error: dict) -> str:
     return ".".join(loc)
 
 
-def parse_job(data: Any) -> JobSpec:
+def parse_job(data: Any) -> JobSpec:  # noqa: C901 (one pass from raw input to a spec, each pydantic error mapped once)
     """Validate a job (bare or wrapped in RunPod's {"input": ...}); raise SpecError naming every bad field."""
     if isinstance(data, (str, bytes)):
         try:
@@ -461,7 +497,8 @@ def parse_job(data: Any) -> JobSpec:
 
 
 def _fields_near(loc: tuple) -> list[str]:
-    models: dict[str, type[BaseModel]] = {"dataset": DatasetSpec, "hub": HubSpec, "storage": StorageSpec}
+    models: dict[str, type[BaseModel]] = {"dataset": DatasetSpec, "hub": HubSpec, "storage": StorageSpec,
+                                          "samples": SamplesSpec, "captioning": CaptioningSpec}
     model = models.get(str(loc[0])) if len(loc) > 1 else JobSpec
     return list(model.model_fields) if model else []
 

@@ -4,8 +4,9 @@
 presentation (the worker's throttled RunPod status, the UI's progress bar, the CLI's lines). `summary` is the one
 line the worker's log and the CLI print.
 
-Stages a user sees: downloading (dataset, checkpoint to resume, base model), checking (preflight, trainer config),
-loading (SimpleTuner starting), caching (text embeds, VAE latents), training, validating, publishing.
+Stages a user sees: downloading (dataset, checkpoint to resume, base model), captioning (images done/total, ETA),
+checking (preflight, trainer config), loading (SimpleTuner starting), caching (text embeds, VAE latents), training,
+validating, publishing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from core.events import (
+    CaptionProgress,
     CheckpointSaved,
     DownloadProgress,
     Event,
@@ -30,6 +32,7 @@ from core.secrets import mask_secret_values
 PIPELINE_STAGES: dict[str, tuple[str, str]] = {
     "setup": ("loading", "preparing the job"),
     "dataset": ("downloading", "staging the dataset"),
+    "caption": ("captioning", "captioning the images"),
     "preflight": ("checking", "checking the dataset"),
     "configure": ("checking", "writing the SimpleTuner config"),
     "resume": ("downloading", "fetching the checkpoint to resume"),
@@ -39,7 +42,8 @@ PIPELINE_STAGES: dict[str, tuple[str, str]] = {
     "upload": ("publishing", "uploading the outputs"),
 }
 # Fields that only mean something during one stage: cleared when the status leaves it.
-STAGE_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"downloading": ("bytes_done", "bytes_total")}
+STAGE_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"downloading": ("bytes_done", "bytes_total"),
+                                                 "captioning": ("images_done", "images_total", "eta_s")}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class JobStatus:
     """SimpleTuner's own percentage of the training, when it says one."""
     bytes_done: int | None = None
     bytes_total: int | None = None
+    images_done: int | None = None
+    images_total: int | None = None
+    """Images captioned so far, of how many (the caption stage)."""
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +113,9 @@ def apply(status: JobStatus, event: Event) -> JobStatus:
         if event.status == "failed":
             return replace(status, message=f"{event.stage} failed: {_clean(event.message)}")
         return replace(status, message=_clean(event.message)) if event.message else status
+    if isinstance(event, CaptionProgress):
+        return _moved(status, "captioning", images_done=event.done, images_total=event.total, eta_s=event.eta_s,
+                      message=f"captioned {event.done}/{event.total} images")
     if isinstance(event, DownloadProgress):
         return _moved(status, "downloading", message=f"downloading {_clean(event.source)}",
                       bytes_done=event.bytes_done, bytes_total=event.bytes_total)
@@ -133,7 +143,7 @@ def summary(status: JobStatus, *, elapsed_s: float | None = None) -> str:
         parts.append(transferred(status))
     if status.loss is not None and status.stage in ("training", "validating"):
         parts.append(f"loss={status.loss:.4f}")
-    if status.eta_s is not None and status.stage == "training":
+    if status.eta_s is not None and status.stage in ("training", "captioning"):
         parts.append(f"eta={status.eta_s:.0f}s")
     if elapsed_s is not None:
         parts.append(f"elapsed={elapsed_s:.0f}s")

@@ -69,7 +69,7 @@ def upload_outputs(
             urls[rel] = client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=storage.expires_s
             )
-    except (*s3_failures(), OSError) as exc:  # OSError: a file that cannot be read, said the same way
+    except s3_failures(OSError) as exc:  # OSError: a file that cannot be read, said the same way
         raise s3_error(exc, family=StorageError, where=f"upload to s3://{bucket}/{prefix}/", field="storage",
                        config=config, bucket=bucket, bucket_field="storage.bucket", secrets=known_secrets) from None
     on_event(LogLine(f"uploaded {len(urls)} files to s3://{bucket}/{prefix}/"))

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from core.cancel import Cancel
+from core.cancel import Cancel, StopFlag
 from core.errors import SetupError, TrainingError
 from core.events import (
     CheckpointSaved,
@@ -35,8 +35,11 @@ from core.events import (
 from core.jobdir import JobDir
 from core.settings import OFFLINE_ENV, Settings
 from core.trainer_config import TrainerFiles
+from core.training_kind import expected_output
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+VALIDATION_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"})
+"""The validation outputs SimpleTuner writes: images, and videos for the video families."""
 CANCEL_GRACE_S = 5.0
 POLL_S = 0.1
 # The only variables a training process gets from ours (an allow-list: SimpleTuner expands `{env:NAME}`, and a
@@ -63,7 +66,7 @@ def _number(value: Any) -> float | None:
 
 
 def translate_event(raw: Mapping[str, Any]) -> list[Event]:
-    """One raw SimpleTuner webhook payload -> our typed events (FACTS.md section 1 lists the shapes seen)."""
+    """One raw SimpleTuner webhook payload -> our typed events (docs/simpletuner-notes.md lists the shapes seen)."""
     kind = raw.get("type")
     if kind == "training.status":
         progress = raw.get("progress") or {}
@@ -103,7 +106,7 @@ class WebhookReceiver:
         on_raw_event = on_raw
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:  # http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 self.send_response(200)
@@ -125,8 +128,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/webhook"
+        return f"http://127.0.0.1:{self._server.server_port}/webhook"
 
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()
@@ -265,9 +267,9 @@ def _error_from_log(tail: str) -> str | None:
     return None
 
 
-def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, gpu_count: int = 0,
+def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, gpu_count: int = 0,  # noqa: C901 (the one subprocess lifecycle: start, watch, stop, classify the end)
           hf_token: str | None = None, on_event: EventSink = ignore_event,
-          cancel: Cancel | None = None, start_step: int = 0) -> TrainingOutcome:
+          cancel: Cancel | StopFlag | None = None, start_step: int = 0) -> TrainingOutcome:
     """Run SimpleTuner on these files until it finishes, fails (TrainingError), or `cancel` stops it (its process
     group is killed; JobCancelled, or JobTimeout at the job's deadline). `start_step`: the checkpoint a resumed run
     continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
@@ -285,7 +287,9 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
 
     def _new_validation_images() -> list[Event]:
         folder = job.output / "validation_images"
-        found = sorted(set(folder.glob("*.png")) - seen_images) if folder.is_dir() else []
+        # Images, and videos for the video families (Wan writes step_<N>_<name>_<i>_<WxH>.mp4): reported alike.
+        found = sorted({p for p in folder.iterdir() if p.suffix.lower() in VALIDATION_SUFFIXES} - seen_images) \
+            if folder.is_dir() else []
         seen_images.update(found)
         prompt = str(files.config.get("--validation_prompt") or "")
         # SimpleTuner also renders an unconditional image (no prompt) beside each prompted one.
@@ -333,6 +337,8 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         title = outcome.error.title if outcome.error else "SimpleTuner failed"
         raise TrainingError(f"{title}: {message or f'exit code {process.returncode}'}",
                             exit_code=process.returncode, log_tail=tail)
-    if not (job.output / LORA_FILE).exists():
-        raise TrainingError(f"SimpleTuner finished without writing {LORA_FILE}", exit_code=0, log_tail=tail)
+    expected = expected_output(job.output, files.config)  # the LoRA file, or a full fine-tune's pipeline
+    if not expected.exists():
+        raise TrainingError(f"SimpleTuner finished without writing {expected.relative_to(job.output)}", exit_code=0,
+                            log_tail=tail)
     return outcome

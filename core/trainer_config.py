@@ -1,7 +1,9 @@
 """Job -> SimpleTuner's config.json and multidatabackend.json. A pure function: no I/O, golden-file tested.
 
 What the user left out gets a default that trains; what the user set always wins, except the paths this job owns
-(output, caches, dataloader and webhook files), which live in the job's directory whatever the job says.
+(output, caches, dataloader and webhook files), which live in the job's directory whatever the job says. On CUDA the
+defaults are SimpleTuner's recipe for the model family on this GPU (core/gpu_fit.py); on CPU, settings that train
+without CUDA.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SpecError
+from core.families import flavour_settings
 from core.flag_policy import FILE_CONTENT, INLINE_JSON, classify, owned_flags
+from core.gpu_fit import VALIDATION_SETTINGS, GpuFacts, GpuPlan, check_fit, plan_gpu
 from core.job_limits import CACHE_KEY, DATA_KEYS, relative_data_dir
 from core.jobdir import JobDir
+from core.samples import with_samples
 from core.spec import JobSpec, simpletuner_flags
 
 DEFAULT_RESOLUTION = 1024
@@ -41,6 +46,8 @@ class TrainerFiles:
     """multidatabackend.json."""
     inline_files: dict[str, Any] = field(default_factory=dict)
     """JSON files a job gave inline (a LyCORIS config, a prompt library): file name in the config folder -> content."""
+    plan: GpuPlan | None = None
+    """On CUDA: the recipe, precision and fit for the GPU (core/gpu_fit.py)."""
 
     def write(self, job: JobDir, *, webhook_url: str) -> Path:
         """Write the files into the job's config folder; return config.json's path."""
@@ -58,15 +65,28 @@ class TrainerFiles:
         return {"config.json": self.config, "multidatabackend.json": self.backends}
 
 
-def _defaults(spec: JobSpec, *, device: str) -> dict[str, Any]:
+def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None) -> GpuPlan | None:
+    """The GPU plan of a CUDA job (None on CPU); `gpu` None: the GPU's size is unknown (nothing refused). A job the
+    GPU cannot hold is refused: SpecError naming config.base_model_precision, with what would fit."""
+    if device != "cuda":
+        return None
+    plan = plan_gpu(family=spec.model_family, flavour=spec.config.get("model_flavour"), config=spec.config,
+                    gpu=gpu or GpuFacts(count=1, memory_gb=None, source="unknown"))
+    check_fit(plan)
+    return plan
+
+
+def _defaults(spec: JobSpec, *, device: str, plan: GpuPlan | None = None) -> dict[str, Any]:
     cuda = device == "cuda"
-    rank = spec.config.get("lora_rank", 16)
+    recipe = dict(plan.settings) if plan else {}
+    rank = spec.config.get("lora_rank", recipe.get("lora_rank", 16))
+    alpha = recipe.get("lora_alpha", rank) if "lora_rank" not in spec.config else rank
     steps_given = "max_train_steps" in spec.config or "num_train_epochs" in spec.config
     defaults: dict[str, Any] = {
         "model_type": "lora",
         "lora_type": "standard",
         "lora_rank": rank,
-        "lora_alpha": rank,
+        "lora_alpha": alpha,
         "mixed_precision": "bf16" if cuda else "no",
         "base_model_precision": "no_change",
         "optimizer": "adamw_bf16" if cuda else "torch-adamw",
@@ -97,14 +117,26 @@ def _defaults(spec: JobSpec, *, device: str) -> dict[str, Any]:
         defaults["max_train_steps"] = 0
     if not steps_given:
         defaults["num_train_epochs"] = 0
+    validation = {key: recipe.pop(key) for key in VALIDATION_SETTINGS if key in recipe}
+    defaults.update(recipe)
     prompt = spec.config.get("validation_prompt") or (spec.trigger_word if cuda else None)
     if prompt:
+        defaults.update(validation)
         defaults["validation_prompt"] = prompt
         defaults["validation_steps"] = spec.config.get("checkpoint_step_interval", defaults["checkpoint_step_interval"])
-        defaults["validation_resolution"] = spec.config.get("resolution", DEFAULT_RESOLUTION)
+        defaults["validation_resolution"] = spec.config.get("resolution", defaults["resolution"])
     else:
         defaults["validation_disable"] = True
+    defaults.update(flavour_settings(spec.model_family, spec.config.get("model_flavour")))
     return defaults
+
+
+def resolved_defaults(spec: JobSpec, *, plan: GpuPlan | None) -> dict[str, Any]:
+    """The resolution and batch settings the trainer config will use, for the preflight (the recipe's on CUDA)."""
+    settings = plan.settings if plan else {}
+    return {"resolution": settings.get("resolution", DEFAULT_RESOLUTION),
+            "resolution_type": settings.get("resolution_type", DEFAULT_RESOLUTION_TYPE),
+            "train_batch_size": DEFAULT_TRAIN_BATCH_SIZE}
 
 
 def _vae_path(spec: JobSpec) -> dict[str, Any]:
@@ -115,8 +147,10 @@ def _vae_path(spec: JobSpec) -> dict[str, Any]:
     return {}
 
 
-def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str) -> list[dict[str, Any]]:
-    resolution = spec.config.get("resolution", DEFAULT_RESOLUTION)
+def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
+                   plan: GpuPlan | None = None) -> list[dict[str, Any]]:
+    defaults = resolved_defaults(spec, plan=plan)
+    resolution = spec.config.get("resolution", defaults["resolution"])
     on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
     text_embeds = {"id": "text-embeds", "dataset_type": "text_embeds", "default": True, "type": "local",
                    "cache_dir": str(job.cache / "text")}
@@ -148,7 +182,7 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str)
         "caption_strategy": "textfile",
         "crop": False,
         "resolution": resolution,
-        "resolution_type": spec.config.get("resolution_type", DEFAULT_RESOLUTION_TYPE),
+        "resolution_type": spec.config.get("resolution_type", defaults["resolution_type"]),
         "minimum_image_size": min(DEFAULT_MINIMUM_IMAGE_SIZE, resolution),
         "repeats": 0,
         "cache_dir_vae": str(job.cache / "vae"),
@@ -190,11 +224,15 @@ def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str
 
 
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
-                        resume: bool = False) -> TrainerFiles:
-    """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `resume`: continue the latest checkpoint-N
-    in the job's output folder (core/resume.py puts the one to continue there)."""
+                        resume: bool = False, gpu: GpuFacts | None = None) -> TrainerFiles:
+    """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
+    pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
+    `resume`: continue the latest checkpoint-N in the job's output folder (core/resume.py puts the one there)."""
+    plan = gpu_plan(spec, device=device, gpu=gpu)
     own, inline_files = _job_values(spec, job=job)
-    flags: dict[str, Any] = {**_defaults(spec, device=device), **_vae_path(spec), **own}
+    samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job)
+    inline_files = {**samples.files, **inline_files}
+    flags: dict[str, Any] = {**samples.flags, **own}
     flags.update(
         output_dir=str(job.output),
         data_backend_config=str(job.config / "multidatabackend.json"),
@@ -203,5 +241,5 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     if resume:
         flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
-    return TrainerFiles(config=config, backends=build_backends(spec, images_dir=images_dir, job=job, device=device),
-                        inline_files=inline_files)
+    backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan)
+    return TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,22 @@ os.environ.update({
     "GRADIO_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1", "TRAINER_DEVICE": "cpu",
 })
 os.environ.pop("HF_TOKEN", None)
+# The reuse cache of this test session: never the checkout's data/ folder, never an earlier session's entries.
+os.environ.setdefault("CACHE_DIR", tempfile.mkdtemp(prefix="trainer-test-cache-"))
 
 from core.demo import build_tiny_model, write_demo_dataset  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-sdxl"
+TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "trained_job"}
+"""Fixtures the trainer env builds (torch writes the tiny models): a test using one needs that env."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects, so `make test-fast` leaves these out
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINER_ENV_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.trainer_env)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +44,7 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def tiny_model(settings: Settings) -> Path:
     """The tiny random SDXL model, built offline once per checkout (.cache/, ignored by git)."""
-    return build_tiny_model(TINY_MODEL_DIR, settings=settings)
+    return _built(TINY_MODEL_DIR, settings=settings, family="sdxl")
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +52,15 @@ def tiny_family_model(settings: Settings):
     """family -> the tiny random model of that family (core.demo.TINY_FAMILIES), built offline once per checkout
     into .cache/tiny-<family> (ignored by git)."""
     def build(family: str) -> Path:
-        return build_tiny_model(ROOT / ".cache" / f"tiny-{family}", settings=settings, family=family)
+        return _built(ROOT / ".cache" / f"tiny-{family}", settings=settings, family=family)
     return build
+
+
+def _built(out: Path, *, settings: Settings, family: str) -> Path:
+    """build_tiny_model, or a skip that says why when there is no trainer env to build with."""
+    if not (out / "model_index.json").exists() and not settings.trainer_python.exists():
+        pytest.skip(f"needs the trainer env ({settings.trainer_venv}, `make setup`) to build the tiny {family} model")
+    return build_tiny_model(out, settings=settings, family=family)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_only_http_https_and_s3_schemes(url: str):
 
 
 def test_hosts_are_judged_by_what_they_resolve_to():
-    with pytest.raises(AddressRefused, match="'localhost' resolves to .*loopback.*ALLOW_PRIVATE_URLS"):
+    with pytest.raises(AddressRefused, match=r"'localhost' resolves to .*loopback.*ALLOW_PRIVATE_URLS"):
         check_url("http://localhost:8000/a.zip", allow_private=False)
     with pytest.raises(AddressRefused, match="metadata"):
         check_url("http://169.254.169.254/latest/meta-data/", allow_private=True)
@@ -85,7 +85,7 @@ def test_the_guarded_session_checks_at_connect_time(tmp_path: Path):
     (tmp_path / "a.txt").write_text("hi")
     with serve_files(tmp_path) as server:
         with guarded_session(allow_private=False) as strict:
-            with pytest.raises(AddressRefused, match="127.0.0.1, a loopback address"):
+            with pytest.raises(AddressRefused, match=r"127\.0\.0\.1, a loopback address"):
                 strict.get(server.url("a.txt"), timeout=5)
             with pytest.raises(AddressRefused):
                 strict.get(f"http://localhost:{server.server_address[1]}/a.txt", timeout=5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app.__main__ import auth_from_env, launch_options, serve
+from app.__main__ import auth_from_env, launch_options
 from app.job_form import FIELDS
 from core.errors import SetupError
 from core.settings import Settings
@@ -31,15 +30,10 @@ from core.spec import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 from tests.support.processes import processes_working_in
+from tests.support.ui_port import serve_ui
 
 TOKEN = "hf_AppPlantedToken0123456789abcdefXYZ"
 CONFIG_FIELDS = FIELDS[:16]  # what a preset sets: the Config tab's fields, in the order /apply_preset returns them
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(data_root: Path, tiny_model: Path, **env: str):
@@ -50,8 +44,7 @@ def launch(data_root: Path, tiny_model: Path, **env: str):
         link.symlink_to(tiny_model, target_is_directory=True)
     settings = Settings.from_env({**os.environ, "DATA_DIR": str(data_root)})
     inherited = {key: value for key, value in os.environ.items() if key not in ("UI_PASSWORD", "UI_AUTH")}
-    env = {**inherited, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(free_port()), **env}
-    return serve(settings=settings, env=env, prevent_thread_lock=True, quiet=True)
+    return serve_ui(settings=settings, env={**inherited, **env})
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +143,7 @@ def test_a_malformed_or_invalid_import_is_refused_with_the_field_named(client: C
     with pytest.raises(AppError, match="not valid JSON"):
         client.predict(job_text='{"input": {"config": ', job_file=None, api_name="/import_job")
     bad = {"dataset": {"path": "/data"}, "config": {"model_name": "x/sdxl-thing", "learning_rate": "fast"}}
-    with pytest.raises(AppError, match="config.learning_rate"):
+    with pytest.raises(AppError, match=r"config\.learning_rate"):
         client.predict(job_text=json.dumps(bad), job_file=None, api_name="/import_job")
 
 

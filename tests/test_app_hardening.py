@@ -22,11 +22,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app.__main__ import launch_options, max_upload_bytes, serve
+from app.__main__ import launch_options, max_upload_bytes
 from core.errors import SetupError
 from core.settings import Settings
 from tests.support.http_server import serve_files
-from tests.test_app_api import CONFIG_FIELDS, captions_of, free_port, write_images
+from tests.support.ui_port import serve_ui
+from tests.test_app_api import CONFIG_FIELDS, captions_of, write_images
 
 SIGNATURE = "0f1e2d3c4b5a69788796a5b4c3d2e1f0SignedPart"
 SESSION_TOKEN = "FwoGZXIvYXdzSessionToken0123456789"
@@ -39,9 +40,7 @@ def app(tmp_path_factory) -> Iterator[Any]:
     data_root = tmp_path_factory.mktemp("app-data")
     settings = Settings.from_env({**os.environ, "DATA_DIR": str(data_root), "ALLOW_PRIVATE_URLS": "1"})
     inherited = {key: value for key, value in os.environ.items() if key not in ("UI_PASSWORD", "UI_AUTH")}
-    env = {**inherited, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(free_port()),
-           "UI_MAX_UPLOAD_MB": "1"}
-    ui, url = serve(settings=settings, env=env, prevent_thread_lock=True, quiet=True)
+    ui, url = serve_ui(settings=settings, env={**inherited, "UI_MAX_UPLOAD_MB": "1"})
     yield ui, url
     ui.registry.shutdown()
     ui.blocks.close()

@@ -95,7 +95,7 @@ def test_the_sdxl_plan_is_the_diffusers_weights_and_configs_only():
     loose = plan_model_files(SDXL_FILES)
     assert set(plan) < set(loose)
     assert not [p for p in loose if p.endswith((".onnx", ".onnx_data", ".msgpack", ".xml", ".fp16.safetensors"))
-                or "openvino" in p or "/" not in p and p.endswith(".safetensors")]
+                or "openvino" in p or ("/" not in p and p.endswith(".safetensors"))]
 
 
 def test_a_variant_in_the_config_picks_the_variant_weights():

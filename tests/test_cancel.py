@@ -126,7 +126,8 @@ def test_a_cancel_during_the_dataset_download_stops_the_job_within_seconds(tmp_p
         run_job(parse_job(job(trickling)), tmp_path / "job", events.append, settings=local(tmp_path), cancel=cancel)
     assert time.monotonic() - asked[0] < 3
     assert caught.value.code == "cancelled" and caught.value.stage == "dataset"
-    assert stages(events) == [("dataset", "started"), ("dataset", "failed")]
+    assert stages(events) == [("validate", "started"), ("validate", "completed"), ("dataset", "started"),
+                              ("dataset", "failed")]
 
 
 def test_timeout_s_covers_the_whole_job_from_the_dataset_on(tmp_path, trickling):

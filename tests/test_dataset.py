@@ -381,7 +381,7 @@ def test_s3_and_presigned_https_sources(tmp_path, dest, local_settings, monkeypa
                          on_event=events.append)
         assert captions(manifest) == {"a.png": "from s3"}
         assert "Signature" not in manifest.source and all("Signature" not in str(e.to_dict()) for e in events)
-        with pytest.raises(DatasetError, match="s3://datasets/nope.zip: not found"):
+        with pytest.raises(DatasetError, match=r"s3://datasets/nope\.zip: not found"):
             stage(job({"url": "s3://datasets/nope.zip"}), tmp_path / "x", local_settings)
 
 

@@ -1,10 +1,12 @@
 """Tiny models of more families: built offline by `python -m core demo-model DIR --family F`, and a LoRA really
-trains on FLUX.1 and SD3.5 through `python -m core run` on CPU."""
+trains on FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 through `python -m core run` on CPU (Wan's validation
+outputs are videos, reported like images)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,15 @@ from tests.conftest import ROOT, tiny_job
 FAMILY_CONFIG = {
     "flux": {"model_family": "flux", "model_flavour": "dev"},
     "sd3": {"model_family": "sd3", "model_flavour": "medium"},
+    "chroma": {"model_family": "chroma", "model_flavour": "base"},
+    # SimpleTuner's default Qwen flavour (v2.1) has another text encoder and VAE than Qwen-Image 1.0.
+    "qwen_image": {"model_family": "qwen_image", "model_flavour": "v1.0"},
+    "wan": {"model_family": "wan", "model_flavour": "t2v-480p-1.3b-2.1"},
 }
+# Wan renders its validation as a video: one step of validation proves a .mp4 is reported like an image. (SimpleTuner
+# reads a validation_resolution under 128 as megapixels, hence "64x64".)
+VALIDATION = {"wan": {"validation_prompt": "sks a red circle", "validation_steps": 2, "validation_resolution": "64x64",
+                      "validation_num_inference_steps": 2, "validation_num_video_frames": 5}}
 
 
 def core_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -68,11 +78,12 @@ def test_demo_model_refuses_an_unknown_family(tmp_path):
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("family", ["flux", "sd3"])
+@pytest.mark.parametrize("family", ["flux", "sd3", "chroma", "qwen_image", "wan"])
 def test_a_lora_trains_on_the_tiny_model_through_the_cli(tmp_path, demo_dataset, tiny_family_model, family):
     model = tiny_family_model(family)
     job = tiny_job(model, demo_dataset, config={**FAMILY_CONFIG[family], "resolution": 64, "max_train_steps": 2,
-                                                "checkpointing_steps": 100, "lora_rank": 2})
+                                                "checkpointing_steps": 100, "lora_rank": 2,
+                                                **VALIDATION.get(family, {})})
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
     done = core_cli("run", str(path), "--workdir", str(tmp_path / "work"))
@@ -82,3 +93,42 @@ def test_a_lora_trains_on_the_tiny_model_through_the_cli(tmp_path, demo_dataset,
     keys = _safetensors_keys(tmp_path / "work" / "output" / "pytorch_lora_weights.safetensors")
     assert keys and all("lora" in key for key in keys)
     assert any(key.startswith("transformer.") for key in keys)
+    if family in VALIDATION:  # a video, listed like an image: path, prompt, and what it is
+        videos = [entry for entry in result["validation"] if entry["prompt"] == "sks a red circle"]
+        assert videos and all(entry["media"] == "video" and entry["path"].endswith(".mp4") for entry in videos)
+        assert all((tmp_path / "work" / "output" / entry["path"]).stat().st_size > 0 for entry in videos)
+
+
+# -- the GPU check (make gpu-check) ---------------------------------------------------------------------------------
+
+
+def gpu_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), *args], cwd=ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_gpu_check_dry_run_prints_the_plan_without_a_gpu():
+    done = gpu_check("--dry-run", "--families", "sdxl,flux,wan", "--steps", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "3 runs" in lines[0] or "6 runs" in lines[0]
+    runs = {line.split(" on ")[0].lstrip("- "): json.loads(line.split(": ", 1)[1]) for line in lines[1:]}
+    assert set(runs) == {"sdxl", "flux", "wan"}
+    for config in runs.values():  # the CUDA recipe
+        assert config["mixed_precision"] == "bf16" and config["optimizer"] == "adamw_bf16"
+        assert config["gradient_checkpointing"] is True and config["validation_prompt"]
+        assert config["max_train_steps"] == 2
+    assert runs["flux"]["base_model_precision"] == "int8-quanto"  # SimpleTuner's FLUX example quantizes
+    assert "base_model_precision" not in runs["sdxl"]
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
+def test_the_gpu_check_says_there_is_no_cuda_device():
+    done = gpu_check()
+    assert done.returncode == 2
+    assert "no CUDA device" in done.stderr and not done.stdout
+
+
+def test_the_gpu_check_refuses_a_family_without_a_tiny_model():
+    done = gpu_check("--dry-run", "--families", "sd15")
+    assert done.returncode == 2 and "--families" in done.stderr and "sd15" in done.stderr

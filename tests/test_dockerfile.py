@@ -156,6 +156,7 @@ def test_requirements_files_installed_are_the_makefiles_and_were_copied_in():
         "requirements-trainer.lock": "-c",
         "requirements-trainer-cuda.lock": "-c",
         "requirements.txt": "-r",
+        "requirements-app.lock": "-c",
         "requirements-overrides.txt": "--override",
     }
 

@@ -8,7 +8,18 @@ import subprocess
 import pytest
 
 from core.errors import SpecError
-from core.families import MODEL_IDS_FILE, family_from_model_index, family_names, guess_family, hub_ids, identify, lookup
+from core.families import (
+    MODEL_IDS_FILE,
+    family_from_model_index,
+    family_names,
+    guess_family,
+    hub_ids,
+    identify,
+    lookup,
+    model_index_path,
+    resolve_family,
+)
+from core.spec import parse_job
 from tests.conftest import ROOT
 
 
@@ -115,3 +126,79 @@ def test_every_family_lists_its_hub_ids():
     assert {"sdxl", "flux", "sd3", "pixart", "chroma", "qwen_image", "wan"} <= set(family_names())
     assert hub_ids("flux")["dev"] == "black-forest-labs/flux.1-dev"
     assert hub_ids("no-such-family") == {}
+
+
+def _job(model: str, **config) -> dict:
+    return {"dataset": {"path": "/data"}, "config": {"model_name": model, **config}}
+
+
+@pytest.mark.parametrize(("model_id", "family", "flavour"), [
+    ("black-forest-labs/FLUX.1-dev", "flux", "dev"),
+    ("black-forest-labs/FLUX.1-schnell", "flux", "schnell"),
+    ("stabilityai/stable-diffusion-3.5-large", "sd3", "large"),
+    ("stabilityai/stable-diffusion-3.5-medium", "sd3", "medium"),
+    ("stabilityai/stable-diffusion-xl-base-1.0", "sdxl", "base-1.0"),
+    ("PixArt-alpha/PixArt-XL-2-1024-MS", "pixart", None),
+    ("Qwen/Qwen-Image", "qwen_image", "v1.0"),
+    ("lodestones/Chroma1-HD", "chroma", "hd"),
+    ("HiDream-ai/HiDream-I1-Full", "hidream", "full"),
+    ("Alpha-VLLM/Lumina-Image-2.0", "lumina2", "2.0"),
+    ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan", "t2v-480p-1.3b-2.1"),
+    ("someone/my-juggernaut-xl", "sdxl", None),
+])
+def test_a_job_gets_the_family_and_flavour_of_its_base_model(model_id, family, flavour):
+    config = parse_job(_job(model_id)).config
+    assert config["model_family"] == family and config.get("model_flavour") == flavour
+
+
+def test_what_the_job_sets_wins_over_the_lookup():
+    config = parse_job(_job("black-forest-labs/FLUX.1-schnell", model_flavour="dev")).config
+    assert (config["model_family"], config["model_flavour"]) == ("flux", "dev")
+    config = parse_job(_job("black-forest-labs/FLUX.1-dev", model_family="sdxl")).config
+    assert config["model_family"] == "sdxl" and "model_flavour" not in config
+
+
+def test_a_local_folder_whose_model_index_says_otherwise_overrides_the_name(tmp_path):
+    folder = _model_index(tmp_path / "my-sdxl-style-mix", "FluxPipeline")
+    assert parse_job(_job(str(folder))).config["model_family"] == "flux"
+
+
+def test_a_flavour_simpletuner_cannot_train_here_is_refused_at_validate():
+    with pytest.raises(SpecError) as caught:
+        parse_job(_job("black-forest-labs/FLUX.1-Kontext-dev"))
+    assert caught.value.field == "config.model_flavour" and "conditioning dataset" in str(caught.value)
+    with pytest.raises(SpecError) as caught:
+        parse_job(_job("Qwen/Qwen-Image-Edit-2509"))
+    assert caught.value.field == "config.model_flavour"
+    with pytest.raises(SpecError) as caught:
+        parse_job(_job("black-forest-labs/FLUX.1-dev", model_flavour="large"))
+    assert caught.value.field == "config.model_flavour" and "schnell" in str(caught.value)
+    paired = _job("black-forest-labs/FLUX.1-Kontext-dev")
+    paired["dataloader"] = [{"id": "edits", "conditioning_data": "refs"},
+                            {"id": "refs", "dataset_type": "conditioning"}]
+    assert parse_job(paired).config["model_flavour"] == "kontext"
+
+
+def test_an_unknown_model_names_the_family_field():
+    with pytest.raises(SpecError) as caught:
+        parse_job(_job("someone/a-model-with-no-hint"))
+    assert caught.value.field == "config.model_family"
+
+
+def test_a_cached_hub_model_index_overrides_a_wrong_guess(tmp_path):
+    repo = tmp_path / "hub" / "models--someone--juggernaut-xl-flux-merge"
+    _model_index(repo / "snapshots" / "abc123", "FluxPipeline")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert model_index_path("someone/juggernaut-xl-flux-merge", hf_cache=tmp_path / "hub") is not None
+    assert guess_family("someone/juggernaut-xl-flux-merge") == "flux"  # "flux" comes before "xl" in the needles
+    found = resolve_family({"pretrained_model_name_or_path": "someone/juggernaut-xl-flux-merge"},
+                           has_conditioning=False, hf_cache=tmp_path / "hub")
+    assert found == {"model_family": "flux"}
+    _model_index(tmp_path / "hub" / "models--someone--my-xl-mix" / "snapshots" / "c1", "PixArtSigmaPipeline")
+    (tmp_path / "hub" / "models--someone--my-xl-mix" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--my-xl-mix" / "refs" / "main").write_text("c1")
+    found = resolve_family({"pretrained_model_name_or_path": "someone/my-xl-mix"}, has_conditioning=False,
+                           hf_cache=tmp_path / "hub")
+    assert found == {"model_family": "pixart"}
+    assert model_index_path("someone/not-cached", hf_cache=tmp_path / "hub") is None

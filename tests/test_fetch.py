@@ -209,7 +209,7 @@ def test_s3_download_presigned_url_and_errors(tmp_path):
         progress = [e for e in events if isinstance(e, DownloadProgress)]
         assert progress[-1].bytes_done == progress[-1].bytes_total == len(payload)
         assert progress[0].source == "s3://data/dir/set.zip"
-        with pytest.raises(DownloadError, match="s3://data/missing.zip: not found"):
+        with pytest.raises(DownloadError, match=r"s3://data/missing\.zip: not found"):
             download("s3://data/missing.zip", tmp_path / "b", settings=OPEN, env=s3.env, max_bytes=LIMIT)
         with pytest.raises(DownloadError, match="over the 1000-byte download limit"):
             download("s3://data/dir/set.zip", tmp_path / "c", settings=OPEN, env=s3.env, max_bytes=1000)
@@ -221,6 +221,6 @@ def test_s3_download_presigned_url_and_errors(tmp_path):
         assert all("Signature" not in e.source and "?" not in e.source for e in events)
         gone = client.generate_presigned_url("get_object", Params={"Bucket": "data", "Key": "gone.zip"},
                                              ExpiresIn=300)
-        with pytest.raises(DownloadError, match="gone.zip: HTTP 404") as caught:
+        with pytest.raises(DownloadError, match=r"gone\.zip: HTTP 404") as caught:
             download(gone, tmp_path / "e", settings=OPEN, max_bytes=LIMIT)
         assert "Signature" not in str(caught.value)

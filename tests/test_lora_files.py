@@ -176,3 +176,16 @@ def test_a_missing_trainer_env_is_a_warning_and_the_run_keeps_its_diffusers_file
 ])
 def test_the_comfyui_file_is_named_after_the_repo_else_the_job(repo_id, trigger, expected):
     assert comfyui_name(repo_id=repo_id, trigger_word=trigger, model_family="sdxl", job_name="job-1") == expected
+
+
+@pytest.mark.parametrize(("kind", "said"), [("full", "not applicable"), ("lycoris", "reads SimpleTuner's LyCORIS")])
+def test_a_full_fine_tune_or_lycoris_run_gets_a_note_and_no_conversion(tmp_path, settings, kind, said):
+    from core.result import JobResult
+
+    folder = tmp_path / "job" / "output"
+    folder.mkdir(parents=True)
+    (folder / DIFFUSERS_FILE).write_bytes(b"lycoris weights")
+    result = JobResult(status="succeeded", job_dir=tmp_path / "job", output_dir=folder, kind=kind)
+    add_lora_files(parse_job(tiny_job(tmp_path, tmp_path)), result, settings=settings)
+    assert result.comfyui_path is None and said in result.comfyui_note and not result.warnings
+    assert sorted(p.name for p in folder.iterdir()) == [DIFFUSERS_FILE]

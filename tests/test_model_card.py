@@ -143,3 +143,30 @@ def test_without_a_comfyui_file_the_card_says_why():
     assert "no ComfyUI-format file: SimpleTuner 4.10.1 has no model family 'x'" in section
     assert "ComfyUI" not in dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", text, re.M)).get(
         "pytorch_lora_weights.safetensors", "")
+
+
+def test_a_lycoris_card_loads_it_with_the_lycoris_library_and_names_the_algorithm():
+    lokr = {"algo": "lokr", "multiplier": 1.0, "linear_dim": 10000, "linear_alpha": 1, "factor": 16}
+    card = render_model_card(facts(kind="lycoris", lycoris=lokr, config={"--lora_type": "lycoris",
+                                                                        "--lora_rank": 16}))
+    meta = ModelCard(card).data.to_dict()
+    assert "lycoris" in meta["tags"] and "lora" in meta["tags"]
+    assert "A LyCORIS adapter (lokr) for" in card and "| Trained | LyCORIS (lokr) |" in card
+    assert "| LoRA rank |" not in card  # a LyCORIS config has no LoRA rank
+    code = code_block(card)
+    assert "create_lycoris_from_weights(1.0, adapter, pipeline.unet)" in code and "load_lora_weights" not in code
+    assert "`lycoris_config.json`" in card and "no separate ComfyUI file" in card
+    assert "LoraLoaderModelOnly" in card and "pytorch_lora_weights.safetensors" in card  # no CLIP part
+
+
+def test_a_full_fine_tune_card_loads_the_model_into_the_base_pipeline_and_has_no_comfyui_file():
+    card = render_model_card(facts(kind="full", full_component=("unet", "UNet2DConditionModel"),
+                                   config={"--model_type": "full", "--lora_rank": 16, "--learning_rate": 1e-5}))
+    meta = ModelCard(card).data.to_dict()
+    assert "lora" not in meta["tags"] and "full-finetune" in meta["tags"]
+    assert meta["base_model_relation"] == "finetune"
+    assert "A full fine-tune of" in card and "This LoRA" not in card and "| LoRA rank |" not in card
+    code = code_block(card)
+    assert 'unet = UNet2DConditionModel.from_pretrained("tester/sks-dog-lora", subfolder="unet"' in code
+    assert 'StableDiffusionXLPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0", unet=unet' in code
+    assert "Not applicable" in card and "| `unet/` |" in card

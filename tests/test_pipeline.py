@@ -81,7 +81,7 @@ def test_check_job_is_the_dry_run_whatever_the_job_says(tmp_path, demo_dataset, 
     assert result.status == "dry_run" and result.preflight["images_usable"] == 6
     assert result.trainer_files["config.json"]["--pretrained_model_name_or_path"] == str(tiny_model)
     assert [e.stage for e in events if isinstance(e, StageEvent) and e.status == "completed"] == [
-        "dataset", "preflight", "configure"]
+        "validate", "dataset", "preflight", "configure"]
 
 
 def test_a_dataset_that_would_not_train_fails_in_preflight_with_its_whole_report(tmp_path, demo_dataset, tiny_model,
@@ -154,10 +154,12 @@ def test_a_cancel_before_training_stops_the_job_where_it_is(tmp_path, demo_datas
     with pytest.raises(JobCancelled) as caught:
         run_job(parse_job(tiny_job(tiny_model, demo_dataset)), tmp_path / "job", events.append, settings=settings,
                 cancel=cancel)
-    assert caught.value.code == "cancelled" and caught.value.stage == "dataset"
-    assert "dataset" in caught.value.message
+    # The first stage (validate: the destinations, the GPU plan) already stops: nothing is downloaded.
+    assert caught.value.code == "cancelled" and caught.value.stage == "validate"
+    assert "validate" in caught.value.message
     assert [(e.stage, e.status) for e in events if isinstance(e, StageEvent)] == [
-        ("dataset", "started"), ("dataset", "failed")]
+        ("validate", "started"), ("validate", "failed")]
+    assert not (tmp_path / "job" / "dataset").exists() or not any((tmp_path / "job" / "dataset").iterdir())
     assert not (tmp_path / "job" / "trainer" / "config" / "config.json").exists()
 
 

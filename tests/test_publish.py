@@ -298,3 +298,30 @@ def test_the_planted_token_appears_nowhere_but_the_authorization_header(hub, out
     assert "--hub_token" not in json.loads(files["config/config.json"])
     assert "aws_secret_access_key" not in json.loads(files["config/multidatabackend.json"])[0]
     assert b"step 2 loss 0.12" in files["training.log"]
+
+
+def test_a_full_fine_tunes_pipeline_folder_is_the_repos_root(tmp_path: Path):
+    out = tmp_path / "output"
+    pipeline = out / "pipeline"
+    for folder in ("unet", "vae", "scheduler"):
+        (pipeline / folder).mkdir(parents=True)
+        (pipeline / folder / "config.json").write_text("{}")
+    save_file({"w": np.zeros((2, 2), np.float32)}, str(pipeline / "unet" / "diffusion_pytorch_model.safetensors"))
+    (pipeline / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    (pipeline / "README.md").write_text("SimpleTuner's card")
+    ops = plan_hub_commit(out, facts=card_facts(kind="full"), include_checkpoints=False)
+    paths = {op.path_in_repo for op in ops}
+    assert {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+            "vae/config.json", "scheduler/config.json", "README.md"} == paths
+    card = next(op for op in ops if op.path_in_repo == "README.md").path_or_fileobj
+    assert b"A full fine-tune of" in card
+    # A full run that wrote no pipeline is no model: said, never an empty repo.
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(PublishError, match=r"pipeline/model_index\.json is missing"):
+        plan_hub_commit(tmp_path / "empty-run", facts=card_facts(kind="full"), include_checkpoints=False)
+
+
+def test_a_lycoris_run_publishes_its_config_beside_the_weights(output: Path):
+    (output / "lycoris_config.json").write_text('{"algo": "lokr", "multiplier": 1.0}')
+    ops = plan_hub_commit(output, facts=card_facts(kind="lycoris"), include_checkpoints=False)
+    assert {"pytorch_lora_weights.safetensors", "lycoris_config.json"} <= {op.path_in_repo for op in ops}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -172,3 +173,35 @@ def test_a_job_with_resume_from_continues_the_latest_checkpoint(tmp_path, demo_d
     fresh = run_job(parse_job(tiny_job(tiny_model, demo_dataset, dry_run=True)), tmp_path / "fresh",
                     settings=settings)
     assert "--resume_from_checkpoint" not in fresh.trainer_files["config.json"]
+
+
+def test_auto_resumes_from_the_jobs_own_destination_or_starts_fresh(tmp_path, local):
+    from core.resume import auto_sources, fetch_latest_checkpoint
+
+    with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
+        hub.add_repo("tester/run", files={**checkpoint_files(4, prefix="checkpoints/checkpoint-4/"),
+                                          **checkpoint_files(2, prefix="checkpoints/checkpoint-2/")})
+        env = {**os.environ, **s3.env}  # HF_ENDPOINT (the local Hub) and the bucket's keys
+        s3.client().create_bucket(Bucket="loras")
+        for name, data in checkpoint_files(6, prefix="runs/checkpoints/checkpoint-6/").items():
+            s3.client().put_object(Bucket="loras", Key=name, Body=data)
+        found = fetch_latest_checkpoint(auto_sources(hub_repo="tester/run", bucket=None), tmp_path / "a",
+                                        settings=local, token=TOKEN, env=env)
+        assert_placed(found, 4)
+        events = []
+        sources = auto_sources(hub_repo="tester/new-run", bucket="loras", prefix="runs")
+        assert sources == ["hf://tester/new-run", "s3://loras/runs/checkpoints"]
+        assert_placed(fetch_latest_checkpoint(sources, tmp_path / "b", settings=local, token=TOKEN, env=env,
+                                              on_event=events.append), 6)
+        assert any("no checkpoint at hf://tester/new-run" in getattr(e, "message", "") for e in events)
+        events.clear()
+        fresh = fetch_latest_checkpoint(auto_sources(hub_repo="tester/new-run", bucket="loras", prefix="other"),
+                                        tmp_path / "c", settings=local, token=TOKEN, env=env,
+                                        on_event=events.append)
+        assert fresh is None and "starting fresh" in events[-1].message
+        with pytest.raises(JobError) as caught:  # a bucket that cannot be read is an error, not a fresh start
+            fetch_latest_checkpoint(["s3://no-such-bucket/checkpoints"], tmp_path / "d", settings=local, env=env)
+        assert (caught.value.field, caught.value.code) == ("resume_from", "s3_no_bucket")
+        with pytest.raises(JobError) as caught:
+            fetch_latest_checkpoint([], tmp_path / "e", settings=local)
+        assert "hub.repo_id or storage" in caught.value.message

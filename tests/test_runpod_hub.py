@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 import requests
 
 from core.demo import write_demo_dataset
+from tests.support.announced import UVICORN, announced_url
 from tests.support.http_server import serve_files
 from tests.support.processes import stop_process_group
 from tests.support.runpod_hub_schema import GPU_POOLS, hub_problems, suite_problems
@@ -240,12 +240,6 @@ def test_handler_is_only_a_way_into_the_worker():
     assert len(HANDLER.read_text().splitlines()) < 40
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def hub_worker(tmp_path_factory):
     """`.runpod/handler.py --rp_serve_api` on 127.0.0.1, started from another folder, with the environment the Hub's
@@ -263,14 +257,14 @@ def hub_worker(tmp_path_factory):
     env.update({"DATA_DIR": str(area / "data"), "HF_HOME": str(area / "hf-home"), "HF_HUB_OFFLINE": "1",
                 "HF_ENDPOINT": "http://127.0.0.1:9", "ALLOW_PRIVATE_URLS": "1", "TRAINER_DEVICE": "cpu",
                 "PYTHONUNBUFFERED": "1"})
-    port = free_port()
     log = area / "worker.log"
     with serve_files(served) as files, log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, str(HANDLER), "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
+            [sys.executable, str(HANDLER), "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", "0"],
             cwd=area, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
         try:
+            # Port 0: uvicorn binds a port the OS picks and logs it.
+            base = announced_url(process, log, UVICORN, timeout_s=60, name="the worker's API")
             deadline = time.monotonic() + 60
             while True:
                 assert process.poll() is None, log.read_text()[-3000:]

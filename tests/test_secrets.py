@@ -173,18 +173,21 @@ def _presigned_dataset(s3) -> tuple[str, str]:
     """A real presigned URL, made with the endpoint's bucket keys, for an object that is not there; and its
     signature."""
     s3.client().create_bucket(Bucket="datasets")
+    s3.client().create_bucket(Bucket="loras")  # the job's output bucket: it passes the destination check
     url = s3.client().generate_presigned_url("get_object", Params={"Bucket": "datasets", "Key": "missing.zip"},
                                              ExpiresIn=600)
     query = parse_qs(urlsplit(url).query)
     return url, (query.get("Signature") or query["X-Amz-Signature"])[0]
 
 
-def test_a_bucket_key_never_appears_in_the_ui_run_view_or_log_tail(tmp_path: Path):
+def test_a_bucket_key_never_appears_in_the_ui_run_view_or_log_tail(tmp_path: Path, monkeypatch):
     from app.state import RunRegistry
     from app.train_tab import read_log_tail
 
     with moto_s3() as s3:
         url, signature = _presigned_dataset(s3)
+        for name, value in s3.env.items():  # the pod's own environment, as the UI process has it
+            monkeypatch.setenv(name, value)
         assert s3.access_key in url
         env = {**s3.env, "ALLOW_PRIVATE_URLS": "1", "DATA_DIR": str(tmp_path)}
         registry = RunRegistry(settings=Settings.from_env(env), env=env)

@@ -47,6 +47,7 @@ def test_the_seed_request_parses_with_shorthand_mapped_to_native_flags():
         "checkpoint_step_interval": 500,
         "learning_rate": 1e-5,
         "model_family": "flux",
+        "model_flavour": "dev",
     }
     assert spec.dataset.url == "https://example.com/dataset.zip"
     assert spec.dataloader.shuffle_tags and spec.dataloader.keep_tokens == 1

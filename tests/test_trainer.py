@@ -16,7 +16,7 @@ from core.trainer import launch_command, trainer_env, translate_event
 from tests.conftest import tiny_job
 from tests.support.processes import processes_working_in
 
-# Shapes SimpleTuner 4.10.1 posts to a raw webhook (FACTS.md section 1).
+# Shapes SimpleTuner 4.10.1 posts to a raw webhook (docs/simpletuner-notes.md).
 STATUS = {"type": "training.status", "progress": {"current": 2, "total": 6, "percent": 33.3, "eta_seconds": 0.5,
           "metrics": {"loss": 1.15, "learning_rate": 0.0001}}, "data": {"status": "running", "global_step": 2}}
 
@@ -54,6 +54,7 @@ def test_the_training_process_never_sees_the_faces_secrets(settings):
     assert with_token["HF_TOKEN"] == "hf_job" and "CUDA_VISIBLE_DEVICES" not in with_token
 
 
+@pytest.mark.trainer_env  # reads SimpleTuner's train.py and accelerate from the trainer env
 def test_the_launcher_is_accelerate_in_our_process_group_with_every_gpu(settings):
     command = launch_command(settings, mixed_precision="bf16", gpu_count=4)
     assert command[:2] == [str(settings.trainer_bin / "accelerate"), "launch"]

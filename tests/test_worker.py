@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from core.events import CheckpointSaved, DownloadProgress, StageEvent, TrainingP
 from core.settings import Settings
 from core.spec import parse_job
 from tests.conftest import ROOT, tiny_job
+from tests.support.announced import UVICORN, announced_url
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server
 from tests.support.processes import stop_process_group
@@ -51,7 +51,7 @@ from worker.progress import ProgressReporter
 HUB_TOKEN = "hf_WorkerTestToken0123456789abcdefXYZ"
 BUCKET_ENV = {"BUCKET_ENDPOINT_URL": "http://127.0.0.1:9", "BUCKET_ACCESS_KEY_ID": "key-id-123",
               "BUCKET_SECRET_ACCESS_KEY": "secret-key-456"}
-# The seed's example request (SEED-simpletuner-runpod-plan.md), unchanged but for the dataset's address.
+# The seed's example request (the README's first API example), unchanged but for the dataset's address.
 SEED_INPUT = {
     "config": {"model_name": "black-forest-labs/FLUX.1-dev", "resolution": 1024, "train_batch_size": 1,
                "num_train_epochs": 10, "checkpointing_steps": 500, "learning_rate": 1e-5},
@@ -229,12 +229,6 @@ def test_a_cancel_while_the_dataset_downloads_stops_the_job_before_training(tmp_
 # -- the worker process, through runpod's local API -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def png_bytes(size: int = 64) -> bytes:
     from PIL import Image
 
@@ -292,7 +286,6 @@ def api(tmp_path_factory, tiny_model) -> ApiWorker:
     with zipfile.ZipFile(served / "slip.zip", "w") as archive:
         archive.writestr("ok/a.png", png_bytes())
         archive.writestr("../../escaped.png", png_bytes())
-    port = free_port()
     data_dir = area / "data"
     log = area / "worker.log"
     with running_hub_server(area, token=HUB_TOKEN, connect=False) as hub, serve_files(served) as files, \
@@ -301,9 +294,10 @@ def api(tmp_path_factory, tiny_model) -> ApiWorker:
                          HF_TOKEN=HUB_TOKEN, HF_HOME=str(area / "hf-home"))
         process = subprocess.Popen(
             [sys.executable, "-m", "worker", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port",
-             str(port)], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
+             "0"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
+            # Port 0: uvicorn binds a port the OS picks and logs it.
+            base = announced_url(process, log, UVICORN, timeout_s=60, name="the worker's API")
             deadline = time.monotonic() + 60
             while True:
                 assert process.poll() is None, log.read_text()[-3000:]

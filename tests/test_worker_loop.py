@@ -15,6 +15,7 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,7 @@ def test_progress_arrives_while_training_with_a_rising_step_count(trained):
     training = [status for _, status in updates if status["stage"] == "training"]
     assert all(s["total_steps"] == 20 and s["loss"] is not None for s in training)
     assert any(s.get("eta_s") is not None for s in training)
-    gaps = [b - a for (a, _), (b, _) in zip(updates, updates[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in pairwise(updates)]
     assert min(gaps) > 0.8, gaps  # throttled: about one a second, however many events SimpleTuner posts
 
 

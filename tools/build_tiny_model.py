@@ -17,7 +17,7 @@ from pathlib import Path
 # Only this folder joins sys.path (run with -P, the project root stays off it): `tiny_models` shadows no library.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_models import FAMILIES  # noqa: E402
+from tiny_models import FAMILIES
 
 
 def build(out: Path, *, family: str) -> None:

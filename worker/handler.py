@@ -1,6 +1,6 @@
 """One RunPod job: parse it, run the core pipeline in a thread of its own, report progress, answer, clean up.
 
-Why an async function (not a generator, not a sync function), from runpod 1.12's code (FACTS.md section 2):
+Why an async function (not a generator, not a sync function), from runpod 1.12's code (docs/runpod-notes.md):
 - cancel: runpod stops a job by cancelling its asyncio task, which only reaches an async handler (CancelledError
   at its `await`); a sync handler cannot be stopped. We then set the pipeline's Cancel, which stops the
   running stage within seconds (a download, SimpleTuner's process group), wait for that, and remove the job's folder.
@@ -31,7 +31,9 @@ from core.cancel import Cancel
 from core.errors import JobError, SetupError, SpecError
 from core.events import Event, EventSink, JobWarning
 from core.jobdir import job_folder
+from core.playground import Playground, parse_generate_job, run_generate_job
 from core.result import JobResult
+from core.safekeeping import outputs_stored
 from core.secrets import job_secrets
 from core.settings import Settings
 from core.spec import CONFIG_SHORTHAND, JobSpec, StorageSpec, normalize_config, parse_job
@@ -136,7 +138,9 @@ def status_sender(job: Mapping[str, Any], env: Mapping[str, str]) -> Callable[[d
     would post to a URL that does not exist), and always one log line."""
     update: Callable[[dict[str, Any], Any], None] | None = None
     if env.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
-        from runpod.serverless import progress_update as update
+        from runpod.serverless import progress_update
+
+        update = progress_update
 
     def send(status: dict[str, Any]) -> None:
         if update is not None:
@@ -186,6 +190,8 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """runpod's handler: one job in, its output (or {"error": ...}) out."""
     env = os.environ
     secrets = job_secrets(job.get("input"), env=env)  # a job refused unparsed still has its token hidden
+    if is_generate_job(job.get("input")):
+        return await generate(job, env=env, secrets=secrets)
     try:
         settings = worker_settings(env)
         spec = parse_job(with_defaults(job.get("input"), job_defaults(env)))
@@ -204,16 +210,53 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
             said.append(f"{event.field}: {event.message}" if event.field else event.message)
 
     publisher = asyncio.create_task(reporter.run())
+    ended: JobResult | BaseException | None = None
     try:
-        result = await run_pipeline(spec, workdir, on_event, settings=settings)
-        return job_output(result, warnings=[*warnings, *said], secrets=secrets)
+        ended = await run_pipeline(spec, workdir, on_event, settings=settings)
+        return job_output(ended, warnings=[*warnings, *said], secrets=secrets)
     except JobError as error:
+        ended = error
         return error_output(error, secrets=secrets)
     except Exception as error:  # a bug of ours: answer it like any failure, with a fresh worker next
+        ended = error
         traceback.print_exc()
         return error_output(error, secrets=secrets)
     finally:
         publisher.cancel()
+        # A trained LoRA or checkpoint that is stored nowhere else is never deleted (core/safekeeping.py).
+        if outputs_stored(workdir / "output", ended):
+            await asyncio.to_thread(remove_job_dir, workdir)
+        else:
+            print(f"worker: kept {workdir}: its outputs are stored nowhere else", file=sys.stderr, flush=True)
+
+
+_playground: Playground | None = None
+"""The worker's generation process: warm from one generate job to the next on this worker."""
+
+
+def is_generate_job(raw: Any) -> bool:
+    raw = raw.get("input", raw) if isinstance(raw, Mapping) and set(raw) == {"input"} else raw
+    return isinstance(raw, Mapping) and raw.get("mode") == "generate"
+
+
+async def generate(job: dict[str, Any], *, env: Mapping[str, str], secrets: list[str]) -> dict[str, Any]:
+    """A `{"mode": "generate"}` job (core/playground.py): images from a published LoRA, as bucket URLs or base64."""
+    global _playground
+    raw = job.get("input")
+    raw = raw.get("input", raw) if isinstance(raw, Mapping) and set(raw) == {"input"} else raw
+    settings = worker_settings(env)
+    workdir = job_directory(settings, str(job.get("id") or ""))
+    try:
+        spec = parse_generate_job(raw)
+        _playground = _playground or Playground(settings=settings)
+        return await asyncio.to_thread(run_generate_job, spec, workdir=workdir, settings=settings,
+                                       playground=_playground, env=dict(env))
+    except JobError as error:
+        return error_output(error, secrets=secrets)
+    except Exception as error:  # a bug of ours: the same error shape, and a fresh worker next
+        traceback.print_exc()
+        return error_output(error, secrets=secrets)
+    finally:
         await asyncio.to_thread(remove_job_dir, workdir)
 
 

@@ -1,8 +1,8 @@
-"""The worker's answers: a job's output (DESIGN.md's shape) and the one error shape of the API,
+"""The worker's answers: a job's output (the README's API shape) and the one error shape of the API,
 `{"error": {"code", "stage", "message", "field", ...}}`, made here and nowhere else.
 
 runpod turns a returned dict's "error" into the job's error and its "refresh_worker" into a fresh worker after the
-job (FACTS.md section 2): a trainer that crashed may leave GPU memory or state behind, so the next job gets a clean
+job (docs/runpod-notes.md): a trainer that crashed may leave GPU memory or state behind, so the next job gets a clean
 worker; a cancel, a time limit or a bad job leave nothing behind and keep the worker.
 """
 
@@ -28,7 +28,7 @@ def job_output(result: JobResult, *, warnings: Iterable[str] = (),
     output = result.to_output()
     known = [s for s in secrets if s]
     output["warnings"] = list(dict.fromkeys(_clean(str(w), known) for w in [*output.get("warnings", []), *warnings]))
-    for name in ("preflight", "trainer_files"):
+    for name in ("preflight", "trainer_files", "captioning"):
         if name in output:
             output[name] = scrub(output[name], secrets=known)
     return output

@@ -61,7 +61,7 @@ class _Handler(QuietHandler):
                 return value.pop(0) if value else None
             return value
 
-    def _serve(self, *, body: bool) -> None:
+    def _serve(self, *, body: bool) -> None:  # noqa: C901 (one fake server's request routing)
         name = unquote(urlsplit(self.path).path).lstrip("/")
         range_header = self.headers.get("Range")
         with self.server.lock:

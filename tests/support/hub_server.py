@@ -79,7 +79,7 @@ class Blob:
 
     @property
     def git_oid(self) -> str:
-        return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
+        return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data, usedforsecurity=False).hexdigest()
 
     @property
     def sha256(self) -> str:
@@ -229,7 +229,7 @@ def _is_lfs(path: str, size: int) -> bool:
 
 
 def _new_oid(*parts: str) -> str:
-    return hashlib.sha1(("\0".join(parts) + str(time.time_ns())).encode()).hexdigest()
+    return hashlib.sha1(("\0".join(parts) + str(time.time_ns())).encode(), usedforsecurity=False).hexdigest()
 
 
 class _Reply(Exception):
@@ -412,7 +412,8 @@ class _Handler(QuietHandler):
         commit = self._commit_at(repo, record, kind, rev or "main")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created_at))
         info = {
-            "_id": hashlib.md5(repo.encode()).hexdigest()[:24], "id": repo, "author": repo.split("/")[0],
+            "_id": hashlib.md5(repo.encode(), usedforsecurity=False).hexdigest()[:24], "id": repo,
+            "author": repo.split("/")[0],
             "sha": commit.oid, "private": self.hub.repos[repo].private, "disabled": False, "gated": False,
             "downloads": 0, "likes": 0, "tags": [], "lastModified": stamp, "createdAt": stamp,
             "siblings": [{"rfilename": path} for path in sorted(commit.files)],
@@ -463,7 +464,7 @@ class _Handler(QuietHandler):
             return 404, {"error": f"LFS object {oid} not uploaded"}, {}
         return 200, {"oid": oid, "size": len(data)}, {}
 
-    def _commit(self, *, record: RecordedRequest, query: dict, kind: str, repo: str, rev: str):
+    def _commit(self, *, record: RecordedRequest, query: dict, kind: str, repo: str, rev: str):  # noqa: C901 (one case per commit operation of the Hub's API)
         found = self._writable_repo(repo, record, kind)
         if rev != "main":
             return 400, {"error": "this test server only commits to main"}, {}
@@ -515,8 +516,8 @@ class _Handler(QuietHandler):
             dirs = ["/".join(rest[: i + 1]) for i in range(len(rest) - 1)]
             for d in dirs if recursive else dirs[:1]:
                 full = prefix + d
-                entries.setdefault(full, {"type": "directory", "oid": hashlib.sha1(full.encode()).hexdigest(),
-                                          "size": 0, "path": full})
+                oid = hashlib.sha1(full.encode(), usedforsecurity=False).hexdigest()
+                entries.setdefault(full, {"type": "directory", "oid": oid, "size": 0, "path": full})
             if recursive or len(rest) == 1:
                 blob = commit.files[path]
                 entry = {"type": "file", "oid": blob.git_oid, "size": len(blob.data), "path": path}

@@ -193,7 +193,7 @@ class _Handler(QuietHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         parts, query = self._parts()
         kind = parts[2] if len(parts) > 2 else ""
         if kind == "job-take":
@@ -215,7 +215,7 @@ class _Handler(QuietHandler):
             self.fake.unknown.append(f"GET {self.path}")
             self._answer(404, {"error": "unknown path"})
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:  # http.server's name
         parts, _ = self._parts()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""

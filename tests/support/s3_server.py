@@ -1,4 +1,5 @@
-"""A real S3 API for tests: `moto_server` in a subprocess on a free loopback port.
+"""A real S3 API for tests: `moto_server` in a subprocess on a loopback port the OS picks (it binds port 0 and logs
+the port it got: no free-port race).
 
     with moto_s3() as s3:
         s3.env          # BUCKET_ENDPOINT_URL / BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY for that server
@@ -7,7 +8,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from tests.support.announced import WERKZEUG, announced_url
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 ACCESS_KEY = "testing-access-key"
@@ -48,34 +50,15 @@ class S3Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
-def moto_s3(*, start_timeout_s: float = 30.0) -> Iterator[S3Server]:
-    port = _free_port()
+def moto_s3(*, start_timeout_s: float = 60.0) -> Iterator[S3Server]:
     # A file, not a pipe: moto logs every request, and an unread pipe would fill and stall it.
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", "0"], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + start_timeout_s
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"moto_server exited: {log.read().decode(errors='replace')[-2000:]}")
-            try:
-                requests.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer on {endpoint}") from None
-                time.sleep(0.1)
+        endpoint = announced_url(process, log, WERKZEUG, timeout_s=start_timeout_s, name="moto_server")
+        requests.get(f"{endpoint}/moto-api/", timeout=max(1.0, deadline - time.monotonic())).raise_for_status()
         yield S3Server(endpoint=endpoint)
     finally:
         process.terminate()

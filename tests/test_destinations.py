@@ -1,0 +1,83 @@
+"""The destination is checked before any download or GPU minute (core/destinations.py): a real job against the
+local Hub server and moto S3; a wrong token or bucket fails in the `validate` stage with nothing fetched."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.destinations import check_destinations
+from core.errors import JobError
+from core.pipeline import run_job
+from core.settings import Settings
+from core.spec import parse_job
+from tests.conftest import tiny_job
+from tests.support.http_server import serve_files
+from tests.support.hub_server import running_hub_server
+from tests.support.s3_server import moto_s3
+
+TOKEN = "hf_DestinationTestToken0123456789abcd"
+READ_TOKEN = "hf_DestinationReadOnly0123456789abcd"
+
+
+@pytest.fixture
+def local(tmp_path) -> Settings:
+    return Settings.from_env({"ALLOW_PRIVATE_URLS": "1", "TRAINER_DEVICE": "cpu", "DATA_DIR": str(tmp_path / "d")})
+
+
+def test_a_wrong_token_fails_before_the_dataset_is_fetched(tmp_path, tiny_model, local):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "data.zip").write_bytes(b"never fetched")
+    with serve_files(served) as files, running_hub_server(tmp_path, token=TOKEN) as hub:
+        job = tiny_job(tiny_model, served, hub={"repo_id": "tester/lora",
+                                                "token": "hf_WrongToken000000000000000000000"})
+        job["dataset"] = {"url": files.url("data.zip")}
+        with pytest.raises(JobError) as caught:
+            run_job(parse_job(job), tmp_path / "job", settings=local)
+        assert files.requests == []  # the dataset was never asked for
+        assert "tester/lora" not in hub.repos
+    error = caught.value
+    assert (error.stage, error.code, error.field) == ("validate", "hub_auth", "hub.token")
+    assert "write role" in error.message and "hf_WrongToken" not in error.message
+    assert not (tmp_path / "job" / "dataset").exists() or not any((tmp_path / "job" / "dataset").iterdir())
+
+
+def test_the_token_must_write_to_the_repos_namespace(tmp_path):
+    with running_hub_server(tmp_path, token=TOKEN, orgs=("studio",), read_token=READ_TOKEN):
+        cases = [({"repo_id": "someone-else/lora", "token": TOKEN}, "hub.repo_id", "'someone-else' namespace"),
+                 ({"repo_id": "tester/lora", "token": READ_TOKEN}, "hub.token", "read-only")]
+        for hub, field, words in cases:
+            spec = parse_job(tiny_job("m", tmp_path, config={"model_family": "sdxl"}, hub=hub))
+            with pytest.raises(JobError) as caught:
+                check_destinations(spec, token=hub["token"], env={})
+            assert (caught.value.code, caught.value.field) == ("hub_auth", field)
+            assert words in caught.value.message
+        events = []
+        ok = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "studio/lora", "token": TOKEN}))
+        assert check_destinations(ok, token=TOKEN, env={}, on_event=events.append) == []
+        assert any("studio/lora: created (private)" in e.message for e in events)
+
+
+def test_a_dry_run_reports_the_same_problems_as_warnings_and_creates_nothing(tmp_path):
+    with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
+        spec = parse_job(tiny_job("m", tmp_path, dry_run=True, hub={"repo_id": "tester/lora", "token": "hf_bad0"},
+                                  storage={"bucket": "missing"}))
+        warnings = check_destinations(spec, token="hf_bad0", env=s3.env)
+        assert [w.split(":")[0] for w in warnings] == ["hub.token", "storage.bucket"]
+        good = parse_job(tiny_job("m", tmp_path, dry_run=True, hub={"repo_id": "tester/lora"}))
+        assert check_destinations(good, token=TOKEN, env={}) == []
+        assert "tester/lora" not in hub.repos  # a dry run creates no repo
+
+
+def test_the_bucket_must_exist_and_take_a_write(tmp_path):
+    with moto_s3() as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="loras")
+        spec = parse_job(tiny_job("m", tmp_path, storage={"bucket": "loras", "prefix": "runs"}))
+        assert check_destinations(spec, token=None, env=s3.env) == []
+        assert client.list_objects_v2(Bucket="loras").get("KeyCount") == 0  # the probe object is gone
+        for storage, env, field, code in (({"bucket": "nope"}, s3.env, "storage.bucket", "s3_no_bucket"),
+                                          ({"bucket": "loras"}, {}, "storage", "s3_auth")):
+            with pytest.raises(JobError) as caught:
+                check_destinations(parse_job(tiny_job("m", tmp_path, storage=storage)), token=None, env=env)
+            assert (caught.value.field, caught.value.code) == (field, code), caught.value.message

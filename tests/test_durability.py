@@ -1,0 +1,126 @@
+"""Never lose a paid training: a failed publish keeps the outputs elsewhere (core/safekeeping.py), checkpoints leave
+the machine as they are written (core/checkpoint_uploads.py), a job near its deadline stops at a checkpoint and ends
+`partial` (core/deadline.py), and `resume_from: "auto"` continues it (core/resume.py). Real trainings of the tiny
+model, the local Hub server, moto S3."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from core.errors import JobError
+from core.events import CheckpointSaved, TrainingProgress
+from core.pipeline import publish, run_job
+from core.result import JobResult
+from core.safekeeping import outputs_stored
+from core.settings import Settings
+from core.spec import parse_job
+from tests.conftest import tiny_job
+from tests.support.hub_server import running_hub_server
+from tests.support.s3_server import moto_s3
+
+TOKEN = "hf_DurabilityTestToken0123456789abcd"
+LORA = "pytorch_lora_weights.safetensors"
+
+
+def checkpoint_folders(files: dict) -> list[str]:
+    return sorted({m.group(1) for path in files if (m := re.match(r"checkpoints/(checkpoint-\d+)/", path))})
+
+
+def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says_so(
+        tmp_path, trained_job, monkeypatch):
+    trained, _ = trained_job
+    spec = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "tester/lora", "token": TOKEN}))
+    with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
+        s3.client().create_bucket(Bucket="endpoint-bucket")
+        for name, value in {**s3.env, "BUCKET_NAME": "endpoint-bucket"}.items():
+            monkeypatch.setenv(name, value)  # the endpoint's bucket, as RunPod sets it
+        hub.fail_next(r"/commit/", 500, times=1000)
+        result = dataclasses.replace(trained, hub=None, storage=None, warnings=[])
+        with pytest.raises(JobError) as caught:
+            publish(spec, result, settings=Settings.from_env({}))
+        error = caught.value
+        assert (error.code, error.stage) == ("hub_unavailable", "publish")
+        job_id = trained.job_dir.name
+        assert f"the outputs are in s3://endpoint-bucket/{job_id}/" in error.message
+        assert error.salvaged["kept_at"] == f"s3://endpoint-bucket/{job_id}/" and LORA in error.salvaged["files"]
+        stored = s3.client().get_object(Bucket="endpoint-bucket", Key=f"{job_id}/{LORA}")["Body"].read()
+        assert stored == trained.lora_path.read_bytes()
+        assert len(hub.requests_to(r"/commit/")) == 4  # the retry policy's attempts, then the next destination
+        assert outputs_stored(trained.output_dir, error)
+
+        # No bucket on the endpoint, a network volume: the files go to a folder there, named in the error.
+        monkeypatch.delenv("BUCKET_NAME")
+        volume = tmp_path / "volume"
+        volume.mkdir()
+        with pytest.raises(JobError) as caught:
+            publish(spec, dataclasses.replace(trained, hub=None, storage=None, warnings=[]),
+                    settings=Settings.from_env({"VOLUME_DIR": str(volume)}))
+        kept = volume / "kept-outputs" / job_id
+        assert str(kept) in caught.value.message
+        assert (kept / LORA).read_bytes() == trained.lora_path.read_bytes()
+
+        # Nowhere else to go: the error says the files are only on this machine, and the folder is kept.
+        with pytest.raises(JobError) as caught:
+            publish(spec, dataclasses.replace(trained, hub=None, storage=None, warnings=[]),
+                    settings=Settings.from_env({}))
+        assert "only in the job's folder on this machine" in caught.value.message
+        assert not outputs_stored(trained.output_dir, caught.value)
+
+
+@pytest.mark.training
+def test_checkpoints_reach_the_hub_while_the_run_is_still_training(tmp_path, demo_dataset, tiny_model, settings):
+    seen: list[tuple[int, list[str]]] = []  # (training step, checkpoint folders on the Hub then)
+    with running_hub_server(tmp_path, token=TOKEN) as hub:
+        def on_event(event):
+            if isinstance(event, TrainingProgress) and "tester/ckpt" in hub.repos:
+                seen.append((event.step, checkpoint_folders(hub.repos["tester/ckpt"].files)))
+
+        job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 8, "checkpointing_steps": 2},
+                       hub={"repo_id": "tester/ckpt", "token": TOKEN, "checkpoints": True})
+        result = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings)
+        final = hub.repos["tester/ckpt"].files
+    assert result.status == "succeeded" and LORA in final
+    assert any(step < 8 and folders for step, folders in seen), seen  # uploaded while training went on
+    assert len(checkpoint_folders(final)) == 2  # the last K (config.checkpoints_total_limit, default 2)
+    steps = [entry["step"] for entry in result.to_output()["checkpoints"]]
+    assert steps == sorted(steps) and steps[0] == 2
+    assert f"checkpoint-{steps[-1]}" in checkpoint_folders(final)
+
+
+@pytest.mark.training
+def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_path, demo_dataset, tiny_model):
+    # A margin longer than the whole job: training stops right after its first checkpoint, as near a deadline.
+    near_deadline = Settings.from_env({"TRAINER_DEVICE": "cpu", "DEADLINE_MARGIN_S": "100000"})
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 6, "checkpointing_steps": 2},
+                   hub={"repo_id": "tester/long-run", "token": TOKEN}, timeout_s=900, resume_from="auto")
+    with running_hub_server(tmp_path, token=TOKEN) as hub:
+        events: list = []
+        cut = run_job(parse_job(job), tmp_path / "first", events.append, settings=near_deadline)
+        output = cut.to_output()
+        assert output["status"] == "partial", output
+        assert output["resume_from"] == "tester/long-run/checkpoints/checkpoint-2"
+        assert output["metrics"]["steps"] == 2
+        assert "checkpoint-2" in checkpoint_folders(hub.repos["tester/long-run"].files)
+        assert any(isinstance(e, CheckpointSaved) for e in events)
+        assert any("starting fresh" in getattr(e, "message", "") for e in events)
+
+        events.clear()
+        done = run_job(parse_job(job), tmp_path / "second", events.append, settings=Settings.from_env({}))
+        assert done.status == "succeeded" and done.metrics.steps == 6
+        assert any("resuming from checkpoint-2" in getattr(e, "message", "") for e in events)
+        assert min(e.step for e in events if isinstance(e, TrainingProgress)) > 2  # continued, not restarted
+        assert LORA in hub.repos["tester/long-run"].files
+
+
+def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):
+    output = tmp_path / "output"
+    output.mkdir()
+    assert outputs_stored(output, None)  # nothing trained
+    (output / LORA).write_bytes(b"w")
+    assert not outputs_stored(output, JobError("push failed"))
+    assert outputs_stored(output, JobResult(status="succeeded", job_dir=tmp_path))
+    assert not outputs_stored(output, JobResult(status="partial", job_dir=tmp_path))
+    assert outputs_stored(output, JobResult(status="partial", job_dir=tmp_path, resume_from="u/r/checkpoints/c-2"))

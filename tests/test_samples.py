@@ -1,0 +1,123 @@
+"""Sample prompts per checkpoint, and publishing the checkpoint you pick (core/samples.py, through the pipeline).
+
+The training test really trains the tiny SDXL model with two sample prompts and publishes checkpoint 2 of 4 to the
+project's local Hub server: the Hub then holds that checkpoint's bytes, and its card shows that step's samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import hf_hub_download
+
+from core.errors import PublishError, SpecError
+from core.jobdir import JobDir
+from core.pipeline import publish, run_job
+from core.samples import pick_checkpoint, smoothed
+from core.spec import parse_job
+from core.trainer_config import build_trainer_files
+from tests.conftest import tiny_job
+from tests.support.hub_server import running_hub_server
+
+TOKEN = "hf_SamplesToken0123456789abcdefXYZ"
+PROMPTS = ["a [trigger] circle", "[trigger] on a plain background"]
+
+
+def job_with(**overrides) -> dict:
+    return tiny_job(Path("/models/tiny"), Path("/data/demo"), **overrides)
+
+
+def errors_of(job: dict) -> dict[str, str]:
+    with pytest.raises(SpecError) as caught:
+        parse_job(job)
+    return {error["field"]: error["message"] for error in caught.value.errors}
+
+
+def test_bad_samples_and_checkpoint_values_name_their_field():
+    assert "samples.prompts.1" in errors_of(job_with(samples={"prompts": ["a dog", ""]}))
+    assert "samples.every" in errors_of(job_with(samples={"prompts": ["a dog"], "every": 0}))
+    unknown = errors_of(job_with(samples={"prompts": ["a dog"], "evry": 3}))
+    assert "did you mean 'every'" in unknown["samples.evry"]
+    no_trigger = errors_of(job_with(trigger_word=None, samples={"prompts": ["a dog", "[trigger] dog"]}))
+    assert "no trigger_word" in no_trigger["samples.prompts.1"]
+    bad_pick = errors_of(job_with(hub={"repo_id": "tester/x", "checkpoint": "bset"}))
+    assert "last" in bad_pick["hub.checkpoint"] and "best" in bad_pick["hub.checkpoint"]
+
+
+def test_samples_become_simpletuners_prompt_library_and_validation_settings(tmp_path: Path):
+    spec = parse_job(job_with(config={"max_train_steps": 4, "checkpointing_steps": 2},
+                              samples={"prompts": PROMPTS, "steps": 3, "guidance": 2.5, "seed": 7,
+                                       "negative_prompt": "blurry"}))
+    job = JobDir(tmp_path / "job").create()
+    files = build_trainer_files(spec, images_dir=tmp_path, job=job, device="cpu")
+    config = files.config
+    files.write(job, webhook_url="http://127.0.0.1:9/webhook")
+    library = json.loads(Path(config["--user_prompt_library"]).read_text())
+    assert library == {"sample_0": "a sks circle", "sample_1": "sks on a plain background"}
+    assert Path(config["--user_prompt_library"]).parent == job.config
+    assert config["--validation_step_interval"] == 2  # the checkpoint interval: samples at each checkpoint
+    assert (config["--validation_num_inference_steps"], config["--validation_guidance"],
+            config["--validation_seed"], config["--validation_negative_prompt"]) == (3, 2.5, 7, "blurry")
+    assert "--validation_disable" not in config and config["--validation_disable_unconditional"] is True
+
+
+def test_sample_defaults_come_from_the_family_recipe(tmp_path: Path):
+    spec = parse_job(job_with(samples={"prompts": ["a dog"], "every": 3}))
+    config = build_trainer_files(spec, images_dir=tmp_path, job=JobDir(tmp_path / "j").create(), device="cpu").config
+    assert config["--validation_step_interval"] == 3
+    assert config["--validation_num_inference_steps"] > 0 and config["--validation_guidance"] > 0
+    assert config["--validation_resolution"] == "128"
+
+
+def test_best_is_the_checkpoint_of_lowest_smoothed_loss_and_says_so(tmp_path: Path):
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    # Step 4's raw loss is the lowest, but it is one outlier: smoothed, step 6 is lower.
+    losses = [(1, 1.0), (2, 0.9), (3, 0.8), (4, 0.1), (5, 0.5), (6, 0.45)]
+    curve = smoothed(losses)
+    assert min((curve[s], s) for s in (2, 4, 6))[1] == 6
+    pick = pick_checkpoint("best", output_dir=tmp_path, losses=losses)
+    assert pick.step == 6 and "lowest smoothed loss" in pick.reason
+    assert pick_checkpoint(4, output_dir=tmp_path, losses=losses).folder == tmp_path / "checkpoint-4"
+    with pytest.raises(PublishError) as missing:
+        pick_checkpoint(5, output_dir=tmp_path, losses=losses)
+    assert missing.value.field == "hub.checkpoint" and "2, 4, 6" in missing.value.message
+
+
+@pytest.mark.training
+def test_samples_per_checkpoint_and_publishing_checkpoint_n(tmp_path: Path, tiny_model: Path, demo_dataset: Path,
+                                                            settings):
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 4, "checkpointing_steps": 2,
+                                                     "checkpoints_total_limit": 5},
+                   samples={"prompts": PROMPTS, "steps": 2})
+    spec = parse_job(job)
+    result = run_job(spec, tmp_path / "job", settings=settings)
+
+    output = result.to_output()
+    by_step = {entry["step"]: entry["images"] for entry in output["samples"]}
+    assert sorted(by_step) == [2, 4]
+    for images in by_step.values():
+        assert [image["prompt"] for image in images] == ["a sks circle", "sks on a plain background"]
+        assert all((result.output_dir / image["file"]).is_file() for image in images)
+
+    with running_hub_server(tmp_path, token=TOKEN) as hub:
+        picked = spec.model_copy(update={"hub": parse_job({**job, "hub": {"repo_id": "tester/samples",
+                                                                        "checkpoint": 2, "token": TOKEN}}).hub})
+        published = publish(picked, result, settings=settings)
+        weights = hf_hub_download("tester/samples", "pytorch_lora_weights.safetensors", token=TOKEN,
+                                  local_dir=tmp_path / "down", endpoint=hub.endpoint)
+        card = Path(hf_hub_download("tester/samples", "README.md", token=TOKEN, local_dir=tmp_path / "down",
+                                    endpoint=hub.endpoint)).read_text()
+    checkpoint_2 = result.output_dir / "checkpoint-2" / "pytorch_lora_weights.safetensors"
+    assert Path(weights).read_bytes() == checkpoint_2.read_bytes()
+    assert Path(weights).read_bytes() != (result.output_dir / "pytorch_lora_weights.safetensors").read_bytes()
+    assert any("published checkpoint-2" in warning for warning in published.warnings)
+    widget = yaml.safe_load(card.split("---")[1])["widget"]
+    assert widget == [{"text": "a sks circle", "output": {"url": "samples/step-2/0.png"}},
+                      {"text": "sks on a plain background", "output": {"url": "samples/step-2/1.png"}}]
+    shown = {entry["step"]: entry["images"] for entry in published.to_output()["samples"]}
+    assert all(image["url"].startswith(hub.endpoint) for image in shown[2] + shown[4])

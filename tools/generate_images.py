@@ -1,0 +1,163 @@
+"""Render images with diffusers, in the trainer env: a warm server (JSON lines on stdin/stdout) or one request.
+
+    python tools/generate_images.py --serve            # one JSON request per stdin line, one JSON answer per line
+    python tools/generate_images.py --once '{...}'     # load, render, print one answer, exit (the cold path)
+
+A request: {"model": folder or Hub id, "lora": file or null, "strength": 1.0, "prompt": "...",
+"negative_prompt": "", "seed": 42, "steps": 20, "guidance": 5.0, "width": 1024, "height": 1024, "count": 1,
+"out_dir": folder, "name": "file stem"}. The answer: {"ok": true, "images": [paths], "seconds": {...},
+"warm": {"pipeline": bool, "lora": bool}} or {"ok": false, "error": "..."}.
+
+Warm means: the pipeline is loaded once per model and kept; a LoRA is loaded once per file as its own adapter and
+switched on (at the asked strength) or off per request, so a click on another checkpoint costs one small file read.
+Only this script's answers go to stdout; everything libraries print goes to stderr. It is run by
+core/playground.py with `python -P`, so no project module shadows a library's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+_ANSWERS = sys.stdout
+sys.stdout = sys.stderr  # diffusers, transformers and tqdm print; only answers may reach the real stdout
+
+
+class Renderer:
+    """One pipeline at a time (a new model replaces the old one: GPU memory holds one), its LoRAs as adapters."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model: str | None = None
+        self.pipeline = None
+        self.adapters: dict[str, str] = {}
+        """LoRA file (path + mtime) -> adapter name."""
+
+    def _load(self, model: str) -> bool:
+        if model == self.model:
+            return True
+        from diffusers import DiffusionPipeline
+
+        self.pipeline = None
+        self.adapters = {}
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()
+        pipeline = DiffusionPipeline.from_pretrained(model, torch_dtype=self.dtype)
+        _bound_tokenizers(pipeline)
+        pipeline.set_progress_bar_config(disable=True)
+        self.pipeline, self.model = pipeline.to(self.device), model
+        return False
+
+    def _lora(self, lora: str | None, strength: float) -> bool:
+        """Switch the adapter for this request; True when it was loaded already."""
+        pipeline = self.pipeline
+        if not lora:
+            if self.adapters:
+                pipeline.disable_lora()
+            return True
+        path = Path(lora)
+        key = f"{path.resolve()}:{path.stat().st_mtime_ns}"
+        warm = key in self.adapters
+        if not warm:
+            name = "lora_" + hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:12]
+            pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+            self.adapters[key] = name
+        pipeline.enable_lora()
+        pipeline.set_adapters([self.adapters[key]], adapter_weights=[float(strength)])
+        return warm
+
+    def render(self, request: dict) -> dict:
+        started = time.perf_counter()
+        warm_pipeline = self._load(str(request["model"]))
+        loaded = time.perf_counter()
+        warm_lora = self._lora(request.get("lora"), float(request.get("strength", 1.0)))
+        swapped = time.perf_counter()
+        out_dir = Path(request["out_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        generator = self.torch.Generator(device="cpu").manual_seed(int(request.get("seed", 42)))
+        arguments = {"prompt": request["prompt"], "num_inference_steps": int(request.get("steps", 20)),
+                     "guidance_scale": float(request.get("guidance", 5.0)), "generator": generator,
+                     "num_images_per_prompt": int(request.get("count", 1))}
+        if request.get("width") and request.get("height"):
+            arguments.update(width=int(request["width"]), height=int(request["height"]))
+        if request.get("negative_prompt"):
+            arguments["negative_prompt"] = request["negative_prompt"]
+        with self.torch.inference_mode():
+            images = self.pipeline(**arguments).images
+        stem = str(request.get("name") or f"image-{int(time.time() * 1000)}")
+        paths = []
+        for index, image in enumerate(images):
+            path = out_dir / f"{stem}-{index}.png"
+            image.save(path)
+            paths.append(str(path))
+        done = time.perf_counter()
+        return {"ok": True, "images": paths, "warm": {"pipeline": warm_pipeline, "lora": warm_lora},
+                "seconds": {"load": round(loaded - started, 3), "lora": round(swapped - loaded, 3),
+                            "render": round(done - swapped, 3), "total": round(done - started, 3)}}
+
+
+def _bound_tokenizers(pipeline) -> None:
+    """A tokenizer saved without model_max_length says 1e30, which diffusers passes to torch as a length
+    (OverflowError): use the text encoder's own position limit instead."""
+    for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+        tokenizer = getattr(pipeline, name, None)
+        if tokenizer is None or getattr(tokenizer, "model_max_length", 0) < 10**6:
+            continue
+        encoder = getattr(pipeline, name.replace("tokenizer", "text_encoder"), None)
+        limit = getattr(getattr(encoder, "config", None), "max_position_embeddings", None) or 77
+        tokenizer.model_max_length = int(limit)
+
+
+def _answer(answer: dict) -> None:
+    _ANSWERS.write(json.dumps(answer) + "\n")
+    _ANSWERS.flush()
+
+
+def _safe(renderer: Renderer, request: dict) -> dict:
+    try:
+        return renderer.render(request)
+    except Exception as exc:  # one bad request must not end a warm server
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def serve() -> None:
+    renderer = Renderer()
+    _answer({"ok": True, "ready": True, "device": renderer.device, "pid": os.getpid()})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _answer({"ok": False, "error": f"not JSON: {exc.msg}"})
+            continue
+        if request.get("stop"):
+            break
+        _answer(_safe(renderer, request))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--serve", action="store_true", help="answer JSON-line requests until stdin closes")
+    mode.add_argument("--once", metavar="JSON", help="render one request and exit")
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return 0
+    answer = _safe(Renderer(), json.loads(args.once))
+    _answer(answer)
+    return 0 if answer.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
