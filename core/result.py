@@ -86,7 +86,11 @@ class JobResult:
         out = []
         for path in sorted(p for p in self.output_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(self.output_dir).as_posix()
-            entry: dict[str, Any] = {"path": rel, "size": path.stat().st_size}
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # renamed or pruned while listed: a push in progress renames the ComfyUI file
+                continue
+            entry: dict[str, Any] = {"path": rel, "size": size}
             if rel in urls:
                 entry["url"] = urls[rel]
             out.append(entry)

@@ -120,7 +120,8 @@ def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir) -> SampleS
         or DEFAULT_STEPS,
         validation_guidance=samples.guidance if samples.guidance is not None
         else (_recipe_value(spec, "validation_guidance") or DEFAULT_GUIDANCE),
-        validation_resolution=str(samples.resolution or spec.config.get("resolution") or base.get("resolution")),
+        validation_resolution=validation_size(samples.resolution or spec.config.get("resolution")
+                                              or base.get("resolution")),
         validation_disable_unconditional=True,
         num_validation_images=1,
     )
@@ -268,3 +269,9 @@ def published_view(spec: JobSpec, result: Any, *, root: Path) -> tuple[Any, dict
     if shown_step is not None:
         result.validation = [(hub_path(s), s.prompt) for s in samples if s.step == shown_step]
     return result, files
+
+def validation_size(resolution: object) -> str:
+    """SimpleTuner's validation_resolution as 'WxH': a bare number under 128 is read as megapixels there, so a
+    64 px tiny run would render at 64,000 px."""
+    text = str(resolution)
+    return f"{text}x{text}" if text.isdigit() else text

@@ -19,7 +19,7 @@ from core.flag_policy import FILE_CONTENT, INLINE_JSON, classify, owned_flags
 from core.gpu_fit import VALIDATION_SETTINGS, GpuFacts, GpuPlan, check_fit, plan_gpu
 from core.job_limits import CACHE_KEY, DATA_KEYS, relative_data_dir
 from core.jobdir import JobDir
-from core.samples import with_samples
+from core.samples import validation_size, with_samples
 from core.spec import JobSpec, simpletuner_flags
 
 DEFAULT_RESOLUTION = 1024
@@ -124,7 +124,7 @@ def _defaults(spec: JobSpec, *, device: str, plan: GpuPlan | None = None) -> dic
         defaults.update(validation)
         defaults["validation_prompt"] = prompt
         defaults["validation_steps"] = spec.config.get("checkpoint_step_interval", defaults["checkpoint_step_interval"])
-        defaults["validation_resolution"] = spec.config.get("resolution", defaults["resolution"])
+        defaults["validation_resolution"] = validation_size(spec.config.get("resolution", defaults["resolution"]))
     else:
         defaults["validation_disable"] = True
     defaults.update(flavour_settings(spec.model_family, spec.config.get("model_flavour")))
@@ -243,3 +243,4 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan)
     return TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan)
+

@@ -69,7 +69,7 @@ def test_sample_defaults_come_from_the_family_recipe(tmp_path: Path):
     config = build_trainer_files(spec, images_dir=tmp_path, job=JobDir(tmp_path / "j").create(), device="cpu").config
     assert config["--validation_step_interval"] == 3
     assert config["--validation_num_inference_steps"] > 0 and config["--validation_guidance"] > 0
-    assert config["--validation_resolution"] == "128"
+    assert config["--validation_resolution"] == "128x128"  # a bare number under 128 would be megapixels
 
 
 def test_best_is_the_checkpoint_of_lowest_smoothed_loss_and_says_so(tmp_path: Path):
