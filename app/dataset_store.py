@@ -341,6 +341,14 @@ class DatasetStore:
     def captioning_busy(self) -> bool:
         return self._captioning is not None and self._captioning.running
 
+    def refuse_training_while_captioning(self) -> None:
+        """A training reads the captions as it starts: refused while an auto-caption run is still writing them."""
+        run = self._captioning
+        if run is not None and run.running:
+            raise JobError(f"auto-caption is still writing captions ({run.line()}): wait for it to finish or stop "
+                           "it on the Dataset tab, then start the training", field="captioning", code="busy",
+                           stage="train")
+
     def captioning(self) -> CaptionRun | None:
         """The latest auto-caption run (running or finished), if any."""
         return self._captioning

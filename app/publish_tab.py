@@ -1,5 +1,6 @@
 """Publish tab: push the latest trained LoRA to the Hub (a private repo unless told otherwise), or download it:
-the diffusers file, or the same LoRA in ComfyUI/kohya format (for ComfyUI/models/loras/).
+the diffusers file, or the same LoRA in ComfyUI/kohya format (for ComfyUI/models/loras/). The checkpoint picker
+says which LoRA goes up: the final one, the best (lowest smoothed loss), or a checkpoint's step (`hub.checkpoint`).
 
 The token comes from the password field or HF_TOKEN; it is an input only: no handler ever returns it.
 """
@@ -18,9 +19,12 @@ from app.edge import surface
 from app.run import RunSnapshot
 from app.state import RunRegistry
 from core.errors import JobError
+from core.samples import checkpoint_step
 from core.settings import Settings
 
 PUSH_POLL_S = 0.5
+LAST, BEST = "last", "best"
+FIXED_CHOICES = [("last: the final LoRA", LAST), ("best: the checkpoint of lowest smoothed loss", BEST)]
 
 
 @dataclass
@@ -31,6 +35,7 @@ class PublishTab:
     download_comfyui: gr.DownloadButton
     repo_id: gr.Textbox
     private: gr.Checkbox
+    checkpoint: gr.Dropdown
     token: gr.Textbox
     push_button: gr.Button
     status: gr.Markdown
@@ -47,13 +52,16 @@ def build(*, settings: Settings) -> PublishTab:
             repo_id = gr.Textbox(label="Repo id", placeholder="your-name/my-lora", scale=3,
                                  info="Created if it does not exist")
             private = gr.Checkbox(True, label="Private repo", scale=1, info="Only you can see it")
+        checkpoint = gr.Dropdown(FIXED_CHOICES, value=LAST, label="Checkpoint to publish",
+                                 info="Compare them on the Train tab's sample grid or in the Playground")
         token = gr.Textbox(label="Hugging Face token", type="password", max_lines=1,
                            placeholder="HF_TOKEN from the environment is used" if env_token else "hf_…",
                            info="A token with the write role. Used for this push only; never shown or stored."
                            + (" Leave empty to use HF_TOKEN." if env_token else ""))
         push_button = gr.Button("Push to Hub", variant="primary")
         status = gr.Markdown()
-    return PublishTab(tab, latest, download, download_comfyui, repo_id, private, token, push_button, status)
+    return PublishTab(tab, latest, download, download_comfyui, repo_id, private, checkpoint, token, push_button,
+                      status)
 
 
 def describe_latest(snap: RunSnapshot | None) -> tuple[str, Any]:
@@ -85,6 +93,21 @@ def comfyui_file(snap: RunSnapshot | None) -> Path | None:
     return local if local.is_file() else None
 
 
+def checkpoint_choices(output_dir: Path | None) -> list[tuple[str, str]]:
+    """The picker's choices: last, best, and each checkpoint-N of the run that holds a LoRA (by step)."""
+    if output_dir is None:
+        return list(FIXED_CHOICES)
+    steps = sorted(checkpoint_step(p) for p in Path(output_dir).glob("checkpoint-*")
+                   if (p / "pytorch_lora_weights.safetensors").is_file())
+    return [*FIXED_CHOICES, *((f"checkpoint-{step}", str(step)) for step in steps if step > 0)]
+
+
+def chosen_checkpoint(choice: str | None) -> str | int:
+    """hub.checkpoint from the picker: "last", "best" or a step."""
+    text = str(choice or LAST).strip()
+    return int(text) if text.isdigit() else text
+
+
 def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
     def refresh() -> tuple[str, Any]:
         run = registry.last_trained()
@@ -98,10 +121,21 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
     tab.tab.select(refresh_comfyui, None, [tab.download_comfyui], api_name="latest_comfyui_lora",
                    show_progress="hidden")
 
+    def refresh_checkpoints() -> Any:
+        """The checkpoints of the latest trained run the picker offers ("last" stays chosen)."""
+        run = registry.last_trained()
+        output = run.result.output_dir if run and run.result else None
+        return gr.update(choices=checkpoint_choices(output), value=LAST)
+
+    tab.tab.select(refresh_checkpoints, None, [tab.checkpoint], api_name="publish_checkpoints",
+                   show_progress="hidden")
+
     @surface
-    def push_to_hub(repo_id: str, private: bool, token: str | None) -> Iterator[str]:
-        """Push the latest trained LoRA, its model card and config to `repo_id`; returns the repo's link."""
-        run = registry.start_publish(repo_id=(repo_id or "").strip(), private=bool(private), token=token or None)
+    def push_to_hub(repo_id: str, private: bool, token: str | None, checkpoint: str = LAST) -> Iterator[str]:
+        """Push the latest trained LoRA (or the picked checkpoint's), its model card and config to `repo_id`;
+        returns the repo's link."""
+        run = registry.start_publish(repo_id=(repo_id or "").strip(), private=bool(private), token=token or None,
+                                     checkpoint=chosen_checkpoint(checkpoint))
         while True:
             snap = run.snapshot()
             if not snap.running:
@@ -116,9 +150,11 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
         if not hub:
             raise JobError("the push ended without a repo", stage="publish")
         visibility = "private" if hub.get("private") else "public"
-        yield f"Pushed to [{hub['repo_id']}]({hub['url']}) ({visibility}), commit `{hub['commit'][:8]}`."
+        which = next((w for w in snap.warnings if w.startswith("published checkpoint-")), "the final LoRA")
+        yield (f"Pushed to [{hub['repo_id']}]({hub['url']}) ({visibility}), commit `{hub['commit'][:8]}`: "
+               f"{which.removeprefix('published ')}.")
 
-    tab.push_button.click(push_to_hub, [tab.repo_id, tab.private, tab.token], [tab.status],
+    tab.push_button.click(push_to_hub, [tab.repo_id, tab.private, tab.token, tab.checkpoint], [tab.status],
                           api_name="push_to_hub").then(refresh, None, [tab.latest, tab.download],
                                                        api_visibility="private").then(
         refresh_comfyui, None, [tab.download_comfyui], api_visibility="private")

@@ -96,7 +96,7 @@ class RunSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for the API. No object in it has a "path" key: Gradio would take it for a file to serve."""
-        output = {key: value for key, value in (self.output or {}).items() if key != "files"} or None
+        output = without_path_keys({key: value for key, value in (self.output or {}).items() if key != "files"}) or None
         return {
             "id": self.id, "kind": self.kind, "status": self.status, "stage": self.stage, "detail": self.detail,
             "step": self.step, "total_steps": self.total_steps, "percent": round(self.percent, 1),
@@ -106,6 +106,16 @@ class RunSnapshot:
             "job_dir": self.job_dir, "lora_file": self.lora_path, "log_tail": self.log[-40:],
             "cancel_requested": self.cancel_requested,
         }
+
+
+def without_path_keys(value: Any) -> Any:
+    """`value` with every "path" key renamed "file", at any depth (the output's validation and samples entries have
+    one): Gradio serves any object with a "path" key as a file, and these paths are relative to the job folder."""
+    if isinstance(value, dict):
+        return {("file" if key == "path" else key): without_path_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_path_keys(item) for item in value]
+    return value
 
 
 @dataclass

@@ -10,21 +10,23 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
+from app.history import RESUMABLE, RunHistory, RunRecord, places, record_of
 from app.run import Run, new_run_id
 from core.demo import build_tiny_model
 from core.errors import JobCancelled, JobError
-from core.events import StageEvent
+from core.events import CheckpointSaved, Event, StageEvent
 from core.jobdir import job_folder
 from core.pipeline import publish, run_job
 from core.playground import Playground
 from core.result import JobResult
 from core.secrets import job_secrets
 from core.settings import Settings
-from core.spec import HubSpec, JobSpec
+from core.spec import HubSpec, JobSpec, parse_job
 
 TINY_MODEL_NAME = "tiny-sdxl"
 logger = logging.getLogger("app.state")
@@ -38,14 +40,20 @@ def tiny_model_dir(settings: Settings) -> Path:
 class RunRegistry:
     """The app's one registry: at most one training and one publish at a time, kept after they end."""
 
-    def __init__(self, *, settings: Settings, env: Mapping[str, str] | None = None):
+    def __init__(self, *, settings: Settings, env: Mapping[str, str] | None = None,
+                 before_training: Callable[[], None] | None = None):
         self.settings = settings
+        self.before_training = before_training
+        """Raises a JobError when a training may not start now (the UI's: an auto-caption run is writing captions)."""
         self.env = os.environ if env is None else env  # the endpoint's keys: kept out of every run's view
         self._lock = threading.Lock()
         self._training: Run | None = None
         self._publishing: Run | None = None
         self._succeeded: Run | None = None
         self.playground = Playground(settings=settings)
+        self.history = RunHistory(settings.data_root)
+        """Every training of this data folder, kept across restarts (app/history.py)."""
+        self._resumed_from: dict[str, str] = {}
         """The warm generation process (Playground tab); stopped before a training starts."""
 
     def training(self) -> Run | None:
@@ -62,10 +70,33 @@ class RunRegistry:
     def busy(self) -> bool:
         return bool(self._training and self._training.running)
 
-    def start_training(self, spec: JobSpec) -> Run:
+    def runs(self) -> list[RunRecord]:
+        """The run history, newest first; a run some earlier process left `running` reads `interrupted`."""
+        return self.history.records(live=self._live())
+
+    def _live(self) -> set[str]:
+        return {self._training.id} if self._training is not None and self._training.running else set()
+
+    def resume(self, run_id: str) -> Run:
+        """Start a new run of an interrupted (or cancelled, failed) run's job from the last checkpoint it left."""
+        record = self.history.get(run_id.strip(), live=self._live())
+        if record is None:
+            raise JobError(f"no run {run_id!r} in the history", field="run", code="invalid_input", stage="train")
+        checkpoint = record.last_checkpoint() if record.status in RESUMABLE else None
+        if checkpoint is None:
+            raise JobError(f"run {run_id} has no checkpoint to resume from ({record.status})", field="run",
+                           code="invalid_input", stage="train")
+        spec = parse_job({"input": {**record.job.get("input", {}), "resume_from": str(checkpoint)}})
+        run = self.start_training(spec, resumed_from=str(checkpoint))
+        self.history.save(replace(record, status="resumed"), secrets=run.secrets)
+        return run
+
+    def start_training(self, spec: JobSpec, *, resumed_from: str | None = None) -> Run:
         """Start `spec` in the background; refused while another training runs. The Publish tab pushes, so the
         job's own hub section is left for it."""
         spec = spec.model_copy(update={"hub": None})
+        if self.before_training is not None:
+            self.before_training()
         with self._lock:
             current = self._training
             if current is not None and current.running:
@@ -77,6 +108,9 @@ class RunRegistry:
             run = Run(kind="train", spec=spec, id=run_id, job_dir=job_folder(self.settings.data_root, run_id),
                       secrets=self._secrets(spec))
             self._training = run
+            if resumed_from:
+                self._resumed_from[run.id] = resumed_from
+        self._remember(run)
         self.playground.stop(reason="a training starts")  # its GPU memory is the training's
         self._start(run, self._train)
         return run
@@ -90,8 +124,9 @@ class RunRegistry:
         run.note("cancel requested: stopping SimpleTuner")
         return True
 
-    def start_publish(self, *, repo_id: str, private: bool, token: str | None) -> Run:
-        """Push the latest trained LoRA to `repo_id`; refused while a training or another push runs."""
+    def start_publish(self, *, repo_id: str, private: bool, token: str | None, checkpoint: str | int = "last") -> Run:
+        """Push the latest trained LoRA (or the checkpoint `checkpoint` picks: "last", "best" or a step) to
+        `repo_id`; refused while a training or another push runs."""
         with self._lock:
             if self._training is not None and self._training.running:
                 raise JobError("a training is running: publish when it has finished", code="busy", stage="publish")
@@ -101,10 +136,13 @@ class RunRegistry:
             if trained is None or trained.result is None:
                 raise JobError("nothing to publish yet: train a LoRA first (Train tab)", field="run", stage="publish")
             try:
-                hub = HubSpec(repo_id=repo_id, private=private, token=SecretStr(token) if token else None)
+                hub = HubSpec(repo_id=repo_id, private=private, token=SecretStr(token) if token else None,
+                              checkpoint=checkpoint)
             except ValidationError as exc:
-                message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-                raise JobError(message, field="hub.repo_id", code="invalid_input", stage="publish") from None
+                error = exc.errors(include_url=False)[0]
+                message = error["msg"].removeprefix("Value error, ")
+                raise JobError(message, field=f"hub.{error['loc'][0]}" if error["loc"] else "hub.repo_id",
+                               code="invalid_input", stage="publish") from None
             spec = trained.spec.model_copy(update={"hub": hub, "storage": None})
             run = Run(kind="publish", spec=spec, job_dir=trained.job_dir, secrets=self._secrets(spec),
                       result=trained.result)
@@ -122,6 +160,11 @@ class RunRegistry:
                 run.thread.join(timeout_s)
 
     # -- the background work ------------------------------------------------------------------------------------
+
+    def _remember(self, run: Run, *, published: list[str] | None = None) -> None:
+        """The run's record in the history, as it stands now."""
+        self.history.save(record_of(run, resumed_from=self._resumed_from.get(run.id), published=published),
+                          secrets=run.secrets)
 
     def _secrets(self, spec: JobSpec) -> list[str]:
         return job_secrets(spec, env=self.env, settings=self.settings)
@@ -142,6 +185,10 @@ class RunRegistry:
                 run.finish(status="succeeded", result=result)
                 if run.kind == "train":
                     self._succeeded = run
+                elif self._succeeded is not None and self._succeeded.job_dir == run.job_dir:
+                    self._remember(self._succeeded, published=places(result.to_output()))
+            if run.kind == "train":
+                self._remember(run)
 
         run.thread = threading.Thread(target=body, name=f"run-{run.kind}-{run.id}", daemon=True)
         run.thread.start()
@@ -152,7 +199,12 @@ class RunRegistry:
             run.on_event(StageEvent("setup", "started", f"building the tiny demo model in {tiny}"))
             build_tiny_model(tiny, settings=self.settings)
             run.on_event(StageEvent("setup", "completed"))
-        return run_job(run.spec, run.job_dir, run.on_event, settings=self.settings, cancel=run.cancel)
+        def on_event(event: Event) -> None:
+            run.on_event(event)
+            if isinstance(event, CheckpointSaved):  # what a restarted app offers to resume from
+                self._remember(run)
+
+        return run_job(run.spec, run.job_dir, on_event, settings=self.settings, cancel=run.cancel)
 
     def _publish(self, run: Run) -> JobResult:
         if run.result is None:  # publish runs are made from a finished training only

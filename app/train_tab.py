@@ -17,6 +17,7 @@ import pandas as pd
 
 from app.edge import surface
 from app.form_view import FormView
+from app.history import COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
 from app.state import RunRegistry
@@ -47,6 +48,10 @@ class TrainTab:
     """The sample grid: a row per checkpoint, a column per prompt."""
     marks: gr.HTML
     """The checkpoints, marked on the loss plot's step axis."""
+    history: gr.Dataframe
+    """Every run of this data folder, kept across restarts (app/history.py)."""
+    resume_choice: gr.Dropdown
+    resume_button: gr.Button
 
 
 def build() -> TrainTab:
@@ -70,10 +75,16 @@ def build() -> TrainTab:
             raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
                                  elem_classes=["mono"])
         summary = gr.Markdown()
+        with gr.Accordion("Run history", open=True):
+            history = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True)
+            with gr.Row():
+                resume_choice = gr.Dropdown(label="Resume an interrupted run from its last checkpoint", choices=[],
+                                            scale=3)
+                resume_button = gr.Button("Resume", scale=1)
         timer = gr.Timer(POLL_S)
         seen = gr.State("")
     return TrainTab(start_button, cancel_button, message, status, loss, validation, log, raw_log, summary, timer,
-                    seen, samples, marks)
+                    seen, samples, marks, history, resume_choice, resume_button)
 
 
 def no_losses() -> pd.DataFrame:
@@ -187,22 +198,43 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
 
     tab.cancel_button.click(cancel_training, None, [tab.message], api_name="cancel_training")
 
+    @surface
+    def resume_run(run_id: str) -> str:
+        """Start a new run of an interrupted run's job from the last checkpoint it left (its job folder)."""
+        run = registry.resume(run_id or "")
+        return f"Resuming run `{run_id}` as run `{run.id}`."
+
+    tab.resume_button.click(resume_run, [tab.resume_choice], [tab.message], api_name="resume_run")
+
+    def run_history() -> list[dict]:
+        """Every run of this data folder, newest first: a row of the history table, and whether it can resume."""
+        return [{**dict(zip(COLUMNS, describe(r), strict=True)), "resumable": r.resumable} for r in registry.runs()]
+
+    gr.api(run_history, api_name="run_history", concurrency_limit=None)
+
     outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.marks,
-               tab.samples, tab.seen]
+               tab.samples, tab.history, tab.resume_choice, tab.seen]
+
+    def history_updates() -> list[Any]:
+        records = registry.runs()
+        choices = [(f"{r.id} ({r.status}, {r.last_checkpoint().name})", r.id)  # type: ignore[union-attr]
+                   for r in records if r.resumable]
+        return [[describe(r) for r in records] or None, gr.update(choices=choices, value=None)]
 
     def poll(seen: str) -> list[Any]:
         """Everything the tab shows of the current run; unchanged since the last poll: nothing is sent."""
         run = registry.training()
-        if run is None:
-            return [gr.skip()] * (len(outputs) - 1) + [seen]
+        if run is None:  # a fresh app: only the history (runs of earlier processes), once
+            return [gr.skip()] * (len(outputs) - 3) + (history_updates() if seen == "" else [gr.skip()] * 2) + ["-"]
         snap = run.snapshot()
         key = f"{snap.id}:{snap.version}:{snap.status}"
         if key == seen:
             return [gr.skip()] * (len(outputs) - 1) + [seen]
+        history = history_updates() if not seen.endswith(f":{snap.status}") else [gr.skip()] * 2
         losses = pd.DataFrame(snap.losses, columns=["step", "loss"]) if snap.losses else no_losses()
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
                 list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
-                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), grid_update(run), key]
+                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), grid_update(run), *history, key]
 
     tab.timer.tick(poll, [tab.seen], outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
 

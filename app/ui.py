@@ -11,8 +11,8 @@ from app.dataset_store import DatasetStore
 from app.form_view import FormView
 from app.presets import TINY
 from app.state import RunRegistry
+from core.device import detect_device
 from core.settings import Settings
-from core.trainer import detect_device
 
 TITLE = "SimpleTuner LoRA trainer"
 GPU_PRESET = "SDXL"
@@ -29,8 +29,8 @@ class UI:
 
 def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
     """The app; `max_upload_bytes` limits one upload of the Dataset tab (None: no limit)."""
-    registry = RunRegistry(settings=settings)
     store = DatasetStore(settings=settings, max_upload_bytes=max_upload_bytes)
+    registry = RunRegistry(settings=settings, before_training=store.refuse_training_while_captioning)
     device, _ = detect_device(settings)
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as blocks:
         gr.Markdown(f"## {TITLE}\nConfig → Dataset → Train → Publish."

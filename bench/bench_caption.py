@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 from core.caption_spec import CaptioningSpec  # noqa: E402
 from core.captioning import generate_captions  # noqa: E402
 from core.demo import build_tiny_captioner, write_demo_dataset  # noqa: E402
+from core.device import detect_device  # noqa: E402
 from core.settings import OFFLINE_ENV, Settings  # noqa: E402
-from core.trainer import detect_device, trainer_env  # noqa: E402
+from core.trainer import trainer_env  # noqa: E402
 
 DIRECT_CHILD = """
 import json, sys, time

@@ -12,7 +12,9 @@ folder is used as it is.
     report = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=..., cancel=cancel)
 
 The generated caption gets the job's prefix and trigger word (core/dataset.py's rules) and replaces the staged
-`.txt`; the manifest's entries say where each caption came from (file, generated, trigger_word, ...).
+`.txt`; the manifest's entries say where each caption came from (file, generated, trigger_word, ...). With the
+cache on (a job's `cache`, default on), the raw captions are kept (core/caption_cache.py): a second run of the same
+images with the same model and settings takes them from there instead of starting the model.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from pathlib import Path
 from typing import IO, cast
 
 from core.base_model import fetch_repo
+from core.cache import Cache
 from core.cancel import Cancel
+from core.caption_cache import cached_captions, image_sha256, keep_captions, model_identity, run_key
 from core.caption_spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
 from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_options, clean_caption
+from core.device import detect_device
 from core.errors import JobError
 from core.events import CaptionProgress, EventSink, LogLine, ignore_event
 from core.hub import is_offline
 from core.jobdir import JobDir
 from core.settings import PROJECT_ROOT, Settings
 from core.spec import JobSpec
-from core.trainer import detect_device, stop_group, trainer_env
+from core.trainer import stop_group, trainer_env
 
 __all__ = [
     "CAPTION_MODELS",
@@ -92,6 +97,8 @@ class CaptionReport:
     """Image file name -> where its caption came from: file | inline | column | generated | trigger_word | file_name."""
     samples: list[dict[str, str]] = field(default_factory=list)
     """The first generated captions, {image, caption}, as they were written."""
+    from_cache: bool = False
+    """The captions came from an earlier run's (same images, model and settings): the model did not run."""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -114,15 +121,18 @@ def caption_stage(spec: JobSpec, manifest: Manifest, *, job: JobDir, settings: S
         return None
     report = caption_manifest(manifest, spec.captioning, captions=caption_options(spec), settings=settings,
                               token=token, on_event=on_event, cancel=cancel, log=job.root / "caption.log",
-                              limit=SAMPLE_SIZE if spec.dry_run else None)
+                              limit=SAMPLE_SIZE if spec.dry_run else None,
+                              cache=Cache.from_settings(settings) if spec.cache else None)
     return report.to_dict()
 
 
 def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions: CaptionOptions,
                      settings: Settings, token: str | None = None, on_event: EventSink = ignore_event,
-                     cancel: Cancel | None = None, log: Path | None = None, limit: int | None = None) -> CaptionReport:
+                     cancel: Cancel | None = None, log: Path | None = None, limit: int | None = None,
+                     cache: Cache | None = None) -> CaptionReport:
     """Caption the manifest's images that `captioning.mode` selects (the first `limit` of them), rewrite their
-    `.txt` with prefix and trigger word, and update the entries."""
+    `.txt` with prefix and trigger word, and update the entries. With a `cache`, captions an earlier run made of
+    the same images with the same model and settings are reused."""
     started = time.monotonic()
     chosen = [entry for entry in manifest.images if needs_caption(entry.caption_source, mode=captioning.mode)]
     sampled = limit is not None and len(chosen) > limit
@@ -142,14 +152,42 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
             if len(report.samples) < SAMPLE_SIZE:
                 report.samples.append({"image": entry.path.name, "caption": entry.caption})
 
-        run = generate_captions([entry.path for entry in chosen], captioning, settings=settings, token=token,
-                                on_event=on_event, cancel=cancel, log=log, on_caption=write)
-        report.device, report.load_s, report.images_per_s = run.device, run.load_s, run.images_per_s
+        hashes = [image_sha256(entry.path) for entry in chosen] if cache is not None else []
+        known = _from_cache(cache, captioning, hashes=hashes, settings=settings)
+        if known is not None:
+            for index, digest in enumerate(hashes):
+                write(index, known[digest])
+            report.from_cache = True
+            on_event(LogLine(f"{len(chosen)} captions from the cache (same images, model and settings)"))
+        else:
+            run = generate_captions([entry.path for entry in chosen], captioning, settings=settings, token=token,
+                                    on_event=on_event, cancel=cancel, log=log, on_caption=write)
+            report.device, report.load_s, report.images_per_s = run.device, run.load_s, run.images_per_s
+            _to_cache(cache, captioning, hashes=hashes, texts=run.captions, settings=settings,
+                      build_s=time.monotonic() - started)
     report.sources = {entry.path.name: entry.caption_source for entry in manifest.images}
     report.elapsed_s = time.monotonic() - started
     on_event(LogLine(f"captioned {report.images_captioned} of {report.images_total} images with "
                      f"{captioning.model} in {report.elapsed_s:.1f}s"))
     return report
+
+
+def _from_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list[str],
+                settings: Settings) -> dict[str, str] | None:
+    model = model_identity(captioning.model_id, hub_cache=_hub_cache(settings)) if cache is not None else None
+    if cache is None or model is None:
+        return None
+    known = cached_captions(cache, run_key(captioning, model=model, script=CAPTION_SCRIPT, images=hashes))
+    return known if known is not None and all(digest in known for digest in hashes) else None
+
+
+def _to_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list[str], texts: list[str],
+              settings: Settings, build_s: float) -> None:
+    # After the run: a Hub model is in the Hugging Face cache now, so its commit names it.
+    model = model_identity(captioning.model_id, hub_cache=_hub_cache(settings)) if cache is not None else None
+    if cache is not None and model is not None:
+        keep_captions(cache, run_key(captioning, model=model, script=CAPTION_SCRIPT, images=hashes),
+                      dict(zip(hashes, texts, strict=True)), build_s=build_s)
 
 
 def finish_caption(text: str, *, prefix: str, captions: CaptionOptions) -> str:

@@ -25,7 +25,7 @@ from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
 from core.fetch import download
 from core.hf_dataset import fetch_hf_dataset
-from core.samples import fill_trigger
+from core.samples_spec import fill_trigger
 from core.settings import Settings
 from core.spec import DataloaderOptions, DatasetSpec, JobSpec
 

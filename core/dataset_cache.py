@@ -2,8 +2,9 @@
 
 The key is the source and what identifies its content, plus everything staging does to it:
 - a URL (http/https/s3): the URL without the query parameters that only sign it (a presigned URL's signature
-  changes at each request), and the server's ETag or Last-Modified with the size; a server that gives neither is
-  not cached (the content could change under the same URL without us knowing);
+  changes at each request), and the server's ETag or Last-Modified with the size; from a server that gives neither,
+  the file is downloaded and then keyed by its sha256: the download happens each time, its extraction and image
+  checks are reused;
 - a Hub dataset repo: the repo and the commit its revision points at now;
 - inline files: each file's URL key as above, with its caption;
 - a local folder or archive: each file's path, size and modification time;
@@ -29,17 +30,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from core.cache import Cache, key_of, link_tree
 from core.cancel import Cancel
 from core.dataset import (
+    DOWNLOAD_DIR,
     IMAGES_DIR,
     CaptionOptions,
     ImageEntry,
     Manifest,
     Skipped,
     StagingLimits,
+    describe_source,
     resolve_local_path,
     stage_dataset,
 )
 from core.events import EventSink, LogLine, ignore_event
-from core.fetch import probe
+from core.fetch import download, probe
 from core.settings import Settings
 from core.spec import DatasetSpec
 
@@ -79,26 +82,68 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
         return stage(), DatasetReuse()
     started = time.monotonic()
     identity = source_identity(dataset, settings=settings, token=token, allow_local_paths=allow_local_paths)
+    if identity is None and dataset.url:
+        return _stage_by_content(dataset, dest, settings=settings, cache=cache, captions=captions, cancel=cancel,
+                                 on_event=on_event, limits=limits)
     if identity is None:
-        on_event(LogLine("the dataset's source gives no ETag or Last-Modified: staged without the cache"))
+        on_event(LogLine("the dataset's source gives nothing that identifies its content: staged without the cache"))
         return stage(), DatasetReuse(status="miss")
-    key = key_of({"kind": "dataset", "version": STAGING_VERSION, "source": identity, "captions": asdict(captions),
-                  "limits": repr(limits)})
-    entry = cache.lookup("dataset", key)
-    if entry is not None:
-        try:
-            manifest = _restore(entry.data, entry.meta["manifest"], dest=dest,
-                                caption_extension=captions.extension)
-        except (OSError, KeyError, TypeError, ValueError):
-            entry = None  # a damaged or vanished entry: staged afresh below
-        else:
-            took = time.monotonic() - started
-            on_event(LogLine(f"dataset from the cache: {len(manifest.images)} images ({took:.1f}s)"))
-            return manifest, DatasetReuse(status="reused", saved_s=max(entry.build_s - took, 0.0),
-                                          images_id=entry.meta.get("images_id"),
-                                          images=dict(entry.meta.get("images") or {}))
+    key = _dataset_key(identity, captions=captions, limits=limits)
+    reused = _reuse(cache, key, dest=dest, captions=captions, started=started, on_event=on_event)
+    if reused is not None:
+        return reused
     manifest = stage()
-    build_s = time.monotonic() - started
+    return manifest, _store(cache, key, manifest, captions=captions, build_s=time.monotonic() - started,
+                            on_event=on_event)
+
+
+def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, cache: Cache,
+                      captions: CaptionOptions, cancel: Cancel | None, on_event: EventSink,
+                      limits: StagingLimits) -> tuple[Manifest, DatasetReuse]:
+    """A URL whose server names no version: download it, key the entry by the file's sha256, and stage the file
+    only when no entry has it."""
+    url = dataset.url or ""
+    file = download(url, dest.absolute() / DOWNLOAD_DIR, settings=settings, on_event=on_event,
+                    max_bytes=limits.max_download_bytes, cancel=cancel)
+    started = time.monotonic()
+    key = _dataset_key({"url": url_key(url), "sha256": _sha256(file)}, captions=captions, limits=limits)
+    reused = _reuse(cache, key, dest=dest, captions=captions, started=started, on_event=on_event)
+    if reused is not None:
+        shutil.rmtree(dest.absolute() / DOWNLOAD_DIR, ignore_errors=True)
+        return reused
+    on_event(LogLine("the dataset's server gives no ETag or Last-Modified: kept in the cache by its content hash"))
+    # Our own downloaded file, staged as a local one (staging removes its download folder when done).
+    manifest = stage_dataset(dataset.model_copy(update={"url": None, "path": str(file)}), dest, settings=settings,
+                             captions=captions, cancel=cancel, on_event=on_event, allow_local_paths=True,
+                             limits=limits)
+    manifest.source = describe_source(dataset)
+    return manifest, _store(cache, key, manifest, captions=captions, build_s=time.monotonic() - started,
+                            on_event=on_event)
+
+
+def _dataset_key(identity: dict[str, Any], *, captions: CaptionOptions, limits: StagingLimits) -> str:
+    return key_of({"kind": "dataset", "version": STAGING_VERSION, "source": identity, "captions": asdict(captions),
+                   "limits": repr(limits)})
+
+
+def _reuse(cache: Cache, key: str, *, dest: Path, captions: CaptionOptions, started: float,
+           on_event: EventSink) -> tuple[Manifest, DatasetReuse] | None:
+    """The entry under `key` restored into `dest`, or None (no entry, or a damaged one: staged afresh)."""
+    entry = cache.lookup("dataset", key)
+    if entry is None:
+        return None
+    try:
+        manifest = _restore(entry.data, entry.meta["manifest"], dest=dest, caption_extension=captions.extension)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    took = time.monotonic() - started
+    on_event(LogLine(f"dataset from the cache: {len(manifest.images)} images ({took:.1f}s)"))
+    return manifest, DatasetReuse(status="reused", saved_s=max(entry.build_s - took, 0.0),
+                                  images_id=entry.meta.get("images_id"), images=dict(entry.meta.get("images") or {}))
+
+
+def _store(cache: Cache, key: str, manifest: Manifest, *, captions: CaptionOptions, build_s: float,
+           on_event: EventSink) -> DatasetReuse:
     hashes = image_hashes(manifest)
     reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes}), images=hashes)
     try:
@@ -108,17 +153,21 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
         reuse.status = "stored" if cache.lookup("dataset", key) is not None else "miss"
     except OSError as exc:
         on_event(LogLine(f"the dataset was not kept in the cache: {exc}", severity="warning"))
-    return manifest, reuse
+    return reuse
+
+
+def _sha256(file: Path) -> str:
+    sha = hashlib.sha256()
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def image_hashes(manifest: Manifest) -> dict[str, str]:
     """Staged file name -> sha256 of the image, hashed a few at a time."""
     def digest(entry: ImageEntry) -> tuple[str, str]:
-        sha = hashlib.sha256()
-        with entry.path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-        return entry.path.name, sha.hexdigest()
+        return entry.path.name, _sha256(entry.path)
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="hash") as pool:
         return dict(sorted(pool.map(digest, manifest.images)))

@@ -6,6 +6,9 @@ before the deadline (a quarter of the margin, at most 120 s), the time to upload
 then ends with status `partial` and a `resume_from` value the user sends as is (core/checkpoint_uploads.py puts the
 checkpoint at the job's own destination).
 
+A cancel ends the same way when the job asked to keep what it trained (`hub.on_failure`, `hub.checkpoints` or
+`storage.checkpoints`) and a checkpoint is written (`ends_partial`, the one rule for both).
+
 `DeadlineStop` is the flag train() stops on: a threading.Event to it, set by the job's cancel, its deadline, or
 this early stop (`fired`).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 from core.cancel import Cancel
 from core.events import CheckpointSaved, Event, EventSink, LogLine
 from core.jobdir import JobDir
+from core.spec import JobSpec
 
 MAX_RESERVE_S = 120.0
 POLL_S = 0.1
@@ -81,3 +85,13 @@ def latest_checkpoint(job: JobDir) -> Path | None:
     found = [p for p in job.output.glob("checkpoint-*")
              if p.name.rsplit("-", 1)[-1].isdigit() and (p / "training_state.json").is_file()]
     return max(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]), default=None)
+
+
+def ends_partial(spec: JobSpec, *, deadline: bool, cancelled: bool, job: JobDir) -> bool:
+    """Training cut short ends `partial` (its latest checkpoint uploaded, a resume_from to send) when the deadline
+    stopped it, or when a cancel did and the job keeps what it trains and has a checkpoint to keep."""
+    if deadline:
+        return True
+    keeps = bool((spec.hub and (spec.hub.on_failure or spec.hub.checkpoints))
+                 or (spec.storage and spec.storage.checkpoints))
+    return cancelled and keeps and latest_checkpoint(job) is not None

@@ -26,38 +26,34 @@ def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> 
     if family not in TINY_FAMILIES:
         raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
                          field="family")
-    out = out.absolute()
-    if (out / "model_index.json").exists():
-        return out
-    if not settings.trainer_python.exists():
-        raise SetupError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
-                         field="TRAINER_VENV")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
-    # -P: the project root stays off sys.path, so no project module can shadow a library's (the script adds
-    # only tools/, for its tiny_models package).
-    done = subprocess.run([str(settings.trainer_python), "-P", str(TINY_MODEL_SCRIPT), str(out), "--family", family],
-                          env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SetupError(f"building the tiny {family} model failed: {done.stderr.strip().splitlines()[-1:]}")
-    return out
+    return _built_by_script(out, marker="model_index.json", what=f"the tiny {family} model", settings=settings,
+                            argv=[str(TINY_MODEL_SCRIPT), str(out.absolute()), "--family", family])
 
 
 def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:
     """Write the tiny random Florence-2 captioner to `out` (once: an existing one is kept); `captioning.model` takes
     the folder. Runs in the trainer env, offline (its tokenizer is trained on the spot)."""
+    return _built_by_script(out, marker="config.json", what="the tiny captioner", settings=settings,
+                            argv=[str(TINY_CAPTIONER_SCRIPT), str(out.absolute())])
+
+
+def _built_by_script(out: Path, *, marker: str, what: str, settings: Settings, argv: list[str]) -> Path:
+    """Run a builder script of tools/ in the trainer env, offline and on the CPU, once: a folder holding `marker`
+    is kept as it is."""
     out = out.absolute()
-    if (out / "config.json").exists():
+    if (out / marker).exists():
         return out
     if not settings.trainer_python.exists():
         raise SetupError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
                          field="TRAINER_VENV")
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
-    done = subprocess.run([str(settings.trainer_python), "-P", str(TINY_CAPTIONER_SCRIPT), str(out)],
-                          env=env, capture_output=True, text=True, check=False)
+    # -P: the project root stays off sys.path, so no project module can shadow a library's (a script adds only
+    # tools/, for its own helper packages).
+    done = subprocess.run([str(settings.trainer_python), "-P", *argv], env=env, capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
-        raise SetupError(f"building the tiny captioner failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise SetupError(f"building {what} failed: {done.stderr.strip().splitlines()[-1:]}")
     return out
 
 

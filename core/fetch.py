@@ -3,8 +3,9 @@
 http(s): a size limit, retries with exponential backoff, resume with HTTP Range after a dropped connection, each
 redirect checked against the address policy, throttled DownloadProgress events. A server that sends no byte for
 DOWNLOAD_STALL_S is dropped (and retried); a cancel or the job's deadline stops a download within a second, even one
-stuck waiting for a byte (the socket is shut under it). s3://: boto3 with credentials
-from AWS_* or RunPod's BUCKET_* variables; the client and its typed errors are core/s3.py's.
+stuck waiting for the server's headers or for a byte: a watcher, started before the first request, shuts every socket
+the download opened. s3://: boto3 with credentials from AWS_* or RunPod's BUCKET_* variables; the client and its
+typed errors are core/s3.py's; its byte callback looks at the cancel, so a cancel stops it at the next chunk read.
 A URL appears in events and errors only without its query string (presigned signatures) or user info.
 """
 
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
@@ -91,7 +94,8 @@ def download(
     folder.mkdir(parents=True, exist_ok=True)
     if checked.scheme == "s3":
         config = s3_config(os.environ if env is None else env)
-        return _download_s3(url, folder, config=config, on_event=on_event, max_bytes=max_bytes, field=field)
+        return _download_s3(url, folder, config=config, on_event=on_event, max_bytes=max_bytes, cancel=cancel,
+                            field=field)
     return _download_http(
         url, folder, public=checked.public, allow_private=settings.allow_private_urls, on_event=on_event,
         max_bytes=max_bytes, cancel=cancel, retries=retries, backoff_s=backoff_s,
@@ -182,8 +186,10 @@ def _download_http(
     doing = f"while downloading {public}"
     validator: str | None = None
     failures = 0
+    sockets = _Sockets()
     try:
-        with guarded_session(allow_private=allow_private) as session:
+        with (_watched_session(allow_private=allow_private, sockets=sockets) as session,
+              _shut_on_cancel(sockets, cancel)):
             while True:
                 done = part.stat().st_size if part.exists() else 0
                 headers = {"Accept-Encoding": "identity"}
@@ -201,6 +207,7 @@ def _download_http(
                     break
                 except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                         _Retryable) as exc:
+                    cancel.check(doing)  # a socket shut by the watcher ends the request this way
                     failures += 1
                     if failures > retries:
                         raise DownloadError(
@@ -216,19 +223,70 @@ def _download_http(
     return target
 
 
+class _Sockets:
+    """The connections a download's session opened, so that a cancel can shut their sockets from another thread."""
+
+    def __init__(self) -> None:
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self.shut = False
+
+    def add(self, connection: Any) -> None:
+        with self._lock:
+            self._connections.append(connection)
+            late = self.shut
+        if late:
+            _shut(connection)
+
+    def shut_all(self) -> None:
+        with self._lock:
+            self.shut = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)  # the TLS-wrapped socket for https, set once connected
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass  # already closed: its read has ended by itself
+
+
+def _watched_session(*, allow_private: bool, sockets: _Sockets) -> requests.Session:
+    """guarded_session, whose connections are recorded in `sockets` as they connect."""
+    session = guarded_session(allow_private=allow_private)
+    adapters = (session.get_adapter("http://"), session.get_adapter("https://"))
+    managers = {id(adapter.poolmanager): adapter.poolmanager
+                for adapter in adapters if isinstance(adapter, requests.adapters.HTTPAdapter)}
+    for manager in managers.values():
+        manager.pool_classes_by_scheme = {scheme: _recording_pool(pool, sockets)
+                                          for scheme, pool in manager.pool_classes_by_scheme.items()}
+    return session
+
+
+def _recording_pool(pool: type, sockets: _Sockets) -> type:
+    class Recording(pool.ConnectionCls):  # type: ignore[name-defined]
+        def connect(self) -> None:
+            super().connect()
+            sockets.add(self)
+
+    return type(pool.__name__, (pool,), {"ConnectionCls": Recording})
+
+
 @contextmanager
-def _shut_on_cancel(response: requests.Response, cancel: Cancel) -> Iterator[None]:
-    """While the body is read, a watcher shuts the socket when the job is cancelled or out of time, so a read
-    blocked on a silent server returns at once instead of after the stall timeout."""
+def _shut_on_cancel(sockets: _Sockets, cancel: Cancel) -> Iterator[None]:
+    """From before the first request to the end of the body, a watcher shuts the download's sockets when the job is
+    cancelled or out of time: a wait for headers or for a byte from a silent server returns at once instead of after
+    the stall timeout."""
     finished = threading.Event()
 
     def watch() -> None:
         while not finished.wait(WATCH_S):
             if cancel.is_set():
-                try:
-                    response.raw.shutdown()
-                except (ValueError, RuntimeError, OSError):
-                    pass  # no socket to shut (already released or closed): the read ends by itself
+                sockets.shut_all()
                 return
 
     watcher = threading.Thread(target=watch, name="download-watch", daemon=True)
@@ -264,7 +322,7 @@ def _write_body(  # noqa: C901 (one HTTP answer: a case per status, then the gua
     if total is not None and total > max_bytes:
         raise DownloadError(f"{public}: {total} bytes is over the {max_bytes}-byte download limit", field=field)
     progress.set(done, total=total, force=True)
-    with part.open("ab" if done else "wb") as sink, _shut_on_cancel(response, cancel):
+    with part.open("ab" if done else "wb") as sink:
         while True:
             try:
                 # read1: whatever has arrived (up to CHUNK), so a slow server still lets this loop look at `cancel`.
@@ -301,7 +359,7 @@ def parse_s3_url(url: str, *, field: str = "dataset.url") -> tuple[str, str]:
 
 
 def _download_s3(
-    url: str, folder: Path, *, config: S3Config, on_event: EventSink, max_bytes: int, field: str
+    url: str, folder: Path, *, config: S3Config, on_event: EventSink, max_bytes: int, cancel: Cancel, field: str
 ) -> Path:
     bucket, key = parse_s3_url(url, field=field)
     source = f"s3://{bucket}/{key}"
@@ -313,7 +371,14 @@ def _download_s3(
             raise DownloadError(f"{source}: {size} bytes is over the {max_bytes}-byte download limit", field=field)
         progress = _Progress(source=source, on_event=on_event, total=size)
         progress.set(0, force=True)
-        client.download_file(bucket, key, str(target), Callback=progress.add)
+
+        def received(count: int) -> None:
+            # On boto3's transfer threads, per chunk read: raising here ends the transfer (its temp file goes too).
+            cancel.check(f"while downloading {source}")
+            progress.add(count)
+
+        client.download_file(bucket, key, str(target), Callback=received)
+        cancel.check(f"while downloading {source}")
     except s3_failures() as exc:
         raise s3_error(exc, family=DownloadError, where=source, field=field, config=config, bucket=bucket) from None
     progress.set(target.stat().st_size, force=True)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.device import detect_device
 from core.errors import SpecError
 from core.recipes import Recipe, families_with_recipes, recipe_for
 from core.settings import Settings
@@ -105,7 +106,6 @@ def gpu_facts(settings: Settings, *, gpu_count: int) -> GpuFacts:
 def plan_device(settings: Settings, *, dry_run: bool) -> tuple[str, GpuFacts]:
     """The device a job trains on and its GPU facts. A dry run on a machine without a GPU plans for the GPU that
     GPU_MEMORY_GB describes, so a CPU machine can check a job for the GPU it will run on."""
-    from core.trainer import detect_device  # the trainer module imports the trainer config, which imports this
 
     device, count = detect_device(settings)
     if device == "cpu" and dry_run and settings.gpu_memory_gb and settings.device != "cpu":

@@ -3,6 +3,8 @@
 Two layouts: image files with captions beside them (`a.png` + `a.txt`), or parquet files with an image column
 (HF `Image` feature: {bytes, path}, or raw bytes) and a caption column. The revision is pinned to one commit
 first, so every file comes from the same snapshot. The endpoint, retries and error codes are core/hub.py's.
+A cancel (or the job's deadline) stops the files not yet started and, through the download's progress bar
+(core/hub_bar.py), the ones being downloaded at their next chunk.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +22,7 @@ from core.archive import IMAGE_SUFFIXES
 from core.errors import DatasetError, DownloadError
 from core.events import DownloadProgress, EventSink, ignore_event
 from core.hub import CancelFlag, HubTarget, call_hub, check_repo_id, hub_endpoint, is_offline, offline_error
+from core.hub_bar import ByteBar
 from core.spec import DatasetSpec
 
 FIELD = "dataset.hf_repo"
@@ -28,6 +31,7 @@ CAPTION_COLUMNS = ("text", "caption", "prompt", "captions", "description", "txt"
 REPO_METADATA = {".gitattributes"}
 _PARQUET_BATCH = 64
 _WORKERS = 8
+_PROGRESS_S = 0.5
 
 
 @dataclass
@@ -62,7 +66,7 @@ def fetch_hf_dataset(
     cancel: CancelFlag | None = None,
 ) -> HfFetched:
     """Download the repo's images (+ captions) or parquet rows into `folder`. Hub failures are DownloadErrors with
-    core/hub.py's codes; a set `cancel` stops the retries."""
+    core/hub.py's codes; a set `cancel` stops the downloads (between chunks) and the retries."""
     from huggingface_hub import HfApi
 
     repo = check_repo_id(dataset.hf_repo or "", family=DatasetError, field=FIELD, kind="dataset")
@@ -118,20 +122,31 @@ def _download_all(
 
     repo = target.repo_id
     source = f"hf://datasets/{repo}"
-    done = 0
+    bar = ByteBar(cancel, doing=f"downloading {source}", stage=DownloadError.stage)
     on_event(DownloadProgress(source=source, bytes_done=0, bytes_total=total))
 
-    def one(item: Any) -> int:
+    def one(item: Any) -> None:
         # On a pool thread: retries say nothing (events belong to the caller's thread).
         call_hub(lambda: hf_hub_download(repo, item.path, repo_type="dataset", revision=commit, local_dir=dest,
-                                         endpoint=api.endpoint, token=target.token),
+                                         endpoint=api.endpoint, token=target.token, tqdm_class=bar.bar_class()),
                  target=target, what=f"downloading {item.path}", cancel=cancel)
-        return item.size or 0
 
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        for size in pool.map(one, files):
-            done += size
-            on_event(DownloadProgress(source=source, bytes_done=done, bytes_total=total))
+    pool = ThreadPoolExecutor(max_workers=_WORKERS)
+    try:
+        pending = {pool.submit(one, item) for item in files}
+        said = 0
+        while pending:
+            finished, pending = wait(pending, timeout=_PROGRESS_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # the first failure ends the download
+            bar.check()
+            if bar.done != said:
+                said = bar.done
+                on_event(DownloadProgress(source=source, bytes_done=min(said, total), bytes_total=total))
+    finally:
+        # Files not started are dropped; those downloading stop at their next chunk once cancelled.
+        pool.shutdown(wait=True, cancel_futures=True)
+    on_event(DownloadProgress(source=source, bytes_done=total, bytes_total=total))
 
 
 def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], *, what: str, field: str) -> str | None:

@@ -19,12 +19,14 @@ from core.cancel import Cancel
 from core.captioning import caption_stage
 from core.checkpoint_uploads import CheckpointUploads, fallback_destinations
 from core.dataset import caption_options
-from core.deadline import DeadlineStop, latest_checkpoint
+from core.deadline import DeadlineStop, ends_partial, latest_checkpoint
 from core.destinations import check_destinations
+from core.end_samples import end_samples
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
 from core.events import Event, EventSink, StageEvent, ignore_event
 from core.gpu_fit import gpu_report, plan_device
 from core.jobdir import JobDir
+from core.local_checkpoint import copy_local_checkpoint, is_local
 from core.lora_files import add_lora_files
 from core.model_card import CardFacts
 from core.model_fetch import ModelFetch
@@ -35,7 +37,7 @@ from core.result import JobResult, Metrics
 from core.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
 from core.reuse import JobReuse
 from core.safekeeping import keep_outputs
-from core.samples import job_samples, published_view
+from core.samples import published_view
 from core.secrets import job_secrets
 from core.settings import Settings
 from core.spec import JobSpec
@@ -79,7 +81,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     if spec.resume_from:
         with stage("resume", on_event, cancel):
             checkpoint = resume_checkpoint(spec, job, settings=settings, token=token, on_event=on_event,
-                                           cancel=cancel)
+                                           cancel=cancel, allow_local_paths=allow_local_paths)
             resumed_at = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0
     with stage("configure", on_event, cancel):
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
@@ -105,24 +107,28 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                             hf_token=token if settings.online else None, on_event=uploads.watching(
                                 guard.watching(on_event)), cancel=guard, start_step=resumed_at)
     except (TrainingError, JobCancelled, JobTimeout) as error:
-        if guard.fired:
-            return stopped_early(spec, result, job, uploads, token=token, on_event=report_only)
+        if ends_partial(spec, deadline=guard.fired, cancelled=isinstance(error, JobCancelled), job=job):
+            return stopped_early(spec, result, job, uploads, token=token, on_event=report_only,
+                                 why="before the time limit" if guard.fired else "by a cancel")
         # A run cut short still publishes what it has when asked: its events must not stop it again.
         error.salvaged = salvage(spec, result, settings=settings, on_event=report_only)
         raise
     result = _trained(result, outcome, job)
-    result.samples = job_samples(spec, job.output)
+    result.samples = end_samples(spec, result, settings=settings, on_event=report_only)  # the last step's too
     result.uploaded_checkpoints = [done.to_dict() for done in uploads.uploaded]
     result.cache = reuse.finish(trained=True, on_event=report_only)  # keeps what missed, says what was reused
     return publish(spec, result, settings=settings, on_event=on_event, cancel=cancel)
 
 
 def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: str | None, on_event: EventSink,
-                      cancel: Cancel) -> Path | None:
+                      cancel: Cancel, allow_local_paths: bool = False) -> Path | None:
     """The checkpoint resume_from names, in the job's output folder; for "auto" the latest at the job's own
-    destination, or None (a fresh start) when there is none yet."""
+    destination, or None (a fresh start) when there is none yet. A local folder (the UI's Resume) only where
+    local paths are allowed, and only under DATA_DIR."""
     if spec.resume_from is None:
         return None
+    if allow_local_paths and is_local(spec.resume_from):
+        return copy_local_checkpoint(spec.resume_from, job.output, root=settings.data_root, on_event=on_event)
     if spec.resume_from != AUTO:
         return fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event, token=token,
                                 cancel=cancel)
@@ -135,9 +141,10 @@ def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: 
 
 
 def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: CheckpointUploads, *, token: str | None,
-                  on_event: EventSink) -> JobResult:
-    """Training stopped before the deadline (core/deadline.py): its latest checkpoint at the job's destination,
-    and a `partial` result whose resume_from continues it."""
+                  on_event: EventSink, why: str = "before the time limit") -> JobResult:
+    """Training stopped early (core/deadline.py's rule: the deadline, or a cancel of a job that keeps its
+    checkpoints): its latest checkpoint at the job's destination, and a `partial` result whose resume_from
+    continues it."""
     latest = latest_checkpoint(job)
     if latest is None:
         raise JobTimeout("stopped before the time limit (timeout_s) with no checkpoint written yet: raise timeout_s "
@@ -150,9 +157,9 @@ def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: Checkp
     result.metrics = Metrics(steps=step, total_steps=result.metrics.total_steps)
     result.uploaded_checkpoints = [u.to_dict() for u in uploads.uploaded]
     result.resume_from = done.resume_from if done else None
-    result.warnings.append(f"training stopped at step {step} before the time limit: send resume_from "
+    result.warnings.append(f"training stopped at step {step} {why}: send resume_from "
                            f"{result.resume_from!r} (or \"auto\") to continue" if done else
-                           f"training stopped at step {step} before the time limit; {latest.name} could not be "
+                           f"training stopped at step {step} {why}; {latest.name} could not be "
                            "uploaded, it is only in the job's folder")
     return result
 
@@ -186,7 +193,7 @@ def _trained(result: JobResult, outcome: TrainingOutcome, job: JobDir) -> JobRes
 def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink = ignore_event,
             cancel: Cancel | None = None) -> JobResult:
     """Push a finished run where the job asks: the Hub (hub) and/or a bucket (storage). Also the UI's
-    "Push to Hub" button, after training. `cancel` is looked at before each destination."""
+    "Push to Hub" button, after training. `cancel` stops each destination between files and Hub calls."""
     # The checkpoint hub.checkpoint picks, and the sample images that go up with it.
     result, sample_files = published_view(spec, result, root=JobDir(result.job_dir).output)
     # The ComfyUI-format file beside the diffusers one, named after the repo; a failure is only a warning.
@@ -203,7 +210,7 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
             with stage("publish", on_event, cancel):
                 result.hub = publish_to_hub(output_dir, hub=spec.hub, token=token, on_event=on_event,
                                             facts=card_facts(spec, result, settings=settings),
-                                            extra_files=extra_files).to_dict()
+                                            extra_files=extra_files, cancel=cancel).to_dict()
         except PublishError as error:
             failed = error
     if spec.storage:
@@ -211,7 +218,8 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
             with stage("upload", on_event, cancel):
                 result.storage = upload_outputs(output_dir, storage=spec.storage, job_id=job.root.name,
                                                 env=os.environ, extra_files=extra_files, on_event=on_event,
-                                                secrets=job_secrets(spec, env=os.environ, settings=settings))
+                                                secrets=job_secrets(spec, env=os.environ, settings=settings),
+                                                cancel=cancel)
         except PublishError as error:
             failed = failed or error
     if failed is not None:

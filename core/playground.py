@@ -144,7 +144,8 @@ class Playground:
         return process
 
     def _process_env(self) -> dict[str, str]:
-        from core.trainer import detect_device, trainer_env  # a training's allow-listed environment: no secrets
+        from core.device import detect_device
+        from core.trainer import trainer_env  # a training's allow-listed environment: no secrets
 
         device, _ = detect_device(self.settings, env=self._env)
         env = trainer_env(self.settings, device=device, hf_token=None, base=self._env)

@@ -4,6 +4,8 @@
 secrets removed, validation images, checkpoints when asked); `publish_to_hub` creates or reuses the repo and
 makes the commit. The endpoint, the retries of passing failures and the typed errors (carrying the Hub's own
 message, never the token) are core/hub.py's; nothing is reported as published unless the commit succeeded.
+A cancel (or the job's deadline) is looked at between the files being prepared, before each Hub call and during
+its retry waits.
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import HubAuthError, HubConflict, PublishError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
-from core.hub import RETRY, HubTarget, RetryPolicy, call_hub, hub_endpoint, is_offline, offline_error, repo_path
+from core.hub import (
+    RETRY,
+    CancelFlag,
+    HubTarget,
+    RetryPolicy,
+    call_hub,
+    hub_endpoint,
+    is_offline,
+    offline_error,
+    repo_path,
+    stop_error,
+)
 from core.model_card import CardFacts, render_model_card
 from core.secrets import scrub_file
 from core.spec import HubSpec
@@ -50,6 +63,7 @@ def plan_hub_commit(
     include_checkpoints: bool,
     extra_files: dict[str, Path] | None = None,
     secrets: Sequence[str | None] = (),
+    cancel: CancelFlag | None = None,
 ) -> list[CommitOperationAdd]:
     """The operations of the one commit, for SimpleTuner's output folder of a run.
 
@@ -82,6 +96,8 @@ def plan_hub_commit(
     known = [s for s in secrets if s]
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=render_model_card(facts).encode())]
     for rel, path in files.items():
+        if cancel is not None and cancel.is_set():  # scrubbing reads every text file: a big folder takes a while
+            raise stop_error(cancel, doing="while preparing the upload", stage=PublishError.stage)
         scrubbed = scrub_file(path, known)
         operations.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=scrubbed if scrubbed is not None
                                              else str(path)))
@@ -119,6 +135,7 @@ def publish_to_hub(
     on_event: EventSink = ignore_event,
     extra_files: dict[str, Path] | None = None,
     retry: RetryPolicy = RETRY,
+    cancel: CancelFlag | None = None,
 ) -> HubResult:
     """Create (or reuse) `hub.repo_id` and push the run in one commit. `token` is the job's hub.token or
     HF_TOKEN, resolved by the caller. Raises HubAuthError, HubNotFound, HubConflict, HubQuotaError or
@@ -129,7 +146,7 @@ def publish_to_hub(
     endpoint = hub_endpoint()
     secrets = [token]
     operations = plan_hub_commit(output_dir, facts=facts, include_checkpoints=hub.include_checkpoints,
-                                 extra_files=extra_files, secrets=secrets)
+                                 extra_files=extra_files, secrets=secrets, cancel=cancel)
     repo_id = hub.repo_id
     target = HubTarget(repo_id, family=PublishError, field="hub.repo_id", endpoint=endpoint, token=token,
                        token_field="hub.token", write=True)  # noqa: S106 (a field name)
@@ -144,7 +161,7 @@ def publish_to_hub(
     on_event(LogLine(f"pushing {len(operations)} files ({_size(operations)}) to {repo_id} ({visibility})"))
 
     def retried[T](what: str, call: Callable[[], T]) -> T:
-        return call_hub(call, target=target, what=what, retry=retry, on_event=on_event)
+        return call_hub(call, target=target, what=what, retry=retry, cancel=cancel, on_event=on_event)
 
     private, reused = retried("creating the repo", lambda: _ensure_repo(api, hub))
     if reused:
@@ -159,7 +176,7 @@ def publish_to_hub(
         # A retried commit gets fresh operations: huggingface_hub marks them as it uploads them.
         ops = operations if attempt["n"] == 1 else plan_hub_commit(
             output_dir, facts=facts, include_checkpoints=hub.include_checkpoints, extra_files=extra_files,
-            secrets=secrets)
+            secrets=secrets, cancel=cancel)
         return api.create_commit(repo_id=repo_id, repo_type="model", operations=ops,
                                  commit_message=COMMIT_MESSAGES.get(facts.kind, COMMIT_MESSAGES["lora"]),
                                  commit_description=_commit_description(facts))

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -30,10 +31,12 @@ from urllib.parse import urlsplit
 
 from core.address_policy import public_url
 from core.archive import ExtractLimits, archive_kind, extract_archive
+from core.cancel import Cancel
 from core.errors import AddressRefused, DownloadError, JobError, ResumeError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
 from core.fetch import download
 from core.hub import CancelFlag, HubTarget, call_hub, hub_endpoint, is_offline, is_repo_id, offline_error
+from core.hub_bar import ByteBar
 from core.s3 import s3_client, s3_config, s3_error, s3_failures
 from core.settings import Settings
 
@@ -108,8 +111,8 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
     """Fetch the checkpoint `source` names into `output_dir/checkpoint-N`; return that folder.
 
     `token` reads private Hub repos (the job's hub.token or HF_TOKEN); `env` holds the S3 and HF_ENDPOINT settings
-    (default os.environ); a set `cancel` stops the Hub's retries. Raises a JobError (field resume_from) naming what
-    is missing or wrong."""
+    (default os.environ); a set `cancel` stops every download at its next chunk (or file) and the retries. Raises
+    a JobError (field resume_from) naming what is missing or wrong."""
     where = parse_source(source)
     env = os.environ if env is None else env
     output_dir = Path(output_dir).absolute()
@@ -122,10 +125,12 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
             fetched = _from_hub(where, staging, token=token, env=env, on_event=on_event, max_bytes=max_bytes,
                                 cancel=cancel)
         elif where.kind == "s3" and not where.path.lower().endswith(ARCHIVE_SUFFIXES):
-            fetched = _from_s3_folder(where, staging, env=env, on_event=on_event, max_bytes=max_bytes)
+            fetched = _from_s3_folder(where, staging, env=env, on_event=on_event, max_bytes=max_bytes,
+                                      bar=ByteBar(cancel, doing=f"fetching {where.public}", stage=ResumeError.stage))
         else:
+            stop = cancel if isinstance(cancel, (Cancel, threading.Event)) else None
             archive = download(source.strip(), staging / "archive", settings=settings, on_event=on_event,
-                               max_bytes=max_bytes, env=env, field=FIELD)
+                               max_bytes=max_bytes, env=env, cancel=Cancel.of(stop), field=FIELD)
             fetched = _extract(archive, staging / "extracted", label=where.public)
         found, step = _locate(fetched, hint=where.path or urlsplit(where.location).path, label=where.public)
         target = _place(found, output_dir / f"checkpoint-{step}")
@@ -189,9 +194,10 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
         raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit", code="download_failed")
     done = 0
     on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
+    bar = ByteBar(cancel, doing=f"fetching {where.public}", stage=ResumeError.stage)  # stops a file mid-way
     for path, size in chosen:
         hub(f"downloading {path}", partial(hf_hub_download, repo, path, revision=commit, local_dir=staging / "hub",
-                                           endpoint=endpoint, token=token))
+                                           endpoint=endpoint, token=token, tqdm_class=bar.bar_class()))
         done += size
         on_event(DownloadProgress(source=where.public, bytes_done=done, bytes_total=total))
     shutil.rmtree(staging / "hub" / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
@@ -201,7 +207,9 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
 
 
 def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str], on_event: EventSink,
-                    max_bytes: int) -> Path:
+                    max_bytes: int, bar: ByteBar) -> Path:
+    """Every object of the checkpoint folder; `bar` stops it between files and, through boto3's byte callback,
+    between chunks."""
     config = s3_config(env)
     prefix = where.path.strip("/") + "/"
     try:
@@ -231,7 +239,8 @@ def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str
                 continue  # an object name that is not a path inside the folder
             target = folder.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(where.location, key, str(target))
+            bar.check()
+            client.download_file(where.location, key, str(target), Callback=lambda _count: bar.check())
             done += size
             on_event(DownloadProgress(source=where.public, bytes_done=done, bytes_total=total))
     except s3_failures() as exc:

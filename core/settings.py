@@ -109,26 +109,19 @@ def _volume(env: Mapping[str, str]) -> Path | None:
     return RUNPOD_VOLUME if RUNPOD_VOLUME.is_dir() else None
 
 
-def _positive(env: Mapping[str, str], name: str, *, default: float) -> float:
+def _positive(env: Mapping[str, str], name: str, *, default: float, unit: str = "a number") -> float:
     raw = (env.get(name) or "").strip()
     try:
         value = float(raw) if raw else default
     except ValueError:
         value = -1.0
     if not 0 < value < float("inf"):
-        raise SetupError(f"{name}={raw!r}: give a number above 0", field=name)
+        raise SetupError(f"{name}={raw!r}: give {unit} above 0", field=name)
     return value
 
 
 def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
-    raw = (env.get(name) or "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise SetupError(f"{name}={raw!r}: give a number of seconds above 0", field=name)
-    return value
+    return _positive(env, name, default=default, unit="a number of seconds")
 
 
 def _optional_number(env: Mapping[str, str], name: str, *, what: str) -> float | None:

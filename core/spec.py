@@ -46,7 +46,7 @@ from core.job_limits import (
     scan_values,
 )
 from core.lycoris import with_preset as with_lycoris_preset
-from core.samples import SamplesSpec, check_trigger
+from core.samples_spec import SamplesSpec, check_trigger
 from core.training_kind import check_training_kind, implied_flags
 
 FLAGS_FILE = Path(__file__).resolve().parent / "data" / "simpletuner_flags.json"

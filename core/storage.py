@@ -2,7 +2,8 @@
 
 The client and its settings (runpod's BUCKET_* variables, else AWS_*, from the mapping the caller gives) and the
 typed errors are core/s3.py's. Keys are `<prefix>/<job_id>/<relative path>`. Text files are scrubbed of secrets
-before they leave.
+before they leave. A cancel (or the job's deadline) stops the upload between files and, through boto3's byte
+callback, between the chunks of a file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from core.errors import StorageError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
+from core.hub import CancelFlag, stop_error
 from core.s3 import require_keys, s3_client, s3_config, s3_error, s3_failures
 from core.secrets import scrub_file
 from core.spec import StorageSpec
@@ -31,13 +33,15 @@ def upload_outputs(
     on_event: EventSink = ignore_event,
     include_checkpoints: bool = True,
     secrets: Sequence[str | None] = (),
+    cancel: CancelFlag | None = None,
 ) -> dict:
     """Upload every file of `output_dir` (checkpoint folders only when asked) plus `extra_files` (repo-style
     relative path -> local file; they replace output files of the same path). Returns
     {"bucket", "prefix", "files": {relative path: presigned GET URL valid storage.expires_s}}.
 
     `secrets` are values to scrub from uploaded text files and error messages besides the bucket keys
-    (the caller passes the HF token). Failures are StorageErrors with core/s3.py's codes."""
+    (the caller passes the HF token). Failures are StorageErrors with core/s3.py's codes; a set `cancel` raises the
+    job's stop error (cancelled / timeout) at the next file or chunk."""
     config = s3_config(env)
     require_keys(config, family=StorageError, field="storage")
     bucket = storage.bucket or env.get("BUCKET_NAME")
@@ -53,11 +57,17 @@ def upload_outputs(
 
     # The pipeline reports the stage itself; these lines say what happens inside it.
     on_event(LogLine(f"uploading {len(files)} files to s3://{bucket}/{prefix}/"))
+
+    def check(_sent: int = 0) -> None:
+        if cancel is not None and cancel.is_set():
+            raise stop_error(cancel, doing=f"while uploading to s3://{bucket}/{prefix}/", stage=StorageError.stage)
+
     try:
         client = s3_client(config)
         client.head_bucket(Bucket=bucket)  # a missing bucket or refused keys, said before any upload
         urls: dict[str, str] = {}
         for rel, path in files.items():
+            check()
             key = f"{prefix}/{rel}"
             content_type = mimetypes.guess_type(rel)[0] or "application/octet-stream"
             scrubbed = scrub_file(path, known_secrets)
@@ -65,7 +75,7 @@ def upload_outputs(
                 on_event(JobWarning(f"{rel} contained a secret: the uploaded copy has it masked", field=rel))
                 client.put_object(Bucket=bucket, Key=key, Body=scrubbed, ContentType=content_type)
             else:
-                client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type})
+                client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type}, Callback=check)
             urls[rel] = client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=storage.expires_s
             )

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -164,21 +163,6 @@ class TrainingOutcome:
             self.validation_images.append(event)
         elif isinstance(event, TrainerFailed):
             self.error = event
-
-
-def detect_device(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[str, int]:
-    """("cuda", gpu count) when NVIDIA GPUs are visible, else ("cpu", 0); TRAINER_DEVICE forces one."""
-    env = os.environ if env is None else env
-    if settings.device == "cpu" or env.get("CUDA_VISIBLE_DEVICES") == "":
-        return "cpu", 0
-    smi = shutil.which("nvidia-smi")
-    count = 0
-    if smi:
-        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
-        count = sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
-    if settings.device == "cuda" or count:
-        return "cuda", max(count, 1)
-    return "cpu", 0
 
 
 def trainer_env(settings: Settings, *, device: str, hf_token: str | None,

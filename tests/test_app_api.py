@@ -239,7 +239,7 @@ def test_a_training_from_the_app_runs_refuses_a_second_and_publishes(client: Cli
     outputs += [status, bar, log]
 
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        pushed = client.predict("tester/tiny-lora", True, TOKEN, api_name="/push_to_hub")
+        pushed = client.predict("tester/tiny-lora", True, TOKEN, "last", api_name="/push_to_hub")
         latest, download = client.predict(api_name="/latest_lora")
         outputs += [pushed, latest, client.predict(api_name="/run_status")]
     assert f"[tester/tiny-lora]({hub.endpoint}/tester/tiny-lora) (private)" in pushed

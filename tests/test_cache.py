@@ -24,6 +24,7 @@ from core.trainer_cache import TrainerCaches, plan, restore, store
 from core.trainer_config import build_trainer_files
 from tests.conftest import tiny_job
 from tests.support.http_server import serve_files
+from tests.support.loopback import LoopbackServer, QuietHandler, serving
 
 MB = 1024 * 1024
 
@@ -127,6 +128,54 @@ def test_a_dataset_url_is_staged_once_and_reused_until_its_content_changes(tmp_p
         assert stage("job4")[1].status == "stored"
         assert stage_dataset_cached(dataset, tmp_path / "job5", settings=settings, cache=None,
                                     captions=captions)[1].status == "off"
+
+
+class _Unversioned(QuietHandler):
+    """Serves the server's `body` with neither ETag nor Last-Modified (nor Range): nothing names its version."""
+
+    server: _UnversionedServer
+
+    def do_GET(self) -> None:
+        if self.headers.get("Range") is None:  # not the one-byte probe that asks for a version
+            self.server.gets += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.server.body)))
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+
+class _UnversionedServer(LoopbackServer):
+    def __init__(self, body: bytes):
+        super().__init__(_Unversioned)
+        self.body, self.gets = body, 0
+
+
+def test_a_url_without_etag_is_downloaded_again_but_staged_once_per_content(tmp_path: Path, demo_dataset: Path):
+    settings = _settings(tmp_path)
+    cache = Cache.from_settings(settings)
+    captions = CaptionOptions(trigger_word="sks")
+    archive = _zip(demo_dataset, tmp_path / "data.zip")
+    with serving(_UnversionedServer(archive.read_bytes()), name="unversioned") as server:
+        dataset = DatasetSpec(url=f"{server.base}/data.zip")
+
+        def stage(name: str) -> tuple[Manifest, object]:
+            return stage_dataset_cached(dataset, tmp_path / name, settings=settings, cache=cache, captions=captions)
+
+        first, reuse1 = stage("job1")
+        second, reuse2 = stage("job2")
+        assert (reuse1.status, reuse2.status) == ("stored", "reused")
+        assert server.gets == 2  # nothing says the content is the same: it is fetched, then recognised by its hash
+        assert [(e.path.name, e.caption) for e in second.images] == [(e.path.name, e.caption) for e in first.images]
+        assert second.source == first.source and "data.zip" in second.source and str(tmp_path) not in second.source
+        assert all(e.path.is_file() and e.path.parent == tmp_path / "job2" / "images" for e in second.images)
+        assert not (tmp_path / "job2" / "_download").exists()  # the download is not left beside the images
+
+        # Other bytes behind the same URL: staged afresh.
+        with zipfile.ZipFile(archive, "a") as more:
+            more.writestr("set/extra.txt", "a caption without an image")
+        server.body = archive.read_bytes()
+        assert stage("job3")[1].status == "stored"
+        assert stage("job4")[1].status == "reused" and server.gets == 4
 
 
 def test_signatures_are_not_part_of_a_url_key():

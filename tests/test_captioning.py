@@ -13,7 +13,7 @@ import pytest
 
 from core.captioning import SAMPLE_SIZE, CaptionError, generate_captions
 from core.demo import build_tiny_captioner, write_demo_dataset
-from core.errors import JobCancelled, JobTimeout, SpecError
+from core.errors import JobCancelled, JobError, JobTimeout, SpecError
 from core.events import CaptionProgress, LogLine, StageEvent
 from core.pipeline import check_job, run_job
 from core.spec import parse_job
@@ -169,6 +169,32 @@ def test_mode_all_replaces_every_caption_and_a_dry_run_captions_only_a_sample(tm
 
 
 @pytest.mark.trainer_env
+def test_a_second_run_of_the_same_job_takes_its_captions_from_the_cache(tmp_path, tiny_model, tiny_captioner,
+                                                                        settings):
+    dataset = uncaptioned(tmp_path / "data", count=3)
+
+    def run(name: str, **captioning) -> tuple[object, list]:
+        events: list = []
+        job = caption_job(tiny_model, dataset, tiny_captioner, max_length=10, **captioning)
+        return check_job(parse_job(job), tmp_path / name, events.append, settings=settings), events
+
+    def model_ran(events: list) -> bool:
+        return any(isinstance(e, LogLine) and "caption model loaded" in e.message for e in events)
+
+    first, events1 = run("job1")
+    second, events2 = run("job2", prefix="a photo of")  # the prefix is applied after: it does not miss
+    assert model_ran(events1) and not model_ran(events2)
+    assert (first.captioning["from_cache"], second.captioning["from_cache"]) == (False, True)
+    assert not [e for e in events2 if isinstance(e, CaptionProgress)]
+    assert second.captioning["images_captioned"] == 3 and set(second.captioning["sources"].values()) == {"generated"}
+    raw = {stem: text.removeprefix("sks, ") for stem, text in staged_captions(first).items()}
+    assert staged_captions(second) == {stem: f"sks, a photo of {text}" for stem, text in raw.items()}
+
+    third, events3 = run("job3", style="detailed")  # a setting that changes the text: the model runs again
+    assert model_ran(events3) and third.captioning["from_cache"] is False
+
+
+@pytest.mark.trainer_env
 def test_a_cancel_stops_the_caption_process_within_seconds(tmp_path, tiny_model, tiny_captioner, settings):
     dataset = uncaptioned(tmp_path / "data", count=6)
     cancel = threading.Event()
@@ -281,3 +307,32 @@ def test_the_ui_auto_captions_keeps_hand_edits_and_has_bulk_tools(tmp_path, tiny
     finally:
         ui.registry.shutdown()
         ui.blocks.close()
+
+
+@pytest.mark.trainer_env
+def test_the_ui_refuses_to_start_a_training_while_auto_caption_writes_captions(tmp_path, tiny_model, tiny_captioner):
+    from app.dataset_store import DatasetStore
+    from app.state import RunRegistry
+    from core.caption_spec import CaptioningSpec
+    from core.settings import Settings
+    from core.spec import DatasetSpec
+
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path / "data")})
+    store = DatasetStore(settings=settings)
+    registry = RunRegistry(settings=settings, env={}, before_training=store.refuse_training_while_captioning)
+    store.load(DatasetSpec(path=str(uncaptioned(tmp_path / "set", count=4))))
+    run = store.start_captioning(CaptioningSpec(model=str(tiny_captioner), style="short"))
+    try:
+        assert run.running  # the caption process is starting: the model loads for a few seconds
+        with pytest.raises(JobError) as caught:
+            registry.start_training(parse_job(tiny_job(tiny_model, store.images_dir)))
+        assert caught.value.code == "busy" and caught.value.field == "captioning"
+        assert "auto-caption is still writing captions" in caught.value.message
+        assert registry.training() is None  # nothing started
+    finally:
+        store.stop_captioning()
+    wait_until = time.monotonic() + 30
+    while run.running and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    assert not run.running
+    store.refuse_training_while_captioning()  # stopped: a training may start again

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 
 import pytest
 
@@ -20,6 +21,7 @@ from core.spec import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 from tests.support.s3_server import moto_s3
+from worker.handler import job_deadline
 
 TOKEN = "hf_DurabilityTestToken0123456789abcd"
 LORA = "pytorch_lora_weights.safetensors"
@@ -124,3 +126,40 @@ def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):
     assert outputs_stored(output, JobResult(status="succeeded", job_dir=tmp_path))
     assert not outputs_stored(output, JobResult(status="partial", job_dir=tmp_path))
     assert outputs_stored(output, JobResult(status="partial", job_dir=tmp_path, resume_from="u/r/checkpoints/c-2"))
+
+
+@pytest.mark.training
+def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_checkpoint_on_the_hub(
+        tmp_path, demo_dataset, tiny_model, settings):
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, CheckpointSaved):
+            cancel.set()  # the user cancels once a checkpoint is written
+
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 40, "checkpointing_steps": 2},
+                   hub={"repo_id": "tester/cancelled", "token": TOKEN, "on_failure": True})
+    with running_hub_server(tmp_path, token=TOKEN) as hub:
+        output = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel).to_output()
+        on_hub = checkpoint_folders(hub.repos["tester/cancelled"].files)
+    assert output["status"] == "partial", output
+    step = output["metrics"]["steps"]
+    assert 2 <= step < 40
+    assert output["resume_from"] == f"tester/cancelled/checkpoints/checkpoint-{step}"
+    assert f"checkpoint-{step}" in on_hub
+    assert any(f"stopped at step {step} by a cancel" in warning for warning in output["warnings"])
+
+
+def test_the_endpoints_execution_timeout_bounds_timeout_s(tmp_path):
+    job = tiny_job(tmp_path / "m", tmp_path / "d", hub={"repo_id": "tester/t"})
+    spec, warnings = job_deadline(parse_job(job), {"id": "j"}, env={"EXECUTION_TIMEOUT_S": "3600"})
+    assert spec.timeout_s == 3600 and warnings == []  # the default 6 h gives way silently
+    asked = parse_job({**job, "timeout_s": 7200})
+    spec, warnings = job_deadline(asked, {"id": "j", "policy": {"executionTimeout": 1_800_000}},
+                                  env={"EXECUTION_TIMEOUT_S": "3600"})
+    assert spec.timeout_s == 1800 and "policy.executionTimeout" in warnings[0] and "timeout_s" in warnings[0]
+    spec, _ = job_deadline(asked, {"id": "j"}, env={})
+    assert spec.timeout_s == 7200  # no limit known: the job's own
+    with pytest.raises(JobError) as caught:
+        job_deadline(asked, {"id": "j"}, env={"EXECUTION_TIMEOUT_S": "ten minutes"})
+    assert caught.value.field == "EXECUTION_TIMEOUT_S"

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +22,7 @@ from core.s3 import S3Config, s3_config
 from core.settings import Settings
 from tests.support.http_server import serve_files
 from tests.support.s3_server import moto_s3
+from tests.support.throttle import throttled
 
 OPEN = Settings.from_env({"ALLOW_PRIVATE_URLS": "1"})
 LIMIT = 1 << 30
@@ -137,6 +142,44 @@ def test_a_cancel_stops_a_download_waiting_on_a_silent_server(tmp_path, served):
     assert time.monotonic() - started < 2  # not the 60 s stall timeout
 
 
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A loopback server that accepts connections, reads nothing and never answers: not even headers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/set.zip"
+    finally:
+        stop.set()
+        thread.join()
+        for sock in [*held, listener]:
+            sock.close()
+
+
+def test_a_cancel_stops_a_download_from_a_server_that_never_sends_headers(tmp_path):
+    cancel = Cancel()
+    with silent_server() as url:
+        threading.Timer(0.5, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(JobCancelled) as caught:
+            download(url, tmp_path / "dl", settings=OPEN, max_bytes=LIMIT, cancel=cancel)
+    assert time.monotonic() - started < 3  # not the 60 s stall timeout, nor four retries of it
+    assert caught.value.code == "cancelled" and "set.zip" in caught.value.message
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
 def test_the_jobs_deadline_stops_a_trickling_download(tmp_path, served):
     with serve_files(served) as server:
         server.trickle["blob.bin"] = 2000
@@ -224,3 +267,28 @@ def test_s3_download_presigned_url_and_errors(tmp_path):
         with pytest.raises(DownloadError, match=r"gone\.zip: HTTP 404") as caught:
             download(gone, tmp_path / "e", settings=OPEN, max_bytes=LIMIT)
         assert "Signature" not in str(caught.value)
+
+
+def test_a_cancel_stops_an_s3_download_mid_transfer(tmp_path):
+    payload = os.urandom(6 * 1024 * 1024)
+    cancel = Cancel()
+    cancelled_at: list[float] = []
+
+    def on_event(event) -> None:
+        if isinstance(event, DownloadProgress) and event.bytes_done and not cancelled_at:
+            cancelled_at.append(time.monotonic())
+            cancel.set()
+
+    with moto_s3() as s3:
+        s3.client().create_bucket(Bucket="data")
+        s3.client().put_object(Bucket="data", Key="big.zip", Body=payload)
+        port = urlsplit(s3.endpoint).port or 80
+        with throttled(port, bytes_per_s=300_000) as link:  # 6 MB: 20 s through this link
+            env = {**s3.env, "BUCKET_ENDPOINT_URL": link.base}
+            with pytest.raises(JobCancelled) as caught:
+                download("s3://data/big.zip", tmp_path / "dl", settings=OPEN, env=env, on_event=on_event,
+                         max_bytes=LIMIT, cancel=cancel)
+            stopped = time.monotonic()
+    assert cancelled_at and stopped - cancelled_at[0] < 3
+    assert caught.value.code == "cancelled" and "s3://data/big.zip" in caught.value.message
+    assert [p.name for p in (tmp_path / "dl").iterdir() if p.stat().st_size] == []  # no partial file left

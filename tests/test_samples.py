@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from huggingface_hub import hf_hub_download
+from PIL import Image
 
 from core.errors import PublishError, SpecError
 from core.jobdir import JobDir
@@ -70,6 +71,10 @@ def test_sample_defaults_come_from_the_family_recipe(tmp_path: Path):
     assert config["--validation_step_interval"] == 3
     assert config["--validation_num_inference_steps"] > 0 and config["--validation_guidance"] > 0
     assert config["--validation_resolution"] == "128x128"  # a bare number under 128 would be megapixels
+    small = parse_job(job_with(samples={"prompts": ["a dog"], "resolution": 64}))
+    config = build_trainer_files(small, images_dir=tmp_path, job=JobDir(tmp_path / "k").create(), device="cpu").config
+    assert config["--validation_resolution"] == "64x64"
+    assert "samples.resolution" in errors_of(job_with(samples={"prompts": ["a dog"], "resolution": 32}))
 
 
 def test_best_is_the_checkpoint_of_lowest_smoothed_loss_and_says_so(tmp_path: Path):
@@ -91,18 +96,22 @@ def test_best_is_the_checkpoint_of_lowest_smoothed_loss_and_says_so(tmp_path: Pa
 @pytest.mark.training
 def test_samples_per_checkpoint_and_publishing_checkpoint_n(tmp_path: Path, tiny_model: Path, demo_dataset: Path,
                                                             settings):
-    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 4, "checkpointing_steps": 2,
+    # 5 steps, samples every 2: SimpleTuner renders steps 2 and 4; the run renders step 5's itself, at 64 px.
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 5, "checkpointing_steps": 2,
                                                      "checkpoints_total_limit": 5},
-                   samples={"prompts": PROMPTS, "steps": 2})
+                   samples={"prompts": PROMPTS, "steps": 2, "resolution": 64})
     spec = parse_job(job)
     result = run_job(spec, tmp_path / "job", settings=settings)
 
     output = result.to_output()
     by_step = {entry["step"]: entry["images"] for entry in output["samples"]}
-    assert sorted(by_step) == [2, 4]
+    assert sorted(by_step) == [2, 4, 5]
     for images in by_step.values():
         assert [image["prompt"] for image in images] == ["a sks circle", "sks on a plain background"]
-        assert all((result.output_dir / image["file"]).is_file() for image in images)
+        for image in images:
+            with Image.open(result.output_dir / image["file"]) as png:
+                assert png.width == 64  # SimpleTuner's own images carry a label strip below
+    assert not [warning for warning in result.warnings if "samples" in warning]
 
     with running_hub_server(tmp_path, token=TOKEN) as hub:
         picked = spec.model_copy(update={"hub": parse_job({**job, "hub": {"repo_id": "tester/samples",

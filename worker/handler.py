@@ -52,6 +52,8 @@ DEFAULT_VARS = {
     "JOB_DEFAULT_MAX_TRAIN_STEPS": "max_train_steps",
     "JOB_DEFAULT_LEARNING_RATE": "learning_rate",
 }
+EXECUTION_TIMEOUT_VAR = "EXECUTION_TIMEOUT_S"
+"""The endpoint's execution timeout in seconds, when set: every job's timeout_s stays below it."""
 # Either one leads SimpleTuner's schedule: a default for one must not join a job that sets the other.
 SCHEDULE_FLAGS = {"max_train_steps", "num_train_epochs"}
 
@@ -118,6 +120,32 @@ def check_destination(spec: JobSpec, *, env: Mapping[str, str], settings: Settin
         return spec, [f"{p['field']}: {p['message']}" for p in problems]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     raise SpecError(problems[0]["message"] + more, field=problems[0]["field"], errors=problems)
+
+
+def job_deadline(spec: JobSpec, job: Mapping[str, Any], *, env: Mapping[str, str]) -> tuple[JobSpec, list[str]]:
+    """The job's timeout_s, never past the endpoint's own execution timeout, so that the deadline's early stop
+    (a checkpoint uploaded, status `partial`) comes before RunPod kills the worker. runpod 1.12 hands the handler
+    no such value of its own: the endpoint says it in EXECUTION_TIMEOUT_S (seconds), and a job that arrives with
+    RunPod's `policy.executionTimeout` (milliseconds) is held to that too. The smallest wins."""
+    limits: dict[str, float] = {}
+    if raw := (env.get(EXECUTION_TIMEOUT_VAR) or "").strip():
+        try:
+            limits[EXECUTION_TIMEOUT_VAR] = float(raw)
+        except ValueError:
+            limits[EXECUTION_TIMEOUT_VAR] = -1.0
+        if not limits[EXECUTION_TIMEOUT_VAR] > 0:
+            raise SetupError(f"{EXECUTION_TIMEOUT_VAR}: must be a number of seconds above 0, got {raw!r}",
+                             field=EXECUTION_TIMEOUT_VAR)
+    policy = job.get("policy")
+    timeout_ms = policy.get("executionTimeout") if isinstance(policy, Mapping) else None
+    if isinstance(timeout_ms, int | float) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
+        limits["policy.executionTimeout"] = timeout_ms / 1000
+    if not limits or min(limits.values()) >= spec.timeout_s:
+        return spec, []
+    name, limit = min(limits.items(), key=lambda item: item[1])
+    warnings = [f"timeout_s: {spec.timeout_s} s is past the endpoint's execution timeout ({name}, {limit:g} s): "
+                "the job stops before that instead"] if "timeout_s" in spec.model_fields_set else []
+    return spec.model_copy(update={"timeout_s": max(1, int(limit))}), warnings
 
 
 def job_directory(settings: Settings, job_id: str) -> Path:
@@ -196,6 +224,8 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         settings = worker_settings(env)
         spec = parse_job(with_defaults(job.get("input"), job_defaults(env)))
         spec, warnings = check_destination(spec, env=env, settings=settings)
+        spec, limited = job_deadline(spec, job, env=env)
+        warnings += limited
     except JobError as error:
         return error_output(error, secrets=secrets)
     secrets = job_secrets(spec, env=env, settings=settings)

@@ -1,0 +1,128 @@
+"""The UI's run history: a small JSON record per training run in DATA_DIR/history, so a restarted app (a pod
+restart) still lists every run, its result, and the checkpoint an interrupted one can resume from.
+
+A record is written when a run starts, at each checkpoint and when it ends, by the app that runs it. A record that
+still says `running` while no run of this app has its id belongs to a process that died: it reads `interrupted`.
+What a record holds of the job is its worker JSON with every secret scrubbed (core/secrets.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from app.run import Run
+from core.deadline import latest_checkpoint
+from core.jobdir import JobDir
+from core.secrets import scrub
+
+HISTORY_DIR = "history"
+INTERRUPTED = "interrupted"
+RESUMABLE = frozenset({INTERRUPTED, "cancelled", "failed"})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    started_at: float
+    status: str
+    """running | succeeded | failed | cancelled, and `interrupted` as read back (see the module's doc)."""
+    job: dict[str, Any]
+    job_dir: str
+    ended_at: float | None = None
+    steps: int = 0
+    total_steps: int | None = None
+    loss: float | None = None
+    published: list[str] = field(default_factory=list)
+    """Where the LoRA went: Hub URLs, bucket URLs."""
+    error: str | None = None
+    resumed_from: str | None = None
+    """The checkpoint this run continued, when it is a resumed run."""
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint the run left in its job folder (read from the folder: it outlives the
+        process that wrote it)."""
+        return latest_checkpoint(JobDir(Path(self.job_dir)))
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in RESUMABLE and self.last_checkpoint() is not None
+
+
+class RunHistory:
+    """The records of one data folder."""
+
+    def __init__(self, data_root: Path):
+        self.folder = Path(data_root) / HISTORY_DIR
+        self._lock = threading.Lock()  # a run's checkpoints are recorded from the trainer's event thread
+
+    def save(self, record: RunRecord, *, secrets: list[str]) -> None:
+        """Write `record` (its texts scrubbed of `secrets`) atomically: a reader never sees half a file."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = scrub(asdict(record), secrets=secrets)
+        target = self.folder / f"{record.id}.json"
+        partial = target.with_suffix(".json.tmp")
+        with self._lock:
+            partial.write_text(json.dumps(data, indent=1))
+            os.replace(partial, target)
+
+    def get(self, run_id: str, *, live: Collection[str] = ()) -> RunRecord | None:
+        path = self.folder / f"{run_id}.json"
+        if "/" in run_id or not path.is_file():
+            return None
+        return self._read(path, live=live)
+
+    def records(self, *, live: Collection[str] = ()) -> list[RunRecord]:
+        """Every run, newest first; `live`: the ids of the runs this process is running."""
+        found = [record for path in self.folder.glob("*.json") if (record := self._read(path, live=live))]
+        return sorted(found, key=lambda record: record.started_at, reverse=True)
+
+    @staticmethod
+    def _read(path: Path, *, live: Collection[str]) -> RunRecord | None:
+        try:
+            record = RunRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None  # a file that is not one of ours, or one cut by a full disk: not a run to list
+        if record.status == "running" and record.id not in live:
+            return replace(record, status=INTERRUPTED)
+        return record
+
+
+def describe(record: RunRecord) -> list[str]:
+    """One row of the history table: when, status, steps, loss, where published, last checkpoint, job."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.started_at))
+    steps = f"{record.steps}/{record.total_steps}" if record.total_steps else str(record.steps or "")
+    loss = f"{record.loss:.4f}" if record.loss is not None else ""
+    checkpoint = record.last_checkpoint()
+    job_input = record.job.get("input", record.job)
+    config = job_input.get("config", {})
+    job = ", ".join(str(part) for part in (config.get("model_family"), config.get("pretrained_model_name_or_path")
+                                           or config.get("model_name"), job_input.get("trigger_word")) if part)
+    return [record.id, when, record.status, steps, loss, " ".join(record.published), checkpoint.name if checkpoint
+            else "", job]
+
+
+COLUMNS = ["run", "started", "status", "steps", "loss", "published", "last checkpoint", "job"]
+
+
+def record_of(run: Run, *, resumed_from: str | None = None, published: list[str] | None = None) -> RunRecord:
+    """What the history keeps of a training run now."""
+    snap = run.snapshot()
+    output = snap.output or {}
+    return RunRecord(id=run.id, started_at=snap.started_at, ended_at=snap.ended_at, status=snap.status,
+                     job=run.spec.to_job_json(), job_dir=snap.job_dir, steps=snap.step, total_steps=snap.total_steps,
+                     loss=(output.get("metrics") or {}).get("loss") or (snap.losses[-1][1] if snap.losses else None),
+                     published=list(dict.fromkeys([*places(output), *(published or [])])),
+                     error=(snap.error or {}).get("message"), resumed_from=resumed_from)
+
+
+def places(output: dict[str, Any]) -> list[str]:
+    """Where a run's result says its LoRA went (Hub, bucket), from its output JSON."""
+    return [url for url in ((output.get("hub") or {}).get("url"), output.get("model_checkpoint"))
+            if isinstance(url, str) and url.startswith(("http://", "https://", "s3://"))]
