@@ -1,5 +1,5 @@
-"""The training job, stage by stage: spec -> dataset -> preflight -> (resume) -> trainer config -> base model -> train
--> publish.
+"""The training job, stage by stage: validate (destinations, GPU plan) -> dataset (the base model downloads alongside)
+-> (caption) -> preflight -> (resume) -> configure -> model -> train -> publish / upload.
 
 Read `run_job` first: it is the whole product in one function. Every stage reports StageEvents to `on_event` and
 raises a typed JobError (core/errors.py), tagged with the stage it came through, that the faces turn into their own
@@ -147,8 +147,8 @@ def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: Checkp
     continues it."""
     latest = latest_checkpoint(job)
     if latest is None:
-        raise JobTimeout("stopped before the time limit (timeout_s) with no checkpoint written yet: raise timeout_s "
-                         "or lower config.checkpointing_steps", stage="train")
+        raise JobTimeout(f"stopped before the time limit (timeout_s={spec.timeout_s}) with no checkpoint written yet: "
+                         "raise timeout_s or lower config.checkpointing_steps", stage="train")
     done = uploads.ensure(latest, uploads.destinations or fallback_destinations(spec, token=token, env=os.environ,
                                                                                on_event=on_event))
     step = int(latest.name.rsplit("-", 1)[-1])
@@ -289,8 +289,8 @@ def stage(name: str, on_event: EventSink, cancel: Cancel | None = None) -> Itera
 
 
 def _stopping_on_cancel(on_event: EventSink, cancel: Cancel) -> EventSink:
-    """Stop the job at its next progress event once cancelled: the sources that take no Cancel of their own (a Hub
-    dataset, an s3:// download, a checkpoint to resume from) report progress as they go. Only on the job's own thread
+    """Stop the job at its next progress event once cancelled: a second net under the stages' own Cancel checks, for
+    any library call that reports progress but cannot be interrupted itself. Only on the job's own thread
     (SimpleTuner's events arrive on the webhook receiver's, and train() stops it itself); stage events are left to
     `stage()`."""
     job_thread = threading.get_ident()

@@ -42,6 +42,8 @@ from core.settings import Settings
 
 FIELD = "resume_from"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+FETCHED_MARKER = ".fetched-to-resume"
+"""In a checkpoint folder this job fetched rather than trained: it is stored where it came from."""
 STATE_FILE = "training_state.json"
 # SimpleTuner's own list of weight files a resumable checkpoint holds (checkpoint_manager.validate_checkpoint).
 WEIGHT_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors", "pytorch_model.bin",
@@ -300,6 +302,7 @@ def _place(found: Path, target: Path) -> Path:
     shutil.move(str(found), str(target))
     for sampler_state in target.glob("training_state-*.json"):
         sampler_state.unlink()
+    (target / FETCHED_MARKER).write_text("fetched to resume from; stored where it came from\n")
     return target
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from core.errors import JobError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
 from core.result import JobResult
+from core.resume import FETCHED_MARKER
 from core.s3 import s3_config
 from core.settings import Settings
 from core.spec import StorageSpec
@@ -72,7 +73,8 @@ def _to_volume(output_dir: Path, target: Path, extra_files: Mapping[str, Path], 
 def outputs_stored(output_dir: Path, ended: JobResult | BaseException | None) -> bool:
     """Whether a job folder may be deleted: nothing was trained in it (no LoRA, no checkpoint), or what was trained
     is stored elsewhere (published, uploaded, kept by keep_outputs, a partial job's checkpoint uploaded)."""
-    trained = any(output_dir.glob("*.safetensors")) or any(output_dir.glob("checkpoint-*"))
+    trained = any(output_dir.glob("*.safetensors")) or any(
+        not (folder / FETCHED_MARKER).exists() for folder in output_dir.glob("checkpoint-*"))
     if not trained:
         return True
     if isinstance(ended, JobResult):

@@ -99,3 +99,23 @@ def trained_job(tmp_path_factory, tiny_model: Path, settings: Settings):
                                                 "validation_resolution": 128, "validation_num_inference_steps": 4})
     result = run_job(parse_job(job), base / "job", events.append, settings=settings)
     return result, events
+
+
+@pytest.fixture
+def trained_copy(trained_job, tmp_path: Path):
+    """A copy of the session's trained run (its JobResult rebased onto the copy), for a test that publishes it: a
+    publish names the ComfyUI file after the repo, which would rename the shared run's file under other tests."""
+    import dataclasses
+    import shutil
+
+    result, _ = trained_job
+    job = tmp_path / "trained-copy"
+    shutil.copytree(result.job_dir, job, ignore=shutil.ignore_patterns("dataset", "cache"))
+
+    def moved(path: Path | None) -> Path | None:
+        return job / path.relative_to(result.job_dir) if path is not None else None
+
+    return dataclasses.replace(result, job_dir=job, output_dir=moved(result.output_dir),
+                               lora_path=moved(result.lora_path), log_path=moved(result.log_path),
+                               comfyui_path=moved(result.comfyui_path),
+                               checkpoints=[moved(p) for p in result.checkpoints])

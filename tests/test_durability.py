@@ -32,8 +32,8 @@ def checkpoint_folders(files: dict) -> list[str]:
 
 
 def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says_so(
-        tmp_path, trained_job, monkeypatch):
-    trained, _ = trained_job
+        tmp_path, trained_copy, monkeypatch):
+    trained = trained_copy
     spec = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "tester/lora", "token": TOKEN}))
     with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
         s3.client().create_bucket(Bucket="endpoint-bucket")

@@ -72,11 +72,11 @@ def test_a_training_start_stops_the_playground(tmp_path: Path, tiny_model: Path,
 
 
 @pytest.mark.training
-def test_mode_generate_renders_a_published_lora_checkpoint(tmp_path: Path, trained_job, tiny_model: Path,
+def test_mode_generate_renders_a_published_lora_checkpoint(tmp_path: Path, trained_copy, tiny_model: Path,
                                                             settings, monkeypatch):
     from worker.handler import handler
 
-    result, _events = trained_job
+    result = trained_copy
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     with running_hub_server(tmp_path, token=TOKEN):
         spec = parse_job({**tiny_job(tiny_model, tmp_path), "hub": {"repo_id": "tester/gen", "token": TOKEN,
