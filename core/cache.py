@@ -38,6 +38,15 @@ STALE_TMP_S = 24 * 3600.0
 """A folder left in tmp/ this long belongs to a crashed job: removed at the next eviction."""
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read a MiB at a time."""
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def key_of(parts: dict[str, Any]) -> str:
     """The key of an entry: a hash of everything that makes its content what it is (JSON, keys sorted)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

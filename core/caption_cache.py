@@ -9,23 +9,17 @@ prefix and trigger word are applied afterwards, as for fresh captions, so they m
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from core.cache import Cache, key_of
+from core.cache import Cache, file_sha256, key_of
 from core.caption_spec import CaptioningSpec
 
 KIND = "captions"
 FILE = "captions.json"
 
 
-def image_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
+image_sha256 = file_sha256
 
 
 def model_identity(model: str, *, hub_cache: Path) -> str | None:

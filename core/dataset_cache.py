@@ -16,7 +16,6 @@ The entry holds the staged images and captions and the manifest; a hit links the
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from core.cache import Cache, key_of, link_tree
+from core.cache import Cache, file_sha256, key_of, link_tree
 from core.cancel import Cancel
 from core.dataset import (
     DOWNLOAD_DIR,
@@ -106,7 +105,7 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
     file = download(url, dest.absolute() / DOWNLOAD_DIR, settings=settings, on_event=on_event,
                     max_bytes=limits.max_download_bytes, cancel=cancel)
     started = time.monotonic()
-    key = _dataset_key({"url": url_key(url), "sha256": _sha256(file)}, captions=captions, limits=limits)
+    key = _dataset_key({"url": url_key(url), "sha256": file_sha256(file)}, captions=captions, limits=limits)
     reused = _reuse(cache, key, dest=dest, captions=captions, started=started, on_event=on_event)
     if reused is not None:
         shutil.rmtree(dest.absolute() / DOWNLOAD_DIR, ignore_errors=True)
@@ -156,18 +155,12 @@ def _store(cache: Cache, key: str, manifest: Manifest, *, captions: CaptionOptio
     return reuse
 
 
-def _sha256(file: Path) -> str:
-    sha = hashlib.sha256()
-    with file.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def image_hashes(manifest: Manifest) -> dict[str, str]:
     """Staged file name -> sha256 of the image, hashed a few at a time."""
     def digest(entry: ImageEntry) -> tuple[str, str]:
-        return entry.path.name, _sha256(entry.path)
+        return entry.path.name, file_sha256(entry.path)
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="hash") as pool:
         return dict(sorted(pool.map(digest, manifest.images)))
