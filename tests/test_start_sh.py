@@ -237,6 +237,8 @@ def start_block(stderr: str) -> dict[str, str]:
 
 
 def installed_version(venv: Path, name: str) -> str:
+    if not (venv / "bin" / "python").exists():
+        return "absent"  # `make test-fast` runs without the trainer env
     done = subprocess.run([str(venv / "bin" / "python"), "-I", "-c",
                            f"import importlib.metadata as m; print(m.version({name!r}))"],
                           capture_output=True, text=True, timeout=60)
