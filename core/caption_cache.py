@@ -19,7 +19,6 @@ KIND = "captions"
 FILE = "captions.json"
 
 
-image_sha256 = file_sha256
 
 
 def model_identity(model: str, *, hub_cache: Path) -> str | None:
@@ -39,7 +38,7 @@ def model_identity(model: str, *, hub_cache: Path) -> str | None:
 
 def run_key(captioning: CaptioningSpec, *, model: str, script: Path, images: list[str]) -> str:
     # batch_size too: padding in a batch can change a greedy decode's text.
-    return key_of({"kind": KIND, "model": model, "script": image_sha256(script), "style": captioning.style,
+    return key_of({"kind": KIND, "model": model, "script": file_sha256(script), "style": captioning.style,
                    "max_tokens": captioning.new_tokens, "batch_size": captioning.batch_size, "images": images})
 
 

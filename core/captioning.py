@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import IO, cast
 
 from core.base_model import fetch_repo
-from core.cache import Cache
+from core.cache import Cache, file_sha256
 from core.cancel import Cancel
-from core.caption_cache import cached_captions, image_sha256, keep_captions, model_identity, run_key
+from core.caption_cache import cached_captions, keep_captions, model_identity, run_key
 from core.caption_spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
 from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_options, clean_caption
 from core.device import detect_device
@@ -152,7 +152,7 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
             if len(report.samples) < SAMPLE_SIZE:
                 report.samples.append({"image": entry.path.name, "caption": entry.caption})
 
-        hashes = [image_sha256(entry.path) for entry in chosen] if cache is not None else []
+        hashes = [file_sha256(entry.path) for entry in chosen] if cache is not None else []
         known = _from_cache(cache, captioning, hashes=hashes, settings=settings)
         if known is not None:
             for index, digest in enumerate(hashes):
