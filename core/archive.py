@@ -12,13 +12,17 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import re
 import shutil
 import stat
 import tarfile
+import threading
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -34,6 +38,8 @@ MACOS_METADATA = "__MACOSX"
 _CHUNK = 1024 * 1024
 # Ratio is only judged past this size: a tiny archive of captions compresses well and is harmless.
 _RATIO_FLOOR_BYTES = 16 * 1024 * 1024
+# Zip members are extracted a few at a time: zlib, crc32 and file writes release the GIL, so each core inflates.
+_ZIP_WORKERS = min(8, os.cpu_count() or 2)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,9 @@ class Extracted:
         self.files.append(path)
         if self.on_file is not None:
             self.on_file(path)
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append((name, reason))
 
 
 def archive_kind(path: Path) -> str | None:
@@ -112,12 +121,15 @@ def extract_archive(
 
 
 class _Budget:
-    """Counts members and bytes against the limits; raises UnsafeArchive the moment one is passed."""
+    """Counts members and bytes against the limits; raises UnsafeArchive the moment one is passed. Safe to share
+    between the threads extracting members."""
 
     def __init__(self, *, limits: ExtractLimits, archive_size: int, label: str, cancel: Cancel):
         self.limits, self.archive_size, self.label, self.cancel = limits, max(archive_size, 1), label, cancel
         self.files = 0
         self.declared = 0
+        self.written = 0
+        self._lock = threading.Lock()
 
     def member(self, size: int) -> None:
         self.files += 1
@@ -125,6 +137,12 @@ class _Budget:
         if self.files > self.limits.max_files:
             raise UnsafeArchive(f"{self.label}: more than {self.limits.max_files} entries", field="dataset")
         self.check_bytes(self.declared)
+
+    def wrote(self, count: int) -> None:
+        with self._lock:
+            self.written += count
+            total = self.written
+        self.check_bytes(total)
 
     def check_bytes(self, total: int) -> None:
         self.cancel.check(f"while extracting {self.label}")
@@ -153,13 +171,14 @@ def _relative_parts(name: str, *, label: str) -> tuple[str, ...]:
 
 
 def _target(root: Path, parts: tuple[str, ...], *, label: str) -> Path:
+    """`root` (resolved) joined with the member's parts, refused when a link already there leads outside it."""
     target = root.joinpath(*parts)
-    if not target.resolve().is_relative_to(root.resolve()):
+    if not target.resolve().is_relative_to(root):
         raise UnsafeArchive(f"{label}: entry '{'/'.join(parts)}' resolves outside the dataset folder", field="dataset")
     return target
 
 
-def _copy_limited(source: IO[bytes], target: Path, *, budget: _Budget, written_before: int, declared: int) -> int:
+def _copy_limited(source: IO[bytes], target: Path, *, budget: _Budget, declared: int) -> None:
     """Stream one member to disk; stop when it exceeds its declared size or the archive's budget."""
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -168,14 +187,13 @@ def _copy_limited(source: IO[bytes], target: Path, *, budget: _Budget, written_b
             written += len(chunk)
             if written > declared:
                 raise UnsafeArchive(f"{budget.label}: '{target.name}' is larger than its header says", field="dataset")
-            budget.check_bytes(written_before + written)
+            budget.wrote(len(chunk))
             sink.write(chunk)
     if written < declared:
         raise DatasetError(
             f"{budget.label}: '{target.name}' ends after {written} of {declared} bytes (a truncated archive?)",
             field="dataset",
         )
-    return written
 
 
 def _extract_zip(
@@ -187,37 +205,77 @@ def _extract_zip(
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"{label}: not a readable zip ({exc})", field="dataset") from None
     with bundle:
-        infos = bundle.infolist()
         budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
-        planned: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-        for info in infos:
-            parts = _relative_parts(info.filename, label=label)
-            budget.member(info.file_size)
-            if info.is_dir() or not parts:
-                continue
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                out.skipped.append(("/".join(parts), "symlink"))
-                continue
-            reason = skip_reason(parts, keep_suffixes=keep_suffixes)
-            if reason:
-                out.skipped.append(("/".join(parts), reason))
-                continue
-            planned.append((info, parts))
-        written = 0
-        for info, parts in planned:
-            target = _target(out.root, parts, label=label)
+        planned = _plan_zip(bundle, out, keep_suffixes=keep_suffixes, budget=budget, label=label)
+    root = out.root.resolve()
+    with _zip_per_thread(archive) as opened, ThreadPoolExecutor(_ZIP_WORKERS, thread_name_prefix="unzip") as pool:
+        def extract(member: tuple[zipfile.ZipInfo, tuple[str, ...]]) -> tuple[Path, str | None]:
+            info, parts = member
+            target = _target(root, parts, label=label)
             try:
-                with bundle.open(info) as source:
-                    written += _copy_limited(
-                        source, target, budget=budget, written_before=written, declared=info.file_size
-                    )
+                with opened().open(info) as source:
+                    _copy_limited(source, target, budget=budget, declared=info.file_size)
             except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
                 # One damaged or encrypted member: skip it, keep the rest.
                 target.unlink(missing_ok=True)
-                out.skipped.append(("/".join(parts), f"unreadable in archive ({exc})"))
-                continue
+                return target, f"unreadable in archive ({exc})"
             out.add(target)
+            return target, None
+
+        try:
+            done = list(pool.map(extract, planned))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the first error (a limit, a cancel) stops the rest
+            raise
+    out.files = [target for target, problem in done if problem is None]  # the archive's order, not the threads'
+    out.skipped += [("/".join(parts), problem) for (_, parts), (_, problem) in zip(planned, done, strict=True)
+                    if problem is not None]
+
+
+def _plan_zip(bundle: zipfile.ZipFile, out: Extracted, *, keep_suffixes: frozenset[str], budget: _Budget,
+              label: str) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    """The members to extract, every header checked first: one unsafe name or a declared size over the limits
+    refuses the archive before a byte is written."""
+    planned: dict[tuple[str, ...], zipfile.ZipInfo] = {}
+    for info in bundle.infolist():
+        parts = _relative_parts(info.filename, label=label)
+        budget.member(info.file_size)
+        if info.is_dir() or not parts:
+            continue
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            out.skip("/".join(parts), "symlink")
+            continue
+        reason = skip_reason(parts, keep_suffixes=keep_suffixes)
+        if reason:
+            out.skip("/".join(parts), reason)
+            continue
+        if parts in planned:  # the same name twice: the later one wins, as when extracted one after the other
+            out.skip("/".join(parts), "duplicate name in archive")
+        planned[parts] = info
+    return [(info, parts) for parts, info in planned.items()]
+
+
+@contextmanager
+def _zip_per_thread(archive: Path) -> Iterator[Callable[[], zipfile.ZipFile]]:
+    """`opened()`: this thread's own handle on the archive (no file position shared between threads)."""
+    local = threading.local()
+    handles: list[zipfile.ZipFile] = []
+    lock = threading.Lock()
+
+    def opened() -> zipfile.ZipFile:
+        handle = getattr(local, "bundle", None)
+        if handle is None:
+            handle = local.bundle = zipfile.ZipFile(archive)
+            with lock:
+                handles.append(handle)
+        return handle
+
+    try:
+        yield opened
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 _TAR_SPECIAL = {
@@ -248,7 +306,7 @@ def _extract_tar(
     cancel: Cancel,
 ) -> None:
     budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
-    written = 0
+    root = out.root.resolve()
     try:
         # Stream mode ("r|"): one pass over a compressed tar, never the whole archive in memory.
         with _open_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as bundle:
@@ -260,18 +318,18 @@ def _extract_tar(
                 name = "/".join(parts)
                 special = _TAR_SPECIAL.get(member.type)
                 if special or not member.isreg():
-                    out.skipped.append((name, special or "special file"))
+                    out.skip(name, special or "special file")
                     continue
                 reason = skip_reason(parts, keep_suffixes=keep_suffixes)
                 if reason:
-                    out.skipped.append((name, reason))
+                    out.skip(name, reason)
                     continue
-                target = _target(out.root, parts, label=label)
+                target = _target(root, parts, label=label)
                 source = bundle.extractfile(member)
                 if source is None:
-                    out.skipped.append((name, "special file"))
+                    out.skip(name, "special file")
                     continue
-                written += _copy_limited(source, target, budget=budget, written_before=written, declared=member.size)
+                _copy_limited(source, target, budget=budget, declared=member.size)
                 out.add(target)
             # tarfile ends quietly at a missing end-of-archive marker; drain the stream so a cut compressed
             # stream raises EOFError, and check a plain tar still has its two zero blocks.

@@ -114,8 +114,9 @@ class Cache:
         try:
             meta = json.loads((folder / META).read_text())
             files = meta.get("files") or {}
+            data = str(folder / DATA)
             for rel, size in files.items():
-                if (folder / DATA / rel).stat().st_size != size:
+                if os.stat(os.path.join(data, rel)).st_size != size:
                     raise OSError(f"{rel} changed size")
             os.utime(folder / META)  # the LRU clock
         except FileNotFoundError:
@@ -217,23 +218,33 @@ class _TooLarge(Exception):
 
 def link_tree(source: Path, dest: Path, *, copy_suffixes: tuple[str, ...] = ()) -> int:
     """Recreate `source`'s files under `dest`: hard links (instant, no space) where the file system allows, copies
-    otherwise and for `copy_suffixes` (files a job may edit). Returns the number of files."""
+    otherwise and for `copy_suffixes` (files a job may edit). Returns the number of files. (os.walk and plain
+    strings: a dataset's thousands of files are linked in a few milliseconds each hundred.)"""
     count = 0
-    for path in source.rglob("*"):
-        if not path.is_file():
-            continue
-        target = dest / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        if path.suffix in copy_suffixes:
-            shutil.copyfile(path, target)
-        else:
-            try:
-                os.link(path, target)
-            except OSError:
+    for current, _, files in os.walk(source):
+        relative = os.path.relpath(current, source)
+        folder = os.path.normpath(os.path.join(dest, relative))
+        os.makedirs(folder, exist_ok=True)
+        for name in files:
+            path, target = os.path.join(current, name), os.path.join(folder, name)
+            if not os.path.isfile(path):
+                continue
+            if name.endswith(copy_suffixes) if copy_suffixes else False:
                 shutil.copyfile(path, target)
-        count += 1
+            else:
+                _link(path, target)
+            count += 1
     return count
+
+
+def _link(path: str, target: str) -> None:
+    try:
+        os.link(path, target)
+    except FileExistsError:
+        os.unlink(target)
+        _link(path, target)
+    except OSError:
+        shutil.copyfile(path, target)
 
 
 def _human(size: int) -> str:

@@ -6,8 +6,8 @@ one. It reports each image as a JSON line on stdout, turned here into CaptionPro
 cancel or the job's deadline kills its whole process group within seconds.
 
 Models load from the Hugging Face cache with the base model's rules (core/base_model.py): with TRAINER_ONLINE a
-Hub model is fetched into the cache first, with byte progress; offline, it must be in the cache already. A local
-folder is used as it is.
+Hub model is fetched into the cache first, with byte progress (in a job, while the dataset stages:
+core/model_fetch.py); offline, it must be in the cache already. A local folder is used as it is.
 
     report = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=..., cancel=cancel)
 
@@ -38,7 +38,7 @@ from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_option
 from core.device import detect_device
 from core.errors import JobError
 from core.events import CaptionProgress, EventSink, LogLine, ignore_event
-from core.hub import is_offline
+from core.hub import CancelFlag, is_offline
 from core.jobdir import JobDir
 from core.settings import PROJECT_ROOT, Settings
 from core.spec import JobSpec
@@ -115,12 +115,15 @@ def needs_caption(source: str, *, mode: str) -> bool:
 
 
 def caption_stage(spec: JobSpec, manifest: Manifest, *, job: JobDir, settings: Settings, token: str | None = None,
-                  on_event: EventSink = ignore_event, cancel: Cancel | None = None) -> dict | None:
-    """The pipeline's caption stage: None when the job asks for no captioning; a dry run captions a sample."""
+                  on_event: EventSink = ignore_event, cancel: Cancel | None = None,
+                  model_ready: Callable[[], object] | None = None) -> dict | None:
+    """The pipeline's caption stage: None when the job asks for no captioning; a dry run captions a sample.
+    `model_ready` waits for the caption model the job began downloading with the dataset (raising its error)."""
     if spec.captioning is None:
         return None
     report = caption_manifest(manifest, spec.captioning, captions=caption_options(spec), settings=settings,
                               token=token, on_event=on_event, cancel=cancel, log=job.root / "caption.log",
+                              model_ready=model_ready,
                               limit=SAMPLE_SIZE if spec.dry_run else None,
                               cache=Cache.from_settings(settings) if spec.cache else None)
     return report.to_dict()
@@ -129,10 +132,11 @@ def caption_stage(spec: JobSpec, manifest: Manifest, *, job: JobDir, settings: S
 def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions: CaptionOptions,
                      settings: Settings, token: str | None = None, on_event: EventSink = ignore_event,
                      cancel: Cancel | None = None, log: Path | None = None, limit: int | None = None,
-                     cache: Cache | None = None) -> CaptionReport:
+                     cache: Cache | None = None, model_ready: Callable[[], object] | None = None) -> CaptionReport:
     """Caption the manifest's images that `captioning.mode` selects (the first `limit` of them), rewrite their
     `.txt` with prefix and trigger word, and update the entries. With a `cache`, captions an earlier run made of
-    the same images with the same model and settings are reused."""
+    the same images with the same model and settings are reused. `model_ready()` is called first when an image
+    needs a caption (the job's own download of the model: the cache lookup needs the model's commit)."""
     started = time.monotonic()
     chosen = [entry for entry in manifest.images if needs_caption(entry.caption_source, mode=captioning.mode)]
     sampled = limit is not None and len(chosen) > limit
@@ -141,6 +145,9 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
                            style=captioning.style, device="", images_total=len(manifest.images),
                            images_captioned=0, images_kept=len(manifest.images) - len(chosen), sampled=sampled)
     if chosen:
+        if model_ready is not None:
+            model_ready()
+
         def write(index: int, text: str) -> None:
             entry = chosen[index]
             entry.caption = finish_caption(text, prefix=captioning.prefix, captions=captions)
@@ -301,10 +308,9 @@ def resolve_model(captioning: CaptioningSpec, *, settings: Settings, token: str 
             raise CaptionError(f"{model} is no model folder (no config.json in it)", field="captioning.model")
         return model
     cache_dir = _hub_cache(settings)
-    if settings.online and not is_offline():
-        # The same download as the base model's: byte progress, retries, resumable, into the cache on the volume.
-        fetch_repo(model, field="captioning.model", cache_dir=cache_dir, token=token, on_event=on_event,
-                   cancel=cancel)
+    if caption_download(captioning, settings=settings):
+        # A check of the cache when the job's download (core/model_fetch.py) brought it already.
+        fetch_caption_model(model, settings=settings, token=token, on_event=on_event, cancel=cancel)
         return model
     from huggingface_hub import try_to_load_from_cache
 
@@ -313,6 +319,22 @@ def resolve_model(captioning: CaptioningSpec, *, settings: Settings, token: str 
                            "download models (set TRAINER_ONLINE=1, or give a local model folder)",
                            field="captioning.model")
     return model
+
+
+def caption_download(captioning: CaptioningSpec | None, *, settings: Settings) -> str | None:
+    """The Hub id a job that captions downloads into the cache: a Hub model on a machine that downloads
+    (TRAINER_ONLINE, HF_HUB_OFFLINE unset); None otherwise (no captioning, a local folder, offline)."""
+    if captioning is None or Path(captioning.model_id).is_absolute() or not settings.online or is_offline():
+        return None
+    return captioning.model_id
+
+
+def fetch_caption_model(model: str, *, settings: Settings, token: str | None, on_event: EventSink,
+                        cancel: CancelFlag | None) -> Path:
+    """The same download as the base model's: byte progress, retries, resumable, into the cache on the volume; its
+    errors name captioning.model."""
+    return fetch_repo(model, field="captioning.model", cache_dir=_hub_cache(settings), token=token,
+                      on_event=on_event, cancel=cancel)
 
 
 def _hub_cache(settings: Settings) -> Path:

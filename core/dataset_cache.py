@@ -261,7 +261,7 @@ def _restore(data: Path, record: dict[str, Any], *, dest: Path, caption_extensio
     images = [ImageEntry(path=root / item["name"], caption=item["caption"], width=int(item["width"]),
                          height=int(item["height"]), caption_source=item["caption_source"])
               for item in record["images"]]
-    if not all(entry.path.is_file() for entry in images):
+    if not all(os.path.isfile(entry.path) for entry in images):  # an eviction took the entry meanwhile
         raise OSError("an image of the entry is missing")
     return Manifest(root=root, images=images, skipped=[Skipped(**item) for item in record["skipped"]],
                     source=str(record["source"]))

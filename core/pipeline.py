@@ -63,7 +63,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         device, gpu = plan_device(settings, dry_run=spec.dry_run)
         plan = gpu_plan(spec, device=device, gpu=gpu)  # a job the GPU cannot hold stops here, naming what fits
 
-    model.start()  # the base model downloads while the dataset stages
+    model.start()  # the base model and the caption model download while the dataset stages
     with stage("dataset", on_event, cancel):
         manifest = reuse.stage_dataset(spec.source, job.dataset, captions=caption_options(spec), token=token,
                                        settings=settings, cancel=cancel, on_event=on_event,
@@ -72,7 +72,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     if spec.captioning:
         with stage("caption", on_event, cancel):
             captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
-                                      cancel=cancel)
+                                      cancel=cancel, model_ready=model.wait_caption_model)
     with stage("preflight", on_event, cancel):
         report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan))
         if report.errors:

@@ -26,8 +26,10 @@ from core.settings import Settings
 from core.spec import DatasetSpec, JobSpec
 from core.trainer_cache import TrainerCaches, plan, restore, store
 
-STAGE_KEYS = {"init_text_embed_cache": "text_embeds", "init_vae_cache": "vae_latents"}
-"""SimpleTuner's lifecycle stages that compute its caches."""
+STAGE_KEYS = {"init_cache_text_embeds_status_update": "text_embeds", "init_vae_cache": "vae_latents",
+              "init_cache_vae_processing_complete": "vae_latents"}
+"""SimpleTuner's lifecycle events while it computes its caches (its `init_text_embed_cache` stage only loads the
+encoders and the empty prompt's embedding: the captions are embedded under `init_cache_text_embeds_status_update`)."""
 
 
 class JobReuse:

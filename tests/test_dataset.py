@@ -132,9 +132,13 @@ def test_caption_extension_and_native_dataloader_list(tmp_path, dest, local_sett
 
 def test_broken_mislabelled_and_odd_files_are_skipped_or_converted(tmp_path, dest, local_settings):
     good = image_bytes((40, 40))
+    noise = io.BytesIO()  # a JPEG is checked at 1/8 scale: a cut one still fails
+    Image.frombytes("RGB", (256, 256), bytes(range(256)) * 768).save(noise, format="JPEG")
+    photo = noise.getvalue()
     source = write(tmp_path / "src", {
         "ok.png": good,
         "truncated.png": good[: len(good) // 2],
+        "truncated_photo.jpg": photo[: len(photo) * 2 // 3],
         "text.jpg": "this is not an image",
         "jpeg_named.png": image_bytes(kind="JPEG"),
         "bitmap.bmp": image_bytes(kind="BMP"),
@@ -151,10 +155,11 @@ def test_broken_mislabelled_and_odd_files_are_skipped_or_converted(tmp_path, des
         assert converted.format == "PNG" and converted.size == (48, 32)
     reasons = {s.name: s.reason for s in manifest.skipped}
     assert reasons == {
-        "truncated.png": "corrupt image", "text.jpg": "not a decodable image", "readme.md": "not an image",
-        ".DS_Store": "hidden file", "orphan.txt": "caption without an image", "__MACOSX/": "macOS metadata",
+        "truncated.png": "corrupt image", "truncated_photo.jpg": "corrupt image", "text.jpg": "not a decodable image",
+        "readme.md": "not an image", ".DS_Store": "hidden file", "orphan.txt": "caption without an image",
+        "__MACOSX/": "macOS metadata",
     }
-    assert manifest.skipped_by_reason()["corrupt image"] == 1
+    assert manifest.skipped_by_reason()["corrupt image"] == 2
 
 
 def test_nested_folders_get_unique_flat_names(tmp_path, dest, local_settings):
