@@ -103,6 +103,8 @@ class _Candidate:
     caption_source: str = "file"
     owned: bool = False
     """True when the file is ours (downloaded or extracted): moved into place instead of copied."""
+    caption_file: Path | None = None
+    """Its caption file when that is ours too (extracted): moved into place and rewritten, no new file made."""
 
 
 @dataclass
@@ -339,11 +341,13 @@ def _walk(  # noqa: C901 (one walk: a skip rule per kind of entry met, then capt
     for rel, path in images:
         key = ("/".join(Path(rel).parts[:-1]), path.stem.lower())
         caption_file = captions.get(key)
-        text = None
+        text, movable = None, None
         if caption_file is not None:
+            movable = caption_file if owned and key not in used else None  # a.png and a.jpg share a.txt
             used.add(key)
             text = _read_caption(caption_file)
-        out.candidates.append(_Candidate(name=rel, image=path, caption=text, caption_source="file", owned=owned))
+        out.candidates.append(_Candidate(name=rel, image=path, caption=text, caption_source="file", owned=owned,
+                                         caption_file=movable))
     for key, path in sorted(captions.items()):
         if key not in used:
             out.skipped.append(Skipped("/".join(filter(None, (key[0], path.name))), "caption without an image"))
@@ -537,7 +541,10 @@ def _stage_all(
 def _entry(candidate: _Candidate, probe: _Probe, target: Path, *, stem: str, options: CaptionOptions) -> ImageEntry:
     """The staged image's entry, its caption written beside it."""
     caption, source = _caption(candidate, stem=stem, options=options)
-    target.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
+    caption_path = target.with_suffix(".txt")
+    if candidate.caption_file is not None:
+        os.replace(candidate.caption_file, caption_path)
+    caption_path.write_text(caption + "\n", encoding="utf-8")
     return ImageEntry(path=target, caption=caption, width=probe.width, height=probe.height, caption_source=source)
 
 

@@ -10,8 +10,9 @@ The key is the source and what identifies its content, plus everything staging d
 - a local folder or archive: each file's path, size and modification time;
 - and the caption options (trigger word, placement, caption extension, cleaning), the staging limits and
   STAGING_VERSION (raised when staging changes what it makes).
-The entry holds the staged images and captions and the manifest; a hit links the images into the job's folder
-(captions are copied: a job may edit them).
+The entry holds the staged images and captions and the manifest; a hit links them into the job's folder. Every
+writer of a caption (auto-captioning, the UI's edits) puts a new file in its place, never writes into the file: an
+edit never reaches the cache through a link.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _reuse(cache: Cache, key: str, *, dest: Path, captions: CaptionOptions, star
     if entry is None:
         return None
     try:
-        manifest = _restore(entry.data, entry.meta["manifest"], dest=dest, caption_extension=captions.extension)
+        manifest = _restore(entry.data, entry.meta["manifest"], dest=dest)
     except (OSError, KeyError, TypeError, ValueError):
         return None
     took = time.monotonic() - started
@@ -148,7 +149,7 @@ def _store(cache: Cache, key: str, manifest: Manifest, *, captions: CaptionOptio
     try:
         with cache.writing("dataset", key, build_s=build_s, manifest=_manifest_record(manifest),
                            images_id=reuse.images_id, images=hashes) as folder:
-            link_tree(manifest.root, folder / IMAGES_DIR, copy_suffixes=(captions.extension,))
+            link_tree(manifest.root, folder / IMAGES_DIR)
         reuse.status = "stored" if cache.lookup("dataset", key) is not None else "miss"
     except OSError as exc:
         on_event(LogLine(f"the dataset was not kept in the cache: {exc}", severity="warning"))
@@ -252,12 +253,12 @@ def _manifest_record(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def _restore(data: Path, record: dict[str, Any], *, dest: Path, caption_extension: str) -> Manifest:
+def _restore(data: Path, record: dict[str, Any], *, dest: Path) -> Manifest:
     root = dest.absolute() / IMAGES_DIR
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    link_tree(data / IMAGES_DIR, root, copy_suffixes=(caption_extension,))
+    link_tree(data / IMAGES_DIR, root)
     images = [ImageEntry(path=root / item["name"], caption=item["caption"], width=int(item["width"]),
                          height=int(item["height"]), caption_source=item["caption_source"])
               for item in record["images"]]

@@ -5,6 +5,7 @@ false`, what the result says, and the base model downloading while the dataset d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -128,6 +129,43 @@ def test_a_dataset_url_is_staged_once_and_reused_until_its_content_changes(tmp_p
         assert stage("job4")[1].status == "stored"
         assert stage_dataset_cached(dataset, tmp_path / "job5", settings=settings, cache=None,
                                     captions=captions)[1].status == "off"
+
+
+def test_a_reused_jobs_caption_edits_never_reach_the_cache(tmp_path: Path, demo_dataset: Path):
+    """Captions are hard-linked from the cache like the images; auto-captioning (here from the caption cache, through
+    the stage's own writer) gives the job new captions and leaves the entry and the other job as they were."""
+    from core.caption_cache import keep_captions, model_identity, run_key
+    from core.caption_spec import CaptioningSpec
+    from core.captioning import CAPTION_SCRIPT, caption_manifest
+
+    settings = _settings(tmp_path)
+    cache = Cache.from_settings(settings)
+    captions = CaptionOptions(trigger_word="sks")
+    dataset = DatasetSpec(path=str(demo_dataset))
+    first, _ = stage_dataset_cached(dataset, tmp_path / "job1", settings=settings, cache=cache, captions=captions)
+    second, reuse = stage_dataset_cached(dataset, tmp_path / "job2", settings=settings, cache=cache,
+                                         captions=captions)
+    assert reuse.status == "reused"
+    texts = lambda manifest: [e.path.with_suffix(".txt").read_text() for e in manifest.images]  # noqa: E731
+    before = texts(first)
+    assert texts(second) == before
+    assert os.stat(second.images[0].path.with_suffix(".txt")).st_nlink > 1  # linked, not copied
+
+    model = tmp_path / "captioner"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    captioning = CaptioningSpec(model=str(model), mode="all")
+    hashes = [hashlib.sha256(e.path.read_bytes()).hexdigest() for e in second.images]
+    identity = model_identity(str(model), hub_cache=tmp_path / "hf")
+    assert identity is not None
+    keep_captions(cache, run_key(captioning, model=identity, script=CAPTION_SCRIPT, images=hashes),
+                  dict.fromkeys(hashes, "a generated caption"), build_s=1.0)
+    report = caption_manifest(second, captioning, captions=captions, settings=settings, cache=cache)
+    assert report.from_cache and report.images_captioned == len(second.images)
+    assert all("a generated caption" in text for text in texts(second))
+    assert texts(first) == before
+    third, _ = stage_dataset_cached(dataset, tmp_path / "job3", settings=settings, cache=cache, captions=captions)
+    assert texts(third) == before
 
 
 class _Unversioned(QuietHandler):

@@ -205,13 +205,17 @@ def test_zip_with_one_top_folder_is_flattened_and_leaves_only_images(tmp_path, d
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("pets/cat.png", image_bytes())
         bundle.writestr("pets/cat.txt", "a cat")
+        bundle.writestr("pets/dog.png", image_bytes())
+        bundle.writestr("pets/dog.jpg", image_bytes(kind="JPEG"))  # both dogs take dog.txt
+        bundle.writestr("pets/dog.txt", "a dog")
         bundle.writestr("pets/.hidden.png", image_bytes())
         bundle.writestr("__MACOSX/pets/._cat.png", "x")
     manifest = stage(job({"path": str(archive)}), dest, local_settings)
-    assert captions(manifest) == {"cat.png": "a cat"}
+    assert captions(manifest) == {"cat.png": "a cat", "dog.jpg": "a dog", "dog_2.png": "a dog"}
     assert manifest.source == f"path {archive}"
     assert {s.reason for s in manifest.skipped} == {"hidden file", "macOS metadata"}
-    assert tree(dest) == {"images", "images/cat.png", "images/cat.txt"}  # staging folders are cleaned up
+    assert tree(dest) == {"images", "images/cat.png", "images/cat.txt", "images/dog.jpg", "images/dog.txt",
+                          "images/dog_2.png", "images/dog_2.txt"}  # staging folders are cleaned up
     assert archive.exists()
 
 
