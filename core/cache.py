@@ -31,7 +31,7 @@ from typing import Any
 
 from core.settings import Settings
 
-KINDS = ("dataset", "text_embeds", "vae_latents", "captions")
+KINDS = ("dataset", "text_embeds", "vae_latents", "captions", "buckets")
 META = "meta.json"
 DATA = "data"
 STALE_TMP_S = 24 * 3600.0

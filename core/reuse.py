@@ -7,7 +7,8 @@
     result.cache = reuse.finish(on_event=...)               # after training: what missed is kept; the summary
 
 The summary (the result's `cache`, also said in one status line): `{"dataset": "reused", "text_embeds": N,
-"latents": N, "saved_s": S, "stages_s": {...}, "first_step_s": T}`; saved_s is what the reused parts took the job
+"latents": N, "buckets": N, "saved_s": S, "stages_s": {...}, "first_step_s": T}` (buckets: images whose aspect
+bucket SimpleTuner did not scan again); saved_s is what the reused parts took the job
 that made them, less what reusing took.
 """
 
@@ -94,7 +95,8 @@ class JobReuse:
                 saved += max(item.hit.build_s - (self.stage_s(item.kind) or 0.0), 0.0)
         stages = {kind: round(s, 2) for kind in STAGE_KEYS.values() if (s := self.stage_s(kind)) is not None}
         return {"dataset": self.dataset.status, "text_embeds": self.trainer.reused("text_embeds"),
-                "latents": self.trainer.reused("vae_latents"), "saved_s": round(saved, 2),
+                "latents": self.trainer.reused("vae_latents"), "buckets": self.trainer.reused("buckets"),
+                "saved_s": round(saved, 2),
                 **({"stages_s": stages} if stages else {}),
                 **({"first_step_s": round(self.first_step_s, 2)} if self.first_step_s is not None else {})}
 
@@ -106,6 +108,8 @@ def describe(summary: dict[str, Any]) -> str:
         parts.append(f"{summary['text_embeds']} text embeddings")
     if summary.get("latents"):
         parts.append(f"{summary['latents']} VAE latents")
+    if summary.get("buckets"):
+        parts.append(f"{summary['buckets']} images' aspect buckets")
     if not parts:
         return "nothing came from the cache (what this job made is kept for the next one)"
     return f"from the cache: {', '.join(parts)} (saved {human_duration(summary.get('saved_s') or 0.0)})"

@@ -245,7 +245,7 @@ def test_text_embeddings_and_latents_are_keyed_by_what_changes_them(tmp_path: Pa
                                                                    demo_dataset: Path):
     settings = _settings(tmp_path)
     base = _keys(tmp_path, tiny_model, demo_dataset, settings)
-    assert set(base) == {"text_embeds", "vae_latents"}
+    assert set(base) == {"text_embeds", "vae_latents", "buckets"}
     assert _keys(tmp_path, tiny_model, demo_dataset, settings, config={"learning_rate": 3e-4, "lora_rank": 8}) == base
     other_caption = _keys(tmp_path, tiny_model, demo_dataset, settings, trigger_word="zqx")
     assert other_caption["text_embeds"] != base["text_embeds"] and other_caption["vae_latents"] == base["vae_latents"]
@@ -392,3 +392,7 @@ def test_a_second_training_takes_simpletuners_text_embeddings_from_the_cache(tra
     assert second.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
     assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
     assert second.cache["saved_s"] > 0
+    # SimpleTuner's aspect-bucket scan found every image already scanned (core/trainer_cache.py wrote its files).
+    log = second.log_path.read_text()
+    assert second.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
+    assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
