@@ -35,11 +35,11 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".tga", ".ppm", ".avif"}
 )
 MACOS_METADATA = "__MACOSX"
-_CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024
 # Ratio is only judged past this size: a tiny archive of captions compresses well and is harmless.
 _RATIO_FLOOR_BYTES = 16 * 1024 * 1024
 # Zip members are extracted a few at a time: zlib, crc32 and file writes release the GIL, so each core inflates.
-_ZIP_WORKERS = min(8, os.cpu_count() or 2)
+ZIP_WORKERS = min(8, os.cpu_count() or 2)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def extract_archive(
     return out
 
 
-class _Budget:
+class Budget:
     """Counts members and bytes against the limits; raises UnsafeArchive the moment one is passed. Safe to share
     between the threads extracting members."""
 
@@ -157,7 +157,7 @@ class _Budget:
             )
 
 
-def _relative_parts(name: str, *, label: str) -> tuple[str, ...]:
+def relative_parts(name: str, *, label: str) -> tuple[str, ...]:
     """The member's path as safe parts; absolute names and '..' refuse the archive."""
     clean = name.replace("\\", "/")
     if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
@@ -170,7 +170,7 @@ def _relative_parts(name: str, *, label: str) -> tuple[str, ...]:
     return parts
 
 
-def _target(root: Path, parts: tuple[str, ...], *, label: str) -> Path:
+def member_target(root: Path, parts: tuple[str, ...], *, label: str) -> Path:
     """`root` (resolved) joined with the member's parts, refused when a link already there leads outside it."""
     target = root.joinpath(*parts)
     if not target.resolve().is_relative_to(root):
@@ -178,12 +178,12 @@ def _target(root: Path, parts: tuple[str, ...], *, label: str) -> Path:
     return target
 
 
-def _copy_limited(source: IO[bytes], target: Path, *, budget: _Budget, declared: int) -> None:
+def _copy_limited(source: IO[bytes], target: Path, *, budget: Budget, declared: int) -> None:
     """Stream one member to disk; stop when it exceeds its declared size or the archive's budget."""
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with target.open("wb") as sink:
-        while chunk := source.read(_CHUNK):
+        while chunk := source.read(CHUNK):
             written += len(chunk)
             if written > declared:
                 raise UnsafeArchive(f"{budget.label}: '{target.name}' is larger than its header says", field="dataset")
@@ -205,13 +205,13 @@ def _extract_zip(
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"{label}: not a readable zip ({exc})", field="dataset") from None
     with bundle:
-        budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
-        planned = _plan_zip(bundle, out, keep_suffixes=keep_suffixes, budget=budget, label=label)
+        budget = Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
+        planned = plan_zip(bundle, out, keep_suffixes=keep_suffixes, budget=budget, label=label)
     root = out.root.resolve()
-    with _zip_per_thread(archive) as opened, ThreadPoolExecutor(_ZIP_WORKERS, thread_name_prefix="unzip") as pool:
+    with _zip_per_thread(archive) as opened, ThreadPoolExecutor(ZIP_WORKERS, thread_name_prefix="unzip") as pool:
         def extract(member: tuple[zipfile.ZipInfo, tuple[str, ...]]) -> tuple[Path, str | None]:
             info, parts = member
-            target = _target(root, parts, label=label)
+            target = member_target(root, parts, label=label)
             try:
                 with opened().open(info) as source:
                     _copy_limited(source, target, budget=budget, declared=info.file_size)
@@ -232,13 +232,13 @@ def _extract_zip(
                     if problem is not None]
 
 
-def _plan_zip(bundle: zipfile.ZipFile, out: Extracted, *, keep_suffixes: frozenset[str], budget: _Budget,
+def plan_zip(bundle: zipfile.ZipFile, out: Extracted, *, keep_suffixes: frozenset[str], budget: Budget,
               label: str) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
     """The members to extract, every header checked first: one unsafe name or a declared size over the limits
     refuses the archive before a byte is written."""
     planned: dict[tuple[str, ...], zipfile.ZipInfo] = {}
     for info in bundle.infolist():
-        parts = _relative_parts(info.filename, label=label)
+        parts = relative_parts(info.filename, label=label)
         budget.member(info.file_size)
         if info.is_dir() or not parts:
             continue
@@ -305,13 +305,13 @@ def _extract_tar(
     archive: Path, out: Extracted, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str,
     cancel: Cancel,
 ) -> None:
-    budget = _Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
+    budget = Budget(limits=limits, archive_size=archive.stat().st_size, label=label, cancel=cancel)
     root = out.root.resolve()
     try:
         # Stream mode ("r|"): one pass over a compressed tar, never the whole archive in memory.
-        with _open_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as bundle:
+        with _open_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as bundle:
             for member in bundle:
-                parts = _relative_parts(member.name, label=label)
+                parts = relative_parts(member.name, label=label)
                 budget.member(member.size if member.isreg() else 0)
                 if member.isdir() or not parts:
                     continue
@@ -324,7 +324,7 @@ def _extract_tar(
                 if reason:
                     out.skip(name, reason)
                     continue
-                target = _target(root, parts, label=label)
+                target = member_target(root, parts, label=label)
                 source = bundle.extractfile(member)
                 if source is None:
                     out.skip(name, "special file")
@@ -333,7 +333,7 @@ def _extract_tar(
                 out.add(target)
             # tarfile ends quietly at a missing end-of-archive marker; drain the stream so a cut compressed
             # stream raises EOFError, and check a plain tar still has its two zero blocks.
-            while stream.read(_CHUNK):
+            while stream.read(CHUNK):
                 pass
             if isinstance(stream, io.BufferedReader) and archive.stat().st_size < bundle.offset + 2 * tarfile.BLOCKSIZE:
                 raise EOFError("no end-of-archive marker")

@@ -8,26 +8,37 @@ the job's deadline) stops it between download chunks, archive members and images
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
 from core.address_policy import public_url
-from core.archive import IMAGE_SUFFIXES, MACOS_METADATA, ExtractLimits, archive_kind, extract_archive, skip_reason
+from core.archive import (
+    IMAGE_SUFFIXES,
+    MACOS_METADATA,
+    Extracted,
+    ExtractLimits,
+    archive_kind,
+    extract_archive,
+    skip_reason,
+)
 from core.cancel import Cancel
 from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
-from core.fetch import download
+from core.fetch import download, file_name
 from core.hf_dataset import fetch_hf_dataset
 from core.samples_spec import fill_trigger
 from core.settings import Settings
 from core.spec import DataloaderOptions, DatasetSpec, JobSpec
+from core.zip_follow import ZipFollower
 
 IMAGES_DIR = "images"
 DOWNLOAD_DIR = "_download"
@@ -217,12 +228,8 @@ def _gather(
         return _from_file(path, dest, keep=keep, options=options, limits=limits, label=path.name, owned=False,
                           decoder=decoder, cancel=cancel)
     if dataset.url:
-        file = download(
-            dataset.url, dest / DOWNLOAD_DIR, settings=settings, on_event=on_event,
-            max_bytes=limits.max_download_bytes, cancel=cancel,
-        )
-        return _from_file(file, dest, keep=keep, options=options, limits=limits, label=file.name, owned=True,
-                          decoder=decoder, cancel=cancel)
+        return _from_url(dataset.url, dest, keep=keep, options=options, settings=settings, on_event=on_event,
+                         limits=limits, decoder=decoder, cancel=cancel)
     if dataset.files:
         return _inline(dataset, dest, settings=settings, on_event=on_event, limits=limits, cancel=cancel)
     fetched = fetch_hf_dataset(
@@ -279,10 +286,34 @@ def _from_file(
             file, dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=label, on_file=decoder.submit,
             cancel=cancel,
         )
-        gathered = _walk(extracted.root, keep=keep, options=options, owned=True, confine=extracted.root)
-        gathered.skipped[:0] = [_skip(name, reason) for name, reason in extracted.skipped]
-        return gathered
+        return _from_extracted(extracted, keep=keep, options=options)
     return _Gathered(candidates=[_Candidate(name=label, image=file, caption=None, caption_source="file", owned=owned)])
+
+
+def _from_url(url: str, dest: Path, *, keep: frozenset[str], options: CaptionOptions, settings: Settings,
+              on_event: EventSink, limits: StagingLimits, decoder: _Decoder, cancel: Cancel) -> _Gathered:
+    """A downloaded file; a zip is extracted and checked while it downloads when it can be (core/zip_follow.py),
+    else once it is on disk."""
+    follower = ZipFollower(dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=file_name(url),
+                           on_file=decoder.check_now, cancel=cancel)
+    try:
+        file = download(url, dest / DOWNLOAD_DIR, settings=settings, on_event=on_event,
+                        max_bytes=limits.max_download_bytes, cancel=cancel, on_written=follower.written)
+    except BaseException:
+        follower.abandon()
+        raise
+    extracted = follower.finish(file)
+    if extracted is None:
+        decoder.forget()  # what the follower checked is gone: the file is extracted again
+        return _from_file(file, dest, keep=keep, options=options, limits=limits, label=file.name, owned=True,
+                          decoder=decoder, cancel=cancel)
+    return _from_extracted(extracted, keep=keep, options=options)
+
+
+def _from_extracted(extracted: Extracted, *, keep: frozenset[str], options: CaptionOptions) -> _Gathered:
+    gathered = _walk(extracted.root, keep=keep, options=options, owned=True, confine=extracted.root)
+    gathered.skipped[:0] = [_skip(name, reason) for name, reason in extracted.skipped]
+    return gathered
 
 
 def _skip(name: str, reason: str) -> Skipped:
@@ -461,8 +492,9 @@ class _Probe:
     height: int
 
 
-def _probe(path: Path) -> _Probe:
-    """Open and decode all of one image; raise _Unusable with a per-file reason when it cannot be used.
+def _probe(path: Path | IO[bytes]) -> _Probe:
+    """Open and decode all of one image (a file, or its bytes); raise _Unusable with a per-file reason when it cannot
+    be used.
 
     A JPEG is decoded at 1/8 scale (libjpeg's DCT scaling): every byte of its compressed data is still read and
     entropy-decoded, so a truncated or corrupt file fails as it would at full size, for a quarter less time."""
@@ -495,12 +527,31 @@ class _Decoder:
         if path.suffix.lower() in IMAGE_SUFFIXES and path not in self._futures:
             self._futures[path] = self._pool.submit(_probe, path)
 
+    def check_now(self, path: Path, data: bytes) -> None:
+        """Decode `path` from its bytes, on the calling thread: a thread that has just written a file checks it
+        without reading it back or handing it over."""
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path in self._futures:
+            return
+        done: Future[_Probe] = Future()
+        try:
+            done.set_result(_probe(io.BytesIO(data)))
+        except _Unusable as exc:
+            done.set_exception(exc)
+        self._futures[path] = done
+
     def result(self, path: Path) -> _Probe:
         future = self._futures.get(path)
         return future.result() if future is not None else _probe(path)
 
     def convert(self, source: Path, target: Path) -> Future[Path]:
         return self._pool.submit(_convert_to_png, source, target)
+
+    def forget(self) -> None:
+        """Drop every result: the files are made again (a zip followed while it downloaded, then extracted whole)."""
+        for future in self._futures.values():
+            future.cancel()
+        wait(list(self._futures.values()))
+        self._futures.clear()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

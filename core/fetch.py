@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,10 @@ RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 PROGRESS_INTERVAL_S = 0.5
 WATCH_S = 0.2
 """How often a download in progress looks at its Cancel while its read may be blocked."""
+
+
+Written = Callable[[Path, int], None]
+"""on_written(path, size): the file being downloaded holds `size` bytes now."""
 
 
 class _Progress:
@@ -85,9 +89,12 @@ def download(
     backoff_s: float = 0.5,
     connect_timeout_s: float = 30.0,
     field: str = "dataset.url",
+    on_written: Written | None = None,
 ) -> Path:
     """Download `url` (http, https or s3) into `folder`; return the file's path. Raises DownloadError/AddressRefused,
-    or JobCancelled/JobTimeout when `cancel` stops it."""
+    or JobCancelled/JobTimeout when `cancel` stops it. `on_written(path, size)`: called (http only) from the
+    download's thread each time the file being written has grown to `size` bytes, so that a reader can work on the
+    bytes already there; a size smaller than the last one means the download started the file again."""
     cancel = Cancel.of(cancel)
     checked = check_url(url, allow_private=settings.allow_private_urls, field=field)
     cancel.check(f"before downloading {checked.public}")
@@ -99,7 +106,7 @@ def download(
     return _download_http(
         url, folder, public=checked.public, allow_private=settings.allow_private_urls, on_event=on_event,
         max_bytes=max_bytes, cancel=cancel, retries=retries, backoff_s=backoff_s,
-        timeouts=(connect_timeout_s, settings.download_stall_s), field=field,
+        timeouts=(connect_timeout_s, settings.download_stall_s), field=field, on_written=on_written,
     )
 
 
@@ -178,6 +185,7 @@ def _download_http(
     backoff_s: float,
     timeouts: tuple[float, float],
     field: str,
+    on_written: Written | None,
 ) -> Path:
     target = folder / file_name(url)
     part = target.with_name(target.name + ".part")
@@ -203,7 +211,7 @@ def _download_http(
                     with response:
                         validator = response.headers.get("ETag") or response.headers.get("Last-Modified") or validator
                         _write_body(response, part, done=done, public=public, progress=progress, max_bytes=max_bytes,
-                                    cancel=cancel, stall_s=timeouts[1], field=field)
+                                    cancel=cancel, stall_s=timeouts[1], field=field, on_written=on_written)
                     break
                 except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                         _Retryable) as exc:
@@ -300,7 +308,7 @@ def _shut_on_cancel(sockets: _Sockets, cancel: Cancel) -> Iterator[None]:
 
 def _write_body(  # noqa: C901 (one HTTP answer: a case per status, then the guarded read loop)
     response: requests.Response, part: Path, *, done: int, public: str, progress: _Progress, max_bytes: int,
-    cancel: Cancel, stall_s: float, field: str
+    cancel: Cancel, stall_s: float, field: str, on_written: Written | None = None
 ) -> None:
     status = response.status_code
     if status in RETRY_STATUS:
@@ -323,6 +331,8 @@ def _write_body(  # noqa: C901 (one HTTP answer: a case per status, then the gua
         raise DownloadError(f"{public}: {total} bytes is over the {max_bytes}-byte download limit", field=field)
     progress.set(done, total=total, force=True)
     with part.open("ab" if done else "wb") as sink:
+        if on_written is not None and not done:
+            on_written(part, 0)  # a new file, or the same one started again
         while True:
             try:
                 # read1: whatever has arrived (up to CHUNK), so a slow server still lets this loop look at `cancel`.
@@ -341,6 +351,9 @@ def _write_body(  # noqa: C901 (one HTTP answer: a case per status, then the gua
                 raise DownloadError(f"{public}: over the {max_bytes}-byte download limit", field=field)
             sink.write(chunk)
             progress.set(done)
+            if on_written is not None:
+                sink.flush()  # the reader opens the file itself: the bytes must be in it
+                on_written(part, done)
     if total is not None and done < total:
         raise _Retryable(f"connection closed after {done} of {total} bytes")
 
