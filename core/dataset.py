@@ -8,13 +8,14 @@ the job's deadline) stops it between download chunks, archive members and images
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import shutil
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -69,6 +70,8 @@ class ImageEntry:
     height: int
     caption_source: str
     """file | inline | column | trigger_word | file_name"""
+    sha256: str | None = None
+    """The image file's sha256 when staging already had its bytes in hand (a zip followed while downloading)."""
 
 
 @dataclass
@@ -490,6 +493,7 @@ class _Probe:
     kind: str
     width: int
     height: int
+    sha256: str | None = None
 
 
 def _probe(path: Path | IO[bytes]) -> _Probe:
@@ -533,8 +537,8 @@ class _Decoder:
         if path.suffix.lower() not in IMAGE_SUFFIXES or path in self._futures:
             return
         done: Future[_Probe] = Future()
-        try:
-            done.set_result(_probe(io.BytesIO(data)))
+        try:  # the hash too, while the bytes are here: the cache keys the dataset's images by it
+            done.set_result(replace(_probe(io.BytesIO(data)), sha256=hashlib.sha256(data).hexdigest()))
         except _Unusable as exc:
             done.set_exception(exc)
         self._futures[path] = done
@@ -585,7 +589,8 @@ def _stage_all(
         except _Unusable as exc:
             skipped.append(Skipped(candidate.name, exc.reason, exc.detail))
             continue
-        images.append(_entry(candidate, probe, path, stem=stem, options=options))
+        unchanged = probe if isinstance(target, Path) else replace(probe, sha256=None)  # a PNG now: another hash
+        images.append(_entry(candidate, unchanged, path, stem=stem, options=options))
     return images, skipped
 
 
@@ -596,7 +601,8 @@ def _entry(candidate: _Candidate, probe: _Probe, target: Path, *, stem: str, opt
     if candidate.caption_file is not None:
         os.replace(candidate.caption_file, caption_path)
     caption_path.write_text(caption + "\n", encoding="utf-8")
-    return ImageEntry(path=target, caption=caption, width=probe.width, height=probe.height, caption_source=source)
+    return ImageEntry(path=target, caption=caption, width=probe.width, height=probe.height, caption_source=source,
+                      sha256=probe.sha256)
 
 
 def _move_image(candidate: _Candidate, *, probe: _Probe, stem: str, root: Path) -> Path:

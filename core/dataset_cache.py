@@ -159,9 +159,9 @@ def _store(cache: Cache, key: str, manifest: Manifest, *, captions: CaptionOptio
 
 
 def image_hashes(manifest: Manifest) -> dict[str, str]:
-    """Staged file name -> sha256 of the image, hashed a few at a time."""
+    """Staged file name -> sha256 of the image (hashed while staging, else now, a few at a time)."""
     def digest(entry: ImageEntry) -> tuple[str, str]:
-        return entry.path.name, file_sha256(entry.path)
+        return entry.path.name, entry.sha256 or file_sha256(entry.path)
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="hash") as pool:
         return dict(sorted(pool.map(digest, manifest.images)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -17,6 +18,7 @@ from PIL import Image
 from core.archive import IMAGE_SUFFIXES, Extracted, ExtractLimits, extract_archive
 from core.cancel import Cancel
 from core.dataset import caption_options, stage_dataset
+from core.dataset_cache import image_hashes
 from core.errors import JobCancelled, UnsafeArchive
 from core.fetch import download
 from core.settings import Settings
@@ -176,3 +178,6 @@ def test_staging_a_url_gives_the_same_dataset_followed_or_not(tmp_path: Path):
            [(e.path.name, e.caption, e.width) for e in whole.images]
     assert sorted((s.name, s.reason) for s in followed.skipped) == sorted((s.name, s.reason) for s in whole.skipped)
     assert sorted(os.listdir(tmp_path / "data.zip")) == ["images"]  # the download and extraction folders went
+    # The followed images were hashed while their bytes were in hand, and the hashes are the files'.
+    assert all(e.sha256 == hashlib.sha256(e.path.read_bytes()).hexdigest() for e in followed.images)
+    assert image_hashes(followed) == image_hashes(whole) and all(e.sha256 is None for e in whole.images)
