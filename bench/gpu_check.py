@@ -9,7 +9,11 @@ Nothing is downloaded: the tiny models are built offline (core/demo.py), the dat
 the CUDA recipe: bf16 mixed precision, `adamw_bf16`, gradient checkpointing, the quantization of the family's
 SimpleTuner example where it has one (int8), and validation images at the last step. Step time is the median gap
 between the run's step lines; peak VRAM is the most `nvidia-smi` saw in use on any of the run's GPUs (polled twice
-a second). Exit status: 0 when every run passed, 1 when one failed, 2 when there is no CUDA device.
+a second). Then the cache's GPU half: the SDXL job twice on one GPU with one cache folder (CACHE_DIR), the second
+time with another learning rate, and a table of what SimpleTuner's VAE-latent and text-embedding stages took each
+time, the latents taken from the cache, and the time to the first step (on CPU the latents are computed on the fly,
+so only a CUDA machine measures their reuse; `--no-reuse` skips it). Exit status: 0 when every run passed, 1 when
+one failed, 2 when there is no CUDA device.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class Run:
     peak_vram_gib: float | None = None
     elapsed_s: float | None = None
     error: str | None = None
+    cache: dict | None = None
+    """The result's `cache`: what the run took from the cache and what SimpleTuner's caching stages took."""
     steps_seen: list[float] = field(default_factory=list, repr=False)
 
 
@@ -102,13 +108,15 @@ def _peak_vram(gpus: list[str], stop: threading.Event, peaks: dict[str, float]) 
         stop.wait(POLL_S)
 
 
-def execute(run: Run, *, gpus: list[str], model: Path, dataset: Path, workdir: Path) -> Run:
+def execute(run: Run, *, gpus: list[str], model: Path, dataset: Path, workdir: Path,
+            extra_env: dict[str, str] | None = None) -> Run:
     """Train one run through the CLI on `gpus`; fill in its figures."""
     job = {"dataset": {"path": str(dataset)}, "config": {**run.config, "model_name": str(model)},
            "dataloader": {"minimum_image_size": 64}, "trigger_word": "sks"}
     path = workdir / "job.json"
     path.write_text(json.dumps(job))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus), "TRAINER_DEVICE": "cuda", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus), "TRAINER_DEVICE": "cuda", "HF_HUB_OFFLINE": "1",
+           **(extra_env or {})}
     stop, peaks = threading.Event(), dict[str, float]()
     watcher = threading.Thread(target=_peak_vram, args=(gpus, stop, peaks), daemon=True)
     watcher.start()
@@ -132,6 +140,7 @@ def execute(run: Run, *, gpus: list[str], model: Path, dataset: Path, workdir: P
     except ValueError:
         result = {"error": {"message": out[-300:] or f"exit {process.returncode}"}}
     run.passed = process.returncode == 0 and result.get("status") == "succeeded"
+    run.cache = result.get("cache")
     if not run.passed:
         run.error = str((result.get("error") or {}).get("message") or f"exit {process.returncode}")[:200]
     return run
@@ -151,6 +160,27 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def reuse_pair(*, steps: int, resolution: int) -> list[Run]:
+    """The SDXL job, then the same with another learning rate: the second takes the first's caches."""
+    first = family_config("sdxl", steps=steps, resolution=resolution)
+    return [Run(family="sdxl", gpus=1, config=first),
+            Run(family="sdxl", gpus=1, config={**first, "learning_rate": 3e-4})]
+
+
+def reuse_table(pair: list[Run]) -> str:
+    rows = [("run", "VAE latents stage (s)", "latents from the cache", "text embeds stage (s)", "first step (s)")]
+    for label, run in zip(("first", "second (other lr)"), pair, strict=True):
+        cache = run.cache or {}
+        stages = cache.get("stages_s") or {}
+        rows.append((label, str(stages.get("vae_latents", "none computed")), str(cache.get("latents", "-")),
+                     str(stages.get("text_embeds", "none computed")), str(cache.get("first_step_s", "-"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+             for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit; needs no GPU")
@@ -159,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--json", type=Path, help="also write the runs as JSON here")
+    parser.add_argument("--no-reuse", action="store_true", help="skip the cache's VAE-latent reuse pair")
     args = parser.parse_args(argv)
     families = [name.strip() for name in args.families.split(",") if name.strip()]
     unknown = [name for name in families if name not in TINY_FAMILIES]
@@ -171,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'GPUs found: ' + str(len(gpus)) if gpus else 'no CUDA device here (the runs need one)'}")
         for run in runs:
             print(f"- {run.family} on {run.gpus or 'all'} GPU(s): {json.dumps(run.config, sort_keys=True)}")
+        if not args.no_reuse:
+            print("- cache reuse: sdxl twice on 1 GPU with one CACHE_DIR (learning rate 1e-4, then 3e-4): VAE latents "
+                  "and text embeddings computed, then taken from the cache")
         return 0
     if not gpus:
         print("no CUDA device: nvidia-smi lists no GPU on this machine; the GPU check trains on CUDA only "
@@ -186,10 +220,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run.family} on {run.gpus} GPU(s): {'pass' if run.passed else 'FAIL'} ({run.elapsed_s} s)",
               file=sys.stderr)
     print(table(runs))
+    pair = [] if args.no_reuse else reuse_pair(steps=args.steps, resolution=args.resolution)
+    if pair:
+        model = build_tiny_model(ROOT / ".cache" / "tiny-sdxl", settings=settings, family="sdxl")
+        with tempfile.TemporaryDirectory(prefix="gpu-check-cache-") as cache:
+            for index, run in enumerate(pair):
+                with tempfile.TemporaryDirectory(prefix="gpu-check-reuse-") as workdir:
+                    execute(run, gpus=gpus[:1], model=model, dataset=dataset, workdir=Path(workdir),
+                            extra_env={"CACHE_DIR": cache})
+                print(f"cache reuse run {index + 1}: {'pass' if run.passed else 'FAIL'} ({run.elapsed_s} s)",
+                      file=sys.stderr)
+        print()
+        print(reuse_table(pair))
     if args.json:
         args.json.write_text(json.dumps([{k: v for k, v in asdict(run).items() if k != "steps_seen"}
-                                         for run in runs], indent=2))
-    return 0 if all(run.passed for run in runs) else 1
+                                         for run in [*runs, *pair]], indent=2))
+    return 0 if all(run.passed for run in [*runs, *pair]) else 1
 
 
 if __name__ == "__main__":

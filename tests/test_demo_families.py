@@ -112,7 +112,9 @@ def test_the_gpu_check_dry_run_prints_the_plan_without_a_gpu():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "3 runs" in lines[0] or "6 runs" in lines[0]
-    runs = {line.split(" on ")[0].lstrip("- "): json.loads(line.split(": ", 1)[1]) for line in lines[1:]}
+    runs = {line.split(" on ")[0].lstrip("- "): json.loads(line.split(": ", 1)[1]) for line in lines[1:]
+            if " GPU(s): " in line}
+    assert any(line.startswith("- cache reuse: sdxl twice") for line in lines)  # the VAE half of the cache
     assert set(runs) == {"sdxl", "flux", "wan"}
     for config in runs.values():  # the CUDA recipe
         assert config["mixed_precision"] == "bf16" and config["optimizer"] == "adamw_bf16"
