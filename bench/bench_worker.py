@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"time to first job-take: median {summary['median_s']:.2f} s, min {summary['min_s']:.2f} s, "
           f"max {summary['max_s']:.2f} s (goal < {GOAL_S:g} s); a bare `import runpod` alone: median "
           f"{summary['import_runpod_median_s']:.2f} s")
+    light = summary["median_s"] <= summary["import_runpod_median_s"]
+    print(f"goal: the first job-take no later than a bare `import runpod` (medians): {'met' if light else 'NOT met'}")
     work.mkdir(parents=True, exist_ok=True)
     summary["footprint"] = found = footprint(work / "data-footprint", work / "importtime.log")
     print(f"footprint: {found['modules_imported']} modules through one dry-run job ({found['job_status']}), "
