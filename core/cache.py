@@ -215,47 +215,41 @@ class _TooLarge(Exception):
     """Content over the cache's whole limit: not stored."""
 
 
-def link_tree(source: Path, dest: Path, *, copy_suffixes: tuple[str, ...] = ()) -> int:
-    """Recreate `source`'s files under `dest`: hard links (instant, no space) where the file system allows, copies
-    otherwise and for `copy_suffixes` (files a job may edit). Returns the number of files. (os.walk and plain
-    strings: a dataset's thousands of files are linked in a few milliseconds each hundred.)"""
+def link_tree(source: Path, dest: Path) -> int:
+    """Recreate `source`'s files under `dest` as hard links (instant, no space), copies where the file system cannot
+    link. Returns the number of files."""
+    made: set[str] = set()
     count = 0
-    for current, _, files in os.walk(source):
-        relative = os.path.relpath(current, source)
-        folder = os.path.normpath(os.path.join(dest, relative))
-        os.makedirs(folder, exist_ok=True)
-        for name in files:
-            path, target = os.path.join(current, name), os.path.join(folder, name)
-            if not os.path.isfile(path):
-                continue
-            if name.endswith(copy_suffixes) if copy_suffixes else False:
-                shutil.copyfile(path, target)
-            else:
-                _link(path, target)
-            count += 1
+    for relative, path in _files(source):
+        target = os.path.join(dest, relative)
+        folder = os.path.dirname(target)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            os.unlink(target)
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+        count += 1
     return count
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
-    """Relative path -> size of every file under `folder` (os.walk and plain strings: thousands in milliseconds)."""
-    sizes = {}
+    return {relative: os.stat(path).st_size for relative, path in _files(folder)}
+
+
+def _files(folder: Path) -> Iterator[tuple[str, str]]:
+    """('sub/name', full path) of every file under `folder`: os.walk and plain strings, as a dataset's thousands of
+    files take milliseconds this way and a good part of a second through pathlib."""
     for current, _, files in os.walk(folder):
         relative = os.path.relpath(current, folder)
         for name in files:
             path = os.path.join(current, name)
             if os.path.isfile(path):
-                sizes[name if relative == "." else f"{relative}/{name}"] = os.stat(path).st_size
-    return sizes
-
-
-def _link(path: str, target: str) -> None:
-    try:
-        os.link(path, target)
-    except FileExistsError:
-        os.unlink(target)
-        _link(path, target)
-    except OSError:
-        shutil.copyfile(path, target)
+                yield (name if relative == "." else f"{relative}/{name}"), path
 
 
 def _human(size: int) -> str:

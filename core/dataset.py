@@ -531,9 +531,12 @@ class _Decoder:
         if path.suffix.lower() in IMAGE_SUFFIXES and path not in self._futures:
             self._futures[path] = self._pool.submit(_probe, path)
 
-    def check_now(self, path: Path, data: bytes) -> None:
+    def check_now(self, path: Path, data: bytes | None) -> None:
         """Decode `path` from its bytes, on the calling thread: a thread that has just written a file checks it
-        without reading it back or handing it over."""
+        without reading it back or handing it over (without the bytes: on the pool, from the file)."""
+        if data is None:
+            self.submit(path)
+            return
         if path.suffix.lower() not in IMAGE_SUFFIXES or path in self._futures:
             return
         done: Future[_Probe] = Future()

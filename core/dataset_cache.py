@@ -89,11 +89,11 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
         on_event(LogLine("the dataset's source gives nothing that identifies its content: staged without the cache"))
         return stage(), DatasetReuse(status="miss")
     key = _dataset_key(identity, captions=captions, limits=limits)
-    reused = _reuse(cache, key, dest=dest, captions=captions, started=started, on_event=on_event)
+    reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         return reused
     manifest = stage()
-    return manifest, _store(cache, key, manifest, captions=captions, build_s=time.monotonic() - started,
+    return manifest, _store(cache, key, manifest, build_s=time.monotonic() - started,
                             on_event=on_event)
 
 
@@ -107,7 +107,7 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
                     max_bytes=limits.max_download_bytes, cancel=cancel)
     started = time.monotonic()
     key = _dataset_key({"url": url_key(url), "sha256": file_sha256(file)}, captions=captions, limits=limits)
-    reused = _reuse(cache, key, dest=dest, captions=captions, started=started, on_event=on_event)
+    reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         shutil.rmtree(dest.absolute() / DOWNLOAD_DIR, ignore_errors=True)
         return reused
@@ -117,7 +117,7 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
                              captions=captions, cancel=cancel, on_event=on_event, allow_local_paths=True,
                              limits=limits)
     manifest.source = describe_source(dataset)
-    return manifest, _store(cache, key, manifest, captions=captions, build_s=time.monotonic() - started,
+    return manifest, _store(cache, key, manifest, build_s=time.monotonic() - started,
                             on_event=on_event)
 
 
@@ -126,7 +126,7 @@ def _dataset_key(identity: dict[str, Any], *, captions: CaptionOptions, limits: 
                    "limits": repr(limits)})
 
 
-def _reuse(cache: Cache, key: str, *, dest: Path, captions: CaptionOptions, started: float,
+def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
            on_event: EventSink) -> tuple[Manifest, DatasetReuse] | None:
     """The entry under `key` restored into `dest`, or None (no entry, or a damaged one: staged afresh)."""
     entry = cache.lookup("dataset", key)
@@ -142,8 +142,7 @@ def _reuse(cache: Cache, key: str, *, dest: Path, captions: CaptionOptions, star
                                   images_id=entry.meta.get("images_id"), images=dict(entry.meta.get("images") or {}))
 
 
-def _store(cache: Cache, key: str, manifest: Manifest, *, captions: CaptionOptions, build_s: float,
-           on_event: EventSink) -> DatasetReuse:
+def _store(cache: Cache, key: str, manifest: Manifest, *, build_s: float, on_event: EventSink) -> DatasetReuse:
     hashes = image_hashes(manifest)
     reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes}), images=hashes)
     try:
@@ -154,8 +153,6 @@ def _store(cache: Cache, key: str, manifest: Manifest, *, captions: CaptionOptio
     except OSError as exc:
         on_event(LogLine(f"the dataset was not kept in the cache: {exc}", severity="warning"))
     return reuse
-
-
 
 
 def image_hashes(manifest: Manifest) -> dict[str, str]:

@@ -190,8 +190,7 @@ def _store_buckets(item: CacheDir, cache: Cache, *, build_s: float, on_event: Ev
     try:
         kept = {name: portable(json.loads((item.folder / file).read_text()), root=item.images_root or item.folder)
                 for name, file in zip(BUCKET_FILES, item.names, strict=True)}
-        images = len({path for paths in (kept["aspect_ratio_bucket_indices"].get("aspect_ratio_bucket_indices") or {}
-                                         ).values() for path in paths})
+        images = _bucketed(kept["aspect_ratio_bucket_indices"])
         if not images:
             return
         scan_s = scan_seconds(item.log, backend_id=item.backend_id) if item.log else 0.0
@@ -244,6 +243,7 @@ def _write_buckets(data: Path, item: CacheDir) -> int:
     """Write a kept entry's bucket files into the job's folder (new files, renamed into place: SimpleTuner rewrites
     them, and nothing may write into a cache file). Returns the images they describe."""
     written: list[Path] = []
+    indices: dict[str, Any] = {}
     try:
         for name, file in zip(BUCKET_FILES, item.names, strict=True):
             content = placed(json.loads((data / f"{name}.json").read_text()), root=item.images_root or item.folder)
@@ -254,11 +254,17 @@ def _write_buckets(data: Path, item: CacheDir) -> int:
             tmp.write_text(json.dumps(content))
             os.replace(tmp, target)
             written.append(target)
+            indices = content
     except (OSError, ValueError):
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    return len({path for paths in (content.get("aspect_ratio_bucket_indices") or {}).values() for path in paths})
+    return _bucketed(indices)  # the last file written: the indices
+
+
+def _bucketed(indices: dict[str, Any]) -> int:
+    """The images an indices file puts in a bucket."""
+    return len({path for paths in (indices.get("aspect_ratio_bucket_indices") or {}).values() for path in paths})
 
 
 def scan_seconds(log: Path, *, backend_id: str) -> float:

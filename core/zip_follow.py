@@ -7,7 +7,8 @@
 A zip's central directory, the list every reader trusts, is at its end; but each member's data is preceded by a
 local header with its name and sizes. The follower reads those headers in order as the bytes arrive and extracts
 each member on a few threads once all of its bytes are on disk, so the download, the extraction and the image checks
-overlap: `on_file(path, data)` is called on the extracting thread with the member's bytes, to check it there.
+overlap: `on_file(path, data)` is called on the extracting thread with the member's bytes (None for a very large
+member), to check it there.
 When the download has ended the result stands only if it is exactly what extract_archive makes from the central
 directory: the same members (offset, name, sizes, CRC of the bytes written), the same skips. Anything else — sizes
 only after the data (a data descriptor), an encrypted, zip64 or unusual member, a name seen twice, a download that
@@ -49,7 +50,7 @@ _ENCRYPTED, _DESCRIPTOR, _UTF8 = 0x1, 0x8, 0x800
 _STORED, _DEFLATED = 0, 8
 _WAIT_S = 0.2
 _KEPT_BYTES = 64 * 1024 * 1024
-"""A member up to this size is handed to `on_file` from memory; a larger one is read back from its file."""
+"""A member up to this size is handed to `on_file` with its bytes; a larger one without (`on_file` reads it)."""
 
 
 class _GiveUp(Exception):
@@ -67,8 +68,7 @@ class _Member:
     size: int
     data_start: int
     target: Path | None = None
-    written_crc: int | None = None
-    """The CRC of the bytes written, once extracted."""
+    """Set once its bytes are written and match its size and CRC."""
 
     @property
     def end(self) -> int:
@@ -77,7 +77,7 @@ class _Member:
 
 class ZipFollower:
     def __init__(self, dest: Path, *, keep_suffixes: frozenset[str], limits: ExtractLimits, label: str,
-                 on_file: Callable[[Path, bytes], None], cancel: Cancel):
+                 on_file: Callable[[Path, bytes | None], None], cancel: Cancel):
         self.dest, self.keep_suffixes, self.limits, self.label = dest, keep_suffixes, limits, label
         self.on_file, self.cancel = on_file, cancel
         self._budget = Budget(limits=limits, archive_size=1, label=label, cancel=cancel)
@@ -102,7 +102,11 @@ class ZipFollower:
             if size < self._size:
                 self._stopped = True
             elif self._fd is None and size > 0:
-                self._fd = os.open(path, os.O_RDONLY)
+                try:
+                    self._fd = os.open(path, os.O_RDONLY)
+                except OSError:  # the download goes on; the file is extracted once it is there
+                    self._stopped = True
+                    return
                 self._thread = threading.Thread(target=self._follow, name="zip-follow", daemon=True)
                 self._thread.start()
             self._size = size
@@ -173,7 +177,6 @@ class ZipFollower:
 
     def _extract(self, member: _Member) -> None:
         target = member_target(self.dest.resolve(), member.parts, label=self.label)
-        member.target = target
         target.parent.mkdir(parents=True, exist_ok=True)
         inflate = zlib.decompressobj(-15) if member.method == _DEFLATED else None
         crc = written = 0
@@ -196,8 +199,8 @@ class ZipFollower:
                         kept.append(out)
         if written != member.size or crc != member.crc or (inflate is not None and not inflate.eof):
             raise _GiveUp
-        member.written_crc = crc
-        self.on_file(target, b"".join(kept) if kept is not None else target.read_bytes())
+        member.target = target
+        self.on_file(target, b"".join(kept) if kept is not None else None)
 
     # -- waiting ---------------------------------------------------------------------------------------------
 
@@ -257,7 +260,7 @@ class ZipFollower:
         extracted = {member.offset: member for member in self._members}
         for info, parts in planned:
             member = extracted.pop(info.header_offset, None)
-            if (member is None or member.target is None or member.parts != parts or member.written_crc != info.CRC
+            if (member is None or member.target is None or member.parts != parts or member.crc != info.CRC
                     or member.size != info.file_size or member.compressed != info.compress_size):
                 return None
             out.files.append(member.target)

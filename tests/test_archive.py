@@ -186,6 +186,22 @@ def test_empty_zip_extracts_nothing(area):
     assert out.files == [] and out.skipped == []
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile's, while the test writes the name twice
+def test_a_name_twice_keeps_the_later_member_and_says_so(area):
+    """Members are extracted on several threads: the two members of one name must not write one file at once."""
+    source, dest = area
+    archive = source / "twice.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("set/a.png", png_bytes(color=(1, 2, 3)))
+        bundle.writestr("set/b.png", png_bytes())
+        bundle.writestr("set/a.png", png_bytes(color=(250, 250, 250)))
+    out = extract_archive(archive, dest, keep_suffixes=KEEP)
+    assert files_under(dest) == {"set/a.png", "set/b.png"}
+    assert (dest / "set" / "a.png").read_bytes() == png_bytes(color=(250, 250, 250))
+    assert out.skipped == [("set/a.png", "duplicate name in archive")]
+    assert [p.name for p in out.files] == ["a.png", "b.png"]
+
+
 def test_not_an_archive_and_a_truncated_archive_are_clear_errors(area):
     source, dest = area
     text = source / "d.zip"
