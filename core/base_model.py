@@ -33,6 +33,7 @@ from core.hub import (
     is_offline,
     stop_error,
 )
+from core.hub_bar import SilentBar
 from core.model_card import is_hub_model_id
 from core.settings import Settings
 from core.spec import JobSpec
@@ -356,13 +357,11 @@ class _ByteCounter:
     def bar_class(self) -> type:
         counter = self
 
-        class Bar:
-            """The part of tqdm that huggingface_hub's snapshot_download touches, counting instead of drawing."""
+        class Bar(SilentBar):
+            """snapshot_download's bars: its byte bars are counted; any bar stops at `abort`."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self.n = int(kwargs.get("initial") or 0)
-                self.total = kwargs.get("total")
-                self.format_dict: dict[str, Any] = {"rate": None}
+                super().__init__(*args, **kwargs)
                 if kwargs.get("unit") == "B":
                     with counter.lock:
                         counter.bars.append(self)
@@ -371,18 +370,7 @@ class _ByteCounter:
                 if counter.abort.is_set():
                     raise _Stopped("download stopped")
                 with counter.lock:
-                    self.n += int(n or 0)
-
-            def refresh(self, *args: Any, **kwargs: Any) -> None:
-                return None
-
-            set_description = set_description_str = set_postfix_str = close = refresh
-
-            def __enter__(self) -> Bar:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                return None
+                    super().update(n)
 
         return Bar
 

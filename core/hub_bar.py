@@ -18,6 +18,29 @@ from typing import Any
 from core.hub import CancelFlag, stop_error
 
 
+class SilentBar:
+    """The part of tqdm that huggingface_hub touches, none of it drawing: subclasses count in `update`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.n = int(kwargs.get("initial") or 0)
+        self.total = kwargs.get("total")
+        self.format_dict: dict[str, Any] = {"rate": None}
+
+    def update(self, n: float | None = 1) -> None:
+        self.n += int(n or 0)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    set_description = set_description_str = set_postfix_str = close = refresh
+
+    def __enter__(self) -> SilentBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class ByteBar:
     def __init__(self, cancel: CancelFlag | None, *, doing: str, stage: str):
         self.cancel, self.doing, self.stage = cancel, doing, stage
@@ -36,31 +59,18 @@ class ByteBar:
     def bar_class(self) -> type:
         owner = self
 
-        class Bar:
-            """The part of tqdm that hf_hub_download touches."""
+        class Bar(SilentBar):
+            """hf_hub_download's bar: stops at a cancel, adds its bytes to the owner's."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self.n = int(kwargs.get("initial") or 0)
-                self.total = kwargs.get("total")
+                super().__init__(*args, **kwargs)
                 self.counts = kwargs.get("unit") == "B"
-                self.format_dict: dict[str, Any] = {"rate": None}
                 owner.check()
 
             def update(self, n: float | None = 1) -> None:
                 owner.check()
-                self.n += int(n or 0)
+                super().update(n)
                 if self.counts:
                     owner.add(int(n or 0))
-
-            def refresh(self, *args: Any, **kwargs: Any) -> None:
-                return None
-
-            set_description = set_description_str = set_postfix_str = close = refresh
-
-            def __enter__(self) -> Bar:
-                return self
-
-            def __exit__(self, *args: object) -> None:
-                return None
 
         return Bar
