@@ -8,7 +8,8 @@ are never recorded in source.json nor quoted in an error. Thumbnails are made on
 few in parallel) and in the background for the rest, and cached on disk, so a page of a 1,000-image dataset shows
 in well under a second.
 
-Auto-captioning runs the core's caption model (core/captioning.py, a trainer-env subprocess) in the background, one
+Auto-captioning runs the core's caption model (core/generation/captioning.py, a trainer-env subprocess) in the
+background, one
 run at a time; the page polls its status. `captions.json` records each caption's origin: `edited` (saved by hand
 for one image) or `generated`. A caption edited by hand is never overwritten by an auto-caption run, whatever its
 mode; only that image's own *Regenerate* replaces it.
@@ -32,17 +33,23 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from core.archive import IMAGE_SUFFIXES, archive_kind
 from core.cancel import Cancel
-from core.caption_spec import CaptioningSpec
-from core.captioning import OWN_CAPTIONS, finish_caption, generate_captions
-from core.dataset import CaptionOptions, Manifest, caption_options, clean_caption, stage_dataset
+from core.dataset import (
+    IMAGE_SUFFIXES,
+    CaptionOptions,
+    Manifest,
+    archive_kind,
+    caption_options,
+    clean_caption,
+    stage_dataset,
+)
 from core.errors import DatasetError, JobError
 from core.events import Event, EventSink, ignore_event
+from core.generation import OWN_CAPTIONS, finish_caption, generate_captions
 from core.pipeline import hub_token
 from core.secrets import mask_secret_values, redact, url_credentials
 from core.settings import Settings
-from core.spec import DataloaderOptions, DatasetSpec, JobSpec
+from core.spec import CaptioningSpec, DataloaderOptions, DatasetSpec, JobSpec
 from core.status import JobStatus, apply, summary
 
 THUMB_SIZE = 256

@@ -20,14 +20,13 @@ from app.job_form import spec_from_form
 from app.run import new_run_id
 from app.state import RunRegistry
 from core.cache import Cache
-from core.caption_spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
-from core.demo import write_demo_dataset
 from core.errors import DatasetError, JobError, PreflightError, SpecError
+from core.generation import write_demo_dataset
 from core.jobdir import job_folder
 from core.pipeline import check_job
 from core.secrets import url_credentials
 from core.settings import Settings
-from core.spec import DatasetSpec
+from core.spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec, DatasetSpec
 
 DEMO_IMAGES = 8
 DEMO_TRIGGER = "sks"

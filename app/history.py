@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from app.run import Run
-from core.deadline import latest_checkpoint
 from core.jobdir import JobDir
 from core.secrets import scrub
+from core.training import latest_checkpoint
 
 HISTORY_DIR = "history"
 INTERRUPTED = "interrupted"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.errors import SpecError
-from core.families import lookup
+from core.simpletuner import lookup
 from core.spec import CONFIG_SHORTHAND, JobSpec, parse_job
 
 # Form field -> the SimpleTuner flag it sets.

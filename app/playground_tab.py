@@ -1,7 +1,7 @@
 """Playground tab: try the trained LoRA. Prompt, negative prompt, seed, steps, guidance, LoRA strength, and which
 checkpoint (or "none", the base model); side by side, the same prompt and seed with and without the LoRA.
 
-Images come from the registry's Playground (core/playground.py): a generation process that stays warm between
+Images come from the registry's Playground (core/generation/playground.py): a generation process that stays warm between
 clicks (the pipeline loaded once, a LoRA once per checkpoint), stopped before a training starts and when idle. A
 click polls the render in a thread and streams its status, so no request waits longer than RunPod's proxy allows.
 """
@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from app.edge import surface
 from app.state import RunRegistry
 from core.errors import JobError
+from core.generation import GenerateRequest, Rendered
 from core.jobdir import new_job_id
-from core.playground import GenerateRequest, Rendered
-from core.samples import checkpoint_step
+from core.outputs import checkpoints
 
 FINAL = "final LoRA"
 NONE = "none (base model)"
@@ -71,9 +71,7 @@ def checkpoint_choices(output_dir: Path | None) -> list[str]:
     """The final LoRA, each checkpoint-N that holds a LoRA (by step), and the base model."""
     if output_dir is None:
         return [NONE]
-    found = sorted((p for p in output_dir.glob("checkpoint-*") if (p / "pytorch_lora_weights.safetensors").is_file()),
-                   key=checkpoint_step)
-    return [FINAL, *(p.name for p in found), NONE]
+    return [FINAL, *(folder.name for folder in checkpoints(output_dir, with_lora=True)), NONE]
 
 
 def lora_file(output_dir: Path, choice: str) -> Path | None:

@@ -1,5 +1,6 @@
 """Model-family presets for the Config tab's fields (names as in app/job_form.FIELDS): one per family, from the same
-SimpleTuner recipe table the worker's CUDA defaults come from (core/gpu_fit.py), with its GPU tier in the note; and
+SimpleTuner recipe table the worker's CUDA defaults come from (core/training/gpu_fit.py), with its GPU tier in the
+note; and
 the Tiny demo, which trains on a CPU."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ import json
 from typing import Any
 
 from app.state import tiny_model_dir
-from core.families import hub_ids, model_table
-from core.gpu_fit import GpuFacts, GpuPlan, plan_gpu
 from core.settings import Settings
+from core.simpletuner import hub_ids, model_table
+from core.training import GpuFacts, GpuPlan, plan_gpu
 
 TINY = "Tiny demo (CPU)"
 

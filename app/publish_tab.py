@@ -19,7 +19,7 @@ from app.edge import surface
 from app.run import RunSnapshot
 from app.state import RunRegistry
 from core.errors import JobError
-from core.samples import checkpoint_step
+from core.outputs import checkpoint_step, checkpoints
 from core.settings import Settings
 
 PUSH_POLL_S = 0.5
@@ -97,9 +97,8 @@ def checkpoint_choices(output_dir: Path | None) -> list[tuple[str, str]]:
     """The picker's choices: last, best, and each checkpoint-N of the run that holds a LoRA (by step)."""
     if output_dir is None:
         return list(FIXED_CHOICES)
-    steps = sorted(checkpoint_step(p) for p in Path(output_dir).glob("checkpoint-*")
-                   if (p / "pytorch_lora_weights.safetensors").is_file())
-    return [*FIXED_CHOICES, *((f"checkpoint-{step}", str(step)) for step in steps if step > 0)]
+    steps = [checkpoint_step(folder) for folder in checkpoints(output_dir, with_lora=True)]
+    return [*FIXED_CHOICES, *((f"checkpoint-{step}", str(step)) for step in steps if step)]
 
 
 def chosen_checkpoint(choice: str | None) -> str | int:

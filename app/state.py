@@ -17,12 +17,11 @@ from pydantic import SecretStr, ValidationError
 
 from app.history import RESUMABLE, RunHistory, RunRecord, places, record_of
 from app.run import Run, new_run_id
-from core.demo import build_tiny_model
 from core.errors import JobCancelled, JobError
 from core.events import CheckpointSaved, Event, StageEvent
+from core.generation import Playground, build_tiny_model
 from core.jobdir import job_folder
 from core.pipeline import publish, run_job
-from core.playground import Playground
 from core.result import JobResult
 from core.secrets import job_secrets
 from core.settings import Settings

@@ -7,7 +7,6 @@ waits for training and a reloaded page picks the run up again.
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ from app.history import COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
 from app.state import RunRegistry
+from core.cache import describe as describe_reuse
+from core.outputs import checkpoint_step, find_samples, samples_by_step
 from core.result import human_duration
-from core.reuse import describe as describe_reuse
-from core.samples import find_samples, sample_prompts, samples_by_step
 from core.secrets import scrub
+from core.training import sample_prompts
 
 POLL_S = 1.0
 RAW_LOG_LINES = 30
@@ -134,8 +134,7 @@ def render_summary(snap: RunSnapshot) -> str:
 
 
 def checkpoint_steps(paths: list[str]) -> list[int]:
-    steps = {int(m.group(1)) for p in paths if (m := re.search(r"checkpoint-(\d+)$", str(p).rstrip("/")))}
-    return sorted(steps)
+    return sorted({step for path in paths if (step := checkpoint_step(str(path).rstrip("/"))) is not None})
 
 
 def render_marks(steps: list[int], total: int | None) -> str:

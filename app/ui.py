@@ -11,7 +11,7 @@ from app.dataset_store import DatasetStore
 from app.form_view import FormView
 from app.presets import TINY
 from app.state import RunRegistry
-from core.device import detect_device
+from core.adapters import detect_device
 from core.settings import Settings
 
 TITLE = "SimpleTuner LoRA trainer"

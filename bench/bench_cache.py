@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_dataset import noise_jpegs  # noqa: E402
-from core.demo import build_tiny_model  # noqa: E402
 from core.events import StageEvent  # noqa: E402
+from core.generation import build_tiny_model  # noqa: E402
 from core.pipeline import run_job  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.spec import parse_job  # noqa: E402

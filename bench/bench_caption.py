@@ -6,7 +6,7 @@
 
 (a) direct: one trainer-env process imports torch + transformers, loads the model (timed apart) and captions the
 images with the same code the stage runs (tools/caption_images.py's Captioner), timing only the captioning.
-(b) stage: core/captioning.py's `generate_captions` from the app env, as a job runs it: a subprocess started,
+(b) stage: core/generation/captioning.py's `generate_captions` from the app env, as a job runs it: a subprocess started,
 its model loaded, a JSON line per image read back. Its overhead (process start, imports, model load) is reported
 apart from its throughput. Figures are printed and written as JSON to bench/results/.
 """
@@ -24,12 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.caption_spec import CaptioningSpec  # noqa: E402
-from core.captioning import generate_captions  # noqa: E402
-from core.demo import build_tiny_captioner, write_demo_dataset  # noqa: E402
-from core.device import detect_device  # noqa: E402
+from core.adapters import detect_device  # noqa: E402
+from core.generation import (  # noqa: E402
+    build_tiny_captioner,
+    generate_captions,
+    write_demo_dataset,
+)
 from core.settings import OFFLINE_ENV, Settings  # noqa: E402
-from core.trainer import trainer_env  # noqa: E402
+from core.spec import CaptioningSpec  # noqa: E402
+from core.training import trainer_env  # noqa: E402
 
 DIRECT_CHILD = """
 import json, sys, time

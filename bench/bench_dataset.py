@@ -41,9 +41,9 @@ GOAL = 1.0
 STAGE_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from core.dataset import caption_options, stage_dataset
+from core.dataset.stage import caption_options, stage_dataset
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 job = {"dataset_url": sys.argv[1], "trigger_word": "sks",
        "config": {"model_family": "sdxl", "model_name": "bench/model"}}
 start = time.perf_counter()

@@ -7,8 +7,10 @@ The tiny SDXL model (built once into .cache/tiny-sdxl) is served as the Hub repo
 Hub, and a zip of noise JPEGs with captions by the tests' loopback file server; each server sits behind its own
 bandwidth-limited proxy (tests/support/throttle.py), one link each. The model's link gets the rate that makes the
 model's download take --seconds; the dataset's link gets --rate-mb (default: the same rate) and the zip is sized to
-take --seconds over it. Each run times, over the same links: (a) the dataset download alone (core.fetch.download),
-(b) the base model download alone (core.base_model.fetch_base_model into a fresh Hugging Face cache), (c) the whole
+take --seconds over it. Each run times, over the same links: (a) the dataset download alone
+(core.adapters.fetch.download),
+(b) the base model download alone (core.models.base_model.fetch_base_model into a fresh Hugging Face cache), (c) the
+whole
 job (run_job, fresh data, cache and Hugging Face folders) from its start until its model stage completes, when it is
 cancelled (nothing trains). Prints (c) / max(a, b) against the goal 1.1, (c) / (a + b), and where (c)'s time goes:
 the job's stage timings, and when each link carried its first and last byte, so that an overhead is visible.
@@ -36,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.update({"HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
 
 from bench.bench_dataset import noise_jpegs  # noqa: E402
-from core.base_model import fetch_base_model  # noqa: E402
-from core.demo import build_tiny_model  # noqa: E402
+from core.adapters import download  # noqa: E402
 from core.errors import JobError  # noqa: E402
 from core.events import LogLine, StageEvent  # noqa: E402
-from core.fetch import download  # noqa: E402
+from core.generation import build_tiny_model  # noqa: E402
+from core.models import fetch_base_model  # noqa: E402
 from core.pipeline import run_job  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.spec import parse_job  # noqa: E402

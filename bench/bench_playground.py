@@ -1,4 +1,5 @@
-"""Playground latency on the tiny SDXL model: the warm generation process (core/playground.py) against a one-shot
+"""Playground latency on the tiny SDXL model: the warm generation process (core/generation/playground.py) against a
+one-shot
 script that starts, loads the pipeline and renders one image each time (tools/generate_images.py --once).
 
 Prints the cold first image, the next `--warm` images (each with a LoRA switched on at a new strength), the one-shot
@@ -21,8 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.demo import build_tiny_model  # noqa: E402
-from core.playground import GENERATE_SCRIPT, GenerateRequest, Playground  # noqa: E402
+from core.generation import (  # noqa: E402
+    GENERATE_SCRIPT,
+    GenerateRequest,
+    Playground,
+    build_tiny_model,
+)
 from core.settings import OFFLINE_ENV, Settings  # noqa: E402
 
 

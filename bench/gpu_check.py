@@ -5,7 +5,8 @@ GPUs, through `python -m core run`, and a table says step time, peak VRAM and pa
     .venv/bin/python bench/gpu_check.py --dry-run   # the plan only: what would run, with which settings
     .venv/bin/python bench/gpu_check.py --families sdxl,flux --steps 5 --json gpu-check.json
 
-Nothing is downloaded: the tiny models are built offline (core/demo.py), the dataset is generated. Each run uses
+Nothing is downloaded: the tiny models are built offline (core/generation/demo.py), the dataset is generated. Each
+run uses
 the CUDA recipe: bf16 mixed precision, `adamw_bf16`, gradient checkpointing, the quantization of the family's
 SimpleTuner example where it has one (int8), and validation images at the last step. Step time is the median gap
 between the run's step lines; peak VRAM is the most `nvidia-smi` saw in use on any of the run's GPUs (polled twice
@@ -35,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.demo import TINY_FAMILIES, build_tiny_model, write_demo_dataset  # noqa: E402
-from core.recipes import recipe_for  # noqa: E402
+from core.generation import TINY_FAMILIES, build_tiny_model, write_demo_dataset  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.simpletuner import recipe_for  # noqa: E402
 
 # The flavour each tiny model stands for (its layout), as in tests/test_demo_families.py.
 FLAVOURS = {"sdxl": None, "flux": "dev", "sd3": "medium", "chroma": "base", "qwen_image": "v1.0",

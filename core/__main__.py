@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from core.cancel import Cancel
-from core.demo import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
 from core.errors import JobError, SpecError
 from core.events import Event, JobWarning, LogLine, TrainerFailed
+from core.generation import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
 from core.jobdir import JobDir, job_folder
 from core.secrets import job_secrets, scrub
 from core.settings import Settings

@@ -20,7 +20,7 @@ from core.errors import JobCancelled, JobError, JobTimeout
 
 class StopFlag(Protocol):
     """What a Cancel can share its flag with: a threading.Event, or a flag that answers like one
-    (core/deadline.py's DeadlineStop)."""
+    (core/training/deadline.py's DeadlineStop)."""
 
     def set(self) -> None: ...
     def is_set(self) -> bool: ...

@@ -58,7 +58,7 @@ class TrainingProgress(_Base):
 
 @dataclass(frozen=True)
 class CaptionProgress(_Base):
-    """One image captioned by the caption model (core/captioning.py)."""
+    """One image captioned by the caption model (core/generation/captioning.py)."""
 
     kind: ClassVar[str] = "caption_progress"
     done: int

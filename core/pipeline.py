@@ -15,36 +15,52 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.cache import JobReuse
 from core.cancel import Cancel
-from core.captioning import caption_stage
-from core.checkpoint_uploads import CheckpointUploads, fallback_destinations
 from core.dataset import caption_options
-from core.deadline import DeadlineStop, ends_partial, latest_checkpoint
-from core.destinations import check_destinations
-from core.end_samples import end_samples
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
 from core.events import Event, EventSink, StageEvent, ignore_event
-from core.gpu_fit import gpu_report, plan_device
+from core.generation import caption_stage, end_samples
 from core.jobdir import JobDir
-from core.local_checkpoint import copy_local_checkpoint, is_local
-from core.lora_files import add_lora_files
-from core.model_card import CardFacts
-from core.model_fetch import ModelFetch
-from core.model_license import base_model_license
-from core.preflight import preflight
-from core.publish import publish_to_hub
+from core.models import ModelFetch
+from core.publishing import (
+    CardFacts,
+    CheckpointUploads,
+    add_lora_files,
+    base_model_license,
+    check_destinations,
+    fallback_destinations,
+    keep_outputs,
+    publish_to_hub,
+    upload_outputs,
+)
 from core.result import JobResult, Metrics
-from core.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
-from core.reuse import JobReuse
-from core.safekeeping import keep_outputs
-from core.samples import published_view
 from core.secrets import job_secrets
 from core.settings import Settings
+from core.simpletuner import FULL, PIPELINE_DIR, kind_of, trained_component
 from core.spec import JobSpec
-from core.storage import upload_outputs
-from core.trainer import LORA_FILE, TrainingOutcome, train
-from core.trainer_config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
-from core.training_kind import FULL, PIPELINE_DIR, kind_of, trained_component
+from core.training import (
+    AUTO,
+    LORA_FILE,
+    OWNED_FLAGS,
+    DeadlineStop,
+    TrainingOutcome,
+    auto_sources,
+    build_trainer_files,
+    copy_local_checkpoint,
+    ends_partial,
+    fetch_checkpoint,
+    fetch_latest_checkpoint,
+    gpu_plan,
+    gpu_report,
+    is_local,
+    latest_checkpoint,
+    plan_device,
+    preflight,
+    published_view,
+    resolved_defaults,
+    train,
+)
 
 
 def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings | None = None,
@@ -142,7 +158,7 @@ def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: 
 
 def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: CheckpointUploads, *, token: str | None,
                   on_event: EventSink, why: str = "before the time limit") -> JobResult:
-    """Training stopped early (core/deadline.py's rule: the deadline, or a cancel of a job that keeps its
+    """Training stopped early (core/training/deadline.py's rule: the deadline, or a cancel of a job that keeps its
     checkpoints): its latest checkpoint at the job's destination, and a `partial` result whose resume_from
     continues it."""
     latest = latest_checkpoint(job)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.samples import Sample, samples_output
+from core.outputs import Sample, samples_output
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".gif"})
 
@@ -46,7 +46,7 @@ class JobResult:
     job_dir: Path
     output_dir: Path | None = None
     kind: str = "lora"
-    """What was trained (core/training_kind.py): lora | lycoris | full."""
+    """What was trained (core/simpletuner/kinds.py): lora | lycoris | full."""
     lora_path: Path | None = None
     """The adapter file (a LoRA's or a LyCORIS adapter's); None for a full fine-tune."""
     model_dir: Path | None = None
@@ -68,15 +68,17 @@ class JobResult:
     """storage upload: {name: presigned URL}."""
     warnings: list[str] = field(default_factory=list)
     uploaded_checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    """Checkpoints uploaded while training (core/checkpoint_uploads.py): {step, location, resume_from}."""
+    """Checkpoints uploaded while training (core/publishing/checkpoints.py): {step, location, resume_from}."""
     resume_from: str | None = None
     """A partial job's: the value a job's resume_from takes to continue it."""
     samples: list[Sample] = field(default_factory=list)
-    """The job's sample images (core/samples.py), per step and prompt."""
+    """The job's sample images (core/training/samples.py), per step and prompt."""
     cache: dict[str, Any] | None = None
-    """What came from the cache (core/reuse.py): dataset status, text embeddings and latents reused, seconds saved."""
+    """What came from the cache (core/cache/reuse.py): dataset status, text embeddings and latents reused, seconds
+    saved."""
     captioning: dict[str, Any] | None = None
-    """What the caption stage did (core/captioning.py CaptionReport): model, counts, timings, per-image sources."""
+    """What the caption stage did (core/generation/captioning.py CaptionReport): model, counts, timings, per-image
+    sources."""
 
     def files(self) -> list[dict[str, Any]]:
         """The output files, with their URL where one was published."""

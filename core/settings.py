@@ -12,6 +12,10 @@ from pydantic import SecretStr
 from core.errors import SetupError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TABLES_DIR = PROJECT_ROOT / "core" / "data"
+"""Tables generated from SimpleTuner and the Hub (flags, model ids, recipes, licenses), committed."""
+TOOLS_DIR = PROJECT_ROOT / "tools"
+"""Scripts that run in the trainer env."""
 RUNPOD_VOLUME = Path("/runpod-volume")
 
 # Variables that keep SimpleTuner and its libraries off the network (docs/simpletuner-notes.md).
@@ -54,7 +58,7 @@ class Settings:
     """DOWNLOAD_STALL_S: a dataset download that receives no byte for this long is dropped (and retried)."""
     gpu_memory_gb: float | None = None
     """GPU_MEMORY_GB: the memory of each GPU, in GB, instead of nvidia-smi's; also lets a dry run on a machine
-    without a GPU plan for one this size (core/gpu_fit.py)."""
+    without a GPU plan for one this size (core/training/gpu_fit.py)."""
     gpu_price_per_hour: float | None = None
     """GPU_PRICE_PER_HOUR: the endpoint's price per GPU-hour; a dry run then estimates the job's cost."""
     volume_dir: Path | None = None
@@ -62,9 +66,9 @@ class Settings:
     when that folder exists."""
     deadline_margin_s: float = 600.0
     """DEADLINE_MARGIN_S: in this last part of a job's time, training stops at its next checkpoint
-    (core/deadline.py)."""
+    (core/training/deadline.py)."""
     cache_dir: Path | None = None
-    """CACHE_DIR: the cache of staged datasets, text embeddings and VAE latents (core/cache.py); default
+    """CACHE_DIR: the cache of staged datasets, text embeddings and VAE latents (core/cache/store.py); default
     <volume>/trainer-cache with a network volume, else DATA_DIR/cache."""
     cache_max_gb: float = 100.0
     """CACHE_MAX_GB: the cache's size limit; the least recently used entries go first."""

@@ -21,7 +21,7 @@ os.environ.pop("HF_TOKEN", None)
 # The reuse cache of this test session: never the checkout's data/ folder, never an earlier session's entries.
 os.environ.setdefault("CACHE_DIR", tempfile.mkdtemp(prefix="trainer-test-cache-"))
 
-from core.demo import build_tiny_model, write_demo_dataset  # noqa: E402
+from core.generation.demo import build_tiny_model, write_demo_dataset  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-sdxl"
@@ -49,7 +49,8 @@ def tiny_model(settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_family_model(settings: Settings):
-    """family -> the tiny random model of that family (core.demo.TINY_FAMILIES), built offline once per checkout
+    """family -> the tiny random model of that family (core.generation.demo.TINY_FAMILIES), built offline once per
+    checkout
     into .cache/tiny-<family> (ignored by git)."""
     def build(family: str) -> Path:
         return _built(ROOT / ".cache" / f"tiny-{family}", settings=settings, family=family)
@@ -90,7 +91,7 @@ def trained_job(tmp_path_factory, tiny_model: Path, settings: Settings):
     """One real training of the tiny model through run_job: (JobResult, events). Shared by every test that
     needs a trained LoRA (publishing, faces), so the suite trains as few times as it can."""
     from core.pipeline import run_job
-    from core.spec import parse_job
+    from core.spec.job import parse_job
 
     base = tmp_path_factory.mktemp("trained")
     dataset = write_demo_dataset(base / "dataset-src", count=6)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.address_policy import check_url, guarded_session, public_url, refusal
+from core.adapters.address_policy import check_url, guarded_session, public_url, refusal
 from core.errors import AddressRefused, DownloadError
 from tests.support.http_server import serve_files
 

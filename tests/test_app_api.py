@@ -26,7 +26,7 @@ from app.__main__ import auth_from_env, launch_options
 from app.job_form import FIELDS
 from core.errors import SetupError
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 from tests.support.processes import processes_working_in

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
+from core.dataset.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
 from core.errors import DatasetError, UnsafeArchive
 
 KEEP = IMAGE_SUFFIXES | {".txt"}

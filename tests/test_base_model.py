@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from core.base_model import fetch_base_model, fetch_repo, hub_models, pipeline_components, plan_model_files
+from core.adapters.hub import RetryPolicy
 from core.errors import JobCancelled, ModelDownloadError
 from core.events import DownloadProgress, JobWarning, LogLine
-from core.hub import RetryPolicy
+from core.models.base_model import fetch_base_model, fetch_repo, hub_models, pipeline_components, plan_model_files
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.support.hub_server import running_hub_server
 
 TOKEN = "hf_BaseModelTestToken0123456789abcdefXYZ"

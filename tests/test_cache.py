@@ -1,4 +1,4 @@
-"""The cache on the volume (core/cache.py and its users): entries written whole or not at all, LRU eviction within
+"""The cache on the volume (core/cache/store.py and its users): entries written whole or not at all, LRU eviction within
 CACHE_MAX_GB, a staged dataset reused from a URL whose content did not change and staged again when anything that
 matters changed, SimpleTuner's cache folders keyed by what changes them (and not by the learning rate), `cache:
 false`, what the result says, and the base model downloading while the dataset does."""
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from core.cache import Cache
-from core.dataset import CaptionOptions, Manifest
-from core.dataset_cache import stage_dataset_cached, url_key
+from core.cache.buckets import TrainerCaches, plan, restore, store
+from core.cache.datasets import stage_dataset_cached, url_key
+from core.cache.store import Cache
+from core.dataset.stage import CaptionOptions, Manifest
 from core.errors import SpecError
 from core.settings import Settings
-from core.spec import DatasetSpec, parse_job
-from core.trainer_cache import TrainerCaches, plan, restore, store
-from core.trainer_config import build_trainer_files
+from core.spec.job import DatasetSpec, parse_job
+from core.training.config import build_trainer_files
 from tests.conftest import tiny_job
 from tests.support.http_server import serve_files
 from tests.support.loopback import LoopbackServer, QuietHandler, serving
@@ -134,9 +134,9 @@ def test_a_dataset_url_is_staged_once_and_reused_until_its_content_changes(tmp_p
 def test_a_reused_jobs_caption_edits_never_reach_the_cache(tmp_path: Path, demo_dataset: Path):
     """Captions are hard-linked from the cache like the images; auto-captioning (here from the caption cache, through
     the stage's own writer) gives the job new captions and leaves the entry and the other job as they were."""
-    from core.caption_cache import keep_captions, model_identity, run_key
-    from core.caption_spec import CaptioningSpec
-    from core.captioning import CAPTION_SCRIPT, caption_manifest
+    from core.cache.captions import keep_captions, model_identity, run_key
+    from core.generation.captioning import CAPTION_SCRIPT, caption_manifest
+    from core.spec.captioning import CaptioningSpec
 
     settings = _settings(tmp_path)
     cache = Cache.from_settings(settings)
@@ -227,7 +227,7 @@ def test_signatures_are_not_part_of_a_url_key():
 
 
 def _keys(tmp_path: Path, model: Path, dataset: Path, settings: Settings, **overrides) -> dict[str, str]:
-    from core.dataset import stage_dataset
+    from core.dataset.stage import stage_dataset
     from core.jobdir import JobDir
 
     spec = parse_job(tiny_job(model, dataset, **overrides))
@@ -235,7 +235,7 @@ def _keys(tmp_path: Path, model: Path, dataset: Path, settings: Settings, **over
     manifest = stage_dataset(spec.dataset, job.dataset, settings=settings,
                              captions=CaptionOptions(trigger_word=spec.trigger_word))
     files = build_trainer_files(spec, images_dir=manifest.root, job=job, device="cuda")
-    from core.dataset_cache import image_hashes
+    from core.cache.datasets import image_hashes
 
     caches = plan(spec, files.backends, manifest, images=image_hashes(manifest), settings=settings)
     return {item.kind: item.key for item in caches.dirs}
@@ -288,7 +288,7 @@ def test_a_simpletuner_cache_folder_is_kept_after_training_and_linked_into_the_n
 
 
 def _dir(folder: Path, key: str = "k1"):
-    from core.trainer_cache import CacheDir
+    from core.cache.buckets import CacheDir
 
     return CacheDir("text_embeds", key, folder)
 
@@ -392,7 +392,7 @@ def test_a_second_training_takes_simpletuners_text_embeddings_from_the_cache(tra
     assert second.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
     assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
     assert second.cache["saved_s"] > 0
-    # SimpleTuner's aspect-bucket scan found every image already scanned (core/trainer_cache.py wrote its files).
+    # SimpleTuner's aspect-bucket scan found every image already scanned (core/cache/buckets.py wrote its files).
     log = second.log_path.read_text()
     assert second.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
     assert "Generating aspect bucket cache" not in log and "No cache file found" not in log

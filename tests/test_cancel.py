@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from core.cancel import Cancel
-from core.demo import write_demo_dataset
 from core.errors import JobCancelled, JobTimeout
 from core.events import StageEvent
+from core.generation.demo import write_demo_dataset
 from core.pipeline import run_job
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import ROOT
 from tests.support.http_server import FileServer, serve_files
 

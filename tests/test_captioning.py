@@ -1,4 +1,5 @@
-"""The caption stage (core/captioning.py) with the tiny random Florence-2 (`python -m core demo-captioner`): its
+"""The caption stage (core/generation/captioning.py) with the tiny random Florence-2 (`python -m core
+demo-captioner`): its
 captions are gibberish, but every one comes out of transformers' real processor and generate() in the trainer env."""
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.captioning import SAMPLE_SIZE, CaptionError, generate_captions
-from core.demo import build_tiny_captioner, write_demo_dataset
 from core.errors import JobCancelled, JobError, JobTimeout, SpecError
 from core.events import CaptionProgress, LogLine, StageEvent
+from core.generation.captioning import SAMPLE_SIZE, CaptionError, generate_captions
+from core.generation.demo import build_tiny_captioner, write_demo_dataset
 from core.pipeline import check_job, run_job
-from core.spec import parse_job
+from core.spec.job import parse_job
 from core.status import JobStatus, apply, summary
 from tests.conftest import ROOT, tiny_job
 
@@ -313,9 +314,9 @@ def test_the_ui_auto_captions_keeps_hand_edits_and_has_bulk_tools(tmp_path, tiny
 def test_the_ui_refuses_to_start_a_training_while_auto_caption_writes_captions(tmp_path, tiny_model, tiny_captioner):
     from app.dataset_store import DatasetStore
     from app.state import RunRegistry
-    from core.caption_spec import CaptioningSpec
     from core.settings import Settings
-    from core.spec import DatasetSpec
+    from core.spec.captioning import CaptioningSpec
+    from core.spec.job import DatasetSpec
 
     settings = Settings.from_env({"DATA_DIR": str(tmp_path / "data")})
     store = DatasetStore(settings=settings)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.dataset import (
+from core.dataset.stage import (
     IMAGES_DIR,
     Manifest,
     StagingLimits,
@@ -27,7 +27,7 @@ from core.dataset import (
 from core.errors import AddressRefused, DatasetError, EmptyDataset, UnsafeArchive
 from core.events import DownloadProgress, LogLine
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.support.http_server import serve_files
 from tests.support.s3_server import moto_s3
 

@@ -13,7 +13,7 @@ from PIL import Image
 from app.dataset_store import THUMB_SIZE, DatasetStore, make_thumbnail
 from core.errors import DatasetError
 from core.settings import Settings
-from core.spec import DatasetSpec
+from core.spec.job import DatasetSpec
 from tests.support.http_server import serve_files
 
 

@@ -1,15 +1,16 @@
-"""The destination is checked before any download or GPU minute (core/destinations.py): a real job against the
+"""The destination is checked before any download or GPU minute (core/publishing/destinations.py): a real job against
+the
 local Hub server and moto S3; a wrong token or bucket fails in the `validate` stage with nothing fetched."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.destinations import check_destinations
 from core.errors import JobError
 from core.pipeline import run_job
+from core.publishing.destinations import check_destinations
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server

@@ -1,6 +1,8 @@
-"""Never lose a paid training: a failed publish keeps the outputs elsewhere (core/safekeeping.py), checkpoints leave
-the machine as they are written (core/checkpoint_uploads.py), a job near its deadline stops at a checkpoint and ends
-`partial` (core/deadline.py), and `resume_from: "auto"` continues it (core/resume.py). Real trainings of the tiny
+"""Never lose a paid training: a failed publish keeps the outputs elsewhere (core/publishing/safekeeping.py),
+checkpoints leave
+the machine as they are written (core/publishing/checkpoints.py), a job near its deadline stops at a checkpoint and ends
+`partial` (core/training/deadline.py), and `resume_from: "auto"` continues it (core/training/resume.py). Real
+trainings of the tiny
 model, the local Hub server, moto S3."""
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import pytest
 from core.errors import JobError
 from core.events import CheckpointSaved, TrainingProgress
 from core.pipeline import publish, run_job
+from core.publishing.safekeeping import outputs_stored
 from core.result import JobResult
-from core.safekeeping import outputs_stored
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 from tests.support.s3_server import moto_s3

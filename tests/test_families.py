@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from core.errors import SpecError
-from core.families import (
+from core.simpletuner.families import (
     MODEL_IDS_FILE,
     family_from_model_index,
     family_names,
@@ -19,7 +19,7 @@ from core.families import (
     model_index_path,
     resolve_family,
 )
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import ROOT
 
 

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from core.adapters.fetch import download, file_name, parse_s3_url
+from core.adapters.s3 import S3Config, s3_config
 from core.cancel import Cancel
 from core.errors import AddressRefused, DatasetError, DownloadError, JobCancelled, JobTimeout
 from core.events import DownloadProgress
-from core.fetch import download, file_name, parse_s3_url
-from core.s3 import S3Config, s3_config
 from core.settings import Settings
 from tests.support.http_server import serve_files
 from tests.support.s3_server import moto_s3

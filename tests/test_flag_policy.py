@@ -1,7 +1,7 @@
 """What a job may set among SimpleTuner's flags: every flag of the committed list is tried, as a job would set it.
 
 The walks derive their cases from core/data/simpletuner_flags.json with their own (broader) patterns, so a flag that
-a later SimpleTuner adds is tried too, and a rule in core/flag_policy.py that misses it fails here.
+a later SimpleTuner adds is tried too, and a rule in core/simpletuner/flags.py that misses it fails here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import SpecError
-from core.flag_policy import (
+from core.jobdir import JobDir
+from core.simpletuner.flags import (
     BASE_MODEL,
     EXPLICIT,
     OWNED,
@@ -23,9 +24,8 @@ from core.flag_policy import (
     check_flag,
     classify,
 )
-from core.jobdir import JobDir
-from core.spec import CONFIG_SHORTHAND, parse_job, simpletuner_flags
-from core.trainer_config import OWNED_FLAGS, build_trainer_files
+from core.spec.job import CONFIG_SHORTHAND, parse_job, simpletuner_flags
+from core.training.config import OWNED_FLAGS, build_trainer_files
 
 FLAGS = simpletuner_flags()
 RUNS_SOMETHING = re.compile(r"script|command|\bcmd\b|hook|exec|shell|subprocess|torch ?hub|remote code|custom code|"
@@ -132,7 +132,7 @@ def test_no_text_flag_can_carry_an_env_placeholder(name):
 
 def test_every_free_text_flag_of_this_simpletuner_has_been_reviewed():
     unreviewed = [name for name, flag in FLAGS.items() if classify(name, flag) == UNREVIEWED]
-    assert unreviewed == [], f"classify these in core/flag_policy.py (REVIEWED_TEXT or EXPLICIT): {unreviewed}"
+    assert unreviewed == [], f"classify these in core/simpletuner/flags.py (REVIEWED_TEXT or EXPLICIT): {unreviewed}"
     stale = [name for name in EXPLICIT if name not in FLAGS and name != "base_model"]
     assert stale == [], f"EXPLICIT names flags this SimpleTuner does not have: {stale}"
 

@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from core.errors import SpecError
-from core.gpu_fit import (
+from core.jobdir import JobDir
+from core.settings import Settings
+from core.spec.job import parse_job
+from core.training.config import build_trainer_files
+from core.training.gpu_fit import (
     GpuFacts,
     check_fit,
     estimate_table,
@@ -23,10 +27,6 @@ from core.gpu_fit import (
     time_estimate,
     vram_estimate,
 )
-from core.jobdir import JobDir
-from core.settings import Settings
-from core.spec import parse_job
-from core.trainer_config import build_trainer_files
 from tests.conftest import ROOT
 
 JOB, IMAGES = JobDir(Path("/JOB")), Path("/JOB/dataset/images")

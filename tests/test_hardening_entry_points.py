@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from core.flag_policy import PROGRAM, classify
 from core.settings import Settings
-from core.spec import CONFIG_SHORTHAND, simpletuner_flags
-from core.trainer import trainer_env
+from core.simpletuner.flags import PROGRAM, classify
+from core.spec.job import CONFIG_SHORTHAND, simpletuner_flags
+from core.training.trainer import trainer_env
 from tests.conftest import ROOT, write_demo_dataset
 
 FAKE_TOKEN = "hf_FAKEfakeFAKEfakeFAKEfake0123456789"

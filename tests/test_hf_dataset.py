@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from core.dataset import stage_dataset
+from core.dataset.stage import stage_dataset
 from core.errors import DatasetError
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.support.hub_server import client_env, running_hub_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +29,11 @@ CONFIG = {"model_family": "sdxl", "model_name": "some/sdxl-model"}
 DRIVER = """
 import json, sys
 from pathlib import Path
-from core.dataset import caption_options, stage_dataset
+from core.dataset.stage import caption_options, stage_dataset
 from core.errors import JobError
 from core.pipeline import hub_token
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 results = []
 for job, dest in json.loads(sys.argv[1]):
     events = []

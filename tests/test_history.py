@@ -144,7 +144,7 @@ def test_records_keep_no_secret_and_skip_files_that_are_not_runs(tmp_path):
 
 def test_a_local_checkpoint_outside_the_data_folder_is_refused(tmp_path):
     from core.errors import ResumeError
-    from core.local_checkpoint import copy_local_checkpoint
+    from core.training.local_checkpoint import copy_local_checkpoint
 
     outside = tmp_path / "elsewhere" / "checkpoint-2"
     outside.mkdir(parents=True)

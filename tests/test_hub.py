@@ -1,4 +1,5 @@
-"""The Hub adapter (core/hub.py) against the project's local Hub server, with the real huggingface_hub client: the
+"""The Hub adapter (core/adapters/hub.py) against the project's local Hub server, with the real huggingface_hub
+client: the
 retry policy, a cancel during its backoff, one set of error codes for every stage, the endpoint and the repo id
 rules. The stages' own behaviour is in their tests (test_publish, test_base_model, test_hf_dataset, test_resume)."""
 
@@ -13,6 +14,17 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
+from core.adapters.hub import (
+    CODES,
+    HubTarget,
+    RetryPolicy,
+    call_hub,
+    check_repo_id,
+    hub_endpoint,
+    is_repo_id,
+    offline_error,
+    repo_path,
+)
 from core.cancel import Cancel
 from core.errors import (
     DownloadError,
@@ -28,17 +40,6 @@ from core.errors import (
     SpecError,
 )
 from core.events import LogLine
-from core.hub import (
-    CODES,
-    HubTarget,
-    RetryPolicy,
-    call_hub,
-    check_repo_id,
-    hub_endpoint,
-    is_repo_id,
-    offline_error,
-    repo_path,
-)
 from tests.support.hub_server import running_hub_server
 
 TOKEN = "hf_HubAdapterTestToken0123456789abcdefXYZ"

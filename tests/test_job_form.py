@@ -10,7 +10,7 @@ import pytest
 
 from app.job_form import FIELDS, curl_example, field_errors, form_to_job, job_to_form, spec_from_form
 from core.errors import SpecError
-from core.spec import parse_job
+from core.spec.job import parse_job
 
 JOB = {"input": {
     "dataset": {"hf_repo": "someone/faces", "revision": "v2"},

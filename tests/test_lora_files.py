@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from core.lora_files import add_comfyui_files, add_lora_files, comfyui_name, is_comfyui_file
+from core.publishing.lora_files import add_comfyui_files, add_lora_files, comfyui_name, is_comfyui_file
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import ROOT, tiny_job
 
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"

@@ -14,9 +14,9 @@ import pytest
 
 from core.errors import SpecError
 from core.jobdir import JobDir
-from core.lycoris import PRESETS_FILE, lycoris_presets
-from core.spec import parse_job
-from core.trainer_config import build_trainer_files
+from core.simpletuner.lycoris import PRESETS_FILE, lycoris_presets
+from core.spec.job import parse_job
+from core.training.config import build_trainer_files
 from tests.conftest import ROOT, tiny_job
 from tests.support.hub_server import CLIENT_ENV, running_hub_server
 

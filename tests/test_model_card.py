@@ -8,7 +8,7 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from core.model_card import BASE_TAGS, CardFacts, render_model_card
+from core.publishing.card import BASE_TAGS, CardFacts, render_model_card
 
 TOKEN = "hf_PlantedToken0123456789abcdefXYZ"
 

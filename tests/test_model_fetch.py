@@ -1,4 +1,4 @@
-"""The models a job downloads from the Hub (core/model_fetch.py), through run_job against the local fake Hub: the
+"""The models a job downloads from the Hub (core/models/prefetch.py), through run_job against the local fake Hub: the
 caption model downloads while the dataset and the base model do, once, on one progress line with them; each model's
 error belongs to the stage that needs it."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import build_tiny_captioner
 from core.errors import JobError
 from core.events import CaptionProgress, DownloadProgress, LogLine, StageEvent
+from core.generation.demo import build_tiny_captioner
 from core.pipeline import run_job
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.model_license import LICENSES_FILE, base_model_license
+from core.publishing.license import LICENSES_FILE, base_model_license
 from tests.conftest import ROOT
 
 FLUX_DEV = {"license": "other", "license_name": "flux-1-dev-non-commercial-license",

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from core.errors import JobCancelled, ModelDownloadError, PreflightError
 from core.events import CheckpointSaved, StageEvent, TrainingProgress, ValidationImage
 from core.pipeline import check_job, run_job, stage
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import tiny_job
 
 

@@ -1,4 +1,5 @@
-"""The playground's warm generation process (core/playground.py + tools/generate_images.py in the trainer env), and
+"""The playground's warm generation process (core/generation/playground.py + tools/generate_images.py in the trainer
+env), and
 the worker's `mode: "generate"` job against the project's local Hub server. The tiny random model renders noise,
 which is all these tests need: real images, of the asked size, through the real diffusers pipeline."""
 
@@ -15,9 +16,9 @@ from PIL import Image
 
 from app.state import RunRegistry
 from core.errors import SpecError
+from core.generation.playground import GenerateRequest, Playground, parse_generate_job
 from core.pipeline import publish
-from core.playground import GenerateRequest, Playground, parse_generate_job
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.dataset import ImageEntry, Manifest, Skipped, caption_options, stage_dataset
-from core.preflight import DEFAULT_MINIMUM_IMAGE_SIZE, DEFAULT_RESOLUTION, preflight
+from core.dataset.stage import ImageEntry, Manifest, Skipped, caption_options, stage_dataset
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
+from core.training.preflight import DEFAULT_MINIMUM_IMAGE_SIZE, DEFAULT_RESOLUTION, preflight
 
 CONFIG = {"model_family": "sdxl", "model_name": "some/sdxl-model"}
 

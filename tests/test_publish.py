@@ -16,12 +16,12 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
+from core.adapters.hub import RetryPolicy
 from core.errors import HubAuthError, HubConflict, HubNotFound, HubQuotaError, PublishError
 from core.events import LogLine
-from core.hub import RetryPolicy
-from core.model_card import CardFacts
-from core.publish import plan_hub_commit, publish_to_hub
-from core.spec import HubSpec
+from core.publishing.card import CardFacts
+from core.publishing.hub_repo import plan_hub_commit, publish_to_hub
+from core.spec.job import HubSpec
 from tests.support.hub_server import running_hub_server
 
 TOKEN = "hf_PlantedToken0123456789abcdefXYZ"

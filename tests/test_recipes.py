@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from core.errors import SpecError
-from core.recipes import RECIPES_FILE, families_with_recipes, recipe_for, recipe_table, tiers
+from core.simpletuner.recipes import RECIPES_FILE, families_with_recipes, recipe_for, recipe_table, tiers
 from tests.conftest import ROOT
 
 

@@ -16,9 +16,9 @@ import pytest
 from core.errors import JobError
 from core.events import DownloadProgress
 from core.pipeline import run_job
-from core.resume import fetch_checkpoint, parse_source
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
+from core.training.resume import fetch_checkpoint, parse_source
 from tests.conftest import tiny_job
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server
@@ -176,7 +176,7 @@ def test_a_job_with_resume_from_continues_the_latest_checkpoint(tmp_path, demo_d
 
 
 def test_auto_resumes_from_the_jobs_own_destination_or_starts_fresh(tmp_path, local):
-    from core.resume import auto_sources, fetch_latest_checkpoint
+    from core.training.resume import auto_sources, fetch_latest_checkpoint
 
     with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
         hub.add_repo("tester/run", files={**checkpoint_files(4, prefix="checkpoints/checkpoint-4/"),

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from core.demo import write_demo_dataset
+from core.generation.demo import write_demo_dataset
 from tests.support.announced import UVICORN, announced_url
 from tests.support.http_server import serve_files
 from tests.support.processes import stop_process_group

@@ -1,4 +1,5 @@
-"""The S3 adapter (core/s3.py): settings from the environment, a client that really talks to moto_server, and one set
+"""The S3 adapter (core/adapters/s3.py): settings from the environment, a client that really talks to moto_server,
+and one set
 of error codes whichever stage meets a failure (an s3:// dataset, an s3:// checkpoint, the outputs upload). moto does
 not check keys, so refused keys come from a loopback server answering as S3 does."""
 
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from core.adapters.fetch import download
+from core.adapters.s3 import CODES, S3Config, region_of, require_keys, s3_client, s3_config
 from core.errors import DownloadError, JobError, ResumeError, StorageError
-from core.fetch import download
-from core.resume import fetch_checkpoint
-from core.s3 import CODES, S3Config, region_of, require_keys, s3_client, s3_config
+from core.publishing.bucket import upload_outputs
 from core.settings import Settings
-from core.spec import StorageSpec
-from core.storage import upload_outputs
+from core.spec.job import StorageSpec
+from core.training.resume import fetch_checkpoint
 from tests.support.loopback import LoopbackServer, QuietHandler, serving
 from tests.support.s3_server import moto_s3
 

@@ -1,4 +1,5 @@
-"""Sample prompts per checkpoint, and publishing the checkpoint you pick (core/samples.py, through the pipeline).
+"""Sample prompts per checkpoint, and publishing the checkpoint you pick (core/training/samples.py, through the
+pipeline).
 
 The training test really trains the tiny SDXL model with two sample prompts and publishes checkpoint 2 of 4 to the
 project's local Hub server: the Hub then holds that checkpoint's bytes, and its card shows that step's samples.
@@ -17,9 +18,9 @@ from PIL import Image
 from core.errors import PublishError, SpecError
 from core.jobdir import JobDir
 from core.pipeline import publish, run_job
-from core.samples import pick_checkpoint, smoothed
-from core.spec import parse_job
-from core.trainer_config import build_trainer_files
+from core.spec.job import parse_job
+from core.training.config import build_trainer_files
+from core.training.samples import pick_checkpoint, smoothed
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 

@@ -15,7 +15,7 @@ import pytest
 from core.events import LogLine
 from core.secrets import MASK, is_secret_key, job_secrets, redact, sanitize, sanitize_config, scrub, scrub_file
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import ROOT
 from tests.support.s3_server import moto_s3
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from core.spec import FLAGS_FILE
+from core.spec.job import FLAGS_FILE
 from tests.conftest import ROOT
 
 

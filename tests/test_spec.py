@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.errors import SpecError
-from core.spec import parse_job, simpletuner_flags
+from core.spec.job import parse_job, simpletuner_flags
 
 SEED_REQUEST = {
     "input": {

@@ -15,8 +15,8 @@ from safetensors.numpy import save_file
 
 from core.errors import StorageError
 from core.events import JobWarning, LogLine
-from core.spec import StorageSpec
-from core.storage import upload_outputs
+from core.publishing.bucket import upload_outputs
+from core.spec.job import StorageSpec
 from tests.support.s3_server import moto_s3
 
 TOKEN = "hf_PlantedToken0123456789abcdefXYZ"

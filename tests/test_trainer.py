@@ -11,8 +11,8 @@ from core.errors import JobCancelled, JobTimeout, TrainingError
 from core.events import CheckpointSaved, TrainerFailed, TrainerStage, TrainingProgress
 from core.pipeline import run_job
 from core.settings import Settings
-from core.spec import parse_job
-from core.trainer import launch_command, trainer_env, translate_event
+from core.spec.job import parse_job
+from core.training.trainer import launch_command, trainer_env, translate_event
 from tests.conftest import tiny_job
 from tests.support.processes import processes_working_in
 

@@ -1,4 +1,4 @@
-"""SimpleTuner's aspect-bucket files through the cache (core/trainer_cache.py): keyed by what changes them, kept
+"""SimpleTuner's aspect-bucket files through the cache (core/cache/buckets.py): keyed by what changes them, kept
 with the staged images folder as a placeholder, written back with the next job's folder."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ import os
 import shutil
 from pathlib import Path
 
-from core.cache import Cache
-from core.dataset import CaptionOptions, stage_dataset
-from core.dataset_cache import image_hashes
+from core.cache.buckets import IMAGES_PLACEHOLDER, TrainerCaches, plan, restore, scan_seconds, store
+from core.cache.datasets import image_hashes
+from core.cache.reuse import describe
+from core.cache.store import Cache
+from core.dataset.stage import CaptionOptions, stage_dataset
 from core.events import LogLine
 from core.jobdir import JobDir
-from core.reuse import describe
 from core.settings import Settings
-from core.spec import parse_job
-from core.trainer_cache import IMAGES_PLACEHOLDER, TrainerCaches, plan, restore, scan_seconds, store
-from core.trainer_config import build_trainer_files
+from core.spec.job import parse_job
+from core.training.config import build_trainer_files
 from tests.conftest import tiny_job
 
 MODEL = "tester/tiny-sdxl"

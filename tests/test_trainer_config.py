@@ -10,8 +10,8 @@ import pytest
 
 from core.errors import SpecError
 from core.jobdir import JobDir
-from core.spec import parse_job
-from core.trainer_config import build_trainer_files
+from core.spec.job import parse_job
+from core.training.config import build_trainer_files
 from tests.test_spec import SEED_REQUEST
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.demo import write_demo_dataset
 from core.errors import (
     DatasetError,
     JobCancelled,
@@ -30,8 +29,9 @@ from core.errors import (
     TrainingError,
 )
 from core.events import CheckpointSaved, DownloadProgress, StageEvent, TrainingProgress
+from core.generation.demo import write_demo_dataset
 from core.settings import Settings
-from core.spec import parse_job
+from core.spec.job import parse_job
 from tests.conftest import ROOT, tiny_job
 from tests.support.announced import UVICORN, announced_url
 from tests.support.http_server import serve_files
@@ -464,7 +464,7 @@ def test_an_error_result_fails_a_local_test_run(tmp_path):
 
 
 def test_the_worker_process_imports_no_torch_gradio_or_simpletuner():
-    probe = ("import sys, runpod, worker.__main__, worker.handler, core.pipeline, core.resume\n"
+    probe = ("import sys, runpod, worker.__main__, worker.handler, core.pipeline, core.training.resume\n"
              "heavy = {'torch', 'gradio', 'simpletuner', 'diffusers', 'transformers', 'accelerate'}\n"
              "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,

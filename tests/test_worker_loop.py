@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.demo import write_demo_dataset
+from core.generation.demo import write_demo_dataset
 from tests.conftest import ROOT
 from tests.support.processes import processes_working_in, stop_process_group
 from tests.support.runpod_fake import RunpodFake, running_runpod_fake

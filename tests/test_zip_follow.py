@@ -1,4 +1,4 @@
-"""core/zip_follow.py: a zip extracted while it downloads, exactly as the whole file would be, or not at all."""
+"""core/dataset/zip_follow.py: a zip extracted while it downloads, exactly as the whole file would be, or not at all."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.archive import IMAGE_SUFFIXES, Extracted, ExtractLimits, extract_archive
+from core.adapters.fetch import download
+from core.cache.datasets import image_hashes
 from core.cancel import Cancel
-from core.dataset import caption_options, stage_dataset
-from core.dataset_cache import image_hashes
+from core.dataset.archive import IMAGE_SUFFIXES, Extracted, ExtractLimits, extract_archive
+from core.dataset.stage import caption_options, stage_dataset
+from core.dataset.zip_follow import ZipFollower
 from core.errors import JobCancelled, UnsafeArchive
-from core.fetch import download
 from core.settings import Settings
-from core.spec import parse_job
-from core.zip_follow import ZipFollower
+from core.spec.job import parse_job
 from tests.support.http_server import serve_files
 
 KEEP = IMAGE_SUFFIXES | {".txt"}

@@ -3,7 +3,7 @@
     .venv-trainer/bin/python -P tools/build_tiny_captioner.py DIR
 
 It imports transformers, so nothing else in the project imports it: `python -m core demo-captioner DIR` runs it as
-a subprocess (see core/demo.py). The model is transformers' native `Florence2ForConditionalGeneration` (no
+a subprocess (see core/generation/demo.py). The model is transformers' native `Florence2ForConditionalGeneration` (no
 `trust_remote_code`), the layout of florence-community/Florence-2-base shrunk to about 1 MB: a 4-stage DaViT vision
 tower on 64 px images (2 x 2 patches + 1 pooled token = 5 image tokens), a 1+1-layer BART of width 32, and a small
 byte-level BPE (BART's special tokens, then `<image>`) trained here with the `tokenizers` library. Random weights,

@@ -3,7 +3,8 @@
     .venv-trainer/bin/python -P tools/build_tiny_model.py DIR [--family sdxl|flux|sd3|chroma|qwen_image|wan]
 
 It imports diffusers and transformers, so nothing else in the project imports it: `python -m core demo-model DIR`
-runs it as a subprocess (see core/demo.py). One module per family in tools/tiny_models/; shapes and the offline
+runs it as a subprocess (see core/generation/demo.py). One module per family in tools/tiny_models/; shapes and the
+offline
 tokenizers are described in docs/families.md. Random weights, seed 0; every model is under 30 MB.
 """
 

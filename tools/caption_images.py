@@ -1,4 +1,5 @@
-"""Caption images with a vision-language model. Runs in the trainer env, as a script (core/captioning.py starts it):
+"""Caption images with a vision-language model. Runs in the trainer env, as a script (core/generation/captioning.py
+starts it):
 
     .venv-trainer/bin/python -P tools/caption_images.py REQUEST.json
 

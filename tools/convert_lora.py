@@ -6,7 +6,7 @@ Each DIR holds SimpleTuner's `pytorch_lora_weights.safetensors` (the run's outpu
 `DIR/<name>.safetensors` is written beside it, with the keys SimpleTuner writes for `--lora_format comfyui`
 (SDXL: kohya's `lora_unet_...`, `lora_te1_...` with `.alpha`; transformer families: `diffusion_model.`/`transformer.`
 keys with `lora_A`/`lora_B` and `.alpha`). It imports torch and SimpleTuner, so the app never imports it:
-core/lora_files.py runs it as a subprocess. Prints one JSON report on stdout:
+core/publishing/lora_files.py runs it as a subprocess. Prints one JSON report on stdout:
 
     {"family": "sdxl", "supported": true, "note": "...", "files": [{"dir": ..., "file": ..., "keys": 140}],
      "errors": [{"dir": ..., "message": ...}]}

@@ -3,7 +3,7 @@
 
     .venv-trainer/bin/python -P tools/dump_lycoris_presets.py > core/data/lycoris_presets.json
 
-core/lycoris.py reads the result: a job's `lycoris_config` may name a preset instead of giving the object.
+core/simpletuner/lycoris.py reads the result: a job's `lycoris_config` may name a preset instead of giving the object.
 """
 
 from __future__ import annotations

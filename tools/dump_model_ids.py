@@ -3,7 +3,7 @@
     .venv-trainer/bin/python -P tools/dump_model_ids.py > core/data/model_ids.json
 
 Every model class in simpletuner/helpers/models (listed in its model_metadata.json) has `HUGGINGFACE_PATHS`
-(flavour -> Hub id) and `DEFAULT_MODEL_FLAVOUR`. core/families.py reads the result.
+(flavour -> Hub id) and `DEFAULT_MODEL_FLAVOUR`. core/simpletuner/families.py reads the result.
 """
 
 from __future__ import annotations

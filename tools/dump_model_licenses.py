@@ -7,7 +7,7 @@ MODEL_LICENSE_LINK for a custom licence; its HUGGINGFACE_PATHS lists the Hub mod
 card writer also keeps a family -> licence-name table (helpers/publishing/metadata.py) that it folds to "other" at
 import; the names are read from its source so a custom licence keeps its name. CORRECTIONS are the few Hub models
 whose own card says otherwise than their family's class (checked against each model's card on the Hub).
-The app reads the table (core/model_license.py) without importing SimpleTuner.
+The app reads the table (core/publishing/license.py) without importing SimpleTuner.
 """
 
 from __future__ import annotations

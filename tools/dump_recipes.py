@@ -4,7 +4,7 @@
 
 One recipe per example folder: the family and flavour it trains, the VRAM tier its name gives (`-24g`, `-48gb`,
 `+16G`; none for an untiered example) and the settings that decide memory and quality. Examples that are not a
-plain LoRA for one GPU are listed under "skipped" with the reason. core/recipes.py reads the result.
+plain LoRA for one GPU are listed under "skipped" with the reason. core/simpletuner/recipes.py reads the result.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def main() -> None:
         if action.nargs not in (None, 0):
             entry["nargs"] = str(action.nargs)
         if action.help and action.help != argparse.SUPPRESS:
-            entry["help"] = " ".join(str(action.help).split())  # read by core/flag_policy.py's rules
+            entry["help"] = " ".join(str(action.help).split())  # read by core/simpletuner/flags.py's rules
         for opt in longs:
             flags[opt[2:]] = entry
     # The parser takes any string for --optimizer; the real names live in SimpleTuner's optimizer table.

@@ -11,7 +11,7 @@ A request: {"model": folder or Hub id, "lora": file or null, "strength": 1.0, "p
 Warm means: the pipeline is loaded once per model and kept; a LoRA is loaded once per file as its own adapter and
 switched on (at the asked strength) or off per request, so a click on another checkpoint costs one small file read.
 Only this script's answers go to stdout; everything libraries print goes to stderr. It is run by
-core/playground.py with `python -P`, so no project module shadows a library's.
+core/generation/playground.py with `python -P`, so no project module shadows a library's.
 """
 
 from __future__ import annotations

@@ -30,10 +30,10 @@ from typing import Any
 from core.cancel import Cancel
 from core.errors import JobError, SetupError, SpecError
 from core.events import Event, EventSink, JobWarning
+from core.generation import Playground, parse_generate_job, run_generate_job
 from core.jobdir import job_folder
-from core.playground import Playground, parse_generate_job, run_generate_job
+from core.publishing import outputs_stored
 from core.result import JobResult
-from core.safekeeping import outputs_stored
 from core.secrets import job_secrets
 from core.settings import Settings
 from core.spec import CONFIG_SHORTHAND, JobSpec, StorageSpec, normalize_config, parse_job
@@ -253,7 +253,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         return error_output(error, secrets=secrets)
     finally:
         publisher.cancel()
-        # A trained LoRA or checkpoint that is stored nowhere else is never deleted (core/safekeeping.py).
+        # A trained LoRA or checkpoint that is stored nowhere else is never deleted (core/publishing/safekeeping.py).
         if outputs_stored(workdir / "output", ended):
             await asyncio.to_thread(remove_job_dir, workdir)
         else:
@@ -270,7 +270,8 @@ def is_generate_job(raw: Any) -> bool:
 
 
 async def generate(job: dict[str, Any], *, env: Mapping[str, str], secrets: list[str]) -> dict[str, Any]:
-    """A `{"mode": "generate"}` job (core/playground.py): images from a published LoRA, as bucket URLs or base64."""
+    """A `{"mode": "generate"}` job (core/generation/playground.py): images from a published LoRA, as bucket URLs or
+    base64."""
     global _playground
     raw = job.get("input")
     raw = raw.get("input", raw) if isinstance(raw, Mapping) and set(raw) == {"input"} else raw

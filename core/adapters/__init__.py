@@ -1,0 +1,57 @@
+"""Adapters to the world outside the job: the Hub and S3 clients (their retries and error translation), HTTP downloads
+under the address policy, the machine's GPUs. Every other package reaches the network through here.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.adapters.address_policy import public_url
+from core.adapters.fetch import download, file_name, probe
+from core.adapters.gpus import detect_device
+from core.adapters.hub import (
+    RETRY,
+    UNAVAILABLE,
+    CancelFlag,
+    HubTarget,
+    RetryPolicy,
+    call_hub,
+    check_repo_id,
+    hub_endpoint,
+    hub_error,
+    is_hub_model_id,
+    is_offline,
+    is_repo_id,
+    offline_error,
+    repo_path,
+    stop_error,
+)
+from core.adapters.hub_bar import ByteBar, SilentBar
+from core.adapters.s3 import require_keys, s3_client, s3_config, s3_error, s3_failures
+
+__all__ = [
+    "RETRY",
+    "UNAVAILABLE",
+    "ByteBar",
+    "CancelFlag",
+    "HubTarget",
+    "RetryPolicy",
+    "SilentBar",
+    "call_hub",
+    "check_repo_id",
+    "detect_device",
+    "download",
+    "file_name",
+    "hub_endpoint",
+    "hub_error",
+    "is_hub_model_id",
+    "is_offline",
+    "is_repo_id",
+    "offline_error",
+    "probe",
+    "public_url",
+    "repo_path",
+    "require_keys",
+    "s3_client",
+    "s3_config",
+    "s3_error",
+    "s3_failures",
+    "stop_error",
+]

@@ -1,0 +1,19 @@
+"""The reuse cache on the volume: staged datasets, generated captions, SimpleTuner's aspect buckets, and what a job
+reused.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.cache.captions import cached_captions, keep_captions, model_identity, run_key
+from core.cache.reuse import JobReuse, describe
+from core.cache.store import Cache, file_sha256
+
+__all__ = [
+    "Cache",
+    "JobReuse",
+    "cached_captions",
+    "describe",
+    "file_sha256",
+    "keep_captions",
+    "model_identity",
+    "run_key",
+]

@@ -1,0 +1,34 @@
+"""Work a model does besides training, each in the trainer env as a subprocess: auto-captioning, the playground's
+generations, a run's end-of-run samples, and the tiny demo models.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.generation.captioning import OWN_CAPTIONS, caption_stage, finish_caption, generate_captions
+from core.generation.demo import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
+from core.generation.end_samples import end_samples
+from core.generation.playground import (
+    GENERATE_SCRIPT,
+    GenerateRequest,
+    Playground,
+    Rendered,
+    parse_generate_job,
+    run_generate_job,
+)
+
+__all__ = [
+    "GENERATE_SCRIPT",
+    "OWN_CAPTIONS",
+    "TINY_FAMILIES",
+    "GenerateRequest",
+    "Playground",
+    "Rendered",
+    "build_tiny_captioner",
+    "build_tiny_model",
+    "caption_stage",
+    "end_samples",
+    "finish_caption",
+    "generate_captions",
+    "parse_generate_job",
+    "run_generate_job",
+    "write_demo_dataset",
+]

@@ -1,0 +1,80 @@
+"""The built-in demo: tiny random models (built offline by the trainer env) and a small generated dataset.
+
+Tests, the CPU demo in the UI and the benchmarks use these, so a newcomer trains end to end without a GPU. SDXL is
+the default; FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 have tiny models too (docs/families.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from core.errors import SetupError
+from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
+
+TINY_MODEL_SCRIPT = TOOLS_DIR / "build_tiny_model.py"
+TINY_CAPTIONER_SCRIPT = TOOLS_DIR / "build_tiny_captioner.py"
+COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 220)), ("yellow", (230, 210, 40)),
+           ("purple", (140, 60, 190)), ("orange", (240, 140, 30)), ("teal", (30, 170, 170)), ("pink", (240, 120, 180))]
+SHAPES = ["circle", "square", "triangle"]
+TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan")
+"""The SimpleTuner model families tools/build_tiny_model.py can build (tools/tiny_models/, one module each)."""
+
+
+def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> Path:
+    """Write the tiny model of `family` to `out` (once: an existing model is kept). Runs in the trainer env."""
+    if family not in TINY_FAMILIES:
+        raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
+                         field="family")
+    return _built_by_script(out, marker="model_index.json", what=f"the tiny {family} model", settings=settings,
+                            argv=[str(TINY_MODEL_SCRIPT), str(out.absolute()), "--family", family])
+
+
+def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:
+    """Write the tiny random Florence-2 captioner to `out` (once: an existing one is kept); `captioning.model` takes
+    the folder. Runs in the trainer env, offline (its tokenizer is trained on the spot)."""
+    return _built_by_script(out, marker="config.json", what="the tiny captioner", settings=settings,
+                            argv=[str(TINY_CAPTIONER_SCRIPT), str(out.absolute())])
+
+
+def _built_by_script(out: Path, *, marker: str, what: str, settings: Settings, argv: list[str]) -> Path:
+    """Run a builder script of tools/ in the trainer env, offline and on the CPU, once: a folder holding `marker`
+    is kept as it is."""
+    out = out.absolute()
+    if (out / marker).exists():
+        return out
+    if not settings.trainer_python.exists():
+        raise SetupError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
+                         field="TRAINER_VENV")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
+    # -P: the project root stays off sys.path, so no project module can shadow a library's (a script adds only
+    # tools/, for its own helper packages).
+    done = subprocess.run([str(settings.trainer_python), "-P", *argv], env=env, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise SetupError(f"building {what} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return out
+
+
+def write_demo_dataset(out: Path, *, count: int = 8, size: int = 128) -> Path:
+    """`count` coloured-shape PNGs with .txt captions of the same stem."""
+    from PIL import Image, ImageDraw
+
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        colour_name, colour = COLOURS[index % len(COLOURS)]
+        shape = SHAPES[index % len(SHAPES)]
+        image = Image.new("RGB", (size, size), (245, 245, 240))
+        draw = ImageDraw.Draw(image)
+        box = (size // 5, size // 5, size * 4 // 5, size * 4 // 5)
+        if shape == "circle":
+            draw.ellipse(box, fill=colour)
+        elif shape == "square":
+            draw.rectangle(box, fill=colour)
+        else:
+            draw.polygon([(size // 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=colour)
+        stem = f"demo_{index:03d}"
+        image.save(out / f"{stem}.png")
+        (out / f"{stem}.txt").write_text(f"a {colour_name} {shape} on a plain background")
+    return out

@@ -1,0 +1,335 @@
+"""The playground: a generation process that stays warm between requests, and the worker's `mode: "generate"` job.
+
+`Playground` starts tools/generate_images.py in the trainer env (diffusers) once and keeps it: the pipeline is
+loaded once per model, a LoRA once per checkpoint file, so the next image costs only its denoising steps. The
+process is stopped by `stop()` (the UI calls it before a training starts: GPU memory is the training's) and by
+itself after `idle_s` without a request. `GenerateRequest` is the one declaration of what a request may say, for
+the UI's playground and the worker's generate jobs alike (`GenerateJob` adds the LoRA's source and the answer's
+form).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.errors import JobError, SetupError
+from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
+
+GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
+IDLE_S = 600.0
+"""A warm process with no request for this long is stopped (its memory goes back)."""
+START_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 900.0
+MAX_PROMPT = 1000
+MAX_SIDE = 2048
+
+
+class GenerateRequest(BaseModel):
+    """One render: what the playground's form and a generate job say. Every bad value names its field."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    steps: int = Field(default=20, ge=1, le=150)
+    guidance: float = Field(default=5.0, ge=0, le=30)
+    strength: float = Field(default=1.0, ge=-4, le=4)
+    """The LoRA's weight: 0 is the base model, 1 as trained."""
+    width: int = Field(default=1024, ge=64, le=MAX_SIDE, multiple_of=8)
+    height: int = Field(default=1024, ge=64, le=MAX_SIDE, multiple_of=8)
+    count: int = Field(default=1, ge=1, le=8)
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class Rendered:
+    images: list[Path]
+    seconds: dict[str, float]
+    """load, lora, render, total: as the generation process measured them."""
+    warm: dict[str, bool]
+    """pipeline / lora: True when already loaded before this request."""
+
+
+class Playground:
+    """The warm generation process. Thread-safe: one request at a time (GPU memory holds one pipeline)."""
+
+    def __init__(self, *, settings: Settings, idle_s: float = IDLE_S, env: dict[str, str] | None = None):
+        self.settings = settings
+        self.idle_s = idle_s
+        self._env = env
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._last_used = 0.0
+        self._watcher: threading.Thread | None = None
+        self._stopped_for: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    def generate(self, request: GenerateRequest, *, model: str, lora: Path | None, out_dir: Path,
+                 name: str) -> Rendered:
+        """Render `request` with `model` (a folder or a Hub id in the HF cache) and `lora` (a .safetensors file, or
+        None for the base model) into `out_dir/<name>-<i>.png`. Raises SetupError when the process cannot start,
+        JobError (code generate_failed) when diffusers refuses the request."""
+        payload = {**request.model_dump(), "model": model, "lora": str(lora) if lora else None,
+                   "out_dir": str(out_dir), "name": name}
+        with self._lock:
+            process = self._ensure_started()
+            self._last_used = time.monotonic()
+            try:
+                answer = self._ask(process, payload)
+            finally:
+                self._last_used = time.monotonic()
+        if not answer.get("ok"):
+            raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code="generate_failed",
+                           stage="generate")
+        return Rendered(images=[Path(p) for p in answer["images"]], seconds=answer.get("seconds", {}),
+                        warm=answer.get("warm", {}))
+
+    def stop(self, *, reason: str = "stopped") -> bool:
+        """End the process (its GPU memory goes back); True when one was running. The next request starts it."""
+        with self._lock:
+            return self._stop_locked(reason)
+
+    def _stop_locked(self, reason: str) -> bool:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return False
+        self._stopped_for = reason
+        try:
+            _pipe(process.stdin).close()  # the server's loop ends at end of input
+            process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+        return True
+
+    def _ensure_started(self) -> subprocess.Popen:
+        if self._process is not None and self.running:
+            return self._process
+        python = self.settings.trainer_python
+        if not python.exists():
+            raise SetupError(f"the trainer env is missing at {self.settings.trainer_venv} (run `make setup`)",
+                             field="TRAINER_VENV")
+        process = subprocess.Popen([str(python), "-P", str(GENERATE_SCRIPT), "--serve"], env=self._process_env(),
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   text=True, bufsize=1, start_new_session=True)
+        ready = self._read(process, timeout_s=START_TIMEOUT_S)
+        if not ready.get("ready"):
+            process.kill()
+            process.wait()
+            raise SetupError(f"the generation process did not start: {ready.get('error', 'no answer')}",
+                             field="TRAINER_VENV")
+        self._process = process
+        self._start_watcher()
+        return process
+
+    def _process_env(self) -> dict[str, str]:
+        from core.adapters import detect_device
+        from core.training import trainer_env  # a training's allow-listed environment: no secrets
+
+        device, _ = detect_device(self.settings, env=self._env)
+        env = trainer_env(self.settings, device=device, hf_token=None, base=self._env)
+        if not self.settings.online:
+            env.update(OFFLINE_ENV)
+        return env
+
+    def _ask(self, process: subprocess.Popen, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            _pipe(process.stdin).write(json.dumps(payload) + "\n")
+            _pipe(process.stdin).flush()
+        except OSError as exc:
+            self._stop_locked("broken pipe")
+            raise JobError(f"the generation process ended: {exc}", code="generate_failed", stage="generate") from None
+        answer = self._read(process, timeout_s=REQUEST_TIMEOUT_S)
+        if "ok" not in answer:
+            self._stop_locked("no answer")
+        return answer
+
+    @staticmethod
+    def _read(process: subprocess.Popen, *, timeout_s: float) -> dict[str, Any]:
+        """The next answer line; {"error": ...} when the process ends or says nothing in time."""
+        box: dict[str, Any] = {}
+
+        def read() -> None:
+            box["line"] = _pipe(process.stdout).readline()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        line = box.get("line")
+        if not line:
+            code = process.poll()
+            return {"error": f"the generation process exited ({code})" if code is not None
+                    else f"no answer within {timeout_s:g} s"}
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            return {"error": f"unreadable answer: {line[:200]!r}"}
+
+    def _start_watcher(self) -> None:
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+
+        def watch() -> None:
+            while True:
+                time.sleep(min(5.0, max(self.idle_s / 4, 0.05)))
+                with self._lock:
+                    if not self.running:
+                        return
+                    if time.monotonic() - self._last_used >= self.idle_s:
+                        self._stop_locked("idle")
+                        return
+
+        self._watcher = threading.Thread(target=watch, daemon=True, name="playground-idle")
+        self._watcher.start()
+
+
+def _pipe[T](stream: T | None) -> T:
+    """A pipe the process was started with (stdin/stdout=PIPE): Popen types it optional."""
+    if stream is None:
+        raise OSError("the generation process has no pipe")
+    return stream
+
+
+def image_base64(path: Path) -> str:
+    """A PNG as base64 text, for an answer that has no bucket to point at."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+# -- the worker's generate job ------------------------------------------------------------------------------------
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+MAX_LORA_BYTES = 4 * 1024**3
+
+
+class GenerateError(JobError):
+    """A generate job's LoRA or base model cannot be fetched, or diffusers refused the request."""
+
+    code = "generate_failed"
+    stage = "generate"
+
+
+class GenerateJob(GenerateRequest):
+    """The worker's `{"mode": "generate", ...}` job: one render request plus where the LoRA and base model are."""
+
+    mode: str = Field(pattern="^generate$")
+    model: str = Field(min_length=1, max_length=300)
+    """The base model: a Hub id, or a folder on this machine."""
+    lora: str | None = Field(default=None, max_length=2000)
+    """'user/repo', 'user/repo/checkpoint-N' (a folder in the repo), 'user/repo@revision', or an https/s3 URL of a
+    .safetensors file; None renders the base model."""
+    token: str | None = Field(default=None, repr=False)
+    """A token that reads a private LoRA repo (else HF_TOKEN)."""
+    bucket: str | None = None
+    """Upload the images here and answer URLs (else BUCKET_NAME when the bucket variables are set; else base64)."""
+
+
+def parse_generate_job(data: Any) -> GenerateJob:
+    """Validate a generate job; a SpecError names every bad field."""
+    from pydantic import ValidationError
+
+    from core.errors import SpecError
+
+    try:
+        return GenerateJob.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in error["loc"]) or "input",
+                   "message": "unknown field" if error["type"] == "extra_forbidden"
+                   else error["msg"].removeprefix("Value error, ")} for error in exc.errors(include_url=False)]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise SpecError(errors[0]["message"] + more, field=errors[0]["field"], errors=errors) from None
+
+
+def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | None) -> Path:
+    """The LoRA file a generate job names, downloaded into `folder`."""
+    from core.adapters import HubTarget, call_hub, download, hub_endpoint, is_repo_id
+
+    text = source.strip()
+    if "://" in text and not text.startswith("hf://"):
+        path = download(text, folder, settings=settings, max_bytes=MAX_LORA_BYTES, field="lora")
+        if path.suffix != ".safetensors":
+            raise GenerateError(f"{path.name} is not a .safetensors file", field="lora")
+        return path
+    parts = [part for part in text.removeprefix("hf://").split("/") if part]
+    name, _, revision = parts[1].partition("@") if len(parts) > 1 else ("", "", "")
+    repo, sub = (f"{parts[0]}/{name}" if parts else ""), "/".join(parts[2:])
+    if not is_repo_id(repo) or any(part in (".", "..") for part in parts):
+        raise GenerateError(f"'{text}' is neither a Hub path (user/repo, user/repo/checkpoint-N) nor an https:// or "
+                            "s3:// URL", field="lora", code="invalid_input")
+    filename = sub if sub.endswith(".safetensors") else "/".join(p for p in (sub, LORA_FILE) if p)
+    from huggingface_hub import hf_hub_download
+
+    target = HubTarget(repo, family=GenerateError, field="lora", token=token, revision=revision or None)
+    return Path(call_hub(lambda: hf_hub_download(repo, filename, revision=revision or None, token=token,
+                                                 local_dir=folder, endpoint=hub_endpoint()),
+                         target=target, what=f"downloading {filename}"))
+
+
+def resolve_model(model: str, *, settings: Settings, token: str | None) -> str:
+    """What the generation process loads: a diffusers folder on this machine as is (the model cache, the demo model;
+    as a training job's base model may be), a Hub id fetched into the cache first when online (else diffusers reads
+    it from the cache)."""
+    from core.adapters import is_repo_id
+
+    if is_repo_id(model) and not Path(model).is_dir():
+        if settings.online:
+            from core.adapters import hub_endpoint
+            from core.models import fetch_repo
+
+            cache = Path(settings.hf_home) / "hub" if settings.hf_home else None
+            if cache is not None:
+                return str(fetch_repo(model, field="model", cache_dir=cache, token=token, endpoint=hub_endpoint()))
+        return model
+    if not (Path(model) / "model_index.json").is_file():
+        raise GenerateError(f"{model} is no diffusers model folder (model_index.json is missing)", field="model",
+                            code="invalid_input")
+    return model
+
+
+def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, playground: Playground,
+                     env: dict[str, str]) -> dict[str, Any]:
+    """Render a generate job; the answer lists the images as bucket URLs (a bucket named or configured) or as
+    base64 PNGs, with the timings of the warm process."""
+    from core.adapters import public_url
+
+    token = job.token or (settings.hf_token.get_secret_value() if settings.hf_token else None)
+    lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token) if job.lora else None
+    model = resolve_model(job.model, settings=settings, token=token)
+    request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
+    rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image")
+    bucket = job.bucket or env.get("BUCKET_NAME")
+    images: list[dict[str, Any]] = [{"file": path.name} for path in rendered.images]
+    if bucket and env.get("BUCKET_ENDPOINT_URL"):
+        from core.publishing import upload_outputs
+        from core.spec import StorageSpec
+
+        uploaded = upload_outputs(workdir / "images", storage=StorageSpec(bucket=bucket, prefix="generated"),
+                                  job_id=workdir.name, env=env, secrets=[token])
+        for image in images:
+            image["url"] = uploaded["files"][image["file"]]
+    else:
+        for image, path in zip(images, rendered.images, strict=True):
+            image["base64"] = image_base64(path)
+    return {"status": "succeeded", "mode": "generate", "images": images, "prompt": request.prompt,
+            "seed": request.seed, "lora": public_url(job.lora) if job.lora else None, "strength": request.strength,
+            "seconds": rendered.seconds, "warm": rendered.warm}

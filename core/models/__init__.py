@@ -1,0 +1,16 @@
+"""The models a job loads: its base model and caption model, fetched from the Hub into the cache with progress.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.models.base_model import fetch_base_model, fetch_repo
+from core.models.caption_model import caption_download, fetch_caption_model, hub_cache
+from core.models.prefetch import ModelFetch
+
+__all__ = [
+    "ModelFetch",
+    "caption_download",
+    "fetch_base_model",
+    "fetch_caption_model",
+    "fetch_repo",
+    "hub_cache",
+]

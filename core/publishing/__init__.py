@@ -1,0 +1,26 @@
+"""Where a trained run goes: the Hub repo (card, license, ComfyUI files), the bucket, checkpoints while training,
+safekeeping when a push fails, and the destination checks made before anything starts.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.publishing.bucket import upload_outputs
+from core.publishing.card import CardFacts
+from core.publishing.checkpoints import CheckpointUploads, fallback_destinations
+from core.publishing.destinations import check_destinations
+from core.publishing.hub_repo import publish_to_hub
+from core.publishing.license import base_model_license
+from core.publishing.lora_files import add_lora_files
+from core.publishing.safekeeping import keep_outputs, outputs_stored
+
+__all__ = [
+    "CardFacts",
+    "CheckpointUploads",
+    "add_lora_files",
+    "base_model_license",
+    "check_destinations",
+    "fallback_destinations",
+    "keep_outputs",
+    "outputs_stored",
+    "publish_to_hub",
+    "upload_outputs",
+]

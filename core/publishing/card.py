@@ -1,0 +1,322 @@
+"""The model card: the facts of one training run, rendered into the README.md a Hub repo shows.
+
+`CardFacts` is the data; `render_model_card` fills the template. The YAML header is what the Hub and
+diffusers read (base model, licence, library, tags, trigger word as `instance_prompt`, the validation gallery as
+`widget`); the body is for people: which file is for which tool, how to load the LoRA in diffusers and in ComfyUI,
+the trigger word, and how it was trained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from string import Template
+
+from core.adapters import is_hub_model_id
+from core.result import human_duration
+from core.secrets import sanitize_config
+
+BASE_TAGS = ["lora", "diffusers", "text-to-image", "simpletuner", "template:sd-lora"]
+FULL_TAGS = ["diffusers", "text-to-image", "simpletuner", "full-finetune"]
+
+# The diffusers pipeline class that loads each model family's LoRA; others get the generic loader.
+PIPELINE_CLASSES = {
+    "sdxl": "StableDiffusionXLPipeline",
+    "flux": "FluxPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+}
+
+# (row label, SimpleTuner flag names tried in order) for the training settings table.
+SETTINGS_ROWS = [
+    ("LoRA rank", ("lora_rank",)),
+    ("LoRA alpha", ("lora_alpha",)),
+    ("LoRA type", ("lora_type",)),
+    ("Learning rate", ("learning_rate",)),
+    ("LR scheduler", ("lr_scheduler",)),
+    ("Optimizer", ("optimizer",)),
+    ("Max steps", ("max_train_steps",)),
+    ("Epochs", ("num_train_epochs",)),
+    ("Batch size", ("train_batch_size",)),
+    ("Gradient accumulation", ("gradient_accumulation_steps",)),
+    ("Resolution", ("resolution",)),
+    ("Mixed precision", ("mixed_precision",)),
+    ("Seed", ("seed",)),
+]
+
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+# Model families whose LoRA can also touch the text encoders (UNet models with CLIP): ComfyUI's LoraLoader takes
+# both MODEL and CLIP; the others patch the model only.
+CLIP_LORA_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors"}
+COMFYUI_FOLDER = "ComfyUI/models/loras/"
+# Families whose trained model is a UNet (pipeline.unet); the others train pipeline.transformer.
+UNET_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors", "deepfloyd"}
+LYCORIS_CONFIG_FILE = "lycoris_config.json"
+# The opening line per kind, and the "Trained" row of the settings table.
+WHAT = {"lora": "A LoRA for", "lycoris": "A LyCORIS adapter ({algo}) for", "full": "A full fine-tune of"}
+TRAINED = {"lora": "LoRA", "lycoris": "LyCORIS ({algo})", "full": "full fine-tune"}
+FULL_COMFYUI_NOTE = ("a full fine-tune is a diffusers model folder, not a LoRA; ComfyUI loads a single-file "
+                     "checkpoint, which this run did not write")
+# ComfyUI maps SimpleTuner's LyCORIS key names (lycoris_<module path>) in its LoRA loader.
+LYCORIS_COMFYUI = ("There is no separate ComfyUI file: ComfyUI's LoRA loader reads SimpleTuner's LyCORIS key "
+                   "names (`lycoris_...`) as they are, for SDXL and the diffusers-named transformer models. ")
+
+
+
+@dataclass
+class CardFacts:
+    repo_id: str
+    base_model: str
+    model_family: str
+    trigger_word: str | None
+    steps: int | None
+    final_loss: float | None
+    elapsed_s: float | None
+    dataset_size: int | None
+    config: dict
+    """SimpleTuner's config.json as trained; secrets are removed again here before it is shown."""
+    validation: list[tuple[str, str]]
+    """(image path inside the repo, prompt) for each validation image."""
+    license: str | None = None
+    license_name: str | None = None
+    """A custom licence's id (with license: other), e.g. flux-1-dev-non-commercial-license."""
+    license_link: str | None = None
+    tags: list[str] = field(default_factory=list)
+    comfyui_file: str | None = None
+    """The ComfyUI/kohya-format file's name in the repo; None when there is none."""
+    comfyui_note: str | None = None
+    """Why there is no ComfyUI file (shown instead of the ComfyUI instructions)."""
+    kind: str = "lora"
+    """What was trained (core/simpletuner/kinds.py): lora | lycoris | full."""
+    lycoris: dict | None = None
+    """A LyCORIS run's config (the card names its algorithm)."""
+    full_component: tuple[str, str] | None = None
+    """A full fine-tune's trained model: (its folder in the repo, the diffusers class that loads it)."""
+
+
+CARD_BODY = Template("""\
+# $title
+
+$what $base_model_md ($model_family), trained with [SimpleTuner](https://github.com/bghira/SimpleTuner).
+
+## Trigger word
+
+$trigger_md
+
+## Files
+
+| File | Use it with |
+|---|---|
+$files_rows
+
+## Use it with diffusers
+
+$diffusers_md
+
+## Use it with ComfyUI
+
+$comfyui_md
+
+## Training
+
+| Setting | Value |
+|---|---|
+$settings_rows
+
+$gallery## Training config
+
+SimpleTuner's `config.json` as trained, with every token, key and password removed.
+
+<details>
+<summary>config.json</summary>
+
+```json
+$config_json
+```
+
+</details>
+""")
+
+
+def card_metadata(facts: CardFacts) -> dict:
+    """The YAML header as a dict, in the order the Hub shows it."""
+    meta: dict = {}
+    if is_hub_model_id(facts.base_model):
+        # A local folder is no base model the Hub can link to; the body still names it.
+        meta["base_model"] = facts.base_model
+    meta["library_name"] = "diffusers"
+    if facts.license:
+        meta["license"] = facts.license
+        if facts.license_name:
+            meta["license_name"] = facts.license_name
+        if facts.license_link:
+            meta["license_link"] = facts.license_link
+    meta["pipeline_tag"] = "text-to-image"
+    if facts.kind == "full" and "base_model" in meta:
+        meta["base_model_relation"] = "finetune"
+    kind_tags = FULL_TAGS if facts.kind == "full" else [*BASE_TAGS, *(["lycoris"] if facts.kind == "lycoris" else [])]
+    meta["tags"] = list(dict.fromkeys([*kind_tags, facts.model_family, *facts.tags]))
+    if facts.trigger_word:
+        meta["instance_prompt"] = facts.trigger_word
+    if facts.validation:
+        meta["widget"] = [{"text": prompt, "output": {"url": path}} for path, prompt in facts.validation]
+    return meta
+
+
+def render_model_card(facts: CardFacts) -> str:
+    """README.md text: YAML front matter the Hub parses, then the body."""
+    import yaml  # huggingface_hub's own YAML library; the card is read back with its ModelCard
+
+    header = yaml.safe_dump(card_metadata(facts), sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{header}---\n\n{_body(facts)}"
+
+
+def _body(facts: CardFacts) -> str:
+    shown = sanitize_config(facts.config)
+    config = {key.lstrip("-"): value for key, value in shown.items()}
+    on_hub = is_hub_model_id(facts.base_model)
+    base_name = facts.base_model if on_hub else facts.base_model.rstrip("/").rsplit("/", 1)[-1]
+    prompt = _example_prompt(facts)
+    return CARD_BODY.substitute(
+        title=facts.repo_id.rsplit("/", 1)[-1],
+        base_model_md=(
+            f"[{base_name}](https://huggingface.co/{base_name})" if on_hub else f"`{base_name}` (a local model)"
+        ),
+        model_family=facts.model_family,
+        trigger_md=(
+            f"Use `{facts.trigger_word}` in your prompt: every training caption had it."
+            if facts.trigger_word
+            else f"This {_noun(facts)} was trained without a trigger word: it applies to any prompt."
+        ),
+        files_rows="\n".join(f"| `{name}` | {use} |" for name, use in _files(facts)),
+        comfyui_md=_comfyui(facts),
+        what=WHAT.get(facts.kind, WHAT["lora"]).format(algo=_algo(facts)),
+        diffusers_md=_diffusers(facts, prompt=prompt),
+        settings_rows="\n".join(f"| {label} | {value} |" for label, value in _settings(facts, config)),
+        gallery=_gallery(facts),
+        config_json=json.dumps(shown, indent=2, sort_keys=True, default=str),
+    )
+
+
+def _files(facts: CardFacts) -> list[tuple[str, str]]:
+    if facts.kind == "full":
+        folder = facts.full_component[0] if facts.full_component else "unet/ or transformer/"
+        return [(f"{folder.rstrip('/')}/", "the fine-tuned model: diffusers' `from_pretrained(repo, subfolder=...)`"),
+                ("vae/, scheduler/, model_index.json", "the rest of the pipeline, as SimpleTuner saved it")]
+    if facts.kind == "lycoris":
+        return [(DIFFUSERS_FILE, f"the LyCORIS adapter ({_algo(facts)}): the `lycoris` library (below) and ComfyUI"),
+                (LYCORIS_CONFIG_FILE, "the LyCORIS config it was trained with")]
+    rows = [(DIFFUSERS_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget")]
+    if facts.comfyui_file:
+        rows.append((facts.comfyui_file, "ComfyUI, and other tools that load kohya-format LoRAs (Forge, "
+                                         "Automatic1111, SwarmUI)"))
+    return rows
+
+
+def _comfyui(facts: CardFacts) -> str:
+    if facts.kind == "full":
+        return f"Not applicable: {FULL_COMFYUI_NOTE}."
+    if facts.kind == "lycoris":
+        return LYCORIS_COMFYUI + _comfyui_steps(facts, DIFFUSERS_FILE)
+    if not facts.comfyui_file:
+        why = facts.comfyui_note or "no ComfyUI-format file was written for this run"
+        return f"This repo has no ComfyUI-format file: {_cell(why)}. ComfyUI may still load `{DIFFUSERS_FILE}`."
+    return _comfyui_steps(facts, facts.comfyui_file)
+
+
+def _comfyui_steps(facts: CardFacts, name: str) -> str:
+    clip = facts.model_family in CLIP_LORA_FAMILIES and facts.kind == "lora"  # LyCORIS trains no text encoder
+    node = "LoraLoader" if clip else "LoraLoaderModelOnly"
+    inputs: dict = {"lora_name": name, "strength_model": 1.0}
+    if clip:
+        inputs["strength_clip"] = 1.0
+    inputs["model"] = ["1", 0]
+    if clip:
+        inputs["clip"] = ["1", 1]
+    wiring = ("between your checkpoint loader and the sampler: its MODEL and CLIP outputs into the node, the node's "
+              "outputs on to the KSampler and the prompt encoders" if clip else
+              "after the node that loads the model (its MODEL output into the node, the node's MODEL on to the "
+              "sampler)")
+    workflow = json.dumps({"2": {"class_type": node, "inputs": inputs}})
+    return (f"Download `{name}` into `{COMFYUI_FOLDER}`, then add a **{node}** node {wiring}, and pick `{name}` "
+            f"as its `lora_name`. In an API-format workflow, where node \"1\" loads the base model:\n\n"
+            f"```json\n{workflow}\n```")
+
+
+def _diffusers(facts: CardFacts, *, prompt: str) -> str:
+    """How to load this run in diffusers: a LoRA with load_lora_weights, a LyCORIS adapter with the lycoris
+    library, a full fine-tune's model in place of the base pipeline's own."""
+    pipeline_class = PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline")
+    base, repo, prompt_py = json.dumps(facts.base_model), json.dumps(facts.repo_id), json.dumps(prompt)
+    private_note = "# a private repo needs a token: log in, or pass token=..."
+    component = "unet" if facts.model_family in UNET_FAMILIES else "transformer"
+    if facts.kind == "full":
+        folder, cls = facts.full_component or (component, "AutoModel")
+        lines = ["import torch", f"from diffusers import {cls}, {pipeline_class}", "",
+                 f"{folder} = {cls}.from_pretrained({repo}, subfolder={json.dumps(folder)}, "
+                 f"torch_dtype=torch.bfloat16)  {private_note}",
+                 f"pipeline = {pipeline_class}.from_pretrained({base}, {folder}={folder}, "
+                 "torch_dtype=torch.bfloat16).to(\"cuda\")"]
+        lead = (f"The repo holds the fine-tuned `{folder}` in diffusers' layout; the text encoders are the base "
+                "model's, so load the base pipeline with this model in place of its own:\n\n")
+    elif facts.kind == "lycoris":
+        lines = ["import torch", f"from diffusers import {pipeline_class}",
+                 "from huggingface_hub import hf_hub_download", "from lycoris import create_lycoris_from_weights", "",
+                 f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")",
+                 f"adapter = hf_hub_download({repo}, {json.dumps(DIFFUSERS_FILE)})  {private_note}",
+                 f"wrapper, _ = create_lycoris_from_weights(1.0, adapter, pipeline.{component})",
+                 "wrapper.merge_to()"]
+        lead = ("A LyCORIS adapter loads with the `lycoris` library (`pip install lycoris-lora`), not with "
+                "diffusers' `load_lora_weights`:\n\n")
+    else:
+        lines = ["import torch", f"from diffusers import {pipeline_class}", "",
+                 f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")",
+                 f"pipeline.load_lora_weights({repo})  {private_note}"]
+        lead = ""
+    lines += [f"image = pipeline({prompt_py}).images[0]", 'image.save("output.png")']
+    return lead + "```python\n" + "\n".join(lines) + "\n```"
+
+
+def _noun(facts: CardFacts) -> str:
+    return {"full": "model", "lycoris": "LyCORIS adapter"}.get(facts.kind, "LoRA")
+
+
+def _algo(facts: CardFacts) -> str:
+    return str((facts.lycoris or {}).get("algo") or "LyCORIS")
+
+
+def _example_prompt(facts: CardFacts) -> str:
+    trigger = facts.trigger_word or ""
+    for _, prompt in facts.validation:
+        if not trigger or trigger in prompt:
+            return prompt
+    return f"a photo of {trigger}".strip() if trigger else "a photo"
+
+
+def _settings(facts: CardFacts, config: dict) -> list[tuple[str, str]]:
+    rows = [("Base model", f"`{facts.base_model}`"), ("Model family", facts.model_family),
+            ("Trained", TRAINED.get(facts.kind, TRAINED["lora"]).format(algo=_algo(facts)))]
+    for label, names in SETTINGS_ROWS:
+        if label.startswith("LoRA") and facts.kind != "lora":
+            continue  # a LyCORIS config or a full fine-tune has no LoRA rank
+        for name in names:
+            if config.get(name) not in (None, ""):
+                rows.append((label, _cell(config[name])))
+                break
+    rows.append(("Steps trained", str(facts.steps) if facts.steps is not None else "unknown"))
+    rows.append(("Dataset size", f"{facts.dataset_size} images" if facts.dataset_size is not None else "unknown"))
+    rows.append(("Final loss", f"{facts.final_loss:.4f}" if facts.final_loss is not None else "unknown"))
+    rows.append(("Training time", human_duration(facts.elapsed_s) if facts.elapsed_s is not None else "unknown"))
+    return rows
+
+
+def _cell(value: object) -> str:
+    # A table cell is one line; a pipe would end it early.
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _gallery(facts: CardFacts) -> str:
+    if not facts.validation:
+        return ""
+    lines = ["## Validation images", "", "<Gallery />", ""]
+    lines += [f"- `{path}`: {_cell(prompt)}" for path, prompt in facts.validation]
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,44 @@
+"""What the project knows of SimpleTuner 4.10.1, from its own tables (core/data/): which flags a job may set, model
+families and their Hub ids, per-GPU recipes, LyCORIS presets, and what each training kind writes.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.simpletuner.families import flavour_settings, hub_ids, lookup, model_table, resolve_family
+from core.simpletuner.flags import FILE_CONTENT, INLINE_JSON, check_flag, classify, owned_flags
+from core.simpletuner.kinds import (
+    FULL,
+    LYCORIS_CONFIG_FILE,
+    PIPELINE_DIR,
+    check_training_kind,
+    expected_output,
+    implied_flags,
+    kind_of,
+    trained_component,
+)
+from core.simpletuner.lycoris import with_preset
+from core.simpletuner.recipes import Recipe, families_with_recipes, recipe_for
+
+__all__ = [
+    "FILE_CONTENT",
+    "FULL",
+    "INLINE_JSON",
+    "LYCORIS_CONFIG_FILE",
+    "PIPELINE_DIR",
+    "Recipe",
+    "check_flag",
+    "check_training_kind",
+    "classify",
+    "expected_output",
+    "families_with_recipes",
+    "flavour_settings",
+    "hub_ids",
+    "implied_flags",
+    "kind_of",
+    "lookup",
+    "model_table",
+    "owned_flags",
+    "recipe_for",
+    "resolve_family",
+    "trained_component",
+    "with_preset",
+]

@@ -1,0 +1,42 @@
+"""The job declaration: one typed model (pydantic) of everything a job says, validated the same for every face.
+
+    from core.spec import JobSpec, parse_job
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.spec.captioning import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
+from core.spec.job import (
+    CONFIG_SHORTHAND,
+    DataloaderOptions,
+    DatasetSpec,
+    HubSpec,
+    JobSpec,
+    StorageSpec,
+    model_families,
+    normalize_config,
+    parse_job,
+    simpletuner_flags,
+)
+from core.spec.limits import CACHE_KEY, DATA_KEYS, relative_data_dir
+from core.spec.samples import SamplesSpec, fill_trigger
+
+__all__ = [
+    "CACHE_KEY",
+    "CAPTION_MODELS",
+    "CONFIG_SHORTHAND",
+    "DATA_KEYS",
+    "DEFAULT_CAPTION_MODEL",
+    "CaptioningSpec",
+    "DataloaderOptions",
+    "DatasetSpec",
+    "HubSpec",
+    "JobSpec",
+    "SamplesSpec",
+    "StorageSpec",
+    "fill_trigger",
+    "model_families",
+    "normalize_config",
+    "parse_job",
+    "relative_data_dir",
+    "simpletuner_flags",
+]

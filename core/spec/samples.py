@@ -1,0 +1,59 @@
+"""The job's `samples` field: prompts rendered at each checkpoint. The declaration only; core/training/samples.py
+turns it
+into SimpleTuner's validation settings and finds the images."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from core.errors import SpecError
+
+TRIGGER = re.compile(r"\[trigger\]", re.IGNORECASE)
+MAX_PROMPTS = 16
+MAX_PROMPT = 1000
+
+
+def _one_line(value: str) -> str:
+    if any(c in value for c in "\r\n\t"):
+        raise ValueError("must be one line")
+    return value
+
+
+Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT),
+                   AfterValidator(_one_line)]
+
+
+class SamplesSpec(BaseModel):
+    """`samples`: prompts rendered at each checkpoint (every `every` steps) and at the end."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS)
+    every: int | None = Field(default=None, ge=1)
+    """Steps between two renders; default: the checkpoint interval."""
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    steps: int | None = Field(default=None, ge=1, le=150)
+    """Denoising steps; default: the family's SimpleTuner recipe (else 30)."""
+    guidance: float | None = Field(default=None, ge=0, le=30)
+    """CFG scale; default: the family's SimpleTuner recipe (else 5)."""
+    resolution: int | None = Field(default=None, ge=64, le=4096)
+    """Square side in pixels; default: the training resolution."""
+    negative_prompt: Prompt | None = None
+
+
+def fill_trigger(text: str, trigger: str | None) -> str:
+    """`[trigger]` replaced by the trigger word (left as is without one)."""
+    return TRIGGER.sub(lambda _: trigger, text) if trigger else text
+
+
+def check_trigger(samples: SamplesSpec | None, trigger: str | None) -> None:
+    """A prompt that asks for the trigger word needs one: a SpecError naming the prompt otherwise."""
+    if samples is None or trigger:
+        return
+    errors = [{"field": f"samples.prompts.{i}", "message": "uses [trigger], but the job has no trigger_word"}
+              for i, prompt in enumerate(samples.prompts) if TRIGGER.search(prompt)]
+    if errors:
+        raise SpecError(errors[0]["message"], field=errors[0]["field"], errors=errors)

@@ -1,0 +1,45 @@
+"""The training stages: preflight, GPU fit, SimpleTuner's files from a job, the trainer subprocess, the deadline
+stop, sample settings, and resume from a checkpoint.
+
+What other packages and the faces may use is listed in __all__."""
+
+from core.training.config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
+from core.training.deadline import DeadlineStop, ends_partial, latest_checkpoint
+from core.training.gpu_fit import GpuFacts, GpuPlan, gpu_report, plan_device, plan_gpu
+from core.training.local_checkpoint import copy_local_checkpoint, is_local
+from core.training.preflight import preflight
+from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
+from core.training.samples import DEFAULT_GUIDANCE, DEFAULT_STEPS, job_samples, published_view, sample_prompts
+from core.training.trainer import LORA_FILE, TrainingOutcome, stop_group, train, trainer_env
+
+__all__ = [
+    "AUTO",
+    "DEFAULT_GUIDANCE",
+    "DEFAULT_STEPS",
+    "LORA_FILE",
+    "OWNED_FLAGS",
+    "DeadlineStop",
+    "GpuFacts",
+    "GpuPlan",
+    "TrainingOutcome",
+    "auto_sources",
+    "build_trainer_files",
+    "copy_local_checkpoint",
+    "ends_partial",
+    "fetch_checkpoint",
+    "fetch_latest_checkpoint",
+    "gpu_plan",
+    "gpu_report",
+    "is_local",
+    "job_samples",
+    "latest_checkpoint",
+    "plan_device",
+    "plan_gpu",
+    "preflight",
+    "published_view",
+    "resolved_defaults",
+    "sample_prompts",
+    "stop_group",
+    "train",
+    "trainer_env",
+]

@@ -1,0 +1,246 @@
+"""Job -> SimpleTuner's config.json and multidatabackend.json. A pure function: no I/O, golden-file tested.
+
+What the user left out gets a default that trains; what the user set always wins, except the paths this job owns
+(output, caches, dataloader and webhook files), which live in the job's directory whatever the job says. On CUDA the
+defaults are SimpleTuner's recipe for the model family on this GPU (core/training/gpu_fit.py); on CPU, settings that
+train
+without CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import SpecError
+from core.jobdir import JobDir
+from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, flavour_settings, owned_flags
+from core.spec import CACHE_KEY, DATA_KEYS, JobSpec, relative_data_dir, simpletuner_flags
+from core.training.gpu_fit import VALIDATION_SETTINGS, GpuFacts, GpuPlan, check_fit, plan_gpu
+from core.training.samples import validation_size, with_samples
+
+DEFAULT_RESOLUTION = 1024
+DEFAULT_RESOLUTION_TYPE = "pixel"
+DEFAULT_MINIMUM_IMAGE_SIZE = 256
+"""The built backend's minimum_image_size is min(this, resolution); SimpleTuner's own default is none."""
+DEFAULT_STEPS = 1000
+"""When a job gives neither max_train_steps nor num_train_epochs."""
+DEFAULT_TRAIN_BATCH_SIZE = 1
+
+# Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory). The first
+# three are set to the job's folders; the others (SimpleTuner's folders, derived from its flag list by
+# core/simpletuner/flags.py) are left to SimpleTuner's defaults, which are relative to its working directory in the job.
+OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config",
+               *(name for name in owned_flags(simpletuner_flags())
+                 if name not in ("output_dir", "data_backend_config", "webhook_config")))
+
+
+@dataclass(frozen=True)
+class TrainerFiles:
+    config: dict[str, Any]
+    """config.json: native flags with their leading '--', as SimpleTuner reads them."""
+    backends: list[dict[str, Any]]
+    """multidatabackend.json."""
+    inline_files: dict[str, Any] = field(default_factory=dict)
+    """JSON files a job gave inline (a LyCORIS config, a prompt library): file name in the config folder -> content."""
+    plan: GpuPlan | None = None
+    """On CUDA: the recipe, precision and fit for the GPU (core/training/gpu_fit.py)."""
+
+    def write(self, job: JobDir, *, webhook_url: str) -> Path:
+        """Write the files into the job's config folder; return config.json's path."""
+        job.config.mkdir(parents=True, exist_ok=True)
+        for name, content in self.inline_files.items():
+            (job.config / name).write_text(json.dumps(content, indent=2))
+        (job.config / "multidatabackend.json").write_text(json.dumps(self.backends, indent=2))
+        webhooks = [{"webhook_type": "raw", "callback_url": webhook_url, "log_level": "info"}]
+        (job.config / "webhooks.json").write_text(json.dumps(webhooks, indent=2))
+        path = job.config / "config.json"
+        path.write_text(json.dumps(self.config, indent=2))
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config.json": self.config, "multidatabackend.json": self.backends}
+
+
+def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None) -> GpuPlan | None:
+    """The GPU plan of a CUDA job (None on CPU); `gpu` None: the GPU's size is unknown (nothing refused). A job the
+    GPU cannot hold is refused: SpecError naming config.base_model_precision, with what would fit."""
+    if device != "cuda":
+        return None
+    plan = plan_gpu(family=spec.model_family, flavour=spec.config.get("model_flavour"), config=spec.config,
+                    gpu=gpu or GpuFacts(count=1, memory_gb=None, source="unknown"))
+    check_fit(plan)
+    return plan
+
+
+def _defaults(spec: JobSpec, *, device: str, plan: GpuPlan | None = None) -> dict[str, Any]:
+    cuda = device == "cuda"
+    recipe = dict(plan.settings) if plan else {}
+    rank = spec.config.get("lora_rank", recipe.get("lora_rank", 16))
+    alpha = recipe.get("lora_alpha", rank) if "lora_rank" not in spec.config else rank
+    steps_given = "max_train_steps" in spec.config or "num_train_epochs" in spec.config
+    defaults: dict[str, Any] = {
+        "model_type": "lora",
+        "lora_type": "standard",
+        "lora_rank": rank,
+        "lora_alpha": alpha,
+        "mixed_precision": "bf16" if cuda else "no",
+        "base_model_precision": "no_change",
+        "optimizer": "adamw_bf16" if cuda else "torch-adamw",
+        "learning_rate": 1e-4,
+        "lr_scheduler": "constant",
+        "lr_warmup_steps": 0,
+        "train_batch_size": DEFAULT_TRAIN_BATCH_SIZE,
+        "gradient_accumulation_steps": 1,
+        "checkpoint_step_interval": 250,
+        "checkpoints_total_limit": 3,
+        "resolution": DEFAULT_RESOLUTION,
+        "resolution_type": DEFAULT_RESOLUTION_TYPE,
+        "seed": 42,
+        "report_to": "none",
+        "push_to_hub": False,
+        "use_ema": False,
+        "gradient_checkpointing": cuda,
+        "vae_batch_size": 4 if cuda else 1,
+        "attention_mechanism": "diffusers",
+        "disable_benchmark": True,
+    }
+    if not steps_given:
+        defaults["max_train_steps"] = DEFAULT_STEPS
+    # SimpleTuner needs exactly one of steps or epochs to lead: 0 means "decided by the other".
+    if "max_train_steps" in spec.config and "num_train_epochs" not in spec.config:
+        defaults["num_train_epochs"] = 0
+    if "num_train_epochs" in spec.config and "max_train_steps" not in spec.config:
+        defaults["max_train_steps"] = 0
+    if not steps_given:
+        defaults["num_train_epochs"] = 0
+    validation = {key: recipe.pop(key) for key in VALIDATION_SETTINGS if key in recipe}
+    defaults.update(recipe)
+    prompt = spec.config.get("validation_prompt") or (spec.trigger_word if cuda else None)
+    if prompt:
+        defaults.update(validation)
+        defaults["validation_prompt"] = prompt
+        defaults["validation_steps"] = spec.config.get("checkpoint_step_interval", defaults["checkpoint_step_interval"])
+        defaults["validation_resolution"] = validation_size(spec.config.get("resolution", defaults["resolution"]))
+    else:
+        defaults["validation_disable"] = True
+    defaults.update(flavour_settings(spec.model_family, spec.config.get("model_flavour")))
+    return defaults
+
+
+def resolved_defaults(spec: JobSpec, *, plan: GpuPlan | None) -> dict[str, Any]:
+    """The resolution and batch settings the trainer config will use, for the preflight (the recipe's on CUDA)."""
+    settings = plan.settings if plan else {}
+    return {"resolution": settings.get("resolution", DEFAULT_RESOLUTION),
+            "resolution_type": settings.get("resolution_type", DEFAULT_RESOLUTION_TYPE),
+            "train_batch_size": DEFAULT_TRAIN_BATCH_SIZE}
+
+
+def _vae_path(spec: JobSpec) -> dict[str, Any]:
+    """A local SDXL folder brings its own VAE; otherwise SimpleTuner would fetch madebyollin/sdxl-vae-fp16-fix."""
+    model = Path(spec.base_model)
+    if spec.model_family == "sdxl" and model.is_absolute() and (model / "vae").is_dir():
+        return {"pretrained_vae_model_name_or_path": str(model)}
+    return {}
+
+
+def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
+                   plan: GpuPlan | None = None) -> list[dict[str, Any]]:
+    defaults = resolved_defaults(spec, plan=plan)
+    resolution = spec.config.get("resolution", defaults["resolution"])
+    on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
+    text_embeds = {"id": "text-embeds", "dataset_type": "text_embeds", "default": True, "type": "local",
+                   "cache_dir": str(job.cache / "text")}
+    if isinstance(spec.dataloader, list):
+        backends = [dict(backend) for backend in spec.dataloader]
+        for index, backend in enumerate(backends):
+            for key in [key for key in backend if CACHE_KEY.search(key)]:
+                backend[key] = str(job.cache / f"{key.replace('_', '-')}-{index}")  # never the job's own choice
+            for key in DATA_KEYS:
+                if key in backend:
+                    backend[key] = str(_inside(images_dir, backend[key], field=f"dataloader.{index}.{key}"))
+            if backend.get("dataset_type", "image") == "image":
+                backend.setdefault("type", "local")
+                backend.setdefault("instance_data_dir", str(images_dir))
+                backend.setdefault("cache_dir_vae", str(job.cache / f"vae-{index}"))
+                for key, value in on_cpu.items():
+                    backend.setdefault(key, value)
+            elif backend.get("dataset_type") == "text_embeds":
+                backend.setdefault("cache_dir", str(job.cache / f"text-{index}"))
+        if not any(b.get("dataset_type") == "text_embeds" for b in backends):
+            backends.append(text_embeds)
+        return backends
+    options = spec.dataloader
+    image: dict[str, Any] = {
+        "id": "dataset",
+        "type": "local",
+        "dataset_type": "image",
+        "instance_data_dir": str(images_dir),
+        "caption_strategy": "textfile",
+        "crop": False,
+        "resolution": resolution,
+        "resolution_type": spec.config.get("resolution_type", defaults["resolution_type"]),
+        "minimum_image_size": min(DEFAULT_MINIMUM_IMAGE_SIZE, resolution),
+        "repeats": 0,
+        "cache_dir_vae": str(job.cache / "vae"),
+        **on_cpu,
+    }
+    if options.shuffle_tags:
+        image["caption_shuffle"] = {"enable": True, "split_on": "comma", "position_start": options.keep_tokens,
+                                    "count": 1}
+    image.update(options.backend_overrides)
+    return [image, text_embeds]
+
+
+def _inside(images_dir: Path, value: Any, *, field: str) -> Path:
+    """A dataset sub-folder, which must stay inside the staged dataset (also through links)."""
+    try:
+        folder = images_dir / relative_data_dir(value)
+    except ValueError as exc:
+        raise SpecError(str(exc), field=field) from None
+    if not folder.resolve().is_relative_to(images_dir.resolve()):
+        raise SpecError(f"{value!r} leads outside the job's dataset", field=field)
+    return folder
+
+
+def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's own flags as SimpleTuner takes them, minus the owned folders; and the inline files to write."""
+    flags, files = {}, {}
+    known = simpletuner_flags()
+    for name, value in spec.config.items():
+        kind = classify(name, known.get(name, {}))
+        if name in OWNED_FLAGS:
+            continue
+        if kind == FILE_CONTENT and isinstance(value, (dict, list)):
+            files[f"{name}.json"] = value
+            value = str(job.config / f"{name}.json")
+        elif kind == INLINE_JSON and isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        flags[name] = value
+    return flags, files
+
+
+def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
+                        resume: bool = False, gpu: GpuFacts | None = None) -> TrainerFiles:
+    """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
+    pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
+    `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
+    there)."""
+    plan = gpu_plan(spec, device=device, gpu=gpu)
+    own, inline_files = _job_values(spec, job=job)
+    samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job)
+    inline_files = {**samples.files, **inline_files}
+    flags: dict[str, Any] = {**samples.flags, **own}
+    flags.update(
+        output_dir=str(job.output),
+        data_backend_config=str(job.config / "multidatabackend.json"),
+        webhook_config=str(job.config / "webhooks.json"),
+    )
+    if resume:
+        flags["resume_from_checkpoint"] = "latest"
+    config = {f"--{name}": value for name, value in sorted(flags.items())}
+    backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan)
+    return TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan)
+

@@ -1,0 +1,171 @@
+"""Sample images: what the LoRA learned, per checkpoint. The job's `samples` field, how it becomes SimpleTuner's
+validation settings, where the rendered images are, and which checkpoint is "best".
+
+SimpleTuner renders its validation prompts every `validation_step_interval` steps into
+`validation_images/step_<N>_<shortname>_<i>_<W>x<H>.png`. A job's sample prompts go into SimpleTuner's prompt
+library (`user_prompt_library`, a JSON file {shortname: prompt} written into the job's config folder) under the
+short names `sample_0`, `sample_1`, ...; so each image maps back to its prompt and its step. `every` defaults to the
+checkpoint interval, so each checkpoint has its samples; `steps` and `guidance` default to the family's SimpleTuner
+recipe. `[trigger]` in a prompt (and in a caption, core/dataset/stage.py) becomes the job's trigger word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import SpecError
+from core.outputs import SAMPLE_SHORTNAME, Sample, checkpoint_step, checkpoints, find_samples, hub_path, lora_file
+from core.spec import SamplesSpec, fill_trigger
+
+if TYPE_CHECKING:
+    from core.jobdir import JobDir
+    from core.spec import JobSpec
+
+LIBRARY_FILE = "user_prompt_library.json"
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 5.0
+SMOOTHING = 0.6
+"""The exponential smoothing of the loss curve that "best" reads (each step's loss is noisy; 0 = raw)."""
+
+
+def sample_prompts(samples: SamplesSpec, trigger: str | None) -> dict[str, str]:
+    """SimpleTuner's prompt library: {shortname: prompt}, in the job's order."""
+    return {SAMPLE_SHORTNAME.format(i): fill_trigger(prompt, trigger) for i, prompt in enumerate(samples.prompts)}
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    flags: dict[str, Any]
+    """The base flags (defaults) with the validation settings of the samples applied."""
+    files: dict[str, Any] = field(default_factory=dict)
+    """The prompt library, to write into the config folder."""
+
+
+def _recipe_value(spec: JobSpec, name: str) -> Any:
+    from core.simpletuner import recipe_for
+
+    try:
+        recipe = recipe_for(spec.model_family, spec.config.get("model_flavour"), gpu_memory_gb=None)
+    except SpecError:
+        return None
+    return recipe.settings.get(name)
+
+
+def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir) -> SampleSettings:
+    """`base` (the defaults under the job's own flags) with the job's samples as SimpleTuner validation settings.
+    No samples: `base` unchanged. The job's own config flags still win over these (trainer_config merges them
+    last)."""
+    samples: SamplesSpec | None = getattr(spec, "samples", None)
+    if samples is None:
+        return SampleSettings(flags=base)
+    flags = {key: value for key, value in base.items() if key not in ("validation_disable", "validation_prompt")}
+    # The defaults (core/training/config.py) always set a checkpoint interval.
+    every = samples.every or spec.config.get("checkpoint_step_interval") or base["checkpoint_step_interval"]
+    flags.update(
+        user_prompt_library=str(job.config / LIBRARY_FILE),
+        validation_step_interval=int(every),
+        validation_seed=samples.seed,
+        validation_num_inference_steps=samples.steps or _recipe_value(spec, "validation_num_inference_steps")
+        or DEFAULT_STEPS,
+        validation_guidance=samples.guidance if samples.guidance is not None
+        else (_recipe_value(spec, "validation_guidance") or DEFAULT_GUIDANCE),
+        validation_resolution=validation_size(samples.resolution or spec.config.get("resolution")
+                                              or base.get("resolution")),
+        validation_disable_unconditional=True,
+        num_validation_images=1,
+    )
+    if samples.negative_prompt:
+        flags["validation_negative_prompt"] = fill_trigger(samples.negative_prompt, spec.trigger_word)
+    return SampleSettings(flags=flags, files={LIBRARY_FILE: sample_prompts(samples, spec.trigger_word)})
+
+
+# -- which checkpoint -------------------------------------------------------------------------------------------
+
+def smoothed(losses: list[tuple[int, float]], *, smoothing: float = SMOOTHING) -> dict[int, float]:
+    """step -> the exponentially smoothed loss at that step (TensorBoard's smoothing, bias-corrected)."""
+    out, value, weight = {}, 0.0, 0.0
+    for step, loss in losses:
+        value = smoothing * value + (1 - smoothing) * loss
+        weight = smoothing * weight + (1 - smoothing)
+        out[step] = value / weight
+    return out
+
+
+def step_losses(losses: list[float], *, last_step: int) -> list[tuple[int, float]]:
+    """(step, loss) from a run's per-step losses, the last of which is `last_step`'s."""
+    first = last_step - len(losses) + 1
+    return [(first + i, loss) for i, loss in enumerate(losses)]
+
+
+@dataclass(frozen=True)
+class Pick:
+    folder: Path | None
+    """The checkpoint-N folder; None for "last" (the run's final LoRA)."""
+    step: int | None
+    reason: str
+
+
+def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[int, float]]) -> Pick:
+    """The checkpoint `hub.checkpoint` names: "last" (the final LoRA), "best" (lowest smoothed loss among the
+    checkpoints on disk) or a step N (its checkpoint-N). A SpecError naming hub.checkpoint when there is none."""
+    from core.errors import PublishError
+
+    if choice == "last":
+        return Pick(folder=None, step=None, reason="the final LoRA")
+    steps = {step: folder for folder in checkpoints(output_dir, with_lora=True)
+             if (step := checkpoint_step(folder)) is not None}
+    have = ", ".join(map(str, steps)) or "none"
+    if choice == "best":
+        curve = smoothed(losses)
+        scored = [(curve[step], step) for step in steps if step in curve]
+        if not scored:
+            raise PublishError(f"no checkpoint with a recorded loss to choose from (checkpoints: {have})",
+                               field="hub.checkpoint")
+        loss, best = min(scored, key=lambda item: (item[0], -item[1]))
+        return Pick(folder=steps[best], step=best,
+                    reason=f"best: lowest smoothed loss ({loss:.4f}, smoothing {SMOOTHING}) of checkpoints {have}")
+    found = steps.get(int(choice))
+    if found is None:
+        raise PublishError(f"there is no checkpoint-{choice} in this run (checkpoints kept: {have})",
+                           field="hub.checkpoint")
+    return Pick(folder=found, step=int(choice), reason=f"checkpoint-{choice}, as asked")
+
+
+# -- a run's samples in its result, and the checkpoint it publishes ----------------------------------------------
+
+def job_samples(spec: JobSpec, output_dir: Path) -> list[Sample]:
+    """The samples a finished run rendered, with their prompts ([trigger] filled in)."""
+    if spec.samples is None:
+        return []
+    return find_samples(output_dir, sample_prompts(spec.samples, spec.trigger_word))
+
+
+def published_view(spec: JobSpec, result: Any, *, root: Path) -> tuple[Any, dict[str, Path]]:
+    """What a push publishes: `result` itself, or for hub.checkpoint "best"/N a copy that points at that checkpoint
+    (its LoRA, its step, a warning saying which checkpoint went up and why); and the sample files to upload
+    (samples/step-N/i.png, all steps). The card's gallery then shows the samples of the published step."""
+    import dataclasses
+
+    choice = spec.hub.checkpoint if spec.hub else "last"
+    losses = step_losses(result.metrics.losses, last_step=result.metrics.steps)
+    pick = pick_checkpoint(choice, output_dir=root, losses=losses)
+    if pick.folder is not None and pick.step is not None:
+        metrics = dataclasses.replace(result.metrics, steps=pick.step, loss=dict(losses).get(pick.step))
+        result = dataclasses.replace(result, output_dir=pick.folder,
+                                     lora_path=lora_file(pick.folder),
+                                     comfyui_path=None, metrics=metrics)
+        result.warnings = [*result.warnings, f"published checkpoint-{pick.step} ({pick.reason})"]
+    samples = list(result.samples)
+    files = {hub_path(sample): root / sample.path for sample in samples if (root / sample.path).is_file()}
+    shown_step = max((s.step for s in samples if s.step <= result.metrics.steps), default=None)
+    if shown_step is not None:
+        result.validation = [(hub_path(s), s.prompt) for s in samples if s.step == shown_step]
+    return result, files
+
+def validation_size(resolution: object) -> str:
+    """SimpleTuner's validation_resolution as 'WxH': a bare number under 128 is read as megapixels there, so a
+    64 px tiny run would render at 64,000 px."""
+    text = str(resolution)
+    return f"{text}x{text}" if text.isdigit() else text
