@@ -151,6 +151,40 @@ def test_a_zip_it_cannot_follow_is_left_to_the_usual_extraction(tmp_path: Path, 
             extract_archive(file, tmp_path / "whole", keep_suffixes=KEEP)
 
 
+def _central_entry(data: bytes, name: bytes) -> int:
+    """The offset of `name`'s entry in a zip's central directory (46 fixed bytes, then the name)."""
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46:at + 46 + len(name)] != name:
+        at = data.index(b"PK\x01\x02", at + 4)
+    return at
+
+
+@pytest.mark.parametrize("field", ["method", "flags"])
+def test_a_member_whose_directory_entry_disagrees_with_its_local_header_is_not_kept(tmp_path: Path, field: str):
+    """The whole-file extraction reads the method and flags of the central directory: where the local header says
+    otherwise, the followed result gives way to the usual extraction, which reads the member as the directory says."""
+    served = tmp_path / "served"
+    archive = write_zip(served / "data.zip", [("set/a.jpg", noise_jpeg(1)), ("set/b.jpg", noise_jpeg(2))])
+    data = bytearray(archive.read_bytes())
+    entry = _central_entry(bytes(data), b"set/b.jpg")  # stored (method 0) in both headers as written
+    if field == "method":
+        data[entry + 10:entry + 12] = (8).to_bytes(2, "little")  # the directory says deflated
+    else:
+        data[entry + 8:entry + 10] = (int.from_bytes(data[entry + 8:entry + 10], "little") | 0x800).to_bytes(
+            2, "little")  # the directory says the name is UTF-8
+    archive.write_bytes(bytes(data))
+    with serve_files(served) as server:
+        result, _, _, file = follow(server.url("data.zip"), tmp_path)
+    assert result is None and not (tmp_path / "followed").exists()
+    whole = extract_archive(file, tmp_path / "whole", keep_suffixes=KEEP)
+    if field == "method":  # read as deflated, the stored bytes do not inflate: skipped with its reason
+        assert [p.name for p in whole.files] == ["a.jpg"]
+        assert [(name, reason.split(" (")[0]) for name, reason in whole.skipped] == [
+            ("set/b.jpg", "unreadable in archive")]
+    else:
+        assert [p.name for p in whole.files] == ["a.jpg", "b.jpg"]
+
+
 def test_a_cancelled_download_leaves_nothing_it_wrote(tmp_path: Path):
     members = [(f"set/img_{i:02d}.jpg", noise_jpeg(i, side=160)) for i in range(12)]
     archive = write_zip(tmp_path / "served" / "data.zip", members)

@@ -215,8 +215,8 @@ def _extract_zip(
             try:
                 with opened().open(info) as source:
                     _copy_limited(source, target, budget=budget, declared=info.file_size)
-            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
-                # One damaged or encrypted member: skip it, keep the rest.
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+                # One damaged, undecodable or encrypted member: skip it, keep the rest.
                 target.unlink(missing_ok=True)
                 return target, f"unreadable in archive ({exc})"
             out.add(target)

@@ -63,6 +63,7 @@ class _Member:
     """Of its local header: the central directory's header_offset."""
     parts: tuple[str, ...]
     method: int
+    flags: int
     crc: int
     compressed: int
     size: int
@@ -166,8 +167,8 @@ class ZipFollower:
         name = self._read(offset + _HEADER.size, name_length).decode("utf-8" if flags & _UTF8 else "cp437")
         parts = relative_parts(name, label=self.label)
         self._budget.member(size)
-        member = _Member(offset=offset, parts=parts, method=method, crc=crc, compressed=compressed, size=size,
-                         data_start=offset + _HEADER.size + name_length + extra_length)
+        member = _Member(offset=offset, parts=parts, method=method, flags=flags, crc=crc, compressed=compressed,
+                         size=size, data_start=offset + _HEADER.size + name_length + extra_length)
         if name.endswith("/") or not parts or skip_reason(parts, keep_suffixes=self.keep_suffixes):
             return member, False
         if parts in seen:
@@ -260,8 +261,11 @@ class ZipFollower:
         extracted = {member.offset: member for member in self._members}
         for info, parts in planned:
             member = extracted.pop(info.header_offset, None)
+            # Every field the whole-file extraction reads from the directory: a member whose local header tells
+            # another story (its compression method, its flags) is read differently there.
             if (member is None or member.target is None or member.parts != parts or member.crc != info.CRC
-                    or member.size != info.file_size or member.compressed != info.compress_size):
+                    or member.size != info.file_size or member.compressed != info.compress_size
+                    or member.method != info.compress_type or member.flags != info.flag_bits):
                 return None
             out.files.append(member.target)
         for member in extracted.values():  # not in the directory's list (a link, a stale entry): not extracted
