@@ -157,3 +157,21 @@ def test_the_trainer_env_is_an_allow_list_and_the_token_goes_in_only_when_given(
     with_token = trainer_env(settings, device="cuda", hf_token=FAKE_TOKEN, base=base)
     assert with_token["HF_TOKEN"] == FAKE_TOKEN
     assert {k for k, v in with_token.items() if v == FAKE_TOKEN} == {"HF_TOKEN"}
+
+
+@pytest.mark.parametrize("where", ["negative_prompt", "prompts"])
+def test_a_trigger_word_that_builds_an_env_placeholder_in_a_sample_is_refused_naming_the_sample(where, tmp_path):
+    """`[trigger]` is filled in after the job's values are checked: "{[trigger]:HF_TOKEN}" with the trigger word
+    "env" would reach SimpleTuner as "{env:HF_TOKEN}"; the filled-in text is checked too."""
+    text = "{[trigger]:HF_TOKEN}"
+    samples = ({"prompts": ["a photo of [trigger]"], "negative_prompt": text} if where == "negative_prompt"
+               else {"prompts": ["a photo of [trigger]", text]})
+    job = {"dataset": {"path": str(write_demo_dataset(tmp_path / "data", count=2))},
+           "config": {"model_name": MODEL}, "trigger_word": "env", "samples": samples}
+    code, output, _ = core_cli("check", job, tmp_path)
+    assert code == 1
+    error = output["error"]
+    assert error["stage"] == "validate" and error["code"] == "invalid_input"
+    assert error["field"] == ("samples.negative_prompt" if where == "negative_prompt" else "samples.prompts.1")
+    assert "placeholder" in error["message"]
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("config.json"))

@@ -87,3 +87,17 @@ def test_a_native_list_reads_a_folder_inside_the_dataset_only(tmp_path):
     with pytest.raises(SpecError) as caught:
         build_trainer_files(linked, images_dir=images, job=job, device="cpu")
     assert caught.value.field == "dataloader.0.instance_data_dir"
+
+
+def test_what_the_project_composes_is_checked_for_env_placeholders_and_names_the_job_field():
+    """The job's own values are checked as they come in; the files built from them are checked again, so a text the
+    project puts together (here a prompt library past the job's own checks) cannot reach SimpleTuner's loader."""
+    spec = parse_job(tiny(trigger_word="env", samples={"prompts": ["a photo of [trigger]"]}))
+    assert build_trainer_files(spec, images_dir=IMAGES, job=JOB, device="cpu").config  # as sent: fine
+    composed = spec.samples.model_copy(update={"prompts": ["{[trigger]:HF_TOKEN}"],
+                                               "negative_prompt": "{ ENV :BUCKET_SECRET_ACCESS_KEY}"})
+    with pytest.raises(SpecError) as refused:
+        build_trainer_files(spec.model_copy(update={"samples": composed}), images_dir=IMAGES, job=JOB, device="cpu")
+    fields = {(e["field"], e["message"].split(" in ")[1].split(",")[0]) for e in refused.value.errors}
+    assert fields == {("samples", "--validation_negative_prompt"),
+                      ("samples.prompts", "user_prompt_library.json.sample_0")}

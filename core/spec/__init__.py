@@ -17,7 +17,7 @@ from core.spec.job import (
     parse_job,
     simpletuner_flags,
 )
-from core.spec.limits import CACHE_KEY, DATA_KEYS, relative_data_dir
+from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, relative_data_dir
 from core.spec.samples import SamplesSpec, fill_trigger
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "CONFIG_SHORTHAND",
     "DATA_KEYS",
     "DEFAULT_CAPTION_MODEL",
+    "PLACEHOLDER",
     "CaptioningSpec",
     "DataloaderOptions",
     "DatasetSpec",

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from core.errors import SpecError
+from core.spec.limits import PLACEHOLDER
 
 TRIGGER = re.compile(r"\[trigger\]", re.IGNORECASE)
 MAX_PROMPTS = 16
@@ -50,10 +51,20 @@ def fill_trigger(text: str, trigger: str | None) -> str:
 
 
 def check_trigger(samples: SamplesSpec | None, trigger: str | None) -> None:
-    """A prompt that asks for the trigger word needs one: a SpecError naming the prompt otherwise."""
-    if samples is None or trigger:
+    """The sample texts as SimpleTuner will get them ([trigger] filled in): a prompt that asks for the trigger word
+    needs one, and no filled-in text may spell a `{env:...}` placeholder (a trigger word "env" in "{[trigger]:X}"
+    would). A SpecError naming the prompt otherwise."""
+    if samples is None:
         return
-    errors = [{"field": f"samples.prompts.{i}", "message": "uses [trigger], but the job has no trigger_word"}
-              for i, prompt in enumerate(samples.prompts) if TRIGGER.search(prompt)]
+    texts = {f"samples.prompts.{i}": prompt for i, prompt in enumerate(samples.prompts)}
+    if samples.negative_prompt is not None:
+        texts["samples.negative_prompt"] = samples.negative_prompt
+    errors = []
+    for field, text in texts.items():
+        if TRIGGER.search(text) and not trigger:
+            errors.append({"field": field, "message": "uses [trigger], but the job has no trigger_word"})
+        elif PLACEHOLDER.search(fill_trigger(text, trigger)):
+            errors.append({"field": field, "message": "with the trigger word filled in it reads as an '{env:...}' "
+                                                      "placeholder, which is not allowed"})
     if errors:
         raise SpecError(errors[0]["message"], field=errors[0]["field"], errors=errors)

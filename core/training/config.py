@@ -17,9 +17,9 @@ from typing import Any
 from core.errors import SpecError
 from core.jobdir import JobDir
 from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, flavour_settings, owned_flags
-from core.spec import CACHE_KEY, DATA_KEYS, JobSpec, relative_data_dir, simpletuner_flags
+from core.spec import CACHE_KEY, DATA_KEYS, PLACEHOLDER, JobSpec, relative_data_dir, simpletuner_flags
 from core.training.gpu_fit import VALIDATION_SETTINGS, GpuFacts, GpuPlan, check_fit, plan_gpu
-from core.training.samples import validation_size, with_samples
+from core.training.samples import LIBRARY_FILE, validation_size, with_samples
 
 DEFAULT_RESOLUTION = 1024
 DEFAULT_RESOLUTION_TYPE = "pixel"
@@ -242,5 +242,43 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
         flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan)
-    return TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan)
+    files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan)
+    _refuse_placeholders(files, spec)
+    return files
+
+
+def _refuse_placeholders(files: TrainerFiles, spec: JobSpec) -> None:
+    """SimpleTuner's loaders replace `{env:NAME}` in what they read with our environment. The job's own values are
+    checked as they come in; this checks what the project composed from them (a trigger word filled into a prompt,
+    defaults, paths), naming the job field that built the text."""
+    found = [(f"config.{key.removeprefix('--')}", where) for key, value in files.config.items()
+             for where in _placeholders(value, key)]
+    found += [("dataloader", where) for where in _placeholders(files.backends, "multidatabackend.json")]
+    found += [("samples.prompts" if name == LIBRARY_FILE else "config", where)
+              for name, content in files.inline_files.items() for where in _placeholders(content, name)]
+    if not found:
+        return
+    errors = [{"field": _job_field(field, spec), "message": f"builds an '{{env:...}}' placeholder in {where}, "
+               "which SimpleTuner would fill with the endpoint's environment"} for field, where in found]
+    raise SpecError(errors[0]["message"], field=errors[0]["field"], errors=errors)
+
+
+def _job_field(field: str, spec: JobSpec) -> str:
+    """The job field a composed flag came from: the job's own config key, else its samples (validation_*)."""
+    name = field.removeprefix("config.")
+    if field.startswith("config.") and name not in spec.config and spec.samples is not None and (
+            name.startswith("validation_") or name == "user_prompt_library"):
+        return "samples"
+    return field
+
+
+def _placeholders(value: Any, where: str) -> list[str]:
+    """Where in `value` (a JSON value) a key or string spells `{env:`."""
+    if isinstance(value, dict):
+        return [hit for key, item in value.items()
+                for hit in ([f"{where}.{key}"] if PLACEHOLDER.search(str(key)) else [])
+                + _placeholders(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [hit for index, item in enumerate(value) for hit in _placeholders(item, f"{where}[{index}]")]
+    return [where] if isinstance(value, str) and PLACEHOLDER.search(value) else []
 
