@@ -178,3 +178,55 @@ def test_outputs_leave_only_through_the_jobs_own_fields():
         (name,) = config
         assert refusal(config).field == f"config.{name}"
     assert parse_job(a_job(push_to_hub=False))
+
+
+def _joined_onto_a_folder(name: str, flag: dict) -> bool:
+    """Names SimpleTuner or its trackers join onto a folder: subfolders of a model repo, tracker projects and runs."""
+    return _free_text(flag) and bool(re.search(r"subfolder|project|run_name", name))
+
+
+@pytest.mark.parametrize("name", walked(_joined_onto_a_folder))
+@pytest.mark.parametrize("value", ["../../escape", "/var/elsewhere", "a/b", "..", "x\\..\\y"])
+def test_a_name_joined_onto_a_folder_is_one_plain_name(name, value):
+    error = refusal({name: value})
+    assert error is not None and error.field == f"config.{name}", value
+    assert "one plain name" in error.message
+    assert refusal({name: "my_project-2.0"}) is None
+
+
+def test_the_walk_of_joined_names_covers_the_tracker_and_subfolder_flags():
+    assert {"tracker_project_name", "tracker_run_name", "pretrained_transformer_subfolder",
+            "pretrained_unet_subfolder"} <= set(walked(_joined_onto_a_folder))
+
+
+@pytest.mark.parametrize("config", [
+    [{"path": EVIL_PATH}],
+    {"runs": [{"label": "other job", "paths": ["../jobs/other/output/pytorch_lora_weights.safetensors"]}]},
+    {"runs": [{"adapters": [{"path": "/data/jobs/other/output", "strength": 0.5}]}]},
+    ["/data/jobs/other/output/pytorch_lora_weights.safetensors"],
+    [{"path": "owner/repo:../../etc/passwd"}],
+])
+def test_an_adapter_list_loads_adapters_from_the_hub_only(config):
+    """validation_adapter_config's entries are loaded as local adapters when the path exists: like its twin
+    validation_adapter_path, a local path is refused."""
+    error = refusal({"validation_adapter_config": config})
+    assert error is not None and error.field == "config.validation_adapter_config"
+    assert "Hub repo id" in error.message
+    assert refusal({"validation_adapter_path": EVIL_PATH}) is not None
+
+
+def test_an_adapter_list_of_hub_repos_is_taken():
+    config = {"runs": [{"label": "style", "paths": ["owner/style-lora:style.safetensors",
+                                                   {"path": "owner/other", "strength": 0.7}]}]}
+    spec = parse_job(a_job(validation_adapter_config=config))
+    files = build_trainer_files(spec, images_dir=IMAGES, job=JOB, device="cpu")
+    assert json.loads(files.config["--validation_adapter_config"]) == config
+
+
+@pytest.mark.parametrize("value", ["custom-tracker", "Custom-Tracker", "tensorboard, CUSTOM-TRACKER ",
+                                   ["wandb", "custom-tracker"]])
+def test_a_tracker_that_runs_code_is_refused_however_it_is_written(value):
+    """SimpleTuner splits report_to on commas and lower-cases each name."""
+    error = refusal({"report_to": value})
+    assert error is not None and error.field == "config.report_to"
+    assert refusal({"report_to": "TensorBoard"}) is None

@@ -88,6 +88,13 @@ INLINE_JSON_FLAGS = frozenset({
     "validation_adapter_config", "controlnet_custom_config", "tread_config", "diffusion_blocks_config",
     "sla_config",
 })
+# Text flags SimpleTuner (or accelerate's trackers) joins onto a folder: a repo's subfolder, a tracker's project and
+# run names (tensorboard writes logging_dir/<project>). One plain name: no separator, no '..', no absolute path.
+ONE_NAME = re.compile(r"(_subfolder|_project_name|_run_name)$")
+SINGLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,127}$")
+# Inline JSON whose entries SimpleTuner loads as adapters: a local path there would load any file on the machine
+# (validation_adapters._build_adapter_spec takes any path that exists), so each entry must be a Hub repo id.
+ADAPTER_LISTS = frozenset({"validation_adapter_config"})
 # A value of a choice flag that runs something is refused even though the flag is fine.
 PROGRAM_CHOICES = {"report_to": {"custom-tracker"}}
 
@@ -157,10 +164,30 @@ def check_flag(name: str, value: Any, flag: dict[str, Any]) -> Any:
     if kind == MODEL:
         return _hub_models(name, value)
     if kind in (INLINE_JSON, FILE_CONTENT):
-        return _inline_json(value)
-    if kind == TEXT and _names_something(name, flag):
+        content = _inline_json(value)
+        if name in ADAPTER_LISTS:
+            _hub_adapters(content)
+        return content
+    if kind == TEXT:
+        return _text(name, value, flag)
+    return _choice(name, value, flag)
+
+
+def _text(name: str, value: Any, flag: dict[str, Any]) -> Any:
+    """A reviewed text flag's value: one plain name, plain names, or free text; a program's choice refused."""
+    if ONE_NAME.search(name):
+        return _one_name(value)
+    if _names_something(name, flag):
         return _plain_names(value)
-    if str(value) in PROGRAM_CHOICES.get(name, ()):
+    return _choice(name, value, flag)
+
+
+def _choice(name: str, value: Any, flag: dict[str, Any]) -> Any:
+    """A value is refused when it chooses something that runs a program."""
+    # SimpleTuner reads report_to as a comma list, each name stripped and lower-cased (reporting.report_to_tokens).
+    chosen = {token.strip().lower() for item in (value if isinstance(value, list) else [value])
+              for token in str(item).split(",")}
+    if chosen & PROGRAM_CHOICES.get(name, set()):
         raise ValueError(f"{value!r} runs a program or loads code; a job may not choose it")
     if flag.get("choices") and PROGRAM_WORDS.search(str(value)):
         raise ValueError(f"{value!r} runs a program; a job may not choose it")
@@ -175,6 +202,32 @@ def _hub_models(name: str, value: Any) -> Any:
             raise ValueError(f"must be a Hub repo id 'owner/name', got {str(item)!r} (local paths and URLs are "
                              "not accepted here)")
     return value
+
+
+def _one_name(value: Any) -> Any:
+    """A name SimpleTuner joins onto a folder: one plain name."""
+    text = str(value).strip()
+    if not SINGLE_NAME.match(text) or text in (".", ".."):
+        raise ValueError(f"must be one plain name (letters, digits, ' ._+-'; no '/', '..' or absolute path), "
+                         f"got {text!r}")
+    return value
+
+
+def _hub_adapters(config: Any) -> None:
+    """Every adapter an adapter list names (SimpleTuner's shapes: a list, or {"runs": [...]}; an entry is a string, or
+    an object with "path", or with "paths"/"adapters" of strings or objects with "path") is a Hub repo id, with an
+    optional ':weight file name'."""
+    runs = config.get("runs", [config]) if isinstance(config, dict) else config
+    for run in runs if isinstance(runs, list) else [runs]:
+        entries = [run] if isinstance(run, str) else []
+        if isinstance(run, dict):
+            entries = [run["path"]] if "path" in run else list(run.get("adapters") or run.get("paths") or [])
+        for entry in entries:
+            location = entry.get("path") if isinstance(entry, dict) else entry
+            repo, _, weight = str(location).strip().partition(":")
+            if not HUB_REPO.match(repo) or ".." in repo or ".." in weight.split("/") or weight.startswith("/"):
+                raise ValueError(f"adapters load from the Hub here: each path must be a Hub repo id 'owner/name' "
+                                 f"(optionally ':weight file'), got {str(location)!r} (local paths are not accepted)")
 
 
 def _plain_names(value: Any) -> Any:
