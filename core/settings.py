@@ -72,6 +72,9 @@ class Settings:
     <volume>/trainer-cache with a network volume, else DATA_DIR/cache."""
     cache_max_gb: float = 100.0
     """CACHE_MAX_GB: the cache's size limit; the least recently used entries go first."""
+    cache_min_free_gb: float | None = None
+    """CACHE_MIN_FREE_GB: free space the cache always leaves on its disk (entries go, or are not stored, to keep it);
+    default a tenth of the disk (core/cache/store.py)."""
 
     @property
     def trainer_python(self) -> Path:
@@ -103,6 +106,7 @@ class Settings:
             deadline_margin_s=_seconds(env, "DEADLINE_MARGIN_S", default=600.0),
             cache_dir=Path(env["CACHE_DIR"]).absolute() if (env.get("CACHE_DIR") or "").strip() else None,
             cache_max_gb=_positive(env, "CACHE_MAX_GB", default=100.0),
+            cache_min_free_gb=_optional_number(env, "CACHE_MIN_FREE_GB", what="a number of GB"),
         )
 
 

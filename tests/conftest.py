@@ -20,6 +20,8 @@ os.environ.update({
 os.environ.pop("HF_TOKEN", None)
 # The reuse cache of this test session: never the checkout's data/ folder, never an earlier session's entries.
 os.environ.setdefault("CACHE_DIR", tempfile.mkdtemp(prefix="trainer-test-cache-"))
+# Room the cache leaves on the disk: small, so a test machine with little free space still stores entries.
+os.environ.setdefault("CACHE_MIN_FREE_GB", "0.5")
 
 from core.generation.demo import build_tiny_model, write_demo_dataset  # noqa: E402
 from core.settings import Settings  # noqa: E402

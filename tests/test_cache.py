@@ -396,3 +396,36 @@ def test_a_second_training_takes_simpletuners_text_embeddings_from_the_cache(tra
     log = second.log_path.read_text()
     assert second.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
     assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
+
+
+def _store(cache: Cache, key: str, size: int = 1000) -> None:
+    with cache.writing("dataset", key) as data:
+        (data / "images.bin").write_bytes(b"x" * size)
+
+
+def test_the_cache_keeps_its_free_space_floor_on_the_disk(tmp_path: Path):
+    """A volume the cache fills leaves no room for a job's outputs: past the floor the least recently used entries go,
+    and an entry that would leave less free space is not stored (a miss, never a failed job)."""
+    root = tmp_path / "cache"
+    _store(Cache(root, max_bytes=10**9, min_free_bytes=0), "a" * 40)
+    assert Cache(root, max_bytes=10**9, min_free_bytes=0).lookup("dataset", "a" * 40) is not None
+
+    beyond = shutil.disk_usage(tmp_path).free + 10**12  # more free space than this disk will ever have
+    settings = Settings.from_env({"CACHE_DIR": str(root), "CACHE_MIN_FREE_GB": str(beyond / 1024**3)})
+    tight = Cache.from_settings(settings)
+    _store(tight, "b" * 40)
+    assert tight.lookup("dataset", "b" * 40) is None
+    assert tight.lookup("dataset", "a" * 40) is None  # gone first, to make room
+    assert [p.name for p in (root / "tmp").iterdir()] == []  # nothing half-written left behind
+    assert tight.usage().entries == 0
+
+
+def test_without_a_floor_set_the_cache_leaves_a_tenth_of_its_disk(tmp_path: Path):
+    total, _, free = shutil.disk_usage(tmp_path)
+    settings = Settings.from_env({"CACHE_DIR": str(tmp_path / "cache")})
+    assert settings.cache_min_free_gb is None
+    cache = Cache.from_settings(settings)
+    _store(cache, "c" * 40)
+    assert (cache.lookup("dataset", "c" * 40) is not None) == (free - 1000 >= total // 10)
+    with pytest.raises(Exception, match="CACHE_MIN_FREE_GB"):
+        Settings.from_env({"CACHE_MIN_FREE_GB": "lots"})

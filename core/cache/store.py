@@ -11,7 +11,9 @@ network volume is mounted, else `DATA_DIR/cache`):
 
 An entry is written whole in tmp/ and renamed into entries/ (one atomic rename): a job that crashes while writing
 leaves only a folder in tmp/, which no job trusts and the next eviction removes. A lookup also checks every file's
-size against meta.json. The cache is bounded by CACHE_MAX_GB: after each write the least recently used entries go.
+size against meta.json. The cache is bounded by CACHE_MAX_GB, and it always leaves CACHE_MIN_FREE_GB free on its
+disk (default a tenth of the disk: the jobs on the volume need room for their own outputs): after each write the least
+recently used entries go until both hold, and an entry that would leave less free space is not stored.
 Everything here is best effort: a cache that cannot be read or written is a miss, never a failed job.
 """
 
@@ -34,6 +36,8 @@ from core.settings import Settings
 KINDS = ("dataset", "text_embeds", "vae_latents", "captions", "buckets")
 META = "meta.json"
 DATA = "data"
+MIN_FREE_SHARE = 0.1
+"""Of the cache's disk, left free when CACHE_MIN_FREE_GB is not set."""
 STALE_TMP_S = 24 * 3600.0
 """A folder left in tmp/ this long belongs to a crashed job: removed at the next eviction."""
 
@@ -93,12 +97,21 @@ class Usage:
 
 
 class Cache:
-    def __init__(self, root: Path, *, max_bytes: int):
-        self.root, self.max_bytes = Path(root), int(max_bytes)
+    def __init__(self, root: Path, *, max_bytes: int, min_free_bytes: int | None = None):
+        """`min_free_bytes`: free space always left on the cache's disk; None: a tenth of the disk."""
+        self.root, self.max_bytes, self._min_free = Path(root), int(max_bytes), min_free_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Cache:
-        return cls(cache_root(settings), max_bytes=int(settings.cache_max_gb * 1024**3))
+        floor = settings.cache_min_free_gb
+        return cls(cache_root(settings), max_bytes=int(settings.cache_max_gb * 1024**3),
+                   min_free_bytes=None if floor is None else int(floor * 1024**3))
+
+    def _free_bytes(self) -> tuple[int, int]:
+        """(free bytes on the cache's disk, the floor to keep)."""
+        usage = shutil.disk_usage(self.root)
+        floor = int(usage.total * MIN_FREE_SHARE) if self._min_free is None else self._min_free
+        return usage.free, floor
 
     def _entry_dir(self, kind: str, key: str) -> Path:
         if kind not in KINDS or not key.isalnum():
@@ -157,7 +170,7 @@ class Cache:
             yield tmp / DATA
             files = _file_sizes(tmp / DATA)
             size = sum(files.values())
-            if size > self.max_bytes:
+            if size > self.max_bytes or not self._room_for(tmp):
                 raise _TooLarge
             record = {"kind": kind, "key": key, "created": time.time(), "size": size, "build_s": round(build_s, 3),
                       "files": files, **meta}
@@ -174,21 +187,30 @@ class Cache:
             shutil.rmtree(tmp, ignore_errors=True)
         self.evict(keep=final)
 
+    def _room_for(self, content: Path) -> bool:
+        """Whether the disk keeps its free-space floor with `content` (already written: a hard-linked entry takes
+        no more room when it moves into place); older entries go first to make room."""
+        self.evict(keep=content)
+        free, floor = self._free_bytes()
+        return free >= floor
+
     def evict(self, *, keep: Path | None = None) -> list[Path]:
-        """Remove the least recently used entries until the cache is within its limit (never `keep`), and what
-        crashed jobs left in tmp/. Returns the entries removed."""
+        """Remove the least recently used entries until the cache is within its limit and the disk keeps its free
+        space (never `keep`), and what crashed jobs left in tmp/. Returns the entries removed."""
         self._clear_stale_tmp()
         entries = sorted(self._entries(), key=lambda item: item[2])
         total = sum(size for _, size, _ in entries)
+        free, floor = self._free_bytes()
         removed = []
         for folder, size, _ in entries:
-            if total <= self.max_bytes:
+            if total <= self.max_bytes and free >= floor:
                 break
             if keep is not None and folder == keep:
                 continue
             self._remove(folder)
             removed.append(folder)
             total -= size
+            free += size
         return removed
 
     def _remove(self, folder: Path) -> None:
