@@ -429,3 +429,57 @@ def test_without_a_floor_set_the_cache_leaves_a_tenth_of_its_disk(tmp_path: Path
     assert (cache.lookup("dataset", "c" * 40) is not None) == (free - 1000 >= total // 10)
     with pytest.raises(Exception, match="CACHE_MIN_FREE_GB"):
         Settings.from_env({"CACHE_MIN_FREE_GB": "lots"})
+
+
+class _SlowHeaders(QuietHandler):
+    """Answers with a status line, then one byte of a header every 0.3 s: a read timeout never fires."""
+
+    def do_GET(self) -> None:
+        self.server.asked.append(time.monotonic())  # type: ignore[attr-defined]
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self.server.closing.wait(0.3):  # type: ignore[attr-defined]
+                self.wfile.write(b"z")
+                self.wfile.flush()
+        except OSError:
+            return  # the client hung up
+
+
+@pytest.fixture
+def slow_headers():
+    import threading
+
+    server = LoopbackServer(_SlowHeaders)
+    server.asked, server.closing = [], threading.Event()  # type: ignore[attr-defined]
+    with serving(server, name="slow-headers"):
+        try:
+            yield server
+        finally:
+            server.closing.set()  # type: ignore[attr-defined]
+
+
+def test_the_caches_probe_of_a_url_that_trickles_its_headers_is_a_miss_within_its_budget(tmp_path, slow_headers):
+    from core.adapters.fetch import probe
+
+    settings = Settings.from_env({"ALLOW_PRIVATE_URLS": "1"})
+    started = time.monotonic()
+    assert probe(f"{slow_headers.base}/data.zip", settings=settings, budget_s=1.0) is None
+    assert time.monotonic() - started < 4
+
+
+def test_a_job_whose_dataset_url_trickles_its_headers_ends_at_its_time_limit(tmp_path, slow_headers):
+    """The request that keys the cache obeys the job's deadline like the download does: `timeout_s: 3` ends as
+    `timeout` within seconds, not when the server gives up."""
+    from core.errors import JobTimeout
+    from core.pipeline import run_job
+
+    settings = Settings.from_env({"ALLOW_PRIVATE_URLS": "1", "DATA_DIR": str(tmp_path / "data"),
+                                  "CACHE_DIR": str(tmp_path / "cache")})
+    job = {"dataset_url": f"{slow_headers.base}/data.zip", "timeout_s": 3,
+           "config": {"model_family": "sdxl", "model_name": "/nowhere/tiny-sdxl"}}
+    started = time.monotonic()
+    with pytest.raises(JobTimeout) as caught:
+        run_job(parse_job(job), tmp_path / "job", settings=settings)
+    assert time.monotonic() - started < 8
+    assert caught.value.code == "timeout" and caught.value.stage == "dataset"
+    assert slow_headers.asked  # the server was asked and never finished its headers

@@ -166,3 +166,49 @@ def test_offline_mode_and_bad_repo_ids_are_clear_errors_in_process(tmp_path: Pat
         stage_dataset(parse_job({"dataset": {"hf_repo": "../../etc"}, "config": CONFIG}).dataset, tmp_path / "b",
                       settings=settings)
     assert caught.value.field == "dataset.hf_repo"
+
+
+CACHED_DRIVER = """
+import json, sys
+from pathlib import Path
+from core.cache.datasets import stage_dataset_cached
+from core.cache.store import Cache
+from core.dataset.stage import caption_options
+from core.errors import JobError
+from core.pipeline import hub_token
+from core.settings import Settings
+from core.spec.job import parse_job
+spec, settings = parse_job(json.loads(sys.argv[1])), Settings.from_env()
+try:
+    manifest, reuse = stage_dataset_cached(spec.dataset, Path(sys.argv[2]), settings=settings,
+                                           cache=Cache.from_settings(settings), captions=caption_options(spec),
+                                           token=hub_token(spec, settings))
+    print(json.dumps({"images": sorted(e.path.name for e in manifest.images), "cache": reuse.status}))
+except JobError as error:
+    print(json.dumps({"error": error.to_payload()}))
+"""
+
+
+def test_a_private_dataset_in_the_cache_is_reused_only_by_a_job_whose_token_can_read_it(tmp_path: Path):
+    """A job staged a private dataset at a pinned commit with a token that could read it; a later job at the same
+    commit whose token cannot gets the Hub's refusal, never the cached copy."""
+    def stage(token: str | None, dest: Path, sha: str, hub) -> dict:
+        env = client_env(hub, base={k: v for k, v in os.environ.items() if k != "HF_TOKEN"})
+        env.update(HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH=str(ROOT), CACHE_DIR=str(tmp_path / "cache"))
+        if token:
+            env["HF_TOKEN"] = token
+        job = {"config": CONFIG, "dataset": {"hf_repo": "me/private", "revision": sha}}
+        done = subprocess.run([sys.executable, "-c", CACHED_DRIVER, json.dumps(job), str(dest)], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with running_hub_server(token="hf_secret_token_value", connect=False) as hub:
+        sha = hub.add_repo("me/private", repo_type="dataset", private=True, files={"a.png": png()}).head.oid
+        first = stage("hf_secret_token_value", tmp_path / "a", sha, hub)
+        again = stage("hf_secret_token_value", tmp_path / "b", sha, hub)
+        other = stage(None, tmp_path / "c", sha, hub)
+    assert first == {"images": ["a.png"], "cache": "stored"}
+    assert again == {"images": ["a.png"], "cache": "reused"}
+    assert other["error"]["field"] == "dataset.hf_repo" and other["error"]["code"] == "hub_not_found"
+    assert not (tmp_path / "c" / "images").exists() or not any((tmp_path / "c").rglob("a.png"))

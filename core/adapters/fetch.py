@@ -34,6 +34,8 @@ from core.events import DownloadProgress, EventSink, ignore_event
 from core.settings import Settings
 
 CHUNK = 1024 * 1024
+PROBE_BUDGET_S = 10.0
+"""How long the question "what is at this URL now" may take before the answer is "unknown"."""
 MAX_REDIRECTS = 5
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 PROGRESS_INTERVAL_S = 0.5
@@ -112,11 +114,15 @@ def download(
 
 
 def probe(url: str, *, settings: Settings, env: Mapping[str, str] | None = None, field: str = "dataset.url",
-          timeout_s: float = 15.0) -> str | None:
+          cancel: Cancel | None = None, budget_s: float = PROBE_BUDGET_S) -> str | None:
     """What identifies the content at `url` now, without downloading it: the server's ETag or Last-Modified (with
-    the size), the key of a cached copy (core/cache/store.py). None when the server gives neither, or cannot be asked:
-    the caller then treats the content as unknown. A GET of one byte, not HEAD: a presigned URL is signed for GET."""
+    the size), the key of a cached copy (core/cache/store.py). None when the server gives neither, or cannot be asked
+    within `budget_s` (a server that trickles its headers is a miss, not a wait): the caller then treats the content
+    as unknown. The job's cancel or deadline ends it at once (JobCancelled, JobTimeout). A GET of one byte, not HEAD:
+    a presigned URL is signed for GET."""
     checked = check_url(url, allow_private=settings.allow_private_urls, field=field)
+    job = Cancel.of(cancel)
+    stop = Cancel.of(job, timeout_s=budget_s)
     try:
         if checked.scheme == "s3":
             bucket, key = parse_s3_url(url, field=field)
@@ -124,9 +130,11 @@ def probe(url: str, *, settings: Settings, env: Mapping[str, str] | None = None,
             tag, modified = head.get("ETag"), head.get("LastModified")
             size = head.get("ContentLength")
         else:
-            with guarded_session(allow_private=settings.allow_private_urls) as session:
+            sockets = _Sockets()
+            with (_watched_session(allow_private=settings.allow_private_urls, sockets=sockets) as session,
+                  _shut_on_cancel(sockets, stop)):
                 response = _get(session, url, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"},
-                                allow_private=settings.allow_private_urls, timeouts=(timeout_s, timeout_s),
+                                allow_private=settings.allow_private_urls, timeouts=(budget_s, budget_s),
                                 field=field)
                 with response:
                     if response.status_code not in (200, 206):
@@ -137,8 +145,10 @@ def probe(url: str, *, settings: Settings, env: Mapping[str, str] | None = None,
             if tag and tag.startswith("W/"):
                 tag = None  # a weak ETag says "equivalent", not "the same bytes"
     except s3_failures(DatasetError, requests.RequestException):
+        job.check(f"while asking {public_url(url)} what it holds")
         return None
-    if not tag and not modified:
+    job.check(f"while asking {public_url(url)} what it holds")
+    if stop.is_set() or (not tag and not modified):
         return None
     return f"etag={tag or ''};modified={modified or ''};size={size}"
 

@@ -81,7 +81,8 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
     if cache is None:
         return stage(), DatasetReuse()
     started = time.monotonic()
-    identity = source_identity(dataset, settings=settings, token=token, allow_local_paths=allow_local_paths)
+    identity = source_identity(dataset, settings=settings, token=token, allow_local_paths=allow_local_paths,
+                               cancel=cancel)
     if identity is None and dataset.url:
         return _stage_by_content(dataset, dest, settings=settings, cache=cache, captions=captions, cancel=cancel,
                                  on_event=on_event, limits=limits)
@@ -168,16 +169,17 @@ def image_hashes(manifest: Manifest) -> dict[str, str]:
 
 
 def source_identity(dataset: DatasetSpec, *, settings: Settings, token: str | None,
-                    allow_local_paths: bool) -> dict[str, Any] | None:
-    """What identifies the source's content now, cheaply (no download); None when nothing does."""
+                    allow_local_paths: bool, cancel: Cancel | None = None) -> dict[str, Any] | None:
+    """What identifies the source's content now, cheaply (no download); None when nothing does. A probe that does
+    not answer within its budget is a miss; the job's cancel or deadline ends it (JobCancelled, JobTimeout)."""
     if dataset.url:
-        validator = probe(dataset.url, settings=settings)
+        validator = probe(dataset.url, settings=settings, cancel=cancel)
         return {"url": url_key(dataset.url), "validator": validator} if validator else None
     if dataset.files:
         urls = [item.url for item in dataset.files]
         with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="probe") as pool:
             validators = list(pool.map(
-                lambda pair: probe(pair[1], settings=settings, field=f"dataset.files.{pair[0]}.url"),
+                lambda pair: probe(pair[1], settings=settings, field=f"dataset.files.{pair[0]}.url", cancel=cancel),
                 enumerate(urls)))
         if not all(validators):
             return None
@@ -205,10 +207,10 @@ def url_key(url: str) -> str:
 
 
 def _hub_commit(dataset: DatasetSpec, *, token: str | None) -> str | None:
+    """The commit the job's revision is at, asked of the Hub with the job's token, even for a pinned 40-hex revision:
+    an entry staged by a job whose token could read a private dataset is reused only by a job whose token can too."""
     from core.adapters import hub_endpoint, is_offline
 
-    if re.fullmatch(r"[0-9a-f]{40}", dataset.revision):
-        return dataset.revision
     if is_offline():
         return None
     try:
