@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import JobError, SetupError
+from core.outputs import LORA_FILE
 from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
 
 GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
@@ -218,7 +219,6 @@ def image_base64(path: Path) -> str:
 
 # -- the worker's generate job ------------------------------------------------------------------------------------
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 MAX_LORA_BYTES = 4 * 1024**3
 
 

@@ -4,7 +4,7 @@ stop, sample settings, and resume from a checkpoint.
 What other packages and the faces may use is listed in __all__."""
 
 from core.training.config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
-from core.training.deadline import DeadlineStop, ends_partial, latest_checkpoint
+from core.training.deadline import DeadlineStop, ends_partial
 from core.training.gpu_fit import GpuFacts, GpuPlan, gpu_report, plan_device, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
@@ -32,7 +32,6 @@ __all__ = [
     "gpu_report",
     "is_local",
     "job_samples",
-    "latest_checkpoint",
     "plan_device",
     "plan_gpu",
     "preflight",
