@@ -146,7 +146,8 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
         if not hub:
             raise JobError("the push ended without a repo", stage="publish")
         visibility = "private" if hub.get("private") else "public"
-        which = next((w for w in snap.warnings if w.startswith("published checkpoint-")), "the final LoRA")
+        # core.training.published_view says which checkpoint went up, when it was not the final LoRA.
+        which = next((w for w in snap.warnings if w.startswith("published ")), "the final LoRA")
         yield (f"Pushed to [{hub['repo_id']}]({hub['url']}) ({visibility}), commit `{hub['commit'][:8]}`: "
                f"{which.removeprefix('published ')}.")
 

@@ -10,13 +10,12 @@ from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
 from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
 from core.training.samples import DEFAULT_GUIDANCE, DEFAULT_STEPS, job_samples, published_view, sample_prompts
-from core.training.trainer import LORA_FILE, TrainingOutcome, stop_group, train, trainer_env
+from core.training.trainer import TrainingOutcome, train
 
 __all__ = [
     "AUTO",
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
-    "LORA_FILE",
     "OWNED_FLAGS",
     "DeadlineStop",
     "GpuFacts",
@@ -38,7 +37,5 @@ __all__ = [
     "published_view",
     "resolved_defaults",
     "sample_prompts",
-    "stop_group",
     "train",
-    "trainer_env",
 ]
