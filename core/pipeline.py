@@ -97,7 +97,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         with stage("resume", on_event, cancel):
             checkpoint = resume_checkpoint(spec, job, settings=settings, token=token, on_event=on_event,
                                            cancel=cancel, allow_local_paths=allow_local_paths)
-            resumed_at = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0
+            resumed_at = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
     with stage("configure", on_event, cancel):
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
                                     resume=checkpoint is not None)
