@@ -118,6 +118,9 @@ class TrainerEnv:
             stdout, stderr = process.communicate(timeout=timeout_s)
         except BaseException:
             self.stop(process, grace_s=1.0)  # a timeout or our own interruption: never left running
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
             raise
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
