@@ -4,11 +4,14 @@ whole process group, and the one SetupError of a missing env."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +71,14 @@ def gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (FileNotFoundError, ProcessLookupError):
         return True
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """The test's own cleanup, independent of the adapter: nothing of the group outlives the test."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def wait_until(check, timeout_s: float = 10.0) -> bool:
@@ -154,13 +165,15 @@ def test_stop_ends_the_whole_group_even_a_child_that_ignores_sigterm(stand_in, t
         grandchild = json.loads(process.stdout.readline())["pids"][0]  # type: ignore[union-attr]
         assert os.getpgid(grandchild) == process.pid != os.getpgid(0)  # a group of its own, the grandchild in it
         assert trainer.running(process)
-        started = time.monotonic()
-        trainer.stop(process, grace_s=0.5)
-        assert time.monotonic() - started < 5
+        # In a thread: a stop that never sends SIGKILL would wait forever on a process that ignores SIGTERM.
+        stopper = threading.Thread(target=trainer.stop, args=(process,), kwargs={"grace_s": 0.5}, daemon=True)
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive(), "stop did not end a process that ignores SIGTERM"
         assert process.returncode is not None and wait_until(lambda: not trainer.running(process))
         assert wait_until(lambda: gone(grandchild))
     finally:
-        trainer.stop(process, grace_s=0.1)
+        kill_group(process)
         process.stdout.close()  # type: ignore[union-attr]
 
 
@@ -170,10 +183,15 @@ def test_a_run_past_its_timeout_is_stopped_with_its_group(stand_in, tmp_path):
     tool = script(tmp_path, "group.py", GROUP_SCRIPT.replace('print(json.dumps({"pids": [child.pid]}), flush=True)',
                                                              f'open({str(pid_file)!r}, "w").write(str(child.pid))'))
     started = time.monotonic()
-    with pytest.raises(subprocess.TimeoutExpired):
-        trainer.run(tool, timeout_s=1.5)
-    assert time.monotonic() - started < 10
-    assert wait_until(lambda: gone(int(pid_file.read_text())))
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            trainer.run(tool, timeout_s=1.5)
+        assert time.monotonic() - started < 10
+        assert wait_until(lambda: gone(int(pid_file.read_text())))
+    finally:
+        if pid_file.exists():  # whatever the adapter did, this test leaves no process behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_a_missing_env_is_one_setup_error_naming_the_variable(tmp_path):
