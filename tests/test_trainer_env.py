@@ -204,3 +204,21 @@ def test_a_missing_env_is_one_setup_error_naming_the_variable(tmp_path):
         assert error.field == "TRAINER_VENV" and error.code == "setup_error"
         assert str(tmp_path / "nowhere") in error.message and "make setup" in error.message
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_program_or_package_the_env_lacks_is_the_same_setup_error(stand_in):
+    trainer = TrainerEnv(stand_in, base={})
+    for attempt in (lambda: trainer.program("accelerate", what="SimpleTuner"),
+                    lambda: trainer.require_installed("simpletuner/train.py", what="SimpleTuner")):
+        with pytest.raises(SetupError) as caught:
+            attempt()
+        assert caught.value.field == "TRAINER_VENV" and "SimpleTuner is not installed" in caught.value.message
+        assert "make setup" in caught.value.message
+    (trainer.bin / "accelerate").write_text("#!/bin/sh\n")
+    for version in ("3.11", "3.12"):  # one env holds one Python; the last match wins either way
+        package = trainer.venv / "lib" / f"python{version}" / "site-packages" / "simpletuner"
+        package.mkdir(parents=True)
+        (package / "train.py").write_text("")
+    assert trainer.program("accelerate", what="SimpleTuner") == trainer.bin / "accelerate"
+    assert trainer.require_installed("simpletuner/train.py", what="SimpleTuner") == \
+        trainer.venv / "lib" / "python3.12" / "site-packages" / "simpletuner" / "train.py"

@@ -78,13 +78,27 @@ class TrainerEnv:
     def require(self) -> Path:
         """The env's Python; the one SetupError (field TRAINER_VENV) when the env is not there."""
         if not self.python.exists():
-            raise SetupError(f"the trainer env is missing at {self.venv} (run `make setup`, or set TRAINER_VENV)",
-                             field="TRAINER_VENV")
+            raise _not_set_up(f"the trainer env is missing at {self.venv}")
         return self.python
 
     def installed(self, pattern: str) -> list[Path]:
         """Files of the env's site-packages matching `pattern` (e.g. "simpletuner/train.py"), sorted."""
         return sorted(self.venv.glob(f"lib/python3*/site-packages/{pattern}"))
+
+    def require_installed(self, pattern: str, *, what: str) -> Path:
+        """The last file of the env's site-packages matching `pattern`; a SetupError when `what` is not there."""
+        self.require()
+        found = self.installed(pattern)
+        if not found:
+            raise _not_set_up(f"{what} is not installed in the trainer env {self.venv}")
+        return found[-1]
+
+    def program(self, name: str, *, what: str) -> Path:
+        """A program of the env's bin/ (accelerate); a SetupError when `what` is not there."""
+        self.require()
+        if not (self.bin / name).exists():
+            raise _not_set_up(f"{what} is not installed in the trainer env {self.venv} (no bin/{name})")
+        return self.bin / name
 
     def env(self, *, device: str = "cpu", hf_token: str | None = None, offline: bool | None = None,
             extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -162,6 +176,10 @@ class TrainerEnv:
         process.wait()
         while _group_alive(pgid) and time.monotonic() < deadline + grace_s:
             time.sleep(POLL_S)
+
+
+def _not_set_up(what: str) -> SetupError:
+    return SetupError(f"{what} (run `make setup`, or set TRAINER_VENV)", field="TRAINER_VENV")
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from core.adapters import TrainerEnv
 from core.cancel import Cancel, StopFlag
-from core.errors import SetupError, TrainingError
+from core.errors import TrainingError
 from core.events import (
     CheckpointSaved,
     Event,
@@ -152,14 +152,10 @@ class TrainingOutcome:
 def launch_command(trainer: TrainerEnv, *, mixed_precision: str, gpu_count: int) -> list[str]:
     """What `simpletuner train` runs, started by us: its CLI puts accelerate in a session of its own (setsid) and
     does not pass SIGTERM on, so a cancel could never reach the training process through it."""
-    trainer.require()
-    accelerate = trainer.bin / "accelerate"
-    scripts = trainer.installed("simpletuner/train.py")
-    if not accelerate.exists() or not scripts:
-        raise SetupError(f"SimpleTuner is not installed in the trainer env {trainer.venv} "
-                         "(run `make setup`, or set TRAINER_VENV)", field="TRAINER_VENV")
+    accelerate = trainer.program("accelerate", what="SimpleTuner")
+    script = trainer.require_installed("simpletuner/train.py", what="SimpleTuner")
     return [str(accelerate), "launch", f"--mixed_precision={mixed_precision}",
-            f"--num_processes={max(gpu_count, 1)}", "--num_machines=1", "--dynamo_backend=no", str(scripts[-1])]
+            f"--num_processes={max(gpu_count, 1)}", "--num_machines=1", "--dynamo_backend=no", str(script)]
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
