@@ -19,8 +19,8 @@ from typing import Any
 
 from app.run import Run
 from core.jobdir import JobDir
+from core.outputs import latest_checkpoint
 from core.secrets import scrub
-from core.training import latest_checkpoint
 
 HISTORY_DIR = "history"
 INTERRUPTED = "interrupted"
@@ -48,7 +48,7 @@ class RunRecord:
     def last_checkpoint(self) -> Path | None:
         """The newest complete checkpoint the run left in its job folder (read from the folder: it outlives the
         process that wrote it)."""
-        return latest_checkpoint(JobDir(Path(self.job_dir)))
+        return latest_checkpoint(JobDir(Path(self.job_dir)).output, complete=True)
 
     @property
     def resumable(self) -> bool:

@@ -23,7 +23,7 @@ from app.state import RunRegistry
 from core.errors import JobError
 from core.generation import GenerateRequest, Rendered
 from core.jobdir import new_job_id
-from core.outputs import checkpoints
+from core.outputs import lora_checkpoints, lora_file
 
 FINAL = "final LoRA"
 NONE = "none (base model)"
@@ -68,18 +68,18 @@ def build() -> PlaygroundTab:
 
 
 def checkpoint_choices(output_dir: Path | None) -> list[str]:
-    """The final LoRA, each checkpoint-N that holds a LoRA (by step), and the base model."""
+    """The final LoRA, each checkpoint that holds a LoRA (by step), and the base model."""
     if output_dir is None:
         return [NONE]
-    return [FINAL, *(folder.name for folder in checkpoints(output_dir, with_lora=True)), NONE]
+    return [FINAL, *(name for name, _ in lora_checkpoints(output_dir)), NONE]
 
 
-def lora_file(output_dir: Path, choice: str) -> Path | None:
+def chosen_lora(output_dir: Path, choice: str) -> Path | None:
     if choice == NONE:
         return None
-    folder = output_dir if choice in (FINAL, "", None) else output_dir / choice
-    path = folder / "pytorch_lora_weights.safetensors"
-    if not choice.startswith(("checkpoint-", FINAL)) or not path.is_file():
+    final = choice in (FINAL, "", None)
+    path = lora_file(output_dir if final else output_dir / choice)
+    if not (final or choice in dict(lora_checkpoints(output_dir))) or not path.is_file():
         raise JobError(f"no LoRA for {choice!r} in the latest run", field="checkpoint", stage="generate")
     return path
 
@@ -108,7 +108,7 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
             error = exc.errors(include_url=False)[0]
             raise JobError(error["msg"].removeprefix("Value error, "), field=str(error["loc"][0]),
                            code="invalid_input", stage="generate") from None
-        lora = lora_file(run.result.output_dir, checkpoint or FINAL)
+        lora = chosen_lora(run.result.output_dir, checkpoint or FINAL)
         wanted = [(checkpoint or FINAL, lora)] + ([(NONE, None)] if compare and lora is not None else [])
         out_dir, name = Path(run.job_dir) / "playground", new_job_id()
         shown: list[tuple[str, str]] = []

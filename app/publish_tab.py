@@ -19,7 +19,7 @@ from app.edge import surface
 from app.run import RunSnapshot
 from app.state import RunRegistry
 from core.errors import JobError
-from core.outputs import checkpoint_step, checkpoints
+from core.outputs import lora_checkpoints
 from core.settings import Settings
 
 PUSH_POLL_S = 0.5
@@ -94,11 +94,8 @@ def comfyui_file(snap: RunSnapshot | None) -> Path | None:
 
 
 def checkpoint_choices(output_dir: Path | None) -> list[tuple[str, str]]:
-    """The picker's choices: last, best, and each checkpoint-N of the run that holds a LoRA (by step)."""
-    if output_dir is None:
-        return list(FIXED_CHOICES)
-    steps = [checkpoint_step(folder) for folder in checkpoints(output_dir, with_lora=True)]
-    return [*FIXED_CHOICES, *((f"checkpoint-{step}", str(step)) for step in steps if step)]
+    """The picker's choices: last, best, and each checkpoint of the run that holds a LoRA (by step)."""
+    return [*FIXED_CHOICES, *((name, str(step)) for name, step in lora_checkpoints(output_dir))]
 
 
 def chosen_checkpoint(choice: str | None) -> str | int:
@@ -149,7 +146,8 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
         if not hub:
             raise JobError("the push ended without a repo", stage="publish")
         visibility = "private" if hub.get("private") else "public"
-        which = next((w for w in snap.warnings if w.startswith("published checkpoint-")), "the final LoRA")
+        # core.training.published_view says which checkpoint went up, when it was not the final LoRA.
+        which = next((w for w in snap.warnings if w.startswith("published ")), "the final LoRA")
         yield (f"Pushed to [{hub['repo_id']}]({hub['url']}) ({visibility}), commit `{hub['commit'][:8]}`: "
                f"{which.removeprefix('published ')}.")
 

@@ -21,7 +21,7 @@ from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
 from app.state import RunRegistry
 from core.cache import describe as describe_reuse
-from core.outputs import checkpoint_step, find_samples, samples_by_step
+from core.outputs import checkpoint_name, checkpoint_step, find_samples, samples_by_step
 from core.result import human_duration
 from core.secrets import scrub
 from core.training import sample_prompts
@@ -141,7 +141,7 @@ def render_marks(steps: list[int], total: int | None) -> str:
     """A ruler under the loss plot: a tick at each checkpoint's step (the plot's x axis runs 1..total)."""
     if not steps or not total:
         return '<div class="checkpoint-marks" data-steps="">No checkpoint yet.</div>'
-    ticks = "".join(f'<span title="checkpoint-{step}" style="position:absolute;left:{100 * step / total:.1f}%;'
+    ticks = "".join(f'<span title="{checkpoint_name(step)}" style="position:absolute;left:{100 * step / total:.1f}%;'
                     f'transform:translateX(-50%)">◆<small>{step}</small></span>' for step in steps)
     listed = ", ".join(map(str, steps))
     return (f'<div class="checkpoint-marks" data-steps="{listed}"><div style="position:relative;height:1.6em;'

@@ -24,15 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.adapters import detect_device  # noqa: E402
+from core.adapters import TrainerEnv, detect_device  # noqa: E402
 from core.generation import (  # noqa: E402
     build_tiny_captioner,
     generate_captions,
     write_demo_dataset,
 )
-from core.settings import OFFLINE_ENV, Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from core.spec import CaptioningSpec  # noqa: E402
-from core.training import trainer_env  # noqa: E402
 
 DIRECT_CHILD = """
 import json, sys, time
@@ -57,8 +56,7 @@ print(json.dumps({"import_s": imported - started, "load_s": loaded - imported, "
 def direct(request: dict, *, settings: Settings, device: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
         json.dump(request, file)
-    env = trainer_env(settings, device=device, hf_token=None)
-    env.update(OFFLINE_ENV)
+    env = TrainerEnv(settings).env(device=device, offline=True)
     started = time.perf_counter()
     done = subprocess.run([str(settings.trainer_python), "-P", "-c", DIRECT_CHILD, str(ROOT / "tools"), file.name],
                           env=env, capture_output=True, text=True, check=True)

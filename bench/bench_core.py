@@ -20,8 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.adapters import OFFLINE_ENV  # noqa: E402
 from core.generation import build_tiny_model, write_demo_dataset  # noqa: E402
-from core.settings import OFFLINE_ENV, Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 
 def timed(command: list[str], *, cwd: Path, env: dict) -> float:

@@ -22,13 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.adapters import TrainerEnv  # noqa: E402
 from core.generation import (  # noqa: E402
     GENERATE_SCRIPT,
     GenerateRequest,
     Playground,
     build_tiny_model,
 )
-from core.settings import OFFLINE_ENV, Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 
 def tiny_lora(model: Path, out: Path, settings: Settings) -> Path:
@@ -47,7 +48,7 @@ state = {f"unet.{k}": v for k, v in convert_state_dict_to_diffusers(get_peft_mod
 save_file(state, sys.argv[2])
 """
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
+    env = TrainerEnv(settings).env(device="cpu", offline=True)
     subprocess.run([str(settings.trainer_python), "-P", "-c", code, str(model), str(out)], env=env, check=True,
                    capture_output=True)
     return out
@@ -56,7 +57,7 @@ save_file(state, sys.argv[2])
 def one_shot(request: GenerateRequest, *, model: Path, lora: Path, out_dir: Path, settings: Settings) -> float:
     payload = {**request.model_dump(), "model": str(model), "lora": str(lora), "out_dir": str(out_dir),
                "name": "oneshot"}
-    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
+    env = TrainerEnv(settings).env(device="cpu", offline=True)
     started = time.perf_counter()
     done = subprocess.run([str(settings.trainer_python), "-P", str(GENERATE_SCRIPT), "--once", json.dumps(payload)],
                           env=env, capture_output=True, text=True, check=False)

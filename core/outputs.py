@@ -2,21 +2,25 @@
 
     output/
       pytorch_lora_weights.safetensors      the final LoRA (LORA_FILE; a full fine-tune leaves pipeline/ instead)
-      checkpoint-<N>/                       every `checkpoint_step_interval` steps (CHECKPOINT)
+      checkpoint-<N>/                       every `checkpoint_step_interval` steps (CHECKPOINT, checkpoint_name)
         pytorch_lora_weights.safetensors
         training_state.json                 written last: a folder without it is not resumable (STATE_FILE)
+        training_state-<dataset>.json       each dataset's sampler state (SAMPLER_STATES)
         .fetched-to-resume                  only in a checkpoint this job fetched rather than trained
       validation_images/step_<N>_sample_<i>_0_<W>x<H>.png     the job's sample prompts (SAMPLES_DIR, SAMPLE_IMAGE)
 
 Every stage and face asks here: which checkpoints a run has and their steps, the latest (or a given) one, the
-final LoRA, and the sample images with their prompts.
+final LoRA, and the sample images with their prompts. The three meanings of "a checkpoint" stay explicit:
+any checkpoint-N folder, a complete one (`complete=`: resumable) and one with a LoRA (`with_lora=`: publishable).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -25,6 +29,8 @@ PIPELINE_DIR = "pipeline"
 """A full fine-tune's output: the whole diffusers pipeline."""
 STATE_FILE = "training_state.json"
 """SimpleTuner's training state, written last into a checkpoint: its presence makes the checkpoint complete."""
+SAMPLER_STATES = "training_state-*.json"
+"""Each dataset's sampler state in a checkpoint: it names the files of the run that wrote it."""
 FETCHED_MARKER = ".fetched-to-resume"
 """In a checkpoint folder this job fetched rather than trained: it is stored where it came from."""
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -32,6 +38,9 @@ SAMPLES_DIR = "validation_images"
 SAMPLE_SHORTNAME = "sample_{}"
 """A job's sample prompt i in SimpleTuner's prompt library; its images carry this name."""
 SAMPLE_IMAGE = re.compile(r"^step_(\d+)_sample_(\d+)_(\d+)_[^.]*\.(png|jpe?g|webp)$")
+SAMPLE_STEP = re.compile(r"^step_(\d+)_")
+VALIDATION_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"})
+"""What SimpleTuner writes into SAMPLES_DIR: images, and videos for the video families."""
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------------
@@ -40,6 +49,11 @@ def checkpoint_step(folder: Path | str) -> int | None:
     """N of a `checkpoint-N` folder (or its name); None for any other name."""
     match = CHECKPOINT.match(Path(folder).name)
     return int(match.group(1)) if match else None
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint at `step` (also its name in a Hub repo or bucket)."""
+    return f"checkpoint-{int(step)}"
 
 
 def checkpoints(output_dir: Path, *, complete: bool = False, with_lora: bool = False) -> list[Path]:
@@ -51,10 +65,41 @@ def checkpoints(output_dir: Path, *, complete: bool = False, with_lora: bool = F
     return sorted(found, key=lambda path: checkpoint_step(path) or 0)
 
 
-def latest_checkpoint(output_dir: Path, *, complete: bool = True) -> Path | None:
-    """The newest checkpoint-N folder (by default the newest complete one)."""
-    found = checkpoints(output_dir, complete=complete)
+def latest_checkpoint(output_dir: Path, *, complete: bool = True, with_lora: bool = False) -> Path | None:
+    """The newest checkpoint-N folder (by default the newest complete one: what a resume continues)."""
+    found = checkpoints(output_dir, complete=complete, with_lora=with_lora)
     return found[-1] if found else None
+
+
+def lora_checkpoints(output_dir: Path | None) -> list[tuple[str, int]]:
+    """(folder name, step) of each checkpoint holding a LoRA, oldest first: what a face offers to publish or try."""
+    if output_dir is None:
+        return []
+    return [(path.name, checkpoint_step(path) or 0) for path in checkpoints(output_dir, with_lora=True)]
+
+
+def latest_checkpoint_prefix(paths: Iterable[str]) -> str | None:
+    """In a remote listing (file paths in a Hub repo, keys under a bucket prefix): '.../checkpoint-N' of the highest
+    N among the folders holding these files, or None."""
+    best: tuple[int, str] | None = None
+    for path in paths:
+        parts = PurePosixPath(path).parts[:-1]
+        for index, part in enumerate(parts):
+            step = checkpoint_step(part)
+            if step is not None and (best is None or step > best[0]):
+                best = (step, "/".join(parts[: index + 1]))
+    return best[1] if best else None
+
+
+def state_step(folder: Path) -> int | None:
+    """The global step a checkpoint's STATE_FILE records (which a fetched folder's name may not say); None when
+    it is missing or unreadable."""
+    try:
+        state = json.loads((Path(folder) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
 
 def trained_checkpoints(output_dir: Path) -> list[Path]:
@@ -68,6 +113,18 @@ def lora_file(folder: Path) -> Path:
 
 
 # -- samples ------------------------------------------------------------------------------------------------------
+
+def validation_files(output_dir: Path) -> list[Path]:
+    """Every image (and video) SimpleTuner's validation wrote so far, by name."""
+    folder = Path(output_dir) / SAMPLES_DIR
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VALIDATION_SUFFIXES) if folder.is_dir() else []
+
+
+def sample_step(name: str) -> int | None:
+    """The step in a validation file's name (step_<N>_...); None for another name."""
+    match = SAMPLE_STEP.match(Path(name).name)
+    return int(match.group(1)) if match else None
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -23,6 +23,7 @@ from core.events import Event, EventSink, StageEvent, ignore_event
 from core.generation import caption_stage, end_samples
 from core.jobdir import JobDir
 from core.models import ModelFetch
+from core.outputs import PIPELINE_DIR, checkpoint_step, latest_checkpoint, lora_file
 from core.publishing import (
     CardFacts,
     CheckpointUploads,
@@ -37,11 +38,10 @@ from core.publishing import (
 from core.result import JobResult, Metrics
 from core.secrets import job_secrets
 from core.settings import Settings
-from core.simpletuner import FULL, PIPELINE_DIR, kind_of, trained_component
+from core.simpletuner import FULL, kind_of, trained_component
 from core.spec import JobSpec
 from core.training import (
     AUTO,
-    LORA_FILE,
     OWNED_FLAGS,
     DeadlineStop,
     TrainingOutcome,
@@ -54,7 +54,6 @@ from core.training import (
     gpu_plan,
     gpu_report,
     is_local,
-    latest_checkpoint,
     plan_device,
     preflight,
     published_view,
@@ -98,7 +97,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         with stage("resume", on_event, cancel):
             checkpoint = resume_checkpoint(spec, job, settings=settings, token=token, on_event=on_event,
                                            cancel=cancel, allow_local_paths=allow_local_paths)
-            resumed_at = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0
+            resumed_at = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
     with stage("configure", on_event, cancel):
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
                                     resume=checkpoint is not None)
@@ -161,15 +160,15 @@ def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: Checkp
     """Training stopped early (core/training/deadline.py's rule: the deadline, or a cancel of a job that keeps its
     checkpoints): its latest checkpoint at the job's destination, and a `partial` result whose resume_from
     continues it."""
-    latest = latest_checkpoint(job)
+    latest = latest_checkpoint(job.output, complete=True)  # resumable: what resume_from continues
     if latest is None:
         raise JobTimeout(f"stopped before the time limit (timeout_s={spec.timeout_s}) with no checkpoint written yet: "
                          "raise timeout_s or lower config.checkpointing_steps", stage="train")
     done = uploads.ensure(latest, uploads.destinations or fallback_destinations(spec, token=token, env=os.environ,
                                                                                on_event=on_event))
-    step = int(latest.name.rsplit("-", 1)[-1])
+    step = checkpoint_step(latest) or 0
     result.status, result.output_dir, result.log_path = "partial", latest, job.log
-    result.lora_path = latest / LORA_FILE if (latest / LORA_FILE).is_file() else None
+    result.lora_path = lora_file(latest) if lora_file(latest).is_file() else None
     result.metrics = Metrics(steps=step, total_steps=result.metrics.total_steps)
     result.uploaded_checkpoints = [u.to_dict() for u in uploads.uploaded]
     result.resume_from = done.resume_from if done else None
@@ -197,7 +196,7 @@ def _trained(result: JobResult, outcome: TrainingOutcome, job: JobDir) -> JobRes
     if result.kind == FULL:  # a diffusers folder, no LoRA file
         result.model_dir = job.output / PIPELINE_DIR
     else:
-        result.lora_path = job.output / LORA_FILE
+        result.lora_path = lora_file(job.output)
     result.checkpoints = outcome.checkpoints
     result.validation = [(Path(image.path).relative_to(job.output).as_posix(), image.prompt)
                          for image in outcome.validation_images]
@@ -246,16 +245,15 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
 
 def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink) -> dict | None:
     """A run cut short still yields something: with hub.on_failure, publish the latest checkpoint's LoRA."""
-    checkpoints = sorted((p for p in JobDir(result.job_dir).output.glob("checkpoint-*") if (p / LORA_FILE).is_file()),
-                         key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
-    if not (spec.hub and spec.hub.on_failure and checkpoints):
+    # Publishable, complete or not: SimpleTuner writes the LoRA before the training state.
+    latest = latest_checkpoint(JobDir(result.job_dir).output, complete=False, with_lora=True)
+    if not (spec.hub and spec.hub.on_failure and latest is not None):
         return None
-    latest = checkpoints[-1]
-    partial = JobResult(status="partial", job_dir=result.job_dir, output_dir=latest, lora_path=latest / LORA_FILE,
+    partial = JobResult(status="partial", job_dir=result.job_dir, output_dir=latest, lora_path=lora_file(latest),
                         log_path=JobDir(result.job_dir).log, preflight=result.preflight,
                         trainer_files=result.trainer_files,
                         warnings=[f"published {latest.name}: training did not finish"])
-    partial.metrics.steps = int(latest.name.rsplit("-", 1)[-1])
+    partial.metrics.steps = checkpoint_step(latest) or 0
     try:
         return publish(spec.model_copy(update={"storage": None}), partial, settings=settings,
                        on_event=on_event).to_output()

@@ -18,17 +18,6 @@ TOOLS_DIR = PROJECT_ROOT / "tools"
 """Scripts that run in the trainer env."""
 RUNPOD_VOLUME = Path("/runpod-volume")
 
-# Variables that keep SimpleTuner and its libraries off the network (docs/simpletuner-notes.md).
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "DIFFUSERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "WANDB_MODE": "disabled",
-    "SIMPLETUNER_DISABLE_COLORS": "1",
-}
-
 
 def _flag(value: str | None, default: bool = False) -> bool:
     if value is None or value.strip() == "":

@@ -25,6 +25,7 @@ from core.events import (
     TrainingProgress,
     ValidationImage,
 )
+from core.outputs import checkpoint_name
 from core.secrets import mask_secret_values
 
 # The pipeline's stages (core/pipeline.py) as a user reads them, with what the status says when one starts.
@@ -127,7 +128,7 @@ def apply(status: JobStatus, event: Event) -> JobStatus:
         message = _clean(event.label) or event.key.replace("_", " ")
         return _moved(status, trainer_stage(event.key) or status.stage, message=message)
     if isinstance(event, CheckpointSaved):
-        return replace(status, message=f"saved checkpoint-{event.step}" if event.step is not None
+        return replace(status, message=f"saved {checkpoint_name(event.step)}" if event.step is not None
                        else "saved a checkpoint")
     if isinstance(event, ValidationImage):
         return replace(status, message=f"validation image at step {event.step}")

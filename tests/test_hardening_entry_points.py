@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from core.adapters import TrainerEnv
 from core.settings import Settings
 from core.simpletuner.flags import PROGRAM, classify
 from core.spec.job import CONFIG_SHORTHAND, simpletuner_flags
-from core.training.trainer import trainer_env
 from tests.conftest import ROOT, write_demo_dataset
 
 FAKE_TOKEN = "hf_FAKEfakeFAKEfakeFAKEfake0123456789"
@@ -146,7 +146,7 @@ def test_the_trainer_env_is_an_allow_list_and_the_token_goes_in_only_when_given(
             "BUCKET_SECRET_ACCESS_KEY": "s", "AWS_SECRET_ACCESS_KEY": "s", "RUNPOD_AI_API_KEY": "k",
             "UI_PASSWORD": "pw", "OPENAI_API_KEY": "k", "DATABASE_URL": "postgres://u:p@h/db", "MY_APP_SECRET": "s",
             "CUDA_AUTH_TOKEN": "s", "PYTHONPATH": "/evil", "LD_PRELOAD": "/evil.so"}
-    env = trainer_env(settings, device="cuda", hf_token=None, base=base)
+    env = TrainerEnv(settings, base=base).env(device="cuda")
     assert FAKE_TOKEN not in json.dumps(env)
     for withheld in ("BUCKET_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "RUNPOD_AI_API_KEY", "UI_PASSWORD",
                      "OPENAI_API_KEY", "DATABASE_URL", "MY_APP_SECRET", "CUDA_AUTH_TOKEN", "PYTHONPATH", "LD_PRELOAD"):
@@ -154,7 +154,7 @@ def test_the_trainer_env_is_an_allow_list_and_the_token_goes_in_only_when_given(
     for kept in ("HOME", "LANG", "CUDA_HOME", "NCCL_DEBUG", "LD_LIBRARY_PATH"):
         assert env[kept] == base[kept]
     assert env["HF_HUB_DISABLE_TELEMETRY"] == "1" and env["PATH"].startswith(str(settings.trainer_bin))
-    with_token = trainer_env(settings, device="cuda", hf_token=FAKE_TOKEN, base=base)
+    with_token = TrainerEnv(settings, base=base).env(device="cuda", hf_token=FAKE_TOKEN)
     assert with_token["HF_TOKEN"] == FAKE_TOKEN
     assert {k for k, v in with_token.items() if v == FAKE_TOKEN} == {"HF_TOKEN"}
 

@@ -1,5 +1,6 @@
 """Adapters to the world outside the job: the Hub and S3 clients (their retries and error translation), HTTP downloads
-under the address policy, the machine's GPUs. Every other package reaches the network through here.
+under the address policy, the machine's GPUs, the trainer env's processes. Every other package reaches the network,
+and starts a trainer-env process, through here.
 
 What other packages and the faces may use is listed in __all__."""
 
@@ -25,8 +26,10 @@ from core.adapters.hub import (
 )
 from core.adapters.hub_bar import ByteBar, SilentBar
 from core.adapters.s3 import require_keys, s3_client, s3_config, s3_error, s3_failures
+from core.adapters.trainer_env import OFFLINE_ENV, TrainerEnv
 
 __all__ = [
+    "OFFLINE_ENV",
     "RETRY",
     "UNAVAILABLE",
     "ByteBar",
@@ -34,6 +37,7 @@ __all__ = [
     "HubTarget",
     "RetryPolicy",
     "SilentBar",
+    "TrainerEnv",
     "call_hub",
     "check_repo_id",
     "detect_device",

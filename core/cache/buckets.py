@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.adapters import is_hub_model_id
+from core.adapters import TrainerEnv, is_hub_model_id
 from core.cache.store import Cache, Entry, key_of, link_tree
 from core.dataset import Manifest
 from core.events import EventSink, LogLine, ignore_event
@@ -145,7 +145,7 @@ def _bucket_dir(backend: dict[str, Any], manifest: Manifest, *, images: dict[str
 def simpletuner_version(settings: Settings) -> str | None:
     """The SimpleTuner version installed in the trainer env (its package metadata folder's name); None if absent."""
     try:
-        found = [p.name for p in settings.trainer_venv.glob("lib/python*/site-packages/*.dist-info")
+        found = [p.name for p in TrainerEnv(settings).installed("*.dist-info")
                  if p.name.lower().startswith("simpletuner-")]
     except OSError:
         return None

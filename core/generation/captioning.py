@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-from core.adapters import detect_device
+from core.adapters import TrainerEnv, detect_device
 from core.cache import Cache, cached_captions, file_sha256, keep_captions, model_identity, run_key
 from core.cancel import Cancel
 from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_options, clean_caption
@@ -39,7 +39,6 @@ from core.jobdir import JobDir
 from core.models import caption_download, fetch_caption_model, hub_cache
 from core.settings import TOOLS_DIR, Settings
 from core.spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec, JobSpec
-from core.training import stop_group, trainer_env
 
 __all__ = [
     "CAPTION_MODELS",
@@ -216,9 +215,8 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     """Run the caption model on `images` in the trainer env; `on_caption(index, raw text)` as each one is done.
     Raises CaptionError (field captioning.model) or the cancel's JobCancelled/JobTimeout."""
     cancel = Cancel.of(cancel)
-    if not settings.trainer_python.exists():
-        raise CaptionError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
-                           field="TRAINER_VENV", code="setup_error")
+    trainer = TrainerEnv(settings)
+    trainer.require()  # before the model is fetched for nothing
     model = resolve_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
     device = device or detect_device(settings)[0]
     on_event(LogLine(f"captioning {len(images)} images with {captioning.model} on {device}"))
@@ -228,20 +226,18 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     log.parent.mkdir(parents=True, exist_ok=True)
     request_file = log.with_name("caption-request.json")
     request_file.write_text(json.dumps(request))
-    env = trainer_env(settings, device=device, hf_token=token if settings.online else None)  # offline unless online
     run = CaptionRun(captions=[""] * len(images), device=device, load_s=0.0, images_per_s=None)
     started = time.monotonic()
     with log.open("ab") as stderr:
-        # -P: the project root stays off sys.path, so no project module shadows a library's.
-        process = subprocess.Popen([str(settings.trainer_python), "-P", str(CAPTION_SCRIPT), str(request_file)],
-                                   env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                                   start_new_session=True)
+        # The token only where the model may be downloaded (TRAINER_ONLINE); offline it is never needed.
+        process = trainer.start(CAPTION_SCRIPT, [request_file], device=device,
+                                hf_token=token if settings.online else None, stdout=subprocess.PIPE, stderr=stderr)
         try:
             _follow(process, run, names=[Path(path).name for path in images], started=started, on_event=on_event,
                     cancel=cancel, on_caption=on_caption)
         finally:
             if process.poll() is None:
-                stop_group(process, grace_s=2.0)  # a cancel, the deadline, or our own failure: never left running
+                trainer.stop(process, grace_s=2.0)  # a cancel, the deadline, or our own failure: never left running
             cast(IO[bytes], process.stdout).close()  # stdout=PIPE: never None
     return run
 

@@ -6,11 +6,11 @@ the default; FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 have tiny models too 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from core.adapters import TrainerEnv
 from core.errors import SetupError
-from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
+from core.settings import TOOLS_DIR, Settings
 
 TINY_MODEL_SCRIPT = TOOLS_DIR / "build_tiny_model.py"
 TINY_CAPTIONER_SCRIPT = TOOLS_DIR / "build_tiny_captioner.py"
@@ -27,31 +27,28 @@ def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> 
         raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
                          field="family")
     return _built_by_script(out, marker="model_index.json", what=f"the tiny {family} model", settings=settings,
-                            argv=[str(TINY_MODEL_SCRIPT), str(out.absolute()), "--family", family])
+                            script=TINY_MODEL_SCRIPT, args=[str(out.absolute()), "--family", family])
 
 
 def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:
     """Write the tiny random Florence-2 captioner to `out` (once: an existing one is kept); `captioning.model` takes
     the folder. Runs in the trainer env, offline (its tokenizer is trained on the spot)."""
     return _built_by_script(out, marker="config.json", what="the tiny captioner", settings=settings,
-                            argv=[str(TINY_CAPTIONER_SCRIPT), str(out.absolute())])
+                            script=TINY_CAPTIONER_SCRIPT, args=[str(out.absolute())])
 
 
-def _built_by_script(out: Path, *, marker: str, what: str, settings: Settings, argv: list[str]) -> Path:
+def _built_by_script(out: Path, *, marker: str, what: str, settings: Settings, script: Path,
+                     args: list[str]) -> Path:
     """Run a builder script of tools/ in the trainer env, offline and on the CPU, once: a folder holding `marker`
     is kept as it is."""
     out = out.absolute()
     if (out / marker).exists():
         return out
-    if not settings.trainer_python.exists():
-        raise SetupError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
-                         field="TRAINER_VENV")
+    trainer = TrainerEnv(settings)
+    trainer.require()
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
-    # -P: the project root stays off sys.path, so no project module can shadow a library's (a script adds only
-    # tools/, for its own helper packages).
-    done = subprocess.run([str(settings.trainer_python), "-P", *argv], env=env, capture_output=True, text=True,
-                          check=False)
+    # Offline even on an online machine: a tiny model is random weights and a tokenizer trained on the spot.
+    done = trainer.run(script, args, device="cpu", offline=True)
     if done.returncode != 0:
         raise SetupError(f"building {what} failed: {done.stderr.strip().splitlines()[-1:]}")
     return out

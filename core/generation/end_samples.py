@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import JobError
-from core.outputs import Sample
+from core.outputs import SAMPLES_DIR, Sample
 from core.training import DEFAULT_GUIDANCE, DEFAULT_STEPS, job_samples, sample_prompts
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
     width, height = _size(config.get("--validation_resolution") or spec.samples.resolution or 1024)
     negative = config.get("--validation_negative_prompt") or ""
     model = str(result.model_dir) if result.model_dir else spec.base_model
-    folder = Path(result.output_dir) / "validation_images"
+    folder = Path(result.output_dir) / SAMPLES_DIR
     playground = Playground(settings=settings)
     written = []
     try:

@@ -21,8 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.adapters import TrainerEnv, detect_device
 from core.errors import JobError, SetupError
-from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
+from core.outputs import LORA_FILE
+from core.settings import TOOLS_DIR, Settings
 
 GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
 IDLE_S = 600.0
@@ -71,6 +73,7 @@ class Playground:
         self.settings = settings
         self.idle_s = idle_s
         self._env = env
+        self.trainer = TrainerEnv(settings, base=env)  # allow-listed from the app's environment: no secrets
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._last_used = 0.0
@@ -119,39 +122,23 @@ class Playground:
             _pipe(process.stdin).close()  # the server's loop ends at end of input
             process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
-            process.kill()
-            process.wait()
+            self.trainer.stop(process, grace_s=2.0)  # its whole group: diffusers' workers too
         return True
 
     def _ensure_started(self) -> subprocess.Popen:
         if self._process is not None and self.running:
             return self._process
-        python = self.settings.trainer_python
-        if not python.exists():
-            raise SetupError(f"the trainer env is missing at {self.settings.trainer_venv} (run `make setup`)",
-                             field="TRAINER_VENV")
-        process = subprocess.Popen([str(python), "-P", str(GENERATE_SCRIPT), "--serve"], env=self._process_env(),
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   text=True, bufsize=1, start_new_session=True)
+        device, _ = detect_device(self.settings, env=self._env)
+        process = self.trainer.start(GENERATE_SCRIPT, ["--serve"], device=device, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         ready = self._read(process, timeout_s=START_TIMEOUT_S)
         if not ready.get("ready"):
-            process.kill()
-            process.wait()
+            self.trainer.stop(process, grace_s=1.0)
             raise SetupError(f"the generation process did not start: {ready.get('error', 'no answer')}",
                              field="TRAINER_VENV")
         self._process = process
         self._start_watcher()
         return process
-
-    def _process_env(self) -> dict[str, str]:
-        from core.adapters import detect_device
-        from core.training import trainer_env  # a training's allow-listed environment: no secrets
-
-        device, _ = detect_device(self.settings, env=self._env)
-        env = trainer_env(self.settings, device=device, hf_token=None, base=self._env)
-        if not self.settings.online:
-            env.update(OFFLINE_ENV)
-        return env
 
     def _ask(self, process: subprocess.Popen, payload: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -218,7 +205,6 @@ def image_base64(path: Path) -> str:
 
 # -- the worker's generate job ------------------------------------------------------------------------------------
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 MAX_LORA_BYTES = 4 * 1024**3
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from core.adapters import CancelFlag, require_keys, s3_client, s3_config, s3_error, s3_failures, stop_error
 from core.errors import StorageError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
+from core.outputs import checkpoint_step
 from core.secrets import scrub_file
 from core.spec import StorageSpec
 
@@ -92,7 +93,7 @@ def output_files(output_dir: Path, *, include_checkpoints: bool, extra_files: Ma
     if output_dir.is_dir():
         for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(output_dir).as_posix()
-            if not include_checkpoints and rel.startswith("checkpoint-"):
+            if not include_checkpoints and checkpoint_step(rel.split("/", 1)[0]) is not None:
                 continue
             files[rel] = path
     for rel, path in extra_files.items():

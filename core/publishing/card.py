@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from string import Template
 
 from core.adapters import is_hub_model_id
+from core.outputs import LORA_FILE
 from core.result import human_duration
 from core.secrets import sanitize_config
 
@@ -43,7 +44,6 @@ SETTINGS_ROWS = [
     ("Seed", ("seed",)),
 ]
 
-DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 # Model families whose LoRA can also touch the text encoders (UNet models with CLIP): ComfyUI's LoraLoader takes
 # both MODEL and CLIP; the others patch the model only.
 CLIP_LORA_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors"}
@@ -203,9 +203,9 @@ def _files(facts: CardFacts) -> list[tuple[str, str]]:
         return [(f"{folder.rstrip('/')}/", "the fine-tuned model: diffusers' `from_pretrained(repo, subfolder=...)`"),
                 ("vae/, scheduler/, model_index.json", "the rest of the pipeline, as SimpleTuner saved it")]
     if facts.kind == "lycoris":
-        return [(DIFFUSERS_FILE, f"the LyCORIS adapter ({_algo(facts)}): the `lycoris` library (below) and ComfyUI"),
+        return [(LORA_FILE, f"the LyCORIS adapter ({_algo(facts)}): the `lycoris` library (below) and ComfyUI"),
                 (LYCORIS_CONFIG_FILE, "the LyCORIS config it was trained with")]
-    rows = [(DIFFUSERS_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget")]
+    rows = [(LORA_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget")]
     if facts.comfyui_file:
         rows.append((facts.comfyui_file, "ComfyUI, and other tools that load kohya-format LoRAs (Forge, "
                                          "Automatic1111, SwarmUI)"))
@@ -216,10 +216,10 @@ def _comfyui(facts: CardFacts) -> str:
     if facts.kind == "full":
         return f"Not applicable: {FULL_COMFYUI_NOTE}."
     if facts.kind == "lycoris":
-        return LYCORIS_COMFYUI + _comfyui_steps(facts, DIFFUSERS_FILE)
+        return LYCORIS_COMFYUI + _comfyui_steps(facts, LORA_FILE)
     if not facts.comfyui_file:
         why = facts.comfyui_note or "no ComfyUI-format file was written for this run"
-        return f"This repo has no ComfyUI-format file: {_cell(why)}. ComfyUI may still load `{DIFFUSERS_FILE}`."
+        return f"This repo has no ComfyUI-format file: {_cell(why)}. ComfyUI may still load `{LORA_FILE}`."
     return _comfyui_steps(facts, facts.comfyui_file)
 
 
@@ -262,7 +262,7 @@ def _diffusers(facts: CardFacts, *, prompt: str) -> str:
         lines = ["import torch", f"from diffusers import {pipeline_class}",
                  "from huggingface_hub import hf_hub_download", "from lycoris import create_lycoris_from_weights", "",
                  f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")",
-                 f"adapter = hf_hub_download({repo}, {json.dumps(DIFFUSERS_FILE)})  {private_note}",
+                 f"adapter = hf_hub_download({repo}, {json.dumps(LORA_FILE)})  {private_note}",
                  f"wrapper, _ = create_lycoris_from_weights(1.0, adapter, pipeline.{component})",
                  "wrapper.merge_to()"]
         lead = ("A LyCORIS adapter loads with the `lycoris` library (`pip install lycoris-lora`), not with "

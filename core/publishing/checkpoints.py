@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -39,13 +38,12 @@ from core.adapters import (
 from core.errors import JobError, PublishError, StorageError
 from core.events import CheckpointSaved, Event, EventSink, JobWarning, LogLine, ignore_event
 from core.jobdir import JobDir
+from core.outputs import STATE_FILE, checkpoint_name, checkpoint_step
 from core.secrets import scrub_file
 from core.spec import JobSpec
 
 FOLDER = "checkpoints"
 DEFAULT_KEEP = 2
-STATE_FILE = "training_state.json"
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -151,8 +149,8 @@ def _tree_or_empty(api, repo_id: str, path: str) -> list:
 
 def _to_drop(names: list[str], *, keep: int) -> list[str]:
     """The checkpoint-N names beyond the newest `keep`."""
-    steps = sorted({int(m.group(1)) for m in (CHECKPOINT.match(n) for n in names) if m}, reverse=True)
-    return [f"checkpoint-{step}" for step in steps[keep:]]
+    steps = sorted({step for name in names if (step := checkpoint_step(name)) is not None}, reverse=True)
+    return [checkpoint_name(step) for step in steps[keep:]]
 
 
 def _contents(folder: Path, secrets: list[str]) -> list[tuple[str, bytes | str]]:
@@ -230,16 +228,16 @@ class CheckpointUploads:
             sink(event)
             if isinstance(event, CheckpointSaved) and self._thread is not None:
                 folder = self.output / Path(event.path).name
-                if (match := CHECKPOINT.match(folder.name)) and (folder / STATE_FILE).is_file():
-                    self._queue.put((self._set_aside(folder), int(match.group(1))))
+                # Complete only: a checkpoint without its training state cannot be resumed from.
+                if (step := checkpoint_step(folder)) is not None and (folder / STATE_FILE).is_file():
+                    self._queue.put((self._set_aside(folder), step))
         return watch
 
     def ensure(self, folder: Path, destinations: Sequence[Destination] | None = None) -> UploadedCheckpoint | None:
         """`folder` uploaded now (unless it already was): the last checkpoint of a job that must stop."""
-        match = CHECKPOINT.match(folder.name)
-        if match is None:
+        step = checkpoint_step(folder)
+        if step is None:
             raise ValueError(f"{folder} is not a checkpoint-N folder")
-        step = int(match.group(1))
         with self._lock:
             done = next((u for u in self.uploaded if u.step == step), None)
         if done is not None:
@@ -268,12 +266,12 @@ class CheckpointUploads:
             try:
                 done = destination.upload(copy, step, keep=self.keep)
             except JobError as error:
-                self.on_event(JobWarning(f"checkpoint-{step} was not uploaded to {destination.name}: "
+                self.on_event(JobWarning(f"{checkpoint_name(step)} was not uploaded to {destination.name}: "
                                          f"{error.message}", field=error.field))
                 continue
             with self._lock:
                 self.uploaded.append(done)
-            self.on_event(LogLine(f"checkpoint-{step} uploaded to {done.location}"))
+            self.on_event(LogLine(f"{checkpoint_name(step)} uploaded to {done.location}"))
             first = first or done
         shutil.rmtree(copy, ignore_errors=True)
         return first

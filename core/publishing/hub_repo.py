@@ -29,18 +29,17 @@ from core.adapters import (
 )
 from core.errors import HubAuthError, HubConflict, PublishError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
+from core.outputs import LORA_FILE, PIPELINE_DIR, SAMPLES_DIR, VALIDATION_SUFFIXES, checkpoints
 from core.publishing.card import CardFacts, render_model_card
 from core.secrets import scrub_file
-from core.simpletuner import FULL, LYCORIS_CONFIG_FILE, PIPELINE_DIR
+from core.simpletuner import FULL, LYCORIS_CONFIG_FILE
 from core.spec import HubSpec
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, HfApi
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 COMMIT_MESSAGES = {"lora": "Upload LoRA trained with SimpleTuner", "lycoris": "Upload LyCORIS adapter trained "
                    "with SimpleTuner", "full": "Upload full fine-tune trained with SimpleTuner"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"}
 
 
 @dataclass
@@ -82,9 +81,9 @@ def plan_hub_commit(
     for name in ("simpletuner_config.json", LYCORIS_CONFIG_FILE):
         if (output_dir / name).is_file():
             files[name] = output_dir / name
-    files.update(_tree(output_dir, "validation_images", lambda p: p.suffix.lower() in IMAGE_SUFFIXES))
+    files.update(_tree(output_dir, SAMPLES_DIR, lambda p: p.suffix.lower() in VALIDATION_SUFFIXES))
     if include_checkpoints:
-        for checkpoint in sorted(output_dir.glob("checkpoint-*")):
+        for checkpoint in checkpoints(output_dir):
             files.update(_tree(output_dir, checkpoint.name, lambda p: True))
     for rel, path in (extra_files or {}).items():
         clean = repo_path(rel, family=PublishError, field="extra_files")

@@ -1,6 +1,6 @@
 """The LoRA files a run gives: the diffusers file SimpleTuner writes, and the same LoRA in ComfyUI/kohya format.
 
-`pytorch_lora_weights.safetensors` is what diffusers' `load_lora_weights` and the Hub's widget read; ComfyUI (and
+core.outputs.LORA_FILE is what diffusers' `load_lora_weights` and the Hub's widget read; ComfyUI (and
 Forge, Automatic1111) want kohya-style keys (`lora_unet_...`, `lora_te1_...`). `add_comfyui_files` writes
 `<name>.safetensors` beside the diffusers file in the output folder and in every checkpoint-N folder, with
 SimpleTuner's own converters (the ones behind its `--lora_format comfyui`), by running tools/convert_lora.py in the
@@ -20,12 +20,14 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.adapters import TrainerEnv
+from core.errors import SetupError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
+from core.outputs import LORA_FILE, checkpoints, lora_file
 from core.result import JobResult
-from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
+from core.settings import TOOLS_DIR, Settings
 from core.spec import JobSpec
 
-DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 CONVERT_SCRIPT = TOOLS_DIR / "convert_lora.py"
 CONVERT_TIMEOUT_S = 600
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -33,7 +35,7 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 NOT_CONVERTED = {
     "full": "not applicable: a full fine-tune is a diffusers model folder, not a LoRA",
     "lycoris": "not needed: ComfyUI's LoRA loader reads SimpleTuner's LyCORIS keys (lycoris_...) in "
-               f"{DIFFUSERS_FILE} as they are",
+               f"{LORA_FILE} as they are",
 }
 
 
@@ -56,7 +58,7 @@ def add_lora_files(spec: JobSpec, result: JobResult, *, settings: Settings, on_e
     if result.kind in NOT_CONVERTED:
         result.comfyui_path, result.comfyui_note = None, NOT_CONVERTED[result.kind]
         return
-    if result.output_dir is None or not (Path(result.output_dir) / DIFFUSERS_FILE).is_file():
+    if result.output_dir is None or not (Path(result.output_dir) / LORA_FILE).is_file():
         return
     name = comfyui_name(repo_id=spec.hub.repo_id if spec.hub else None, trigger_word=spec.trigger_word,
                         model_family=spec.model_family, job_name=Path(result.job_dir).name)
@@ -77,7 +79,7 @@ def comfyui_name(*, repo_id: str | None, trigger_word: str | None, model_family:
     else:
         name = f"{model_family}-lora-{job_name}"
     name = SAFE_NAME.sub("-", name).strip("-.") or "lora"
-    return f"{name}-comfyui" if name == DIFFUSERS_FILE.removesuffix(".safetensors") else name
+    return f"{name}-comfyui" if name == LORA_FILE.removesuffix(".safetensors") else name
 
 
 def is_comfyui_file(path: Path) -> bool:
@@ -98,8 +100,8 @@ def add_comfyui_files(output_dir: Path, *, name: str, model_family: str, setting
     """Write `<name>.safetensors` beside each diffusers LoRA in `output_dir` and its checkpoint-N folders. Never
     raises for a failed conversion: the result's warnings say what went wrong."""
     output_dir = Path(output_dir)
-    folders = [output_dir, *sorted(p for p in output_dir.glob("checkpoint-*") if p.is_dir())]
-    folders = [folder for folder in folders if (folder / DIFFUSERS_FILE).is_file()]
+    folders = [output_dir, *checkpoints(output_dir, with_lora=True)]  # complete or not: each LoRA gets its file
+    folders = [folder for folder in folders if lora_file(folder).is_file()]
     done = ComfyUIFiles()
     target = f"{name}.safetensors"
     missing = []
@@ -132,7 +134,7 @@ def add_comfyui_files(output_dir: Path, *, name: str, model_family: str, setting
 def _rename_earlier(folder: Path, target: str) -> None:
     """A ComfyUI file written under another name (an earlier repo name) takes the new one."""
     for path in folder.glob("*.safetensors"):
-        if path.name not in (target, DIFFUSERS_FILE) and is_comfyui_file(path):
+        if path.name not in (target, LORA_FILE) and is_comfyui_file(path):
             if (folder / target).exists():
                 path.unlink()
             else:
@@ -141,17 +143,14 @@ def _rename_earlier(folder: Path, target: str) -> None:
 
 def _convert(folders: list[Path], *, name: str, model_family: str, settings: Settings,
              done: ComfyUIFiles) -> dict | None:
-    if not settings.trainer_python.exists():
-        done.warnings.append(f"no ComfyUI-format file: the trainer env is missing at {settings.trainer_venv}")
+    try:
+        # Offline and on the CPU: a conversion renames keys, it downloads nothing and needs no GPU.
+        ran = TrainerEnv(settings).run(CONVERT_SCRIPT, ["--family", model_family, "--name", name, *map(str, folders)],
+                                       timeout_s=CONVERT_TIMEOUT_S, device="cpu", offline=True)
+    except SetupError as missing:
+        done.warnings.append(f"no ComfyUI-format file: {missing.message}")
         done.note = "the trainer env that converts it is missing"
         return None
-    env = {"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", **OFFLINE_ENV}
-    command = [str(settings.trainer_python), "-P", str(CONVERT_SCRIPT), "--family", model_family, "--name", name,
-               *map(str, folders)]
-    try:
-        # -P: the script's folder stays off sys.path, so no project module can shadow a library's.
-        ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S,
-                             check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         done.warnings.append(f"no ComfyUI-format file: the conversion did not finish ({type(exc).__name__})")
         done.note = "the conversion did not finish"

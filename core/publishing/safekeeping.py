@@ -17,7 +17,7 @@ from pathlib import Path
 from core.adapters import s3_config
 from core.errors import JobError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
-from core.outputs import FETCHED_MARKER
+from core.outputs import FETCHED_MARKER, checkpoints
 from core.publishing.bucket import output_files, upload_outputs
 from core.result import JobResult
 from core.settings import Settings
@@ -74,7 +74,7 @@ def outputs_stored(output_dir: Path, ended: JobResult | BaseException | None) ->
     """Whether a job folder may be deleted: nothing was trained in it (no LoRA, no checkpoint), or what was trained
     is stored elsewhere (published, uploaded, kept by keep_outputs, a partial job's checkpoint uploaded)."""
     trained = any(output_dir.glob("*.safetensors")) or any(
-        not (folder / FETCHED_MARKER).exists() for folder in output_dir.glob("checkpoint-*"))
+        not (folder / FETCHED_MARKER).exists() for folder in checkpoints(output_dir))  # complete or not
     if not trained:
         return True
     if isinstance(ended, JobResult):

@@ -8,7 +8,6 @@ from core.simpletuner.flags import FILE_CONTENT, INLINE_JSON, check_flag, classi
 from core.simpletuner.kinds import (
     FULL,
     LYCORIS_CONFIG_FILE,
-    PIPELINE_DIR,
     check_training_kind,
     expected_output,
     implied_flags,
@@ -23,7 +22,6 @@ __all__ = [
     "FULL",
     "INLINE_JSON",
     "LYCORIS_CONFIG_FILE",
-    "PIPELINE_DIR",
     "Recipe",
     "check_flag",
     "check_training_kind",

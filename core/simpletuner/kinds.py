@@ -2,11 +2,12 @@
 
 SimpleTuner's `model_type` (`lora` | `full`) and `lora_type` (`standard` | `lycoris`) decide it:
 
-- lora: `pytorch_lora_weights.safetensors` (diffusers' `load_lora_weights`) in the output folder;
+- lora: core.outputs.LORA_FILE (diffusers' `load_lora_weights`) in the output folder;
 - lycoris: the same file name, holding LyCORIS weights (keys `lycoris_...`, the config in its metadata), and
   `lycoris_config.json` beside it; it loads with the `lycoris` library, not `load_lora_weights`;
-- full: a diffusers folder `pipeline/` with the trained component (`unet/` or `transformer/`), the VAE, the
-  scheduler and `model_index.json` (text encoders only with `save_text_encoder`); no LoRA file at all.
+- full: a diffusers folder `pipeline/` (core.outputs.PIPELINE_DIR) with the trained component (`unet/` or
+  `transformer/`), the VAE, the scheduler and `model_index.json` (text encoders only with `save_text_encoder`); no
+  LoRA file at all.
 
 `check_training_kind` refuses, when the job is validated, the combinations SimpleTuner cannot train or this project
 cannot give back; `expected_output` is what a successful run must leave, checked after training.
@@ -19,13 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from core.outputs import LORA_FILE, PIPELINE_DIR
 from core.simpletuner.lycoris import check_lycoris_config
 
 LORA, LYCORIS, FULL = "lora", "lycoris", "full"
-LORA_FILE = "pytorch_lora_weights.safetensors"
 LYCORIS_CONFIG_FILE = "lycoris_config.json"
-PIPELINE_DIR = "pipeline"
-"""A full fine-tune's diffusers folder inside the output folder."""
 TRAINED_COMPONENTS = ("transformer", "unet")
 # A full fine-tune's component config may name SimpleTuner's own subclass; diffusers loads the weights with these.
 DIFFUSERS_CLASSES = {"FlowMapUNet2DConditionModel": "UNet2DConditionModel"}

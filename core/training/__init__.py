@@ -4,19 +4,18 @@ stop, sample settings, and resume from a checkpoint.
 What other packages and the faces may use is listed in __all__."""
 
 from core.training.config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
-from core.training.deadline import DeadlineStop, ends_partial, latest_checkpoint
+from core.training.deadline import DeadlineStop, ends_partial
 from core.training.gpu_fit import GpuFacts, GpuPlan, gpu_report, plan_device, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
 from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
 from core.training.samples import DEFAULT_GUIDANCE, DEFAULT_STEPS, job_samples, published_view, sample_prompts
-from core.training.trainer import LORA_FILE, TrainingOutcome, stop_group, train, trainer_env
+from core.training.trainer import TrainingOutcome, train
 
 __all__ = [
     "AUTO",
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
-    "LORA_FILE",
     "OWNED_FLAGS",
     "DeadlineStop",
     "GpuFacts",
@@ -32,14 +31,11 @@ __all__ = [
     "gpu_report",
     "is_local",
     "job_samples",
-    "latest_checkpoint",
     "plan_device",
     "plan_gpu",
     "preflight",
     "published_view",
     "resolved_defaults",
     "sample_prompts",
-    "stop_group",
     "train",
-    "trainer_env",
 ]

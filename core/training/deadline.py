@@ -22,6 +22,7 @@ from pathlib import Path
 from core.cancel import Cancel
 from core.events import CheckpointSaved, Event, EventSink, LogLine
 from core.jobdir import JobDir
+from core.outputs import latest_checkpoint
 from core.spec import JobSpec
 
 MAX_RESERVE_S = 120.0
@@ -80,13 +81,6 @@ class DeadlineStop:
         return self.is_set()
 
 
-def latest_checkpoint(job: JobDir) -> Path | None:
-    """The newest complete checkpoint-N folder of the job (one holding its training_state.json)."""
-    found = [p for p in job.output.glob("checkpoint-*")
-             if p.name.rsplit("-", 1)[-1].isdigit() and (p / "training_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]), default=None)
-
-
 def ends_partial(spec: JobSpec, *, deadline: bool, cancelled: bool, job: JobDir) -> bool:
     """Training cut short ends `partial` (its latest checkpoint uploaded, a resume_from to send) when the deadline
     stopped it, or when a cancel did and the job keeps what it trains and has a checkpoint to keep."""
@@ -94,4 +88,4 @@ def ends_partial(spec: JobSpec, *, deadline: bool, cancelled: bool, job: JobDir)
         return True
     keeps = bool((spec.hub and (spec.hub.on_failure or spec.hub.checkpoints))
                  or (spec.storage and spec.storage.checkpoints))
-    return cancelled and keeps and latest_checkpoint(job) is not None
+    return cancelled and keeps and latest_checkpoint(job.output, complete=True) is not None

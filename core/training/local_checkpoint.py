@@ -16,7 +16,8 @@ from pathlib import Path
 
 from core.errors import ResumeError
 from core.events import EventSink, LogLine, ignore_event
-from core.training.resume import CHECKPOINT, FIELD, STATE_FILE
+from core.outputs import SAMPLER_STATES, STATE_FILE, checkpoint_step
+from core.training.resume import FIELD
 
 
 def is_local(source: str) -> bool:
@@ -31,13 +32,13 @@ def copy_local_checkpoint(source: str, output_dir: Path, *, root: Path, on_event
     if not folder.is_relative_to(Path(root).resolve()):
         raise ResumeError(f"{source}: a local checkpoint must be inside the data folder ({root})", field=FIELD,
                           code="invalid_input")
-    if not CHECKPOINT.match(folder.name) or not (folder / STATE_FILE).is_file():
+    if checkpoint_step(folder) is None or not (folder / STATE_FILE).is_file():
         raise ResumeError(f"{source}: not a complete SimpleTuner checkpoint-N folder (no {STATE_FILE} in it)",
                           field=FIELD, code="resume_not_found")
     target = Path(output_dir) / folder.name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(folder, target, copy_function=_link_or_copy,
-                    ignore=shutil.ignore_patterns("training_state-*.json"))
+                    ignore=shutil.ignore_patterns(SAMPLER_STATES))
     on_event(LogLine(f"resuming from {folder.name} of an earlier run ({folder})"))
     return target
 

@@ -19,7 +19,6 @@ ResumeError (field resume_from) with the same code as in any other stage.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -49,12 +48,21 @@ from core.cancel import Cancel
 from core.dataset import ExtractLimits, archive_kind, extract_archive
 from core.errors import AddressRefused, DownloadError, JobError, ResumeError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
-from core.outputs import CHECKPOINT, FETCHED_MARKER, STATE_FILE
+from core.outputs import (
+    FETCHED_MARKER,
+    LORA_FILE,
+    SAMPLER_STATES,
+    STATE_FILE,
+    checkpoint_name,
+    checkpoint_step,
+    latest_checkpoint_prefix,
+    state_step,
+)
 from core.settings import Settings
 
 FIELD = "resume_from"
 # SimpleTuner's own list of weight files a resumable checkpoint holds (checkpoint_manager.validate_checkpoint).
-WEIGHT_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors", "pytorch_model.bin",
+WEIGHT_FILES = (LORA_FILE, "adapter_model.safetensors", "pytorch_model.bin",
                 "model.safetensors", "diffusion_pytorch_model.safetensors")
 # What a checkpoint folder holds; anything else in an archive is skipped.
 CHECKPOINT_SUFFIXES = frozenset({".safetensors", ".bin", ".pkl", ".json", ".pt", ".pth", ".txt"})
@@ -143,7 +151,7 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
                                max_bytes=max_bytes, env=env, cancel=Cancel.of(stop), field=FIELD)
             fetched = _extract(archive, staging / "extracted", label=where.public)
         found, step = _locate(fetched, hint=where.path or urlsplit(where.location).path, label=where.public)
-        target = _place(found, output_dir / f"checkpoint-{step}")
+        target = _place(found, output_dir / checkpoint_name(step))
     except (AddressRefused, DownloadError) as error:
         raise resume_error(error.message, code=error.code) from None
     finally:
@@ -155,18 +163,6 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
 
 
 # -- sources -----------------------------------------------------------------------------------------------------
-
-
-def _latest_checkpoint_prefix(paths: list[str]) -> str | None:
-    """'.../checkpoint-N' with the highest N among folders holding these files, or None."""
-    best: tuple[int, str] | None = None
-    for path in paths:
-        parts = PurePosixPath(path).parts[:-1]
-        for index, part in enumerate(parts):
-            match = CHECKPOINT.match(part)
-            if match and (best is None or int(match.group(1)) > best[0]):
-                best = (int(match.group(1)), "/".join(parts[: index + 1]))
-    return best[1] if best else None
 
 
 def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Mapping[str, str],
@@ -192,7 +188,7 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
     if sub.lower().endswith(ARCHIVE_SUFFIXES):
         chosen = [(path, size) for path, size in files if path == sub]
     else:
-        sub = sub or _latest_checkpoint_prefix([path for path, _ in files]) or ""
+        sub = sub or latest_checkpoint_prefix(path for path, _ in files) or ""
         if not sub:
             raise resume_error(f"{repo} holds no checkpoint-N folder (publish with hub.include_checkpoints to "
                                "resume from it)", code="resume_not_found")
@@ -229,8 +225,8 @@ def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str
             keys += [(item["Key"], int(item["Size"])) for item in page.get("Contents", [])]
         if not keys:
             raise resume_error(f"{where.public}: nothing there", code="resume_not_found")
-        if not CHECKPOINT.match(PurePosixPath(prefix).name):
-            latest = _latest_checkpoint_prefix([key[len(prefix):] for key, _ in keys])
+        if checkpoint_step(PurePosixPath(prefix).name) is None:
+            latest = latest_checkpoint_prefix(key[len(prefix):] for key, _ in keys)
             if latest is None:
                 raise resume_error(f"{where.public}: no checkpoint-N folder under this prefix",
                                    code="resume_not_found")
@@ -274,15 +270,6 @@ def _extract(archive: Path, dest: Path, *, label: str) -> Path:
 # -- the checkpoint ----------------------------------------------------------------------------------------------
 
 
-def _step_of(folder: Path) -> int | None:
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    step = state.get("global_step") if isinstance(state, dict) else None
-    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-
-
 def _locate(fetched: Path, *, hint: str, label: str) -> tuple[Path, int]:
     """The checkpoint folder among what was fetched (it, or the latest checkpoint-N folder below it), and its step."""
     if (fetched / STATE_FILE).is_file():
@@ -291,15 +278,16 @@ def _locate(fetched: Path, *, hint: str, label: str) -> tuple[Path, int]:
         below = [state.parent for state in fetched.rglob(STATE_FILE)]
         if not below:
             raise resume_error(f"{label} is not a SimpleTuner checkpoint: no {STATE_FILE} in it")
-        found = max(below, key=lambda folder: (_step_of(folder) or -1, folder.name))
-    step = _step_of(found)
+        found = max(below, key=lambda folder: (state_step(folder) or -1, folder.name))
+    step = state_step(found)
     if step is None:
         raise resume_error(f"{label}: {STATE_FILE} has no global_step")
     if not any((found / name).is_file() for name in WEIGHT_FILES):
         raise resume_error(f"{label} is not a SimpleTuner checkpoint: none of {', '.join(WEIGHT_FILES[:2])} in it")
-    named = CHECKPOINT.match(found.name) or CHECKPOINT.match(PurePosixPath(hint.rstrip("/")).name.split(".")[0])
-    if named and int(named.group(1)) != step:
-        raise resume_error(f"{label}: the folder says step {named.group(1)} but {STATE_FILE} says {step}")
+    named = checkpoint_step(found)
+    named = checkpoint_step(PurePosixPath(hint.rstrip("/")).name.split(".")[0]) if named is None else named
+    if named is not None and named != step:
+        raise resume_error(f"{label}: the folder says step {named} but {STATE_FILE} says {step}")
     return found, step
 
 
@@ -308,7 +296,7 @@ def _place(found: Path, target: Path) -> Path:
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(found), str(target))
-    for sampler_state in target.glob("training_state-*.json"):
+    for sampler_state in target.glob(SAMPLER_STATES):
         sampler_state.unlink()
     (target / FETCHED_MARKER).write_text("fetched to resume from; stored where it came from\n")
     return target

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SpecError
-from core.outputs import SAMPLE_SHORTNAME, Sample, checkpoint_step, checkpoints, find_samples, hub_path, lora_file
+from core.outputs import (
+    SAMPLE_SHORTNAME,
+    Sample,
+    checkpoint_name,
+    checkpoint_step,
+    checkpoints,
+    find_samples,
+    hub_path,
+    lora_file,
+)
 from core.spec import SamplesSpec, fill_trigger
 
 if TYPE_CHECKING:
@@ -128,9 +137,9 @@ def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[i
                     reason=f"best: lowest smoothed loss ({loss:.4f}, smoothing {SMOOTHING}) of checkpoints {have}")
     found = steps.get(int(choice))
     if found is None:
-        raise PublishError(f"there is no checkpoint-{choice} in this run (checkpoints kept: {have})",
+        raise PublishError(f"there is no {checkpoint_name(int(choice))} in this run (checkpoints kept: {have})",
                            field="hub.checkpoint")
-    return Pick(folder=found, step=int(choice), reason=f"checkpoint-{choice}, as asked")
+    return Pick(folder=found, step=int(choice), reason=f"{checkpoint_name(int(choice))}, as asked")
 
 
 # -- a run's samples in its result, and the checkpoint it publishes ----------------------------------------------
@@ -156,7 +165,7 @@ def published_view(spec: JobSpec, result: Any, *, root: Path) -> tuple[Any, dict
         result = dataclasses.replace(result, output_dir=pick.folder,
                                      lora_path=lora_file(pick.folder),
                                      comfyui_path=None, metrics=metrics)
-        result.warnings = [*result.warnings, f"published checkpoint-{pick.step} ({pick.reason})"]
+        result.warnings = [*result.warnings, f"published {checkpoint_name(pick.step)} ({pick.reason})"]
     samples = list(result.samples)
     files = {hub_path(sample): root / sample.path for sample in samples if (root / sample.path).is_file()}
     shown_step = max((s.step for s in samples if s.step <= result.metrics.steps), default=None)
