@@ -14,7 +14,7 @@ from typing import Any
 
 from core.errors import SpecError
 from core.simpletuner import lookup
-from core.spec import CONFIG_SHORTHAND, JobSpec, parse_job
+from core.spec import CONFIG_SHORTHAND, SCHEDULE_FLAGS, JobSpec, parse_job
 
 # Form field -> the SimpleTuner flag it sets.
 FLAG_FIELDS: dict[str, str] = {
@@ -31,7 +31,6 @@ FLAG_FIELDS: dict[str, str] = {
     "validation_steps": "validation_steps",
     "seed": "seed",
 }
-SCHEDULE_FLAGS = {"steps": "max_train_steps", "epochs": "num_train_epochs"}
 FIELDS: tuple[str, ...] = (
     *FLAG_FIELDS, "schedule", "length", "extra_flags", "extra_job", "dataset", "trigger_word", "repo_id", "private",
 )

@@ -20,6 +20,11 @@ TOKEN = "hf_DestinationTestToken0123456789abcd"
 READ_TOKEN = "hf_DestinationReadOnly0123456789abcd"
 
 
+def endpoint(env: dict[str, str], *, token: str | None) -> Settings:
+    """The endpoint's Settings: its S3 variables, and `token` as its HF_TOKEN."""
+    return Settings.from_env({**env, **({"HF_TOKEN": token} if token else {})})
+
+
 @pytest.fixture
 def local(tmp_path) -> Settings:
     return Settings.from_env({"ALLOW_PRIVATE_URLS": "1", "TRAINER_DEVICE": "cpu", "DATA_DIR": str(tmp_path / "d")})
@@ -50,12 +55,12 @@ def test_the_token_must_write_to_the_repos_namespace(tmp_path):
         for hub, field, words in cases:
             spec = parse_job(tiny_job("m", tmp_path, config={"model_family": "sdxl"}, hub=hub))
             with pytest.raises(JobError) as caught:
-                check_destinations(spec, token=hub["token"], env={})
+                check_destinations(spec, endpoint({}, token=hub["token"]))
             assert (caught.value.code, caught.value.field) == ("hub_auth", field)
             assert words in caught.value.message
         events = []
         ok = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "studio/lora", "token": TOKEN}))
-        assert check_destinations(ok, token=TOKEN, env={}, on_event=events.append) == []
+        assert check_destinations(ok, endpoint({}, token=TOKEN), on_event=events.append) == []
         assert any("studio/lora: created (private)" in e.message for e in events)
 
 
@@ -63,10 +68,10 @@ def test_a_dry_run_reports_the_same_problems_as_warnings_and_creates_nothing(tmp
     with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
         spec = parse_job(tiny_job("m", tmp_path, dry_run=True, hub={"repo_id": "tester/lora", "token": "hf_bad0"},
                                   storage={"bucket": "missing"}))
-        warnings = check_destinations(spec, token="hf_bad0", env=s3.env)
+        warnings = check_destinations(spec, endpoint(s3.env, token="hf_bad0"))
         assert [w.split(":")[0] for w in warnings] == ["hub.token", "storage.bucket"]
         good = parse_job(tiny_job("m", tmp_path, dry_run=True, hub={"repo_id": "tester/lora"}))
-        assert check_destinations(good, token=TOKEN, env={}) == []
+        assert check_destinations(good, endpoint({}, token=TOKEN)) == []
         assert "tester/lora" not in hub.repos  # a dry run creates no repo
 
 
@@ -75,10 +80,10 @@ def test_the_bucket_must_exist_and_take_a_write(tmp_path):
         client = s3.client()
         client.create_bucket(Bucket="loras")
         spec = parse_job(tiny_job("m", tmp_path, storage={"bucket": "loras", "prefix": "runs"}))
-        assert check_destinations(spec, token=None, env=s3.env) == []
+        assert check_destinations(spec, endpoint(s3.env, token=None)) == []
         assert client.list_objects_v2(Bucket="loras").get("KeyCount") == 0  # the probe object is gone
         for storage, env, field, code in (({"bucket": "nope"}, s3.env, "storage.bucket", "s3_no_bucket"),
                                           ({"bucket": "loras"}, {}, "storage", "s3_auth")):
             with pytest.raises(JobError) as caught:
-                check_destinations(parse_job(tiny_job("m", tmp_path, storage=storage)), token=None, env=env)
+                check_destinations(parse_job(tiny_job("m", tmp_path, storage=storage)), endpoint(env, token=None))
             assert (caught.value.field, caught.value.code) == (field, code), caught.value.message

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from core.endpoint import job_deadline
 from core.errors import JobError
 from core.events import CheckpointSaved, TrainingProgress
 from core.pipeline import publish, run_job
@@ -23,7 +24,6 @@ from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 from tests.support.s3_server import moto_s3
-from worker.handler import job_deadline
 
 TOKEN = "hf_DurabilityTestToken0123456789abcd"
 LORA = "pytorch_lora_weights.safetensors"
@@ -154,14 +154,15 @@ def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_check
 
 def test_the_endpoints_execution_timeout_bounds_timeout_s(tmp_path):
     job = tiny_job(tmp_path / "m", tmp_path / "d", hub={"repo_id": "tester/t"})
-    spec, warnings = job_deadline(parse_job(job), {"id": "j"}, env={"EXECUTION_TIMEOUT_S": "3600"})
+    hour = Settings.from_env({"EXECUTION_TIMEOUT_S": "3600"})
+    spec, warnings = job_deadline(parse_job(job), {"id": "j"}, settings=hour)
     assert spec.timeout_s == 3600 and warnings == []  # the default 6 h gives way silently
     asked = parse_job({**job, "timeout_s": 7200})
     spec, warnings = job_deadline(asked, {"id": "j", "policy": {"executionTimeout": 1_800_000}},
-                                  env={"EXECUTION_TIMEOUT_S": "3600"})
+                                  settings=hour)
     assert spec.timeout_s == 1800 and "policy.executionTimeout" in warnings[0] and "timeout_s" in warnings[0]
-    spec, _ = job_deadline(asked, {"id": "j"}, env={})
+    spec, _ = job_deadline(asked, {"id": "j"}, settings=Settings.from_env({}))
     assert spec.timeout_s == 7200  # no limit known: the job's own
     with pytest.raises(JobError) as caught:
-        job_deadline(asked, {"id": "j"}, env={"EXECUTION_TIMEOUT_S": "ten minutes"})
+        job_deadline(asked, {"id": "j"}, settings=Settings.from_env({"EXECUTION_TIMEOUT_S": "ten minutes"}))
     assert caught.value.field == "EXECUTION_TIMEOUT_S"

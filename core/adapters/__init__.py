@@ -14,17 +14,19 @@ from core.adapters.hub import (
     RetryPolicy,
     call_hub,
     check_repo_id,
+    create_or_reuse_repo,
     hub_endpoint,
     hub_error,
     is_hub_model_id,
     is_offline,
     is_repo_id,
+    list_folder_or_empty,
     offline_error,
     repo_path,
     stop_error,
 )
 from core.adapters.hub_bar import ByteBar, SilentBar
-from core.adapters.s3 import require_keys, s3_client, s3_config, s3_error, s3_failures
+from core.adapters.s3 import S3Config, require_keys, s3_client, s3_config, s3_error, s3_failures
 
 __all__ = [
     "RETRY",
@@ -33,9 +35,11 @@ __all__ = [
     "CancelFlag",
     "HubTarget",
     "RetryPolicy",
+    "S3Config",
     "SilentBar",
     "call_hub",
     "check_repo_id",
+    "create_or_reuse_repo",
     "detect_device",
     "download",
     "file_name",
@@ -44,6 +48,7 @@ __all__ = [
     "is_hub_model_id",
     "is_offline",
     "is_repo_id",
+    "list_folder_or_empty",
     "offline_error",
     "probe",
     "public_url",

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core.errors import JobCancelled, JobError, exception_chain
 from core.events import EventSink, LogLine, ignore_event
 from core.secrets import mask_secret_values, redact
+from core.settings import DEFAULT_HF_ENDPOINT, hub_endpoint
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+DEFAULT_ENDPOINT = DEFAULT_HF_ENDPOINT
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 """Answers worth another try: the Hub or its storage is busy or briefly down."""
 QUOTA_STATUS = frozenset({402, 413, 507})
@@ -43,12 +46,6 @@ CODES = {
     OFFLINE: "HF_HUB_OFFLINE is set in this process",
     FAILED: "any other answer",
 }
-
-
-def hub_endpoint(env: Mapping[str, str] | None = None) -> str:
-    """The Hub to talk to: HF_ENDPOINT (a mirror, or the local test server), else huggingface.co."""
-    env = os.environ if env is None else env
-    return (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
 
 
 # -- repo ids and paths -------------------------------------------------------------------------------------------
@@ -173,6 +170,37 @@ def stop_error(cancel: CancelFlag | None, *, doing: str, stage: str) -> JobError
     deadline), else JobCancelled."""
     own = getattr(cancel, "error", None)
     return (own(doing, stage=stage) if callable(own) else None) or JobCancelled(f"cancelled {doing}", stage=stage)
+
+
+# -- repo operations whose refusals are answers -------------------------------------------------------------------
+
+
+def create_or_reuse_repo(api: HfApi, repo_id: str, *, private: bool, repo_type: str = "model") -> tuple[bool, bool]:
+    """Create the repo, or reuse the one there (the Hub's 409): (whether it is private, whether it was reused).
+    Any other refusal is raised as huggingface_hub's error, for `call_hub` to translate."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False)
+        return private, False
+    except HfHubHTTPError as exc:
+        if exc.response is None or exc.response.status_code != 409:
+            raise
+    return bool(api.repo_info(repo_id, repo_type=repo_type).private), True
+
+
+def list_folder_or_empty(api: HfApi, repo_id: str, path: str) -> list:
+    """The entries of folder `path` in a repo; [] when there is no such folder (the Hub's 404)."""
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        return list(api.list_repo_tree(repo_id, path_in_repo=path))
+    except EntryNotFoundError:
+        return []
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return []
+        raise
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

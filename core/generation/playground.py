@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import JobError, SetupError
+from core.secrets import job_secrets
 from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
 
 GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
@@ -147,7 +148,7 @@ class Playground:
         from core.adapters import detect_device
         from core.training import trainer_env  # a training's allow-listed environment: no secrets
 
-        device, _ = detect_device(self.settings, env=self._env)
+        device, _ = detect_device(self.settings)
         env = trainer_env(self.settings, device=device, hf_token=None, base=self._env)
         if not self.settings.online:
             env.update(OFFLINE_ENV)
@@ -307,24 +308,25 @@ def resolve_model(model: str, *, settings: Settings, token: str | None) -> str:
 
 
 def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, playground: Playground,
-                     env: dict[str, str]) -> dict[str, Any]:
+                     ) -> dict[str, Any]:
     """Render a generate job; the answer lists the images as bucket URLs (a bucket named or configured) or as
     base64 PNGs, with the timings of the warm process."""
     from core.adapters import public_url
 
-    token = job.token or (settings.hf_token.get_secret_value() if settings.hf_token else None)
+    token = settings.token(job.token)
     lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token) if job.lora else None
     model = resolve_model(job.model, settings=settings, token=token)
     request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
     rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image")
-    bucket = job.bucket or env.get("BUCKET_NAME")
+    bucket = job.bucket or settings.bucket_name
     images: list[dict[str, Any]] = [{"file": path.name} for path in rendered.images]
-    if bucket and env.get("BUCKET_ENDPOINT_URL"):
-        from core.publishing import upload_outputs
+    if bucket and settings.s3.endpoint_url:
+        from core.publishing import BucketDestination, upload_outputs
         from core.spec import StorageSpec
 
-        uploaded = upload_outputs(workdir / "images", storage=StorageSpec(bucket=bucket, prefix="generated"),
-                                  job_id=workdir.name, env=env, secrets=[token])
+        destination = BucketDestination(StorageSpec(bucket=bucket, prefix="generated"), bucket=bucket, s3=settings.s3)
+        uploaded = upload_outputs(workdir / "images", destination=destination, job_id=workdir.name,
+                                  secrets=[token, *job_secrets(None, settings=settings)])
         for image in images:
             image["url"] = uploaded["files"][image["file"]]
     else:

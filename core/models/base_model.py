@@ -146,7 +146,6 @@ def fetch_base_model(spec: JobSpec, *, settings: Settings, token: str | None, on
     models = hub_models(spec)
     if not settings.online or not models:
         return None
-    from huggingface_hub import constants
 
     if is_offline():
         on_event(JobWarning("HF_HUB_OFFLINE is set in this process: the base model is not fetched ahead; SimpleTuner "
@@ -154,7 +153,7 @@ def fetch_base_model(spec: JobSpec, *, settings: Settings, token: str | None, on
         return None
     revision = str(spec.config.get("revision") or "main")  # SimpleTuner's --revision and --variant apply to both
     variant = str(spec.config["variant"]) if spec.config.get("variant") else None
-    cache_dir = Path(settings.hf_home) / "hub" if settings.hf_home else Path(constants.HF_HUB_CACHE)
+    cache_dir = settings.hub_cache
     fetched = {repo: fetch_repo(repo, field=field, revision=revision, variant=variant, cache_dir=cache_dir,
                                 token=token, on_event=on_event, cancel=cancel)
                for field, repo in models}

@@ -29,6 +29,5 @@ def fetch_caption_model(model: str, *, settings: Settings, token: str | None, on
 
 
 def hub_cache(settings: Settings) -> Path:
-    from huggingface_hub import constants
-
-    return Path(settings.hf_home) / "hub" if settings.hf_home else Path(constants.HF_HUB_CACHE)
+    """The Hugging Face cache the models download into: Settings.hub_cache."""
+    return settings.hub_cache

@@ -58,6 +58,8 @@ from core.spec.samples import SamplesSpec, check_trigger
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
 
 # The seed's and other trainers' friendly names -> SimpleTuner's native flag names.
+SCHEDULE_FLAGS = {"steps": "max_train_steps", "epochs": "num_train_epochs"}
+"""The two flags that lead SimpleTuner's schedule, by their shorthand: a job sets one of them, never both."""
 CONFIG_SHORTHAND: dict[str, str] = {
     "model_name": "pretrained_model_name_or_path",
     "model": "pretrained_model_name_or_path",
@@ -467,7 +469,16 @@ def _field_of(error: Mapping[str, Any]) -> str:
     return ".".join(loc)
 
 
-def parse_job(data: Any) -> JobSpec:  # noqa: C901 (one pass from raw input to a spec, each pydantic error mapped once)
+def unwrap_input(data: Any) -> Any:
+    """The job inside RunPod's envelope: `data["input"]` when `data` is {"input": ...} (or a whole RunPod job, with its
+    "id"), else `data` as it is."""
+    if isinstance(data, Mapping) and (set(data) == {"input"} or (
+            "input" in data and isinstance(data["input"], Mapping) and "id" in data)):
+        return data["input"]
+    return data
+
+
+def parse_job(data: Any) -> JobSpec:
     """Validate a job (bare or wrapped in RunPod's {"input": ...}); raise SpecError naming every bad field."""
     if isinstance(data, (str, bytes)):
         try:
@@ -477,10 +488,9 @@ def parse_job(data: Any) -> JobSpec:  # noqa: C901 (one pass from raw input to a
             raise SpecError(message, field="input") from None
     if not isinstance(data, Mapping):
         raise SpecError("a job must be a JSON object", field="input")
-    if set(data) == {"input"} or ("input" in data and isinstance(data["input"], Mapping) and "id" in data):
-        data = data["input"]
-        if not isinstance(data, Mapping):
-            raise SpecError("'input' must be a JSON object", field="input")
+    data = unwrap_input(data)
+    if not isinstance(data, Mapping):
+        raise SpecError("'input' must be a JSON object", field="input")
     scanned = scan_values(data, "")
     if scanned:
         raise _spec_error(_dedupe(scanned))

@@ -20,10 +20,9 @@ ResumeError (field resume_from) with the same code as in any other stage.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -33,6 +32,7 @@ from core.adapters import (
     ByteBar,
     CancelFlag,
     HubTarget,
+    S3Config,
     call_hub,
     download,
     hub_endpoint,
@@ -41,7 +41,6 @@ from core.adapters import (
     offline_error,
     public_url,
     s3_client,
-    s3_config,
     s3_error,
     s3_failures,
 )
@@ -116,15 +115,14 @@ def parse_source(source: str) -> ResumeSource:
 
 
 def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_event: EventSink = ignore_event,
-                     token: str | None = None, env: Mapping[str, str] | None = None,
+                     token: str | None = None,
                      max_bytes: int = MAX_DOWNLOAD_BYTES, cancel: CancelFlag | None = None) -> Path:
     """Fetch the checkpoint `source` names into `output_dir/checkpoint-N`; return that folder.
 
-    `token` reads private Hub repos (the job's hub.token or HF_TOKEN); `env` holds the S3 and HF_ENDPOINT settings
-    (default os.environ); a set `cancel` stops every download at its next chunk (or file) and the retries. Raises
+    `token` reads private Hub repos (the job's hub.token or HF_TOKEN); `settings.s3` reaches s3:// sources; a set
+    `cancel` stops every download at its next chunk (or file) and the retries. Raises
     a JobError (field resume_from) naming what is missing or wrong."""
     where = parse_source(source)
-    env = os.environ if env is None else env
     output_dir = Path(output_dir).absolute()
     staging = output_dir / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
@@ -132,15 +130,15 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
     on_event(LogLine(f"fetching the checkpoint to resume from {where.public}"))
     try:
         if where.kind == "hub":
-            fetched = _from_hub(where, staging, token=token, env=env, on_event=on_event, max_bytes=max_bytes,
+            fetched = _from_hub(where, staging, token=token, on_event=on_event, max_bytes=max_bytes,
                                 cancel=cancel)
         elif where.kind == "s3" and not where.path.lower().endswith(ARCHIVE_SUFFIXES):
-            fetched = _from_s3_folder(where, staging, env=env, on_event=on_event, max_bytes=max_bytes,
+            fetched = _from_s3_folder(where, staging, config=settings.s3, on_event=on_event, max_bytes=max_bytes,
                                       bar=ByteBar(cancel, doing=f"fetching {where.public}", stage=ResumeError.stage))
         else:
             stop = cancel if isinstance(cancel, (Cancel, threading.Event)) else None
             archive = download(source.strip(), staging / "archive", settings=settings, on_event=on_event,
-                               max_bytes=max_bytes, env=env, cancel=Cancel.of(stop), field=FIELD)
+                               max_bytes=max_bytes, cancel=Cancel.of(stop), field=FIELD)
             fetched = _extract(archive, staging / "extracted", label=where.public)
         found, step = _locate(fetched, hint=where.path or urlsplit(where.location).path, label=where.public)
         target = _place(found, output_dir / f"checkpoint-{step}")
@@ -169,12 +167,12 @@ def _latest_checkpoint_prefix(paths: list[str]) -> str | None:
     return best[1] if best else None
 
 
-def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Mapping[str, str],
-              on_event: EventSink, max_bytes: int, cancel: CancelFlag | None) -> Path:
+def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, on_event: EventSink, max_bytes: int,
+              cancel: CancelFlag | None) -> Path:
     from huggingface_hub import HfApi, RepoFile, hf_hub_download
 
     repo = where.location
-    endpoint = hub_endpoint(env)
+    endpoint = hub_endpoint()
     target = HubTarget(repo, family=ResumeError, field=FIELD, endpoint=endpoint, token=token, revision=where.revision)
     if is_offline():
         raise offline_error(target, f"fetching {where.public}")
@@ -216,11 +214,10 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
     return staging / "hub" / sub
 
 
-def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str], on_event: EventSink,
+def _from_s3_folder(where: ResumeSource, staging: Path, *, config: S3Config, on_event: EventSink,
                     max_bytes: int, bar: ByteBar) -> Path:
     """Every object of the checkpoint folder; `bar` stops it between files and, through boto3's byte callback,
     between chunks."""
-    config = s3_config(env)
     prefix = where.path.strip("/") + "/"
     try:
         client = s3_client(config)
@@ -332,7 +329,7 @@ def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "") 
 
 def fetch_latest_checkpoint(sources: list[str], output_dir: Path, *, settings: Settings,
                             on_event: EventSink = ignore_event, token: str | None = None,
-                            env: Mapping[str, str] | None = None, cancel: CancelFlag | None = None) -> Path | None:
+                            cancel: CancelFlag | None = None) -> Path | None:
     """`resume_from: "auto"`: the latest checkpoint at the first of `sources` that has one, fetched as
     fetch_checkpoint does; None (a fresh start, said in a log line) when none has one. A source that cannot be read
     (a refused token, a missing bucket) is an error, not a fresh start."""
@@ -340,7 +337,7 @@ def fetch_latest_checkpoint(sources: list[str], output_dir: Path, *, settings: S
         raise resume_error('"auto" resumes from the job\'s own destination: set hub.repo_id or storage')
     for source in sources:
         try:
-            return fetch_checkpoint(source, output_dir, settings=settings, on_event=on_event, token=token, env=env,
+            return fetch_checkpoint(source, output_dir, settings=settings, on_event=on_event, token=token,
                                     cancel=cancel)
         except ResumeError as error:
             if error.code not in NOTHING_THERE:
