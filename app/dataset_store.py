@@ -47,6 +47,7 @@ from core.errors import DatasetError, JobError
 from core.events import Event, EventSink, ignore_event
 from core.generation import OWN_CAPTIONS, finish_caption, generate_captions
 from core.pipeline import hub_token
+from core.result import human_size
 from core.secrets import mask_secret_values, redact, url_credentials
 from core.settings import Settings
 from core.spec import CaptioningSpec, DataloaderOptions, DatasetSpec, JobSpec
@@ -241,7 +242,7 @@ class DatasetStore:
         files = [Path(f) for f in files]
         size = sum(f.stat().st_size for f in files if f.is_file())
         if self.max_upload_bytes is not None and size > self.max_upload_bytes:
-            raise DatasetError(f"the upload is {_megabytes(size)}, over the {_megabytes(self.max_upload_bytes)} "
+            raise DatasetError(f"the upload is {human_size(size)}, over the {human_size(self.max_upload_bytes)} "
                                "limit (UI_MAX_UPLOAD_MB): upload less, or give the dataset's URL", field="upload")
         try:
             if len(files) == 1 and archive_kind(files[0]):
@@ -439,5 +440,3 @@ def _tag(tag: str) -> str:
     return tag
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1024**2:,.1f} MB"

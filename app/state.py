@@ -25,7 +25,7 @@ from core.pipeline import publish, run_job
 from core.result import JobResult
 from core.secrets import job_secrets
 from core.settings import Settings
-from core.spec import HubSpec, JobSpec, parse_job
+from core.spec import HubSpec, JobSpec, parse_job, validation_error
 
 TINY_MODEL_NAME = "tiny-sdxl"
 logger = logging.getLogger("app.state")
@@ -138,10 +138,7 @@ class RunRegistry:
                 hub = HubSpec(repo_id=repo_id, private=private, token=SecretStr(token) if token else None,
                               checkpoint=checkpoint)
             except ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                message = error["msg"].removeprefix("Value error, ")
-                raise JobError(message, field=f"hub.{error['loc'][0]}" if error["loc"] else "hub.repo_id",
-                               code="invalid_input", stage="publish") from None
+                raise validation_error(exc, prefix="hub.", whole="hub.repo_id", stage="publish") from None
             spec = trained.spec.model_copy(update={"hub": hub, "storage": None})
             run = Run(kind="publish", spec=spec, job_dir=trained.job_dir, secrets=self._secrets(spec),
                       result=trained.result)

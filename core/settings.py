@@ -165,7 +165,9 @@ class Settings:
     cache_max_gb: float = 100.0
     """CACHE_MAX_GB: the cache's size limit; the least recently used entries go first."""
     hf_hub_cache: Path | None = None
-    """HF_HUB_CACHE (else huggingface_hub's default when HF_HOME is unset too); read it through `hub_cache`."""
+    """HF_HUB_CACHE; read the cache's folder through `hub_cache`."""
+    xdg_cache_home: Path | None = None
+    """XDG_CACHE_HOME: where huggingface_hub's default cache is when neither HF_HUB_CACHE nor HF_HOME is set."""
     bucket_name: str | None = None
     """BUCKET_NAME: the endpoint's bucket, for a job whose storage names none (and the worker's default
     destination)."""
@@ -195,7 +197,9 @@ class Settings:
         (XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub)."""
         if self.hf_hub_cache:
             return self.hf_hub_cache
-        return self.hf_home / "hub" if self.hf_home else Path("~/.cache/huggingface/hub").expanduser()
+        if self.hf_home:
+            return self.hf_home / "hub"
+        return (self.xdg_cache_home or Path("~/.cache").expanduser()) / "huggingface" / "hub"
 
     def token(self, job_token: SecretStr | str | None = None) -> str | None:
         """The Hub token a job uses, the one rule: its own (hub.token) wins over the endpoint's HF_TOKEN."""
@@ -206,9 +210,10 @@ class Settings:
         return self.hf_token.get_secret_value() if self.hf_token else None
 
     @property
-    def endpoint_bucket(self) -> bool:
-        """The endpoint has a bucket of its own: BUCKET_NAME and every BUCKET_* variable set."""
-        return bool(self.bucket_name and self.s3.endpoint_url and self.s3.has_keys)
+    def missing_bucket_vars(self) -> list[str]:
+        """The BUCKET_VARS (RunPod's bucket endpoint and keys) that are not set."""
+        given = dict(self.secret_env)
+        return [name for name in BUCKET_VARS if not given.get(name)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -232,7 +237,8 @@ class Settings:
             deadline_margin_s=_seconds(env, "DEADLINE_MARGIN_S", default=600.0),
             cache_dir=Path(env["CACHE_DIR"]).absolute() if (env.get("CACHE_DIR") or "").strip() else None,
             cache_max_gb=_positive(env, "CACHE_MAX_GB", default=100.0),
-            hf_hub_cache=_hub_cache(env),
+            hf_hub_cache=_path(env, "HF_HUB_CACHE"),
+            xdg_cache_home=_path(env, "XDG_CACHE_HOME"),
             bucket_name=(env.get("BUCKET_NAME") or "").strip() or None,
             s3=s3_config(env),
             job_defaults=tuple((var, env[var].strip()) for var in JOB_DEFAULT_VARS if (env.get(var) or "").strip()),
@@ -248,17 +254,15 @@ def hub_cache_path(env: Mapping[str, str] | None = None) -> Path:
     """The Hugging Face hub cache of `env` (this process's environment when None) by Settings.hub_cache's rule, for
     the one caller without a Settings: a job's family lookup while its JSON is parsed (core/simpletuner/families.py)."""
     env = os.environ if env is None else env
-    home = (env.get("HF_HOME") or "").strip()
-    return _hub_cache(env) or Path(home).absolute() / "hub"
+    home = env.get("HF_HOME")
+    return Settings(trainer_venv=Path(), data_root=Path(), hf_hub_cache=_path(env, "HF_HUB_CACHE"),
+                    hf_home=Path(home).absolute() if home else None,
+                    xdg_cache_home=_path(env, "XDG_CACHE_HOME")).hub_cache
 
 
-def _hub_cache(env: Mapping[str, str]) -> Path | None:
-    if given := (env.get("HF_HUB_CACHE") or "").strip():
-        return Path(given).expanduser().absolute()
-    if (env.get("HF_HOME") or "").strip():
-        return None  # HF_HOME/hub (Settings.hub_cache)
-    xdg = (env.get("XDG_CACHE_HOME") or "").strip()
-    return (Path(xdg) if xdg else Path("~/.cache").expanduser()) / "huggingface" / "hub"
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    given = (env.get(name) or "").strip()
+    return Path(given).expanduser().absolute() if given else None
 
 
 def _execution_timeout(env: Mapping[str, str]) -> float | None:

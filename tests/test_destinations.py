@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import JobError
 from core.pipeline import run_job
-from core.publishing.destinations import check_destinations
+from core.publishing.destinations import Destinations, check_destinations, destinations_of
 from core.settings import Settings
 from core.spec.job import parse_job
 from tests.conftest import tiny_job
@@ -87,3 +87,27 @@ def test_the_bucket_must_exist_and_take_a_write(tmp_path):
             with pytest.raises(JobError) as caught:
                 check_destinations(parse_job(tiny_job("m", tmp_path, storage=storage)), endpoint(env, token=None))
             assert (caught.value.field, caught.value.code) == (field, code), caught.value.message
+
+
+def test_destinations_of_is_the_one_rule_for_repo_token_and_bucket(tmp_path):
+    endpoint_vars = {"BUCKET_ENDPOINT_URL": "http://minio:9000", "BUCKET_ACCESS_KEY_ID": "key-id-1",
+                     "BUCKET_SECRET_ACCESS_KEY": "secret-key-1", "BUCKET_NAME": "endpoint-bucket", "HF_TOKEN": TOKEN}
+    settings = Settings.from_env(endpoint_vars)
+    spec = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "tester/lora"}, storage={"prefix": "runs"}))
+    found = destinations_of(spec, settings)
+    assert found.hub is not None and found.bucket is not None
+    assert (found.hub.repo_id, found.hub.token) == ("tester/lora", TOKEN)  # the endpoint's HF_TOKEN
+    assert (found.bucket.bucket, found.bucket.prefix, found.bucket.s3) == ("endpoint-bucket", "runs", settings.s3)
+    assert TOKEN not in repr(found)
+    own = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "tester/lora", "token": READ_TOKEN},
+                             storage={"bucket": "mine"}))
+    found = destinations_of(own, settings)
+    assert found.hub is not None and found.hub.token == READ_TOKEN  # the job's own token wins
+    assert found.bucket is not None and found.bucket.require() == "mine"  # and its own bucket
+    assert destinations_of(parse_job(tiny_job("m", tmp_path)), settings) == Destinations()
+    unnamed = destinations_of(parse_job(tiny_job("m", tmp_path, storage={})), Settings.from_env({
+        k: v for k, v in endpoint_vars.items() if k != "BUCKET_NAME"})).bucket
+    assert unnamed is not None and unnamed.bucket is None
+    with pytest.raises(JobError) as caught:  # no bucket anywhere: said when it is needed, naming the field
+        unnamed.require()
+    assert caught.value.field == "storage.bucket" and "BUCKET_NAME" in caught.value.message

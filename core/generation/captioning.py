@@ -202,7 +202,10 @@ def finish_caption(text: str, *, prefix: str, captions: CaptionOptions) -> str:
 
 
 @dataclass
-class CaptionRun:
+class CaptionOutcome:
+    """What one generate_captions call made: the captions (in the images' order), the device and its timings. (The
+    UI's background caption run is app/dataset_store.py's CaptionRun.)"""
+
     captions: list[str]
     device: str
     load_s: float
@@ -212,14 +215,14 @@ class CaptionRun:
 def generate_captions(images: list[Path], captioning: CaptioningSpec, *, settings: Settings,
                       token: str | None = None, on_event: EventSink = ignore_event, cancel: Cancel | None = None,
                       log: Path | None = None, device: str | None = None,
-                      on_caption: Callable[[int, str], None] | None = None) -> CaptionRun:
+                      on_caption: Callable[[int, str], None] | None = None) -> CaptionOutcome:
     """Run the caption model on `images` in the trainer env; `on_caption(index, raw text)` as each one is done.
     Raises CaptionError (field captioning.model) or the cancel's JobCancelled/JobTimeout."""
     cancel = Cancel.of(cancel)
     if not settings.trainer_python.exists():
         raise CaptionError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
                            field="TRAINER_VENV", code="setup_error")
-    model = resolve_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
+    model = resolve_caption_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
     device = device or detect_device(settings)[0]
     on_event(LogLine(f"captioning {len(images)} images with {captioning.model} on {device}"))
     request = {"model": model, "images": [str(path) for path in images], "style": captioning.style,
@@ -229,7 +232,7 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     request_file = log.with_name("caption-request.json")
     request_file.write_text(json.dumps(request))
     env = trainer_env(settings, device=device, hf_token=token if settings.online else None)  # offline unless online
-    run = CaptionRun(captions=[""] * len(images), device=device, load_s=0.0, images_per_s=None)
+    run = CaptionOutcome(captions=[""] * len(images), device=device, load_s=0.0, images_per_s=None)
     started = time.monotonic()
     with log.open("ab") as stderr:
         # -P: the project root stays off sys.path, so no project module shadows a library's.
@@ -246,7 +249,7 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     return run
 
 
-def _follow(process: subprocess.Popen, run: CaptionRun, *, names: list[str], started: float, on_event: EventSink,
+def _follow(process: subprocess.Popen, run: CaptionOutcome, *, names: list[str], started: float, on_event: EventSink,
             cancel: Cancel, on_caption: Callable[[int, str], None] | None) -> None:
     """Read the script's JSON lines until it ends; a cancel stops it (the caller kills it)."""
     total = len(names)
@@ -295,7 +298,7 @@ def _follow(process: subprocess.Popen, run: CaptionRun, *, names: list[str], sta
                            field="captioning.model")
 
 
-def resolve_model(captioning: CaptioningSpec, *, settings: Settings, token: str | None, on_event: EventSink,
+def resolve_caption_model(captioning: CaptioningSpec, *, settings: Settings, token: str | None, on_event: EventSink,
                   cancel: Cancel | None) -> str:
     """The folder or Hub id the caption process loads: a local folder as it is; a Hub model fetched into the cache
     when this machine may download (TRAINER_ONLINE), else looked up in the cache."""

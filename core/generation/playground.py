@@ -249,16 +249,12 @@ def parse_generate_job(data: Any) -> GenerateJob:
     """Validate a generate job; a SpecError names every bad field."""
     from pydantic import ValidationError
 
-    from core.errors import SpecError
+    from core.spec import validation_error
 
     try:
         return GenerateJob.model_validate(data)
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in error["loc"]) or "input",
-                   "message": "unknown field" if error["type"] == "extra_forbidden"
-                   else error["msg"].removeprefix("Value error, ")} for error in exc.errors(include_url=False)]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise SpecError(errors[0]["message"] + more, field=errors[0]["field"], errors=errors) from None
+        raise validation_error(exc) from None
 
 
 def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | None) -> Path:

@@ -35,6 +35,7 @@ from core.adapters import (
 )
 from core.errors import JobError, ModelDownloadError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
+from core.result import human_size
 from core.settings import Settings
 from core.spec import JobSpec
 
@@ -112,13 +113,6 @@ def _pick_weights(names: list[str], *, variant: str | None) -> list[str]:
 def _component_files(names: list[str], *, variant: str | None) -> list[str]:
     support = [name for name in names if name.endswith(SUPPORT_SUFFIXES) and _weight_kind(name) is None]
     return support + _pick_weights(names, variant=variant)
-
-
-def human_size(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 # -- the stage --------------------------------------------------------------------------------------------------------

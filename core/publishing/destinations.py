@@ -44,7 +44,7 @@ from core.adapters import (
 )
 from core.errors import HubAuthError, HubConflict, JobError, PublishError, SpecError, StorageError
 from core.events import EventSink, LogLine, ignore_event
-from core.settings import BUCKET_VARS, Settings
+from core.settings import Settings
 from core.spec import HubSpec, JobSpec, StorageSpec
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def require_destination(spec: JobSpec, settings: Settings) -> tuple[JobSpec, lis
     A dry run trains nothing: the same problems become warnings. Raises SpecError listing every problem."""
     problems: list[dict[str, str]] = []
     found = destinations_of(spec, settings)
-    missing = [name for name in BUCKET_VARS if not dict(settings.secret_env).get(name)]
+    missing = settings.missing_bucket_vars
     if found.hub and not found.hub.token:
         problems.append({"field": "hub.token", "message": "publishing to the Hub needs a token with the write role: "
                          "set hub.token in the job or HF_TOKEN on the endpoint"})

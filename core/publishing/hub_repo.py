@@ -30,6 +30,7 @@ from core.errors import HubAuthError, PublishError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
 from core.publishing.card import CardFacts, render_model_card
 from core.publishing.destinations import HubDestination, ensure_repo
+from core.result import human_size
 from core.secrets import scrub_file
 from core.simpletuner import FULL, LYCORIS_CONFIG_FILE, PIPELINE_DIR
 
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 LORA_FILE = "pytorch_lora_weights.safetensors"
 COMMIT_MESSAGES = {"lora": "Upload LoRA trained with SimpleTuner", "lycoris": "Upload LyCORIS adapter trained "
                    "with SimpleTuner", "full": "Upload full fine-tune trained with SimpleTuner"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"}
+SAMPLE_MEDIA_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"}
+"""The validation samples a repo shows (images and the videos of video models); not a dataset's images
+(core/dataset/archive.py IMAGE_SUFFIXES)."""
 
 
 @dataclass
@@ -81,7 +84,7 @@ def plan_hub_commit(
     for name in ("simpletuner_config.json", LYCORIS_CONFIG_FILE):
         if (output_dir / name).is_file():
             files[name] = output_dir / name
-    files.update(_tree(output_dir, "validation_images", lambda p: p.suffix.lower() in IMAGE_SUFFIXES))
+    files.update(_tree(output_dir, "validation_images", lambda p: p.suffix.lower() in SAMPLE_MEDIA_SUFFIXES))
     if include_checkpoints:
         for checkpoint in sorted(output_dir.glob("checkpoint-*")):
             files.update(_tree(output_dir, checkpoint.name, lambda p: True))
@@ -156,7 +159,8 @@ def publish_to_hub(
     visibility = "private" if hub.private else "public"
     _warn_missing_widgets(facts, operations, on_event)
     # The pipeline reports the stage itself (started/completed/failed); these lines say what happens inside it.
-    on_event(LogLine(f"pushing {len(operations)} files ({_size(operations)}) to {repo_id} ({visibility})"))
+    size = human_size(sum(op.upload_info.size for op in operations))
+    on_event(LogLine(f"pushing {len(operations)} files ({size}) to {repo_id} ({visibility})"))
 
     def retried[T](what: str, call: Callable[[], T]) -> T:
         return call_hub(call, target=target, what=what, retry=retry, cancel=cancel, on_event=on_event)
@@ -206,13 +210,6 @@ def _commit_description(facts: CardFacts) -> str:
     return ", ".join(parts)
 
 
-def _size(operations: list[Any]) -> str:
-    total = sum(op.upload_info.size for op in operations)
-    for unit in ("B", "KB", "MB", "GB"):
-        if total < 1024 or unit == "GB":
-            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
-        total /= 1024
-    return f"{total:.1f} GB"
 
 
 __all__ = ["HubResult", "plan_hub_commit", "publish_to_hub"]

@@ -18,6 +18,7 @@ from core.spec.job import (
     parse_job,
     simpletuner_flags,
     unwrap_input,
+    validation_error,
 )
 from core.spec.limits import CACHE_KEY, DATA_KEYS, relative_data_dir
 from core.spec.samples import SamplesSpec, fill_trigger
@@ -43,4 +44,5 @@ __all__ = [
     "relative_data_dir",
     "simpletuner_flags",
     "unwrap_input",
+    "validation_error",
 ]

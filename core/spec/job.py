@@ -12,7 +12,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -499,19 +499,33 @@ def parse_job(data: Any) -> JobSpec:
     except SpecError:
         raise
     except ValidationError as exc:
-        errors = []
-        for error in exc.errors(include_url=False):
-            nested = error.get("ctx", {}).get("error")
-            if isinstance(nested, SpecError):
-                errors.extend(nested.errors)
-                continue
-            if error["type"] == "list_type" and any(str(part).startswith("list[") for part in error["loc"]):
-                continue  # the dict form of a list-or-dict field: the dict branch reports the real problem
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field" + _suggest(str(error["loc"][-1]), _fields_near(error["loc"]))
-            errors.append({"field": _field_of(error), "message": message})
-        raise _spec_error(_dedupe(errors)) from None
+        raise validation_error(exc, fields_near=_fields_near) from None
+
+
+def validation_error(exc: ValidationError, *, prefix: str = "", whole: str = "input", stage: str | None = None,
+                     fields_near: Callable[[tuple], list[str]] | None = None) -> SpecError:
+    """The one translation of a pydantic ValidationError into a SpecError naming every bad field: `prefix` + the
+    field's path (`whole` for the object itself, unless the message names a job's field), pydantic's "Value
+    error, " dropped, an extra field said as "unknown field" (with the nearest of `fields_near(loc)`'s names), a
+    nested SpecError's own errors kept. `stage`: the stage the error is raised in (default SpecError's)."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, SpecError):
+            errors.extend(nested.errors)
+            continue
+        if error["type"] == "list_type" and any(str(part).startswith("list[") for part in error["loc"]):
+            continue  # the dict form of a list-or-dict field: the dict branch reports the real problem
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field" + (_suggest(str(error["loc"][-1]), fields_near(error["loc"]))
+                                         if fields_near else "")
+        field = _field_of(error)
+        errors.append({"field": whole if field == "input" else prefix + field, "message": message})
+    found = _spec_error(_dedupe(errors))
+    if stage is not None:
+        found.stage = stage
+    return found
 
 
 def _fields_near(loc: tuple) -> list[str]:
