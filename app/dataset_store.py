@@ -43,7 +43,7 @@ from core.dataset import (
     clean_caption,
     stage_dataset,
 )
-from core.errors import DatasetError, JobError
+from core.errors import DatasetError, ErrorCode, JobError
 from core.events import Event, EventSink, ignore_event
 from core.generation import OWN_CAPTIONS, finish_caption, generate_captions
 from core.pipeline import hub_token
@@ -354,7 +354,7 @@ class DatasetStore:
         run = self._captioning
         if run is not None and run.running:
             raise JobError(f"auto-caption is still writing captions ({run.line()}): wait for it to finish or stop "
-                           "it on the Dataset tab, then start the training", field="captioning", code="busy",
+                           "it on the Dataset tab, then start the training", field="captioning", code=ErrorCode.BUSY,
                            stage="train")
 
     def captioning(self) -> CaptionRun | None:
@@ -392,7 +392,8 @@ class DatasetStore:
                               log=self.root / "caption.log", on_caption=write)
             run.state = "done"
         except JobError as error:
-            run.state, run.error = ("cancelled" if error.code in ("cancelled", "timeout") else "failed"), str(error)
+            stopped = error.code in (ErrorCode.CANCELLED, ErrorCode.TIMEOUT)
+            run.state, run.error = ("cancelled" if stopped else "failed"), str(error)
         except Exception as error:  # never a silent dead thread: the status line says it
             logger.exception("auto-caption failed")
             run.state, run.error = "failed", f"{type(error).__name__}: {error}"

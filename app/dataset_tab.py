@@ -20,7 +20,7 @@ from app.job_form import spec_from_form
 from app.run import new_run_id
 from app.state import RunRegistry
 from core.cache import Cache
-from core.errors import DatasetError, JobError, PreflightError
+from core.errors import DatasetError, ErrorCode, JobError, PreflightError
 from core.generation import write_demo_dataset
 from core.jobdir import job_folder
 from core.pipeline import check_job
@@ -165,7 +165,7 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
 
     def refuse_while_training() -> None:
         if registry.busy():
-            raise JobError("a training is running: load another dataset when it has finished", code="busy",
+            raise JobError("a training is running: load another dataset when it has finished", code=ErrorCode.BUSY,
                            stage="dataset")
 
     def after_load(manifest: Any, *, note: str = "") -> list[Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from app.run import Run
 from core.jobdir import JobDir
 from core.secrets import scrub
+from core.spec import unwrap_input
 from core.training import latest_checkpoint
 
 HISTORY_DIR = "history"
@@ -100,7 +101,7 @@ def describe(record: RunRecord) -> list[str]:
     steps = f"{record.steps}/{record.total_steps}" if record.total_steps else str(record.steps or "")
     loss = f"{record.loss:.4f}" if record.loss is not None else ""
     checkpoint = record.last_checkpoint()
-    job_input = record.job.get("input", record.job)
+    job_input = unwrap_input(record.job)
     config = job_input.get("config", {})
     job = ", ".join(str(part) for part in (config.get("model_family"), config.get("pretrained_model_name_or_path")
                                            or config.get("model_name"), job_input.get("trigger_word")) if part)

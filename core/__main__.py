@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cancel import Cancel
-from core.errors import JobError, SpecError
+from core.errors import ErrorCode, JobError, SpecError
 from core.events import Event, JobWarning, LogLine, TrainerFailed
 from core.generation import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
 from core.jobdir import JobDir, job_folder
@@ -87,7 +87,7 @@ def error_payload(error: BaseException, *, stage: str) -> dict[str, Any]:
                                "on a larger disk"}
         return {"code": "io_error", "stage": stage, "field": None,
                 "message": f"{error.strerror or type(error).__name__}{where}"}
-    return {"code": "internal_error", "stage": stage, "field": None,
+    return {"code": ErrorCode.INTERNAL_ERROR.value, "stage": stage, "field": None,
             "message": f"{type(error).__name__}: {error}"}
 
 
@@ -130,7 +130,7 @@ def _open_job_folder(root: Path, *, field_name: str) -> None:
             reason = "no space left on the device"
         raise JobError(f"cannot use {root} as the job folder: {reason}"
                        + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""),
-                       field=field_name, code="workdir_unusable", stage="setup") from None
+                       field=field_name, code=ErrorCode.WORKDIR_UNUSABLE, stage="setup") from None
 
 
 def _write_result(root: Path, document: dict) -> None:

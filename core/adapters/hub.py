@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from core.errors import JobCancelled, JobError, exception_chain
+from core.errors import ErrorCode, JobCancelled, JobError, exception_chain
 from core.events import EventSink, LogLine, ignore_event
 from core.secrets import mask_secret_values, redact
 from core.settings import DEFAULT_HF_ENDPOINT, hub_endpoint
@@ -34,18 +34,12 @@ QUOTA_STATUS = frozenset({402, 413, 507})
 QUOTA_WORDS = ("quota", "storage limit", "exceeded", "payment required", "upgrade your plan")
 TOKEN_VARS = "hub.token or HF_TOKEN"  # noqa: S105 (where a token goes, not a token)
 
-# The codes a Hub failure ends with, in every stage (the error's class says which stage).
-AUTH, NOT_FOUND, CONFLICT, QUOTA = "hub_auth", "hub_not_found", "hub_conflict", "hub_quota"
-UNAVAILABLE, OFFLINE, FAILED = "hub_unavailable", "hub_offline", "hub_failed"
-CODES = {
-    AUTH: "no token, a token the Hub refuses, one without the write role, or a gated repo not accepted",
-    NOT_FOUND: "the repo, its revision or a file in it does not exist (or is private and no token was given)",
-    CONFLICT: "the repo exists in a state the job cannot use (409, 412; a public repo for a private job)",
-    QUOTA: "the Hub refused an upload for lack of storage quota",
-    UNAVAILABLE: "the Hub kept answering 408/429/5xx or could not be reached, through every retry",
-    OFFLINE: "HF_HUB_OFFLINE is set in this process",
-    FAILED: "any other answer",
-}
+# The codes a Hub failure ends with, in every stage (the error's class says which stage); their meanings are
+# core/errors.py's.
+AUTH, NOT_FOUND, CONFLICT = ErrorCode.HUB_AUTH, ErrorCode.HUB_NOT_FOUND, ErrorCode.HUB_CONFLICT
+QUOTA, UNAVAILABLE = ErrorCode.HUB_QUOTA, ErrorCode.HUB_UNAVAILABLE
+OFFLINE, FAILED = ErrorCode.HUB_OFFLINE, ErrorCode.HUB_FAILED
+CODES = {code: code.meaning for code in (AUTH, NOT_FOUND, CONFLICT, QUOTA, UNAVAILABLE, OFFLINE, FAILED)}
 
 
 # -- repo ids and paths -------------------------------------------------------------------------------------------
@@ -330,7 +324,7 @@ def is_offline_failure(exc: BaseException) -> bool:
     return any(isinstance(cause, OfflineModeIsEnabled) for cause in exception_chain(exc))
 
 
-def _typed(target: HubTarget, code: str, message: str, *, field: str) -> JobError:
+def _typed(target: HubTarget, code: ErrorCode, message: str, *, field: str) -> JobError:
     # A stage may have a class of its own for a code (publish: HubAuthError, ...), so `except HubAuthError` works.
     kind = next((sub for sub in target.family.__subclasses__() if sub.code == code), target.family)
     return kind(message, field=field, code=code)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.errors import JobError, exception_chain
+from core.errors import ErrorCode, JobError, exception_chain
 from core.secrets import mask_secret_values, redact
 from core.settings import DEFAULT_REGION, KEY_VARS, S3Config, region_of, s3_config
 
@@ -20,16 +20,10 @@ __all__ = ["CODES", "DEFAULT_REGION", "KEY_VARS", "S3Config", "region_of", "requ
            "s3_error", "s3_failures"]
 
 
-# The codes an S3 failure ends with, in every stage.
-AUTH, NO_BUCKET, NOT_FOUND = "s3_auth", "s3_no_bucket", "s3_not_found"
-UNAVAILABLE, FAILED = "s3_unavailable", "s3_failed"
-CODES = {
-    AUTH: "no keys, or keys the endpoint refuses (401/403, AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch)",
-    NO_BUCKET: "the bucket does not exist at that endpoint",
-    NOT_FOUND: "no object under that key",
-    UNAVAILABLE: "the endpoint cannot be reached, or kept answering 5xx through boto3's retries",
-    FAILED: "any other answer",
-}
+# The codes an S3 failure ends with, in every stage; their meanings are core/errors.py's.
+AUTH, NO_BUCKET, NOT_FOUND = ErrorCode.S3_AUTH, ErrorCode.S3_NO_BUCKET, ErrorCode.S3_NOT_FOUND
+UNAVAILABLE, FAILED = ErrorCode.S3_UNAVAILABLE, ErrorCode.S3_FAILED
+CODES = {code: code.meaning for code in (AUTH, NO_BUCKET, NOT_FOUND, UNAVAILABLE, FAILED)}
 ACCESS_CODES = frozenset({"403", "401", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                           "InvalidToken", "ExpiredToken", "AllAccessDisabled"})
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -82,7 +76,7 @@ def s3_error(exc: BaseException, *, family: type[JobError], where: str, field: s
         text = text.splitlines()[0] if text else ""
         return text if len(text) < 300 else text[:300] + "..."
 
-    def typed(code: str, problem: str, *, at: str = field) -> JobError:
+    def typed(code: ErrorCode, problem: str, *, at: str = field) -> JobError:
         return family(clean(f"{where}: {problem}"), field=at, code=code)
 
     chain = exception_chain(exc)

@@ -33,7 +33,7 @@ from core.adapters import detect_device
 from core.cache import Cache, cached_captions, file_sha256, keep_captions, model_identity, run_key
 from core.cancel import Cancel
 from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_options, clean_caption
-from core.errors import JobError
+from core.errors import ErrorCode, JobError
 from core.events import CaptionProgress, EventSink, LogLine, ignore_event
 from core.jobdir import JobDir
 from core.models import caption_download, fetch_caption_model, hub_cache
@@ -65,7 +65,7 @@ POLL_S = 0.1
 class CaptionError(JobError):
     """The caption model could not be loaded or failed on the images."""
 
-    code = "captioning_failed"
+    code = ErrorCode.CAPTIONING_FAILED
     stage = "caption"
 
 
@@ -221,7 +221,7 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     cancel = Cancel.of(cancel)
     if not settings.trainer_python.exists():
         raise CaptionError(f"the trainer env is missing at {settings.trainer_venv} (run `make setup`)",
-                           field="TRAINER_VENV", code="setup_error")
+                           field="TRAINER_VENV", code=ErrorCode.SETUP_ERROR)
     model = resolve_caption_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
     device = device or detect_device(settings)[0]
     on_event(LogLine(f"captioning {len(images)} images with {captioning.model} on {device}"))

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import JobError, SetupError
+from core.errors import ErrorCode, JobError, SetupError
 from core.secrets import job_secrets
 from core.settings import OFFLINE_ENV, TOOLS_DIR, Settings
 
@@ -101,7 +101,7 @@ class Playground:
             finally:
                 self._last_used = time.monotonic()
         if not answer.get("ok"):
-            raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code="generate_failed",
+            raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code=ErrorCode.GENERATE_FAILED,
                            stage="generate")
         return Rendered(images=[Path(p) for p in answer["images"]], seconds=answer.get("seconds", {}),
                         warm=answer.get("warm", {}))
@@ -160,7 +160,8 @@ class Playground:
             _pipe(process.stdin).flush()
         except OSError as exc:
             self._stop_locked("broken pipe")
-            raise JobError(f"the generation process ended: {exc}", code="generate_failed", stage="generate") from None
+            raise JobError(f"the generation process ended: {exc}",
+                           code=ErrorCode.GENERATE_FAILED, stage="generate") from None
         answer = self._read(process, timeout_s=REQUEST_TIMEOUT_S)
         if "ok" not in answer:
             self._stop_locked("no answer")
@@ -226,7 +227,7 @@ MAX_LORA_BYTES = 4 * 1024**3
 class GenerateError(JobError):
     """A generate job's LoRA or base model cannot be fetched, or diffusers refused the request."""
 
-    code = "generate_failed"
+    code = ErrorCode.GENERATE_FAILED
     stage = "generate"
 
 
@@ -272,7 +273,7 @@ def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | No
     repo, sub = (f"{parts[0]}/{name}" if parts else ""), "/".join(parts[2:])
     if not is_repo_id(repo) or any(part in (".", "..") for part in parts):
         raise GenerateError(f"'{text}' is neither a Hub path (user/repo, user/repo/checkpoint-N) nor an https:// or "
-                            "s3:// URL", field="lora", code="invalid_input")
+                            "s3:// URL", field="lora", code=ErrorCode.INVALID_INPUT)
     filename = sub if sub.endswith(".safetensors") else "/".join(p for p in (sub, LORA_FILE) if p)
     from huggingface_hub import hf_hub_download
 
@@ -299,7 +300,7 @@ def resolve_model(model: str, *, settings: Settings, token: str | None) -> str:
         return model
     if not (Path(model) / "model_index.json").is_file():
         raise GenerateError(f"{model} is no diffusers model folder (model_index.json is missing)", field="model",
-                            code="invalid_input")
+                            code=ErrorCode.INVALID_INPUT)
     return model
 
 

@@ -33,7 +33,7 @@ from core.adapters import (
     is_offline,
     stop_error,
 )
-from core.errors import JobError, ModelDownloadError
+from core.errors import ErrorCode, JobError, ModelDownloadError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
 from core.result import human_size
 from core.settings import Settings
@@ -317,7 +317,7 @@ def _check_space(storage: Path, needed: int, *, repo_id: str, field: str) -> Non
     if free < needed * DISK_MARGIN:
         raise ModelDownloadError(f"not enough disk space for {repo_id} in {existing}: {human_size(needed)} to "
                                  f"download, {human_size(free)} free (point HF_HOME at a larger volume)",
-                                 field=field, code="model_disk_full")
+                                 field=field, code=ErrorCode.MODEL_DISK_FULL)
 
 
 # -- progress ---------------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from core.adapters import (
 )
 from core.cancel import Cancel
 from core.dataset import ExtractLimits, archive_kind, extract_archive
-from core.errors import AddressRefused, DownloadError, JobError, ResumeError
+from core.errors import AddressRefused, DownloadError, ErrorCode, JobError, ResumeError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
 from core.outputs import CHECKPOINT, FETCHED_MARKER, STATE_FILE
 from core.settings import Settings
@@ -83,7 +83,7 @@ class ResumeSource:
         return public_url(self.location)
 
 
-def resume_error(message: str, *, code: str = "resume_failed") -> ResumeError:
+def resume_error(message: str, *, code: ErrorCode = ErrorCode.RESUME_FAILED) -> ResumeError:
     return ResumeError(message, field=FIELD, code=code)
 
 
@@ -193,13 +193,14 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, on_event
         sub = sub or _latest_checkpoint_prefix([path for path, _ in files]) or ""
         if not sub:
             raise resume_error(f"{repo} holds no checkpoint-N folder (publish with hub.include_checkpoints to "
-                               "resume from it)", code="resume_not_found")
+                               "resume from it)", code=ErrorCode.RESUME_NOT_FOUND)
         chosen = [(path, size) for path, size in files if path.startswith(sub + "/")]
     if not chosen:
-        raise resume_error(f"{repo} has no '{sub}'", code="resume_not_found")
+        raise resume_error(f"{repo} has no '{sub}'", code=ErrorCode.RESUME_NOT_FOUND)
     total = sum(size for _, size in chosen)
     if total > max_bytes:
-        raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit", code="download_failed")
+        raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit",
+                           code=ErrorCode.DOWNLOAD_FAILED)
     done = 0
     on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
     bar = ByteBar(cancel, doing=f"fetching {where.public}", stage=ResumeError.stage)  # stops a file mid-way
@@ -225,18 +226,18 @@ def _from_s3_folder(where: ResumeSource, staging: Path, *, config: S3Config, on_
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=where.location, Prefix=prefix):
             keys += [(item["Key"], int(item["Size"])) for item in page.get("Contents", [])]
         if not keys:
-            raise resume_error(f"{where.public}: nothing there", code="resume_not_found")
+            raise resume_error(f"{where.public}: nothing there", code=ErrorCode.RESUME_NOT_FOUND)
         if not CHECKPOINT.match(PurePosixPath(prefix).name):
             latest = _latest_checkpoint_prefix([key[len(prefix):] for key, _ in keys])
             if latest is None:
                 raise resume_error(f"{where.public}: no checkpoint-N folder under this prefix",
-                                   code="resume_not_found")
+                                   code=ErrorCode.RESUME_NOT_FOUND)
             prefix += latest + "/"
             keys = [(key, size) for key, size in keys if key.startswith(prefix)]
         total = sum(size for _, size in keys)
         if total > max_bytes:
             raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit",
-                               code="download_failed")
+                               code=ErrorCode.DOWNLOAD_FAILED)
         folder = staging / "s3" / PurePosixPath(prefix).name
         done = 0
         on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
@@ -314,7 +315,7 @@ def _place(found: Path, target: Path) -> Path:
 # -- resume_from: "auto" ------------------------------------------------------------------------------------------
 
 AUTO = "auto"
-NOTHING_THERE = frozenset({"resume_not_found", "hub_not_found", "s3_not_found"})
+NOTHING_THERE = frozenset({ErrorCode.RESUME_NOT_FOUND, ErrorCode.HUB_NOT_FOUND, ErrorCode.S3_NOT_FOUND})
 
 
 def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "") -> list[str]:
