@@ -67,7 +67,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             cancel: Cancel | threading.Event | None = None, allow_local_paths: bool = True) -> JobResult:
     """Run one job in `workdir` (created; nothing is written outside it) and return its result. `cancel`'s set()
     stops it in any stage; so does the end of spec.timeout_s, counted from now (training gets what is left).
-    `settings` is the environment, read by the face (Settings.from_env): nothing here reads os.environ."""
+    `settings` is the environment, read by the face (Settings.from_env): nothing here reads the process's own."""
     cancel = Cancel.of(cancel, timeout_s=spec.timeout_s)
     job = JobDir(Path(workdir).absolute()).create()
     token = hub_token(spec, settings)

@@ -33,18 +33,16 @@ def checkpoint_folders(files: dict) -> list[str]:
     return sorted({m.group(1) for path in files if (m := re.match(r"checkpoints/(checkpoint-\d+)/", path))})
 
 
-def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says_so(
-        tmp_path, trained_copy, monkeypatch):
+def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says_so(tmp_path, trained_copy):
     trained = trained_copy
     spec = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "tester/lora", "token": TOKEN}))
     with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
         s3.client().create_bucket(Bucket="endpoint-bucket")
-        for name, value in {**s3.env, "BUCKET_NAME": "endpoint-bucket"}.items():
-            monkeypatch.setenv(name, value)  # the endpoint's bucket, as RunPod sets it
+        endpoint = Settings.from_env({**s3.env, "BUCKET_NAME": "endpoint-bucket"})  # its bucket, as RunPod sets it
         hub.fail_next(r"/commit/", 500, times=1000)
         result = dataclasses.replace(trained, hub=None, storage=None, warnings=[])
         with pytest.raises(JobError) as caught:
-            publish(spec, result, settings=Settings.from_env({}))
+            publish(spec, result, settings=endpoint)
         error = caught.value
         assert (error.code, error.stage) == ("hub_unavailable", "publish")
         job_id = trained.job_dir.name
@@ -56,7 +54,6 @@ def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says
         assert outputs_stored(trained.output_dir, error)
 
         # No bucket on the endpoint, a network volume: the files go to a folder there, named in the error.
-        monkeypatch.delenv("BUCKET_NAME")
         volume = tmp_path / "volume"
         volume.mkdir()
         with pytest.raises(JobError) as caught:

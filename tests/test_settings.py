@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,15 @@ def test_the_worker_endpoints_policy_variables():
         with pytest.raises(SetupError) as caught:
             Settings.from_env({"EXECUTION_TIMEOUT_S": bad})
         assert caught.value.field == "EXECUTION_TIMEOUT_S" and repr(bad) in caught.value.message
+
+
+def test_below_the_faces_only_settings_reads_the_environment():
+    """Settings.from_env is the one reading; core/__main__.py is a face, and the trainer's allow-listed environment
+    (core/training/trainer.py, core/adapters/trainer_env.py) starts from the process's own."""
+    root = Path(__file__).resolve().parent.parent
+    allowed = {"core/settings.py", "core/__main__.py", "core/training/trainer.py", "core/adapters/trainer_env.py"}
+    readers = re.compile(r"\bos\.environ\b|\bgetenv\(|\benviron\[")
+    found = [f"{rel}:{number}" for path in sorted((root / "core").rglob("*.py"))
+             if (rel := path.relative_to(root).as_posix()) not in allowed
+             for number, line in enumerate(path.read_text().splitlines(), 1) if readers.search(line)]
+    assert found == [], "take a Settings (or what it built) instead"

@@ -121,10 +121,10 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """runpod's handler: one job in, its output (or {"error": ...}) out."""
     env = os.environ
     secrets = job_secrets(job.get("input"), env=env)  # a job refused unparsed still has its token hidden
-    if is_generate_job(job.get("input")):
-        return await generate(job, env=env, secrets=secrets)
     try:
         settings = worker_settings(env)
+        if is_generate_job(job.get("input")):
+            return await generate(job, settings=settings, secrets=secrets)
         spec, warnings = endpoint_job(job, settings)  # the endpoint's defaults, destination and deadline
     except JobError as error:
         return error_output(error, secrets=secrets)
@@ -169,11 +169,10 @@ def is_generate_job(raw: Any) -> bool:
     return isinstance(raw, Mapping) and raw.get("mode") == "generate"
 
 
-async def generate(job: dict[str, Any], *, env: Mapping[str, str], secrets: list[str]) -> dict[str, Any]:
+async def generate(job: dict[str, Any], *, settings: Settings, secrets: list[str]) -> dict[str, Any]:
     """A `{"mode": "generate"}` job (core/generation/playground.py): images from a published LoRA, as bucket URLs or
     base64."""
     global _playground
-    settings = worker_settings(env)
     workdir = job_directory(settings, str(job.get("id") or ""))
     try:
         spec = parse_generate_job(unwrap_input(job.get("input")))

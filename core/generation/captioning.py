@@ -36,7 +36,7 @@ from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_option
 from core.errors import ErrorCode, JobError
 from core.events import CaptionProgress, EventSink, LogLine, ignore_event
 from core.jobdir import JobDir
-from core.models import caption_download, fetch_caption_model, hub_cache
+from core.models import caption_download, fetch_caption_model
 from core.settings import TOOLS_DIR, Settings
 from core.spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec, JobSpec
 from core.training import stop_group, trainer_env
@@ -178,7 +178,7 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
 
 def _from_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list[str],
                 settings: Settings) -> dict[str, str] | None:
-    model = model_identity(captioning.model_id, hub_cache=hub_cache(settings)) if cache is not None else None
+    model = model_identity(captioning.model_id, hub_cache=settings.hub_cache) if cache is not None else None
     if cache is None or model is None:
         return None
     known = cached_captions(cache, run_key(captioning, model=model, script=CAPTION_SCRIPT, images=hashes))
@@ -188,7 +188,7 @@ def _from_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list
 def _to_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list[str], texts: list[str],
               settings: Settings, build_s: float) -> None:
     # After the run: a Hub model is in the Hugging Face cache now, so its commit names it.
-    model = model_identity(captioning.model_id, hub_cache=hub_cache(settings)) if cache is not None else None
+    model = model_identity(captioning.model_id, hub_cache=settings.hub_cache) if cache is not None else None
     if cache is not None and model is not None:
         keep_captions(cache, run_key(captioning, model=model, script=CAPTION_SCRIPT, images=hashes),
                       dict(zip(hashes, texts, strict=True)), build_s=build_s)
@@ -307,7 +307,7 @@ def resolve_caption_model(captioning: CaptioningSpec, *, settings: Settings, tok
         if not (Path(model) / "config.json").is_file():
             raise CaptionError(f"{model} is no model folder (no config.json in it)", field="captioning.model")
         return model
-    cache_dir = hub_cache(settings)
+    cache_dir = settings.hub_cache
     if caption_download(captioning, settings=settings):
         # A check of the cache when the job's download (core/models/prefetch.py) brought it already.
         fetch_caption_model(model, settings=settings, token=token, on_event=on_event, cancel=cancel)

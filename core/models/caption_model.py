@@ -24,10 +24,5 @@ def fetch_caption_model(model: str, *, settings: Settings, token: str | None, on
                         cancel: CancelFlag | None) -> Path:
     """The same download as the base model's: byte progress, retries, resumable, into the cache on the volume; its
     errors name captioning.model."""
-    return fetch_repo(model, field="captioning.model", cache_dir=hub_cache(settings), token=token,
+    return fetch_repo(model, field="captioning.model", cache_dir=settings.hub_cache, token=token,
                       on_event=on_event, cancel=cancel)
-
-
-def hub_cache(settings: Settings) -> Path:
-    """The Hugging Face cache the models download into: Settings.hub_cache."""
-    return settings.hub_cache
