@@ -140,8 +140,8 @@ def require_destination(spec: JobSpec, settings: Settings) -> tuple[JobSpec, lis
     elif found.bucket and not found.bucket.bucket:
         problems.append({"field": "storage.bucket", "message": "no bucket: set storage.bucket or BUCKET_NAME"})
     if not found.hub and not found.bucket:
-        if not missing and settings.bucket_name:
-            spec = spec.model_copy(update={"storage": StorageSpec()})
+        if not missing and (default := endpoint_bucket(settings)):
+            spec = spec.model_copy(update={"storage": default.spec})
         else:
             problems.append({"field": "hub", "message": "say where the LoRA goes: hub.repo_id, or storage (with "
                              "BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY on the endpoint); "

@@ -32,7 +32,7 @@ from core.publishing.card import CardFacts, render_model_card
 from core.publishing.destinations import HubDestination, ensure_repo
 from core.result import human_size
 from core.secrets import scrub_file
-from core.simpletuner import FULL, LYCORIS_CONFIG_FILE, PIPELINE_DIR
+from core.simpletuner import FULL, LYCORIS_CONFIG_FILE, PIPELINE_DIR, VALIDATION_SUFFIXES
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 LORA_FILE = "pytorch_lora_weights.safetensors"
 COMMIT_MESSAGES = {"lora": "Upload LoRA trained with SimpleTuner", "lycoris": "Upload LyCORIS adapter trained "
                    "with SimpleTuner", "full": "Upload full fine-tune trained with SimpleTuner"}
-SAMPLE_MEDIA_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"}
-"""The validation samples a repo shows (images and the videos of video models); not a dataset's images
-(core/dataset/archive.py IMAGE_SUFFIXES)."""
 
 
 @dataclass
@@ -84,7 +81,7 @@ def plan_hub_commit(
     for name in ("simpletuner_config.json", LYCORIS_CONFIG_FILE):
         if (output_dir / name).is_file():
             files[name] = output_dir / name
-    files.update(_tree(output_dir, "validation_images", lambda p: p.suffix.lower() in SAMPLE_MEDIA_SUFFIXES))
+    files.update(_tree(output_dir, "validation_images", lambda p: p.suffix.lower() in VALIDATION_SUFFIXES))
     if include_checkpoints:
         for checkpoint in sorted(output_dir.glob("checkpoint-*")):
             files.update(_tree(output_dir, checkpoint.name, lambda p: True))

@@ -25,6 +25,9 @@ LORA, LYCORIS, FULL = "lora", "lycoris", "full"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 LYCORIS_CONFIG_FILE = "lycoris_config.json"
 PIPELINE_DIR = "pipeline"
+VALIDATION_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"})
+"""The validation outputs SimpleTuner writes: images, and videos for the video families (not a dataset's images:
+core/dataset/archive.py IMAGE_SUFFIXES)."""
 """A full fine-tune's diffusers folder inside the output folder."""
 TRAINED_COMPONENTS = ("transformer", "unet")
 # A full fine-tune's component config may name SimpleTuner's own subclass; diffusers loads the weights with these.

@@ -33,12 +33,10 @@ from core.events import (
 )
 from core.jobdir import JobDir
 from core.settings import OFFLINE_ENV, Settings
-from core.simpletuner import expected_output
+from core.simpletuner import VALIDATION_SUFFIXES, expected_output
 from core.training.config import TrainerFiles
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
-VALIDATION_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"})
-"""The validation outputs SimpleTuner writes: images, and videos for the video families."""
 CANCEL_GRACE_S = 5.0
 POLL_S = 0.1
 # The only variables a training process gets from ours (an allow-list: SimpleTuner expands `{env:NAME}`, and a
