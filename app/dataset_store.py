@@ -385,7 +385,7 @@ class DatasetStore:
             self._write_caption(run.names[index], finish_caption(text, prefix=captioning.prefix, captions=plain),
                                 origin="generated")
 
-        token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else None
+        token = self.settings.token()
         try:
             generate_captions([self.images_dir / name for name in run.names], captioning, settings=self.settings,
                               token=token, on_event=run.on_event, cancel=Cancel(event=run.cancel),

@@ -262,10 +262,10 @@ def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
         return {"error": error.to_payload()}  # reported beside the training error, never as a success
 
 
-def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings | None = None) -> CardFacts:
+def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardFacts:
     base_license = base_model_license(base_model=spec.base_model, model_family=spec.model_family,
                                       chosen=spec.hub.license if spec.hub else None,
-                                      hf_cache=settings.hub_cache if settings else None)
+                                      hf_cache=settings.hub_cache)
     return CardFacts(
         repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
         trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,

@@ -252,7 +252,8 @@ class Settings:
 
 def hub_cache_path(env: Mapping[str, str] | None = None) -> Path:
     """The Hugging Face hub cache of `env` (this process's environment when None) by Settings.hub_cache's rule, for
-    the one caller without a Settings: a job's family lookup while its JSON is parsed (core/simpletuner/families.py)."""
+    a caller without a Settings: a job's family lookup while its JSON is parsed (core/simpletuner/families.py), a
+    base model's licence looked up without one (core/publishing/license.py)."""
     env = os.environ if env is None else env
     home = env.get("HF_HOME")
     return Settings(trainer_venv=Path(), data_root=Path(), hf_hub_cache=_path(env, "HF_HUB_CACHE"),

@@ -294,9 +294,8 @@ def resolve_model(model: str, *, settings: Settings, token: str | None) -> str:
             from core.adapters import hub_endpoint
             from core.models import fetch_repo
 
-            cache = Path(settings.hf_home) / "hub" if settings.hf_home else None
-            if cache is not None:
-                return str(fetch_repo(model, field="model", cache_dir=cache, token=token, endpoint=hub_endpoint()))
+            return str(fetch_repo(model, field="model", cache_dir=settings.hub_cache, token=token,
+                                  endpoint=hub_endpoint()))
         return model
     if not (Path(model) / "model_index.json").is_file():
         raise GenerateError(f"{model} is no diffusers model folder (model_index.json is missing)", field="model",
