@@ -144,11 +144,11 @@ def _run(args: argparse.Namespace, session: Session) -> dict[str, Any]:
     from core.pipeline import check_job, run_job  # the dataset stage's imports are only needed here
 
     settings = Settings.from_env()
-    session.secrets = job_secrets(None, env=os.environ, settings=settings)
+    session.secrets = job_secrets(None, settings=settings)
     text = _load(args.job)
-    session.secrets = job_secrets(_raw_json(text), env=os.environ, settings=settings)
+    session.secrets = job_secrets(_raw_json(text), settings=settings)
     spec = parse_job(text)
-    session.secrets = job_secrets(spec, env=os.environ, settings=settings)
+    session.secrets = job_secrets(spec, settings=settings)
     session.progress = ProgressLines(secrets=session.secrets)
     if args.workdir:
         root, field_name = Path(args.workdir).absolute(), "workdir"
