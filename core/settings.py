@@ -4,8 +4,9 @@ Besides the machine's folders and limits, Settings holds the endpoint's destinat
 by one rule here: the bucket (BUCKET_NAME) and its S3 settings (`s3`, BUCKET_* else AWS_*), the default Hub token
 (HF_TOKEN; `token()` lets a job's own win), the Hugging Face cache (`hub_cache`: HF_HUB_CACHE, else HF_HOME/hub,
 else huggingface_hub's default), and the worker endpoint's job policy (JOB_DEFAULT_*, EXECUTION_TIMEOUT_S).
-The Hub's address (HF_ENDPOINT) is the one variable read at call time (`hub_endpoint`): a process may be pointed at
-another Hub (a mirror, the tests' local server) after its Settings were read."""
+Two readings happen at call time, here too: the Hub's address (HF_ENDPOINT, `hub_endpoint`), since a process may be
+pointed at another Hub (a mirror, the tests' local server) after its Settings were read; and the HF cache for a
+caller that has no Settings (`hub_cache_path`, the same rule as `Settings.hub_cache`)."""
 
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ class Settings:
     bucket_name: str | None = None
     """BUCKET_NAME: the endpoint's bucket, for a job whose storage names none (and the worker's default
     destination)."""
-    s3: S3Config = field(default_factory=lambda: S3Config())
+    s3: S3Config = field(default_factory=S3Config)
     """The S3 endpoint and keys (BUCKET_* else AWS_*, `s3_config`)."""
     job_defaults: tuple[tuple[str, str], ...] = ()
     """The JOB_DEFAULT_* variables that are set, (name, value), as given: core/endpoint.py turns them into flags."""
