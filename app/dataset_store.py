@@ -43,10 +43,11 @@ from core.dataset import (
     clean_caption,
     stage_dataset,
 )
-from core.errors import DatasetError, JobError
+from core.errors import DatasetError, ErrorCode, JobError
 from core.events import Event, EventSink, ignore_event
 from core.generation import OWN_CAPTIONS, finish_caption, generate_captions
 from core.pipeline import hub_token
+from core.result import human_size
 from core.secrets import mask_secret_values, redact, url_credentials
 from core.settings import Settings
 from core.spec import CaptioningSpec, DataloaderOptions, DatasetSpec, JobSpec
@@ -241,7 +242,7 @@ class DatasetStore:
         files = [Path(f) for f in files]
         size = sum(f.stat().st_size for f in files if f.is_file())
         if self.max_upload_bytes is not None and size > self.max_upload_bytes:
-            raise DatasetError(f"the upload is {_megabytes(size)}, over the {_megabytes(self.max_upload_bytes)} "
+            raise DatasetError(f"the upload is {human_size(size)}, over the {human_size(self.max_upload_bytes)} "
                                "limit (UI_MAX_UPLOAD_MB): upload less, or give the dataset's URL", field="upload")
         try:
             if len(files) == 1 and archive_kind(files[0]):
@@ -353,7 +354,7 @@ class DatasetStore:
         run = self._captioning
         if run is not None and run.running:
             raise JobError(f"auto-caption is still writing captions ({run.line()}): wait for it to finish or stop "
-                           "it on the Dataset tab, then start the training", field="captioning", code="busy",
+                           "it on the Dataset tab, then start the training", field="captioning", code=ErrorCode.BUSY,
                            stage="train")
 
     def captioning(self) -> CaptionRun | None:
@@ -384,14 +385,15 @@ class DatasetStore:
             self._write_caption(run.names[index], finish_caption(text, prefix=captioning.prefix, captions=plain),
                                 origin="generated")
 
-        token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else None
+        token = self.settings.token()
         try:
             generate_captions([self.images_dir / name for name in run.names], captioning, settings=self.settings,
                               token=token, on_event=run.on_event, cancel=Cancel(event=run.cancel),
                               log=self.root / "caption.log", on_caption=write)
             run.state = "done"
         except JobError as error:
-            run.state, run.error = ("cancelled" if error.code in ("cancelled", "timeout") else "failed"), str(error)
+            stopped = error.code in (ErrorCode.CANCELLED, ErrorCode.TIMEOUT)
+            run.state, run.error = ("cancelled" if stopped else "failed"), str(error)
         except Exception as error:  # never a silent dead thread: the status line says it
             logger.exception("auto-caption failed")
             run.state, run.error = "failed", f"{type(error).__name__}: {error}"
@@ -439,5 +441,3 @@ def _tag(tag: str) -> str:
     return tag
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1024**2:,.1f} MB"

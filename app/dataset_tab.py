@@ -20,13 +20,13 @@ from app.job_form import spec_from_form
 from app.run import new_run_id
 from app.state import RunRegistry
 from core.cache import Cache
-from core.errors import DatasetError, JobError, PreflightError, SpecError
+from core.errors import DatasetError, ErrorCode, JobError, PreflightError
 from core.generation import write_demo_dataset
 from core.jobdir import job_folder
 from core.pipeline import check_job
 from core.secrets import url_credentials
 from core.settings import Settings
-from core.spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec, DatasetSpec
+from core.spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec, DatasetSpec, validation_error
 
 DEMO_IMAGES = 8
 DEMO_TRIGGER = "sks"
@@ -165,7 +165,7 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
 
     def refuse_while_training() -> None:
         if registry.busy():
-            raise JobError("a training is running: load another dataset when it has finished", code="busy",
+            raise JobError("a training is running: load another dataset when it has finished", code=ErrorCode.BUSY,
                            stage="dataset")
 
     def after_load(manifest: Any, *, note: str = "") -> list[Any]:
@@ -276,9 +276,7 @@ def caption_spec(model: str, mode: str, style: str, prefix: str) -> CaptioningSp
         return CaptioningSpec(model=model or DEFAULT_CAPTION_MODEL, mode=mode or "missing", style=style or "detailed",
                               prefix=prefix or "")
     except ValidationError as exc:
-        errors = [{"field": "captioning." + ".".join(str(p) for p in e["loc"]),
-                   "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors(include_url=False)]
-        raise SpecError(errors[0]["message"], field=errors[0]["field"], errors=errors) from None
+        raise validation_error(exc, prefix="captioning.", whole="captioning") from None
 
 
 def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable[[float | None], list[Any]],

@@ -21,6 +21,7 @@ from app.run import Run
 from core.jobdir import JobDir
 from core.outputs import latest_checkpoint
 from core.secrets import scrub
+from core.spec import unwrap_input
 
 HISTORY_DIR = "history"
 INTERRUPTED = "interrupted"
@@ -100,7 +101,7 @@ def describe(record: RunRecord) -> list[str]:
     steps = f"{record.steps}/{record.total_steps}" if record.total_steps else str(record.steps or "")
     loss = f"{record.loss:.4f}" if record.loss is not None else ""
     checkpoint = record.last_checkpoint()
-    job_input = record.job.get("input", record.job)
+    job_input = unwrap_input(record.job)
     config = job_input.get("config", {})
     job = ", ".join(str(part) for part in (config.get("model_family"), config.get("pretrained_model_name_or_path")
                                            or config.get("model_name"), job_input.get("trigger_word")) if part)

@@ -14,7 +14,7 @@ from typing import Any
 
 from core.errors import SpecError
 from core.simpletuner import lookup
-from core.spec import CONFIG_SHORTHAND, JobSpec, parse_job
+from core.spec import CONFIG_SHORTHAND, SCHEDULE_FLAGS, JobSpec, parse_job, unwrap_input
 
 # Form field -> the SimpleTuner flag it sets.
 FLAG_FIELDS: dict[str, str] = {
@@ -31,7 +31,6 @@ FLAG_FIELDS: dict[str, str] = {
     "validation_steps": "validation_steps",
     "seed": "seed",
 }
-SCHEDULE_FLAGS = {"steps": "max_train_steps", "epochs": "num_train_epochs"}
 FIELDS: tuple[str, ...] = (
     *FLAG_FIELDS, "schedule", "length", "extra_flags", "extra_job", "dataset", "trigger_word", "repo_id", "private",
 )
@@ -174,13 +173,13 @@ def field_errors(error: SpecError) -> dict[str, list[str]]:
 
 def curl_example(job: dict[str, Any]) -> str:
     """A ready-to-run request for a RunPod serverless endpoint running this project's worker."""
-    notes = []
-    dataset = job.get("input", {}).get("dataset") or {}
+    notes, given = [], unwrap_input(job)
+    dataset = given.get("dataset") or {}
     if "path" in dataset:
         notes.append("# dataset.path is a folder on this machine: a serverless worker cannot read it. Upload the\n"
                      "# dataset as a .zip (https or s3) and give \"dataset_url\", or use"
                      " \"dataset\": {\"hf_repo\": ...}.")
-    if "hub" in job.get("input", {}):
+    if "hub" in given:
         notes.append("# The worker pushes with its HF_TOKEN secret (a token is never put in this JSON).")
     body = json.dumps(job, indent=2).replace("'", "'\\''")
     lines = [*notes, "curl -X POST https://api.runpod.ai/v2/<ENDPOINT_ID>/run \\",

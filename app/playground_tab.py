@@ -24,6 +24,7 @@ from core.errors import JobError
 from core.generation import GenerateRequest, Rendered
 from core.jobdir import new_job_id
 from core.outputs import lora_checkpoints, lora_file
+from core.spec import validation_error
 
 FINAL = "final LoRA"
 NONE = "none (base model)"
@@ -105,9 +106,7 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
                                       steps=int(steps), guidance=float(guidance), strength=float(strength),
                                       width=resolution // 8 * 8, height=resolution // 8 * 8)
         except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            raise JobError(error["msg"].removeprefix("Value error, "), field=str(error["loc"][0]),
-                           code="invalid_input", stage="generate") from None
+            raise validation_error(exc, stage="generate") from None
         lora = chosen_lora(run.result.output_dir, checkpoint or FINAL)
         wanted = [(checkpoint or FINAL, lora)] + ([(NONE, None)] if compare and lora is not None else [])
         out_dir, name = Path(run.job_dir) / "playground", new_job_id()

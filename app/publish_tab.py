@@ -18,7 +18,7 @@ import gradio as gr
 from app.edge import surface
 from app.run import RunSnapshot
 from app.state import RunRegistry
-from core.errors import JobError
+from core.errors import ErrorCode, JobError
 from core.outputs import lora_checkpoints
 from core.settings import Settings
 
@@ -140,8 +140,8 @@ def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
             time.sleep(PUSH_POLL_S)
         if snap.status != "succeeded":
             error = snap.error or {}
-            raise JobError(error.get("message", "the push failed"), field=error.get("field"), code="publish_failed",
-                           stage="publish")
+            raise JobError(error.get("message", "the push failed"), field=error.get("field"),
+                           code=ErrorCode.PUBLISH_FAILED, stage="publish")
         hub = snap.output["hub"] if snap.output else None
         if not hub:
             raise JobError("the push ended without a repo", stage="publish")

@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 
 from app.history import RESUMABLE, RunHistory, RunRecord, places, record_of
 from app.run import Run, new_run_id
-from core.errors import JobCancelled, JobError
+from core.errors import ErrorCode, JobCancelled, JobError
 from core.events import CheckpointSaved, Event, StageEvent
 from core.generation import Playground, build_tiny_model
 from core.jobdir import job_folder
@@ -25,7 +25,7 @@ from core.pipeline import publish, run_job
 from core.result import JobResult
 from core.secrets import job_secrets
 from core.settings import Settings
-from core.spec import HubSpec, JobSpec, parse_job
+from core.spec import HubSpec, JobSpec, parse_job, unwrap_input, validation_error
 
 TINY_MODEL_NAME = "tiny-sdxl"
 logger = logging.getLogger("app.state")
@@ -80,12 +80,13 @@ class RunRegistry:
         """Start a new run of an interrupted (or cancelled, failed) run's job from the last checkpoint it left."""
         record = self.history.get(run_id.strip(), live=self._live())
         if record is None:
-            raise JobError(f"no run {run_id!r} in the history", field="run", code="invalid_input", stage="train")
+            raise JobError(f"no run {run_id!r} in the history", field="run",
+                           code=ErrorCode.INVALID_INPUT, stage="train")
         checkpoint = record.last_checkpoint() if record.status in RESUMABLE else None
         if checkpoint is None:
             raise JobError(f"run {run_id} has no checkpoint to resume from ({record.status})", field="run",
-                           code="invalid_input", stage="train")
-        spec = parse_job({"input": {**record.job.get("input", {}), "resume_from": str(checkpoint)}})
+                           code=ErrorCode.INVALID_INPUT, stage="train")
+        spec = parse_job({**unwrap_input(record.job), "resume_from": str(checkpoint)})
         run = self.start_training(spec, resumed_from=str(checkpoint))
         self.history.save(replace(record, status="resumed"), secrets=run.secrets)
         return run
@@ -102,7 +103,7 @@ class RunRegistry:
                 snap = current.snapshot()
                 where = f" (step {snap.step}/{snap.total_steps})" if snap.total_steps else f" ({snap.stage})"
                 raise JobError(f"a training is already running: {current.id}{where}. Wait for it to finish or "
-                               "cancel it on the Train tab", code="busy", stage="train")
+                               "cancel it on the Train tab", code=ErrorCode.BUSY, stage="train")
             run_id = new_run_id()
             run = Run(kind="train", spec=spec, id=run_id, job_dir=job_folder(self.settings.data_root, run_id),
                       secrets=self._secrets(spec))
@@ -128,9 +129,10 @@ class RunRegistry:
         `repo_id`; refused while a training or another push runs."""
         with self._lock:
             if self._training is not None and self._training.running:
-                raise JobError("a training is running: publish when it has finished", code="busy", stage="publish")
+                raise JobError("a training is running: publish when it has finished", code=ErrorCode.BUSY,
+                               stage="publish")
             if self._publishing is not None and self._publishing.running:
-                raise JobError("a push to the Hub is already running", code="busy", stage="publish")
+                raise JobError("a push to the Hub is already running", code=ErrorCode.BUSY, stage="publish")
             trained = self._succeeded
             if trained is None or trained.result is None:
                 raise JobError("nothing to publish yet: train a LoRA first (Train tab)", field="run", stage="publish")
@@ -138,10 +140,7 @@ class RunRegistry:
                 hub = HubSpec(repo_id=repo_id, private=private, token=SecretStr(token) if token else None,
                               checkpoint=checkpoint)
             except ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                message = error["msg"].removeprefix("Value error, ")
-                raise JobError(message, field=f"hub.{error['loc'][0]}" if error["loc"] else "hub.repo_id",
-                               code="invalid_input", stage="publish") from None
+                raise validation_error(exc, prefix="hub.", whole="hub.repo_id", stage="publish") from None
             spec = trained.spec.model_copy(update={"hub": hub, "storage": None})
             run = Run(kind="publish", spec=spec, job_dir=trained.job_dir, secrets=self._secrets(spec),
                       result=trained.result)
@@ -178,8 +177,8 @@ class RunRegistry:
                 run.finish(status="failed", error=exc.to_payload())
             except Exception as exc:  # a bug, not a job error: the run ends failed and the server stays up
                 logger.exception("run %s crashed", run.id)
-                run.finish(status="failed", error={"code": "internal_error", "stage": run.kind, "field": None,
-                                                   "message": f"{type(exc).__name__}: {exc}"})
+                run.finish(status="failed", error={"code": ErrorCode.INTERNAL_ERROR.value, "stage": run.kind,
+                                                   "field": None, "message": f"{type(exc).__name__}: {exc}"})
             else:
                 run.finish(status="succeeded", result=result)
                 if run.kind == "train":

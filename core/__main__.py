@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cancel import Cancel
-from core.errors import JobError, SpecError
+from core.errors import ErrorCode, JobError, SpecError
 from core.events import Event, JobWarning, LogLine, TrainerFailed
 from core.generation import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
 from core.jobdir import JobDir, job_folder
@@ -87,7 +87,7 @@ def error_payload(error: BaseException, *, stage: str) -> dict[str, Any]:
                                "on a larger disk"}
         return {"code": "io_error", "stage": stage, "field": None,
                 "message": f"{error.strerror or type(error).__name__}{where}"}
-    return {"code": "internal_error", "stage": stage, "field": None,
+    return {"code": ErrorCode.INTERNAL_ERROR.value, "stage": stage, "field": None,
             "message": f"{type(error).__name__}: {error}"}
 
 
@@ -130,7 +130,7 @@ def _open_job_folder(root: Path, *, field_name: str) -> None:
             reason = "no space left on the device"
         raise JobError(f"cannot use {root} as the job folder: {reason}"
                        + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""),
-                       field=field_name, code="workdir_unusable", stage="setup") from None
+                       field=field_name, code=ErrorCode.WORKDIR_UNUSABLE, stage="setup") from None
 
 
 def _write_result(root: Path, document: dict) -> None:
@@ -144,11 +144,11 @@ def _run(args: argparse.Namespace, session: Session) -> dict[str, Any]:
     from core.pipeline import check_job, run_job  # the dataset stage's imports are only needed here
 
     settings = Settings.from_env()
-    session.secrets = job_secrets(None, env=os.environ, settings=settings)
+    session.secrets = job_secrets(None, settings=settings)
     text = _load(args.job)
-    session.secrets = job_secrets(_raw_json(text), env=os.environ, settings=settings)
+    session.secrets = job_secrets(_raw_json(text), settings=settings)
     spec = parse_job(text)
-    session.secrets = job_secrets(spec, env=os.environ, settings=settings)
+    session.secrets = job_secrets(spec, settings=settings)
     session.progress = ProgressLines(secrets=session.secrets)
     if args.workdir:
         root, field_name = Path(args.workdir).absolute(), "workdir"

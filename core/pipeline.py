@@ -9,7 +9,6 @@ job) into every stage: each one stops within seconds.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from core.publishing import (
     add_lora_files,
     base_model_license,
     check_destinations,
+    destinations_of,
     fallback_destinations,
     keep_outputs,
     publish_to_hub,
@@ -62,11 +62,11 @@ from core.training import (
 )
 
 
-def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings | None = None,
+def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings,
             cancel: Cancel | threading.Event | None = None, allow_local_paths: bool = True) -> JobResult:
     """Run one job in `workdir` (created; nothing is written outside it) and return its result. `cancel`'s set()
-    stops it in any stage; so does the end of spec.timeout_s, counted from now (training gets what is left)."""
-    settings = settings or Settings.from_env()
+    stops it in any stage; so does the end of spec.timeout_s, counted from now (training gets what is left).
+    `settings` is the environment, read by the face (Settings.from_env): nothing here reads the process's own."""
     cancel = Cancel.of(cancel, timeout_s=spec.timeout_s)
     job = JobDir(Path(workdir).absolute()).create()
     token = hub_token(spec, settings)
@@ -74,7 +74,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     model = ModelFetch(spec, settings=settings, token=token, on_event=reuse.watching(on_event), cancel=cancel)
     report_only, on_event = model.report, _stopping_on_cancel(model.report, cancel)
     with stage("validate", on_event, cancel):  # before any download or GPU minute: the outputs can go somewhere
-        destination_warnings = check_destinations(spec, token=token, env=os.environ, on_event=on_event)
+        destination_warnings = check_destinations(spec, settings, on_event=on_event)
         device, gpu = plan_device(settings, dry_run=spec.dry_run)
         plan = gpu_plan(spec, device=device, gpu=gpu)  # a job the GPU cannot hold stops here, naming what fits
 
@@ -114,7 +114,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         model.wait()
     reuse.restore(spec, files.backends, manifest, settings=settings, on_event=report_only)
     # Checkpoints go to the job's destination as they are written; near the deadline training stops at one.
-    uploads = CheckpointUploads.for_job(spec, job=job, token=token, env=os.environ, on_event=report_only)
+    uploads = CheckpointUploads.for_job(spec, settings, job=job, on_event=report_only)
     guard = DeadlineStop(cancel, margin_s=settings.deadline_margin_s, on_event=report_only)
     try:
         with stage("train", on_event, cancel), uploads:
@@ -123,7 +123,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                                 guard.watching(on_event)), cancel=guard, start_step=resumed_at)
     except (TrainingError, JobCancelled, JobTimeout) as error:
         if ends_partial(spec, deadline=guard.fired, cancelled=isinstance(error, JobCancelled), job=job):
-            return stopped_early(spec, result, job, uploads, token=token, on_event=report_only,
+            return stopped_early(spec, result, job, uploads, settings=settings, on_event=report_only,
                                  why="before the time limit" if guard.fired else "by a cancel")
         # A run cut short still publishes what it has when asked: its events must not stop it again.
         error.salvaged = salvage(spec, result, settings=settings, on_event=report_only)
@@ -147,15 +147,15 @@ def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: 
     if spec.resume_from != AUTO:
         return fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event, token=token,
                                 cancel=cancel)
-    storage = spec.storage
-    sources = auto_sources(hub_repo=spec.hub.repo_id if spec.hub else None,
-                           bucket=(storage.bucket or os.environ.get("BUCKET_NAME")) if storage else None,
-                           prefix=storage.prefix if storage else "")
+    where = destinations_of(spec, settings)
+    sources = auto_sources(hub_repo=where.hub.repo_id if where.hub else None,
+                           bucket=where.bucket.bucket if where.bucket else None,
+                           prefix=where.bucket.prefix if where.bucket else "")
     return fetch_latest_checkpoint(sources, job.output, settings=settings, on_event=on_event, token=token,
                                    cancel=cancel)
 
 
-def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: CheckpointUploads, *, token: str | None,
+def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: CheckpointUploads, *, settings: Settings,
                   on_event: EventSink, why: str = "before the time limit") -> JobResult:
     """Training stopped early (core/training/deadline.py's rule: the deadline, or a cancel of a job that keeps its
     checkpoints): its latest checkpoint at the job's destination, and a `partial` result whose resume_from
@@ -164,8 +164,7 @@ def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: Checkp
     if latest is None:
         raise JobTimeout(f"stopped before the time limit (timeout_s={spec.timeout_s}) with no checkpoint written yet: "
                          "raise timeout_s or lower config.checkpointing_steps", stage="train")
-    done = uploads.ensure(latest, uploads.destinations or fallback_destinations(spec, token=token, env=os.environ,
-                                                                               on_event=on_event))
+    done = uploads.ensure(latest, uploads.destinations or fallback_destinations(spec, settings, on_event=on_event))
     step = checkpoint_step(latest) or 0
     result.status, result.output_dir, result.log_path = "partial", latest, job.log
     result.lora_path = lora_file(latest) if lora_file(latest).is_file() else None
@@ -179,7 +178,7 @@ def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: Checkp
     return result
 
 
-def check_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings | None = None,
+def check_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings,
               cancel: Cancel | threading.Event | None = None, allow_local_paths: bool = True) -> JobResult:
     """The job up to the base model, as a dry run: the dataset staged and checked (a PreflightError carries the
     whole report), a checkpoint to resume from fetched, SimpleTuner's files resolved; nothing trained. The command
@@ -213,33 +212,33 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
     result, sample_files = published_view(spec, result, root=JobDir(result.job_dir).output)
     # The ComfyUI-format file beside the diffusers one, named after the repo; a failure is only a warning.
     add_lora_files(spec, result, settings=settings, on_event=on_event)
-    token = hub_token(spec, settings)
+    where = destinations_of(spec, settings)
+    secrets = job_secrets(spec, settings=settings)
     job = JobDir(result.job_dir)
     output_dir = result.output_dir or job.output  # a trained result names it (a picked checkpoint's folder, or this)
     extra_files = {"training.log": job.log, "config/config.json": job.config / "config.json",
                    "config/multidatabackend.json": job.config / "multidatabackend.json"}
     extra_files = {name: path for name, path in extra_files.items() if path.is_file()} | sample_files
     failed: PublishError | None = None  # a destination that failed: the outputs then go to the next one
-    if spec.hub:
+    if where.hub:
         try:
             with stage("publish", on_event, cancel):
-                result.hub = publish_to_hub(output_dir, hub=spec.hub, token=token, on_event=on_event,
+                result.hub = publish_to_hub(output_dir, destination=where.hub, on_event=on_event,
                                             facts=card_facts(spec, result, settings=settings),
                                             extra_files=extra_files, cancel=cancel).to_dict()
         except PublishError as error:
             failed = error
-    if spec.storage:
+    if where.bucket:
         try:
             with stage("upload", on_event, cancel):
-                result.storage = upload_outputs(output_dir, storage=spec.storage, job_id=job.root.name,
-                                                env=os.environ, extra_files=extra_files, on_event=on_event,
-                                                secrets=job_secrets(spec, env=os.environ, settings=settings),
+                result.storage = upload_outputs(output_dir, destination=where.bucket, job_id=job.root.name,
+                                                extra_files=extra_files, on_event=on_event, secrets=secrets,
                                                 cancel=cancel)
         except PublishError as error:
             failed = failed or error
     if failed is not None:
-        raise keep_outputs(failed, result, settings=settings, env=os.environ, extra_files=extra_files,
-                           secrets=job_secrets(spec, env=os.environ, settings=settings), on_event=on_event)
+        raise keep_outputs(failed, result, settings=settings, extra_files=extra_files, secrets=secrets,
+                           on_event=on_event)
     return result
 
 
@@ -261,11 +260,10 @@ def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
         return {"error": error.to_payload()}  # reported beside the training error, never as a success
 
 
-def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings | None = None) -> CardFacts:
-    hf_home = settings.hf_home if settings else None
+def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardFacts:
     base_license = base_model_license(base_model=spec.base_model, model_family=spec.model_family,
-                                 chosen=spec.hub.license if spec.hub else None,
-                                 hf_cache=Path(hf_home) / "hub" if hf_home else None)
+                                      chosen=spec.hub.license if spec.hub else None,
+                                      hf_cache=settings.hub_cache)
     return CardFacts(
         repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
         trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,
@@ -280,10 +278,8 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings | None = 
 
 
 def hub_token(spec: JobSpec, settings: Settings) -> str | None:
-    """The job's own token wins over the endpoint's HF_TOKEN."""
-    if spec.hub and spec.hub.token:
-        return spec.hub.token.get_secret_value()
-    return settings.hf_token.get_secret_value() if settings.hf_token else None
+    """The job's Hub token (Settings.token): its own hub.token wins over the endpoint's HF_TOKEN."""
+    return settings.token(spec.hub.token if spec.hub else None)
 
 
 @contextmanager

@@ -12,6 +12,15 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".gif"})
 
 
 
+def human_size(size: float) -> str:
+    """'3.7 MB', '512 B': a byte count for people, in decimal units (kB, MB, GB), as the Hub and disks count them.
+    The one size formatter of every message, log line and status."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} B"
+
+
 def human_duration(seconds: float) -> str:
     """'2h 15m', '3m 4s', '12.3s': the seed's metrics.elapsed_time."""
     if seconds < 60:

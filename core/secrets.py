@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 
 from pydantic import BaseModel, SecretStr
 
+from core.settings import SECRET_ENV_VARS, URL_ENV_VARS
+
 if TYPE_CHECKING:
     from core.settings import Settings
 
@@ -48,19 +50,17 @@ _SECRET_VALUES: list[tuple[re.Pattern, str]] = [
 # A URL with a scheme: its userinfo and every query value are masked (see _mask_url).
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]+")
 _URL_TRAILER = ".,;:!)]}"
-# The endpoint's variables that hold a secret. AWS_* names that say token/secret/key are added by name.
-SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY",
-                   "RUNPOD_AI_API_KEY", "RUNPOD_API_KEY", "UI_PASSWORD")
-# Variables holding URLs whose credentials (userinfo, signed query) are secrets.
-URL_ENV_VARS = ("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_ENDPOINT")
 
 
-def job_secrets(spec: Any, *, env: Mapping[str, str], settings: Settings | None = None) -> list[str]:
+def job_secrets(spec: Any, *, env: Mapping[str, str] | None = None, settings: Settings | None = None) -> list[str]:
     """Every value a job must never show: the job's Hub token (and any other secret field of its spec), the
     endpoint's HF_TOKEN (env or settings), the bucket keys its storage uses and the AWS_* keys its S3 sources use,
     and the credentials in its URLs (userinfo, secret query values) and the endpoint's. Longest first.
 
-    `spec` is a JobSpec, or a job's raw JSON not parsed yet (its secret-named keys count), or None."""
+    `spec` is a JobSpec, or a job's raw JSON not parsed yet (its secret-named keys count), or None. `env` defaults to
+    the variables `settings` read (Settings.secret_env)."""
+    if env is None:
+        env = dict(settings.secret_env) if settings is not None else {}
     values: list[str] = [env.get(name) or "" for name in SECRET_ENV_VARS]
     values += [value for name, value in env.items() if name.startswith("AWS_") and is_secret_key(name)]
     for name in URL_ENV_VARS:

@@ -1,10 +1,19 @@
-"""Every environment variable the project reads, read in one place by a pure function."""
+"""Every environment variable the project reads, read in one place by a pure function (`Settings.from_env`).
+
+Besides the machine's folders and limits, Settings holds the endpoint's destinations and credentials, each decided
+by one rule here: the bucket (BUCKET_NAME) and its S3 settings (`s3`, BUCKET_* else AWS_*), the default Hub token
+(HF_TOKEN; `token()` lets a job's own win), the Hugging Face cache (`hub_cache`: HF_HUB_CACHE, else HF_HOME/hub,
+else huggingface_hub's default), and the worker endpoint's job policy (JOB_DEFAULT_*, EXECUTION_TIMEOUT_S).
+Two readings happen at call time, here too: the Hub's address (HF_ENDPOINT, `hub_endpoint`), since a process may be
+pointed at another Hub (a mirror, the tests' local server) after its Settings were read; and the HF cache for a
+caller that has no Settings (`hub_cache_path`, the same rule as `Settings.hub_cache`)."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -17,12 +26,96 @@ TABLES_DIR = PROJECT_ROOT / "core" / "data"
 TOOLS_DIR = PROJECT_ROOT / "tools"
 """Scripts that run in the trainer env."""
 RUNPOD_VOLUME = Path("/runpod-volume")
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_REGION = "us-east-1"
+KEY_VARS = "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+BUCKET_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
+"""The endpoint's bucket variables (RunPod's names): with BUCKET_NAME, the endpoint's own bucket."""
+JOB_DEFAULT_VARS = {
+    "JOB_DEFAULT_MODEL": "pretrained_model_name_or_path",
+    "JOB_DEFAULT_RESOLUTION": "resolution",
+    "JOB_DEFAULT_LORA_RANK": "lora_rank",
+    "JOB_DEFAULT_MAX_TRAIN_STEPS": "max_train_steps",
+    "JOB_DEFAULT_LEARNING_RATE": "learning_rate",
+}
+"""Endpoint-wide defaults for a job's config (the RunPod Hub presets set them) -> the SimpleTuner flag each fills."""
+EXECUTION_TIMEOUT_VAR = "EXECUTION_TIMEOUT_S"
+SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY",
+                   "RUNPOD_AI_API_KEY", "RUNPOD_API_KEY", "UI_PASSWORD")
+"""The endpoint's variables that hold a secret. AWS_* names that say token/secret/key count too (core/secrets.py)."""
+URL_ENV_VARS = ("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_ENDPOINT")
+"""Variables holding URLs whose credentials (userinfo, signed query) are secrets."""
 
 
 def _flag(value: str | None, default: bool = False) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str = DEFAULT_REGION
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.access_key_id and self.secret_access_key)
+
+    @property
+    def secrets(self) -> list[str | None]:
+        """Values no message may carry."""
+        return [self.secret_access_key, self.session_token, self.access_key_id]
+
+    @property
+    def where(self) -> str:
+        return self.endpoint_url or "AWS S3"
+
+
+def s3_config(env: Mapping[str, str]) -> S3Config:
+    """S3 settings from the environment: endpoint BUCKET_ENDPOINT_URL (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL),
+    keys BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY (AWS_* ones first when no BUCKET_ENDPOINT_URL is set),
+    AWS_SESSION_TOKEN, region BUCKET_REGION, else the one in the endpoint's host name (AWS, Backblaze, DigitalOcean
+    Spaces, as runpod's rp_upload reads it), else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    def get(*names: str) -> str | None:
+        for name in names:
+            value = (env.get(name) or "").strip()
+            if value:
+                return value
+        return None
+
+    if get("BUCKET_ENDPOINT_URL"):
+        key_names = ("BUCKET_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+        secret_names = ("BUCKET_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    else:
+        key_names = ("AWS_ACCESS_KEY_ID", "BUCKET_ACCESS_KEY_ID")
+        secret_names = ("AWS_SECRET_ACCESS_KEY", "BUCKET_SECRET_ACCESS_KEY")
+    endpoint = get("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    return S3Config(
+        endpoint_url=endpoint,
+        access_key_id=get(*key_names),
+        secret_access_key=get(*secret_names),
+        session_token=get("AWS_SESSION_TOKEN"),
+        region=get("BUCKET_REGION") or region_of(endpoint or "") or get("AWS_REGION", "AWS_DEFAULT_REGION")
+        or DEFAULT_REGION,
+    )
+
+
+def region_of(endpoint: str) -> str | None:
+    """The region in an AWS/Backblaze (`s3.<region>.`) or DigitalOcean Spaces URL; None for any other."""
+    match = re.search(r"[./]s3\.(?!amazonaws\.)([a-z0-9-]+)\.", endpoint) or re.search(
+        r"//([a-z0-9-]+)\.digitaloceanspaces\.com", endpoint)
+    return match.group(1) if match else None
+
+
+def hub_endpoint(env: Mapping[str, str] | None = None) -> str:
+    """The Hub to talk to: HF_ENDPOINT (a mirror, or the local test server), else huggingface.co. Read at call time
+    (this process's environment when `env` is None): the one variable a process may change after its Settings."""
+    env = os.environ if env is None else env
+    return (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).strip().rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -64,6 +157,24 @@ class Settings:
     cache_min_free_gb: float | None = None
     """CACHE_MIN_FREE_GB: free space the cache always leaves on its disk (entries go, or are not stored, to keep it);
     default a tenth of the disk (core/cache/store.py)."""
+    hf_hub_cache: Path | None = None
+    """HF_HUB_CACHE; read the cache's folder through `hub_cache`."""
+    xdg_cache_home: Path | None = None
+    """XDG_CACHE_HOME: where huggingface_hub's default cache is when neither HF_HUB_CACHE nor HF_HOME is set."""
+    bucket_name: str | None = None
+    """BUCKET_NAME: the endpoint's bucket, for a job whose storage names none (and the worker's default
+    destination)."""
+    s3: S3Config = field(default_factory=S3Config)
+    """The S3 endpoint and keys (BUCKET_* else AWS_*, `s3_config`)."""
+    job_defaults: tuple[tuple[str, str], ...] = ()
+    """The JOB_DEFAULT_* variables that are set, (name, value), as given: core/endpoint.py turns them into flags."""
+    execution_timeout_s: float | None = None
+    """EXECUTION_TIMEOUT_S: the worker endpoint's execution timeout; every job's timeout_s stays below it."""
+    cuda_visible_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES as set (an empty value hides every GPU)."""
+    secret_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """The variables that may hold a secret (SECRET_ENV_VARS, URL_ENV_VARS, AWS_*), as set: core/secrets.py's
+    job_secrets hides their values."""
 
     @property
     def trainer_python(self) -> Path:
@@ -72,6 +183,30 @@ class Settings:
     @property
     def trainer_bin(self) -> Path:
         return self.trainer_venv / "bin"
+
+    @property
+    def hub_cache(self) -> Path:
+        """The Hugging Face hub cache, the one rule: HF_HUB_CACHE, else HF_HOME/hub, else huggingface_hub's default
+        (XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub)."""
+        if self.hf_hub_cache:
+            return self.hf_hub_cache
+        if self.hf_home:
+            return self.hf_home / "hub"
+        return (self.xdg_cache_home or Path("~/.cache").expanduser()) / "huggingface" / "hub"
+
+    def token(self, job_token: SecretStr | str | None = None) -> str | None:
+        """The Hub token a job uses, the one rule: its own (hub.token) wins over the endpoint's HF_TOKEN."""
+        if isinstance(job_token, SecretStr):
+            job_token = job_token.get_secret_value()
+        if job_token:
+            return job_token
+        return self.hf_token.get_secret_value() if self.hf_token else None
+
+    @property
+    def missing_bucket_vars(self) -> list[str]:
+        """The BUCKET_VARS (RunPod's bucket endpoint and keys) that are not set."""
+        given = dict(self.secret_env)
+        return [name for name in BUCKET_VARS if not given.get(name)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,7 +231,47 @@ class Settings:
             cache_dir=Path(env["CACHE_DIR"]).absolute() if (env.get("CACHE_DIR") or "").strip() else None,
             cache_max_gb=_positive(env, "CACHE_MAX_GB", default=100.0),
             cache_min_free_gb=_optional_number(env, "CACHE_MIN_FREE_GB", what="a number of GB"),
+            hf_hub_cache=_path(env, "HF_HUB_CACHE"),
+            xdg_cache_home=_path(env, "XDG_CACHE_HOME"),
+            bucket_name=(env.get("BUCKET_NAME") or "").strip() or None,
+            s3=s3_config(env),
+            job_defaults=tuple((var, env[var].strip()) for var in JOB_DEFAULT_VARS if (env.get(var) or "").strip()),
+            execution_timeout_s=_execution_timeout(env),
+            cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+            secret_env=tuple((name, value) for name, value in env.items()
+                             if value and (name in SECRET_ENV_VARS or name in URL_ENV_VARS
+                                           or name.startswith("AWS_"))),
         )
+
+
+def hub_cache_path(env: Mapping[str, str] | None = None) -> Path:
+    """The Hugging Face hub cache of `env` (this process's environment when None) by Settings.hub_cache's rule, for
+    a caller without a Settings: a job's family lookup while its JSON is parsed (core/simpletuner/families.py), a
+    base model's licence looked up without one (core/publishing/license.py)."""
+    env = os.environ if env is None else env
+    home = env.get("HF_HOME")
+    return Settings(trainer_venv=Path(), data_root=Path(), hf_hub_cache=_path(env, "HF_HUB_CACHE"),
+                    hf_home=Path(home).absolute() if home else None,
+                    xdg_cache_home=_path(env, "XDG_CACHE_HOME")).hub_cache
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    given = (env.get(name) or "").strip()
+    return Path(given).expanduser().absolute() if given else None
+
+
+def _execution_timeout(env: Mapping[str, str]) -> float | None:
+    raw = (env.get(EXECUTION_TIMEOUT_VAR) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SetupError(f"{EXECUTION_TIMEOUT_VAR}: must be a number of seconds above 0, got {raw!r}",
+                         field=EXECUTION_TIMEOUT_VAR)
+    return value
 
 
 def _volume(env: Mapping[str, str]) -> Path | None:

@@ -26,6 +26,7 @@ from core.events import (
     ValidationImage,
 )
 from core.outputs import checkpoint_name
+from core.result import human_size
 from core.secrets import mask_secret_values
 
 # The pipeline's stages (core/pipeline.py) as a user reads them, with what the status says when one starts.
@@ -157,13 +158,6 @@ def transferred(status: JobStatus) -> str:
         return ""
     total = f"/{human_size(status.bytes_total)}" if status.bytes_total else ""
     return f"{human_size(status.bytes_done)}{total}"
-
-
-def human_size(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def _moved(status: JobStatus, stage: str, **changes: Any) -> JobStatus:

@@ -29,7 +29,7 @@ from core.events import DownloadProgress, LogLine
 from core.settings import Settings
 from core.spec.job import parse_job
 from tests.support.http_server import serve_files
-from tests.support.s3_server import moto_s3
+from tests.support.s3_server import moto_s3, with_s3
 
 
 def image_bytes(size=(48, 32), color=(10, 120, 200), kind="PNG") -> bytes:
@@ -364,14 +364,13 @@ def test_download_size_limit(tmp_path, dest, local_settings):
     assert not list(dest.rglob("big.png*"))
 
 
-def test_s3_and_presigned_https_sources(tmp_path, dest, local_settings, monkeypatch):
+def test_s3_and_presigned_https_sources(tmp_path, dest, local_settings):
     archive = tmp_path / "set.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("a.png", image_bytes())
         bundle.writestr("a.txt", "from s3")
     with moto_s3() as s3:
-        for key, value in s3.env.items():
-            monkeypatch.setenv(key, value)
+        local_settings = with_s3(local_settings, s3.env)  # the endpoint's S3 variables, read into its Settings
         client = s3.client()
         client.create_bucket(Bucket="datasets")
         client.upload_file(str(archive), "datasets", "sets/set.zip")

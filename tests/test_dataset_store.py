@@ -176,7 +176,7 @@ def test_a_plain_url_stays_the_jobs_source(private_store: DatasetStore, tmp_path
 def test_an_upload_over_the_limit_is_refused_naming_the_field(tmp_path: Path):
     store = DatasetStore(settings=Settings.from_env({"DATA_DIR": str(tmp_path / "data")}), max_upload_bytes=4096)
     files = [p for p in sorted(write_images(tmp_path / "src", 2).iterdir())]
-    with pytest.raises(DatasetError, match=r"over the 0\.0 MB limit \(UI_MAX_UPLOAD_MB\)") as raised:
+    with pytest.raises(DatasetError, match=r"over the 4\.1 kB limit \(UI_MAX_UPLOAD_MB\)") as raised:
         store.load_uploads(files, run_id="r1")
     assert raised.value.field == "upload" and store.images() == []
     with pytest.raises(DatasetError, match="outside the archive") as raised:

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from core.endpoint import job_deadline
 from core.errors import JobError
 from core.events import CheckpointSaved, TrainingProgress
 from core.pipeline import publish, run_job
@@ -23,7 +24,6 @@ from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 from tests.support.s3_server import moto_s3
-from worker.handler import job_deadline
 
 TOKEN = "hf_DurabilityTestToken0123456789abcd"
 LORA = "pytorch_lora_weights.safetensors"
@@ -33,18 +33,16 @@ def checkpoint_folders(files: dict) -> list[str]:
     return sorted({m.group(1) for path in files if (m := re.match(r"checkpoints/(checkpoint-\d+)/", path))})
 
 
-def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says_so(
-        tmp_path, trained_copy, monkeypatch):
+def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says_so(tmp_path, trained_copy):
     trained = trained_copy
     spec = parse_job(tiny_job("m", tmp_path, hub={"repo_id": "tester/lora", "token": TOKEN}))
     with running_hub_server(tmp_path, token=TOKEN) as hub, moto_s3() as s3:
         s3.client().create_bucket(Bucket="endpoint-bucket")
-        for name, value in {**s3.env, "BUCKET_NAME": "endpoint-bucket"}.items():
-            monkeypatch.setenv(name, value)  # the endpoint's bucket, as RunPod sets it
+        endpoint = Settings.from_env({**s3.env, "BUCKET_NAME": "endpoint-bucket"})  # its bucket, as RunPod sets it
         hub.fail_next(r"/commit/", 500, times=1000)
         result = dataclasses.replace(trained, hub=None, storage=None, warnings=[])
         with pytest.raises(JobError) as caught:
-            publish(spec, result, settings=Settings.from_env({}))
+            publish(spec, result, settings=endpoint)
         error = caught.value
         assert (error.code, error.stage) == ("hub_unavailable", "publish")
         job_id = trained.job_dir.name
@@ -56,7 +54,6 @@ def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says
         assert outputs_stored(trained.output_dir, error)
 
         # No bucket on the endpoint, a network volume: the files go to a folder there, named in the error.
-        monkeypatch.delenv("BUCKET_NAME")
         volume = tmp_path / "volume"
         volume.mkdir()
         with pytest.raises(JobError) as caught:
@@ -154,14 +151,15 @@ def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_check
 
 def test_the_endpoints_execution_timeout_bounds_timeout_s(tmp_path):
     job = tiny_job(tmp_path / "m", tmp_path / "d", hub={"repo_id": "tester/t"})
-    spec, warnings = job_deadline(parse_job(job), {"id": "j"}, env={"EXECUTION_TIMEOUT_S": "3600"})
+    hour = Settings.from_env({"EXECUTION_TIMEOUT_S": "3600"})
+    spec, warnings = job_deadline(parse_job(job), {"id": "j"}, settings=hour)
     assert spec.timeout_s == 3600 and warnings == []  # the default 6 h gives way silently
     asked = parse_job({**job, "timeout_s": 7200})
     spec, warnings = job_deadline(asked, {"id": "j", "policy": {"executionTimeout": 1_800_000}},
-                                  env={"EXECUTION_TIMEOUT_S": "3600"})
+                                  settings=hour)
     assert spec.timeout_s == 1800 and "policy.executionTimeout" in warnings[0] and "timeout_s" in warnings[0]
-    spec, _ = job_deadline(asked, {"id": "j"}, env={})
+    spec, _ = job_deadline(asked, {"id": "j"}, settings=Settings.from_env({}))
     assert spec.timeout_s == 7200  # no limit known: the job's own
     with pytest.raises(JobError) as caught:
-        job_deadline(asked, {"id": "j"}, env={"EXECUTION_TIMEOUT_S": "ten minutes"})
+        job_deadline(asked, {"id": "j"}, settings=Settings.from_env({"EXECUTION_TIMEOUT_S": "ten minutes"}))
     assert caught.value.field == "EXECUTION_TIMEOUT_S"

@@ -21,7 +21,7 @@ from core.errors import AddressRefused, DatasetError, DownloadError, JobCancelle
 from core.events import DownloadProgress
 from core.settings import Settings
 from tests.support.http_server import serve_files
-from tests.support.s3_server import moto_s3
+from tests.support.s3_server import moto_s3, with_s3
 from tests.support.throttle import throttled
 
 OPEN = Settings.from_env({"ALLOW_PRIVATE_URLS": "1"})
@@ -246,16 +246,16 @@ def test_s3_download_presigned_url_and_errors(tmp_path):
         client.create_bucket(Bucket="data")
         client.put_object(Bucket="data", Key="dir/set.zip", Body=payload)
         events: list = []
-        path = download("s3://data/dir/set.zip", tmp_path / "a", settings=Settings.from_env({}), env=s3.env,
+        path = download("s3://data/dir/set.zip", tmp_path / "a", settings=with_s3(Settings.from_env({}), s3.env),
                         on_event=events.append, max_bytes=LIMIT)
         assert path.read_bytes() == payload and path.name == "set.zip"
         progress = [e for e in events if isinstance(e, DownloadProgress)]
         assert progress[-1].bytes_done == progress[-1].bytes_total == len(payload)
         assert progress[0].source == "s3://data/dir/set.zip"
         with pytest.raises(DownloadError, match=r"s3://data/missing\.zip: not found"):
-            download("s3://data/missing.zip", tmp_path / "b", settings=OPEN, env=s3.env, max_bytes=LIMIT)
+            download("s3://data/missing.zip", tmp_path / "b", settings=with_s3(OPEN, s3.env), max_bytes=LIMIT)
         with pytest.raises(DownloadError, match="over the 1000-byte download limit"):
-            download("s3://data/dir/set.zip", tmp_path / "c", settings=OPEN, env=s3.env, max_bytes=1000)
+            download("s3://data/dir/set.zip", tmp_path / "c", settings=with_s3(OPEN, s3.env), max_bytes=1000)
         presigned = client.generate_presigned_url("get_object", Params={"Bucket": "data", "Key": "dir/set.zip"},
                                                   ExpiresIn=300)
         events = []
@@ -286,7 +286,7 @@ def test_a_cancel_stops_an_s3_download_mid_transfer(tmp_path):
         with throttled(port, bytes_per_s=300_000) as link:  # 6 MB: 20 s through this link
             env = {**s3.env, "BUCKET_ENDPOINT_URL": link.base}
             with pytest.raises(JobCancelled) as caught:
-                download("s3://data/big.zip", tmp_path / "dl", settings=OPEN, env=env, on_event=on_event,
+                download("s3://data/big.zip", tmp_path / "dl", settings=with_s3(OPEN, env), on_event=on_event,
                          max_bytes=LIMIT, cancel=cancel)
             stopped = time.monotonic()
     assert cancelled_at and stopped - cancelled_at[0] < 3

@@ -16,10 +16,11 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-from core.adapters.hub import RetryPolicy
+from core.adapters.hub import RetryPolicy, hub_endpoint
 from core.errors import HubAuthError, HubConflict, HubNotFound, HubQuotaError, PublishError
 from core.events import LogLine
 from core.publishing.card import CardFacts
+from core.publishing.destinations import HubDestination
 from core.publishing.hub_repo import plan_hub_commit, publish_to_hub
 from core.spec.job import HubSpec
 from tests.support.hub_server import running_hub_server
@@ -73,7 +74,8 @@ def hub(tmp_path: Path):
 def push(output: Path, events: list, **kwargs):
     spec = kwargs.pop("spec", None) or HubSpec(repo_id=REPO)
     retry = RetryPolicy(attempts=kwargs.pop("attempts", 4), backoff_s=0.01)
-    return publish_to_hub(output, hub=spec, token=kwargs.pop("token", TOKEN), facts=kwargs.pop("facts", card_facts()),
+    destination = HubDestination(spec, token=kwargs.pop("token", TOKEN), endpoint=hub_endpoint())
+    return publish_to_hub(output, destination=destination, facts=kwargs.pop("facts", card_facts()),
                           on_event=events.append, retry=retry, **kwargs)
 
 

@@ -22,7 +22,7 @@ from core.training.resume import fetch_checkpoint, parse_source
 from tests.conftest import tiny_job
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server
-from tests.support.s3_server import moto_s3
+from tests.support.s3_server import moto_s3, with_s3
 
 TOKEN = "hf_ResumeTestToken0123456789abcdefXYZ"
 
@@ -147,15 +147,14 @@ def test_an_s3_folder_as_this_worker_uploads_it_or_an_s3_archive(tmp_path, local
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
         client.put_object(Bucket="loras", Key="archives/ckpt.tar.gz", Body=buffer.getvalue())
-        assert_placed(fetch_checkpoint("s3://loras/job-1", tmp_path / "a", settings=local, env=s3.env), 20)
-        assert_placed(fetch_checkpoint("s3://loras/job-1/checkpoint-10/", tmp_path / "b", settings=local,
-                                       env=s3.env), 10)
-        assert_placed(fetch_checkpoint("s3://loras/archives/ckpt.tar.gz", tmp_path / "c", settings=local,
-                                       env=s3.env), 4)
+        reach = with_s3(local, s3.env)
+        assert_placed(fetch_checkpoint("s3://loras/job-1", tmp_path / "a", settings=reach), 20)
+        assert_placed(fetch_checkpoint("s3://loras/job-1/checkpoint-10/", tmp_path / "b", settings=reach), 10)
+        assert_placed(fetch_checkpoint("s3://loras/archives/ckpt.tar.gz", tmp_path / "c", settings=reach), 4)
         for source, words in (("s3://loras/job-2", "nothing there"), ("s3://nope/job-1", "no such bucket"),
                               ("s3://loras/archives", "no checkpoint-N folder")):
             with pytest.raises(JobError) as caught:
-                fetch_checkpoint(source, tmp_path / "d", settings=local, env=s3.env)
+                fetch_checkpoint(source, tmp_path / "d", settings=with_s3(local, s3.env))
             assert words in caught.value.message, caught.value.message
 
 
@@ -186,21 +185,21 @@ def test_auto_resumes_from_the_jobs_own_destination_or_starts_fresh(tmp_path, lo
         for name, data in checkpoint_files(6, prefix="runs/checkpoints/checkpoint-6/").items():
             s3.client().put_object(Bucket="loras", Key=name, Body=data)
         found = fetch_latest_checkpoint(auto_sources(hub_repo="tester/run", bucket=None), tmp_path / "a",
-                                        settings=local, token=TOKEN, env=env)
+                                        settings=with_s3(local, env), token=TOKEN)
         assert_placed(found, 4)
         events = []
         sources = auto_sources(hub_repo="tester/new-run", bucket="loras", prefix="runs")
         assert sources == ["hf://tester/new-run", "s3://loras/runs/checkpoints"]
-        assert_placed(fetch_latest_checkpoint(sources, tmp_path / "b", settings=local, token=TOKEN, env=env,
+        assert_placed(fetch_latest_checkpoint(sources, tmp_path / "b", settings=with_s3(local, env), token=TOKEN,
                                               on_event=events.append), 6)
         assert any("no checkpoint at hf://tester/new-run" in getattr(e, "message", "") for e in events)
         events.clear()
         fresh = fetch_latest_checkpoint(auto_sources(hub_repo="tester/new-run", bucket="loras", prefix="other"),
-                                        tmp_path / "c", settings=local, token=TOKEN, env=env,
+                                        tmp_path / "c", settings=with_s3(local, env), token=TOKEN,
                                         on_event=events.append)
         assert fresh is None and "starting fresh" in events[-1].message
         with pytest.raises(JobError) as caught:  # a bucket that cannot be read is an error, not a fresh start
-            fetch_latest_checkpoint(["s3://no-such-bucket/checkpoints"], tmp_path / "d", settings=local, env=env)
+            fetch_latest_checkpoint(["s3://no-such-bucket/checkpoints"], tmp_path / "d", settings=with_s3(local, env))
         assert (caught.value.field, caught.value.code) == ("resume_from", "s3_no_bucket")
         with pytest.raises(JobError) as caught:
             fetch_latest_checkpoint([], tmp_path / "e", settings=local)

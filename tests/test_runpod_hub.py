@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 import requests
 
+from core.endpoint import job_defaults
 from core.generation.demo import write_demo_dataset
+from core.settings import Settings
 from tests.support.announced import UVICORN, announced_url
 from tests.support.http_server import serve_files
 from tests.support.processes import stop_process_group
 from tests.support.runpod_hub_schema import GPU_POOLS, hub_problems, suite_problems
-from worker.handler import job_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNPOD_DIR = ROOT / ".runpod"
@@ -220,7 +221,7 @@ def test_each_preset_is_accepted_by_the_worker(index):
     """RunPod sets a preset's values as environment variables (text); the worker reads them as job defaults."""
     preset = load(HUB_JSON)["config"]["presets"][index]
     env = {key: json.dumps(value) if not isinstance(value, str) else value for key, value in preset["defaults"].items()}
-    defaults = job_defaults(env)
+    defaults = job_defaults(Settings.from_env(env))
     assert defaults["pretrained_model_name_or_path"] == preset["defaults"]["JOB_DEFAULT_MODEL"]
     assert len(defaults) == len(preset["defaults"])
 

@@ -22,7 +22,7 @@ from core.settings import Settings
 from core.spec.job import StorageSpec
 from core.training.resume import fetch_checkpoint
 from tests.support.loopback import LoopbackServer, QuietHandler, serving
-from tests.support.s3_server import moto_s3
+from tests.support.s3_server import moto_s3, to_bucket, with_s3
 
 SECRET = "the-secret-key-value-0123456789"
 SETTINGS = Settings.from_env({})
@@ -104,8 +104,8 @@ def test_a_missing_bucket_is_s3_no_bucket_in_every_stage(s3, tmp_path: Path, out
     missing = f"nope-{uuid.uuid4().hex[:8]}"
     errors: list[JobError] = []
     for attempt in (
-        lambda: fetch_checkpoint(f"s3://{missing}/job-1", tmp_path / "b", settings=SETTINGS, env=s3.env),
-        lambda: upload_outputs(output, storage=StorageSpec(bucket=missing), job_id="j1", env=s3.env),
+        lambda: fetch_checkpoint(f"s3://{missing}/job-1", tmp_path / "b", settings=with_s3(SETTINGS, s3.env)),
+        lambda: upload_outputs(output, destination=to_bucket(StorageSpec(bucket=missing), s3.env), job_id="j1"),
     ):
         with pytest.raises(JobError) as caught:
             attempt()
@@ -119,7 +119,7 @@ def test_a_missing_bucket_is_s3_no_bucket_in_every_stage(s3, tmp_path: Path, out
 def test_a_missing_key_is_s3_not_found(s3, bucket: str, tmp_path: Path):
     for url in (f"s3://{bucket}/none.zip", f"s3://nope-{uuid.uuid4().hex[:8]}/set.zip"):
         with pytest.raises(DownloadError) as caught:
-            download(url, tmp_path, settings=SETTINGS, env=s3.env, max_bytes=LIMIT)
+            download(url, tmp_path, settings=with_s3(SETTINGS, s3.env), max_bytes=LIMIT)
         # A file is fetched with HEAD first, whose 404 has no body to tell a missing bucket from a missing key.
         assert (caught.value.code, caught.value.message) == ("s3_not_found", f"{url}: not found")
 
@@ -127,9 +127,9 @@ def test_a_missing_key_is_s3_not_found(s3, bucket: str, tmp_path: Path):
 def test_refused_keys_are_s3_auth_naming_the_variables_without_the_secret(tmp_path: Path, output: Path):
     with s3_answering(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist") as endpoint:
         with pytest.raises(DownloadError) as fetched:
-            download("s3://data/set.zip", tmp_path, settings=SETTINGS, env=env_for(endpoint), max_bytes=LIMIT)
+            download("s3://data/set.zip", tmp_path, settings=with_s3(SETTINGS, env_for(endpoint)), max_bytes=LIMIT)
         with pytest.raises(StorageError) as uploaded:
-            upload_outputs(output, storage=StorageSpec(bucket="data"), job_id="j1", env=env_for(endpoint))
+            upload_outputs(output, destination=to_bucket(StorageSpec(bucket="data"), env_for(endpoint)), job_id="j1")
     for error in (fetched.value, uploaded.value):
         assert error.code == "s3_auth" and "BUCKET_SECRET_ACCESS_KEY" in error.message
         assert SECRET not in json.dumps(error.to_payload()) and "key-id-123" not in error.message
@@ -139,7 +139,7 @@ def test_refused_keys_are_s3_auth_naming_the_variables_without_the_secret(tmp_pa
 def test_another_refusal_is_s3_failed_with_its_code(tmp_path: Path):
     with s3_answering(400, "InvalidArgument", "Invalid argument") as endpoint:
         with pytest.raises(ResumeError) as caught:
-            fetch_checkpoint("s3://data/job-1", tmp_path, settings=SETTINGS, env=env_for(endpoint))
+            fetch_checkpoint("s3://data/job-1", tmp_path, settings=with_s3(SETTINGS, env_for(endpoint)))
     assert caught.value.code == "s3_failed" and "InvalidArgument (400): Invalid argument" in caught.value.message
 
 
@@ -148,7 +148,7 @@ def test_an_unreachable_endpoint_is_s3_unavailable(tmp_path: Path):
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     with pytest.raises(DownloadError) as caught:
-        download("s3://data/set.zip", tmp_path, settings=SETTINGS, env=env_for(closed), max_bytes=LIMIT)
+        download("s3://data/set.zip", tmp_path, settings=with_s3(SETTINGS, env_for(closed)), max_bytes=LIMIT)
     assert caught.value.code == "s3_unavailable" and closed in caught.value.message
     assert SECRET not in str(caught.value)
 

@@ -17,7 +17,7 @@ from core.errors import StorageError
 from core.events import JobWarning, LogLine
 from core.publishing.bucket import upload_outputs
 from core.spec.job import StorageSpec
-from tests.support.s3_server import moto_s3
+from tests.support.s3_server import moto_s3, to_bucket
 
 TOKEN = "hf_PlantedToken0123456789abcdefXYZ"
 
@@ -52,8 +52,9 @@ def test_outputs_upload_and_presigned_urls_return_the_same_bytes(s3, bucket: str
     log = tmp_path / "training.log"
     log.write_text("step 1 loss 0.2\nstep 2 loss 0.1\n")
     events: list = []
-    result = upload_outputs(output, storage=StorageSpec(bucket=bucket, prefix="/loras/", expires_s=3600),
-                            job_id="job-42", env=s3.env, extra_files={"training.log": log}, on_event=events.append)
+    storage = StorageSpec(bucket=bucket, prefix="/loras/", expires_s=3600)
+    result = upload_outputs(output, destination=to_bucket(storage, s3.env), job_id="job-42",
+                            extra_files={"training.log": log}, on_event=events.append)
 
     assert result["bucket"] == bucket and result["prefix"] == "loras/job-42"
     expected = {"pytorch_lora_weights.safetensors", "checkpoint-3/pytorch_lora_weights.safetensors",
@@ -73,8 +74,8 @@ def test_outputs_upload_and_presigned_urls_return_the_same_bytes(s3, bucket: str
 
 
 def test_the_bucket_name_can_come_from_BUCKET_NAME_and_checkpoints_can_stay_home(s3, bucket: str, output: Path):
-    result = upload_outputs(output, storage=StorageSpec(), job_id="j1", env={**s3.env, "BUCKET_NAME": bucket},
-                            include_checkpoints=False)
+    result = upload_outputs(output, destination=to_bucket(StorageSpec(), {**s3.env, "BUCKET_NAME": bucket}),
+                            job_id="j1", include_checkpoints=False)
     assert result["bucket"] == bucket and result["prefix"] == "j1"
     assert not any(rel.startswith("checkpoint-") for rel in result["files"])
     assert "pytorch_lora_weights.safetensors" in result["files"]
@@ -83,7 +84,7 @@ def test_the_bucket_name_can_come_from_BUCKET_NAME_and_checkpoints_can_stay_home
 def test_a_missing_bucket_is_an_error_naming_it(s3, output: Path):
     events: list = []
     with pytest.raises(StorageError) as raised:
-        upload_outputs(output, storage=StorageSpec(bucket="no-such-bucket"), job_id="j1", env=s3.env,
+        upload_outputs(output, destination=to_bucket(StorageSpec(bucket="no-such-bucket"), s3.env), job_id="j1",
                        on_event=events.append)
     assert raised.value.field == "storage.bucket" and "'no-such-bucket' does not exist" in raised.value.message
     assert [e.message.split()[0] for e in events if isinstance(e, LogLine)] == ["uploading"]  # never "uploaded"
@@ -91,11 +92,11 @@ def test_a_missing_bucket_is_an_error_naming_it(s3, output: Path):
 
 def test_missing_credentials_and_bucket_name_are_named(s3, output: Path):
     with pytest.raises(StorageError) as raised:
-        upload_outputs(output, storage=StorageSpec(bucket="b"), job_id="j1",
-                       env={"BUCKET_ENDPOINT_URL": s3.endpoint})
+        upload_outputs(output, destination=to_bucket(StorageSpec(bucket="b"), {"BUCKET_ENDPOINT_URL": s3.endpoint}),
+                       job_id="j1")
     assert "BUCKET_ACCESS_KEY_ID" in raised.value.message and "BUCKET_SECRET_ACCESS_KEY" in raised.value.message
     with pytest.raises(StorageError) as raised:
-        upload_outputs(output, storage=StorageSpec(), job_id="j1", env=s3.env)
+        upload_outputs(output, destination=to_bucket(StorageSpec(), s3.env), job_id="j1")
     assert raised.value.field == "storage.bucket" and "BUCKET_NAME" in raised.value.message
 
 
@@ -103,7 +104,7 @@ def test_an_unreachable_endpoint_is_a_storage_error_without_the_secret_key(outpu
     env = {"BUCKET_ENDPOINT_URL": "http://127.0.0.1:9", "BUCKET_ACCESS_KEY_ID": "id-123",
            "BUCKET_SECRET_ACCESS_KEY": "the-secret-key-value"}
     with pytest.raises(StorageError) as raised:
-        upload_outputs(output, storage=StorageSpec(bucket="b"), job_id="j1", env=env)
+        upload_outputs(output, destination=to_bucket(StorageSpec(bucket="b"), env), job_id="j1")
     assert "s3://b/j1/" in raised.value.message
     assert "the-secret-key-value" not in str(raised.value)
 
@@ -114,7 +115,7 @@ def test_no_secret_reaches_the_bucket_the_urls_or_the_events(s3, bucket: str, ou
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"--lora_rank": 4, "--hub_token": TOKEN}))
     events: list = []
-    result = upload_outputs(output, storage=StorageSpec(bucket=bucket), job_id="j1", env=s3.env,
+    result = upload_outputs(output, destination=to_bucket(StorageSpec(bucket=bucket), s3.env), job_id="j1",
                             extra_files={"training.log": log, "config/config.json": config}, on_event=events.append,
                             secrets=[TOKEN])
     downloaded = {rel: requests.get(url, timeout=10).content for rel, url in result["files"].items()}

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from core.endpoint import job_defaults, with_defaults
 from core.errors import (
     DatasetError,
     JobCancelled,
@@ -30,6 +31,7 @@ from core.errors import (
 )
 from core.events import CheckpointSaved, DownloadProgress, StageEvent, TrainingProgress
 from core.generation.demo import write_demo_dataset
+from core.publishing import require_destination
 from core.settings import Settings
 from core.spec.job import parse_job
 from tests.conftest import ROOT, tiny_job
@@ -37,14 +39,7 @@ from tests.support.announced import UVICORN, announced_url
 from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server
 from tests.support.processes import stop_process_group
-from worker.handler import (
-    SAMPLES_DIR,
-    check_destination,
-    job_defaults,
-    job_directory,
-    with_defaults,
-    worker_settings,
-)
+from worker.handler import SAMPLES_DIR, job_directory, worker_settings
 from worker.output import error_as_text, error_output, job_output
 from worker.progress import ProgressReporter
 
@@ -143,12 +138,13 @@ def test_cancel_timeout_and_a_bug_are_answered_as_such():
     assert "refresh_worker" not in error_output(DatasetError("no images", field="dataset"))
 
 
-# -- job checks (worker/handler.py) ------------------------------------------------------------------------------
+# -- job checks (core/endpoint.py) -------------------------------------------------------------------------------
 
 
 def test_endpoint_defaults_fill_what_the_job_leaves_out():
-    defaults = job_defaults({"JOB_DEFAULT_MODEL": "stabilityai/stable-diffusion-xl-base-1.0",
-                             "JOB_DEFAULT_RESOLUTION": "1024", "JOB_DEFAULT_MAX_TRAIN_STEPS": "1500"})
+    defaults = job_defaults(Settings.from_env({"JOB_DEFAULT_MODEL": "stabilityai/stable-diffusion-xl-base-1.0",
+                                               "JOB_DEFAULT_RESOLUTION": "1024",
+                                               "JOB_DEFAULT_MAX_TRAIN_STEPS": "1500"}))
     job = parse_job(with_defaults({"dataset_url": "https://x/d.zip", "config": {"steps": 300}}, defaults))
     assert job.model_family == "sdxl" and job.config["resolution"] == 1024
     assert job.config["max_train_steps"] == 300  # the job's shorthand beats the default
@@ -158,24 +154,24 @@ def test_endpoint_defaults_fill_what_the_job_leaves_out():
     mine = parse_job(with_defaults({"input": {"dataset_url": "https://x/d.zip", "config": native}}, defaults))
     assert mine.model_family == "flux"
     with pytest.raises(SetupError) as caught:
-        job_defaults({"JOB_DEFAULT_LORA_RANK": "sixteen"})
+        job_defaults(Settings.from_env({"JOB_DEFAULT_LORA_RANK": "sixteen"}))
     assert caught.value.field == "JOB_DEFAULT_LORA_RANK" and "sixteen" in caught.value.message
 
 
 def test_a_training_job_must_say_where_its_lora_goes():
-    settings = Settings.from_env({})
+    settings, bucket = Settings.from_env({}), Settings.from_env({**BUCKET_ENV, "BUCKET_NAME": "loras"})
     training = parse_job({"dataset_url": "https://x/d.zip", "config": {"model_name": "black-forest-labs/FLUX.1-dev"}})
     with pytest.raises(SpecError) as caught:
-        check_destination(training, env={}, settings=settings)
+        require_destination(training, settings)
     assert caught.value.field == "hub" and "deletes" in caught.value.message
-    spec, warnings = check_destination(training, env={**BUCKET_ENV, "BUCKET_NAME": "loras"}, settings=settings)
+    spec, warnings = require_destination(training, bucket)
     assert spec.storage is not None and warnings == []  # the endpoint's bucket is the default destination
     to_hub = training.model_copy(update={"hub": parse_job({"dataset_url": "https://x/d.zip", "config": {
         "model_name": "black-forest-labs/FLUX.1-dev"}, "hub": {"repo_id": "me/lora"}}).hub})
     with pytest.raises(SpecError) as caught:
-        check_destination(to_hub, env={}, settings=settings)
+        require_destination(to_hub, settings)
     assert caught.value.field == "hub.token"
-    _, warnings = check_destination(to_hub.model_copy(update={"dry_run": True}), env={}, settings=settings)
+    _, warnings = require_destination(to_hub.model_copy(update={"dry_run": True}), settings)
     assert warnings and warnings[0].startswith("hub.token:")  # a dry run trains nothing: a warning, not an error
 
 
@@ -487,8 +483,8 @@ def test_the_runpod_hub_listing_is_complete():
     families = set()
     for name, defaults in presets.items():
         assert set(defaults) <= keys, name
-        env = {key: str(value) for key, value in defaults.items()}
-        job = parse_job(with_defaults({"dataset": {"path": "demo"}, "dry_run": True}, job_defaults(env)))
+        endpoint = Settings.from_env({key: str(value) for key, value in defaults.items()})
+        job = parse_job(with_defaults({"dataset": {"path": "demo"}, "dry_run": True}, job_defaults(endpoint)))
         families.add(job.model_family)
     assert {"flux", "sdxl"} <= families
     tests = json.loads((ROOT / ".runpod" / "tests.json").read_text())

@@ -12,12 +12,12 @@ Why an async function (not a generator, not a sync function), from runpod 1.12's
 Each job runs in DATA_DIR/jobs/<job id>, removed when the job ends: what must outlive it (the LoRA, the log) has
 been published or uploaded by then, so a training job must name a destination (hub, storage, or the endpoint's
 bucket). A job's dataset.path is read only under DATASET_ROOT, by default the sample datasets in worker/samples.
+The endpoint's policy for a job (its JOB_DEFAULT_* config, that destination, EXECUTION_TIMEOUT_S) is core/endpoint.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import sys
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from core.cancel import Cancel
-from core.errors import JobError, SetupError, SpecError
+from core.endpoint import endpoint_job, endpoint_settings
+from core.errors import JobError
 from core.events import Event, EventSink, JobWarning
 from core.generation import Playground, parse_generate_job, run_generate_job
 from core.jobdir import job_folder
@@ -36,116 +37,18 @@ from core.publishing import outputs_stored
 from core.result import JobResult
 from core.secrets import job_secrets
 from core.settings import Settings
-from core.spec import CONFIG_SHORTHAND, JobSpec, StorageSpec, normalize_config, parse_job
+from core.spec import JobSpec, unwrap_input
 from worker.output import error_as_text, error_output, job_output
 from worker.progress import ProgressReporter, format_status
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 CANCEL_WAIT_S = 30.0
 """How long a cancelled job waits for its pipeline thread (SimpleTuner gets 5 s after SIGTERM, then SIGKILL)."""
-BUCKET_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
-# Endpoint-wide defaults for a job's config (the RunPod Hub presets set them); what a job says wins.
-DEFAULT_VARS = {
-    "JOB_DEFAULT_MODEL": "pretrained_model_name_or_path",
-    "JOB_DEFAULT_RESOLUTION": "resolution",
-    "JOB_DEFAULT_LORA_RANK": "lora_rank",
-    "JOB_DEFAULT_MAX_TRAIN_STEPS": "max_train_steps",
-    "JOB_DEFAULT_LEARNING_RATE": "learning_rate",
-}
-EXECUTION_TIMEOUT_VAR = "EXECUTION_TIMEOUT_S"
-"""The endpoint's execution timeout in seconds, when set: every job's timeout_s stays below it."""
-# Either one leads SimpleTuner's schedule: a default for one must not join a job that sets the other.
-SCHEDULE_FLAGS = {"max_train_steps", "num_train_epochs"}
 
 
 def worker_settings(env: Mapping[str, str]) -> Settings:
     """Settings.from_env, with the sample datasets as the dataset root when DATASET_ROOT is unset."""
-    settings = Settings.from_env(env)
-    return settings if settings.dataset_root else dataclasses.replace(settings, dataset_root=SAMPLES_DIR)
-
-
-def job_defaults(env: Mapping[str, str]) -> dict[str, Any]:
-    """The endpoint's JOB_DEFAULT_* variables as native SimpleTuner flags; a bad value is a SetupError naming it."""
-    raw = {flag: env[var].strip() for var, flag in DEFAULT_VARS.items() if (env.get(var) or "").strip()}
-    try:
-        return normalize_config(raw)
-    except SpecError as error:
-        names = {f"config.{flag}": var for var, flag in DEFAULT_VARS.items()}
-        var = names.get(error.field or "", "JOB_DEFAULT_*")
-        raise SetupError(f"{var}: {error.errors[0]['message']}", field=var) from None
-
-
-def _native(key: str) -> str:
-    bare = key[2:] if key.startswith("--") else key
-    return CONFIG_SHORTHAND.get(bare, bare)
-
-
-def with_defaults(raw: Any, defaults: Mapping[str, Any]) -> Any:
-    """The job input with the endpoint's config defaults added where the job's config says nothing."""
-    if not defaults or not isinstance(raw, Mapping):
-        return raw
-    if set(raw) == {"input"} and isinstance(raw["input"], Mapping):
-        return {"input": with_defaults(raw["input"], defaults)}
-    config = raw.get("config", {})
-    if not isinstance(config, Mapping):
-        return raw  # parse_job names the bad field
-    given = {_native(str(key)) for key in config}
-    added = {flag: value for flag, value in defaults.items()
-             if flag not in given and not (flag in SCHEDULE_FLAGS and given & SCHEDULE_FLAGS)}
-    return {**raw, "config": {**added, **config}}
-
-
-def check_destination(spec: JobSpec, *, env: Mapping[str, str], settings: Settings) -> tuple[JobSpec, list[str]]:
-    """Before any GPU minute: a training job's LoRA must have somewhere to go, with the credentials to get there.
-
-    The job's folder is removed when it ends, so a job without hub and storage uploads to the endpoint's bucket
-    (BUCKET_* and BUCKET_NAME set) or is refused. A dry run trains nothing: the same problems become warnings."""
-    problems: list[dict[str, str]] = []
-    missing = [name for name in BUCKET_VARS if not env.get(name)]
-    if spec.hub and not (spec.hub.token or settings.hf_token):
-        problems.append({"field": "hub.token", "message": "publishing to the Hub needs a token with the write role: "
-                         "set hub.token in the job or HF_TOKEN on the endpoint"})
-    if spec.storage and missing:
-        problems.append({"field": "storage", "message": f"uploading needs {', '.join(missing)} on the endpoint"})
-    elif spec.storage and not (spec.storage.bucket or env.get("BUCKET_NAME")):
-        problems.append({"field": "storage.bucket", "message": "no bucket: set storage.bucket or BUCKET_NAME"})
-    if not spec.hub and not spec.storage:
-        if not missing and env.get("BUCKET_NAME"):
-            spec = spec.model_copy(update={"storage": StorageSpec()})
-        else:
-            problems.append({"field": "hub", "message": "say where the LoRA goes: hub.repo_id, or storage (with "
-                             "BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY on the endpoint); "
-                             "this worker deletes a job's files when it ends"})
-    if spec.dry_run or not problems:
-        return spec, [f"{p['field']}: {p['message']}" for p in problems]
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    raise SpecError(problems[0]["message"] + more, field=problems[0]["field"], errors=problems)
-
-
-def job_deadline(spec: JobSpec, job: Mapping[str, Any], *, env: Mapping[str, str]) -> tuple[JobSpec, list[str]]:
-    """The job's timeout_s, never past the endpoint's own execution timeout, so that the deadline's early stop
-    (a checkpoint uploaded, status `partial`) comes before RunPod kills the worker. runpod 1.12 hands the handler
-    no such value of its own: the endpoint says it in EXECUTION_TIMEOUT_S (seconds), and a job that arrives with
-    RunPod's `policy.executionTimeout` (milliseconds) is held to that too. The smallest wins."""
-    limits: dict[str, float] = {}
-    if raw := (env.get(EXECUTION_TIMEOUT_VAR) or "").strip():
-        try:
-            limits[EXECUTION_TIMEOUT_VAR] = float(raw)
-        except ValueError:
-            limits[EXECUTION_TIMEOUT_VAR] = -1.0
-        if not limits[EXECUTION_TIMEOUT_VAR] > 0:
-            raise SetupError(f"{EXECUTION_TIMEOUT_VAR}: must be a number of seconds above 0, got {raw!r}",
-                             field=EXECUTION_TIMEOUT_VAR)
-    policy = job.get("policy")
-    timeout_ms = policy.get("executionTimeout") if isinstance(policy, Mapping) else None
-    if isinstance(timeout_ms, int | float) and not isinstance(timeout_ms, bool) and timeout_ms > 0:
-        limits["policy.executionTimeout"] = timeout_ms / 1000
-    if not limits or min(limits.values()) >= spec.timeout_s:
-        return spec, []
-    name, limit = min(limits.items(), key=lambda item: item[1])
-    warnings = [f"timeout_s: {spec.timeout_s} s is past the endpoint's execution timeout ({name}, {limit:g} s): "
-                "the job stops before that instead"] if "timeout_s" in spec.model_fields_set else []
-    return spec.model_copy(update={"timeout_s": max(1, int(limit))}), warnings
+    return endpoint_settings(Settings.from_env(env), samples=SAMPLES_DIR)
 
 
 def job_directory(settings: Settings, job_id: str) -> Path:
@@ -218,17 +121,14 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """runpod's handler: one job in, its output (or {"error": ...}) out."""
     env = os.environ
     secrets = job_secrets(job.get("input"), env=env)  # a job refused unparsed still has its token hidden
-    if is_generate_job(job.get("input")):
-        return await generate(job, env=env, secrets=secrets)
     try:
         settings = worker_settings(env)
-        spec = parse_job(with_defaults(job.get("input"), job_defaults(env)))
-        spec, warnings = check_destination(spec, env=env, settings=settings)
-        spec, limited = job_deadline(spec, job, env=env)
-        warnings += limited
+        if is_generate_job(job.get("input")):
+            return await generate(job, settings=settings, secrets=secrets)
+        spec, warnings = endpoint_job(job, settings)  # the endpoint's defaults, destination and deadline
     except JobError as error:
         return error_output(error, secrets=secrets)
-    secrets = job_secrets(spec, env=env, settings=settings)
+    secrets = job_secrets(spec, settings=settings)
     workdir = job_directory(settings, str(job.get("id") or ""))
     await asyncio.to_thread(remove_job_dir, workdir)  # a retried job id starts clean
     reporter = ProgressReporter(send=status_sender(job, env), secrets=secrets)
@@ -265,23 +165,20 @@ _playground: Playground | None = None
 
 
 def is_generate_job(raw: Any) -> bool:
-    raw = raw.get("input", raw) if isinstance(raw, Mapping) and set(raw) == {"input"} else raw
+    raw = unwrap_input(raw)
     return isinstance(raw, Mapping) and raw.get("mode") == "generate"
 
 
-async def generate(job: dict[str, Any], *, env: Mapping[str, str], secrets: list[str]) -> dict[str, Any]:
+async def generate(job: dict[str, Any], *, settings: Settings, secrets: list[str]) -> dict[str, Any]:
     """A `{"mode": "generate"}` job (core/generation/playground.py): images from a published LoRA, as bucket URLs or
     base64."""
     global _playground
-    raw = job.get("input")
-    raw = raw.get("input", raw) if isinstance(raw, Mapping) and set(raw) == {"input"} else raw
-    settings = worker_settings(env)
     workdir = job_directory(settings, str(job.get("id") or ""))
     try:
-        spec = parse_generate_job(raw)
+        spec = parse_generate_job(unwrap_input(job.get("input")))
         _playground = _playground or Playground(settings=settings)
         return await asyncio.to_thread(run_generate_job, spec, workdir=workdir, settings=settings,
-                                       playground=_playground, env=dict(env))
+                                       playground=_playground)
     except JobError as error:
         return error_output(error, secrets=secrets)
     except Exception as error:  # a bug of ours: the same error shape, and a fresh worker next

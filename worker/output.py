@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from core.errors import JobCancelled, JobError, JobTimeout, TrainingError
+from core.errors import ErrorCode, JobCancelled, JobError, JobTimeout, TrainingError
 from core.result import JobResult
 from core.secrets import scrub
 
@@ -53,7 +53,7 @@ def error_output(error: BaseException, *, secrets: Iterable[str | None] = ()) ->
     if isinstance(error, JobError):
         payload = error.to_payload()
     else:
-        payload = {"code": "internal_error", "stage": "worker", "field": None,
+        payload = {"code": ErrorCode.INTERNAL_ERROR.value, "stage": "worker", "field": None,
                    "message": f"the worker failed: {type(error).__name__}: {error}"}
     if isinstance(error, TrainingError) and needs_fresh_worker(error) and error.log_tail:
         # The job's folder is removed after the job: the end of SimpleTuner's log is the only trace left.

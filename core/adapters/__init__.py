@@ -15,17 +15,19 @@ from core.adapters.hub import (
     RetryPolicy,
     call_hub,
     check_repo_id,
+    create_or_reuse_repo,
     hub_endpoint,
     hub_error,
     is_hub_model_id,
     is_offline,
     is_repo_id,
+    list_folder_or_empty,
     offline_error,
     repo_path,
     stop_error,
 )
 from core.adapters.hub_bar import ByteBar, SilentBar
-from core.adapters.s3 import require_keys, s3_client, s3_config, s3_error, s3_failures
+from core.adapters.s3 import S3Config, require_keys, s3_client, s3_config, s3_error, s3_failures
 from core.adapters.trainer_env import OFFLINE_ENV, TrainerEnv
 
 __all__ = [
@@ -36,10 +38,12 @@ __all__ = [
     "CancelFlag",
     "HubTarget",
     "RetryPolicy",
+    "S3Config",
     "SilentBar",
     "TrainerEnv",
     "call_hub",
     "check_repo_id",
+    "create_or_reuse_repo",
     "detect_device",
     "download",
     "file_name",
@@ -48,6 +52,7 @@ __all__ = [
     "is_hub_model_id",
     "is_offline",
     "is_repo_id",
+    "list_folder_or_empty",
     "offline_error",
     "probe",
     "public_url",

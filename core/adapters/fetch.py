@@ -17,7 +17,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import requests
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from core.adapters.address_policy import check_url, guarded_session, public_url
-from core.adapters.s3 import S3Config, s3_client, s3_config, s3_error, s3_failures
+from core.adapters.s3 import S3Config, s3_client, s3_error, s3_failures
 from core.cancel import Cancel
 from core.errors import AddressRefused, DatasetError, DownloadError
 from core.events import DownloadProgress, EventSink, ignore_event
@@ -87,7 +87,6 @@ def download(
     on_event: EventSink = ignore_event,
     max_bytes: int,
     cancel: Cancel | None = None,
-    env: Mapping[str, str] | None = None,
     retries: int = 4,
     backoff_s: float = 0.5,
     connect_timeout_s: float = 30.0,
@@ -103,8 +102,7 @@ def download(
     cancel.check(f"before downloading {checked.public}")
     folder.mkdir(parents=True, exist_ok=True)
     if checked.scheme == "s3":
-        config = s3_config(os.environ if env is None else env)
-        return _download_s3(url, folder, config=config, on_event=on_event, max_bytes=max_bytes, cancel=cancel,
+        return _download_s3(url, folder, config=settings.s3, on_event=on_event, max_bytes=max_bytes, cancel=cancel,
                             field=field)
     return _download_http(
         url, folder, public=checked.public, allow_private=settings.allow_private_urls, on_event=on_event,
@@ -113,8 +111,8 @@ def download(
     )
 
 
-def probe(url: str, *, settings: Settings, env: Mapping[str, str] | None = None, field: str = "dataset.url",
-          cancel: Cancel | None = None, budget_s: float = PROBE_BUDGET_S) -> str | None:
+def probe(url: str, *, settings: Settings, field: str = "dataset.url", cancel: Cancel | None = None,
+          budget_s: float = PROBE_BUDGET_S) -> str | None:
     """What identifies the content at `url` now, without downloading it: the server's ETag or Last-Modified (with
     the size), the key of a cached copy (core/cache/store.py). None when the server gives neither, or cannot be asked
     within `budget_s` (a server that trickles its headers is a miss, not a wait): the caller then treats the content
@@ -126,7 +124,7 @@ def probe(url: str, *, settings: Settings, env: Mapping[str, str] | None = None,
     try:
         if checked.scheme == "s3":
             bucket, key = parse_s3_url(url, field=field)
-            head = s3_client(s3_config(os.environ if env is None else env)).head_object(Bucket=bucket, Key=key)
+            head = s3_client(settings.s3).head_object(Bucket=bucket, Key=key)
             tag, modified = head.get("ETag"), head.get("LastModified")
             size = head.get("ContentLength")
         else:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-from collections.abc import Mapping
 
 from core.settings import Settings
 
 
-def detect_device(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[str, int]:
-    """("cuda", gpu count) when NVIDIA GPUs are visible, else ("cpu", 0); TRAINER_DEVICE forces one."""
-    env = os.environ if env is None else env
-    if settings.device == "cpu" or env.get("CUDA_VISIBLE_DEVICES") == "":
+def detect_device(settings: Settings) -> tuple[str, int]:
+    """("cuda", gpu count) when NVIDIA GPUs are visible, else ("cpu", 0); TRAINER_DEVICE forces one, and an empty
+    CUDA_VISIBLE_DEVICES hides them all."""
+    if settings.device == "cpu" or settings.cuda_visible_devices == "":
         return "cpu", 0
     smi = shutil.which("nvidia-smi")
     count = 0

@@ -13,42 +13,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from core.errors import JobCancelled, JobError, exception_chain
+from core.errors import ErrorCode, JobCancelled, JobError, exception_chain
 from core.events import EventSink, LogLine, ignore_event
 from core.secrets import mask_secret_values, redact
+from core.settings import DEFAULT_HF_ENDPOINT, hub_endpoint
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+DEFAULT_ENDPOINT = DEFAULT_HF_ENDPOINT
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 """Answers worth another try: the Hub or its storage is busy or briefly down."""
 QUOTA_STATUS = frozenset({402, 413, 507})
 QUOTA_WORDS = ("quota", "storage limit", "exceeded", "payment required", "upgrade your plan")
 TOKEN_VARS = "hub.token or HF_TOKEN"  # noqa: S105 (where a token goes, not a token)
 
-# The codes a Hub failure ends with, in every stage (the error's class says which stage).
-AUTH, NOT_FOUND, CONFLICT, QUOTA = "hub_auth", "hub_not_found", "hub_conflict", "hub_quota"
-UNAVAILABLE, OFFLINE, FAILED = "hub_unavailable", "hub_offline", "hub_failed"
-CODES = {
-    AUTH: "no token, a token the Hub refuses, one without the write role, or a gated repo not accepted",
-    NOT_FOUND: "the repo, its revision or a file in it does not exist (or is private and no token was given)",
-    CONFLICT: "the repo exists in a state the job cannot use (409, 412; a public repo for a private job)",
-    QUOTA: "the Hub refused an upload for lack of storage quota",
-    UNAVAILABLE: "the Hub kept answering 408/429/5xx or could not be reached, through every retry",
-    OFFLINE: "HF_HUB_OFFLINE is set in this process",
-    FAILED: "any other answer",
-}
-
-
-def hub_endpoint(env: Mapping[str, str] | None = None) -> str:
-    """The Hub to talk to: HF_ENDPOINT (a mirror, or the local test server), else huggingface.co."""
-    env = os.environ if env is None else env
-    return (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
+# The codes a Hub failure ends with, in every stage (the error's class says which stage); their meanings are
+# core/errors.py's.
+AUTH, NOT_FOUND, CONFLICT = ErrorCode.HUB_AUTH, ErrorCode.HUB_NOT_FOUND, ErrorCode.HUB_CONFLICT
+QUOTA, UNAVAILABLE = ErrorCode.HUB_QUOTA, ErrorCode.HUB_UNAVAILABLE
+OFFLINE, FAILED = ErrorCode.HUB_OFFLINE, ErrorCode.HUB_FAILED
+CODES = {code: code.meaning for code in (AUTH, NOT_FOUND, CONFLICT, QUOTA, UNAVAILABLE, OFFLINE, FAILED)}
 
 
 # -- repo ids and paths -------------------------------------------------------------------------------------------
@@ -173,6 +164,37 @@ def stop_error(cancel: CancelFlag | None, *, doing: str, stage: str) -> JobError
     deadline), else JobCancelled."""
     own = getattr(cancel, "error", None)
     return (own(doing, stage=stage) if callable(own) else None) or JobCancelled(f"cancelled {doing}", stage=stage)
+
+
+# -- repo operations whose refusals are answers -------------------------------------------------------------------
+
+
+def create_or_reuse_repo(api: HfApi, repo_id: str, *, private: bool, repo_type: str = "model") -> tuple[bool, bool]:
+    """Create the repo, or reuse the one there (the Hub's 409): (whether it is private, whether it was reused).
+    Any other refusal is raised as huggingface_hub's error, for `call_hub` to translate."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False)
+        return private, False
+    except HfHubHTTPError as exc:
+        if exc.response is None or exc.response.status_code != 409:
+            raise
+    return bool(api.repo_info(repo_id, repo_type=repo_type).private), True
+
+
+def list_folder_or_empty(api: HfApi, repo_id: str, path: str) -> list:
+    """The entries of folder `path` in a repo; [] when there is no such folder (the Hub's 404)."""
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        return list(api.list_repo_tree(repo_id, path_in_repo=path))
+    except EntryNotFoundError:
+        return []
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return []
+        raise
 
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -302,7 +324,7 @@ def is_offline_failure(exc: BaseException) -> bool:
     return any(isinstance(cause, OfflineModeIsEnabled) for cause in exception_chain(exc))
 
 
-def _typed(target: HubTarget, code: str, message: str, *, field: str) -> JobError:
+def _typed(target: HubTarget, code: ErrorCode, message: str, *, field: str) -> JobError:
     # A stage may have a class of its own for a code (publish: HubAuthError, ...), so `except HubAuthError` works.
     kind = next((sub for sub in target.family.__subclasses__() if sub.code == code), target.family)
     return kind(message, field=field, code=code)

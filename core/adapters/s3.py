@@ -3,94 +3,31 @@ failures into the job's typed errors. Datasets (s3:// URLs), resume (s3:// check
 use it, so a refused key reads the same and carries the same code (`s3_auth`) in every stage; the caller says which
 stage (the error class). docs/hub-and-s3.md lists the variables and codes.
 
-Settings come from the mapping the caller gives (os.environ at the edge), never read behind its back: RunPod's
-BUCKET_* set wins over AWS_*; with no keys at all boto3's own chain (profile, instance role) applies.
+The settings (endpoint, keys, region) are core/settings.py's `S3Config`, read once with the rest of the environment
+(`Settings.s3`): RunPod's BUCKET_* set wins over AWS_*; with no keys at all boto3's own chain (profile, instance
+role) applies.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from core.errors import JobError, exception_chain
+from core.errors import ErrorCode, JobError, exception_chain
 from core.secrets import mask_secret_values, redact
+from core.settings import DEFAULT_REGION, KEY_VARS, S3Config, region_of, s3_config
 
-DEFAULT_REGION = "us-east-1"
-KEY_VARS = "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+__all__ = ["CODES", "DEFAULT_REGION", "KEY_VARS", "S3Config", "region_of", "require_keys", "s3_client", "s3_config",
+           "s3_error", "s3_failures"]
 
-# The codes an S3 failure ends with, in every stage.
-AUTH, NO_BUCKET, NOT_FOUND = "s3_auth", "s3_no_bucket", "s3_not_found"
-UNAVAILABLE, FAILED = "s3_unavailable", "s3_failed"
-CODES = {
-    AUTH: "no keys, or keys the endpoint refuses (401/403, AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch)",
-    NO_BUCKET: "the bucket does not exist at that endpoint",
-    NOT_FOUND: "no object under that key",
-    UNAVAILABLE: "the endpoint cannot be reached, or kept answering 5xx through boto3's retries",
-    FAILED: "any other answer",
-}
+
+# The codes an S3 failure ends with, in every stage; their meanings are core/errors.py's.
+AUTH, NO_BUCKET, NOT_FOUND = ErrorCode.S3_AUTH, ErrorCode.S3_NO_BUCKET, ErrorCode.S3_NOT_FOUND
+UNAVAILABLE, FAILED = ErrorCode.S3_UNAVAILABLE, ErrorCode.S3_FAILED
+CODES = {code: code.meaning for code in (AUTH, NO_BUCKET, NOT_FOUND, UNAVAILABLE, FAILED)}
 ACCESS_CODES = frozenset({"403", "401", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                           "InvalidToken", "ExpiredToken", "AllAccessDisabled"})
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 BUSY_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"})
-
-
-@dataclass(frozen=True)
-class S3Config:
-    endpoint_url: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    region: str = DEFAULT_REGION
-
-    @property
-    def has_keys(self) -> bool:
-        return bool(self.access_key_id and self.secret_access_key)
-
-    @property
-    def secrets(self) -> list[str | None]:
-        """Values no message may carry."""
-        return [self.secret_access_key, self.session_token, self.access_key_id]
-
-    @property
-    def where(self) -> str:
-        return self.endpoint_url or "AWS S3"
-
-
-def s3_config(env: Mapping[str, str]) -> S3Config:
-    """S3 settings from the environment: endpoint BUCKET_ENDPOINT_URL (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL),
-    keys BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY (AWS_* ones first when no BUCKET_ENDPOINT_URL is set),
-    AWS_SESSION_TOKEN, region BUCKET_REGION, else the one in the endpoint's host name (AWS, Backblaze, DigitalOcean
-    Spaces, as runpod's rp_upload reads it), else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
-    def get(*names: str) -> str | None:
-        for name in names:
-            value = (env.get(name) or "").strip()
-            if value:
-                return value
-        return None
-
-    if get("BUCKET_ENDPOINT_URL"):
-        key_names = ("BUCKET_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
-        secret_names = ("BUCKET_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
-    else:
-        key_names = ("AWS_ACCESS_KEY_ID", "BUCKET_ACCESS_KEY_ID")
-        secret_names = ("AWS_SECRET_ACCESS_KEY", "BUCKET_SECRET_ACCESS_KEY")
-    endpoint = get("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-    return S3Config(
-        endpoint_url=endpoint,
-        access_key_id=get(*key_names),
-        secret_access_key=get(*secret_names),
-        session_token=get("AWS_SESSION_TOKEN"),
-        region=get("BUCKET_REGION") or region_of(endpoint or "") or get("AWS_REGION", "AWS_DEFAULT_REGION")
-        or DEFAULT_REGION,
-    )
-
-
-def region_of(endpoint: str) -> str | None:
-    """The region in an AWS/Backblaze (`s3.<region>.`) or DigitalOcean Spaces URL; None for any other."""
-    match = re.search(r"[./]s3\.(?!amazonaws\.)([a-z0-9-]+)\.", endpoint) or re.search(
-        r"//([a-z0-9-]+)\.digitaloceanspaces\.com", endpoint)
-    return match.group(1) if match else None
 
 
 def s3_client(config: S3Config):
@@ -139,7 +76,7 @@ def s3_error(exc: BaseException, *, family: type[JobError], where: str, field: s
         text = text.splitlines()[0] if text else ""
         return text if len(text) < 300 else text[:300] + "..."
 
-    def typed(code: str, problem: str, *, at: str = field) -> JobError:
+    def typed(code: ErrorCode, problem: str, *, at: str = field) -> JobError:
         return family(clean(f"{where}: {problem}"), field=at, code=code)
 
     chain = exception_chain(exc)

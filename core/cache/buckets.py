@@ -309,12 +309,7 @@ def model_identity(name: str, *, parts: re.Pattern[str], settings: Settings, con
     revision = str(config.get("revision") or "main")
     if re.fullmatch(r"[0-9a-f]{40}", revision):
         return f"hub:{name}@{revision}:{config.get('variant') or ''}"
-    hub_cache = Path(settings.hf_home) / "hub" if settings.hf_home else None
-    if hub_cache is None:
-        from huggingface_hub import constants
-
-        hub_cache = Path(constants.HF_HUB_CACHE)
-    ref = hub_cache / f"models--{name.replace('/', '--')}" / "refs" / revision
+    ref = settings.hub_cache / f"models--{name.replace('/', '--')}" / "refs" / revision
     try:
         commit = ref.read_text().strip()
     except OSError:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.result import human_size
 from core.settings import Settings
 
 KINDS = ("dataset", "text_embeds", "vae_latents", "captions", "buckets")
@@ -92,8 +93,8 @@ class Usage:
 
     def line(self) -> str:
         """'Cache: 3 entries, 1.2 GB of 100.0 GB (/runpod-volume/trainer-cache)': the UI's line."""
-        return (f"Cache: {self.entries} entries, {_human(self.bytes)} of {_human(self.max_bytes)} ({self.root}; "
-                "CACHE_MAX_GB sets the limit)")
+        return (f"Cache: {self.entries} entries, {human_size(self.bytes)} of {human_size(self.max_bytes)} "
+                f"({self.root}; CACHE_MAX_GB sets the limit)")
 
 
 class Cache:
@@ -274,8 +275,3 @@ def _files(folder: Path) -> Iterator[tuple[str, str]]:
                 yield (name if relative == "." else f"{relative}/{name}"), path
 
 
-def _human(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"

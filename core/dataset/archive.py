@@ -29,6 +29,7 @@ from typing import IO
 
 from core.cancel import Cancel
 from core.errors import DatasetError, UnsafeArchive
+from core.result import human_size
 
 # Every suffix Pillow opens that a dataset plausibly holds; anything else is skipped before decoding.
 IMAGE_SUFFIXES = frozenset(
@@ -148,7 +149,7 @@ class Budget:
         self.cancel.check(f"while extracting {self.label}")
         if total > self.limits.max_total_bytes:
             raise UnsafeArchive(
-                f"{self.label}: unpacks to more than {_size(self.limits.max_total_bytes)}", field="dataset"
+                f"{self.label}: unpacks to more than {human_size(self.limits.max_total_bytes)}", field="dataset"
             )
         ratio = total / self.archive_size
         if total > _RATIO_FLOOR_BYTES and ratio > self.limits.max_ratio:
@@ -341,10 +342,4 @@ def _extract_tar(
         raise DatasetError(f"{label}: not a readable tar archive ({exc})", field="dataset") from None
 
 
-def _size(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:g} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    return str(count)
 

@@ -9,7 +9,6 @@ A cancel (or the job's deadline) stops the files not yet started and, through th
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -70,7 +69,6 @@ def fetch_hf_dataset(
     max_bytes: int,
     token: str | None = None,
     on_event: EventSink = ignore_event,
-    env: Mapping[str, str] | None = None,
     cancel: CancelFlag | None = None,
 ) -> HfFetched:
     """Download the repo's images (+ captions) or parquet rows into `folder`. Hub failures are DownloadErrors with
@@ -78,7 +76,7 @@ def fetch_hf_dataset(
     from huggingface_hub import HfApi
 
     repo = check_repo_id(dataset.hf_repo or "", family=DatasetError, field=FIELD, kind="dataset")
-    endpoint = hub_endpoint(os.environ if env is None else env)
+    endpoint = hub_endpoint()
     target = HubTarget(repo, family=DownloadError, field=FIELD, endpoint=endpoint, repo_type="dataset", token=token,
                        revision=dataset.revision, revision_field="dataset.revision")
     if is_offline():

@@ -33,10 +33,10 @@ from core.adapters import TrainerEnv, detect_device
 from core.cache import Cache, cached_captions, file_sha256, keep_captions, model_identity, run_key
 from core.cancel import Cancel
 from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_options, clean_caption
-from core.errors import JobError
+from core.errors import ErrorCode, JobError
 from core.events import CaptionProgress, EventSink, LogLine, ignore_event
 from core.jobdir import JobDir
-from core.models import caption_download, fetch_caption_model, hub_cache
+from core.models import caption_download, fetch_caption_model
 from core.settings import TOOLS_DIR, Settings
 from core.spec import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec, JobSpec
 
@@ -64,7 +64,7 @@ POLL_S = 0.1
 class CaptionError(JobError):
     """The caption model could not be loaded or failed on the images."""
 
-    code = "captioning_failed"
+    code = ErrorCode.CAPTIONING_FAILED
     stage = "caption"
 
 
@@ -177,7 +177,7 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
 
 def _from_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list[str],
                 settings: Settings) -> dict[str, str] | None:
-    model = model_identity(captioning.model_id, hub_cache=hub_cache(settings)) if cache is not None else None
+    model = model_identity(captioning.model_id, hub_cache=settings.hub_cache) if cache is not None else None
     if cache is None or model is None:
         return None
     known = cached_captions(cache, run_key(captioning, model=model, script=CAPTION_SCRIPT, images=hashes))
@@ -187,7 +187,7 @@ def _from_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list
 def _to_cache(cache: Cache | None, captioning: CaptioningSpec, *, hashes: list[str], texts: list[str],
               settings: Settings, build_s: float) -> None:
     # After the run: a Hub model is in the Hugging Face cache now, so its commit names it.
-    model = model_identity(captioning.model_id, hub_cache=hub_cache(settings)) if cache is not None else None
+    model = model_identity(captioning.model_id, hub_cache=settings.hub_cache) if cache is not None else None
     if cache is not None and model is not None:
         keep_captions(cache, run_key(captioning, model=model, script=CAPTION_SCRIPT, images=hashes),
                       dict(zip(hashes, texts, strict=True)), build_s=build_s)
@@ -201,7 +201,10 @@ def finish_caption(text: str, *, prefix: str, captions: CaptionOptions) -> str:
 
 
 @dataclass
-class CaptionRun:
+class CaptionOutcome:
+    """What one generate_captions call made: the captions (in the images' order), the device and its timings. (The
+    UI's background caption run is app/dataset_store.py's CaptionRun.)"""
+
     captions: list[str]
     device: str
     load_s: float
@@ -211,13 +214,13 @@ class CaptionRun:
 def generate_captions(images: list[Path], captioning: CaptioningSpec, *, settings: Settings,
                       token: str | None = None, on_event: EventSink = ignore_event, cancel: Cancel | None = None,
                       log: Path | None = None, device: str | None = None,
-                      on_caption: Callable[[int, str], None] | None = None) -> CaptionRun:
+                      on_caption: Callable[[int, str], None] | None = None) -> CaptionOutcome:
     """Run the caption model on `images` in the trainer env; `on_caption(index, raw text)` as each one is done.
     Raises CaptionError (field captioning.model) or the cancel's JobCancelled/JobTimeout."""
     cancel = Cancel.of(cancel)
     trainer = TrainerEnv(settings)
     trainer.require()  # before the model is fetched for nothing
-    model = resolve_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
+    model = resolve_caption_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
     device = device or detect_device(settings)[0]
     on_event(LogLine(f"captioning {len(images)} images with {captioning.model} on {device}"))
     request = {"model": model, "images": [str(path) for path in images], "style": captioning.style,
@@ -226,7 +229,7 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     log.parent.mkdir(parents=True, exist_ok=True)
     request_file = log.with_name("caption-request.json")
     request_file.write_text(json.dumps(request))
-    run = CaptionRun(captions=[""] * len(images), device=device, load_s=0.0, images_per_s=None)
+    run = CaptionOutcome(captions=[""] * len(images), device=device, load_s=0.0, images_per_s=None)
     started = time.monotonic()
     with log.open("ab") as stderr:
         # The token only where the model may be downloaded (TRAINER_ONLINE); offline it is never needed.
@@ -242,7 +245,7 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     return run
 
 
-def _follow(process: subprocess.Popen, run: CaptionRun, *, names: list[str], started: float, on_event: EventSink,
+def _follow(process: subprocess.Popen, run: CaptionOutcome, *, names: list[str], started: float, on_event: EventSink,
             cancel: Cancel, on_caption: Callable[[int, str], None] | None) -> None:
     """Read the script's JSON lines until it ends; a cancel stops it (the caller kills it)."""
     total = len(names)
@@ -291,7 +294,7 @@ def _follow(process: subprocess.Popen, run: CaptionRun, *, names: list[str], sta
                            field="captioning.model")
 
 
-def resolve_model(captioning: CaptioningSpec, *, settings: Settings, token: str | None, on_event: EventSink,
+def resolve_caption_model(captioning: CaptioningSpec, *, settings: Settings, token: str | None, on_event: EventSink,
                   cancel: Cancel | None) -> str:
     """The folder or Hub id the caption process loads: a local folder as it is; a Hub model fetched into the cache
     when this machine may download (TRAINER_ONLINE), else looked up in the cache."""
@@ -300,7 +303,7 @@ def resolve_model(captioning: CaptioningSpec, *, settings: Settings, token: str 
         if not (Path(model) / "config.json").is_file():
             raise CaptionError(f"{model} is no model folder (no config.json in it)", field="captioning.model")
         return model
-    cache_dir = hub_cache(settings)
+    cache_dir = settings.hub_cache
     if caption_download(captioning, settings=settings):
         # A check of the cache when the job's download (core/models/prefetch.py) brought it already.
         fetch_caption_model(model, settings=settings, token=token, on_event=on_event, cancel=cancel)

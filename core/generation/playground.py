@@ -22,8 +22,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.adapters import TrainerEnv, detect_device
-from core.errors import JobError, SetupError
+from core.errors import ErrorCode, JobError, SetupError
 from core.outputs import LORA_FILE
+from core.secrets import job_secrets
 from core.settings import TOOLS_DIR, Settings
 
 GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
@@ -103,7 +104,7 @@ class Playground:
             finally:
                 self._last_used = time.monotonic()
         if not answer.get("ok"):
-            raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code="generate_failed",
+            raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code=ErrorCode.GENERATE_FAILED,
                            stage="generate")
         return Rendered(images=[Path(p) for p in answer["images"]], seconds=answer.get("seconds", {}),
                         warm=answer.get("warm", {}))
@@ -128,7 +129,7 @@ class Playground:
     def _ensure_started(self) -> subprocess.Popen:
         if self._process is not None and self.running:
             return self._process
-        device, _ = detect_device(self.settings, env=self._env)
+        device, _ = detect_device(self.settings)
         process = self.trainer.start(GENERATE_SCRIPT, ["--serve"], device=device, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         ready = self._read(process, timeout_s=START_TIMEOUT_S)
@@ -146,7 +147,8 @@ class Playground:
             _pipe(process.stdin).flush()
         except OSError as exc:
             self._stop_locked("broken pipe")
-            raise JobError(f"the generation process ended: {exc}", code="generate_failed", stage="generate") from None
+            raise JobError(f"the generation process ended: {exc}",
+                           code=ErrorCode.GENERATE_FAILED, stage="generate") from None
         answer = self._read(process, timeout_s=REQUEST_TIMEOUT_S)
         if "ok" not in answer:
             self._stop_locked("no answer")
@@ -211,7 +213,7 @@ MAX_LORA_BYTES = 4 * 1024**3
 class GenerateError(JobError):
     """A generate job's LoRA or base model cannot be fetched, or diffusers refused the request."""
 
-    code = "generate_failed"
+    code = ErrorCode.GENERATE_FAILED
     stage = "generate"
 
 
@@ -234,16 +236,12 @@ def parse_generate_job(data: Any) -> GenerateJob:
     """Validate a generate job; a SpecError names every bad field."""
     from pydantic import ValidationError
 
-    from core.errors import SpecError
+    from core.spec import validation_error
 
     try:
         return GenerateJob.model_validate(data)
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in error["loc"]) or "input",
-                   "message": "unknown field" if error["type"] == "extra_forbidden"
-                   else error["msg"].removeprefix("Value error, ")} for error in exc.errors(include_url=False)]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise SpecError(errors[0]["message"] + more, field=errors[0]["field"], errors=errors) from None
+        raise validation_error(exc) from None
 
 
 def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | None) -> Path:
@@ -261,7 +259,7 @@ def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | No
     repo, sub = (f"{parts[0]}/{name}" if parts else ""), "/".join(parts[2:])
     if not is_repo_id(repo) or any(part in (".", "..") for part in parts):
         raise GenerateError(f"'{text}' is neither a Hub path (user/repo, user/repo/checkpoint-N) nor an https:// or "
-                            "s3:// URL", field="lora", code="invalid_input")
+                            "s3:// URL", field="lora", code=ErrorCode.INVALID_INPUT)
     filename = sub if sub.endswith(".safetensors") else "/".join(p for p in (sub, LORA_FILE) if p)
     from huggingface_hub import hf_hub_download
 
@@ -282,35 +280,35 @@ def resolve_model(model: str, *, settings: Settings, token: str | None) -> str:
             from core.adapters import hub_endpoint
             from core.models import fetch_repo
 
-            cache = Path(settings.hf_home) / "hub" if settings.hf_home else None
-            if cache is not None:
-                return str(fetch_repo(model, field="model", cache_dir=cache, token=token, endpoint=hub_endpoint()))
+            return str(fetch_repo(model, field="model", cache_dir=settings.hub_cache, token=token,
+                                  endpoint=hub_endpoint()))
         return model
     if not (Path(model) / "model_index.json").is_file():
         raise GenerateError(f"{model} is no diffusers model folder (model_index.json is missing)", field="model",
-                            code="invalid_input")
+                            code=ErrorCode.INVALID_INPUT)
     return model
 
 
 def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, playground: Playground,
-                     env: dict[str, str]) -> dict[str, Any]:
+                     ) -> dict[str, Any]:
     """Render a generate job; the answer lists the images as bucket URLs (a bucket named or configured) or as
     base64 PNGs, with the timings of the warm process."""
     from core.adapters import public_url
 
-    token = job.token or (settings.hf_token.get_secret_value() if settings.hf_token else None)
+    token = settings.token(job.token)
     lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token) if job.lora else None
     model = resolve_model(job.model, settings=settings, token=token)
     request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
     rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image")
-    bucket = job.bucket or env.get("BUCKET_NAME")
+    bucket = job.bucket or settings.bucket_name
     images: list[dict[str, Any]] = [{"file": path.name} for path in rendered.images]
-    if bucket and env.get("BUCKET_ENDPOINT_URL"):
-        from core.publishing import upload_outputs
+    if bucket and settings.s3.endpoint_url:
+        from core.publishing import BucketDestination, upload_outputs
         from core.spec import StorageSpec
 
-        uploaded = upload_outputs(workdir / "images", storage=StorageSpec(bucket=bucket, prefix="generated"),
-                                  job_id=workdir.name, env=env, secrets=[token])
+        destination = BucketDestination(StorageSpec(bucket=bucket, prefix="generated"), bucket=bucket, s3=settings.s3)
+        uploaded = upload_outputs(workdir / "images", destination=destination, job_id=workdir.name,
+                                  secrets=[token, *job_secrets(None, settings=settings)])
         for image in images:
             image["url"] = uploaded["files"][image["file"]]
     else:

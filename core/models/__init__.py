@@ -3,7 +3,7 @@
 What other packages and the faces may use is listed in __all__."""
 
 from core.models.base_model import fetch_base_model, fetch_repo
-from core.models.caption_model import caption_download, fetch_caption_model, hub_cache
+from core.models.caption_model import caption_download, fetch_caption_model
 from core.models.prefetch import ModelFetch
 
 __all__ = [
@@ -12,5 +12,4 @@ __all__ = [
     "fetch_base_model",
     "fetch_caption_model",
     "fetch_repo",
-    "hub_cache",
 ]

@@ -33,8 +33,9 @@ from core.adapters import (
     is_offline,
     stop_error,
 )
-from core.errors import JobError, ModelDownloadError
+from core.errors import ErrorCode, JobError, ModelDownloadError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
+from core.result import human_size
 from core.settings import Settings
 from core.spec import JobSpec
 
@@ -114,13 +115,6 @@ def _component_files(names: list[str], *, variant: str | None) -> list[str]:
     return support + _pick_weights(names, variant=variant)
 
 
-def human_size(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
 # -- the stage --------------------------------------------------------------------------------------------------------
 
 
@@ -146,7 +140,6 @@ def fetch_base_model(spec: JobSpec, *, settings: Settings, token: str | None, on
     models = hub_models(spec)
     if not settings.online or not models:
         return None
-    from huggingface_hub import constants
 
     if is_offline():
         on_event(JobWarning("HF_HUB_OFFLINE is set in this process: the base model is not fetched ahead; SimpleTuner "
@@ -154,7 +147,7 @@ def fetch_base_model(spec: JobSpec, *, settings: Settings, token: str | None, on
         return None
     revision = str(spec.config.get("revision") or "main")  # SimpleTuner's --revision and --variant apply to both
     variant = str(spec.config["variant"]) if spec.config.get("variant") else None
-    cache_dir = Path(settings.hf_home) / "hub" if settings.hf_home else Path(constants.HF_HUB_CACHE)
+    cache_dir = settings.hub_cache
     fetched = {repo: fetch_repo(repo, field=field, revision=revision, variant=variant, cache_dir=cache_dir,
                                 token=token, on_event=on_event, cancel=cancel)
                for field, repo in models}
@@ -324,7 +317,7 @@ def _check_space(storage: Path, needed: int, *, repo_id: str, field: str) -> Non
     if free < needed * DISK_MARGIN:
         raise ModelDownloadError(f"not enough disk space for {repo_id} in {existing}: {human_size(needed)} to "
                                  f"download, {human_size(free)} free (point HF_HOME at a larger volume)",
-                                 field=field, code="model_disk_full")
+                                 field=field, code=ErrorCode.MODEL_DISK_FULL)
 
 
 # -- progress ---------------------------------------------------------------------------------------------------------

@@ -24,11 +24,5 @@ def fetch_caption_model(model: str, *, settings: Settings, token: str | None, on
                         cancel: CancelFlag | None) -> Path:
     """The same download as the base model's: byte progress, retries, resumable, into the cache on the volume; its
     errors name captioning.model."""
-    return fetch_repo(model, field="captioning.model", cache_dir=hub_cache(settings), token=token,
+    return fetch_repo(model, field="captioning.model", cache_dir=settings.hub_cache, token=token,
                       on_event=on_event, cancel=cancel)
-
-
-def hub_cache(settings: Settings) -> Path:
-    from huggingface_hub import constants
-
-    return Path(settings.hf_home) / "hub" if settings.hf_home else Path(constants.HF_HUB_CACHE)

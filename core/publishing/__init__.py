@@ -6,21 +6,37 @@ What other packages and the faces may use is listed in __all__."""
 from core.publishing.bucket import upload_outputs
 from core.publishing.card import CardFacts
 from core.publishing.checkpoints import CheckpointUploads, fallback_destinations
-from core.publishing.destinations import check_destinations
+from core.publishing.destinations import (
+    BucketDestination,
+    Destinations,
+    HubDestination,
+    bucket_of,
+    check_destinations,
+    destinations_of,
+    endpoint_bucket,
+    require_destination,
+)
 from core.publishing.hub_repo import publish_to_hub
 from core.publishing.license import base_model_license
 from core.publishing.lora_files import add_lora_files
 from core.publishing.safekeeping import keep_outputs, outputs_stored
 
 __all__ = [
+    "BucketDestination",
     "CardFacts",
     "CheckpointUploads",
+    "Destinations",
+    "HubDestination",
     "add_lora_files",
     "base_model_license",
+    "bucket_of",
     "check_destinations",
+    "destinations_of",
+    "endpoint_bucket",
     "fallback_destinations",
     "keep_outputs",
     "outputs_stored",
     "publish_to_hub",
+    "require_destination",
     "upload_outputs",
 ]

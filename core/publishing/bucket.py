@@ -1,9 +1,9 @@
 """S3-compatible storage: upload a run's output folder to a bucket and hand back presigned download URLs.
 
-The client and its settings (runpod's BUCKET_* variables, else AWS_*, from the mapping the caller gives) and the
-typed errors are core/adapters/s3.py's. Keys are `<prefix>/<job_id>/<relative path>`. Text files are scrubbed of secrets
-before they leave. A cancel (or the job's deadline) stops the upload between files and, through boto3's byte
-callback, between the chunks of a file.
+The bucket and its S3 settings are the job's destination (core/publishing/destinations.py `destinations_of`); the
+client and the typed errors are core/adapters/s3.py's. Keys are `<prefix>/<job_id>/<relative path>`. Text files are
+scrubbed of secrets before they leave. A cancel (or the job's deadline) stops the upload between files and, through
+boto3's byte callback, between the chunks of a file.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from core.adapters import CancelFlag, require_keys, s3_client, s3_config, s3_error, s3_failures, stop_error
+from core.adapters import CancelFlag, s3_client, s3_error, s3_failures, stop_error
 from core.errors import StorageError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
 from core.outputs import checkpoint_step
+from core.publishing.destinations import BucketDestination
 from core.secrets import scrub_file
-from core.spec import StorageSpec
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -26,9 +26,8 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 def upload_outputs(
     output_dir: Path,
     *,
-    storage: StorageSpec,
+    destination: BucketDestination,
     job_id: str,
-    env: Mapping[str, str],
     extra_files: dict[str, Path] | None = None,
     on_event: EventSink = ignore_event,
     include_checkpoints: bool = True,
@@ -36,21 +35,16 @@ def upload_outputs(
     cancel: CancelFlag | None = None,
 ) -> dict:
     """Upload every file of `output_dir` (checkpoint folders only when asked) plus `extra_files` (repo-style
-    relative path -> local file; they replace output files of the same path). Returns
-    {"bucket", "prefix", "files": {relative path: presigned GET URL valid storage.expires_s}}.
+    relative path -> local file; they replace output files of the same path) to `destination` (destinations_of).
+    Returns {"bucket", "prefix", "files": {relative path: presigned GET URL valid storage.expires_s}}.
 
     `secrets` are values to scrub from uploaded text files and error messages besides the bucket keys
-    (the caller passes the HF token). Failures are StorageErrors with core/adapters/s3.py's codes; a set `cancel`
-    raises the
-    job's stop error (cancelled / timeout) at the next file or chunk."""
-    config = s3_config(env)
-    require_keys(config, family=StorageError, field="storage")
-    bucket = storage.bucket or env.get("BUCKET_NAME")
-    if not bucket:
-        raise StorageError("no bucket name: set storage.bucket in the job or BUCKET_NAME", field="storage.bucket")
+    (the caller passes the HF tokens: job_secrets). Failures are StorageErrors with core/adapters/s3.py's codes; a
+    set `cancel` raises the job's stop error (cancelled / timeout) at the next file or chunk."""
+    bucket, config, storage = destination.require(), destination.s3, destination.spec
     if not JOB_ID.match(job_id):
         raise StorageError(f"job id {job_id!r} cannot be part of an object key", field="job_id")
-    known_secrets = [*config.secrets, env.get("HF_TOKEN"), *secrets]
+    known_secrets = [*config.secrets, *secrets]
     prefix = "/".join(part for part in (storage.prefix.strip("/"), job_id) if part)
     files = output_files(Path(output_dir), include_checkpoints=include_checkpoints, extra_files=extra_files or {})
     if not files:

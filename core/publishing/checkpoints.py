@@ -18,7 +18,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,10 +28,8 @@ from core.adapters import (
     HubTarget,
     RetryPolicy,
     call_hub,
-    hub_endpoint,
-    require_keys,
+    list_folder_or_empty,
     s3_client,
-    s3_config,
     s3_error,
     s3_failures,
 )
@@ -39,7 +37,9 @@ from core.errors import JobError, PublishError, StorageError
 from core.events import CheckpointSaved, Event, EventSink, JobWarning, LogLine, ignore_event
 from core.jobdir import JobDir
 from core.outputs import STATE_FILE, checkpoint_name, checkpoint_step
+from core.publishing.destinations import BucketDestination, HubDestination, destinations_of
 from core.secrets import scrub_file
+from core.settings import Settings
 from core.spec import JobSpec
 
 FOLDER = "checkpoints"
@@ -67,16 +67,18 @@ class Destination(Protocol):
 class HubCheckpoints:
     """checkpoints/checkpoint-N/ in a Hub repo (which the destination check created)."""
 
-    def __init__(self, repo_id: str, *, token: str, private: bool, secrets: Sequence[str | None] = (),
+    def __init__(self, destination: HubDestination, *, secrets: Sequence[str | None] = (),
                  retry: RetryPolicy = RETRY, on_event: EventSink = ignore_event):
-        self.repo_id, self.token, self.private, self.retry, self.on_event = repo_id, token, private, retry, on_event
-        self.secrets = [s for s in (token, *secrets) if s]
-        self.name = f"hf://{repo_id}/{FOLDER}"
+        self.repo_id, self.private, self.endpoint = destination.repo_id, destination.spec.private, destination.endpoint
+        self.token = destination.token
+        self.retry, self.on_event = retry, on_event
+        self.secrets = [s for s in (self.token, *secrets) if s]
+        self.name = f"hf://{self.repo_id}/{FOLDER}"
 
     def upload(self, folder: Path, step: int, *, keep: int) -> UploadedCheckpoint:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, RepoFolder
 
-        target = HubTarget(self.repo_id, family=PublishError, field="hub.checkpoints", endpoint=hub_endpoint(),
+        target = HubTarget(self.repo_id, family=PublishError, field="hub.checkpoints", endpoint=self.endpoint,
                            token=self.token, token_field="hub.token", write=True)  # noqa: S106 (a field name)
         api = HfApi(endpoint=target.endpoint, token=self.token)
 
@@ -85,7 +87,7 @@ class HubCheckpoints:
 
         hub("creating the repo", lambda: api.create_repo(self.repo_id, private=self.private, exist_ok=True))
         there = hub("listing its checkpoints", lambda: [
-            entry.path.rsplit("/", 1)[-1] for entry in _tree_or_empty(api, self.repo_id, FOLDER)
+            entry.path.rsplit("/", 1)[-1] for entry in list_folder_or_empty(api, self.repo_id, FOLDER)
             if isinstance(entry, RepoFolder)])
         old = _to_drop([*there, folder.name], keep=keep)
 
@@ -103,12 +105,11 @@ class HubCheckpoints:
 class BucketCheckpoints:
     """<prefix>/checkpoints/checkpoint-N/ in a bucket."""
 
-    def __init__(self, bucket: str, prefix: str, *, env: Mapping[str, str], secrets: Sequence[str | None] = ()):
-        self.config = s3_config(env)
-        require_keys(self.config, family=StorageError, field="storage")
-        self.bucket, self.secrets = bucket, [s for s in secrets if s]
-        self.prefix = "/".join(part for part in (prefix.strip("/"), FOLDER) if part)
-        self.name = f"s3://{bucket}/{self.prefix}"
+    def __init__(self, destination: BucketDestination, *, secrets: Sequence[str | None] = ()):
+        self.config = destination.s3
+        self.bucket, self.secrets = destination.require(), [s for s in secrets if s]
+        self.prefix = "/".join(part for part in (destination.prefix.strip("/"), FOLDER) if part)
+        self.name = f"s3://{self.bucket}/{self.prefix}"
 
     def upload(self, folder: Path, step: int, *, keep: int) -> UploadedCheckpoint:
         where = f"{self.name}/{folder.name}"
@@ -134,19 +135,6 @@ class BucketCheckpoints:
         return UploadedCheckpoint(step=step, location=where, resume_from=where)
 
 
-def _tree_or_empty(api, repo_id: str, path: str) -> list:
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-
-    try:
-        return list(api.list_repo_tree(repo_id, path_in_repo=path))
-    except EntryNotFoundError:
-        return []
-    except HfHubHTTPError as exc:
-        if exc.response is not None and exc.response.status_code == 404:
-            return []
-        raise
-
-
 def _to_drop(names: list[str], *, keep: int) -> list[str]:
     """The checkpoint-N names beyond the newest `keep`."""
     steps = sorted({step for name in names if (step := checkpoint_step(name)) is not None}, reverse=True)
@@ -162,25 +150,26 @@ def _contents(folder: Path, secrets: list[str]) -> list[tuple[str, bytes | str]]
     return out
 
 
-def destinations_of(spec: JobSpec, *, token: str | None, env: Mapping[str, str],
-                    on_event: EventSink = ignore_event) -> list[Destination]:
-    """Where this job's checkpoints go: its Hub repo and/or its bucket, each when asked (hub/storage.checkpoints)."""
+def checkpoint_destinations(spec: JobSpec, settings: Settings, *,
+                            on_event: EventSink = ignore_event) -> list[Destination]:
+    """Where this job's checkpoints go: its Hub repo and/or its bucket (destinations_of), each when asked
+    (hub/storage.checkpoints)."""
     found: list[Destination] = []
-    if spec.hub and spec.hub.checkpoints and token:
-        found.append(HubCheckpoints(spec.hub.repo_id, token=token, private=spec.hub.private, on_event=on_event))
-    bucket = spec.storage and (spec.storage.bucket or env.get("BUCKET_NAME"))
-    if spec.storage and spec.storage.checkpoints and bucket:
-        found.append(BucketCheckpoints(bucket, spec.storage.prefix, env=env, secrets=[token]))
+    where = destinations_of(spec, settings)
+    if where.hub and where.hub.spec.checkpoints and where.hub.token:
+        found.append(HubCheckpoints(where.hub, on_event=on_event))
+    if where.bucket and where.bucket.spec.checkpoints and where.bucket.bucket:
+        found.append(BucketCheckpoints(where.bucket, secrets=[settings.token(spec.hub.token if spec.hub else None)]))
     return found
 
 
-def fallback_destinations(spec: JobSpec, *, token: str | None, env: Mapping[str, str],
+def fallback_destinations(spec: JobSpec, settings: Settings, *,
                           on_event: EventSink = ignore_event) -> list[Destination]:
     """Where a checkpoint goes when the job must stop early and asked for no uploads: its own Hub repo or bucket."""
     forced = spec.model_copy(update={
         "hub": spec.hub.model_copy(update={"checkpoints": True}) if spec.hub else None,
         "storage": spec.storage.model_copy(update={"checkpoints": True}) if spec.storage else None})
-    return destinations_of(forced, token=token, env=env, on_event=on_event)
+    return checkpoint_destinations(forced, settings, on_event=on_event)
 
 
 class CheckpointUploads:
@@ -199,11 +188,10 @@ class CheckpointUploads:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def for_job(cls, spec: JobSpec, *, job: JobDir, token: str | None, env: Mapping[str, str],
+    def for_job(cls, spec: JobSpec, settings: Settings, *, job: JobDir,
                 on_event: EventSink = ignore_event) -> CheckpointUploads:
         keep = int(spec.config.get("checkpoints_total_limit") or DEFAULT_KEEP)
-        return cls(destinations_of(spec, token=token, env=env, on_event=on_event), job=job, keep=keep,
-                   on_event=on_event)
+        return cls(checkpoint_destinations(spec, settings, on_event=on_event), job=job, keep=keep, on_event=on_event)
 
     def __enter__(self) -> CheckpointUploads:
         if self.destinations:

@@ -21,22 +21,22 @@ from core.adapters import (
     HubTarget,
     RetryPolicy,
     call_hub,
-    hub_endpoint,
     is_offline,
     offline_error,
     repo_path,
     stop_error,
 )
-from core.errors import HubAuthError, HubConflict, PublishError
+from core.errors import HubAuthError, PublishError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
 from core.outputs import LORA_FILE, PIPELINE_DIR, SAMPLES_DIR, VALIDATION_SUFFIXES, checkpoints
 from core.publishing.card import CardFacts, render_model_card
+from core.publishing.destinations import HubDestination, ensure_repo
+from core.result import human_size
 from core.secrets import scrub_file
 from core.simpletuner import FULL, LYCORIS_CONFIG_FILE
-from core.spec import HubSpec
 
 if TYPE_CHECKING:
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd
 
 COMMIT_MESSAGES = {"lora": "Upload LoRA trained with SimpleTuner", "lycoris": "Upload LyCORIS adapter trained "
                    "with SimpleTuner", "full": "Upload full fine-tune trained with SimpleTuner"}
@@ -128,21 +128,20 @@ def _tree(root: Path, folder: str, keep: Callable[[Path], bool]) -> dict[str, Pa
 def publish_to_hub(
     output_dir: Path,
     *,
-    hub: HubSpec,
-    token: str | None,
+    destination: HubDestination,
     facts: CardFacts,
     on_event: EventSink = ignore_event,
     extra_files: dict[str, Path] | None = None,
     retry: RetryPolicy = RETRY,
     cancel: CancelFlag | None = None,
 ) -> HubResult:
-    """Create (or reuse) `hub.repo_id` and push the run in one commit. `token` is the job's hub.token or
-    HF_TOKEN, resolved by the caller. Raises HubAuthError, HubNotFound, HubConflict, HubQuotaError or
+    """Create (or reuse) the repo and push the run in one commit. `destination` (destinations_of) holds the repo
+    and its token, the job's hub.token or HF_TOKEN. Raises HubAuthError, HubNotFound, HubConflict, HubQuotaError or
     PublishError (codes: core/adapters/hub.py); returns only after the commit succeeded."""
+    hub, token, endpoint = destination.spec, destination.token, destination.endpoint
     if not token:
         raise HubAuthError("no Hugging Face token: set hub.token in the job or HF_TOKEN in the environment "
                            "(a token with the write role)", field="hub.token")
-    endpoint = hub_endpoint()
     secrets = [token]
     operations = plan_hub_commit(output_dir, facts=facts, include_checkpoints=hub.include_checkpoints,
                                  extra_files=extra_files, secrets=secrets, cancel=cancel)
@@ -157,12 +156,13 @@ def publish_to_hub(
     visibility = "private" if hub.private else "public"
     _warn_missing_widgets(facts, operations, on_event)
     # The pipeline reports the stage itself (started/completed/failed); these lines say what happens inside it.
-    on_event(LogLine(f"pushing {len(operations)} files ({_size(operations)}) to {repo_id} ({visibility})"))
+    size = human_size(sum(op.upload_info.size for op in operations))
+    on_event(LogLine(f"pushing {len(operations)} files ({size}) to {repo_id} ({visibility})"))
 
     def retried[T](what: str, call: Callable[[], T]) -> T:
         return call_hub(call, target=target, what=what, retry=retry, cancel=cancel, on_event=on_event)
 
-    private, reused = retried("creating the repo", lambda: _ensure_repo(api, hub))
+    private, reused = retried("creating the repo", lambda: ensure_repo(api, hub))
     if reused:
         on_event(LogLine(f"{repo_id} already exists ({'private' if private else 'public'}): reusing it"))
     if private != hub.private:
@@ -191,23 +191,6 @@ def publish_to_hub(
     return result
 
 
-def _ensure_repo(api: HfApi, hub: HubSpec) -> tuple[bool, bool]:
-    """Create the repo; on 409 reuse it. (private, reused). Refuses to put a private job into a public repo."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        api.create_repo(hub.repo_id, repo_type="model", private=hub.private, exist_ok=False)
-        return hub.private, False
-    except HfHubHTTPError as exc:
-        if exc.response is None or exc.response.status_code != 409:
-            raise
-    private = bool(api.repo_info(hub.repo_id, repo_type="model").private)
-    if hub.private and not private:
-        raise HubConflict(f"{hub.repo_id} already exists and is public, but this job asks for a private repo: "
-                          "make it private on the Hub or set hub.private to false", field="hub.private")
-    return private, True
-
-
 def _warn_missing_widgets(facts: CardFacts, operations: list[Any], on_event: EventSink) -> None:
     planned = {op.path_in_repo for op in operations}
     for path, _prompt in facts.validation:
@@ -224,13 +207,6 @@ def _commit_description(facts: CardFacts) -> str:
     return ", ".join(parts)
 
 
-def _size(operations: list[Any]) -> str:
-    total = sum(op.upload_info.size for op in operations)
-    for unit in ("B", "KB", "MB", "GB"):
-        if total < 1024 or unit == "GB":
-            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
-        total /= 1024
-    return f"{total:.1f} GB"
 
 
 __all__ = ["HubResult", "plan_hub_commit", "publish_to_hub"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from core.settings import TABLES_DIR
+from core.settings import TABLES_DIR, hub_cache_path
 
 LICENSES_FILE = TABLES_DIR / "model_licenses.json"
 HUB = "https://huggingface.co"
@@ -73,10 +73,10 @@ def _from_card(base_model: str, *, hf_cache: Path | None) -> ModelLicense | None
         return _read_card(folder / "README.md", link_base=None)
     if base_model.count("/") != 1 or base_model.startswith((".", "/")):
         return None
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
     try:
-        cached = try_to_load_from_cache(base_model, "README.md", cache_dir=str(hf_cache or constants.HF_HUB_CACHE))
+        cached = try_to_load_from_cache(base_model, "README.md", cache_dir=str(hf_cache or hub_cache_path()))
     except Exception:  # a malformed id or an unreadable cache: no card, the table answers
         return None
     if not isinstance(cached, str):

@@ -14,19 +14,18 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from core.adapters import s3_config
 from core.errors import JobError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
 from core.outputs import FETCHED_MARKER, checkpoints
 from core.publishing.bucket import output_files, upload_outputs
+from core.publishing.destinations import endpoint_bucket
 from core.result import JobResult
 from core.settings import Settings
-from core.spec import StorageSpec
 
 KEPT_FOLDER = "kept-outputs"
 
 
-def keep_outputs(error: JobError, result: JobResult, *, settings: Settings, env: Mapping[str, str],
+def keep_outputs(error: JobError, result: JobResult, *, settings: Settings,
                  extra_files: Mapping[str, Path], secrets: Sequence[str | None], on_event: EventSink = ignore_event,
                  ) -> JobError:
     """`error` (a failed publish), its message saying where the outputs are now and `salvaged` holding
@@ -38,9 +37,9 @@ def keep_outputs(error: JobError, result: JobResult, *, settings: Settings, env:
                 "files": result.storage["files"]}
     elif result.hub:
         kept = {"kept_at": result.hub["url"], "files": result.hub["files"]}
-    elif env.get("BUCKET_NAME") and s3_config(env).has_keys and result.output_dir:
+    elif (bucket := endpoint_bucket(settings)) and result.output_dir:
         try:
-            stored = upload_outputs(result.output_dir, storage=StorageSpec(), job_id=job_id, env=env,
+            stored = upload_outputs(result.output_dir, destination=bucket, job_id=job_id,
                                     extra_files=dict(extra_files), on_event=on_event, secrets=secrets)
             kept = {"kept_at": f"s3://{stored['bucket']}/{stored['prefix']}/", "files": stored["files"]}
         except JobError as failed:

@@ -7,6 +7,7 @@ What other packages and the faces may use is listed in __all__."""
 from core.spec.captioning import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
 from core.spec.job import (
     CONFIG_SHORTHAND,
+    SCHEDULE_FLAGS,
     DataloaderOptions,
     DatasetSpec,
     HubSpec,
@@ -16,6 +17,8 @@ from core.spec.job import (
     normalize_config,
     parse_job,
     simpletuner_flags,
+    unwrap_input,
+    validation_error,
 )
 from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, relative_data_dir
 from core.spec.samples import SamplesSpec, fill_trigger
@@ -27,6 +30,7 @@ __all__ = [
     "DATA_KEYS",
     "DEFAULT_CAPTION_MODEL",
     "PLACEHOLDER",
+    "SCHEDULE_FLAGS",
     "CaptioningSpec",
     "DataloaderOptions",
     "DatasetSpec",
@@ -40,4 +44,6 @@ __all__ = [
     "parse_job",
     "relative_data_dir",
     "simpletuner_flags",
+    "unwrap_input",
+    "validation_error",
 ]

@@ -12,7 +12,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -58,6 +58,8 @@ from core.spec.samples import SamplesSpec, check_trigger
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
 
 # The seed's and other trainers' friendly names -> SimpleTuner's native flag names.
+SCHEDULE_FLAGS = {"steps": "max_train_steps", "epochs": "num_train_epochs"}
+"""The two flags that lead SimpleTuner's schedule, by their shorthand: a job sets one of them, never both."""
 CONFIG_SHORTHAND: dict[str, str] = {
     "model_name": "pretrained_model_name_or_path",
     "model": "pretrained_model_name_or_path",
@@ -467,7 +469,16 @@ def _field_of(error: Mapping[str, Any]) -> str:
     return ".".join(loc)
 
 
-def parse_job(data: Any) -> JobSpec:  # noqa: C901 (one pass from raw input to a spec, each pydantic error mapped once)
+def unwrap_input(data: Any) -> Any:
+    """The job inside RunPod's envelope: `data["input"]` when `data` is {"input": ...} (or a whole RunPod job, with its
+    "id"), else `data` as it is."""
+    if isinstance(data, Mapping) and (set(data) == {"input"} or (
+            "input" in data and isinstance(data["input"], Mapping) and "id" in data)):
+        return data["input"]
+    return data
+
+
+def parse_job(data: Any) -> JobSpec:
     """Validate a job (bare or wrapped in RunPod's {"input": ...}); raise SpecError naming every bad field."""
     if isinstance(data, (str, bytes)):
         try:
@@ -477,10 +488,9 @@ def parse_job(data: Any) -> JobSpec:  # noqa: C901 (one pass from raw input to a
             raise SpecError(message, field="input") from None
     if not isinstance(data, Mapping):
         raise SpecError("a job must be a JSON object", field="input")
-    if set(data) == {"input"} or ("input" in data and isinstance(data["input"], Mapping) and "id" in data):
-        data = data["input"]
-        if not isinstance(data, Mapping):
-            raise SpecError("'input' must be a JSON object", field="input")
+    data = unwrap_input(data)
+    if not isinstance(data, Mapping):
+        raise SpecError("'input' must be a JSON object", field="input")
     scanned = scan_values(data, "")
     if scanned:
         raise _spec_error(_dedupe(scanned))
@@ -489,19 +499,33 @@ def parse_job(data: Any) -> JobSpec:  # noqa: C901 (one pass from raw input to a
     except SpecError:
         raise
     except ValidationError as exc:
-        errors = []
-        for error in exc.errors(include_url=False):
-            nested = error.get("ctx", {}).get("error")
-            if isinstance(nested, SpecError):
-                errors.extend(nested.errors)
-                continue
-            if error["type"] == "list_type" and any(str(part).startswith("list[") for part in error["loc"]):
-                continue  # the dict form of a list-or-dict field: the dict branch reports the real problem
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field" + _suggest(str(error["loc"][-1]), _fields_near(error["loc"]))
-            errors.append({"field": _field_of(error), "message": message})
-        raise _spec_error(_dedupe(errors)) from None
+        raise validation_error(exc, fields_near=_fields_near) from None
+
+
+def validation_error(exc: ValidationError, *, prefix: str = "", whole: str = "input", stage: str | None = None,
+                     fields_near: Callable[[tuple], list[str]] | None = None) -> SpecError:
+    """The one translation of a pydantic ValidationError into a SpecError naming every bad field: `prefix` + the
+    field's path (`whole` for the object itself, unless the message names a job's field), pydantic's "Value
+    error, " dropped, an extra field said as "unknown field" (with the nearest of `fields_near(loc)`'s names), a
+    nested SpecError's own errors kept. `stage`: the stage the error is raised in (default SpecError's)."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, SpecError):
+            errors.extend(nested.errors)
+            continue
+        if error["type"] == "list_type" and any(str(part).startswith("list[") for part in error["loc"]):
+            continue  # the dict form of a list-or-dict field: the dict branch reports the real problem
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field" + (_suggest(str(error["loc"][-1]), fields_near(error["loc"]))
+                                         if fields_near else "")
+        field = _field_of(error)
+        errors.append({"field": whole if field == "input" else prefix + field, "message": message})
+    found = _spec_error(_dedupe(errors))
+    if stage is not None:
+        found.stage = stage
+    return found
 
 
 def _fields_near(loc: tuple) -> list[str]:

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from core.errors import ResumeError
+from core.errors import ErrorCode, ResumeError
 from core.events import EventSink, LogLine, ignore_event
 from core.outputs import SAMPLER_STATES, STATE_FILE, checkpoint_step
 from core.training.resume import FIELD
@@ -31,10 +31,10 @@ def copy_local_checkpoint(source: str, output_dir: Path, *, root: Path, on_event
     folder = Path(source).resolve()
     if not folder.is_relative_to(Path(root).resolve()):
         raise ResumeError(f"{source}: a local checkpoint must be inside the data folder ({root})", field=FIELD,
-                          code="invalid_input")
+                          code=ErrorCode.INVALID_INPUT)
     if checkpoint_step(folder) is None or not (folder / STATE_FILE).is_file():
         raise ResumeError(f"{source}: not a complete SimpleTuner checkpoint-N folder (no {STATE_FILE} in it)",
-                          field=FIELD, code="resume_not_found")
+                          field=FIELD, code=ErrorCode.RESUME_NOT_FOUND)
     target = Path(output_dir) / folder.name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(folder, target, copy_function=_link_or_copy,

@@ -19,10 +19,9 @@ ResumeError (field resume_from) with the same code as in any other stage.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -32,6 +31,7 @@ from core.adapters import (
     ByteBar,
     CancelFlag,
     HubTarget,
+    S3Config,
     call_hub,
     download,
     hub_endpoint,
@@ -40,13 +40,12 @@ from core.adapters import (
     offline_error,
     public_url,
     s3_client,
-    s3_config,
     s3_error,
     s3_failures,
 )
 from core.cancel import Cancel
 from core.dataset import ExtractLimits, archive_kind, extract_archive
-from core.errors import AddressRefused, DownloadError, JobError, ResumeError
+from core.errors import AddressRefused, DownloadError, ErrorCode, JobError, ResumeError
 from core.events import DownloadProgress, EventSink, JobWarning, LogLine, ignore_event
 from core.outputs import (
     FETCHED_MARKER,
@@ -92,7 +91,7 @@ class ResumeSource:
         return public_url(self.location)
 
 
-def resume_error(message: str, *, code: str = "resume_failed") -> ResumeError:
+def resume_error(message: str, *, code: ErrorCode = ErrorCode.RESUME_FAILED) -> ResumeError:
     return ResumeError(message, field=FIELD, code=code)
 
 
@@ -124,15 +123,14 @@ def parse_source(source: str) -> ResumeSource:
 
 
 def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_event: EventSink = ignore_event,
-                     token: str | None = None, env: Mapping[str, str] | None = None,
+                     token: str | None = None,
                      max_bytes: int = MAX_DOWNLOAD_BYTES, cancel: CancelFlag | None = None) -> Path:
     """Fetch the checkpoint `source` names into `output_dir/checkpoint-N`; return that folder.
 
-    `token` reads private Hub repos (the job's hub.token or HF_TOKEN); `env` holds the S3 and HF_ENDPOINT settings
-    (default os.environ); a set `cancel` stops every download at its next chunk (or file) and the retries. Raises
+    `token` reads private Hub repos (the job's hub.token or HF_TOKEN); `settings.s3` reaches s3:// sources; a set
+    `cancel` stops every download at its next chunk (or file) and the retries. Raises
     a JobError (field resume_from) naming what is missing or wrong."""
     where = parse_source(source)
-    env = os.environ if env is None else env
     output_dir = Path(output_dir).absolute()
     staging = output_dir / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
@@ -140,15 +138,15 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
     on_event(LogLine(f"fetching the checkpoint to resume from {where.public}"))
     try:
         if where.kind == "hub":
-            fetched = _from_hub(where, staging, token=token, env=env, on_event=on_event, max_bytes=max_bytes,
+            fetched = _from_hub(where, staging, token=token, on_event=on_event, max_bytes=max_bytes,
                                 cancel=cancel)
         elif where.kind == "s3" and not where.path.lower().endswith(ARCHIVE_SUFFIXES):
-            fetched = _from_s3_folder(where, staging, env=env, on_event=on_event, max_bytes=max_bytes,
+            fetched = _from_s3_folder(where, staging, config=settings.s3, on_event=on_event, max_bytes=max_bytes,
                                       bar=ByteBar(cancel, doing=f"fetching {where.public}", stage=ResumeError.stage))
         else:
             stop = cancel if isinstance(cancel, (Cancel, threading.Event)) else None
             archive = download(source.strip(), staging / "archive", settings=settings, on_event=on_event,
-                               max_bytes=max_bytes, env=env, cancel=Cancel.of(stop), field=FIELD)
+                               max_bytes=max_bytes, cancel=Cancel.of(stop), field=FIELD)
             fetched = _extract(archive, staging / "extracted", label=where.public)
         found, step = _locate(fetched, hint=where.path or urlsplit(where.location).path, label=where.public)
         target = _place(found, output_dir / checkpoint_name(step))
@@ -165,12 +163,12 @@ def fetch_checkpoint(source: str, output_dir: Path, *, settings: Settings, on_ev
 # -- sources -----------------------------------------------------------------------------------------------------
 
 
-def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Mapping[str, str],
-              on_event: EventSink, max_bytes: int, cancel: CancelFlag | None) -> Path:
+def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, on_event: EventSink, max_bytes: int,
+              cancel: CancelFlag | None) -> Path:
     from huggingface_hub import HfApi, RepoFile, hf_hub_download
 
     repo = where.location
-    endpoint = hub_endpoint(env)
+    endpoint = hub_endpoint()
     target = HubTarget(repo, family=ResumeError, field=FIELD, endpoint=endpoint, token=token, revision=where.revision)
     if is_offline():
         raise offline_error(target, f"fetching {where.public}")
@@ -191,13 +189,14 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
         sub = sub or latest_checkpoint_prefix(path for path, _ in files) or ""
         if not sub:
             raise resume_error(f"{repo} holds no checkpoint-N folder (publish with hub.include_checkpoints to "
-                               "resume from it)", code="resume_not_found")
+                               "resume from it)", code=ErrorCode.RESUME_NOT_FOUND)
         chosen = [(path, size) for path, size in files if path.startswith(sub + "/")]
     if not chosen:
-        raise resume_error(f"{repo} has no '{sub}'", code="resume_not_found")
+        raise resume_error(f"{repo} has no '{sub}'", code=ErrorCode.RESUME_NOT_FOUND)
     total = sum(size for _, size in chosen)
     if total > max_bytes:
-        raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit", code="download_failed")
+        raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit",
+                           code=ErrorCode.DOWNLOAD_FAILED)
     done = 0
     on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
     bar = ByteBar(cancel, doing=f"fetching {where.public}", stage=ResumeError.stage)  # stops a file mid-way
@@ -212,11 +211,10 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, env: Map
     return staging / "hub" / sub
 
 
-def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str], on_event: EventSink,
+def _from_s3_folder(where: ResumeSource, staging: Path, *, config: S3Config, on_event: EventSink,
                     max_bytes: int, bar: ByteBar) -> Path:
     """Every object of the checkpoint folder; `bar` stops it between files and, through boto3's byte callback,
     between chunks."""
-    config = s3_config(env)
     prefix = where.path.strip("/") + "/"
     try:
         client = s3_client(config)
@@ -224,18 +222,18 @@ def _from_s3_folder(where: ResumeSource, staging: Path, *, env: Mapping[str, str
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=where.location, Prefix=prefix):
             keys += [(item["Key"], int(item["Size"])) for item in page.get("Contents", [])]
         if not keys:
-            raise resume_error(f"{where.public}: nothing there", code="resume_not_found")
+            raise resume_error(f"{where.public}: nothing there", code=ErrorCode.RESUME_NOT_FOUND)
         if checkpoint_step(PurePosixPath(prefix).name) is None:
             latest = latest_checkpoint_prefix(key[len(prefix):] for key, _ in keys)
             if latest is None:
                 raise resume_error(f"{where.public}: no checkpoint-N folder under this prefix",
-                                   code="resume_not_found")
+                                   code=ErrorCode.RESUME_NOT_FOUND)
             prefix += latest + "/"
             keys = [(key, size) for key, size in keys if key.startswith(prefix)]
         total = sum(size for _, size in keys)
         if total > max_bytes:
             raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit",
-                               code="download_failed")
+                               code=ErrorCode.DOWNLOAD_FAILED)
         folder = staging / "s3" / PurePosixPath(prefix).name
         done = 0
         on_event(DownloadProgress(source=where.public, bytes_done=0, bytes_total=total))
@@ -305,7 +303,7 @@ def _place(found: Path, target: Path) -> Path:
 # -- resume_from: "auto" ------------------------------------------------------------------------------------------
 
 AUTO = "auto"
-NOTHING_THERE = frozenset({"resume_not_found", "hub_not_found", "s3_not_found"})
+NOTHING_THERE = frozenset({ErrorCode.RESUME_NOT_FOUND, ErrorCode.HUB_NOT_FOUND, ErrorCode.S3_NOT_FOUND})
 
 
 def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "") -> list[str]:
@@ -320,7 +318,7 @@ def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "") 
 
 def fetch_latest_checkpoint(sources: list[str], output_dir: Path, *, settings: Settings,
                             on_event: EventSink = ignore_event, token: str | None = None,
-                            env: Mapping[str, str] | None = None, cancel: CancelFlag | None = None) -> Path | None:
+                            cancel: CancelFlag | None = None) -> Path | None:
     """`resume_from: "auto"`: the latest checkpoint at the first of `sources` that has one, fetched as
     fetch_checkpoint does; None (a fresh start, said in a log line) when none has one. A source that cannot be read
     (a refused token, a missing bucket) is an error, not a fresh start."""
@@ -328,7 +326,7 @@ def fetch_latest_checkpoint(sources: list[str], output_dir: Path, *, settings: S
         raise resume_error('"auto" resumes from the job\'s own destination: set hub.repo_id or storage')
     for source in sources:
         try:
-            return fetch_checkpoint(source, output_dir, settings=settings, on_event=on_event, token=token, env=env,
+            return fetch_checkpoint(source, output_dir, settings=settings, on_event=on_event, token=token,
                                     cancel=cancel)
         except ResumeError as error:
             if error.code not in NOTHING_THERE:

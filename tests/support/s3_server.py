@@ -8,17 +8,21 @@ the port it got: no free-port race).
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from core.publishing import BucketDestination, bucket_of
+from core.settings import Settings, s3_config
+from core.spec import StorageSpec
 from tests.support.announced import WERKZEUG, announced_url
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
@@ -68,3 +72,13 @@ def moto_s3(*, start_timeout_s: float = 60.0) -> Iterator[S3Server]:
             process.kill()
             process.wait()
         log.close()
+
+
+def with_s3(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """`settings` with the S3 variables of `env` (the endpoint and keys of a test server) as its S3 settings."""
+    return dataclasses.replace(settings, s3=s3_config(env))
+
+
+def to_bucket(storage: StorageSpec, env: Mapping[str, str]) -> BucketDestination:
+    """A job's `storage` as the destination an endpoint with the variables `env` gives it (destinations_of's rule)."""
+    return bucket_of(storage, Settings.from_env(env))
