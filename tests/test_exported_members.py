@@ -15,8 +15,9 @@ CORE = ROOT / "core"
 
 VOCABULARY = {"errors", "events", "cancel", "settings", "secrets", "jobdir", "status", "result", "outputs"}
 """core/'s flat modules that every package may use: they import no package."""
-TOP = {"pipeline", "__main__"}
-"""The stages in order (core/pipeline.py) and the command line: they may use every package."""
+TOP = {"pipeline", "endpoint", "__main__"}
+"""The stages in order (core/pipeline.py), the worker endpoint's policy for a job (core/endpoint.py) and the command
+line: they may use every package."""
 LAYERS = [
     {"adapters"},
     {"simpletuner"},
