@@ -21,7 +21,7 @@ from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, Publ
 from core.events import Event, EventSink, StageEvent, ignore_event
 from core.generation import caption_stage, end_samples
 from core.jobdir import JobDir
-from core.models import ModelFetch
+from core.models import ModelFetch, check_local_models
 from core.outputs import PIPELINE_DIR, checkpoint_step, latest_checkpoint, lora_file
 from core.publishing import (
     CardFacts,
@@ -74,6 +74,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     model = ModelFetch(spec, settings=settings, token=token, on_event=reuse.watching(on_event), cancel=cancel)
     report_only, on_event = model.report, _stopping_on_cancel(model.report, cancel)
     with stage("validate", on_event, cancel):  # before any download or GPU minute: the outputs can go somewhere
+        check_local_models(spec, settings, any_folder=allow_local_paths)
         destination_warnings = check_destinations(spec, settings, on_event=on_event)
         device, gpu = plan_device(settings, dry_run=spec.dry_run)
         plan = gpu_plan(spec, device=device, gpu=gpu)  # a job the GPU cannot hold stops here, naming what fits

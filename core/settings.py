@@ -154,6 +154,9 @@ class Settings:
     <volume>/trainer-cache with a network volume, else DATA_DIR/cache."""
     cache_max_gb: float = 100.0
     """CACHE_MAX_GB: the cache's size limit; the least recently used entries go first."""
+    model_roots: tuple[Path, ...] = ()
+    """MODELS_ROOT: folders (separated by ':') a worker job may load a local model from, besides the Hugging Face
+    cache and DATA_DIR/models (core/models/local.py)."""
     cache_min_free_gb: float | None = None
     """CACHE_MIN_FREE_GB: free space the cache always leaves on its disk (entries go, or are not stored, to keep it);
     default a tenth of the disk (core/cache/store.py)."""
@@ -231,6 +234,8 @@ class Settings:
             cache_dir=Path(env["CACHE_DIR"]).absolute() if (env.get("CACHE_DIR") or "").strip() else None,
             cache_max_gb=_positive(env, "CACHE_MAX_GB", default=100.0),
             cache_min_free_gb=_optional_number(env, "CACHE_MIN_FREE_GB", what="a number of GB"),
+            model_roots=tuple(Path(part).absolute() for part in (env.get("MODELS_ROOT") or "").split(os.pathsep)
+                              if part.strip()),
             hf_hub_cache=_path(env, "HF_HUB_CACHE"),
             xdg_cache_home=_path(env, "XDG_CACHE_HOME"),
             bucket_name=(env.get("BUCKET_NAME") or "").strip() or None,

@@ -22,6 +22,9 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("CACHE_DIR", tempfile.mkdtemp(prefix="trainer-test-cache-"))
 # Room the cache leaves on the disk: small, so a test machine with little free space still stores entries.
 os.environ.setdefault("CACHE_MIN_FREE_GB", "0.5")
+# The tiny models are built into the checkout's .cache/: a model root for the worker's jobs, as MODELS_ROOT is on an
+# endpoint.
+os.environ.setdefault("MODELS_ROOT", str(Path(__file__).resolve().parent.parent / ".cache"))
 
 from core.generation.demo import build_tiny_model, write_demo_dataset  # noqa: E402
 from core.settings import Settings  # noqa: E402

@@ -26,7 +26,7 @@ def model_identity(model: str, *, hub_cache: Path) -> str | None:
     """What names the caption model's weights now; None when nothing does yet (a Hub model not in the cache)."""
     folder = Path(model)
     if folder.is_absolute():
-        if not folder.is_dir():
+        if not (folder / "config.json").is_file():  # no model: nothing to walk (a job's folder is checked first)
             return None
         files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
                        for p in folder.rglob("*") if p.is_file())

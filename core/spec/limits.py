@@ -194,11 +194,20 @@ def relative_data_dir(value: Any) -> str:
     return path.as_posix()
 
 
+# Keys inside an entry (a conditioning generator's settings) that name a model SimpleTuner loads with from_pretrained:
+# Hub repo ids only, never a local folder or a URL.
+MODEL_KEY = re.compile(r"^(model|model_name|model_id|model_name_or_path|pretrained_model_name_or_path)$")
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
 def _nested_paths(value: Any, field: str) -> list[dict]:
     errors: list[dict] = []
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if PATH_KEY.search(str(key)):
+            if MODEL_KEY.match(str(key)) and not (isinstance(item, str) and HUB_REPO.match(item) and ".." not in item):
+                errors.append({"field": f"{field}.{key}", "message": "a model here loads from the Hub: give its repo "
+                               f"id 'org/name' (local folders and URLs are not accepted), got {item!r}"})
+            elif PATH_KEY.search(str(key)):
                 errors.append({"field": f"{field}.{key}", "message": "names a file, folder or remote place; "
                                "a job's dataloader reads only its own dataset"})
             errors += _nested_paths(item, f"{field}.{key}")
