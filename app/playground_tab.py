@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from app.edge import surface
 from app.state import RunRegistry
-from core.errors import JobError
+from core.errors import ErrorCode, JobError
 from core.generation import GenerateRequest, Rendered
 from core.jobdir import new_job_id
 from core.outputs import lora_checkpoints, lora_file
@@ -97,6 +97,9 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
     def generate(prompt: str, negative_prompt: str, seed: float, steps: float, guidance: float, strength: float,
                  checkpoint: str, compare: bool) -> Iterator[tuple[str, list]]:
         """Render the prompt with the chosen checkpoint of the latest run (and, side by side, without the LoRA)."""
+        if registry.busy():  # the GPU's memory is the training's; a render would slow it or run it out of memory
+            raise JobError("a training is running: Generate once it has ended (or cancel it on the Train tab)",
+                           code=ErrorCode.BUSY, stage="generate")
         run = registry.last_trained()
         if run is None or run.result is None or run.result.output_dir is None:
             raise JobError("nothing to try yet: train a LoRA first (Train tab)", field="checkpoint", stage="generate")

@@ -92,3 +92,62 @@ def test_mode_generate_renders_a_published_lora_checkpoint(tmp_path: Path, train
         with Image.open(io.BytesIO(base64.b64decode(image["base64"]))) as png:
             assert png.format == "PNG" and png.size == (128, 128)
     assert TOKEN not in str(output)
+
+
+SLOW = GenerateRequest(prompt="sks a long render", steps=150, width=1024, height=1024, count=8, seed=1)
+"""Minutes of work for the tiny model on a CPU: only a cancel ends it early."""
+
+
+@pytest.mark.trainer_env
+def test_a_cancelled_render_frees_the_process_within_seconds_and_the_next_request_is_served(tmp_path: Path,
+                                                                                          tiny_model: Path, settings):
+    import threading
+
+    from core.cancel import Cancel
+    from core.errors import JobCancelled
+
+    playground = Playground(settings=settings)
+    try:
+        playground.generate(REQUEST, model=str(tiny_model), lora=None, out_dir=tmp_path, name="warm")
+        cancel, asked = Cancel(), []
+        threading.Timer(1.0, lambda: (asked.append(time.monotonic()), cancel.set())).start()
+        with pytest.raises(JobCancelled) as caught:
+            playground.generate(SLOW, model=str(tiny_model), lora=None, out_dir=tmp_path, name="slow", cancel=cancel)
+        assert time.monotonic() - asked[0] < 5
+        assert caught.value.stage == "generate" and not playground.running  # its memory went back
+        started = time.monotonic()
+        served = playground.generate(REQUEST, model=str(tiny_model), lora=None, out_dir=tmp_path, name="next")
+        assert served.images and time.monotonic() - started < 120
+        with pytest.raises(JobCancelled):  # already stopped: nothing starts
+            playground.generate(REQUEST, model=str(tiny_model), lora=None, out_dir=tmp_path, name="no", cancel=cancel)
+    finally:
+        playground.stop()
+
+
+@pytest.mark.trainer_env
+def test_a_generate_job_obeys_its_time_limit_and_runpods_cancel(tmp_path: Path, tiny_model: Path, monkeypatch):
+    from worker.handler import handler
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    base = {"mode": "generate", "model": str(tiny_model), "prompt": "sks", "width": 128, "height": 128, "steps": 2}
+    slow = {**base, "steps": 150, "width": 1024, "height": 1024, "count": 8}
+
+    started = time.monotonic()
+    limited = asyncio.run(handler({"id": "gen-limit", "input": {**slow, "timeout_s": 3}}))
+    assert limited["error"]["code"] == "timeout" and limited["error"]["stage"] == "generate", limited
+    assert time.monotonic() - started < 60  # the first request also starts the process
+
+    async def cancelled_then_served() -> tuple[float, dict]:
+        task = asyncio.ensure_future(handler({"id": "gen-cancel", "input": slow}))
+        await asyncio.sleep(3)
+        task.cancel()  # what RunPod's /cancel does to an async handler
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+        served = await handler({"id": "gen-next", "input": base})
+        return time.monotonic() - started, served
+
+    took, served = asyncio.run(cancelled_then_served())
+    assert served.get("status") == "succeeded", served
+    assert took < 60  # served at once: the cancelled render did not hold the process or its lock
+    assert not (tmp_path / "data" / "jobs" / "gen-cancel").exists()

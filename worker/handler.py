@@ -21,6 +21,7 @@ import asyncio
 import os
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -139,6 +140,8 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         if isinstance(event, JobWarning):
             said.append(f"{event.field}: {event.message}" if event.field else event.message)
 
+    if _playground is not None:  # a warm generation process would hold GPU memory the training needs
+        await asyncio.to_thread(_playground.stop, reason="a training starts")
     publisher = asyncio.create_task(reporter.run())
     ended: JobResult | BaseException | None = None
     try:
@@ -174,11 +177,19 @@ async def generate(job: dict[str, Any], *, settings: Settings, secrets: list[str
     base64."""
     global _playground
     workdir = job_directory(settings, str(job.get("id") or ""))
+    stop = threading.Event()  # RunPod's cancel reaches the render: the process ends and frees the GPU and the lock
     try:
         spec = parse_generate_job(unwrap_input(job.get("input")))
         _playground = _playground or Playground(settings=settings)
-        return await asyncio.to_thread(run_generate_job, spec, workdir=workdir, settings=settings,
-                                       playground=_playground)
+        runner = asyncio.ensure_future(asyncio.to_thread(run_generate_job, spec, workdir=workdir, settings=settings,
+                                                         playground=_playground, cancel=stop))
+        try:
+            await asyncio.wait({runner})
+        except asyncio.CancelledError:
+            stop.set()
+            await _wait_stopped(runner, limit_s=CANCEL_WAIT_S)
+            raise
+        return runner.result()
     except JobError as error:
         return error_output(error, secrets=secrets)
     except Exception as error:  # a bug of ours: the same error shape, and a fresh worker next

@@ -22,7 +22,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.adapters import TrainerEnv, detect_device
+from core.cancel import Cancel
 from core.errors import ErrorCode, JobError, SetupError
+from core.models import local_model
 from core.outputs import LORA_FILE
 from core.secrets import job_secrets
 from core.settings import TOOLS_DIR, Settings
@@ -32,6 +34,8 @@ IDLE_S = 600.0
 """A warm process with no request for this long is stopped (its memory goes back)."""
 START_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 900.0
+POLL_S = 0.1
+"""How often a render in progress looks at its cancel."""
 MAX_PROMPT = 1000
 MAX_SIDE = 2048
 
@@ -90,19 +94,23 @@ class Playground:
         return self._process.pid if self.running and self._process else None
 
     def generate(self, request: GenerateRequest, *, model: str, lora: Path | None, out_dir: Path,
-                 name: str) -> Rendered:
+                 name: str, cancel: Cancel | None = None) -> Rendered:
         """Render `request` with `model` (a folder or a Hub id in the HF cache) and `lora` (a .safetensors file, or
         None for the base model) into `out_dir/<name>-<i>.png`. Raises SetupError when the process cannot start,
-        JobError (code generate_failed) when diffusers refuses the request."""
+        JobError (code generate_failed) when diffusers refuses the request. A `cancel` (or its deadline) stops the
+        render: the process ends, so its GPU memory and the next request's turn come back within seconds."""
         payload = {**request.model_dump(), "model": model, "lora": str(lora) if lora else None,
                    "out_dir": str(out_dir), "name": name}
+        stop = Cancel.of(cancel)
         with self._lock:
-            process = self._ensure_started()
+            stop.check("before rendering", stage="generate")
+            process = self._ensure_started(stop)
             self._last_used = time.monotonic()
             try:
-                answer = self._ask(process, payload)
+                answer = self._ask(process, payload, stop)
             finally:
                 self._last_used = time.monotonic()
+        stop.check("while rendering", stage="generate")
         if not answer.get("ok"):
             raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code=ErrorCode.GENERATE_FAILED,
                            stage="generate")
@@ -114,34 +122,39 @@ class Playground:
         with self._lock:
             return self._stop_locked(reason)
 
-    def _stop_locked(self, reason: str) -> bool:
+    def _stop_locked(self, reason: str, *, at_once: bool = False) -> bool:
+        """`at_once`: mid-render (a cancel), so no waiting for the server's loop to read the end of its input."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return False
         self._stopped_for = reason
+        if at_once:
+            self.trainer.stop(process, grace_s=1.0)  # its whole group: diffusers' workers too
+            return True
         try:
             _pipe(process.stdin).close()  # the server's loop ends at end of input
             process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
-            self.trainer.stop(process, grace_s=2.0)  # its whole group: diffusers' workers too
+            self.trainer.stop(process, grace_s=2.0)
         return True
 
-    def _ensure_started(self) -> subprocess.Popen:
+    def _ensure_started(self, stop: Cancel) -> subprocess.Popen:
         if self._process is not None and self.running:
             return self._process
         device, _ = detect_device(self.settings)
         process = self.trainer.start(GENERATE_SCRIPT, ["--serve"], device=device, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        ready = self._read(process, timeout_s=START_TIMEOUT_S)
+        ready = self._read(process, timeout_s=START_TIMEOUT_S, stop=stop)
         if not ready.get("ready"):
             self.trainer.stop(process, grace_s=1.0)
+            stop.check("while the generation process started", stage="generate")
             raise SetupError(f"the generation process did not start: {ready.get('error', 'no answer')}",
                              field="TRAINER_VENV")
         self._process = process
         self._start_watcher()
         return process
 
-    def _ask(self, process: subprocess.Popen, payload: dict[str, Any]) -> dict[str, Any]:
+    def _ask(self, process: subprocess.Popen, payload: dict[str, Any], stop: Cancel) -> dict[str, Any]:
         try:
             _pipe(process.stdin).write(json.dumps(payload) + "\n")
             _pipe(process.stdin).flush()
@@ -149,14 +162,14 @@ class Playground:
             self._stop_locked("broken pipe")
             raise JobError(f"the generation process ended: {exc}",
                            code=ErrorCode.GENERATE_FAILED, stage="generate") from None
-        answer = self._read(process, timeout_s=REQUEST_TIMEOUT_S)
+        answer = self._read(process, timeout_s=REQUEST_TIMEOUT_S, stop=stop)
         if "ok" not in answer:
-            self._stop_locked("no answer")
+            self._stop_locked("cancelled" if stop.is_set() else "no answer", at_once=stop.is_set())
         return answer
 
     @staticmethod
-    def _read(process: subprocess.Popen, *, timeout_s: float) -> dict[str, Any]:
-        """The next answer line; {"error": ...} when the process ends or says nothing in time."""
+    def _read(process: subprocess.Popen, *, timeout_s: float, stop: Cancel) -> dict[str, Any]:
+        """The next answer line; {"error": ...} when the process ends, says nothing in time, or `stop` is set."""
         box: dict[str, Any] = {}
 
         def read() -> None:
@@ -164,7 +177,11 @@ class Playground:
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        reader.join(timeout_s)
+        until = time.monotonic() + timeout_s
+        while reader.is_alive() and time.monotonic() < until and not stop.is_set():
+            reader.join(POLL_S)
+        if stop.is_set() and "line" not in box:
+            return {"error": "stopped"}
         line = box.get("line")
         if not line:
             code = process.poll()
@@ -230,6 +247,8 @@ class GenerateJob(GenerateRequest):
     """A token that reads a private LoRA repo (else HF_TOKEN)."""
     bucket: str | None = None
     """Upload the images here and answer URLs (else BUCKET_NAME when the bucket variables are set; else base64)."""
+    timeout_s: float | None = Field(default=None, gt=0, le=REQUEST_TIMEOUT_S)
+    """The whole job's time limit, the LoRA's download included (default: the render's own limit)."""
 
 
 def parse_generate_job(data: Any) -> GenerateJob:
@@ -244,13 +263,14 @@ def parse_generate_job(data: Any) -> GenerateJob:
         raise validation_error(exc) from None
 
 
-def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | None) -> Path:
-    """The LoRA file a generate job names, downloaded into `folder`."""
+def fetch_lora(source: str, folder: Path, *, settings: Settings, token: str | None,
+               cancel: Cancel | None = None) -> Path:
+    """The LoRA file a generate job names, downloaded into `folder`; `cancel` stops a URL's download."""
     from core.adapters import HubTarget, call_hub, download, hub_endpoint, is_repo_id
 
     text = source.strip()
     if "://" in text and not text.startswith("hf://"):
-        path = download(text, folder, settings=settings, max_bytes=MAX_LORA_BYTES, field="lora")
+        path = download(text, folder, settings=settings, max_bytes=MAX_LORA_BYTES, field="lora", cancel=cancel)
         if path.suffix != ".safetensors":
             raise GenerateError(f"{path.name} is not a .safetensors file", field="lora")
         return path
@@ -290,16 +310,19 @@ def resolve_model(model: str, *, settings: Settings, token: str | None) -> str:
 
 
 def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, playground: Playground,
-                     ) -> dict[str, Any]:
+                     cancel: Cancel | threading.Event | None = None) -> dict[str, Any]:
     """Render a generate job; the answer lists the images as bucket URLs (a bucket named or configured) or as
-    base64 PNGs, with the timings of the warm process."""
+    base64 PNGs, with the timings of the warm process. `cancel`, or the job's timeout_s, stops it at any point."""
     from core.adapters import public_url
 
+    stop = Cancel.of(cancel, timeout_s=job.timeout_s)
+    local_model(job.model, settings=settings, field="model", any_folder=False)  # the worker's model roots
     token = settings.token(job.token)
-    lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token) if job.lora else None
+    lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token, cancel=stop) if job.lora else None
     model = resolve_model(job.model, settings=settings, token=token)
     request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
-    rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image")
+    rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image",
+                                   cancel=stop)
     bucket = job.bucket or settings.bucket_name
     images: list[dict[str, Any]] = [{"file": path.name} for path in rendered.images]
     if bucket and settings.s3.endpoint_url:
