@@ -476,7 +476,7 @@ def test_a_job_whose_dataset_url_trickles_its_headers_ends_at_its_time_limit(tmp
     settings = Settings.from_env({"ALLOW_PRIVATE_URLS": "1", "DATA_DIR": str(tmp_path / "data"),
                                   "CACHE_DIR": str(tmp_path / "cache")})
     job = {"dataset_url": f"{slow_headers.base}/data.zip", "timeout_s": 3,
-           "config": {"model_family": "sdxl", "model_name": "/nowhere/tiny-sdxl"}}
+           "config": {"model_family": "sdxl", "model_name": "stabilityai/stable-diffusion-xl-base-1.0"}}
     started = time.monotonic()
     with pytest.raises(JobTimeout) as caught:
         run_job(parse_job(job), tmp_path / "job", settings=settings)
