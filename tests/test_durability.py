@@ -75,31 +75,15 @@ def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says
 
 
 @pytest.mark.training
-def test_checkpoints_reach_the_hub_while_the_run_is_still_training(tmp_path, demo_dataset, tiny_model, settings):
-    seen: list[tuple[int, list[str]]] = []  # (training step, checkpoint folders on the Hub then)
-    with running_hub_server(tmp_path, token=TOKEN) as hub:
-        def on_event(event):
-            if isinstance(event, TrainingProgress) and "tester/ckpt" in hub.repos:
-                seen.append((event.step, checkpoint_folders(hub.repos["tester/ckpt"].files)))
-
-        job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 8, "checkpointing_steps": 2},
-                       hub={"repo_id": "tester/ckpt", "token": TOKEN, "checkpoints": True})
-        result = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings)
-        final = hub.repos["tester/ckpt"].files
-    assert result.status == "succeeded" and LORA in final
-    assert any(step < 8 and folders for step, folders in seen), seen  # uploaded while training went on
-    assert len(checkpoint_folders(final)) == 2  # the last K (config.checkpoints_total_limit, default 2)
-    steps = [entry["step"] for entry in result.to_output()["checkpoints"]]
-    assert steps == sorted(steps) and steps[0] == 2
-    assert f"checkpoint-{steps[-1]}" in checkpoint_folders(final)
-
-
-@pytest.mark.training
 def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_path, demo_dataset, tiny_model):
+    """Two real trainings of one job that uploads its checkpoints to the Hub: the first stops at its deadline with
+    checkpoint-2 there; the second (`resume_from: "auto"`) continues from it, its own checkpoints reaching the Hub while
+    it still trains. (test_checkpoint_uploads.py and test_deadline_stop.py check both parts without a training.)"""
     # A margin longer than the whole job: training stops right after its first checkpoint, as near a deadline.
     near_deadline = Settings.from_env({"TRAINER_DEVICE": "cpu", "DEADLINE_MARGIN_S": "100000"})
-    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 6, "checkpointing_steps": 2},
-                   hub={"repo_id": "tester/long-run", "token": TOKEN}, timeout_s=900, resume_from="auto")
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 8, "checkpointing_steps": 2},
+                   hub={"repo_id": "tester/long-run", "token": TOKEN, "checkpoints": True}, timeout_s=900,
+                   resume_from="auto")
     with running_hub_server(tmp_path, token=TOKEN) as hub:
         events: list = []
         cut = run_job(parse_job(job), tmp_path / "first", events.append, settings=near_deadline)
@@ -112,11 +96,25 @@ def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_
         assert any("starting fresh" in getattr(e, "message", "") for e in events)
 
         events.clear()
-        done = run_job(parse_job(job), tmp_path / "second", events.append, settings=Settings.from_env({}))
-        assert done.status == "succeeded" and done.metrics.steps == 6
-        assert any("resuming from checkpoint-2" in getattr(e, "message", "") for e in events)
-        assert min(e.step for e in events if isinstance(e, TrainingProgress)) > 2  # continued, not restarted
-        assert LORA in hub.repos["tester/long-run"].files
+        seen: list[tuple[int, list[str]]] = []  # (training step, checkpoint folders on the Hub then)
+
+        def on_event(event):
+            events.append(event)
+            if isinstance(event, TrainingProgress):
+                seen.append((event.step, checkpoint_folders(hub.repos["tester/long-run"].files)))
+
+        done = run_job(parse_job(job), tmp_path / "second", on_event, settings=Settings.from_env({}))
+        final = hub.repos["tester/long-run"].files
+    assert done.status == "succeeded" and done.metrics.steps == 8
+    assert any("resuming from checkpoint-2" in getattr(e, "message", "") for e in events)
+    assert min(e.step for e in events if isinstance(e, TrainingProgress)) > 2  # continued, not restarted
+    assert LORA in final
+    # uploaded while training went on: a checkpoint of this run was on the Hub before its last step
+    assert any(step < 8 and {"checkpoint-4", "checkpoint-6"} & set(folders) for step, folders in seen), seen
+    assert len(checkpoint_folders(final)) == 2  # the last K (config.checkpoints_total_limit, default 2)
+    steps = [entry["step"] for entry in done.to_output()["checkpoints"]]
+    assert steps == sorted(steps) and steps[0] == 4  # the first checkpoint after the resumed step 2
+    assert f"checkpoint-{steps[-1]}" in checkpoint_folders(final)
 
 
 def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):
