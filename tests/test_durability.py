@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from core.errors import JobError
-from core.events import CheckpointSaved, TrainingProgress
+from core.events import CheckpointSaved, TrainerStage, TrainingProgress
 from core.pipeline import publish, run_job
 from core.publishing.safekeeping import outputs_stored
 from core.result import JobResult
@@ -130,17 +130,30 @@ def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):
 
 @pytest.mark.training
 def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_checkpoint_on_the_hub(
-        tmp_path, demo_dataset, tiny_model, settings):
+        tmp_path, trained_job, tiny_model, settings):
+    """Also a second training of the session's trained job (test_cache.py's check, merged here): same dataset, same
+    model, another learning rate. The first kept its text embeddings; this one gets them back, and SimpleTuner embeds
+    no caption itself and finds every image already in its aspect buckets."""
+    first, first_events = trained_job
+    embedding = [e for e in first_events if isinstance(e, TrainerStage)
+                 and e.key == "init_cache_text_embeds_status_update"]
+    assert embedding, "SimpleTuner said nothing while it embedded the first run's captions"
+    assert first.cache is not None and first.cache["stages_s"]["text_embeds"] > 0
+    dataset = first.job_dir.parent / "dataset-src"  # the fixture's dataset, staged from the same files
+
     cancel = threading.Event()
+    events: list = []
 
     def on_event(event):
+        events.append(event)
         if isinstance(event, CheckpointSaved):
             cancel.set()  # the user cancels once a checkpoint is written
 
-    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 40, "checkpointing_steps": 2},
+    job = tiny_job(tiny_model, dataset, config={"learning_rate": 3e-4, "max_train_steps": 40, "checkpointing_steps": 2},
                    hub={"repo_id": "tester/cancelled", "token": TOKEN, "on_failure": True})
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        output = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel).to_output()
+        second = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel)
+        output = second.to_output()
         on_hub = checkpoint_folders(hub.repos["tester/cancelled"].files)
     assert output["status"] == "partial", output
     step = output["metrics"]["steps"]
@@ -148,6 +161,15 @@ def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_check
     assert output["resume_from"] == f"tester/cancelled/checkpoints/checkpoint-{step}"
     assert f"checkpoint-{step}" in on_hub
     assert any(f"stopped at step {step} by a cancel" in warning for warning in output["warnings"])
+
+    assert second.cache is not None and second.cache["dataset"] == "reused"
+    assert second.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
+    assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
+    assert second.cache["saved_s"] > 0
+    # SimpleTuner's aspect-bucket scan found every image already scanned (core/cache/buckets.py wrote its files).
+    log = second.log_path.read_text()
+    assert second.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
+    assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
 
 
 def test_the_endpoints_execution_timeout_bounds_timeout_s(tmp_path):
