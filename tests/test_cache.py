@@ -2,7 +2,7 @@
 CACHE_MAX_GB, a staged dataset reused from a URL whose content did not change and staged again when anything that
 matters changed, SimpleTuner's cache folders keyed by what changes them (and not by the learning rate), `cache:
 false`, what the result says, and the base model downloading while the dataset does. (A second real training that takes
-SimpleTuner's text embeddings and buckets from the cache is test_durability.py's cancelled run.)"""
+SimpleTuner's text embeddings and buckets from the cache is test_durability.py's resumed run.)"""
 
 from __future__ import annotations
 

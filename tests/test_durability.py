@@ -75,13 +75,24 @@ def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says
 
 
 @pytest.mark.training
-def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_path, demo_dataset, tiny_model):
+def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_path, trained_job, tiny_model):
     """Two real trainings of one job that uploads its checkpoints to the Hub: the first stops at its deadline with
     checkpoint-2 there; the second (`resume_from: "auto"`) continues from it, its own checkpoints reaching the Hub while
-    it still trains. (test_checkpoint_uploads.py and test_deadline_stop.py check both parts without a training.)"""
+    it still trains. (test_checkpoint_uploads.py and test_deadline_stop.py check both parts without a training.)
+
+    The job is also a second training of the session's trained job (test_cache.py's check, merged here): same
+    dataset, same model, another learning rate. The first kept its text embeddings; the finished run here got them
+    back, SimpleTuner embedded no caption itself and found every image already in its aspect buckets."""
+    first, first_events = trained_job
+    embedding = [e for e in first_events if isinstance(e, TrainerStage)
+                 and e.key == "init_cache_text_embeds_status_update"]
+    assert embedding, "SimpleTuner said nothing while it embedded the first run's captions"
+    assert first.cache is not None and first.cache["stages_s"]["text_embeds"] > 0
+    dataset = first.job_dir.parent / "dataset-src"  # the fixture's dataset, staged from the same files
+
     # A margin longer than the whole job: training stops right after its first checkpoint, as near a deadline.
     near_deadline = Settings.from_env({"TRAINER_DEVICE": "cpu", "DEADLINE_MARGIN_S": "100000"})
-    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 8, "checkpointing_steps": 2},
+    job = tiny_job(tiny_model, dataset, config={"learning_rate": 3e-4, "max_train_steps": 8, "checkpointing_steps": 2},
                    hub={"repo_id": "tester/long-run", "token": TOKEN, "checkpoints": True}, timeout_s=900,
                    resume_from="auto")
     with running_hub_server(tmp_path, token=TOKEN) as hub:
@@ -116,6 +127,15 @@ def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_
     assert steps == sorted(steps) and steps[0] == 4  # the first checkpoint after the resumed step 2
     assert f"checkpoint-{steps[-1]}" in checkpoint_folders(final)
 
+    assert done.cache is not None and done.cache["dataset"] == "reused"
+    assert done.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
+    assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
+    assert done.cache["saved_s"] > 0
+    # SimpleTuner's aspect-bucket scan found every image already scanned (core/cache/buckets.py wrote its files).
+    log = done.log_path.read_text()
+    assert done.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
+    assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
+
 
 def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):
     output = tmp_path / "output"
@@ -130,30 +150,17 @@ def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):
 
 @pytest.mark.training
 def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_checkpoint_on_the_hub(
-        tmp_path, trained_job, tiny_model, settings):
-    """Also a second training of the session's trained job (test_cache.py's check, merged here): same dataset, same
-    model, another learning rate. The first kept its text embeddings; this one gets them back, and SimpleTuner embeds
-    no caption itself and finds every image already in its aspect buckets."""
-    first, first_events = trained_job
-    embedding = [e for e in first_events if isinstance(e, TrainerStage)
-                 and e.key == "init_cache_text_embeds_status_update"]
-    assert embedding, "SimpleTuner said nothing while it embedded the first run's captions"
-    assert first.cache is not None and first.cache["stages_s"]["text_embeds"] > 0
-    dataset = first.job_dir.parent / "dataset-src"  # the fixture's dataset, staged from the same files
-
+        tmp_path, demo_dataset, tiny_model, settings):
     cancel = threading.Event()
-    events: list = []
 
     def on_event(event):
-        events.append(event)
         if isinstance(event, CheckpointSaved):
             cancel.set()  # the user cancels once a checkpoint is written
 
-    job = tiny_job(tiny_model, dataset, config={"learning_rate": 3e-4, "max_train_steps": 40, "checkpointing_steps": 2},
+    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 40, "checkpointing_steps": 2},
                    hub={"repo_id": "tester/cancelled", "token": TOKEN, "on_failure": True})
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        second = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel)
-        output = second.to_output()
+        output = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings, cancel=cancel).to_output()
         on_hub = checkpoint_folders(hub.repos["tester/cancelled"].files)
     assert output["status"] == "partial", output
     step = output["metrics"]["steps"]
@@ -161,15 +168,6 @@ def test_a_cancel_of_a_job_that_keeps_what_it_trains_ends_partial_with_its_check
     assert output["resume_from"] == f"tester/cancelled/checkpoints/checkpoint-{step}"
     assert f"checkpoint-{step}" in on_hub
     assert any(f"stopped at step {step} by a cancel" in warning for warning in output["warnings"])
-
-    assert second.cache is not None and second.cache["dataset"] == "reused"
-    assert second.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
-    assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
-    assert second.cache["saved_s"] > 0
-    # SimpleTuner's aspect-bucket scan found every image already scanned (core/cache/buckets.py wrote its files).
-    log = second.log_path.read_text()
-    assert second.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
-    assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
 
 
 def test_the_endpoints_execution_timeout_bounds_timeout_s(tmp_path):
