@@ -38,7 +38,7 @@ browser:
 test: setup browser
 	$(APP_VENV)/bin/python -m pytest
 
-# Without the trainer env: tests that run it are marked trainer_env or training (pytest.ini).
+# Without the trainer env: tests that run it are marked trainer_env or training (pyproject.toml).
 test-fast: app-env
 	$(APP_VENV)/bin/python -m pytest -m "not training and not trainer_env and not browser"
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +32,7 @@ from core.generation.demo import build_tiny_model, write_demo_dataset  # noqa: E
 from core.settings import Settings  # noqa: E402
 
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-sdxl"
-TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "trained_job"}
+TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "trained_job", "trained_app"}
 """Fixtures the trainer env builds (torch writes the tiny models): a test using one needs that env."""
 
 
@@ -125,3 +127,46 @@ def trained_copy(trained_job, tmp_path: Path):
                                lora_path=moved(result.lora_path), log_path=moved(result.log_path),
                                comfyui_path=moved(result.comfyui_path),
                                checkpoints=[moved(p) for p in result.checkpoints])
+
+
+@dataclass
+class TrainedApp:
+    """The UI after one training from its Train tab: what the Start button answered, twice, and the run's status."""
+
+    ui: Any
+    url: str
+    started: Any
+    """What /start_training answered."""
+    second_start: str | None
+    """The error of a second /start_training sent while the first run trained (None: it was accepted)."""
+    status: dict
+    """/run_status once the run ended."""
+
+
+@pytest.fixture(scope="session")
+def trained_app(tmp_path_factory, tiny_model: Path):
+    """The app launched in this process, after one real training from its Train tab (the Tiny demo preset: 10
+    steps, checkpoints at 5 and 10, a validation image): shared by the UI tests that need a trained run
+    (tests/test_app_api.py, tests/test_playground_tab.py), so the UI trains once. Each test talks to it through its
+    own gradio_client."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from tests.test_app_api import launch, tiny_preset_form, wait_for
+
+    ui, url = launch(tmp_path_factory.mktemp("trained-app-data"), tiny_model)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        values = tiny_preset_form(client, trigger="sks")
+        started = client.predict(**values, api_name="/start_training")
+        try:
+            client.predict(**values, api_name="/start_training")
+            second_start = None
+        except AppError as error:
+            second_start = str(error)
+        status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
+                          timeout_s=300, what="the training to end")
+        yield TrainedApp(ui=ui, url=url, started=started, second_start=second_start, status=status)
+    finally:
+        ui.registry.shutdown()
+        ui.blocks.close()

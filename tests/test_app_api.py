@@ -1,8 +1,9 @@
 """The UI face through its API: gradio_client against the app launched in this process on a free port.
 
 Each test is something a user does on a page, done through the endpoint that page calls: import/export, upload,
-caption edits, a real training of the tiny model with progress and loss, cancel, and a push to the local Hub
-server. Login, and the warning for a public interface without one, are tested on the launch options.
+caption edits, a real training of the tiny model with progress and loss (the session's trained app, shared with
+test_playground_tab.py), cancel, and a push to the local Hub server. Login, and the warning for a public interface
+without one, are tested on the launch options.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -25,9 +28,11 @@ from PIL import Image
 from app.__main__ import auth_from_env, launch_options
 from app.job_form import FIELDS
 from core.errors import SetupError
+from core.generation.demo import write_demo_dataset
 from core.settings import Settings
 from core.spec.job import parse_job
 from tests.conftest import tiny_job
+from tests.support.http_server import serve_files
 from tests.support.hub_server import running_hub_server
 from tests.support.processes import processes_working_in
 from tests.support.ui_port import serve_ui
@@ -42,14 +47,15 @@ def launch(data_root: Path, tiny_model: Path, **env: str):
     link = data_root / "models" / "tiny-sdxl"
     if not link.exists():
         link.symlink_to(tiny_model, target_is_directory=True)
-    settings = Settings.from_env({**os.environ, "DATA_DIR": str(data_root)})
+    settings = Settings.from_env({**os.environ, **env, "DATA_DIR": str(data_root)})
     inherited = {key: value for key, value in os.environ.items() if key not in ("UI_PASSWORD", "UI_AUTH")}
     return serve_ui(settings=settings, env={**inherited, **env})
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_model: Path) -> Iterator[Any]:
-    ui, url = launch(tmp_path_factory.mktemp("app-data"), tiny_model)
+    # ALLOW_PRIVATE_URLS: a dataset URL may name the tests' loopback server (the cancel test's trickling download).
+    ui, url = launch(tmp_path_factory.mktemp("app-data"), tiny_model, ALLOW_PRIVATE_URLS="1")
     yield ui, url
     ui.registry.shutdown()
     ui.blocks.close()
@@ -220,14 +226,15 @@ def test_check_dataset_shows_the_preflight_report(client: Client):
 
 
 @pytest.mark.training
-def test_a_training_from_the_app_runs_refuses_a_second_and_publishes(client: Client, tmp_path: Path):
-    values = tiny_preset_form(client, trigger="sks")
-    outputs: list[Any] = [client.predict(**values, api_name="/start_training")]
-    with pytest.raises(AppError, match="a training is already running"):
-        client.predict(**values, api_name="/start_training")
+def test_a_training_from_the_app_runs_refuses_a_second_and_publishes(trained_app, tmp_path: Path):
+    """The session's trained app (tests/conftest.py's trained_app): its one training was started from the Train tab,
+    a second start was refused while it ran, and its run is pushed to the local Hub here."""
+    client = Client(trained_app.url, verbose=False, download_files=str(tmp_path / "downloads"))
+    outputs: list[Any] = [trained_app.started]
+    assert trained_app.second_start is not None and re.search("a training is already running",
+                                                               trained_app.second_start)
 
-    status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
-                      timeout_s=300, what="the training to end")
+    status = trained_app.status
     assert status["status"] == "succeeded", status.get("error")
     assert [p["step"] for p in status["losses"]] == list(range(1, 11))
     assert status["step"] == status["total_steps"] == 10 and status["percent"] == 100
@@ -253,19 +260,28 @@ def test_a_training_from_the_app_runs_refuses_a_second_and_publishes(client: Cli
     assert all(TOKEN.encode() not in data for data in repo.files.values())
 
 
-@pytest.mark.training
-def test_cancel_really_stops_the_training(client: Client):
-    # A long run (500 steps, no validation): the cancel must land mid-training, not after the last step.
-    client.predict(**{**tiny_preset_form(client), "length": 500, "validation_prompt": ""}, api_name="/start_training")
-    status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["step"] >= 1 and s, timeout_s=240,
-                      what="the first training step")
-    job_dir = status["job_dir"]
-    assert processes_working_in(job_dir), "SimpleTuner should be running in the job's folder"
-    assert client.predict(api_name="/cancel_training") == "Cancelling…"
-    status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
-                      timeout_s=60, what="the cancel")
+def test_cancel_really_stops_the_run(client: Client, tmp_path: Path):
+    """The Train tab's Cancel reaches the run: here one whose dataset trickles from a loopback server (2 kB/s), so
+    no training is needed to have a run to stop (test_trainer.py cancels a real training in core)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.make_archive(str(served / "slow"), "zip", write_demo_dataset(tmp_path / "demo", count=6))
+    with serve_files(served) as server:
+        server.trickle["slow.zip"] = 2000
+        form = {**tiny_preset_form(client), "dataset": json.dumps({"url": server.url("slow.zip")})}
+        client.predict(**form, api_name="/start_training")
+        status = wait_for(lambda: any(name == "slow.zip" for _, name, _ in server.requests)
+                          and (s := client.predict(api_name="/run_status"))["status"] == "running" and s,
+                          timeout_s=60, what="the dataset download")
+        job_dir = status["job_dir"]
+        assert client.predict(api_name="/cancel_training") == "Cancelling…"
+        asked = time.monotonic()
+        status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
+                          timeout_s=60, what="the cancel")
+        stopped_after = time.monotonic() - asked
     assert status["status"] == "cancelled" and status["error"]["code"] == "cancelled"
-    assert status["step"] < 500
+    assert status["error"]["stage"] == "dataset"  # stopped mid-download, not after it
+    assert stopped_after < 5, stopped_after
     assert processes_working_in(job_dir) == []
     assert client.predict(api_name="/cancel_training") == "No training is running."
 

@@ -1,6 +1,7 @@
 """The base model stage: which files of a Hub model repo are fetched (file lists of the real SDXL and FLUX.1-dev
 repos), and the download itself against the local Hub server into an HF_HOME cache: progress, a second job that
-downloads nothing, nothing at all when offline or local, and typed errors that never carry the token."""
+downloads nothing, nothing at all when offline or local, and typed errors that never carry the token. (A real job that
+trains from the fetched model is test_captioning.py's captioned job: one training for both stages.)"""
 
 from __future__ import annotations
 
@@ -370,36 +371,3 @@ def test_a_cancelled_job_downloads_no_weights(tmp_path, online):
         assert [path for path in downloads(hub) if path.endswith(".safetensors")] == []
     assert caught.value.stage == "model"
     assert not [t for t in threading.enumerate() if t.name.startswith("download ")]
-
-
-@pytest.mark.training
-def test_a_real_job_trains_from_the_fetched_hub_model(tmp_path, online, tiny_model, demo_dataset):
-    """The tiny SDXL model served as a Hub repo: the model stage fetches it with progress, and SimpleTuner trains
-    from that cache. Its process inherits HF_HUB_OFFLINE=1 from this test process (conftest), so it can only load
-    what the stage put there, through refs/main, as it would on a pod with the network volume's cache."""
-    from pydantic import SecretStr
-
-    from core.events import StageEvent
-    from core.pipeline import run_job
-    from tests.conftest import tiny_job
-
-    repo = "tester/tiny-sdxl"
-    files = {p.relative_to(tiny_model).as_posix(): p.read_bytes() for p in tiny_model.rglob("*") if p.is_file()}
-    decoys = {"tiny_sdxl.safetensors": files["unet/diffusion_pytorch_model.safetensors"] + b"single-file",
-              "unet/diffusion_pytorch_model.fp16.safetensors": files["unet/diffusion_pytorch_model.safetensors"][:1000]}
-    settings = dataclasses.replace(online, hf_token=SecretStr(TOKEN))
-    events: list = []
-    with running_hub_server(tmp_path, token=TOKEN) as hub:
-        hub.add_repo(repo, files={**files, **decoys})
-        spec = parse_job({"input": tiny_job(tiny_model, demo_dataset, config={"model_name": repo, "vae": repo,
-                                                                              "max_train_steps": 2})})
-        result = run_job(spec, tmp_path / "job", events.append, settings=settings)
-        fetched = downloads(hub)
-    assert result.status == "succeeded" and result.lora_path.is_file()
-    assert ("model", "completed") in [(e.stage, e.status) for e in events if isinstance(e, StageEvent)]
-    progress = [e for e in events if isinstance(e, DownloadProgress) and e.source == repo]
-    assert progress and progress[-1].bytes_done == progress[-1].bytes_total == sum(
-        len(data) for path, data in files.items() if path != "model_index.json")
-    assert fetched == sorted(set(fetched)) and set(fetched) <= set(files)  # once each (identical files share a blob)
-    assert all(cached_file(repo, path, online).read_bytes() == data for path, data in files.items())
-    assert not set(decoys) & set(fetched)

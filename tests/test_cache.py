@@ -1,7 +1,8 @@
 """The cache on the volume (core/cache/store.py and its users): entries written whole or not at all, LRU eviction within
 CACHE_MAX_GB, a staged dataset reused from a URL whose content did not change and staged again when anything that
 matters changed, SimpleTuner's cache folders keyed by what changes them (and not by the learning rate), `cache:
-false`, what the result says, and the base model downloading while the dataset does."""
+false`, what the result says, and the base model downloading while the dataset does. (A second real training that takes
+SimpleTuner's text embeddings and buckets from the cache is test_durability.py's resumed run.)"""
 
 from __future__ import annotations
 
@@ -368,34 +369,6 @@ def test_the_base_model_downloads_while_the_dataset_does(tmp_path: Path, tiny_mo
     assert combined and "tester/tiny-sdxl" in combined[-1][1].source and "data.zip" in combined[-1][1].source
     model_bytes_seen = [t for t, e in combined if e.bytes_done > 0]
     assert model_bytes_seen and model_bytes_seen[0] < when("dataset", "completed") - 0.5 * each
-
-
-@pytest.mark.training
-def test_a_second_training_takes_simpletuners_text_embeddings_from_the_cache(trained_job, tiny_model: Path,
-                                                                               settings: Settings, tmp_path: Path):
-    """The session's trained job (same dataset, same model) kept its text embeddings; the same job again with
-    another learning rate gets them back, and SimpleTuner embeds no caption itself."""
-    from core.events import TrainerStage
-    from core.pipeline import run_job
-
-    first, first_events = trained_job
-    embedding = [e for e in first_events if isinstance(e, TrainerStage)
-                 and e.key == "init_cache_text_embeds_status_update"]
-    assert embedding, "SimpleTuner said nothing while it embedded the first run's captions"
-    assert first.cache is not None and first.cache["stages_s"]["text_embeds"] > 0
-    dataset = first.job_dir.parent / "dataset-src"  # the fixture's dataset, staged from the same files
-    job = tiny_job(tiny_model, dataset, config={"learning_rate": 3e-4, "max_train_steps": 1, "checkpointing_steps": 1})
-    events: list = []
-    second = run_job(parse_job(job), tmp_path / "again", events.append, settings=settings)
-    assert second.status == "succeeded"
-    assert second.cache is not None and second.cache["dataset"] == "reused"
-    assert second.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
-    assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
-    assert second.cache["saved_s"] > 0
-    # SimpleTuner's aspect-bucket scan found every image already scanned (core/cache/buckets.py wrote its files).
-    log = second.log_path.read_text()
-    assert second.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
-    assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
 
 
 def _store(cache: Cache, key: str, size: int = 1000) -> None:

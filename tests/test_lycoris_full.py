@@ -84,7 +84,8 @@ def test_the_committed_presets_match_the_installed_simpletuner(settings):
 # -- real runs -------------------------------------------------------------------------------------------------
 
 
-def run_cli(job: dict, tmp_path: Path, hub) -> dict:
+def run_cli(job: dict, tmp_path: Path, hub, *, printed: list[str] | None = None) -> dict:
+    """`python -m core run` of `job`: its result; what it printed to stderr goes to `printed`."""
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
@@ -92,6 +93,8 @@ def run_cli(job: dict, tmp_path: Path, hub) -> dict:
     done = subprocess.run([sys.executable, "-m", "core", "run", str(path), "--workdir", str(tmp_path / "work")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if printed is not None:
+        printed += done.stderr.splitlines()
     return json.loads(done.stdout)
 
 
@@ -111,9 +114,17 @@ def quick_job(model: Path, dataset: Path, repo: str, **config) -> dict:
 
 @pytest.mark.training
 def test_a_lycoris_adapter_trains_and_publishes(tmp_path, demo_dataset, tiny_model, settings):
+    """Also what a person at a terminal sees (test_cli.py's run, merged here): a progress line per step on stderr,
+    then the result on stdout."""
+    printed: list[str] = []
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        result = run_cli(quick_job(tiny_model, demo_dataset, "tester/lokr", lycoris_config=LOKR), tmp_path, hub)
+        result = run_cli(quick_job(tiny_model, demo_dataset, "tester/lokr", lycoris_config=LOKR), tmp_path, hub,
+                         printed=printed)
         repo = hub.repos["tester/lokr"].files
+    progress = [line for line in printed if line.startswith("[training] step ")]
+    assert [line.split()[2] for line in progress] == ["1/2", "2/2"]
+    assert result["metrics"]["steps"] == 2
+    assert (tmp_path / "work" / "output" / "pytorch_lora_weights.safetensors").stat().st_size > 0
     assert result["status"] == "succeeded" and result["model_type"] == "lycoris"
     assert result["model_checkpoint"].endswith("/pytorch_lora_weights.safetensors")
     assert {"pytorch_lora_weights.safetensors", "lycoris_config.json", "README.md"} <= set(repo)

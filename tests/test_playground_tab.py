@@ -1,39 +1,27 @@
 """The tabs a user turns to after a training, through gradio_client against the app launched in this process: the
 Playground (the warm generation process renders the LoRA beside the base model) and the Publish tab's checkpoint
 picker (the Hub gets the weights of the checkpoint picked). One real training of the tiny model (the Tiny demo
-preset: 10 steps, checkpoints at 5 and 10) is shared by the module's tests; the tiny model renders noise."""
+preset: 10 steps, checkpoints at 5 and 10) is shared by the module's tests and test_app_api.py's (tests/conftest.py's
+trained_app); the tiny model renders noise."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from gradio_client import Client
 
 from tests.support.hub_server import running_hub_server
-from tests.test_app_api import launch, tiny_preset_form, wait_for
 
 TOKEN = "hf_PlaygroundTabToken0123456789abcdXY"
 pytestmark = pytest.mark.training
 
 
-@pytest.fixture(scope="module")
-def trained_app(tmp_path_factory, tiny_model: Path) -> Iterator[tuple[Any, Client]]:
-    """The app after one training from its Train tab: (the UI, a client)."""
-    ui, url = launch(tmp_path_factory.mktemp("app-data"), tiny_model)
-    try:
-        client = Client(url, verbose=False, download_files=False)  # files stay on the server: same machine
-        client.predict(**tiny_preset_form(client, trigger="sks"), api_name="/start_training")
-        status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
-                          timeout_s=300, what="the training to end")
-        assert status["status"] == "succeeded", status.get("error")
-        yield ui, client
-    finally:
-        ui.registry.shutdown()
-        ui.blocks.close()
+def client_of(trained_app) -> Client:
+    """A client of the session's trained app (tests/conftest.py's trained_app), once its training succeeded."""
+    assert trained_app.status["status"] == "succeeded", trained_app.status.get("error")
+    return Client(trained_app.url, verbose=False, download_files=False)  # files stay on the server: same machine
 
 
 def generate(client: Client) -> tuple[list[str], list[dict]]:
@@ -46,7 +34,7 @@ def generate(client: Client) -> tuple[list[str], list[dict]]:
 
 
 def test_the_playground_renders_with_and_without_the_lora_in_one_warm_process(trained_app):
-    ui, client = trained_app
+    ui, client = trained_app.ui, client_of(trained_app)
     choices = client.predict(api_name="/playground_checkpoints")
     assert next(c[0] if isinstance(c, list) else c for c in choices["choices"]) == "final LoRA"
 
@@ -65,7 +53,7 @@ def test_the_playground_renders_with_and_without_the_lora_in_one_warm_process(tr
 
 
 def test_the_publish_tab_pushes_the_checkpoint_picked(trained_app, tmp_path: Path):
-    ui, client = trained_app
+    ui, client = trained_app.ui, client_of(trained_app)
     offered = client.predict(api_name="/publish_checkpoints")
     values = [choice[1] if isinstance(choice, list) else choice for choice in offered["choices"]]
     assert values == ["last", "best", "5", "10"] and offered["value"] == "last"
