@@ -26,7 +26,8 @@ from core.spec.job import parse_job
 from tests.conftest import ROOT
 from tests.support.http_server import FileServer, serve_files
 
-CONFIG = {"model_family": "sdxl", "model_name": "stabilityai/stable-diffusion-xl-base-1.0", "resolution": 128, "max_train_steps": 10}
+CONFIG = {"model_family": "sdxl", "model_name": "stabilityai/stable-diffusion-xl-base-1.0", "resolution": 128,
+          "max_train_steps": 10}
 
 
 # -- the Cancel itself ---------------------------------------------------------------------------------------------

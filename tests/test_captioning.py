@@ -237,7 +237,7 @@ def test_a_worker_dry_run_answers_with_the_generated_captions(tmp_path, tiny_mod
 
     dataset = uncaptioned(tmp_path / "sets" / "mine", count=3)
     settings = Settings.from_env({"DATA_DIR": str(tmp_path / "data"), "DATASET_ROOT": str(tmp_path / "sets"),
-                                  "TRAINER_DEVICE": "cpu"})
+                                  "TRAINER_DEVICE": "cpu", "MODELS_ROOT": str(tiny_model.parent)})
     spec = parse_job(caption_job(tiny_model, dataset, tiny_captioner) | {"dry_run": True})
     output = job_output(asyncio.run(run_pipeline(spec, tmp_path / "job", lambda event: None, settings=settings)))
     assert output["status"] == "dry_run"

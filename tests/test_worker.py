@@ -201,7 +201,7 @@ def test_a_cancel_while_the_dataset_downloads_stops_the_job_before_training(tmp_
     served.mkdir()
     zip_folder(write_demo_dataset(tmp_path / "demo", count=6), served / "demo.zip")
     settings = Settings.from_env({"ALLOW_PRIVATE_URLS": "1", "DATA_DIR": str(tmp_path / "data"),
-                                  "TRAINER_DEVICE": "cpu"})
+                                  "TRAINER_DEVICE": "cpu", "MODELS_ROOT": str(tiny_model.parent)})
     events: list = []
     with serve_files(served) as files:
         files.fail_status["demo.zip"] = [503, 503, 503]  # three retries with backoff: about 3.5 s of downloading
