@@ -274,6 +274,10 @@ def test_cancel_really_stops_the_run(client: Client, tmp_path: Path):
                           and (s := client.predict(api_name="/run_status"))["status"] == "running" and s,
                           timeout_s=60, what="the dataset download")
         job_dir = status["job_dir"]
+        # While it runs, the Playground leaves the GPU to it.
+        with pytest.raises(AppError, match="a training is running"):
+            client.predict("sks a red circle", "", 3, 2, 5.0, 1.0, "final LoRA", False,
+                           api_name="/playground_generate")
         assert client.predict(api_name="/cancel_training") == "Cancelling…"
         asked = time.monotonic()
         status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,

@@ -15,7 +15,10 @@ import pytest
 from core.adapters import RetryPolicy
 from core.events import CheckpointSaved, JobWarning, LogLine
 from core.jobdir import JobDir
-from core.publishing.checkpoints import BucketCheckpoints, CheckpointUploads, HubCheckpoints, destinations_of
+from core.publishing.checkpoints import BucketCheckpoints, CheckpointUploads, HubCheckpoints, checkpoint_destinations
+from core.publishing.destinations import HubDestination
+from core.settings import Settings
+from core.spec import HubSpec
 from core.spec.job import parse_job
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
@@ -36,6 +39,11 @@ def write_checkpoint(job: JobDir, step: int, *, complete: bool = True, note: str
     if complete:
         (folder / "training_state.json").write_text(f'{{"global_step": {step}}}')
     return folder
+
+
+def hub_repo(repo_id: str, hub) -> HubDestination:
+    """The job's private Hub repo on the local Hub server, with the token that writes to it."""
+    return HubDestination(spec=HubSpec(repo_id=repo_id, private=True), token=TOKEN, endpoint=hub.endpoint)
 
 
 def saved(folder: Path) -> CheckpointSaved:
@@ -59,7 +67,7 @@ def test_each_checkpoint_reaches_the_hub_while_training_goes_on_and_the_last_k_s
     events: list = []
     passed_on: list = []
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        destination = HubCheckpoints("tester/ckpt", token=TOKEN, private=True, on_event=events.append)
+        destination = HubCheckpoints(hub_repo("tester/ckpt", hub), on_event=events.append)
         with CheckpointUploads([destination], job=job, keep=2, on_event=events.append) as uploads:
             sink = uploads.watching(passed_on.append)
             first = write_checkpoint(job, 2)
@@ -88,7 +96,7 @@ def test_each_checkpoint_reaches_the_hub_while_training_goes_on_and_the_last_k_s
 def test_a_folder_pruned_mid_upload_is_still_uploaded_whole_and_an_incomplete_one_not_at_all(tmp_path):
     job = JobDir(tmp_path / "job")
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        destination = HubCheckpoints("tester/pruned", token=TOKEN, private=True)
+        destination = HubCheckpoints(hub_repo("tester/pruned", hub))
         with CheckpointUploads([destination], job=job) as uploads:
             sink = uploads.watching(lambda event: None)
             sink(saved(write_checkpoint(job, 3, complete=False)))  # no training_state.json yet: not queued
@@ -105,7 +113,7 @@ def test_a_folder_pruned_mid_upload_is_still_uploaded_whole_and_an_incomplete_on
 def test_ensure_uploads_the_last_checkpoint_once_and_a_text_file_loses_the_token(tmp_path):
     job = JobDir(tmp_path / "job")
     with running_hub_server(tmp_path, token=TOKEN) as hub:
-        destination = HubCheckpoints("tester/last", token=TOKEN, private=True)
+        destination = HubCheckpoints(hub_repo("tester/last", hub))
         uploads = CheckpointUploads([destination], job=job)
         folder = write_checkpoint(job, 7, note=f"pushed with {TOKEN}\n")
         done = uploads.ensure(folder)
@@ -126,7 +134,7 @@ def test_a_failed_upload_is_a_warning_and_the_next_checkpoint_still_goes(tmp_pat
     events: list = []
     with running_hub_server(tmp_path, token=TOKEN) as hub:
         hub.fail_next(r"/commit/", 500, times=2)
-        destination = HubCheckpoints("tester/flaky", token=TOKEN, private=True,
+        destination = HubCheckpoints(hub_repo("tester/flaky", hub),
                                      retry=RetryPolicy(attempts=2, backoff_s=0.01), on_event=events.append)
         with CheckpointUploads([destination], job=job, on_event=events.append) as uploads:
             sink = uploads.watching(lambda event: None)
@@ -148,11 +156,11 @@ def test_bucket_checkpoints_go_under_the_prefix_and_the_job_picks_its_destinatio
         spec = parse_job(tiny_job(tmp_path, tmp_path, config={"checkpoints_total_limit": 1},
                                   storage={"bucket": "ckpts", "prefix": "runs/a", "checkpoints": True},
                                   hub={"repo_id": "tester/both", "checkpoints": True}))
-        uploads = CheckpointUploads.for_job(spec, job=job, token=None, env=s3.env)
+        uploads = CheckpointUploads.for_job(spec, Settings.from_env(s3.env), job=job)
         assert uploads.keep == 1
         assert [type(d) for d in uploads.destinations] == [BucketCheckpoints]  # no token: no Hub destination
-        assert [type(d) for d in destinations_of(spec, token=TOKEN, env=s3.env)] == [HubCheckpoints,
-                                                                                    BucketCheckpoints]
+        with_token = Settings.from_env({**s3.env, "HF_TOKEN": TOKEN})
+        assert [type(d) for d in checkpoint_destinations(spec, with_token)] == [HubCheckpoints, BucketCheckpoints]
         with uploads:
             sink = uploads.watching(lambda event: None)
             for step in (10, 20):

@@ -10,8 +10,9 @@ from pathlib import Path
 from core.cancel import Cancel
 from core.events import CheckpointSaved, LogLine
 from core.jobdir import JobDir
+from core.outputs import latest_checkpoint
 from core.spec.job import parse_job
-from core.training.deadline import MAX_RESERVE_S, DeadlineStop, ends_partial, latest_checkpoint
+from core.training.deadline import MAX_RESERVE_S, DeadlineStop, ends_partial
 from tests.conftest import tiny_job
 
 
@@ -82,13 +83,13 @@ def test_a_cancel_stops_training_but_is_no_deadline():
 
 def test_the_latest_checkpoint_is_the_newest_complete_one(tmp_path):
     job = JobDir(tmp_path / "job")
-    assert latest_checkpoint(job) is None
+    assert latest_checkpoint(job.output) is None
     write_checkpoint(job, "checkpoint-2")
     write_checkpoint(job, "checkpoint-10")
     write_checkpoint(job, "checkpoint-12", complete=False)  # being written: no training_state.json yet
     write_checkpoint(job, "checkpoint-final")
     (job.output / "checkpoint-99").write_text("a file, not a folder")
-    assert latest_checkpoint(job) == job.output / "checkpoint-10"
+    assert latest_checkpoint(job.output) == job.output / "checkpoint-10"
 
 
 def test_ends_partial_for_the_deadline_or_a_cancel_of_a_job_that_keeps_what_it_trains(tmp_path):
