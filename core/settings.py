@@ -241,7 +241,7 @@ class Settings:
             bucket_name=(env.get("BUCKET_NAME") or "").strip() or None,
             s3=s3_config(env),
             job_defaults=tuple((var, env[var].strip()) for var in JOB_DEFAULT_VARS if (env.get(var) or "").strip()),
-            execution_timeout_s=_execution_timeout(env),
+            execution_timeout_s=_optional_number(env, EXECUTION_TIMEOUT_VAR, what="a number of seconds"),
             cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
             secret_env=tuple((name, value) for name, value in env.items()
                              if value and (name in SECRET_ENV_VARS or name in URL_ENV_VARS
@@ -263,20 +263,6 @@ def hub_cache_path(env: Mapping[str, str] | None = None) -> Path:
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     given = (env.get(name) or "").strip()
     return Path(given).expanduser().absolute() if given else None
-
-
-def _execution_timeout(env: Mapping[str, str]) -> float | None:
-    raw = (env.get(EXECUTION_TIMEOUT_VAR) or "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise SetupError(f"{EXECUTION_TIMEOUT_VAR}: must be a number of seconds above 0, got {raw!r}",
-                         field=EXECUTION_TIMEOUT_VAR)
-    return value
 
 
 def _volume(env: Mapping[str, str]) -> Path | None:
