@@ -15,7 +15,10 @@ import pytest
 from core.errors import SpecError
 from core.jobdir import JobDir
 from core.simpletuner.flags import (
+    ADAPTER_LISTS,
     BASE_MODEL,
+    FILE_CONTENT,
+    INLINE_JSON,
     EXPLICIT,
     OWNED,
     PROGRAM,
@@ -230,3 +233,18 @@ def test_a_tracker_that_runs_code_is_refused_however_it_is_written(value):
     error = refusal({"report_to": value})
     assert error is not None and error.field == "config.report_to"
     assert refusal({"report_to": "TensorBoard"}) is None
+
+
+def test_every_json_flag_that_lists_adapters_has_its_entries_checked():
+    """A JSON flag whose entries SimpleTuner loads as adapters (by name or help) must be in ADAPTER_LISTS, so each
+    entry is held to Hub repos; a later SimpleTuner's new one fails here until it is."""
+    listing = walked(lambda name, flag: classify(name, flag) in (INLINE_JSON, FILE_CONTENT)
+                     and bool(re.search(r"adapter|lora", f"{name} {flag.get('help', '')}", re.IGNORECASE)))
+    assert "validation_adapter_config" in listing
+    unchecked = [name for name in listing if name not in ADAPTER_LISTS and name not in LORA_SETTINGS_NOT_ADAPTERS]
+    assert unchecked == [], f"add to ADAPTER_LISTS (core/simpletuner/flags.py) or explain: {unchecked}"
+
+
+LORA_SETTINGS_NOT_ADAPTERS = {
+    "peft_lora_target_modules": "module names to train, not adapters to load",
+}
