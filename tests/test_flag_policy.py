@@ -17,9 +17,9 @@ from core.jobdir import JobDir
 from core.simpletuner.flags import (
     ADAPTER_LISTS,
     BASE_MODEL,
+    EXPLICIT,
     FILE_CONTENT,
     INLINE_JSON,
-    EXPLICIT,
     OWNED,
     PROGRAM,
     REFUSED,
