@@ -8,6 +8,7 @@ model, the local Hub server, moto S3."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
 
@@ -88,7 +89,8 @@ def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_
     dataset = first.job_dir.parent / "dataset-src"  # the fixture's dataset, staged from the same files
 
     # A margin longer than the whole job: training stops right after its first checkpoint, as near a deadline.
-    near_deadline = Settings.from_env({"TRAINER_DEVICE": "cpu", "DEADLINE_MARGIN_S": "100000"})
+    # The session's environment (its cache, which the trained job filled), with the margin.
+    near_deadline = Settings.from_env({**os.environ, "DEADLINE_MARGIN_S": "100000"})
     job = tiny_job(tiny_model, dataset, config={"learning_rate": 3e-4, "max_train_steps": 8, "checkpointing_steps": 2},
                    hub={"repo_id": "tester/long-run", "token": TOKEN, "checkpoints": True}, timeout_s=900,
                    resume_from="auto")
@@ -111,7 +113,7 @@ def test_a_job_cut_by_its_deadline_ends_partial_and_auto_resume_finishes_it(tmp_
             if isinstance(event, TrainingProgress):
                 seen.append((event.step, checkpoint_folders(hub.repos["tester/long-run"].files)))
 
-        done = run_job(parse_job(job), tmp_path / "second", on_event, settings=Settings.from_env({}))
+        done = run_job(parse_job(job), tmp_path / "second", on_event, settings=Settings.from_env())
         final = hub.repos["tester/long-run"].files
     assert done.status == "succeeded" and done.metrics.steps == 8
     assert any("resuming from checkpoint-2" in getattr(e, "message", "") for e in events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -53,13 +54,19 @@ def test_the_launcher_is_accelerate_in_our_process_group_with_every_gpu(settings
 
 
 @pytest.mark.training
-def test_a_missing_model_fails_with_simpletuners_own_message(tmp_path, tiny_model, demo_dataset, settings):
-    job = tiny_job(tiny_model, demo_dataset, config={"model_name": str(tmp_path / "no-such-model")})
+def test_a_model_simpletuner_cannot_load_fails_with_simpletuners_own_message(tmp_path, tiny_model, demo_dataset,
+                                                                            settings):
+    """A folder that says it holds a pipeline but has no weights passes the project's checks; SimpleTuner's own
+    error is what the job ends with. (A folder that is no model at all is refused at validate: test_local_model.)"""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    shutil.copy(tiny_model / "model_index.json", broken / "model_index.json")
+    job = tiny_job(tiny_model, demo_dataset, config={"model_name": str(broken)})
     with pytest.raises(TrainingError) as caught:
         run_job(parse_job(job), tmp_path / "job", settings=settings)
     error = caught.value
     assert type(error) is TrainingError and error.code == "training_failed" and error.exit_code != 0
-    assert "no-such-model" in error.message and "OSError" in error.message
+    assert "broken-model" in error.message and "OSError" in error.message
     assert processes_working_in(tmp_path / "job") == []
 
 
