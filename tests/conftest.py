@@ -22,6 +22,8 @@ os.environ.update({
 os.environ.pop("HF_TOKEN", None)
 # The reuse cache of this test session: never the checkout's data/ folder, never an earlier session's entries.
 os.environ.setdefault("CACHE_DIR", tempfile.mkdtemp(prefix="trainer-test-cache-"))
+# Jobs and the UI's run history of tests that do not name their own data folder: never the checkout's data/.
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="trainer-test-data-"))
 # Room the cache leaves on the disk: small, so a test machine with little free space still stores entries.
 os.environ.setdefault("CACHE_MIN_FREE_GB", "0.5")
 # The tiny models are built into the checkout's .cache/: a model root for the worker's jobs, as MODELS_ROOT is on an
