@@ -20,7 +20,7 @@ from core.cache.buckets import TrainerCaches, plan, restore, store
 from core.cache.datasets import stage_dataset_cached, url_key
 from core.cache.store import Cache
 from core.dataset.stage import CaptionOptions, Manifest
-from core.errors import SpecError
+from core.errors import SetupError, SpecError
 from core.settings import Settings
 from core.spec.job import DatasetSpec, parse_job
 from core.training.config import build_trainer_files
@@ -400,7 +400,7 @@ def test_without_a_floor_set_the_cache_leaves_a_tenth_of_its_disk(tmp_path: Path
     cache = Cache.from_settings(settings)
     _store(cache, "c" * 40)
     assert (cache.lookup("dataset", "c" * 40) is not None) == (free - 1000 >= total // 10)
-    with pytest.raises(Exception, match="CACHE_MIN_FREE_GB"):
+    with pytest.raises(SetupError, match="CACHE_MIN_FREE_GB"):
         Settings.from_env({"CACHE_MIN_FREE_GB": "lots"})
 
 
