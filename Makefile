@@ -35,8 +35,9 @@ $(TRAINER_VENV)/.installed: requirements-trainer.txt requirements-trainer.lock |
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# Two test processes: most of the suite waits on SimpleTuner subprocesses, so the second core is free.
 test: setup browser
-	$(APP_VENV)/bin/python -m pytest
+	$(APP_VENV)/bin/python -m pytest -n 2
 
 # Without the trainer env: tests that run it are marked trainer_env or training (pyproject.toml).
 test-fast: app-env

@@ -6,6 +6,7 @@ the default; FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 have tiny models too 
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from core.adapters import TrainerEnv
@@ -47,8 +48,13 @@ def _built_by_script(out: Path, *, marker: str, what: str, settings: Settings, s
     trainer = TrainerEnv(settings)
     trainer.require()
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Offline even on an online machine: a tiny model is random weights and a tokenizer trained on the spot.
-    done = trainer.run(script, args, device="cpu", offline=True)
+    # One builder at a time per folder (two UI sessions, two test processes): the second finds it built.
+    with (out.parent / f".{out.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / marker).exists():
+            return out
+        # Offline even on an online machine: a tiny model is random weights and a tokenizer trained on the spot.
+        done = trainer.run(script, args, device="cpu", offline=True)
     if done.returncode != 0:
         raise SetupError(f"building {what} failed: {done.stderr.strip().splitlines()[-1:]}")
     return out
