@@ -3,9 +3,10 @@
     output/
       pytorch_lora_weights.safetensors      the final LoRA (LORA_FILE; a full fine-tune leaves pipeline/ instead)
       checkpoint-<N>/                       every `checkpoint_step_interval` steps (CHECKPOINT, checkpoint_name)
-        pytorch_lora_weights.safetensors
-        training_state.json                 written last: a folder without it is not resumable (STATE_FILE)
+        training_state.json                 written first (STATE_FILE)
+        pytorch_lora_weights.safetensors    then the weights, optimizer, scheduler and random states
         training_state-<dataset>.json       each dataset's sampler state (SAMPLER_STATES)
+        .guard                              written last: without it the save was cut (GUARD_FILE)
         .fetched-to-resume                  only in a checkpoint this job fetched rather than trained
       validation_images/step_<N>_sample_<i>_0_<W>x<H>.png     the job's sample prompts (SAMPLES_DIR, SAMPLE_IMAGE)
 
@@ -28,7 +29,10 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 PIPELINE_DIR = "pipeline"
 """A full fine-tune's output: the whole diffusers pipeline."""
 STATE_FILE = "training_state.json"
-"""SimpleTuner's training state, written last into a checkpoint: its presence makes the checkpoint complete."""
+"""SimpleTuner's training state, the first file of a checkpoint: what a resume reads its step from."""
+GUARD_FILE = ".guard"
+"""SimpleTuner's completion guard, the last file of a checkpoint: a folder without it was cut mid-save (a kill, a
+full disk) and has no usable weights or optimizer state; SimpleTuner itself deletes such a folder on resume."""
 SAMPLER_STATES = "training_state-*.json"
 """Each dataset's sampler state in a checkpoint: it names the files of the run that wrote it."""
 FETCHED_MARKER = ".fetched-to-resume"
@@ -51,17 +55,22 @@ def checkpoint_step(folder: Path | str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def is_complete(folder: Path) -> bool:
+    """A checkpoint SimpleTuner finished saving: its training state and its completion guard are both there."""
+    return (Path(folder) / STATE_FILE).is_file() and (Path(folder) / GUARD_FILE).is_file()
+
+
 def checkpoint_name(step: int) -> str:
     """The folder name of the checkpoint at `step` (also its name in a Hub repo or bucket)."""
     return f"checkpoint-{int(step)}"
 
 
 def checkpoints(output_dir: Path, *, complete: bool = False, with_lora: bool = False) -> list[Path]:
-    """The run's checkpoint-N folders, oldest first. `complete`: only those holding STATE_FILE (resumable);
-    `with_lora`: only those holding LORA_FILE (publishable)."""
+    """The run's checkpoint-N folders, oldest first. `complete`: only resumable ones (is_complete); `with_lora`: only
+    those holding LORA_FILE (publishable)."""
     folder = Path(output_dir)
     found = [path for path in folder.glob("checkpoint-*") if path.is_dir() and checkpoint_step(path) is not None
-             and (not complete or (path / STATE_FILE).is_file()) and (not with_lora or (path / LORA_FILE).is_file())]
+             and (not complete or is_complete(path)) and (not with_lora or (path / LORA_FILE).is_file())]
     return sorted(found, key=lambda path: checkpoint_step(path) or 0)
 
 

@@ -21,9 +21,13 @@ os.environ.update({
 })
 os.environ.pop("HF_TOKEN", None)
 # The reuse cache of this test session: never the checkout's data/ folder, never an earlier session's entries.
-os.environ.setdefault("CACHE_DIR", tempfile.mkdtemp(prefix="trainer-test-cache-"))
 # Jobs and the UI's run history of tests that do not name their own data folder: never the checkout's data/.
-os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="trainer-test-data-"))
+# Each test process (pytest -n) has its own: a test that checks what its own training cached must not find what the
+# other process's training put there (its environment is inherited from the process that started it).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+for _var, _prefix in (("CACHE_DIR", "trainer-test-cache-"), ("DATA_DIR", "trainer-test-data-")):
+    if _WORKER or _var not in os.environ:
+        os.environ[_var] = tempfile.mkdtemp(prefix=f"{_prefix}{_WORKER}-" if _WORKER else _prefix)
 # Room the cache leaves on the disk: small, so a test machine with little free space still stores entries.
 os.environ.setdefault("CACHE_MIN_FREE_GB", "0.5")
 # The tiny models are built into the checkout's .cache/: a model root for the worker's jobs, as MODELS_ROOT is on an

@@ -29,7 +29,8 @@ LORA = "pytorch_lora_weights.safetensors"
 
 
 def write_checkpoint(job: JobDir, step: int, *, complete: bool = True, note: str = "") -> Path:
-    """A checkpoint-N folder as SimpleTuner leaves it: weights, optimizer state, and training_state.json last."""
+    """A checkpoint-N folder as SimpleTuner leaves it: weights, optimizer state, its training state and its
+    completion guard (incomplete: neither yet)."""
     folder = job.output / f"checkpoint-{step}"
     (folder / "random_states").mkdir(parents=True)
     (folder / LORA).write_bytes(bytes([step]) * 4096)
@@ -38,6 +39,7 @@ def write_checkpoint(job: JobDir, step: int, *, complete: bool = True, note: str
     (folder / "notes.txt").write_text(note or f"step {step}\n")
     if complete:
         (folder / "training_state.json").write_text(f'{{"global_step": {step}}}')
+        (folder / ".guard").write_text("")
     return folder
 
 
@@ -168,7 +170,7 @@ def test_bucket_checkpoints_go_under_the_prefix_and_the_job_picks_its_destinatio
         keys = sorted(item["Key"] for item in client.list_objects_v2(Bucket="ckpts")["Contents"])
         weights = client.get_object(Bucket="ckpts", Key=f"runs/a/checkpoints/checkpoint-20/{LORA}")["Body"].read()
     assert keys == sorted(f"runs/a/checkpoints/checkpoint-20/{name}" for name in (
-        LORA, "optimizer.bin", "random_states/rng_state_0.pkl", "notes.txt", "training_state.json"))
+        LORA, "optimizer.bin", "random_states/rng_state_0.pkl", "notes.txt", "training_state.json", ".guard"))
     assert weights == bytes([20]) * 4096
     assert [u.location for u in uploads.uploaded] == [f"s3://ckpts/runs/a/checkpoints/checkpoint-{s}" for s in (10, 20)]
 

@@ -22,6 +22,7 @@ def write_checkpoint(job: JobDir, name: str, *, complete: bool = True) -> Path:
     (folder / "pytorch_lora_weights.safetensors").write_bytes(b"\0" * 1024)
     if complete:
         (folder / "training_state.json").write_text('{"global_step": 1}')
+        (folder / ".guard").write_text("")
     return folder
 
 

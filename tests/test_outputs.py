@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.outputs import (
     FETCHED_MARKER,
+    GUARD_FILE,
     LORA_FILE,
     SAMPLES_DIR,
     STATE_FILE,
@@ -28,25 +29,30 @@ from core.outputs import (
 )
 
 
-def checkpoint(output: Path, step: int, *, lora: bool = True, state: bool = True) -> Path:
-    """A checkpoint-N folder as SimpleTuner leaves it: the LoRA first, its training state written last."""
+def checkpoint(output: Path, step: int, *, lora: bool = True, state: bool = True, guard: bool = True) -> Path:
+    """A checkpoint-N folder as SimpleTuner leaves it: its training state, the LoRA, then the completion guard (a
+    save cut short leaves no guard)."""
     folder = output / checkpoint_name(step)
     folder.mkdir(parents=True)
     if lora:
         (folder / LORA_FILE).write_bytes(b"weights")
     if state:
         (folder / STATE_FILE).write_text(json.dumps({"global_step": step}))
+    if state and guard:
+        (folder / GUARD_FILE).write_text("")
     return folder
 
 
 def a_run(tmp_path: Path) -> Path:
     """Steps 2 and 10 complete; 12 without its state yet (being written); 14 a state with no LoRA (a full
-    fine-tune's kind); 3 complete but fetched to resume from; and names that are no checkpoint."""
+    fine-tune's kind); 3 complete but fetched to resume from; 16 cut mid-save (a killed trainer: state and LoRA,
+    no guard); and names that are no checkpoint."""
     output = tmp_path / "output"
     checkpoint(output, 10)
     checkpoint(output, 2)
     checkpoint(output, 12, state=False)
     checkpoint(output, 14, lora=False)
+    checkpoint(output, 16, guard=False)
     (checkpoint(output, 3) / FETCHED_MARKER).write_text("fetched")
     (output / "checkpoint-latest").mkdir()
     (output / "checkpoint-7.zip").write_bytes(b"an archive, not a folder")
@@ -60,9 +66,9 @@ def steps(folders: list[Path]) -> list[int | None]:
 
 def test_every_checkpoint_folder_by_step_and_the_two_narrower_meanings(tmp_path):
     output = a_run(tmp_path)
-    assert steps(checkpoints(output)) == [2, 3, 10, 12, 14]  # by number, not by name ("10" < "2")
-    assert steps(checkpoints(output, complete=True)) == [2, 3, 10, 14]
-    assert steps(checkpoints(output, with_lora=True)) == [2, 3, 10, 12]
+    assert steps(checkpoints(output)) == [2, 3, 10, 12, 14, 16]  # by number, not by name ("10" < "2")
+    assert steps(checkpoints(output, complete=True)) == [2, 3, 10, 14]  # not 16: its save never finished
+    assert steps(checkpoints(output, with_lora=True)) == [2, 3, 10, 12, 16]
     assert steps(checkpoints(output, complete=True, with_lora=True)) == [2, 3, 10]
     assert checkpoints(tmp_path / "no-output") == []
 
@@ -71,8 +77,8 @@ def test_the_latest_checkpoint_is_the_newest_complete_one_unless_asked_otherwise
     output = a_run(tmp_path)
     assert latest_checkpoint(output) == output / "checkpoint-14"
     assert latest_checkpoint(output, complete=True, with_lora=True) == output / "checkpoint-10"
-    assert latest_checkpoint(output, complete=False, with_lora=True) == output / "checkpoint-12"
-    assert latest_checkpoint(output, complete=False) == output / "checkpoint-14"
+    assert latest_checkpoint(output, complete=False, with_lora=True) == output / "checkpoint-16"
+    assert latest_checkpoint(output, complete=False) == output / "checkpoint-16"
     assert latest_checkpoint(tmp_path / "empty") is None
 
 
@@ -83,7 +89,7 @@ def test_trained_checkpoints_leave_out_the_one_fetched_to_resume_from(tmp_path):
 def test_the_pickers_list_holds_each_checkpoint_with_a_lora(tmp_path):
     output = a_run(tmp_path)
     assert lora_checkpoints(output) == [("checkpoint-2", 2), ("checkpoint-3", 3), ("checkpoint-10", 10),
-                                        ("checkpoint-12", 12)]
+                                        ("checkpoint-12", 12), ("checkpoint-16", 16)]
     assert lora_checkpoints(None) == []
     assert lora_file(output) == output / LORA_FILE and lora_file(output / "checkpoint-2").is_file()
 

@@ -36,7 +36,7 @@ from core.adapters import (
 from core.errors import JobError, PublishError, StorageError
 from core.events import CheckpointSaved, Event, EventSink, JobWarning, LogLine, ignore_event
 from core.jobdir import JobDir
-from core.outputs import STATE_FILE, checkpoint_name, checkpoint_step
+from core.outputs import checkpoint_name, checkpoint_step, is_complete
 from core.publishing.destinations import BucketDestination, HubDestination, destinations_of
 from core.secrets import scrub_file
 from core.settings import Settings
@@ -217,7 +217,7 @@ class CheckpointUploads:
             if isinstance(event, CheckpointSaved) and self._thread is not None:
                 folder = self.output / Path(event.path).name
                 # Complete only: a checkpoint without its training state cannot be resumed from.
-                if (step := checkpoint_step(folder)) is not None and (folder / STATE_FILE).is_file():
+                if (step := checkpoint_step(folder)) is not None and is_complete(folder):
                     self._queue.put((self._set_aside(folder), step))
         return watch
 
