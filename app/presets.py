@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 from app.state import tiny_model_dir
+from core.adapters import GpuFacts
 from core.settings import Settings
 from core.simpletuner import hub_ids, model_table
-from core.training import GpuFacts, GpuPlan, plan_gpu
+from core.training import GpuPlan, plan_gpu
 
 TINY = "Tiny demo (CPU)"
 

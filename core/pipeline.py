@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.adapters import plan_device
 from core.cache import JobReuse
 from core.cancel import Cancel
 from core.dataset import caption_options
@@ -54,7 +55,6 @@ from core.training import (
     gpu_plan,
     gpu_report,
     is_local,
-    plan_device,
     preflight,
     published_view,
     resolved_defaults,

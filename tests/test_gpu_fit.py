@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from core.adapters import GpuFacts, parse_gpu_listing
 from core.errors import SpecError
 from core.jobdir import JobDir
 from core.settings import Settings
 from core.spec.job import parse_job
 from core.training.config import build_trainer_files
 from core.training.gpu_fit import (
-    GpuFacts,
     check_fit,
     estimate_table,
     gpu_tier,
-    parse_gpu_memory,
     plan_gpu,
     precision_class,
     time_estimate,
@@ -40,10 +39,11 @@ def plan(family: str, flavour: str | None, gb: float | None, **config):
     return plan_gpu(family=family, flavour=flavour, config=config, gpu=gpu(gb))
 
 
-def test_nvidia_smi_memory_is_read_per_gpu_in_whole_gb():
-    assert parse_gpu_memory("24564\n81559\n") == [24.0, 80.0]
-    assert parse_gpu_memory("143771\n\n") == [140.0]
-    assert parse_gpu_memory("[N/A]\n") == []
+def test_nvidia_smi_memory_is_read_per_gpu_exactly_with_its_name():
+    listing = parse_gpu_listing("NVIDIA GeForce RTX 4090, 24564\nNVIDIA L4, 23034\nNVIDIA H200, 143771\n\n")
+    assert [(gpu.name, gpu.memory_gb) for gpu in listing] == [
+        ("NVIDIA GeForce RTX 4090", 23.99), ("NVIDIA L4", 22.49), ("NVIDIA H200", 140.4)]
+    assert parse_gpu_listing("NVIDIA A10G, [N/A]\n") == []
 
 
 def test_gpu_memory_gb_is_read_from_the_environment_and_checked():

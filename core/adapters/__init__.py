@@ -6,7 +6,7 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.adapters.address_policy import public_url
 from core.adapters.fetch import download, file_name, probe
-from core.adapters.gpus import detect_device
+from core.adapters.gpus import GpuFacts, GpuListing, detect_device, gpu_facts, parse_gpu_listing, plan_device
 from core.adapters.hub import (
     RETRY,
     UNAVAILABLE,
@@ -36,6 +36,8 @@ __all__ = [
     "UNAVAILABLE",
     "ByteBar",
     "CancelFlag",
+    "GpuFacts",
+    "GpuListing",
     "HubTarget",
     "RetryPolicy",
     "S3Config",
@@ -47,6 +49,7 @@ __all__ = [
     "detect_device",
     "download",
     "file_name",
+    "gpu_facts",
     "hub_endpoint",
     "hub_error",
     "is_hub_model_id",
@@ -54,6 +57,8 @@ __all__ = [
     "is_repo_id",
     "list_folder_or_empty",
     "offline_error",
+    "parse_gpu_listing",
+    "plan_device",
     "probe",
     "public_url",
     "repo_path",

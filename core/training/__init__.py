@@ -5,7 +5,7 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.training.config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
 from core.training.deadline import DeadlineStop, ends_partial
-from core.training.gpu_fit import GpuFacts, GpuPlan, gpu_report, plan_device, plan_gpu
+from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
 from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
@@ -18,7 +18,6 @@ __all__ = [
     "DEFAULT_STEPS",
     "OWNED_FLAGS",
     "DeadlineStop",
-    "GpuFacts",
     "GpuPlan",
     "TrainingOutcome",
     "auto_sources",
@@ -31,7 +30,6 @@ __all__ = [
     "gpu_report",
     "is_local",
     "job_samples",
-    "plan_device",
     "plan_gpu",
     "preflight",
     "published_view",

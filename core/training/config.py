@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.adapters import GpuFacts
 from core.errors import SpecError
 from core.jobdir import JobDir
 from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, flavour_settings, owned_flags
 from core.spec import CACHE_KEY, DATA_KEYS, PLACEHOLDER, JobSpec, relative_data_dir, simpletuner_flags
-from core.training.gpu_fit import VALIDATION_SETTINGS, GpuFacts, GpuPlan, check_fit, plan_gpu
+from core.training.gpu_fit import VALIDATION_SETTINGS, GpuPlan, check_fit, plan_gpu
 from core.training.samples import LIBRARY_FILE, validation_size, with_samples
 
 DEFAULT_RESOLUTION = 1024

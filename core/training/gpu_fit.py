@@ -1,24 +1,22 @@
-"""Fit a job to the GPU: the device facts, SimpleTuner's recipe for that GPU size, the base model's precision, the
+"""Fit a job to the GPU: SimpleTuner's recipe for that GPU size, the base model's precision, the
 estimated VRAM and time, and a refusal (naming what would fit) before a GPU minute is spent.
 
 The recipe comes from core/simpletuner/recipes.py (SimpleTuner's examples); the estimates from
-core/data/gpu_estimates.json,
-published figures each with its source (docs/families.md). Everything here but `gpu_facts` is pure.
+core/data/gpu_estimates.json, published figures each with its source (docs/families.md). Everything here is pure
+(the device facts come from core/adapters/gpus.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from core.adapters import detect_device
+from core.adapters import GpuFacts
 from core.errors import SpecError
-from core.settings import TABLES_DIR, Settings
+from core.settings import TABLES_DIR
 from core.simpletuner import Recipe, families_with_recipes, recipe_for
 
 ESTIMATES_FILE = TABLES_DIR / "gpu_estimates.json"
@@ -33,15 +31,6 @@ MODEL_SETTINGS = ("flow_schedule_shift", "flow_schedule_auto_shift", "gradient_c
                   "gradient_checkpointing_interval", "resolution", "resolution_type")
 VALIDATION_SETTINGS = ("validation_guidance", "validation_guidance_real", "validation_num_inference_steps")
 ADAPTER_SETTINGS = ("optimizer", "learning_rate", "lora_rank", "lora_alpha")
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    count: int
-    memory_gb: float | None
-    """Per GPU (the smallest when they differ); None when unknown."""
-    source: str
-    """"nvidia-smi", "GPU_MEMORY_GB" or "unknown"."""
 
 
 @dataclass(frozen=True)
@@ -70,47 +59,6 @@ class GpuPlan:
         data = asdict(self)
         data.pop("settings")
         return data
-
-
-# -- device facts ------------------------------------------------------------------------------------------------
-
-
-def parse_gpu_memory(text: str) -> list[float]:
-    """nvidia-smi's `--query-gpu=memory.total --format=csv,noheader,nounits` (MiB, one line per GPU) -> GB per GPU,
-    rounded to whole GB (a 24 GB card reports 24564 MiB)."""
-    sizes = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            try:
-                sizes.append(float(round(float(line) / 1024)))
-            except ValueError:
-                continue
-    return sizes
-
-
-def gpu_facts(settings: Settings, *, gpu_count: int) -> GpuFacts:
-    """GPU_MEMORY_GB when set, else nvidia-smi's answer, else unknown."""
-    if settings.gpu_memory_gb:
-        return GpuFacts(count=max(gpu_count, 1), memory_gb=settings.gpu_memory_gb, source="GPU_MEMORY_GB")
-    smi = shutil.which("nvidia-smi")
-    if smi and gpu_count:
-        done = subprocess.run([smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=20, check=False)
-        sizes = parse_gpu_memory(done.stdout) if done.returncode == 0 else []
-        if sizes:
-            return GpuFacts(count=len(sizes), memory_gb=min(sizes), source="nvidia-smi")
-    return GpuFacts(count=gpu_count, memory_gb=None, source="unknown")
-
-
-def plan_device(settings: Settings, *, dry_run: bool) -> tuple[str, GpuFacts]:
-    """The device a job trains on and its GPU facts. A dry run on a machine without a GPU plans for the GPU that
-    GPU_MEMORY_GB describes, so a CPU machine can check a job for the GPU it will run on."""
-
-    device, count = detect_device(settings)
-    if device == "cpu" and dry_run and settings.gpu_memory_gb and settings.device != "cpu":
-        device, count = "cuda", 1
-    return device, gpu_facts(settings, gpu_count=count) if device == "cuda" else GpuFacts(0, None, "unknown")
 
 
 # -- estimates -----------------------------------------------------------------------------------------------------
