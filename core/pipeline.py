@@ -19,7 +19,7 @@ from core.cache import JobReuse
 from core.cancel import Cancel
 from core.dataset import caption_options
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
-from core.events import Event, EventSink, StageEvent, ignore_event
+from core.events import Event, EventSink, JobWarning, StageEvent, ignore_event
 from core.generation import caption_stage, end_samples
 from core.jobdir import JobDir
 from core.models import ModelFetch, check_local_models
@@ -106,7 +106,10 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                                 price_per_hour=settings.gpu_price_per_hour)
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(), trainer_files=files.to_dict(),
                        captioning=captioned,
-                       warnings=spec.warnings() + _owned_flag_warnings(spec) + report.warnings + destination_warnings)
+                       warnings=spec.warnings() + _owned_flag_warnings(spec) + report.warnings + destination_warnings
+                       + files.warnings)
+    for warning in files.warnings:
+        on_event(JobWarning(warning, field="samples"))
     if spec.dry_run:
         result.cache = reuse.finish(trained=False)
         return result

@@ -5,8 +5,16 @@
 
 A request: {"model": folder or Hub id, "lora": file or null, "strength": 1.0, "prompt": "...",
 "negative_prompt": "", "seed": 42, "steps": 20, "guidance": 5.0, "width": 1024, "height": 1024, "count": 1,
-"out_dir": folder, "name": "file stem"}. The answer: {"ok": true, "images": [paths], "seconds": {...},
-"warm": {"pipeline": bool, "lora": bool}} or {"ok": false, "error": "..."}.
+"out_dir": folder, "name": "file stem", "frames": 17, "fps": 16, "placement": "gpu", "vae_tiling": false}. The
+answer: {"ok": true, "images": [paths], "seconds": {...}, "warm": {"pipeline": bool, "lora": bool}} or
+{"ok": false, "error": "..."}.
+
+`placement` is where the pipeline goes, as core/generation/preview_fit.py planned it before anything was loaded:
+"cpu" (no GPU), "gpu" (all of it), "model_offload" (diffusers' enable_model_cpu_offload: one component on the GPU at
+a time) or "sequential_offload" (enable_sequential_cpu_offload: one layer at a time); `vae_tiling` tiles and slices
+the VAE where it can. A video pipeline (its __call__ takes num_frames: Wan, LTX, ...) renders `frames` frames
+(num_videos_per_prompt, not num_images_per_prompt) and writes `<name>-<i>.mp4` (diffusers' export_to_video, through
+imageio-ffmpeg) at `fps`; an image pipeline writes `<name>-<i>.png`.
 
 Warm means: the pipeline is loaded once per model and kept; a LoRA is loaded once per file as its own adapter and
 switched on (at the asked strength) or off per request, so a click on another checkpoint costs one small file read.
@@ -25,6 +33,8 @@ import time
 from pathlib import Path
 
 _ANSWERS = sys.stdout
+DEFAULT_FRAMES = 17
+"""A video request without `frames`: 4k+1 (what Wan's VAE needs), about a second at 16 fps."""
 sys.stdout = sys.stderr  # diffusers, transformers and tqdm print; only answers may reach the real stdout
 
 
@@ -37,13 +47,16 @@ class Renderer:
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model: str | None = None
+        self.model: tuple[str, str, bool] | None = None
+        """(model, placement, vae_tiling) of the loaded pipeline: offload hooks cannot be taken off, so another
+        placement loads the pipeline again."""
         self.pipeline = None
         self.adapters: dict[str, str] = {}
         """LoRA file (path + mtime) -> adapter name."""
 
-    def _load(self, model: str) -> bool:
-        if model == self.model:
+    def _load(self, model: str, *, placement: str, vae_tiling: bool) -> bool:
+        key = (model, placement, vae_tiling)
+        if key == self.model:
             return True
         from diffusers import DiffusionPipeline
 
@@ -54,7 +67,9 @@ class Renderer:
         pipeline = DiffusionPipeline.from_pretrained(model, torch_dtype=self.dtype)
         _bound_tokenizers(pipeline)
         pipeline.set_progress_bar_config(disable=True)
-        self.pipeline, self.model = pipeline.to(self.device), model
+        self.pipeline, self.model = _placed(pipeline, placement=placement, device=self.device), key
+        if vae_tiling:
+            _tile_vae(pipeline)
         return False
 
     def _lora(self, lora: str | None, strength: float) -> bool:
@@ -77,32 +92,82 @@ class Renderer:
 
     def render(self, request: dict) -> dict:
         started = time.perf_counter()
-        warm_pipeline = self._load(str(request["model"]))
+        placement = str(request.get("placement") or ("gpu" if self.device == "cuda" else "cpu"))
+        warm_pipeline = self._load(str(request["model"]), placement=placement,
+                                   vae_tiling=bool(request.get("vae_tiling")))
         loaded = time.perf_counter()
         warm_lora = self._lora(request.get("lora"), float(request.get("strength", 1.0)))
         swapped = time.perf_counter()
         out_dir = Path(request["out_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
         generator = self.torch.Generator(device="cpu").manual_seed(int(request.get("seed", 42)))
+        video = _is_video(self.pipeline)
         arguments = {"prompt": request["prompt"], "num_inference_steps": int(request.get("steps", 20)),
                      "guidance_scale": float(request.get("guidance", 5.0)), "generator": generator,
-                     "num_images_per_prompt": int(request.get("count", 1))}
+                     "num_videos_per_prompt" if video else "num_images_per_prompt": int(request.get("count", 1))}
+        if video:
+            arguments.update(num_frames=int(request.get("frames") or DEFAULT_FRAMES), output_type="np")
         if request.get("width") and request.get("height"):
             arguments.update(width=int(request["width"]), height=int(request["height"]))
         if request.get("negative_prompt"):
             arguments["negative_prompt"] = request["negative_prompt"]
         with self.torch.inference_mode():
-            images = self.pipeline(**arguments).images
+            output = self.pipeline(**arguments)
         stem = str(request.get("name") or f"image-{int(time.time() * 1000)}")
-        paths = []
-        for index, image in enumerate(images):
-            path = out_dir / f"{stem}-{index}.png"
-            image.save(path)
-            paths.append(str(path))
+        if video:
+            paths = _write_videos(output.frames, out_dir=out_dir, stem=stem, fps=int(request.get("fps") or 16))
+        else:
+            paths = []
+            for index, image in enumerate(output.images):
+                path = out_dir / f"{stem}-{index}.png"
+                image.save(path)
+                paths.append(str(path))
         done = time.perf_counter()
-        return {"ok": True, "images": paths, "warm": {"pipeline": warm_pipeline, "lora": warm_lora},
+        return {"ok": True, "images": paths, "video": video, "placement": placement,
+                "warm": {"pipeline": warm_pipeline, "lora": warm_lora},
                 "seconds": {"load": round(loaded - started, 3), "lora": round(swapped - loaded, 3),
                             "render": round(done - swapped, 3), "total": round(done - started, 3)}}
+
+
+def _placed(pipeline, *, placement: str, device: str):
+    """The pipeline where the plan puts it; offloading keeps the weights in RAM and moves them in as needed."""
+    if placement == "model_offload":
+        pipeline.enable_model_cpu_offload()
+        return pipeline
+    if placement == "sequential_offload":
+        pipeline.enable_sequential_cpu_offload()
+        return pipeline
+    return pipeline.to("cuda" if placement == "gpu" and device == "cuda" else device)
+
+
+def _tile_vae(pipeline) -> None:
+    """Decode in tiles and one sample at a time, where the VAE can (not every VAE has both)."""
+    vae = getattr(pipeline, "vae", None)
+    for switch in ("enable_tiling", "enable_slicing"):
+        if callable(getattr(vae, switch, None)):
+            try:
+                getattr(vae, switch)()
+            except NotImplementedError:  # some VAEs declare it and refuse
+                continue
+
+
+def _is_video(pipeline) -> bool:
+    """A pipeline that renders frames: its __call__ takes num_frames (Wan, LTX, HunyuanVideo, ...)."""
+    import inspect
+
+    return "num_frames" in inspect.signature(pipeline.__call__).parameters
+
+
+def _write_videos(frames, *, out_dir: Path, stem: str, fps: int) -> list[str]:
+    """One .mp4 per rendered video (frames: a batch of videos, each a sequence of HxWx3 arrays in 0..1)."""
+    from diffusers.utils import export_to_video
+
+    paths = []
+    for index, video in enumerate(frames):
+        path = out_dir / f"{stem}-{index}.mp4"
+        export_to_video(list(video), str(path), fps=fps)
+        paths.append(str(path))
+    return paths
 
 
 def _bound_tokenizers(pipeline) -> None:

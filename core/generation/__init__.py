@@ -1,5 +1,5 @@
 """Work a model does besides training, each in the trainer env as a subprocess: auto-captioning, the playground's
-generations, a run's end-of-run samples, and the tiny demo models.
+generations (their GPU memory planned first: preview_fit), a run's end-of-run samples, and the tiny demo models.
 
 What other packages and the faces may use is listed in __all__."""
 
@@ -12,8 +12,10 @@ from core.generation.playground import (
     Playground,
     Rendered,
     parse_generate_job,
+    plan_render,
     run_generate_job,
 )
+from core.generation.preview_fit import PreviewPlan, PreviewTooLarge, plan_preview
 
 __all__ = [
     "GENERATE_SCRIPT",
@@ -21,6 +23,8 @@ __all__ = [
     "TINY_FAMILIES",
     "GenerateRequest",
     "Playground",
+    "PreviewPlan",
+    "PreviewTooLarge",
     "Rendered",
     "build_tiny_captioner",
     "build_tiny_model",
@@ -29,6 +33,8 @@ __all__ = [
     "finish_caption",
     "generate_captions",
     "parse_generate_job",
+    "plan_preview",
+    "plan_render",
     "run_generate_job",
     "write_demo_dataset",
 ]

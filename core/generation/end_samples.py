@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import JobError
 from core.outputs import SAMPLES_DIR, Sample
-from core.training import DEFAULT_GUIDANCE, DEFAULT_STEPS, job_samples, sample_prompts
+from core.training import DEFAULT_GUIDANCE, DEFAULT_STEPS, VIDEO_FAMILIES, VIDEO_FRAMES, job_samples, sample_prompts
 
 if TYPE_CHECKING:
     from core.events import EventSink
@@ -38,7 +38,7 @@ def end_samples(spec: JobSpec, result: JobResult, *, settings: Settings,
     report = on_event or (lambda _event: None)
     report(StageEvent(stage="samples", status="started", message=f"rendering the samples of step {step}"))
     try:
-        render_end_samples(spec, result, step=step, settings=settings)
+        render_end_samples(spec, result, step=step, settings=settings, on_event=report)
     except (JobError, OSError, ValueError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         result.warnings.append(f"the samples of the final step {step} could not be rendered: {message}")
@@ -48,9 +48,13 @@ def end_samples(spec: JobSpec, result: JobResult, *, settings: Settings,
     return job_samples(spec, output)
 
 
-def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings: Settings) -> list[Path]:
+def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings: Settings,
+                       on_event: EventSink | None = None) -> list[Path]:
     """Each sample prompt rendered once by a one-shot generation process (core/generation/playground.py) into
-    validation_images/step_<step>_sample_<i>_0_<W>x<H>.png, as SimpleTuner names its own."""
+    validation_images/step_<step>_sample_<i>_0_<W>x<H>.png (.mp4 for a video family, at the run's
+    validation_num_video_frames), as SimpleTuner names its own. Where the pipeline went on the GPU (all on it,
+    offloaded) is said once, as a log event."""
+    from core.events import LogLine
     from core.generation.playground import GenerateRequest, Playground
 
     if spec.samples is None or result.output_dir is None:
@@ -60,17 +64,24 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
     negative = config.get("--validation_negative_prompt") or ""
     model = str(result.model_dir) if result.model_dir else spec.base_model
     folder = Path(result.output_dir) / SAMPLES_DIR
+    frames = config.get("--validation_num_video_frames")
+    if frames is None and spec.model_family in VIDEO_FAMILIES:
+        frames = VIDEO_FRAMES
     playground = Playground(settings=settings)
-    written = []
+    written: list[Path] = []
     try:
         for shortname, prompt in sample_prompts(spec.samples, spec.trigger_word).items():
             request = GenerateRequest(
                 prompt=prompt, negative_prompt=negative, seed=int(config.get("--validation_seed", spec.samples.seed)),
                 steps=int(config.get("--validation_num_inference_steps") or DEFAULT_STEPS),
-                guidance=float(config.get("--validation_guidance", DEFAULT_GUIDANCE)), width=width, height=height)
+                guidance=float(config.get("--validation_guidance", DEFAULT_GUIDANCE)), width=width, height=height,
+                frames=int(frames) if frames else None)
             stem = f"step_{step}_{shortname}_0_{width}x{height}"
             rendered = playground.generate(request, model=model, lora=result.lora_path, out_dir=folder, name=stem)
-            written.append(rendered.images[0].replace(folder / f"{stem}.png"))
+            if not written and rendered.plan is not None and on_event is not None:
+                on_event(LogLine(f"end-of-run samples: {rendered.plan.describe()}"))
+            first = rendered.images[0]
+            written.append(first.replace(folder / f"{stem}{first.suffix}"))
     finally:
         playground.stop(reason="the end samples are rendered")
     return written

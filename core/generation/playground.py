@@ -5,7 +5,10 @@ loaded once per model, a LoRA once per checkpoint file, so the next image costs 
 process is stopped by `stop()` (the UI calls it before a training starts: GPU memory is the training's) and by
 itself after `idle_s` without a request. `GenerateRequest` is the one declaration of what a request may say, for
 the UI's playground and the worker's generate jobs alike (`GenerateJob` adds the LoRA's source and the answer's
-form).
+form). Before a request reaches the process its memory is planned (core/generation/preview_fit.py: all on the GPU,
+model offload, sequential offload, or a refusal naming the numbers) from the model's and LoRA's safetensors headers
+and the GPU's memory; the plan travels with the request and comes back in `Rendered.plan`. A video model (Wan)
+renders `frames` frames into an .mp4.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.adapters import TrainerEnv, detect_device
+from core.adapters import TrainerEnv, detect_device, gpu_facts
 from core.cancel import Cancel
 from core.errors import ErrorCode, JobError, SetupError
-from core.models import local_model
+from core.generation.preview_fit import PreviewPlan, plan_preview
+from core.models import ComponentSize, SizeError, header_size, local_model, model_sizes
 from core.outputs import LORA_FILE
 from core.secrets import job_secrets
 from core.settings import TOOLS_DIR, Settings
@@ -38,6 +42,8 @@ POLL_S = 0.1
 """How often a render in progress looks at its cancel."""
 MAX_PROMPT = 1000
 MAX_SIDE = 2048
+MAX_FRAMES = 257
+VIDEO_SUFFIX = ".mp4"
 
 
 class GenerateRequest(BaseModel):
@@ -55,6 +61,16 @@ class GenerateRequest(BaseModel):
     width: int = Field(default=1024, ge=64, le=MAX_SIDE, multiple_of=8)
     height: int = Field(default=1024, ge=64, le=MAX_SIDE, multiple_of=8)
     count: int = Field(default=1, ge=1, le=8)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
+    """A video model's frame count, 4k+1 (Wan's VAE packs 4 frames after the first); None: 17. An image model
+    ignores it."""
+
+    @field_validator("frames")
+    @classmethod
+    def _four_k_plus_one(cls, value: int | None) -> int | None:
+        if value is not None and (value - 1) % 4:
+            raise ValueError(f"must be 4k+1 (1, 5, 9, ..., 17, ..., 81), got {value}")
+        return value
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -69,6 +85,60 @@ class Rendered:
     """load, lora, render, total: as the generation process measured them."""
     warm: dict[str, bool]
     """pipeline / lora: True when already loaded before this request."""
+    plan: PreviewPlan | None = None
+    """Where the pipeline went (all on the GPU, offloaded) and why; None when the process chose alone."""
+
+    @property
+    def videos(self) -> list[Path]:
+        return [path for path in self.images if path.suffix == VIDEO_SUFFIX]
+
+
+def model_folder(model: str, *, settings: Settings) -> Path | None:
+    """The folder on this machine that holds `model`: itself, or a Hub id's snapshot in the cache; None when it is
+    not here (nothing is downloaded to find out)."""
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, cache_dir=settings.hub_cache, local_files_only=True))
+    except Exception:  # not in the cache (or no Hub id): the plan says the size is unknown
+        return None
+
+
+def plan_render(request: GenerateRequest, *, model: str, lora: Path | None, settings: Settings,
+                video: bool | None = None) -> PreviewPlan:
+    """The memory plan of one render on this machine, from the weights' headers and the GPU's memory; raises
+    PreviewTooLarge (naming the GB) when even sequential offload would not fit. `video` None: read from the model's
+    model_index.json."""
+    device, count = detect_device(settings)
+    if device != "cuda":
+        return plan_preview(device=device, sizes={}, gpu_memory_gb=None)
+    folder = model_folder(model, settings=settings)
+    try:
+        sizes: dict[str, ComponentSize] = model_sizes(folder) if folder else {}
+        lora_params = header_size(lora).params if lora else 0
+    except SizeError:
+        sizes, lora_params = {}, 0
+    if video is None:
+        video = folder is not None and is_video_model(folder)
+    frames = (request.frames or DEFAULT_FRAMES) if video else 1
+    return plan_preview(device=device, sizes=sizes, gpu_memory_gb=gpu_facts(settings, gpu_count=count).memory_gb,
+                        lora_params=lora_params, width=request.width, height=request.height, frames=frames)
+
+
+def is_video_model(folder: Path) -> bool:
+    """A diffusers folder whose pipeline renders videos (its class names a video family's pipeline)."""
+    try:
+        name = str(json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name", ""))
+    except (OSError, ValueError):
+        return False
+    return name.startswith(VIDEO_PIPELINES) or "Video" in name
+
+
+VIDEO_PIPELINES = ("Wan", "LTX", "HunyuanVideo", "SanaVideo", "Kandinsky5T2V", "LongCatVideo", "Cosmos")
+DEFAULT_FRAMES = 17
+"""Frames of a video render that names none (tools/generate_images.py's DEFAULT_FRAMES)."""
 
 
 class Playground:
@@ -98,9 +168,11 @@ class Playground:
         """Render `request` with `model` (a folder or a Hub id in the HF cache) and `lora` (a .safetensors file, or
         None for the base model) into `out_dir/<name>-<i>.png`. Raises SetupError when the process cannot start,
         JobError (code generate_failed) when diffusers refuses the request. A `cancel` (or its deadline) stops the
-        render: the process ends, so its GPU memory and the next request's turn come back within seconds."""
+        render: the process ends, so its GPU memory and the next request's turn come back within seconds. Its
+        memory is planned first (plan_render): a GPU that cannot hold it is refused before anything loads."""
+        plan = plan_render(request, model=model, lora=lora, settings=self.settings)
         payload = {**request.model_dump(), "model": model, "lora": str(lora) if lora else None,
-                   "out_dir": str(out_dir), "name": name}
+                   "out_dir": str(out_dir), "name": name, "placement": plan.placement, "vae_tiling": plan.vae_tiling}
         stop = Cancel.of(cancel)
         with self._lock:
             stop.check("before rendering", stage="generate")
@@ -115,7 +187,7 @@ class Playground:
             raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code=ErrorCode.GENERATE_FAILED,
                            stage="generate")
         return Rendered(images=[Path(p) for p in answer["images"]], seconds=answer.get("seconds", {}),
-                        warm=answer.get("warm", {}))
+                        warm=answer.get("warm", {}), plan=plan)
 
     def stop(self, *, reason: str = "stopped") -> bool:
         """End the process (its GPU memory goes back); True when one was running. The next request starts it."""
@@ -218,7 +290,7 @@ def _pipe[T](stream: T | None) -> T:
 
 
 def image_base64(path: Path) -> str:
-    """A PNG as base64 text, for an answer that has no bucket to point at."""
+    """A PNG (or an .mp4) as base64 text, for an answer that has no bucket to point at."""
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
@@ -324,7 +396,8 @@ def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, pla
     rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image",
                                    cancel=stop)
     bucket = job.bucket or settings.bucket_name
-    images: list[dict[str, Any]] = [{"file": path.name} for path in rendered.images]
+    images: list[dict[str, Any]] = [{"file": path.name, "media": "video" if path.suffix == VIDEO_SUFFIX else "image"}
+                                    for path in rendered.images]
     if bucket and settings.s3.endpoint_url:
         from core.publishing import BucketDestination, upload_outputs
         from core.spec import StorageSpec
@@ -339,4 +412,5 @@ def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, pla
             image["base64"] = image_base64(path)
     return {"status": "succeeded", "mode": "generate", "images": images, "prompt": request.prompt,
             "seed": request.seed, "lora": public_url(job.lora) if job.lora else None, "strength": request.strength,
-            "seconds": rendered.seconds, "warm": rendered.warm}
+            "seconds": rendered.seconds, "warm": rendered.warm,
+            "placement": rendered.plan.to_dict() if rendered.plan else None}

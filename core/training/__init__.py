@@ -9,7 +9,16 @@ from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
 from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
-from core.training.samples import DEFAULT_GUIDANCE, DEFAULT_STEPS, job_samples, published_view, sample_prompts
+from core.training.samples import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    VIDEO_FAMILIES,
+    VIDEO_FRAMES,
+    job_samples,
+    published_view,
+    render_working_gb,
+    sample_prompts,
+)
 from core.training.trainer import TrainingOutcome, train
 
 __all__ = [
@@ -17,6 +26,8 @@ __all__ = [
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
     "OWNED_FLAGS",
+    "VIDEO_FAMILIES",
+    "VIDEO_FRAMES",
     "DeadlineStop",
     "GpuPlan",
     "TrainingOutcome",
@@ -33,6 +44,7 @@ __all__ = [
     "plan_gpu",
     "preflight",
     "published_view",
+    "render_working_gb",
     "resolved_defaults",
     "sample_prompts",
     "train",

@@ -48,6 +48,8 @@ class TrainerFiles:
     """JSON files a job gave inline (a LyCORIS config, a prompt library): file name in the config folder -> content."""
     plan: GpuPlan | None = None
     """On CUDA: the recipe, precision and fit for the GPU (core/training/gpu_fit.py)."""
+    warnings: list[str] = field(default_factory=list)
+    """What was changed to fit the GPU (samples during training turned off: core/training/samples.py)."""
 
     def write(self, job: JobDir, *, webhook_url: str) -> Path:
         """Write the files into the job's config folder; return config.json's path."""
@@ -231,7 +233,7 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     there)."""
     plan = gpu_plan(spec, device=device, gpu=gpu)
     own, inline_files = _job_values(spec, job=job)
-    samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job)
+    samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan)
     inline_files = {**samples.files, **inline_files}
     flags: dict[str, Any] = {**samples.flags, **own}
     flags.update(
@@ -243,7 +245,8 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
         flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan)
-    files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan)
+    files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan,
+                         warnings=samples.warnings)
     _refuse_placeholders(files, spec)
     return files
 

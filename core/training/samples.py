@@ -31,10 +31,19 @@ from core.spec import SamplesSpec, fill_trigger
 if TYPE_CHECKING:
     from core.jobdir import JobDir
     from core.spec import JobSpec
+    from core.training.gpu_fit import GpuPlan
 
 LIBRARY_FILE = "user_prompt_library.json"
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0
+VIDEO_FAMILIES = frozenset({"wan", "ltxvideo", "ltxvideo2", "hunyuanvideo", "sanavideo", "kandinsky5_video",
+                            "longcat_video", "cosmos"})
+"""Families whose pipelines render videos (SimpleTuner's examples for them set validation_num_video_frames)."""
+VIDEO_FRAMES = 17
+"""Frames of a video sample: 4k+1 (Wan) and 8k+1 (LTX) both; SimpleTuner's examples render 81 (5 s at 16 fps) at
+every checkpoint, several minutes and a whole clip's VAE decode each time."""
+VIDEO_STEPS = 20
+"""At most this many steps for a video sample (the examples say 40)."""
 SMOOTHING = 0.6
 """The exponential smoothing of the loss curve that "best" reads (each step's loss is noisy; 0 = raw)."""
 
@@ -50,6 +59,8 @@ class SampleSettings:
     """The base flags (defaults) with the validation settings of the samples applied."""
     files: dict[str, Any] = field(default_factory=dict)
     """The prompt library, to write into the config folder."""
+    warnings: list[str] = field(default_factory=list)
+    """What was changed for the GPU (validation turned off), for the job's warnings."""
 
 
 def _recipe_value(spec: JobSpec, name: str) -> Any:
@@ -62,13 +73,13 @@ def _recipe_value(spec: JobSpec, name: str) -> Any:
     return recipe.settings.get(name)
 
 
-def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir) -> SampleSettings:
-    """`base` (the defaults under the job's own flags) with the job's samples as SimpleTuner validation settings.
-    No samples: `base` unchanged. The job's own config flags still win over these (trainer_config merges them
-    last)."""
+def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir, plan: GpuPlan | None = None) -> SampleSettings:
+    """`base` (the defaults under the job's own flags) with the job's samples as SimpleTuner validation settings,
+    made to fit the GPU `plan` describes (fit_validation). No samples: `base`'s own validation, fitted. The job's
+    own config flags still win over these (trainer_config merges them last)."""
     samples: SamplesSpec | None = getattr(spec, "samples", None)
     if samples is None:
-        return SampleSettings(flags=base)
+        return fit_validation(spec, SampleSettings(flags=base), plan=plan)
     flags = {key: value for key, value in base.items() if key not in ("validation_disable", "validation_prompt")}
     # The defaults (core/training/config.py) always set a checkpoint interval.
     every = samples.every or spec.config.get("checkpoint_step_interval") or base["checkpoint_step_interval"]
@@ -87,7 +98,56 @@ def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir) -> SampleS
     )
     if samples.negative_prompt:
         flags["validation_negative_prompt"] = fill_trigger(samples.negative_prompt, spec.trigger_word)
-    return SampleSettings(flags=flags, files={LIBRARY_FILE: sample_prompts(samples, spec.trigger_word)})
+    return fit_validation(spec, SampleSettings(flags=flags, files={LIBRARY_FILE: sample_prompts(samples,
+                                                                                        spec.trigger_word)}),
+                          plan=plan)
+
+
+# -- validation that fits ----------------------------------------------------------------------------------------
+
+def render_working_gb(*, width: int, height: int, frames: int = 1) -> float:
+    """GPU memory a render needs besides its weights (activations, the latents, a tiled VAE decode), in GB: a
+    conservative rule of thumb, 0.25 GB plus 0.5 GB per megapixel of each latent frame (a video VAE packs 4
+    frames into one latent frame, plus the first). A FLUX 1024x1024 image: 0.75 GB; Wan 832x480x81: 4.3 GB."""
+    latent_frames = 1 + (max(frames, 1) - 1) // 4
+    return 0.25 + 0.5 * width * height / 2**20 * latent_frames
+
+
+def _size(resolution: object) -> tuple[int, int]:
+    first = str(resolution).split(",")[0].strip()
+    width, _, height = first.partition("x")
+    return int(float(width)), int(float(height or width))
+
+
+def fit_validation(spec: JobSpec, settings: SampleSettings, *, plan: GpuPlan | None) -> SampleSettings:
+    """SimpleTuner's in-training validation made to fit, so a run never fails because of its samples. A video
+    family renders VIDEO_FRAMES frames at at most VIDEO_STEPS steps with a tiled, sliced VAE. When the training's
+    own estimate (a published figure, not a SimpleTuner example, whose validation runs on its tier) leaves the GPU
+    too little room for the render, validation is turned off, with a warning that says why."""
+    flags = dict(settings.flags)
+    if flags.get("validation_disable") or plan is None:
+        return SampleSettings(flags=flags, files=settings.files, warnings=settings.warnings)
+    frames = 1
+    if spec.model_family in VIDEO_FAMILIES:
+        frames = VIDEO_FRAMES
+        steps = int(flags.get("validation_num_inference_steps") or VIDEO_STEPS)
+        flags.update(validation_num_video_frames=frames, validation_num_inference_steps=min(steps, VIDEO_STEPS))
+    flags.update(vae_enable_tiling=True, vae_enable_slicing=True)
+    warnings = list(settings.warnings)
+    memory, estimate = plan.gpu_memory_gb, plan.estimated_vram_gb
+    from_example = plan.recipe is not None and plan.tier_gb is not None and estimate == float(plan.tier_gb)
+    if memory is not None and estimate is not None and not from_example:
+        width, height = _size(flags.get("validation_resolution") or flags.get("resolution") or 1024)
+        working = render_working_gb(width=width, height=height, frames=frames)
+        if estimate + working > memory:
+            flags = {key: value for key, value in flags.items() if not key.startswith("validation_")
+                     and key != "user_prompt_library"}
+            flags["validation_disable"] = True
+            warnings.append(f"samples during training are off: training needs about {estimate:g} GB "
+                            f"({plan.vram_source}) and a {width}x{height}{f'x{frames}' if frames > 1 else ''} "
+                            f"sample about {working:.1f} GB more; this GPU has {memory:g} GB. The end-of-run samples "
+                            "are still rendered after training")
+    return SampleSettings(flags=flags, files=settings.files, warnings=warnings)
 
 
 # -- which checkpoint -------------------------------------------------------------------------------------------
