@@ -151,3 +151,57 @@ def test_a_generate_job_obeys_its_time_limit_and_runpods_cancel(tmp_path: Path, 
     assert served.get("status") == "succeeded", served
     assert took < 60  # served at once: the cancelled render did not hold the process or its lock
     assert not (tmp_path / "data" / "jobs" / "gen-cancel").exists()
+
+
+def mp4_frames(data: bytes) -> int:
+    """The video track's sample (frame) count, from the MP4's own boxes: ftyp first, then moov/trak/mdia/minf/stbl/
+    stsz. A file that is no MP4 fails here."""
+    assert data[4:8] == b"ftyp", data[:16]
+
+    def boxes(chunk: bytes):
+        at = 0
+        while at + 8 <= len(chunk):
+            size, kind = int.from_bytes(chunk[at:at + 4], "big"), chunk[at + 4:at + 8]
+            yield kind, chunk[at + 8:at + size]
+            at += size
+
+    def find(chunk: bytes, path: list[bytes]) -> list[bytes]:
+        found = [body for kind, body in boxes(chunk) if kind == path[0]]
+        return found if len(path) == 1 else [hit for body in found for hit in find(body, path[1:])]
+
+    [stsz] = [box for trak in find(data, [b"moov", b"trak"]) if find(trak, [b"mdia", b"hdlr"])[0][8:12] == b"vide"
+              for box in find(trak, [b"mdia", b"minf", b"stbl", b"stsz"])]
+    return int.from_bytes(stsz[8:12], "big")  # version/flags, sample_size, then sample_count
+
+
+@pytest.mark.trainer_env
+def test_a_wan_model_renders_an_mp4_of_the_asked_frames_in_the_playground_and_a_generate_job(
+        tmp_path: Path, tiny_family_model, settings, monkeypatch):
+    from worker.handler import handler
+
+    wan = tiny_family_model("wan")
+    request = GenerateRequest(prompt="sks a red circle", steps=2, width=64, height=64, frames=9, seed=3)
+    playground = Playground(settings=settings)
+    try:
+        rendered = playground.generate(request, model=str(wan), lora=None, out_dir=tmp_path, name="wan")
+    finally:
+        playground.stop()
+    [video] = rendered.images
+    assert video.suffix == ".mp4" and rendered.videos == [video]
+    assert mp4_frames(video.read_bytes()) == 9
+    assert rendered.plan is not None and rendered.plan.placement == "cpu"  # on the CPU nothing is planned
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    job = {"mode": "generate", "model": str(wan), "prompt": "sks", "steps": 2, "width": 64, "height": 64, "frames": 5}
+    output = asyncio.run(handler({"id": "gen-wan", "input": job}))
+    assert output.get("status") == "succeeded", output
+    [answer] = output["images"]
+    assert answer["media"] == "video" and answer["file"].endswith(".mp4")
+    assert mp4_frames(base64.b64decode(answer["base64"])) == 5
+    assert output["placement"]["placement"] == "cpu"
+
+
+def test_a_video_frame_count_must_be_4k_plus_1():
+    with pytest.raises(SpecError) as caught:
+        parse_generate_job({"mode": "generate", "model": "a/b", "prompt": "x", "frames": 16})
+    assert caught.value.field == "frames" and "4k+1" in caught.value.message
