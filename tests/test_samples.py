@@ -131,3 +131,36 @@ def test_samples_per_checkpoint_and_publishing_checkpoint_n(tmp_path: Path, tiny
                       {"text": "sks on a plain background", "output": {"url": "samples/step-2/1.png"}}]
     shown = {entry["step"]: entry["images"] for entry in published.to_output()["samples"]}
     assert all(image["url"].startswith(hub.endpoint) for image in shown[2] + shown[4])
+
+
+def cuda_files(tmp_path: Path, config: dict, *, gb: float):
+    from core.adapters import GpuFacts
+
+    job = {"dataset": {"path": "/data"}, "trigger_word": "sks", "samples": {"prompts": ["a [trigger] dog"]},
+           "config": config}
+    return build_trainer_files(parse_job(job), images_dir=tmp_path, job=JobDir(tmp_path / "j").create(),
+                               device="cuda", gpu=GpuFacts(count=1, memory_gb=gb, source="GPU_MEMORY_GB"))
+
+
+def test_video_samples_during_training_are_short_clips_with_a_tiled_vae(tmp_path: Path):
+    files = cuda_files(tmp_path, {"model_family": "wan", "model_name": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                                  "model_flavour": "t2v-480p-1.3b-2.1"}, gb=24)
+    config = files.config
+    assert config["--validation_num_video_frames"] == 17  # not the examples' 81
+    assert config["--validation_num_inference_steps"] <= 20  # not the examples' 40
+    assert config["--vae_enable_tiling"] is True and config["--vae_enable_slicing"] is True
+    assert "--validation_disable" not in config and files.warnings == []
+    image = cuda_files(tmp_path, {"model_name": "black-forest-labs/FLUX.1-dev"}, gb=24).config
+    assert "--validation_num_video_frames" not in image and "--vae_enable_tiling" not in image
+
+
+def test_samples_the_gpu_has_no_room_for_are_turned_off_with_a_warning_and_a_larger_gpu_keeps_them(tmp_path: Path):
+    job = {"model_name": "black-forest-labs/FLUX.1-dev", "base_model_precision": "no_change"}
+    tight = cuda_files(tmp_path, job, gb=30)  # the published figure for a bf16 FLUX LoRA: training just fits
+    assert tight.config["--validation_disable"] is True
+    assert not any(key.startswith("--validation_") and key != "--validation_disable" for key in tight.config)
+    [warning] = tight.warnings
+    assert "samples during training are off" in warning and "30 GB" in warning and "end-of-run" in warning
+    roomy = cuda_files(tmp_path, job, gb=40)
+    assert "--validation_disable" not in roomy.config and roomy.warnings == []
+    assert roomy.config["--validation_step_interval"] == 250
