@@ -4,6 +4,8 @@ checkpoint (or "none", the base model); side by side, the same prompt and seed w
 Images come from the registry's Playground (core/generation/playground.py): a generation process that stays warm between
 clicks (the pipeline loaded once, a LoRA once per checkpoint), stopped before a training starts and when idle. A
 click polls the render in a thread and streams its status, so no request waits longer than RunPod's proxy allows.
+The status says where the pipeline went on the GPU (all on it, or offloaded: core/generation/preview_fit.py); a video
+model's clip (.mp4) plays in the same gallery.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def build() -> PlaygroundTab:
             compare = gr.Checkbox(True, label="Side by side with the base model (same prompt and seed)", scale=2)
             generate_button = gr.Button("Generate", variant="primary", scale=1)
         status = gr.Markdown()
-        images = gr.Gallery(label="Images", columns=2, height="auto", interactive=False, object_fit="contain")
+        images = gr.Gallery(label="Images (and videos)", columns=2, height="auto", interactive=False,
+                            object_fit="contain")
     return PlaygroundTab(tab, prompt, negative_prompt, seed, steps, guidance, strength, checkpoint, compare,
                          generate_button, status, images)
 
@@ -103,11 +106,14 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
         run = registry.last_trained()
         if run is None or run.result is None or run.result.output_dir is None:
             raise JobError("nothing to try yet: train a LoRA first (Train tab)", field="checkpoint", stage="generate")
-        resolution = int(run.result.trainer_files.get("config.json", {}).get("--resolution") or 1024)
+        config = run.result.trainer_files.get("config.json", {})
+        resolution = int(config.get("--resolution") or 1024)
+        frames = config.get("--validation_num_video_frames")  # a video family's clips: as long as its samples
         try:
             request = GenerateRequest(prompt=prompt or "", negative_prompt=negative_prompt or "", seed=int(seed),
                                       steps=int(steps), guidance=float(guidance), strength=float(strength),
-                                      width=resolution // 8 * 8, height=resolution // 8 * 8)
+                                      width=resolution // 8 * 8, height=resolution // 8 * 8,
+                                      frames=int(frames) if frames else None)
         except ValidationError as exc:
             raise validation_error(exc, stage="generate") from None
         lora = chosen_lora(run.result.output_dir, checkpoint or FINAL)
@@ -121,7 +127,8 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
                                                  status=f"Rendering with {label}…", shown=shown)
             shown += [(str(image), f"{label} · seed {request.seed}") for image in rendered.images]
             warm = "warm" if rendered.warm.get("pipeline") else "cold: the model was loaded"
-            yield f"{label}: {rendered.seconds.get('total', 0):.1f} s ({warm}).", list(shown)
+            placed = f" GPU: {rendered.plan.describe()}." if rendered.plan and rendered.plan.placement != "cpu" else ""
+            yield f"{label}: {rendered.seconds.get('total', 0):.1f} s ({warm}).{placed}", list(shown)
         yield f"Done in {time.monotonic() - started:.1f} s.", list(shown)
 
     tab.generate_button.click(

@@ -41,7 +41,8 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 SAMPLES_DIR = "validation_images"
 SAMPLE_SHORTNAME = "sample_{}"
 """A job's sample prompt i in SimpleTuner's prompt library; its images carry this name."""
-SAMPLE_IMAGE = re.compile(r"^step_(\d+)_sample_(\d+)_(\d+)_[^.]*\.(png|jpe?g|webp)$")
+SAMPLE_IMAGE = re.compile(r"^step_(\d+)_sample_(\d+)_(\d+)_[^.]*\.(png|jpe?g|webp|mp4)$")
+"""A sample's file: an image, or a video family's .mp4 (SimpleTuner's validation_video.py names it the same way)."""
 SAMPLE_STEP = re.compile(r"^step_(\d+)_")
 VALIDATION_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"})
 """What SimpleTuner writes into SAMPLES_DIR: images, and videos for the video families."""

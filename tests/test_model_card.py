@@ -170,3 +170,13 @@ def test_a_full_fine_tune_card_loads_the_model_into_the_base_pipeline_and_has_no
     assert 'unet = UNet2DConditionModel.from_pretrained("tester/sks-dog-lora", subfolder="unet"' in code
     assert 'StableDiffusionXLPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0", unet=unet' in code
     assert "Not applicable" in card and "| `unet/` |" in card
+
+
+def test_a_video_sample_is_linked_in_the_body_and_kept_out_of_the_image_widget():
+    clip = "samples/step-500/0.mp4"
+    card = ModelCard(render_model_card(facts(model_family="wan", validation=[
+        (clip, "sks walking"), ("samples/step-500/1.png", "sks sitting")])))
+    assert [item["output"]["url"] for item in card.data.to_dict()["widget"]] == ["samples/step-500/1.png"]
+    assert f"[`{clip}`]({clip}) (video): sks walking" in card.text
+    only_video = ModelCard(render_model_card(facts(model_family="wan", validation=[(clip, "sks walking")])))
+    assert "widget" not in only_video.data.to_dict() and f"({clip})" in only_video.text

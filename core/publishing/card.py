@@ -46,6 +46,8 @@ SETTINGS_ROWS = [
 
 # Model families whose LoRA can also touch the text encoders (UNet models with CLIP): ComfyUI's LoraLoader takes
 # both MODEL and CLIP; the others patch the model only.
+VIDEO_SUFFIXES = (".mp4", ".webm")
+"""Samples the card links rather than shows (the widget gallery is for images)."""
 CLIP_LORA_FAMILIES = {"sdxl", "sd1x", "sd2x", "kolors"}
 COMFYUI_FOLDER = "ComfyUI/models/loras/"
 # Families whose trained model is a UNet (pipeline.unet); the others train pipeline.transformer.
@@ -157,8 +159,11 @@ def card_metadata(facts: CardFacts) -> dict:
     meta["tags"] = list(dict.fromkeys([*kind_tags, facts.model_family, *facts.tags]))
     if facts.trigger_word:
         meta["instance_prompt"] = facts.trigger_word
-    if facts.validation:
-        meta["widget"] = [{"text": prompt, "output": {"url": path}} for path, prompt in facts.validation]
+    # The Hub's widget gallery shows images; a video sample (.mp4) is linked in the body instead.
+    widget = [{"text": prompt, "output": {"url": path}} for path, prompt in facts.validation
+              if not path.endswith(VIDEO_SUFFIXES)]
+    if widget:
+        meta["widget"] = widget
     return meta
 
 
@@ -318,5 +323,6 @@ def _gallery(facts: CardFacts) -> str:
     if not facts.validation:
         return ""
     lines = ["## Validation images", "", "<Gallery />", ""]
-    lines += [f"- `{path}`: {_cell(prompt)}" for path, prompt in facts.validation]
+    lines += [f"- [`{path}`]({path}) (video): {_cell(prompt)}" if path.endswith(VIDEO_SUFFIXES)
+              else f"- `{path}`: {_cell(prompt)}" for path, prompt in facts.validation]
     return "\n".join(lines) + "\n\n"
