@@ -12,6 +12,7 @@ come from core/adapters/gpus.py).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -191,7 +192,7 @@ def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu
                    recipe=(ramtorch_recipe if chosen.ramtorch and ramtorch_recipe else recipe).example
                    if recipe else None,
                    tier_gb=_smallest_card(chosen.estimate.peak_gb), base_model_precision=chosen.precision,
-                   estimated_vram_gb=round(chosen.estimate.peak_gb, 1), vram_source=source,
+                   estimated_vram_gb=math.ceil(chosen.estimate.peak_gb * 10) / 10, vram_source=source,
                    fits=None if gpu.memory_gb is None else chosen.fits, settings=settings,
                    headroom_gb=mp.headroom_gb(gpu.memory_gb) if gpu.memory_gb else None, ramtorch=chosen.ramtorch,
                    quantize_via=chosen.quantize_via, memory=chosen.estimate.to_dict(),
@@ -361,15 +362,20 @@ def check_fit(plan: GpuPlan) -> None:
         raise SpecError(plan.problem, field=plan.problem_field)
 
 
-def step_figure(plan: GpuPlan, *, gpu_name: str | None) -> dict[str, Any] | None:
+def step_figure(plan: GpuPlan, *, gpu_name: str | None, units: float = 1.0) -> dict[str, Any] | None:
     """The published step time of the plan's family (and flavour), precision class and RamTorch choice; one on the
-    card's own GPU class first. None when no source matches."""
+    card's own GPU class first, then the one measured closest to the job's `units` (megapixel-latent-frames). None
+    when no source matches."""
     wanted = mp.precision_class(plan.base_model_precision)
     figures = [f for f in estimate_table()["step_times"]
                if f["family"] == plan.family and f.get("flavour", plan.flavour) == plan.flavour
                and f["precision"] == wanted and bool(f.get("ramtorch")) == plan.ramtorch]
     same_gpu = [f for f in figures if gpu_name and f["gpu"].lower().removeprefix("rtx ") in gpu_name.lower()]
-    return dict((same_gpu or figures)[0]) if figures else None
+    def distance(figure: dict[str, Any]) -> float:
+        measured = mp.JobShape(megapixels=figure["megapixels"], frames=figure.get("frames", 1)).activation_units
+        return abs(math.log(max(units, 1e-6) / measured))
+
+    return dict(min(same_gpu or figures, key=distance)) if figures else None
 
 
 def time_estimate(plan: GpuPlan, *, total_steps: int, resolution: float | None, price_per_hour: float | None,
@@ -379,12 +385,12 @@ def time_estimate(plan: GpuPlan, *, total_steps: int, resolution: float | None, 
     and the cost at the endpoint's GPU price. None values, with the reason, where no source matches."""
     out: dict[str, Any] = {"estimated_step_s": None, "estimated_total_s": None, "step_basis": None,
                            "gpu_price_per_hour": price_per_hour, "estimated_cost": None}
-    figure = step_figure(plan, gpu_name=gpu_name)
+    job = shape or mp.JobShape(megapixels=mp.megapixels(resolution or 1024, "pixel"))
+    figure = step_figure(plan, gpu_name=gpu_name, units=job.activation_units)
     if figure is None:
         out["step_basis"] = (f"no published step time for {plan.family} at {plan.base_model_precision}"
                              f"{' with RamTorch' if plan.ramtorch else ''}")
         return out
-    job = shape or mp.JobShape(megapixels=mp.megapixels(resolution or 1024, "pixel"))
     measured = mp.JobShape(megapixels=figure["megapixels"], frames=figure.get("frames", 1))
     seconds = round(figure["seconds"] * job.activation_units / measured.activation_units, 2)
     same = bool(gpu_name) and figure["gpu"].lower().removeprefix("rtx ") in (gpu_name or "").lower()
