@@ -203,7 +203,8 @@ def test_the_estimate_table_names_a_source_for_every_figure():
 
 def test_time_and_cost_come_from_a_step_time_of_the_same_family_precision_and_gpu():
     fit = sized("flux", "dev", 16, base_model_precision="nf4-bnb")
-    times = time_estimate(fit, total_steps=1000, resolution=1024, price_per_hour=2.0, gpu_name="NVIDIA GeForce RTX 4090")
+    times = time_estimate(fit, total_steps=1000, resolution=1024, price_per_hour=2.0,
+                          gpu_name="NVIDIA GeForce RTX 4090")
     assert times["estimated_step_s"] == 3.5 and times["estimated_total_s"] == 3500
     assert times["estimated_cost"] == round(3500 / 3600 * 2.0, 2)
     assert "RTX 4090" in times["step_basis"] and "not an" not in times["step_basis"]

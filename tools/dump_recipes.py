@@ -3,8 +3,8 @@
     .venv-trainer/bin/python -P tools/dump_recipes.py > core/data/recipes.json
 
 One recipe per example folder: the family and flavour it trains, the VRAM tier its name gives (`-24g`, `-48gb`,
-`+16G`; none for an untiered example) and the settings that decide memory and quality (with
-every setting an example relies on to fit its GPU: RamTorch offload, start-up offload, VAE tiling and slicing). Examples that are not a
+`+16G`; none for an untiered example) and the settings that decide memory and quality, with every setting an
+example relies on to fit its GPU (RamTorch offload, start-up offload, VAE tiling and slicing). Examples that are not a
 plain LoRA for one GPU are listed under "skipped" with the reason. core/simpletuner/recipes.py reads the result.
 """
 
@@ -79,7 +79,7 @@ def recipe(name: str, config: dict[str, Any], examples: Path) -> dict[str, Any]:
     variant = name.partition("+")[2]
     resolution, resolution_type = _resolution(config, examples)
     settings = {key: config[key] for key in sorted(config)
-                if key in SETTINGS or key.split("_")[0] in KEPT_PREFIXES and not key.startswith("ramtorch_controlnet")}
+                if key in SETTINGS or key.split("_")[0] in KEPT_PREFIXES}
     if resolution is not None:
         settings["resolution"] = resolution
         settings["resolution_type"] = "pixel" if resolution_type == "area" else resolution_type

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+import core.training.memory_plan as mp
 from core.adapters import GpuFacts
 from core.errors import SpecError
 from core.settings import TABLES_DIR
 from core.simpletuner import Recipe, families_with_recipes, recipe_for
-from core.training import memory_plan as mp
 
 ESTIMATES_FILE = TABLES_DIR / "gpu_estimates.json"
 CLASS_EXAMPLE = {"bf16": "no_change", "8bit": "int8-quanto", "4bit": "int4-quanto", "nf4": "nf4-bnb",
@@ -371,11 +371,12 @@ def step_figure(plan: GpuPlan, *, gpu_name: str | None, units: float = 1.0) -> d
                if f["family"] == plan.family and f.get("flavour", plan.flavour) == plan.flavour
                and f["precision"] == wanted and bool(f.get("ramtorch")) == plan.ramtorch]
     same_gpu = [f for f in figures if gpu_name and f["gpu"].lower().removeprefix("rtx ") in gpu_name.lower()]
-    def distance(figure: dict[str, Any]) -> float:
+    def distance(figure: Mapping[str, Any]) -> float:
         measured = mp.JobShape(megapixels=figure["megapixels"], frames=figure.get("frames", 1)).activation_units
         return abs(math.log(max(units, 1e-6) / measured))
 
-    return dict(min(same_gpu or figures, key=distance)) if figures else None
+    best: dict[str, Any] | None = min(same_gpu or figures, key=distance) if figures else None
+    return dict(best) if best else None
 
 
 def time_estimate(plan: GpuPlan, *, total_steps: int, resolution: float | None, price_per_hour: float | None,

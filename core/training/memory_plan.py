@@ -284,8 +284,8 @@ def calibration(family: str, flavour: str | None) -> Calibration | None:
         borrowed = calibration(entry["like"], entry.get("like_flavour"))
         return None if borrowed is None else Calibration(
             borrowed.coefficient, f"{entry['note']}; borrowed: {borrowed.basis}")
-    figure = entry["figure"]
-    params = table_params(figure["model"])
+    figure: dict[str, Any] = entry.get("figure") or {}
+    params = table_params(figure["model"]) if figure else None
     if params is None:
         return None
     shape = figure_shape(figure)
