@@ -36,8 +36,7 @@ MODEL_SETTINGS = ("flow_schedule_shift", "flow_schedule_auto_shift", "gradient_c
                   "gradient_checkpointing_interval", "resolution", "resolution_type")
 VALIDATION_SETTINGS = ("validation_guidance", "validation_guidance_real", "validation_num_inference_steps")
 ADAPTER_SETTINGS = ("optimizer", "learning_rate", "lora_rank", "lora_alpha")
-MEMORY_SETTINGS = ("offload_during_startup", "vae_enable_tiling", "vae_enable_slicing", "vae_batch_size",
-                   "validation_num_video_frames")
+MEMORY_SETTINGS = ("offload_during_startup", "vae_enable_tiling", "vae_enable_slicing", "validation_num_video_frames")
 """What an example relies on to fit its GPU besides precision: carried whenever the plan uses its recipe."""
 RAMTORCH = "ramtorch"
 LADDER = (("no_change", False), ("int8-quanto", False), ("no_change", True), ("int4-quanto", False),
