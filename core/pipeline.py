@@ -77,7 +77,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         check_local_models(spec, settings, any_folder=allow_local_paths)
         destination_warnings = check_destinations(spec, settings, on_event=on_event)
         device, gpu = plan_device(settings, dry_run=spec.dry_run)
-        plan = gpu_plan(spec, device=device, gpu=gpu)  # a job the GPU cannot hold stops here, naming what fits
+        plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=settings.system_memory_gb,
+                        hub_cache=settings.hub_cache)  # a job the GPU cannot hold stops here, naming what fits
 
     model.start()  # the base model and the caption model download while the dataset stages
     with stage("dataset", on_event, cancel):
@@ -101,6 +102,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             resumed_at = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
     with stage("configure", on_event, cancel):
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
+                                    system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                     resume=checkpoint is not None)
         report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
                                 price_per_hour=settings.gpu_price_per_hour)

@@ -141,6 +141,9 @@ class Settings:
     gpu_memory_gb: float | None = None
     """GPU_MEMORY_GB: the memory of each GPU, in GB, instead of nvidia-smi's; also lets a dry run on a machine
     without a GPU plan for one this size (core/training/gpu_fit.py)."""
+    system_memory_gb: float | None = None
+    """SYSTEM_MEMORY_GB, else /proc/meminfo's MemTotal: the machine's RAM in GB (GiB), which CPU quantization and
+    RamTorch offload need (core/training/gpu_fit.py); the variable lets a dry run plan for another machine."""
     gpu_price_per_hour: float | None = None
     """GPU_PRICE_PER_HOUR: the endpoint's price per GPU-hour; a dry run then estimates the job's cost."""
     volume_dir: Path | None = None
@@ -228,6 +231,7 @@ class Settings:
             hf_home=Path(hf_home).absolute() if hf_home else None,
             download_stall_s=_seconds(env, "DOWNLOAD_STALL_S", default=60.0),
             gpu_memory_gb=_optional_number(env, "GPU_MEMORY_GB", what="a number of GB"),
+            system_memory_gb=_optional_number(env, "SYSTEM_MEMORY_GB", what="a number of GB") or machine_memory_gb(),
             gpu_price_per_hour=_optional_number(env, "GPU_PRICE_PER_HOUR", what="a price per GPU-hour"),
             volume_dir=_volume(env),
             deadline_margin_s=_seconds(env, "DEADLINE_MARGIN_S", default=600.0),
@@ -281,6 +285,16 @@ def _positive(env: Mapping[str, str], name: str, *, default: float, unit: str = 
     if not 0 < value < float("inf"):
         raise SetupError(f"{name}={raw!r}: give {unit} above 0", field=name)
     return value
+
+
+def machine_memory_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """This machine's RAM in GB (GiB) from MemTotal (kB); None where there is no /proc/meminfo."""
+    try:
+        text = meminfo.read_text()
+    except OSError:
+        return None
+    found = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.MULTILINE)
+    return round(int(found.group(1)) / 1024 ** 2, 2) if found else None
 
 
 def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:

@@ -92,3 +92,14 @@ def test_bad_inputs_name_their_field():
         with pytest.raises(SpecError) as caught:
             recipe_for("flux", None, gpu_memory_gb=bad)
         assert caught.value.field == "gpu_memory_gb"
+
+
+def test_an_offloading_example_keeps_every_setting_it_needs_to_fit():
+    wan = recipe_for("wan", "t2v-480p-14b-2.1", gpu_memory_gb=None, variant="ramtorch")
+    assert wan.example == "wan2.1-t2v-14b-480p-single-gpu.peft-lora+ramtorch"
+    for key in ("ramtorch", "ramtorch_target_modules", "ramtorch_transformer_percent", "offload_during_startup",
+                "vae_enable_tiling", "vae_enable_slicing", "validation_num_video_frames", "validation_resolution"):
+        assert key in wan.settings, key
+    with pytest.raises(SpecError) as caught:
+        recipe_for("flux", "dev", gpu_memory_gb=None, variant="ramtorch")
+    assert caught.value.field == "model_flavour"

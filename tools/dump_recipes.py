@@ -3,7 +3,8 @@
     .venv-trainer/bin/python -P tools/dump_recipes.py > core/data/recipes.json
 
 One recipe per example folder: the family and flavour it trains, the VRAM tier its name gives (`-24g`, `-48gb`,
-`+16G`; none for an untiered example) and the settings that decide memory and quality. Examples that are not a
+`+16G`; none for an untiered example) and the settings that decide memory and quality, with every setting an
+example relies on to fit its GPU (RamTorch offload, start-up offload, VAE tiling and slicing). Examples that are not a
 plain LoRA for one GPU are listed under "skipped" with the reason. core/simpletuner/recipes.py reads the result.
 """
 
@@ -22,8 +23,11 @@ SETTINGS = (
     "optimizer", "learning_rate", "lora_rank", "lora_alpha", "mixed_precision", "base_model_precision",
     "quantize_via", "flow_schedule_shift", "flow_schedule_auto_shift", "validation_guidance",
     "validation_guidance_real", "validation_num_inference_steps", "gradient_checkpointing",
-    "gradient_checkpointing_interval", "train_batch_size", "ramtorch", "ramtorch_target_modules",
+    "gradient_checkpointing_interval", "train_batch_size", "vae_batch_size", "offload_during_startup",
+    "vae_enable_tiling", "vae_enable_slicing", "validation_num_video_frames", "validation_resolution",
 )
+# Every ramtorch_* flag is kept too: an offloading example fits its GPU only with all of them.
+KEPT_PREFIXES = ("ramtorch",)
 TIER = re.compile(r"-(\d+)gb?(?=[.+-]|$)|\+(\d+)G$")
 # "+16G" is a memory tier; RamTorch (weights offloaded to system RAM) and TREAD (a token-routing speed-up) still
 # train one LoRA on one GPU. The settings above carry ramtorch; TREAD's own tread_config is left out.
@@ -74,7 +78,8 @@ def recipe(name: str, config: dict[str, Any], examples: Path) -> dict[str, Any]:
     tier = TIER.search(name)
     variant = name.partition("+")[2]
     resolution, resolution_type = _resolution(config, examples)
-    settings = {key: config[key] for key in SETTINGS if key in config}
+    settings = {key: config[key] for key in sorted(config)
+                if key in SETTINGS or key.split("_")[0] in KEPT_PREFIXES}
     if resolution is not None:
         settings["resolution"] = resolution
         settings["resolution_type"] = "pixel" if resolution_type == "area" else resolution_type

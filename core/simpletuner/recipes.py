@@ -76,7 +76,8 @@ def _preferred(candidates: list[Recipe], *, key: str, value: Any) -> list[Recipe
     return matching or candidates
 
 
-def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float | None) -> Recipe:
+def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float | None,
+               variant: str | None = None) -> Recipe:
     """SimpleTuner's recipe for this family and flavour on a GPU of `gpu_memory_gb` (None: the untiered reference).
 
     The flavour's own examples first, else the family default flavour's, else any of the family's; plain PEFT LoRA
@@ -84,6 +85,8 @@ def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float 
     examples spend extra memory on less quantization, bigger batches and fewer checkpointed layers); when the GPU
     is below every tier, the smallest tier with `fits=False`. The tier's quantization (base_model_precision,
     quantize_via) comes with it. A family with no tiered example gives its reference example (`fits=None`).
+    `variant` ("ramtorch"): that variant's example of the flavour (SpecError naming model_flavour when there is
+    none).
     """
     if gpu_memory_gb is not None and (isinstance(gpu_memory_gb, bool) or not gpu_memory_gb > 0):
         raise SpecError(f"must be a number of GB greater than 0, got {gpu_memory_gb!r}", field="gpu_memory_gb")
@@ -96,6 +99,12 @@ def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float 
     wanted = [c for c in candidates if c.flavour == (flavour or default)]
     candidates = wanted or _preferred(candidates, key="flavour", value=default)
     candidates = _preferred(candidates, key="lora_type", value="standard")
+    if variant is not None:
+        chosen = [c for c in candidates if c.variant == variant]
+        if not chosen:
+            raise SpecError(f"SimpleTuner has no '+{variant}' example for {family} {flavour or default}",
+                            field="model_flavour")
+        return sorted(chosen, key=lambda c: (len(c.example), c.example))[0]
     candidates = _preferred(candidates, key="variant", value=None)
     tiered = sorted((c for c in candidates if c.tier_gb), key=lambda c: (c.tier_gb, len(c.example), c.example))
     untiered = sorted((c for c in candidates if not c.tier_gb), key=lambda c: (len(c.example), c.example))

@@ -17,9 +17,10 @@ from typing import Any
 from core.adapters import GpuFacts
 from core.errors import SpecError
 from core.jobdir import JobDir
-from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, flavour_settings, owned_flags
+from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, flavour_settings, hub_ids, owned_flags
 from core.spec import CACHE_KEY, DATA_KEYS, PLACEHOLDER, JobSpec, relative_data_dir, simpletuner_flags
 from core.training.gpu_fit import VALIDATION_SETTINGS, GpuPlan, check_fit, plan_gpu
+from core.training.memory_plan import find_params
 from core.training.samples import LIBRARY_FILE, validation_size, with_samples
 
 DEFAULT_RESOLUTION = 1024
@@ -67,15 +68,30 @@ class TrainerFiles:
         return {"config.json": self.config, "multidatabackend.json": self.backends}
 
 
-def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None) -> GpuPlan | None:
-    """The GPU plan of a CUDA job (None on CPU); `gpu` None: the GPU's size is unknown (nothing refused). A job the
-    GPU cannot hold is refused: SpecError naming config.base_model_precision, with what would fit."""
+def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
+             hub_cache: Path | None = None) -> GpuPlan | None:
+    """The GPU plan of a CUDA job (None on CPU); `gpu` None: the GPU's size is unknown (nothing refused). The model's
+    size comes from its safetensors headers (a local folder, or its snapshot in `hub_cache`), else the committed
+    table. A job the GPU (or `system_memory_gb` of RAM) cannot hold is refused: SpecError naming
+    config.base_model_precision (or config.quantize_via), with what would fit."""
     if device != "cuda":
         return None
-    plan = plan_gpu(family=spec.model_family, flavour=spec.config.get("model_flavour"), config=spec.config,
-                    gpu=gpu or GpuFacts(count=1, memory_gb=None, source="unknown"))
+    flavour = spec.config.get("model_flavour")
+    params = find_params(base_model=spec.base_model, flavour_id=hub_ids(spec.model_family).get(flavour or ""),
+                         hub_cache=hub_cache)
+    plan = plan_gpu(family=spec.model_family, flavour=flavour, config=spec.config,
+                    gpu=gpu or GpuFacts(count=1, memory_gb=None, source="unknown"), params=params,
+                    frames=video_frames(spec), system_memory_gb=system_memory_gb)
     check_fit(plan)
     return plan
+
+
+def video_frames(spec: JobSpec) -> int:
+    """Frames per sample of the job's video backends (SimpleTuner's `video.num_frames`), 1 for an image job."""
+    backends = spec.dataloader if isinstance(spec.dataloader, list) else []
+    frames = [int((b.get("video") or {}).get("num_frames") or 1) for b in backends
+              if b.get("dataset_type") == "video"]
+    return max(frames, default=1)
 
 
 def _defaults(spec: JobSpec, *, device: str, plan: GpuPlan | None = None) -> dict[str, Any]:
@@ -226,12 +242,13 @@ def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str
 
 
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
-                        resume: bool = False, gpu: GpuFacts | None = None) -> TrainerFiles:
+                        resume: bool = False, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
+                        hub_cache: Path | None = None) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
-    there)."""
-    plan = gpu_plan(spec, device=device, gpu=gpu)
+    there); `system_memory_gb`, `hub_cache`: as for gpu_plan."""
+    plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache)
     own, inline_files = _job_values(spec, job=job)
     samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan)
     inline_files = {**samples.files, **inline_files}
