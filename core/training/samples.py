@@ -142,13 +142,15 @@ def fit_validation(spec: JobSpec, settings: SampleSettings, *, plan: GpuPlan | N
     if memory is not None and estimate is not None and not from_example:
         width, height = _size(flags.get("validation_resolution") or flags.get("resolution") or 1024)
         working = render_working_gb(width=width, height=height, frames=frames)
-        if estimate + working > memory:
+        headroom = plan.headroom_gb or 0.0  # what the training plan keeps free stays free while it samples
+        if estimate + working + headroom > memory:
             flags = {key: value for key, value in flags.items() if not key.startswith("validation_")
                      and key != "user_prompt_library"}
             flags["validation_disable"] = True
             warnings.append(f"samples during training are off: training needs about {estimate:g} GB "
                             f"({plan.vram_source}) and a {width}x{height}{f'x{frames}' if frames > 1 else ''} "
-                            f"sample about {working:.1f} GB more; this GPU has {memory:g} GB. The end-of-run samples "
+                            f"sample about {working:.1f} GB more, with {headroom:g} GB kept free; this GPU has "
+                            f"{memory:g} GB. The end-of-run samples "
                             "are still rendered after training")
     return SampleSettings(flags=flags, files=settings.files, warnings=warnings)
 
