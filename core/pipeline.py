@@ -59,6 +59,7 @@ from core.training import (
     published_view,
     resolved_defaults,
     train,
+    world_size,
 )
 
 
@@ -76,7 +77,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     with stage("validate", on_event, cancel):  # before any download or GPU minute: the outputs can go somewhere
         check_local_models(spec, settings, any_folder=allow_local_paths)
         destination_warnings = check_destinations(spec, settings, on_event=on_event)
-        device, gpu = plan_device(settings, dry_run=spec.dry_run)
+        device, gpu = plan_device(settings, dry_run=spec.dry_run, processes=spec.num_processes)
+        processes = world_size(device=device, gpu_count=gpu.count, processes=spec.num_processes)
         plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=settings.system_memory_gb,
                         hub_cache=settings.hub_cache)  # a job the GPU cannot hold stops here, naming what fits
 
@@ -91,7 +93,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
                                       cancel=cancel, model_ready=model.wait_caption_model)
     with stage("preflight", on_event, cancel):
-        report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan))
+        report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan), processes=processes,
+                           on_event=on_event)
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
     resumed_at, checkpoint = 0, None
@@ -124,7 +127,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     guard = DeadlineStop(cancel, margin_s=settings.deadline_margin_s, on_event=report_only)
     try:
         with stage("train", on_event, cancel), uploads:
-            outcome = train(files, job, settings=settings, device=device, gpu_count=gpu.count,
+            outcome = train(files, job, settings=settings, device=device, gpu=gpu, processes=processes,
                             hf_token=token if settings.online else None, on_event=uploads.watching(
                                 guard.watching(on_event)), cancel=guard, start_step=resumed_at)
     except (TrainingError, JobCancelled, JobTimeout) as error:

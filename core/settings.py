@@ -144,6 +144,9 @@ class Settings:
     system_memory_gb: float | None = None
     """SYSTEM_MEMORY_GB, else /proc/meminfo's MemTotal: the machine's RAM in GB (GiB), which CPU quantization and
     RamTorch offload need (core/training/gpu_fit.py); the variable lets a dry run plan for another machine."""
+    gpu_count: int | None = None
+    """GPU_COUNT: how many GPUs a dry run on a machine without a GPU plans for (a pod with several); ignored where
+    GPUs are visible, whose count is the truth (core/adapters/gpus.py)."""
     gpu_price_per_hour: float | None = None
     """GPU_PRICE_PER_HOUR: the endpoint's price per GPU-hour; a dry run then estimates the job's cost."""
     volume_dir: Path | None = None
@@ -232,6 +235,7 @@ class Settings:
             download_stall_s=_seconds(env, "DOWNLOAD_STALL_S", default=60.0),
             gpu_memory_gb=_optional_number(env, "GPU_MEMORY_GB", what="a number of GB"),
             system_memory_gb=_optional_number(env, "SYSTEM_MEMORY_GB", what="a number of GB") or machine_memory_gb(),
+            gpu_count=_optional_count(env, "GPU_COUNT", what="a whole number of GPUs"),
             gpu_price_per_hour=_optional_number(env, "GPU_PRICE_PER_HOUR", what="a price per GPU-hour"),
             volume_dir=_volume(env),
             deadline_margin_s=_seconds(env, "DEADLINE_MARGIN_S", default=600.0),
@@ -299,6 +303,15 @@ def machine_memory_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
 
 def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
     return _positive(env, name, default=default, unit="a number of seconds")
+
+
+def _optional_count(env: Mapping[str, str], name: str, *, what: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SetupError(f"{name}={raw!r}: give {what}, 1 or more", field=name)
+    return int(raw)
 
 
 def _optional_number(env: Mapping[str, str], name: str, *, what: str) -> float | None:

@@ -140,3 +140,64 @@ def test_captions_and_trigger_coverage_without_a_trigger_word():
 def test_nothing_to_train_is_an_error():
     report = preflight(manifest_of([(1024, 1024)] * 3), spec(config={"max_train_steps": 0, "num_train_epochs": 0}))
     assert any("nothing to train" in e for e in report.errors)
+
+
+def test_buckets_are_estimated_with_simpletuners_rule():
+    """The target size's edges aligned to 64 px: at 128 px a 3:2 image still lands in the square bucket."""
+    sizes = [(1024, 1024)] * 3 + [(1536, 1024), (384, 128), (192, 128)]
+    report = preflight(manifest_of(sizes), spec(config={"resolution": 1024}, dataloader={"minimum_image_size": 64}))
+    assert report.aspect_buckets == {"1": 3, "1.5": 2, "3": 1}  # 192x128 is 3:2 too
+    small = preflight(manifest_of([(192, 128)]), spec(config={"resolution": 128, "resolution_type": "pixel_area"},
+                                                       dataloader={"minimum_image_size": 64}))
+    assert small.aspect_buckets == {"1": 1}
+
+
+def test_the_report_counts_the_processes_and_their_share_of_each_step():
+    report = preflight(manifest_of([(1024, 1024)] * 8), spec(config={"num_train_epochs": 1, "max_train_steps": 0}),
+                       processes=2)
+    assert (report.processes, report.effective_batch_size, report.steps_per_epoch, report.total_steps) == (2, 2, 4, 4)
+    assert report.errors == []
+
+
+ONE_WIDE = [(1024, 1024)] * 4 + [(3072, 1024)]
+
+
+def test_a_bucket_smaller_than_the_processes_is_refused_naming_it_and_the_fixes():
+    report = preflight(manifest_of(ONE_WIDE), spec(), processes=2)
+    (error,) = report.errors
+    assert error.startswith("aspect bucket 3 (1 image) holds fewer samples than 2: 2 processes x train_batch_size 1")
+    assert "zero usable batches" in error
+    for fix in ("add images of that aspect ratio", "set dataloader.repeats to 1 or more",
+                "set config.allow_dataset_oversubscription true", "config.num_processes 1", "crop_aspect 'square'"):
+        assert fix in error
+    assert preflight(manifest_of(ONE_WIDE), spec(), processes=1).errors == []
+    square = spec(dataloader={"crop": True, "crop_aspect": "square"})
+    assert preflight(manifest_of(ONE_WIDE), square, processes=2).errors == []
+
+
+def test_oversubscription_asked_for_is_planned_and_said_as_a_warning_event():
+    events: list = []
+    report = preflight(manifest_of(ONE_WIDE), spec(config={"allow_dataset_oversubscription": True}), processes=2,
+                       on_event=events.append)
+    assert report.errors == []
+    (warning,) = [w for w in report.warnings if "allow_dataset_oversubscription" in w]
+    assert "aspect bucket 3 (1 image)" in warning and "repeats its images up to 2 times" in warning
+    assert [(e.kind, e.field, e.message) for e in events] == [
+        ("warning", "config.allow_dataset_oversubscription", warning)]
+
+
+def test_repeats_the_dataset_sets_are_what_counts_and_oversubscription_does_not_override_them():
+    enough = preflight(manifest_of(ONE_WIDE), spec(dataloader={"repeats": 1}), processes=2)
+    assert enough.errors == []
+    short = preflight(manifest_of(ONE_WIDE), spec(config={"allow_dataset_oversubscription": True},
+                                                  dataloader={"repeats": 1}), processes=4)
+    (error,) = short.errors
+    assert "aspect bucket 3 (1 image) x 2 (repeats + 1) holds fewer samples than 4" in error
+    assert "does not override the repeats a dataset sets" in error and "dataloader.repeats to 3" in error
+
+
+def test_gradient_accumulation_splits_buckets_on_one_gpu_too():
+    report = preflight(manifest_of(ONE_WIDE), spec(config={"gradient_accumulation_steps": 2}))
+    (error,) = report.errors
+    assert "1 processes x train_batch_size 1 x gradient_accumulation_steps 2" in error
+    assert "lower config.gradient_accumulation_steps" in error and "num_processes" not in error

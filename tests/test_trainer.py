@@ -46,11 +46,12 @@ def test_checkpoint_stage_and_error_events():
 
 
 @pytest.mark.trainer_env  # reads SimpleTuner's train.py and accelerate from the trainer env
-def test_the_launcher_is_accelerate_in_our_process_group_with_every_gpu(settings):
-    command = launch_command(TrainerEnv(settings), mixed_precision="bf16", gpu_count=4)
-    assert command[:2] == [str(settings.trainer_bin / "accelerate"), "launch"]
-    assert "--num_processes=4" in command and "--mixed_precision=bf16" in command
-    assert command[-1].endswith("simpletuner/train.py")
+def test_the_launcher_is_accelerate_with_the_runs_own_config_file_and_nothing_else(settings, tmp_path):
+    """Every launch setting is in the run's config file: accelerate never reads a default_config.yaml then."""
+    config = tmp_path / "accelerate_config.json"
+    command = launch_command(TrainerEnv(settings), config_file=config)
+    assert command[:4] == [str(settings.trainer_bin / "accelerate"), "launch", "--config_file", str(config)]
+    assert len(command) == 5 and command[-1].endswith("simpletuner/train.py")
 
 
 @pytest.mark.training

@@ -93,6 +93,7 @@ MINIMUM: dict[str, int] = {
     "validation_steps": 1,
     "lr_warmup_steps": 0,
     "seed": 0,
+    "num_processes": 1,
 }
 POSITIVE: set[str] = {"learning_rate", "resolution", "lora_alpha"}
 
@@ -428,6 +429,12 @@ class JobSpec(_Strict):
     @property
     def base_model(self) -> str:
         return str(self.config["pretrained_model_name_or_path"])
+
+    @property
+    def num_processes(self) -> int | None:
+        """How many GPUs (one process each) the job trains on: config.num_processes; None: every visible one."""
+        value = self.config.get("num_processes")
+        return int(value) if value is not None else None
 
     @property
     def source(self) -> DatasetSpec:

@@ -47,6 +47,7 @@ MAXIMUM: dict[str, float] = {
     "validation_steps": 1_000_000,
     "validation_num_inference_steps": 1000,
     "lr_warmup_steps": 1_000_000,
+    "num_processes": 64,  # one process per GPU of one machine
 }
 
 LICENSES_FILE = TABLES_DIR / "hub_licenses.json"

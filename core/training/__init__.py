@@ -3,6 +3,7 @@ stop, sample settings, and resume from a checkpoint.
 
 What other packages and the faces may use is listed in __all__."""
 
+from core.training.accelerate_config import world_size
 from core.training.config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
 from core.training.deadline import DeadlineStop, ends_partial
 from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
@@ -48,4 +49,5 @@ __all__ = [
     "resolved_defaults",
     "sample_prompts",
     "train",
+    "world_size",
 ]

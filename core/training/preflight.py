@@ -4,6 +4,12 @@ SimpleTuner's most common late failure is "No images were discovered by the buck
 `minimum_image_size`, or every aspect bucket holds fewer samples than the batch size. Both are computed here from
 the staged manifest and the same defaults the trainer-config builder uses (the constants below are the one place
 those defaults live).
+
+With several processes (one per GPU) SimpleTuner splits every aspect bucket between them, and stops with "Dataset
+configuration will produce zero usable batches" when a bucket holds fewer samples than processes x batch x gradient
+accumulation; its allow_dataset_oversubscription repeats such a bucket instead, unless the dataset sets repeats
+(docs/multi-gpu.md). The buckets are estimated here with SimpleTuner's own rule (aspect_buckets), so a job that would
+stop there is refused before launch, naming the bucket and what would fix it.
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.dataset import Manifest, has_trigger
+from core.dataset import ImageEntry, Manifest, has_trigger
+from core.events import EventSink, JobWarning, ignore_event
 from core.spec import JobSpec
 from core.training.config import (  # the trainer-config builder's defaults: one place for both
     DEFAULT_MINIMUM_IMAGE_SIZE,
@@ -26,6 +33,9 @@ from core.training.config import (  # the trainer-config builder's defaults: one
 )
 
 FEW_IMAGES = 5
+DEFAULT_BUCKET_ALIGNMENT = 64
+"""SimpleTuner's aspect_bucket_alignment default: a bucket's edges are multiples of it."""
+OVERSUBSCRIPTION = "allow_dataset_oversubscription"
 
 # Reasons that mean "this looked like an image but could not be used" (the rest are archive clutter).
 IMAGE_FAILURES = {"corrupt image", "not a decodable image", "too many pixels"}
@@ -58,6 +68,12 @@ class PreflightReport:
     max_train_steps: int | None
     total_steps: int
     source: str = ""
+    processes: int = 1
+    """How many processes train (one per GPU): each aspect bucket is split between them."""
+    effective_batch_size: int = 1
+    """Samples one optimizer step takes from a bucket: train_batch_size x processes x gradient_accumulation_steps."""
+    aspect_buckets: dict[str, int] = field(default_factory=dict)
+    """SimpleTuner's aspect buckets as estimated here (aspect ratio -> usable images)."""
     gpu: dict[str, Any] | None = None
     """On CUDA (filled in when the trainer config is built): the GPU facts, SimpleTuner recipe and tier, base model
     precision, estimated VRAM and whether it fits, estimated time per step and in total, and the cost at
@@ -81,6 +97,7 @@ class _Backend:
     repeats: int
     crop: bool
     crop_aspect: str
+    alignment: int = DEFAULT_BUCKET_ALIGNMENT
 
 
 def _int(value: Any, default: int) -> int:
@@ -113,6 +130,7 @@ def backend_settings(spec: JobSpec, defaults: Mapping[str, Any] | None = None) -
         repeats=_int(backend.get("repeats"), 0),
         crop=crop,
         crop_aspect=str(backend.get("crop_aspect", "square")) if crop else "preserve",
+        alignment=_int(config.get("aspect_bucket_alignment"), DEFAULT_BUCKET_ALIGNMENT),
     )
 
 
@@ -157,8 +175,41 @@ def _schedule(spec: JobSpec) -> tuple[int | None, int | None]:
     return _int(config.get("num_train_epochs"), 0), _int(config.get("max_train_steps"), 0)
 
 
-def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] | None = None) -> PreflightReport:
-    """The report for the staged dataset; `defaults` as for `backend_settings`."""
+def _aligned(value: float, alignment: int) -> int:
+    return max(round(value / alignment) * alignment, alignment)
+
+
+def aspect_bucket(width: int, height: int, backend: _Backend) -> float:
+    """The aspect bucket SimpleTuner puts an image in (MultiaspectImage's target size, its edges aligned, its ratio
+    rounded to 2 places): 1.0 for square crops; the image's own ratio where the crop picks the bucket at random."""
+    ratio = round(width / height, 2)
+    if backend.crop and backend.crop_aspect == "square":
+        return 1.0
+    if backend.crop and backend.crop_aspect != "preserve":
+        return ratio
+    align = max(backend.alignment, 1)
+    if backend.resolution_type == "pixel":
+        edge = int(backend.resolution)
+        target = (edge, int(edge / ratio)) if width < height else (int(edge * ratio), edge)
+    else:  # area, or pixel_area (an edge length turned into megapixels)
+        megapixels = backend.resolution if backend.resolution_type == "area" else backend.resolution ** 2 / 1e6
+        edge = _aligned(int(math.sqrt(megapixels * 1e6)), align)
+        if ratio == 1.0 and width == height:
+            return 1.0
+        target = (int(edge * math.sqrt(ratio)), int(edge / math.sqrt(ratio)))
+    aligned = (_aligned(target[0], align), _aligned(target[1], align))
+    return round(aligned[0] / aligned[1], 2)
+
+
+def aspect_buckets(images: Iterable[ImageEntry], backend: _Backend) -> dict[float, int]:
+    """Bucket -> images in it, largest first."""
+    return dict(Counter(aspect_bucket(e.width, e.height, backend) for e in images).most_common())
+
+
+def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] | None = None, processes: int = 1,
+              on_event: EventSink = ignore_event) -> PreflightReport:
+    """The report for the staged dataset; `defaults` as for `backend_settings`; `processes`: how many train (one
+    per GPU). A choice made for the user (SimpleTuner's oversubscription of a small bucket) is also a JobWarning."""
     backend = backend_settings(spec, defaults)
     images = manifest.images
     skipped = Counter(item.reason for item in manifest.skipped)
@@ -174,7 +225,8 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     batch = _int(spec.config.get("train_batch_size"), DEFAULT_TRAIN_BATCH_SIZE)
     accumulation = _int(spec.config.get("gradient_accumulation_steps"), 1)
     samples = len(kept) * (1 + backend.repeats)
-    steps_per_epoch = math.ceil(samples / max(batch * accumulation, 1))
+    processes = max(processes, 1)
+    steps_per_epoch = math.ceil(samples / max(batch * accumulation * processes, 1))
     epochs, max_steps = _schedule(spec)
     total_steps = max_steps if max_steps and max_steps > 0 else (epochs or 0) * steps_per_epoch
 
@@ -204,8 +256,13 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
         max_train_steps=max_steps,
         total_steps=total_steps,
         source=manifest.source,
+        processes=processes,
+        effective_batch_size=batch * processes * accumulation,
+        aspect_buckets={f"{bucket:g}": count for bucket, count in aspect_buckets(kept, backend).items()},
     )
     _judge(report, manifest=manifest, backend=backend, kept=len(kept), failed_images=failed_images)
+    if kept and len(kept) * (1 + backend.repeats) >= batch:
+        _split_between_processes(report, spec=spec, backend=backend, on_event=on_event)
     return report
 
 
@@ -261,15 +318,56 @@ def _bucket_warning(report: PreflightReport, *, manifest: Manifest, backend: _Ba
     """Without square crops SimpleTuner buckets by aspect ratio and drops buckets smaller than one batch."""
     if report.train_batch_size <= 1:
         return
-    buckets = Counter(
-        round(e.width / e.height, 2)
-        for e in manifest.images
-        if _meets(e.width, e.height, backend.minimum_image_size, backend.resolution_type)
-    )
-    small = sum(count for count in buckets.values() if count * (1 + backend.repeats) < report.train_batch_size)
+    small = sum(count for count in report.aspect_buckets.values()
+                if count * (1 + backend.repeats) < report.train_batch_size)
     if small:
         report.warnings.append(
             f"about {small} images sit in aspect-ratio groups smaller than train_batch_size"
             f" {report.train_batch_size} and may be dropped; set dataloader.crop true with crop_aspect 'square'"
             " or lower the batch size"
         )
+
+
+def _split_between_processes(report: PreflightReport, *, spec: JobSpec, backend: _Backend,
+                             on_event: EventSink) -> None:
+    """SimpleTuner's split of each bucket between the processes (metadata/backends/base.py,
+    split_buckets_between_processes): after it drops buckets smaller than one batch, a bucket with fewer samples
+    than the effective batch stops the run, unless allow_dataset_oversubscription repeats it (only where the
+    dataset sets no repeats). Refused here with the fixes, or the oversubscription said as a warning."""
+    effective, repeats = report.effective_batch_size, backend.repeats
+    if effective <= report.train_batch_size:
+        return  # one process, no accumulation: the buckets SimpleTuner keeps all hold a batch
+    pruned = backend.minimum_image_size is not None and not spec.config.get("disable_bucket_pruning")
+    short = {bucket: count for bucket, count in report.aspect_buckets.items()
+             if count * (1 + repeats) < effective and not (pruned and count * (1 + repeats) < report.train_batch_size)}
+    if not short:
+        return
+    needed = {bucket: math.ceil(effective / count) - 1 for bucket, count in short.items()}
+    named = ("aspect bucket " if len(short) == 1 else "aspect buckets ") + ", ".join(
+        f"{bucket} ({count} image{'s' if count > 1 else ''})" for bucket, count in short.items())
+    why = (f"{report.processes} processes x train_batch_size {report.train_batch_size} x gradient_accumulation_steps"
+           f" {report.gradient_accumulation_steps} take {effective} samples of a bucket per step")
+    if spec.config.get(OVERSUBSCRIPTION) and not repeats:
+        message = (f"{named} holds fewer samples than {effective}: {why}; SimpleTuner's"
+                   f" {OVERSUBSCRIPTION} repeats its images up to {max(needed.values()) + 1} times, so they weigh more"
+                   " in training than the others")
+        report.warnings.append(message)
+        on_event(JobWarning(message, field=f"config.{OVERSUBSCRIPTION}"))
+        return
+    smallest = min(short.values()) * (1 + repeats)
+    fixes = [f"add images of that aspect ratio (at least {effective} samples per bucket)",
+             f"set dataloader.repeats to {max(needed.values())} or more",
+             "crop every image square (dataloader.crop true, crop_aspect 'square')"]
+    if report.processes > 1:
+        fewer = max(1, smallest // max(report.train_batch_size * report.gradient_accumulation_steps, 1))
+        fixes.append(f"train on fewer GPUs (config.num_processes {fewer})")
+    if report.gradient_accumulation_steps > 1:
+        fixes.append("lower config.gradient_accumulation_steps")
+    if not repeats:
+        fixes.insert(2, f"set config.{OVERSUBSCRIPTION} true (SimpleTuner repeats the small buckets' images)")
+    note = f" ({OVERSUBSCRIPTION} does not override the repeats a dataset sets)" if repeats else ""
+    report.errors.append(
+        f"{named}{f' x {1 + repeats} (repeats + 1)' if repeats else ''} holds fewer samples than {effective}: {why},"
+        " and"
+        f" SimpleTuner would stop with 'Dataset configuration will produce zero usable batches'{note}. Fix: "
+        + "; or ".join(fixes))

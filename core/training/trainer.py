@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from core.adapters import TrainerEnv
+from core.adapters import GpuFacts, TrainerEnv
 from core.cancel import Cancel, StopFlag
 from core.errors import TrainingError
 from core.events import (
@@ -36,6 +36,7 @@ from core.jobdir import JobDir
 from core.outputs import checkpoint_step, checkpoints, sample_step, validation_files
 from core.settings import Settings
 from core.simpletuner import expected_output
+from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
 from core.training.config import TrainerFiles
 
 POLL_S = 0.1
@@ -149,13 +150,22 @@ class TrainingOutcome:
             self.error = event
 
 
-def launch_command(trainer: TrainerEnv, *, mixed_precision: str, gpu_count: int) -> list[str]:
+def launch_command(trainer: TrainerEnv, *, config_file: Path) -> list[str]:
     """What `simpletuner train` runs, started by us: its CLI puts accelerate in a session of its own (setsid) and
-    does not pass SIGTERM on, so a cancel could never reach the training process through it."""
+    does not pass SIGTERM on, so a cancel could never reach the training process through it. Every launch setting
+    is in `config_file` (core/training/accelerate_config.py): accelerate then never reads a default_config.yaml."""
     accelerate = trainer.program("accelerate", what="SimpleTuner")
     script = trainer.require_installed("simpletuner/train.py", what="SimpleTuner")
-    return [str(accelerate), "launch", f"--mixed_precision={mixed_precision}",
-            f"--num_processes={max(gpu_count, 1)}", "--num_machines=1", "--dynamo_backend=no", str(script)]
+    return [str(accelerate), "launch", "--config_file", str(config_file), str(script)]
+
+
+def write_launch_config(files: TrainerFiles, job: JobDir, *, device: str, gpu: GpuFacts | None,
+                        processes: int) -> Path:
+    """This run's accelerate config (processes, GPUs, precision, a free rendezvous port) in the job's config
+    folder; its path."""
+    config = accelerate_config(device=device, processes=processes, gpu_ids=gpu.ids if gpu else (),
+                               mixed_precision=str(files.config.get("--mixed_precision", "no")), port=free_port())
+    return write_accelerate_config(job.config, config)
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -175,15 +185,18 @@ def _error_from_log(tail: str) -> str | None:
     return None
 
 
-def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, gpu_count: int = 0,  # noqa: C901 (the one subprocess lifecycle: start, watch, stop, classify the end)
-          hf_token: str | None = None, on_event: EventSink = ignore_event,
-          cancel: Cancel | StopFlag | None = None, start_step: int = 0) -> TrainingOutcome:
+def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str,  # noqa: C901 (the one subprocess lifecycle: start, watch, stop, classify the end)
+          gpu: GpuFacts | None = None, processes: int = 1, hf_token: str | None = None,
+          on_event: EventSink = ignore_event, cancel: Cancel | StopFlag | None = None,
+          start_step: int = 0) -> TrainingOutcome:
     """Run SimpleTuner on these files until it finishes, fails (TrainingError), or `cancel` stops it (its process
-    group is killed; JobCancelled, or JobTimeout at the job's deadline). `start_step`: the checkpoint a resumed run
+    group is killed; JobCancelled, or JobTimeout at the job's deadline). `gpu`: the GPUs the device plan chose;
+    `processes`: how many train (accelerate_config.world_size). `start_step`: the checkpoint a resumed run
     continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
     trainer = TrainerEnv(settings)
-    command = launch_command(trainer, mixed_precision=str(files.config.get("--mixed_precision", "no")),
-                             gpu_count=gpu_count if device == "cuda" else 0)
+    command = launch_command(trainer, config_file=write_launch_config(files, job, device=device, gpu=gpu,
+                                                                      processes=processes))
+    cpu_ranks = CPU_RANKS_ENV if device != "cuda" and processes > 1 else {}
     cancel = Cancel.of(cancel)
     outcome = TrainingOutcome(steps=start_step)
     lock = threading.Lock()  # the receiver serves each request on its own thread
@@ -218,7 +231,7 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         started = time.monotonic()
         process = trainer.launch(command, device=device, hf_token=hf_token, cwd=job.trainer, stdout=log,
                                  stderr=subprocess.STDOUT,
-                                 extra_env={"CONFIG_BACKEND": "json",
+                                 extra_env={"CONFIG_BACKEND": "json", **cpu_ranks,
                                             "CONFIG_PATH": str(job.config / "config")})  # SimpleTuner adds ".json"
         stopped = False
         try:
