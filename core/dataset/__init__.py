@@ -4,10 +4,13 @@ captions and apply the trigger word -> a Manifest.
 What other packages and the faces may use is listed in __all__."""
 
 from core.dataset.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
+from core.dataset.clips import CLIP_SUFFIXES
 from core.dataset.stage import (
+    CLIPS_DIR,
     DOWNLOAD_DIR,
     IMAGES_DIR,
     CaptionOptions,
+    ClipEntry,
     ImageEntry,
     Manifest,
     Skipped,
@@ -22,10 +25,13 @@ from core.dataset.stage import (
 )
 
 __all__ = [
+    "CLIPS_DIR",
+    "CLIP_SUFFIXES",
     "DOWNLOAD_DIR",
     "IMAGES_DIR",
     "IMAGE_SUFFIXES",
     "CaptionOptions",
+    "ClipEntry",
     "ExtractLimits",
     "ImageEntry",
     "Manifest",

@@ -28,6 +28,7 @@ from core.adapters import (
     offline_error,
 )
 from core.dataset.archive import IMAGE_SUFFIXES
+from core.dataset.clips import CLIP_SUFFIXES
 from core.errors import DatasetError, DownloadError
 from core.events import DownloadProgress, EventSink, ignore_event
 from core.spec import DatasetSpec
@@ -91,7 +92,7 @@ def fetch_hf_dataset(
                        on_event=on_event)
     files = sorted((e for e in entries if hasattr(e, "size")), key=lambda e: e.path)
     out = HfFetched(commit=commit)
-    images = [f for f in files if PurePosixPath(f.path).suffix.lower() in IMAGE_SUFFIXES]
+    images = [f for f in files if PurePosixPath(f.path).suffix.lower() in IMAGE_SUFFIXES | CLIP_SUFFIXES]
     parquet = [f for f in files if f.path.lower().endswith(".parquet")]
     image_paths = {f.path for f in images}
     captions = [f for f in files if f.path not in image_paths and PurePosixPath(f.path).suffix.lower() in keep_suffixes]

@@ -2,8 +2,10 @@
 
 `stage_dataset(dataset, dest, captions=..., settings=...)` fetches the source (local path, http(s)/s3 URL, HF
 dataset repo, inline list), extracts archives safely, decodes every image with Pillow, pairs captions, applies the
-trigger word, and writes `dest/images/<stem>.<ext>` + `<stem>.txt`. Nothing is written outside `dest`. A cancel (or
-the job's deadline) stops it between download chunks, archive members and images.
+trigger word, and writes `dest/images/<stem>.<ext>` + `<stem>.txt`. Video clips (.mp4, .webm, .mov, .mkv) are probed
+(core/dataset/clips.py) and written the same way into `dest/clips/`: a folder of their own, since SimpleTuner's
+image backend would also list a clip beside its images. Nothing is written outside `dest`. A cancel (or the job's
+deadline) stops it between download chunks, archive members and images.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ from core.dataset.archive import (
     extract_archive,
     skip_reason,
 )
+from core.dataset.clips import CLIP_SUFFIXES, ClipProbe, ClipRefused, probe_clip
 from core.dataset.hf_repo import fetch_hf_dataset
 from core.dataset.zip_follow import ZipFollower
 from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
 from core.settings import Settings
-from core.spec import DataloaderOptions, DatasetSpec, JobSpec, fill_trigger
+from core.spec import ClipLimits, DataloaderOptions, DatasetSpec, JobSpec, fill_trigger
 
 IMAGES_DIR = "images"
+CLIPS_DIR = "clips"
 DOWNLOAD_DIR = "_download"
 EXTRACT_DIR = "_extract"
 # Formats SimpleTuner (Pillow) reads that we keep byte for byte; everything else is re-encoded as PNG.
@@ -48,6 +52,7 @@ _WORKERS = min(8, os.cpu_count() or 2)
 
 __all__ = [
     "CaptionOptions",
+    "ClipEntry",
     "ImageEntry",
     "Manifest",
     "Skipped",
@@ -73,6 +78,21 @@ class ImageEntry:
 
 
 @dataclass
+class ClipEntry:
+    """A staged video clip: where it is, its caption, and what its container says (core/dataset/clips.py)."""
+
+    path: Path
+    caption: str
+    width: int
+    height: int
+    frames: int
+    fps: float
+    duration_s: float
+    codec: str
+    caption_source: str
+
+
+@dataclass
 class Skipped:
     name: str
     reason: str
@@ -86,6 +106,9 @@ class Manifest:
     images: list[ImageEntry]
     skipped: list[Skipped]
     source: str
+    clips: list[ClipEntry] = field(default_factory=list)
+    clips_root: Path | None = None
+    """dest/clips when the dataset has clips: the video backend's folder."""
 
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(Counter(item.reason for item in self.skipped).most_common())
@@ -95,6 +118,7 @@ class Manifest:
 class StagingLimits:
     max_download_bytes: int = 20 * 1024**3
     extract: ExtractLimits = ExtractLimits()
+    clips: ClipLimits = ClipLimits()
 
 
 @dataclass(frozen=True)
@@ -170,26 +194,30 @@ def stage_dataset(
     # The pipeline reports the stage itself (started/completed/failed); these lines say what happens inside it.
     on_event(LogLine(f"staging the dataset from {source}"))
     options = captions
-    keep = IMAGE_SUFFIXES | {options.extension}
-    root = dest / IMAGES_DIR
-    if root.exists():
-        shutil.rmtree(root)  # a re-run of the same job starts clean
+    keep = IMAGE_SUFFIXES | CLIP_SUFFIXES | {options.extension}
+    root, clips_root = dest / IMAGES_DIR, dest / CLIPS_DIR
+    for folder in (root, clips_root):
+        if folder.exists():
+            shutil.rmtree(folder)  # a re-run of the same job starts clean
     root.mkdir()
-    decoder = _Decoder()
+    decoder = _Decoder(clip_limits=limits.clips)
     try:
         gathered = _gather(
             dataset, dest, keep=keep, options=options, settings=settings, on_event=on_event,
             allow_local_paths=allow_local_paths, limits=limits, hf_token=token, decoder=decoder, cancel=cancel,
         )
-        images, skipped = _stage_all(gathered, root=root, options=options, decoder=decoder, cancel=cancel)
+        images, clips, skipped = _stage_all(gathered, root=root, clips_root=clips_root, options=options,
+                                            decoder=decoder, cancel=cancel)
     finally:
         decoder.close()
         shutil.rmtree(dest / EXTRACT_DIR, ignore_errors=True)
-    manifest = Manifest(root=root, images=images, skipped=gathered.skipped + skipped, source=source)
-    if not images:
+    manifest = Manifest(root=root, images=images, skipped=gathered.skipped + skipped, source=source, clips=clips,
+                        clips_root=clips_root if clips else None)
+    if not images and not clips:
         raise EmptyDataset(_empty_message(manifest), field="dataset")
     shutil.rmtree(dest / DOWNLOAD_DIR, ignore_errors=True)
-    message = f"{len(images)} images staged, {len(manifest.skipped)} skipped"
+    staged = f"{len(images)} images and {len(clips)} clips" if clips else f"{len(images)} images"
+    message = f"{staged} staged, {len(manifest.skipped)} skipped"
     on_event(LogLine(message))
     return manifest
 
@@ -197,12 +225,13 @@ def stage_dataset(
 def _empty_message(manifest: Manifest) -> str:
     counts = manifest.skipped_by_reason()
     if not counts:
-        return f"no images found in {manifest.source}"
+        return f"no images or video clips found in {manifest.source}"
     reasons = ", ".join(f"{count} {reason}" for reason, count in counts.items())
     examples = "; ".join(
         f"{item.name}: {item.detail or item.reason}" for item in manifest.skipped[:3]
     )
-    return f"no usable image in {manifest.source}: {len(manifest.skipped)} files skipped ({reasons}). e.g. {examples}"
+    return (f"no usable image or clip in {manifest.source}: {len(manifest.skipped)} files skipped ({reasons}). "
+            f"e.g. {examples}")
 
 
 # -- sources -----------------------------------------------------------------------------------------------------
@@ -521,13 +550,18 @@ class _Decoder:
     """Decodes images on a thread pool from the moment each file exists: while an archive is still being
     extracted, the images already out of it are being decoded (Pillow and zlib release the GIL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clip_limits: ClipLimits = ClipLimits()) -> None:
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="decode")
         self._futures: dict[Path, Future[_Probe]] = {}
+        self._clips: dict[Path, Future[ClipProbe]] = {}
+        self._clip_limits = clip_limits
 
     def submit(self, path: Path) -> None:
-        if path.suffix.lower() in IMAGE_SUFFIXES and path not in self._futures:
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and path not in self._futures:
             self._futures[path] = self._pool.submit(_probe, path)
+        elif suffix in CLIP_SUFFIXES and path not in self._clips:  # FFmpeg releases the GIL as Pillow does
+            self._clips[path] = self._pool.submit(probe_clip, path, limits=self._clip_limits)
 
     def check_now(self, path: Path, data: bytes | None) -> None:
         """Decode `path` from its bytes, on the calling thread: a thread that has just written a file checks it
@@ -548,23 +582,29 @@ class _Decoder:
         future = self._futures.get(path)
         return future.result() if future is not None else _probe(path)
 
+    def clip(self, path: Path) -> ClipProbe:
+        future = self._clips.get(path)
+        return future.result() if future is not None else probe_clip(path, limits=self._clip_limits)
+
     def convert(self, source: Path, target: Path) -> Future[Path]:
         return self._pool.submit(_convert_to_png, source, target)
 
     def forget(self) -> None:
         """Drop every result: the files are made again (a zip followed while it downloaded, then extracted whole)."""
-        for future in self._futures.values():
+        futures: list[Future] = [*self._futures.values(), *self._clips.values()]
+        for future in futures:
             future.cancel()
-        wait(list(self._futures.values()))
+        wait(futures)
         self._futures.clear()
+        self._clips.clear()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stage_all(
-    gathered: _Gathered, *, root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel
-) -> tuple[list[ImageEntry], list[Skipped]]:
+    gathered: _Gathered, *, root: Path, clips_root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel
+) -> tuple[list[ImageEntry], list[ClipEntry], list[Skipped]]:
     """Each candidate placed under its stem as its check finishes. One thread moves the files: renames into one
     folder from several threads only wait on each other's directory locks; converting to PNG runs on the pool."""
     for candidate in gathered.candidates:
@@ -572,8 +612,16 @@ def _stage_all(
     stems = _stems(gathered.candidates)
     placed: list[tuple[_Candidate, str, _Probe, Path | Future[Path]]] = []
     skipped: list[Skipped] = []
+    clips: list[ClipEntry] = []
     for candidate, stem in zip(gathered.candidates, stems, strict=True):
         cancel.check("while checking the images")
+        if candidate.image.suffix.lower() in CLIP_SUFFIXES:
+            try:
+                clips.append(_stage_clip(candidate, decoder.clip(candidate.image), stem=stem, root=clips_root,
+                                         options=options))
+            except ClipRefused as exc:
+                skipped.append(Skipped(candidate.name, exc.reason, exc.detail))
+            continue
         try:
             probe = decoder.result(candidate.image)
         except _Unusable as exc:
@@ -592,7 +640,25 @@ def _stage_all(
             continue
         unchanged = probe if isinstance(target, Path) else replace(probe, sha256=None)  # a PNG now: another hash
         images.append(_entry(candidate, unchanged, path, stem=stem, options=options))
-    return images, skipped
+    return images, clips, skipped
+
+
+def _stage_clip(candidate: _Candidate, probe: ClipProbe, *, stem: str, root: Path,
+                options: CaptionOptions) -> ClipEntry:
+    """Move (or copy, when the file is the user's) a probed clip into `root`, its caption beside it."""
+    root.mkdir(exist_ok=True)
+    target = root / f"{stem}{candidate.image.suffix.lower()}"
+    if candidate.owned:
+        os.replace(candidate.image, target)
+    else:
+        shutil.copyfile(candidate.image, target)
+    caption, source = _caption(candidate, stem=stem, options=options)
+    caption_path = target.with_suffix(".txt")
+    if candidate.caption_file is not None:
+        os.replace(candidate.caption_file, caption_path)
+    caption_path.write_text(caption + "\n", encoding="utf-8")
+    return ClipEntry(path=target, caption=caption, width=probe.width, height=probe.height, frames=probe.frames,
+                     fps=probe.fps, duration_s=probe.duration_s, codec=probe.codec, caption_source=source)
 
 
 def _entry(candidate: _Candidate, probe: _Probe, target: Path, *, stem: str, options: CaptionOptions) -> ImageEntry:

@@ -20,7 +20,7 @@ from core.spec.job import (
     unwrap_input,
     validation_error,
 )
-from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, relative_data_dir
+from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, ClipLimits, relative_data_dir
 from core.spec.samples import SamplesSpec, fill_trigger
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "PLACEHOLDER",
     "SCHEDULE_FLAGS",
     "CaptioningSpec",
+    "ClipLimits",
     "DataloaderOptions",
     "DatasetSpec",
     "HubSpec",

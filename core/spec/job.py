@@ -104,7 +104,7 @@ BACKEND_KEYS: set[str] = {
     "caption_strategy", "prepend_instance_prompt", "instance_prompt", "only_instance_prompt",
     "caption_dropout_probability", "probability", "skip_file_discovery", "preserve_data_backend_cache",
     "vae_cache_clear_each_epoch", "vae_cache_ondemand", "is_regularisation_data", "disable_validation",
-    "hash_filenames", "metadata_backend", "aspect_bucket_rounding",
+    "hash_filenames", "metadata_backend", "aspect_bucket_rounding", "video",
 }
 
 

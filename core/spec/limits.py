@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -51,6 +52,28 @@ MAXIMUM: dict[str, float] = {
 }
 
 LICENSES_FILE = TABLES_DIR / "hub_licenses.json"
+
+
+@dataclass(frozen=True)
+class ClipLimits:
+    """The bounds on one video clip of a dataset (core/dataset/clips.py checks them from the container's metadata,
+    before any frame is decoded). SimpleTuner decodes a whole clip into memory as RGB (3 bytes a pixel) before it
+    trims it to num_frames, so the decoded size is what a "video bomb" attacks."""
+
+    max_bytes: int = 4 * 1024**3
+    max_seconds: float = 600.0
+    max_frames: int = 5000
+    """Frames of one clip (about 3 minutes at 25 fps)."""
+    max_frame_pixels: int = 4096 * 4096
+    max_decoded_pixels: int = 2_000_000_000
+    """width x height x frames: about 6 GB of RGB once SimpleTuner has decoded the clip."""
+    max_probe_packets: int = 64
+    """Packets read to decode the first frame (a decoder holding back B-frames needs a few)."""
+
+
+MAX_VIDEO_FRAMES = ClipLimits().max_frames
+VIDEO_KEYS = ("num_frames", "min_frames", "max_frames", "is_i2v", "bucket_strategy", "frame_interval")
+"""The keys of SimpleTuner's `video` block of a video backend (data_backend/factory.py, metadata/backends/base.py)."""
 
 
 def hub_licenses() -> list[str]:
@@ -141,6 +164,26 @@ def _shuffle(value: Any) -> Any:
     return value
 
 
+def _video(value: Any) -> Any:
+    """SimpleTuner's video block: frame counts are whole numbers within the clip bound (the family's own rule on
+    frame counts is checked where the family is known: core/training/video.py)."""
+    if not isinstance(value, Mapping):
+        raise ValueError('must be an object like {"num_frames": 81}')
+    for key, item in value.items():
+        if key not in VIDEO_KEYS:
+            raise ValueError(f"unknown video option {key!r} (known: {', '.join(VIDEO_KEYS)})")
+        if key in ("num_frames", "min_frames", "max_frames", "frame_interval"):
+            try:
+                _number(1, MAX_VIDEO_FRAMES, whole=True)(item)
+            except ValueError as exc:
+                raise ValueError(f"{key} {exc}") from None
+        elif key == "is_i2v":
+            _bool(item)
+        else:
+            _choice("aspect_ratio", "resolution_frames")(item)
+    return value
+
+
 # The image-backend keys a job may give (shorthand or native list), each with its check.
 BACKEND_TYPES = {
     "repeats": _number(0, 10_000, whole=True),
@@ -170,6 +213,7 @@ BACKEND_TYPES = {
     "metadata_backend": _choice("discovery", "json"),
     "aspect_bucket_rounding": _number(1, 9, whole=True),
     "caption_shuffle": _shuffle,
+    "video": _video,
 }
 # Keys of a native list entry that name the data it reads: a folder inside the job's dataset.
 DATA_KEYS = ("instance_data_dir", "instance_data_root")
