@@ -144,6 +144,9 @@ def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
 
 
 def _store(cache: Cache, key: str, manifest: Manifest, *, build_s: float, on_event: EventSink) -> DatasetReuse:
+    if manifest.clips:  # an entry holds the images folder and its manifest only: clips are staged each time
+        on_event(LogLine("a dataset with video clips is not kept in the cache"))
+        return DatasetReuse(status="miss")
     hashes = image_hashes(manifest)
     reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes}), images=hashes)
     try:

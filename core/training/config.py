@@ -22,6 +22,7 @@ from core.spec import CACHE_KEY, DATA_KEYS, PLACEHOLDER, JobSpec, relative_data_
 from core.training.gpu_fit import VALIDATION_SETTINGS, GpuPlan, check_fit, plan_gpu
 from core.training.memory_plan import find_params
 from core.training.samples import LIBRARY_FILE, validation_size, with_samples
+from core.training.video import default_num_frames, is_video_family, shorthand_block, video_settings
 
 DEFAULT_RESOLUTION = 1024
 DEFAULT_RESOLUTION_TYPE = "pixel"
@@ -87,10 +88,14 @@ def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_
 
 
 def video_frames(spec: JobSpec) -> int:
-    """Frames per sample of the job's video backends (SimpleTuner's `video.num_frames`), 1 for an image job."""
+    """Frames per sample of the job's video backends (SimpleTuner's `video.num_frames`), 1 for an image job. The
+    shorthand counts when it gives a video block (the job says it trains on clips before they are staged)."""
     backends = spec.dataloader if isinstance(spec.dataloader, list) else []
     frames = [int((b.get("video") or {}).get("num_frames") or 1) for b in backends
               if b.get("dataset_type") == "video"]
+    block = shorthand_block(spec)
+    if block and is_video_family(spec.model_family):
+        frames.append(video_settings(spec, block=block).num_frames)
     return max(frames, default=1)
 
 
@@ -152,9 +157,12 @@ def _defaults(spec: JobSpec, *, device: str, plan: GpuPlan | None = None) -> dic
 def resolved_defaults(spec: JobSpec, *, plan: GpuPlan | None) -> dict[str, Any]:
     """The resolution and batch settings the trainer config will use, for the preflight (the recipe's on CUDA)."""
     settings = plan.settings if plan else {}
-    return {"resolution": settings.get("resolution", DEFAULT_RESOLUTION),
-            "resolution_type": settings.get("resolution_type", DEFAULT_RESOLUTION_TYPE),
-            "train_batch_size": DEFAULT_TRAIN_BATCH_SIZE}
+    resolved = {"resolution": settings.get("resolution", DEFAULT_RESOLUTION),
+                "resolution_type": settings.get("resolution_type", DEFAULT_RESOLUTION_TYPE),
+                "train_batch_size": DEFAULT_TRAIN_BATCH_SIZE}
+    if is_video_family(spec.model_family):
+        resolved["num_frames"] = default_num_frames(spec, plan=plan)
+    return resolved
 
 
 def _vae_path(spec: JobSpec) -> dict[str, Any]:
@@ -165,32 +173,18 @@ def _vae_path(spec: JobSpec) -> dict[str, Any]:
     return {}
 
 
-def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
-                   plan: GpuPlan | None = None) -> list[dict[str, Any]]:
+def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str, plan: GpuPlan | None = None,
+                   clips_dir: Path | None = None, stills: bool = True) -> list[dict[str, Any]]:
+    """multidatabackend.json. `clips_dir`: the staged clips (a video backend reads them; None when the dataset has
+    none); `stills`: whether the dataset has images (an image backend over an empty folder stops SimpleTuner)."""
     defaults = resolved_defaults(spec, plan=plan)
     resolution = spec.config.get("resolution", defaults["resolution"])
     on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
     text_embeds = {"id": "text-embeds", "dataset_type": "text_embeds", "default": True, "type": "local",
                    "cache_dir": str(job.cache / "text")}
     if isinstance(spec.dataloader, list):
-        backends = [dict(backend) for backend in spec.dataloader]
-        for index, backend in enumerate(backends):
-            for key in [key for key in backend if CACHE_KEY.search(key)]:
-                backend[key] = str(job.cache / f"{key.replace('_', '-')}-{index}")  # never the job's own choice
-            for key in DATA_KEYS:
-                if key in backend:
-                    backend[key] = str(_inside(images_dir, backend[key], field=f"dataloader.{index}.{key}"))
-            if backend.get("dataset_type", "image") == "image":
-                backend.setdefault("type", "local")
-                backend.setdefault("instance_data_dir", str(images_dir))
-                backend.setdefault("cache_dir_vae", str(job.cache / f"vae-{index}"))
-                for key, value in on_cpu.items():
-                    backend.setdefault(key, value)
-            elif backend.get("dataset_type") == "text_embeds":
-                backend.setdefault("cache_dir", str(job.cache / f"text-{index}"))
-        if not any(b.get("dataset_type") == "text_embeds" for b in backends):
-            backends.append(text_embeds)
-        return backends
+        return _native_backends(spec, spec.dataloader, images_dir=images_dir, clips_dir=clips_dir, job=job, plan=plan,
+                                on_cpu=on_cpu, text_embeds=text_embeds)
     options = spec.dataloader
     image: dict[str, Any] = {
         "id": "dataset",
@@ -209,8 +203,44 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
     if options.shuffle_tags:
         image["caption_shuffle"] = {"enable": True, "split_on": "comma", "position_start": options.keep_tokens,
                                     "count": 1}
-    image.update(options.backend_overrides)
-    return [image, text_embeds]
+    overrides = {key: value for key, value in options.backend_overrides.items() if key != "video"}
+    image.update(overrides)
+    if clips_dir is None or not is_video_family(spec.model_family):
+        return [image, text_embeds]  # clips for an image family are refused by the preflight
+    video = {**image, "id": "clips", "dataset_type": "video", "instance_data_dir": str(clips_dir),
+             "cache_dir_vae": str(job.cache / "vae-clips"),
+             "video": video_settings(spec, plan=plan).block()}
+    return [image, video, text_embeds] if stills else [video, text_embeds]
+
+
+def _native_backends(spec: JobSpec, entries: list[dict[str, Any]], *, images_dir: Path, clips_dir: Path | None,
+                     job: JobDir, plan: GpuPlan | None, on_cpu: dict[str, Any],
+                     text_embeds: dict[str, Any]) -> list[dict[str, Any]]:
+    """A native list: its data folders kept inside the staged dataset (a video entry's inside the staged clips), its
+    caches in the job's cache folder, a video entry's block completed and checked."""
+    backends = [dict(backend) for backend in entries]
+    for index, backend in enumerate(backends):
+        kind = backend.get("dataset_type", "image")
+        data_dir = (clips_dir or images_dir) if kind == "video" else images_dir
+        for key in [key for key in backend if CACHE_KEY.search(key)]:
+            backend[key] = str(job.cache / f"{key.replace('_', '-')}-{index}")  # never the job's own choice
+        for key in DATA_KEYS:
+            if key in backend:
+                backend[key] = str(_inside(data_dir, backend[key], field=f"dataloader.{index}.{key}"))
+        if kind in ("image", "video"):
+            backend.setdefault("type", "local")
+            backend.setdefault("instance_data_dir", str(data_dir))
+            backend.setdefault("cache_dir_vae", str(job.cache / f"vae-{index}"))
+            for key, value in on_cpu.items():
+                backend.setdefault(key, value)
+        elif kind == "text_embeds":
+            backend.setdefault("cache_dir", str(job.cache / f"text-{index}"))
+        if kind == "video":
+            backend["video"] = video_settings(spec, block=dict(backend.get("video") or {}), plan=plan,
+                                              field=f"dataloader.{index}.video").block()
+    if not any(b.get("dataset_type") == "text_embeds" for b in backends):
+        backends.append(text_embeds)
+    return backends
 
 
 def _inside(images_dir: Path, value: Any, *, field: str) -> Path:
@@ -243,11 +273,12 @@ def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str
 
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
                         resume: bool = False, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
-                        hub_cache: Path | None = None) -> TrainerFiles:
+                        hub_cache: Path | None = None, clips_dir: Path | None = None,
+                        stills: bool = True) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
-    there); `system_memory_gb`, `hub_cache`: as for gpu_plan."""
+    there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`: as for build_backends."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache)
     own, inline_files = _job_values(spec, job=job)
     samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan)
@@ -261,7 +292,8 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     if resume:
         flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
-    backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan)
+    backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan, clips_dir=clips_dir,
+                              stills=stills)
     files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan,
                          warnings=samples.warnings)
     _refuse_placeholders(files, spec)

@@ -10,6 +10,10 @@ configuration will produce zero usable batches" when a bucket holds fewer sample
 accumulation; its allow_dataset_oversubscription repeats such a bucket instead, unless the dataset sets repeats
 (docs/multi-gpu.md). The buckets are estimated here with SimpleTuner's own rule (aspect_buckets), so a job that would
 stop there is refused before launch, naming the bucket and what would fix it.
+
+Video clips (core/training/video.py): how many, their frames and duration, the frame buckets and the samples they
+give under the job's video settings; clips an image family cannot train on, or that are all too short for
+num_frames, are refused here, naming the files.
 """
 
 from __future__ import annotations
@@ -23,13 +27,21 @@ from typing import Any
 
 from core.dataset import ImageEntry, Manifest, has_trigger
 from core.events import EventSink, JobWarning, ignore_event
-from core.spec import JobSpec
+from core.spec import ClipLimits, JobSpec
 from core.training.config import (  # the trainer-config builder's defaults: one place for both
     DEFAULT_MINIMUM_IMAGE_SIZE,
     DEFAULT_RESOLUTION,
     DEFAULT_RESOLUTION_TYPE,
     DEFAULT_STEPS,
     DEFAULT_TRAIN_BATCH_SIZE,
+)
+from core.training.video import (
+    FRAME_RULES,
+    ClipsReport,
+    VideoSettings,
+    clips_report,
+    is_video_family,
+    job_video_settings,
 )
 
 FEW_IMAGES = 5
@@ -78,6 +90,8 @@ class PreflightReport:
     """On CUDA (filled in when the trainer config is built): the GPU facts, SimpleTuner recipe and tier, base model
     precision, estimated VRAM and whether it fits, estimated time per step and in total, and the cost at
     GPU_PRICE_PER_HOUR; each estimate with its source (core/training/gpu_fit.py)."""
+    clips: ClipsReport | None = None
+    """The dataset's video clips and what they give (None: it has none)."""
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -224,7 +238,8 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     )
     batch = _int(spec.config.get("train_batch_size"), DEFAULT_TRAIN_BATCH_SIZE)
     accumulation = _int(spec.config.get("gradient_accumulation_steps"), 1)
-    samples = len(kept) * (1 + backend.repeats)
+    clips = _clips(manifest, spec, backend=backend, defaults=defaults)
+    samples = len(kept) * (1 + backend.repeats) + (clips.samples if clips else 0)
     processes = max(processes, 1)
     steps_per_epoch = math.ceil(samples / max(batch * accumulation * processes, 1))
     epochs, max_steps = _schedule(spec)
@@ -259,11 +274,77 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
         processes=processes,
         effective_batch_size=batch * processes * accumulation,
         aspect_buckets={f"{bucket:g}": count for bucket, count in aspect_buckets(kept, backend).items()},
+        clips=clips,
     )
+    if clips:
+        _judge_clips(report, clips, spec=spec)
+    if clips and not images:
+        if report.total_steps <= 0:
+            report.errors.append("nothing to train: set config.max_train_steps or config.num_train_epochs above 0")
+        return report
     _judge(report, manifest=manifest, backend=backend, kept=len(kept), failed_images=failed_images)
     if kept and len(kept) * (1 + backend.repeats) >= batch:
         _split_between_processes(report, spec=spec, backend=backend, on_event=on_event)
     return report
+
+
+def _clips(manifest: Manifest, spec: JobSpec, *, backend: _Backend,
+           defaults: Mapping[str, Any] | None) -> ClipsReport | None:
+    """The clips' report; an image family's clips count no sample (the family is refused in _judge_clips)."""
+    if not manifest.clips:
+        return None
+    if is_video_family(spec.model_family):
+        settings = job_video_settings(spec, num_frames=(defaults or {}).get("num_frames"))
+    else:  # the clips are refused: described, counted for nothing
+        settings = VideoSettings(num_frames=1, min_frames=1, max_frames=ClipLimits().max_frames, is_i2v=False,
+                                 extra={})
+    report = clips_report(manifest.clips, manifest.skipped, spec=spec, settings=settings, repeats=backend.repeats,
+                          bucket_of=lambda width, height: aspect_bucket(width, height, backend))
+    if not is_video_family(spec.model_family):
+        report.samples = 0
+    return report
+
+
+def _judge_clips(report: PreflightReport, clips: ClipsReport, *, spec: JobSpec) -> None:
+    """Clips an image family cannot train on, clips too short for num_frames, clips longer than it."""
+    family = spec.model_family
+    if not is_video_family(family):
+        shown = ", ".join(clips.names[:5])
+        report.errors.append(
+            f"config.model_family {family!r} trains on images: the dataset's {clips.clips} video clips cannot be "
+            f"used ({shown}{', ...' if clips.clips > 5 else ''}). Fix: remove them, or train a video family "
+            "(wan, ltxvideo, ltxvideo2, hunyuanvideo, ...)")
+        return
+    if clips.clips_usable == 0:
+        longest = clips.longest
+        report.errors.append(
+            f"none of the {clips.clips} clips has num_frames ({clips.num_frames}) frames; the longest has {longest}"
+            f": SimpleTuner leaves out every clip shorter than min_frames ({clips.min_frames}). Fix: set "
+            f"dataloader.video.num_frames to {longest} or fewer ({family} takes "
+            f"{_rule(family)}), or use longer clips")
+    elif clips.too_short:
+        report.warnings.append(
+            f"{len(clips.too_short)} of {clips.clips} clips are shorter than min_frames ({clips.min_frames}) and give "
+            f"no sample: {', '.join(clips.too_short[:5])}")
+    if clips.too_long:
+        report.warnings.append(
+            f"{len(clips.too_long)} clips are longer than max_frames ({clips.max_frames}) and give no sample: "
+            f"{', '.join(clips.too_long[:5])}")
+    if clips.frames_unused:
+        report.warnings.append(
+            f"{clips.frames_unused} frames of the clips are never trained on: SimpleTuner takes one sample per clip, "
+            f"its first {clips.num_frames} frames; cut long clips into clips of {clips.num_frames} frames to use "
+            "all of them")
+    if clips.samples and clips.samples < report.train_batch_size:
+        report.errors.append(
+            f"train_batch_size {report.train_batch_size} is larger than the {clips.samples} samples the clips give: "
+            "SimpleTuner drops buckets smaller than a batch. Fix: lower config.train_batch_size or raise "
+            "dataloader.repeats")
+
+
+def _rule(family: str) -> str:
+    step, rest = FRAME_RULES.get(family, (1, 0))
+    return f"{step}k+{rest} frames" if step > 1 else "any count"
 
 
 def _judge(report: PreflightReport, *, manifest: Manifest, backend: _Backend, kept: int, failed_images: int) -> None:
