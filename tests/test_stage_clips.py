@@ -66,4 +66,4 @@ def test_a_dataset_of_only_unusable_clips_is_empty(tmp_path: Path, settings: Set
     write_hostile_clips(source)
     with pytest.raises(EmptyDataset) as empty:
         stage_dataset(DatasetSpec(path=str(source)), tmp_path / "job", settings=settings)
-    assert "no usable image or clip" in empty.value.message and "audio only" in empty.value.message
+    assert "no usable image (or video clip)" in empty.value.message and "audio only" in empty.value.message

@@ -225,12 +225,12 @@ def stage_dataset(
 def _empty_message(manifest: Manifest) -> str:
     counts = manifest.skipped_by_reason()
     if not counts:
-        return f"no images or video clips found in {manifest.source}"
+        return f"no images found in {manifest.source} (and no video clips)"
     reasons = ", ".join(f"{count} {reason}" for reason, count in counts.items())
     examples = "; ".join(
         f"{item.name}: {item.detail or item.reason}" for item in manifest.skipped[:3]
     )
-    return (f"no usable image or clip in {manifest.source}: {len(manifest.skipped)} files skipped ({reasons}). "
+    return (f"no usable image (or video clip) in {manifest.source}: {len(manifest.skipped)} files skipped ({reasons}). "
             f"e.g. {examples}")
 
 
