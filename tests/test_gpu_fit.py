@@ -281,3 +281,30 @@ def test_check_reports_the_plan_estimates_and_cost(tmp_path, demo_dataset):
     assert big["base_model_precision"] == "no_change" and big["memory"]["weights_gb"] > 20
     short = json.loads(_check(tmp_path, job, GPU_MEMORY_GB="24", SYSTEM_MEMORY_GB="32").stdout)["error"]
     assert short["field"] == "config.quantize_via" and "GB of system RAM" in short["message"]
+
+
+def test_a_video_job_is_planned_for_clips_before_its_dataset_is_staged():
+    """The plan at validate time must hold before the model downloads, when nobody knows yet whether the dataset
+    holds clips: a video family is planned for clips of its default length, one tiled clip per VAE call; after
+    staging, a dataset of stills only is planned for stills."""
+    from core.training.config import gpu_plan, video_frames
+
+    spec = parse_job({"dataset": {"path": "/data"}, "config": {
+        "model_family": "wan", "model_name": "Wan-AI/Wan2.1-T2V-14B-Diffusers", "model_flavour": "t2v-480p-14b-2.1"}})
+    assert video_frames(spec) == video_frames(spec, clips=True) == 81
+    assert video_frames(spec, clips=False) == 1
+    card = gpu(24)
+    before = gpu_plan(spec, device="cuda", gpu=card, system_memory_gb=128)
+    stills = gpu_plan(spec, device="cuda", gpu=card, system_memory_gb=128, clips=False)
+    assert before is not None and stills is not None
+    assert before.estimated_vram_gb is not None and stills.estimated_vram_gb is not None
+    assert before.estimated_vram_gb + (before.headroom_gb or 0) <= 24
+    # on a card where both train unquantized, 81-frame clips need more memory than stills
+    big_clips = gpu_plan(spec, device="cuda", gpu=gpu(80), system_memory_gb=128)
+    big_stills = gpu_plan(spec, device="cuda", gpu=gpu(80), system_memory_gb=128, clips=False)
+    assert big_clips is not None and big_stills is not None
+    assert big_clips.base_model_precision == big_stills.base_model_precision == "no_change"
+    assert (big_clips.estimated_vram_gb or 0) > (big_stills.estimated_vram_gb or 0) > 0
+    image = parse_job({"dataset": {"path": "/data"}, "config": {
+        "model_family": "flux", "model_name": "black-forest-labs/FLUX.1-dev"}})
+    assert video_frames(image) == 1  # an image family never counts frames

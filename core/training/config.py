@@ -70,11 +70,13 @@ class TrainerFiles:
 
 
 def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
-             hub_cache: Path | None = None) -> GpuPlan | None:
+             hub_cache: Path | None = None, clips: bool | None = None) -> GpuPlan | None:
     """The GPU plan of a CUDA job (None on CPU); `gpu` None: the GPU's size is unknown (nothing refused). The model's
     size comes from its safetensors headers (a local folder, or its snapshot in `hub_cache`), else the committed
     table. A job the GPU (or `system_memory_gb` of RAM) cannot hold is refused: SpecError naming
-    config.base_model_precision (or config.quantize_via), with what would fit."""
+    config.base_model_precision (or config.quantize_via), with what would fit. `clips`: whether the staged dataset
+    holds clips; None before staging, when a video family is planned for clips of the default length (the plan
+    must hold before the model downloads, and a clip costs more than a still)."""
     if device != "cuda":
         return None
     flavour = spec.config.get("model_flavour")
@@ -82,20 +84,21 @@ def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_
                          hub_cache=hub_cache)
     plan = plan_gpu(family=spec.model_family, flavour=flavour, config=spec.config,
                     gpu=gpu or GpuFacts(count=1, memory_gb=None, source="unknown"), params=params,
-                    frames=video_frames(spec), system_memory_gb=system_memory_gb)
+                    frames=video_frames(spec, clips=clips), system_memory_gb=system_memory_gb)
     check_fit(plan)
     return plan
 
 
-def video_frames(spec: JobSpec) -> int:
+def video_frames(spec: JobSpec, *, clips: bool | None = None) -> int:
     """Frames per sample of the job's video backends (SimpleTuner's `video.num_frames`), 1 for an image job. The
-    shorthand counts when it gives a video block (the job says it trains on clips before they are staged)."""
+    shorthand counts when it gives a video block (the job says it trains on clips before they are staged), or when
+    a video family's dataset holds clips or is not staged yet (`clips` True or None: the default length)."""
     backends = spec.dataloader if isinstance(spec.dataloader, list) else []
     frames = [int((b.get("video") or {}).get("num_frames") or 1) for b in backends
               if b.get("dataset_type") == "video"]
     block = shorthand_block(spec)
-    if block and is_video_family(spec.model_family):
-        frames.append(video_settings(spec, block=block).num_frames)
+    if is_video_family(spec.model_family) and (block or clips is not False):
+        frames.append(video_settings(spec, block=block or {}).num_frames)
     return max(frames, default=1)
 
 
@@ -279,7 +282,8 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
     there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`: as for build_backends."""
-    plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache)
+    plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
+                    clips=clips_dir is not None)
     own, inline_files = _job_values(spec, job=job)
     samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan)
     inline_files = {**samples.files, **inline_files}

@@ -261,8 +261,9 @@ def _shape(settings: Mapping[str, Any], *, frames: int) -> mp.JobShape:
                        lora_rank=int(settings.get("lora_rank") or 16),
                        gradient_checkpointing=settings.get("gradient_checkpointing", True) is not False,
                        optimizer=str(settings.get("optimizer") or "adamw_bf16"),
-                       vae_batch=int(settings.get("vae_batch_size") or 4),
-                       vae_tiling=bool(settings.get("vae_enable_tiling")),
+                       # A video job's VAE encodes one tiled clip at a time (core/training/samples.py sets it so).
+                       vae_batch=int(settings.get("vae_batch_size") or (1 if frames > 1 else 4)),
+                       vae_tiling=bool(settings.get("vae_enable_tiling")) or frames > 1,
                        offload_during_startup=bool(settings.get("offload_during_startup")))
 
 

@@ -136,6 +136,7 @@ def fit_validation(spec: JobSpec, settings: SampleSettings, *, plan: GpuPlan | N
         # need them (SimpleTuner's Wan turns them on itself), get them.
         flags.update(validation_num_video_frames=frames, validation_num_inference_steps=min(steps, VIDEO_STEPS),
                      vae_enable_tiling=True, vae_enable_slicing=True)
+        flags.setdefault("vae_batch_size", 1)  # one clip per VAE call: SimpleTuner's video examples, the GPU plan
     warnings = list(settings.warnings)
     memory, estimate = plan.gpu_memory_gb, plan.estimated_vram_gb
     from_example = plan.recipe is not None and plan.tier_gb is not None and estimate == float(plan.tier_gb)
