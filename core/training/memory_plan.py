@@ -244,7 +244,7 @@ def fixed_training_gb(params: ModelParams, shape: JobShape, precision_class_name
 def caching_gb(params: ModelParams, shape: JobShape) -> float:
     """Text encoders (bf16; all at once, or one at a time with offload_during_startup) and the VAE encoding."""
     encoders = params.text_encoders or [0]
-    held = max(encoders) if shape.offload_during_startup else sum(encoders)
+    held = float(max(encoders) if shape.offload_during_startup else sum(encoders))
     if shape.text_encoder_offload:
         held *= RAMTORCH_RESIDENT
     encode = VAE_ENCODE_GB_PER_MP * shape.megapixels * max(shape.vae_batch, 1) * shape.latent_frames
