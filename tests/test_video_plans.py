@@ -60,8 +60,8 @@ def test_each_card_gets_a_video_plan_under_its_memory_or_a_refusal_naming_what_f
         assert "model_sizes.json" in fit.vram_source and "calibrated on" in fit.vram_source
         if fit.ramtorch:  # the blocks live in RAM: the machine must hold them
             assert fit.estimated_ram_gb and fit.estimated_ram_gb <= 128
-            assert fit.settings["ramtorch"] is True and "ramtorch_target_modules" in fit.settings or \
-                "ramtorch_text_encoder" in fit.settings
+            assert fit.settings["ramtorch"] is True
+            assert "ramtorch_target_modules" in fit.settings or fit.settings.get("ramtorch_text_encoder")
 
 
 @pytest.mark.parametrize("name", ["wan-2.1-t2v-14b", "wan-2.1-i2v-14b", "wan-2.2-a14b-high", "wan-2.2-a14b-low"])
@@ -93,7 +93,7 @@ def test_ltx2_on_24_gb_streams_the_transformer_and_gemma_as_simpletuners_16g_exa
 
 
 def test_frames_and_resolution_from_the_dataloader_size_the_activations():
-    model, flavour, _ = MODELS["wan-2.1-t2v-14b"]
+    model = MODELS["wan-2.1-t2v-14b"][0]
     long, short = plan(video_job(model, frames=81), 80), plan(video_job(model, frames=17), 80)
     assert long.frames == 81 and short.frames == 17
     assert long.memory["activations_gb"] > 4 * short.memory["activations_gb"]  # 21 latent frames against 5
