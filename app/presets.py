@@ -20,6 +20,10 @@ TINY = "Tiny demo (CPU)"
 FAMILY_PRESETS: dict[str, tuple[str, str]] = {
     "FLUX.1-dev": ("flux", "dev"),
     "FLUX.1-schnell": ("flux", "schnell"),
+    "FLUX.2 klein 4B": ("flux2", "klein-4b"),
+    "FLUX.2 klein 9B": ("flux2", "klein-9b"),
+    "Z-Image Turbo": ("z_image", "turbo"),
+    "Z-Image": ("z_image", "base"),
     "SDXL": ("sdxl", "base-1.0"),
     "SD3.5": ("sd3", "large"),
     "Chroma": ("chroma", "hd"),
@@ -31,7 +35,7 @@ FAMILY_PRESETS: dict[str, tuple[str, str]] = {
     "AuraFlow": ("auraflow", "v0.3"),
     "Wan 2.1 (1.3B)": ("wan", "t2v-480p-1.3b-2.1"),
 }
-GATED = {"FLUX.1-dev", "SD3.5"}
+GATED = {"FLUX.1-dev", "SD3.5", "FLUX.2 klein 9B"}
 """Hub models whose licence must be accepted on the Hub first."""
 LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 16.0, "learning_rate": 1e-4, "optimizer": "adamw_bf16",
                  "resolution": 1024}

@@ -1,11 +1,10 @@
 """Build a tiny random model of one SimpleTuner family offline. Runs in the trainer env, as a script:
 
-    .venv-trainer/bin/python -P tools/build_tiny_model.py DIR [--family sdxl|flux|sd3|chroma|qwen_image|wan]
+    .venv-trainer/bin/python -P tools/build_tiny_model.py DIR [--family F]   (F: tiny_models.FAMILIES)
 
 It imports diffusers and transformers, so nothing else in the project imports it: `python -m core demo-model DIR`
 runs it as a subprocess (see core/generation/demo.py). One module per family in tools/tiny_models/; shapes and the
-offline
-tokenizers are described in docs/families.md. Random weights, seed 0; every model is under 30 MB.
+offline tokenizers are described in docs/families.md. Random weights, seed 0; every model is under 30 MB.
 """
 
 from __future__ import annotations

@@ -85,8 +85,9 @@ def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float 
     examples spend extra memory on less quantization, bigger batches and fewer checkpointed layers); when the GPU
     is below every tier, the smallest tier with `fits=False`. The tier's quantization (base_model_precision,
     quantize_via) comes with it. A family with no tiered example gives its reference example (`fits=None`).
-    `variant` ("ramtorch"): that variant's example of the flavour (SpecError naming model_flavour when there is
-    none).
+    `variant` ("ramtorch"): that variant's example of the flavour, or any example of it that sets `ramtorch`
+    (SpecError naming model_flavour when there is none). A flavour whose only examples are TREAD variants (Wan 2.2
+    A14B) gets its TREAD example: its other settings are a plain LoRA's, since tread_config is not carried.
     """
     if gpu_memory_gb is not None and (isinstance(gpu_memory_gb, bool) or not gpu_memory_gb > 0):
         raise SpecError(f"must be a number of GB greater than 0, got {gpu_memory_gb!r}", field="gpu_memory_gb")
@@ -100,7 +101,7 @@ def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float 
     candidates = wanted or _preferred(candidates, key="flavour", value=default)
     candidates = _preferred(candidates, key="lora_type", value="standard")
     if variant is not None:
-        chosen = [c for c in candidates if c.variant == variant]
+        chosen = [c for c in candidates if _is_variant(c, variant)]
         if not chosen:
             raise SpecError(f"SimpleTuner has no '+{variant}' example for {family} {flavour or default}",
                             field="model_flavour")
@@ -116,6 +117,11 @@ def recipe_for(family: str, flavour: str | None = None, *, gpu_memory_gb: float 
         best = max(c.tier_gb or 0 for c in fitting)
         return _with_fit(next(c for c in fitting if c.tier_gb == best), fits=True)
     return _with_fit(tiered[0], fits=False)
+
+
+def _is_variant(recipe: Recipe, variant: str) -> bool:
+    """A tier example that offloads (LTX-2's `+16G` sets ramtorch) is a RamTorch recipe too."""
+    return recipe.variant == variant or (variant == "ramtorch" and bool(recipe.settings.get("ramtorch")))
 
 
 def _with_fit(recipe: Recipe, *, fits: bool) -> Recipe:

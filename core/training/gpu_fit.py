@@ -22,7 +22,7 @@ import core.training.memory_plan as mp
 from core.adapters import GpuFacts
 from core.errors import SpecError
 from core.settings import TABLES_DIR
-from core.simpletuner import Recipe, families_with_recipes, recipe_for
+from core.simpletuner import Recipe, families_with_recipes, hub_ids, recipe_for
 
 ESTIMATES_FILE = TABLES_DIR / "gpu_estimates.json"
 CLASS_EXAMPLE = {"bf16": "no_change", "8bit": "int8-quanto", "4bit": "int4-quanto", "nf4": "nf4-bnb",
@@ -164,13 +164,16 @@ def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu
     base = _recipe_settings(recipe, config)
     if recipe is not None:
         base.update({key: recipe.settings[key] for key in MEMORY_SETTINGS if key in recipe.settings})
-    ramtorch_recipe = _variant(family, flavour, RAMTORCH)
+    ramtorch_recipe = _ramtorch_recipe(family, flavour, params)
+    offloading = {key: value for key, value in (ramtorch_recipe.settings if ramtorch_recipe else {}).items()
+                  if key.startswith(RAMTORCH) or key in MEMORY_SETTINGS}
     shape = _shape({**base, **config}, frames=frames)
+    offload_shape = _shape({**base, **offloading, **config}, frames=frames)  # e.g. ramtorch_text_encoder
     own = config.get("base_model_precision")
     ladder = [(str(own), bool(config.get(RAMTORCH)))] if own else \
         [(precision, offload) for precision, offload in LADDER if not offload or ramtorch_recipe is not None]
-    tried = [_try(params, calibrated, shape, precision=precision, ramtorch=offload, gpu=gpu,
-                  ram=system_memory_gb) for precision, offload in ladder]
+    tried = [_try(params, calibrated, offload_shape if offload and not own else shape, precision=precision,
+                  ramtorch=offload, gpu=gpu, ram=system_memory_gb) for precision, offload in ladder]
     known = [t for t in tried if t is not None]
     if not known:  # the job's precision has no class: no model figure for it
         return _recipe_plan(family=family, flavour=flavour, config=config, gpu=gpu)
@@ -182,8 +185,7 @@ def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu
         chosen = fitting[0] if fitting else known[-1]  # none fits: the lightest, to name what it needs
     settings = {**base, "base_model_precision": chosen.precision}
     if chosen.ramtorch and ramtorch_recipe is not None:
-        settings.update({key: value for key, value in ramtorch_recipe.settings.items()
-                         if key.startswith(RAMTORCH) or key in MEMORY_SETTINGS})
+        settings.update(offloading)
     if chosen.quantize_via:
         settings["quantize_via"] = chosen.quantize_via
     source = (f"model plan: {params.source}; activations calibrated on {calibrated.basis}")
@@ -264,7 +266,24 @@ def _shape(settings: Mapping[str, Any], *, frames: int) -> mp.JobShape:
                        # A video job's VAE encodes one tiled clip at a time (core/training/samples.py sets it so).
                        vae_batch=int(settings.get("vae_batch_size") or (1 if frames > 1 else 4)),
                        vae_tiling=bool(settings.get("vae_enable_tiling")) or frames > 1,
-                       offload_during_startup=bool(settings.get("offload_during_startup")))
+                       offload_during_startup=bool(settings.get("offload_during_startup")),
+                       text_encoder_offload=bool(settings.get(RAMTORCH) and settings.get("ramtorch_text_encoder")))
+
+
+def _ramtorch_recipe(family: str, flavour: str | None, params: mp.ModelParams) -> Recipe | None:
+    """The flavour's own RamTorch example, else the family's RamTorch example of the flavour closest in size (Wan
+    2.2 A14B has only TREAD examples; Wan 2.1 I2V 14B none): RamTorch streams any flavour's blocks alike, and an
+    example's offload settings suit a model of its size."""
+    own = _variant(family, flavour, RAMTORCH)
+    if flavour is None or (own is not None and own.flavour == flavour):
+        return own
+    siblings = []
+    for other, hub_id in hub_ids(family).items():
+        recipe = _variant(family, other, RAMTORCH)
+        sized = mp.table_params(hub_id) if recipe is not None and recipe.flavour == other else None
+        if recipe is not None and sized is not None:
+            siblings.append((abs(math.log(sized.trained / max(params.trained, 1))), recipe.example, recipe))
+    return min(siblings, key=lambda item: item[:2])[2] if siblings else own
 
 
 def _variant(family: str, flavour: str | None, variant: str) -> Recipe | None:

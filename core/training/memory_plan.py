@@ -172,6 +172,8 @@ class JobShape:
     vae_batch: int = 1
     vae_tiling: bool = False
     offload_during_startup: bool = False
+    text_encoder_offload: bool = False
+    """ramtorch_text_encoder: the text encoders' layers stream from system RAM while captions are embedded."""
 
     @property
     def latent_frames(self) -> int:
@@ -242,18 +244,23 @@ def fixed_training_gb(params: ModelParams, shape: JobShape, precision_class_name
 def caching_gb(params: ModelParams, shape: JobShape) -> float:
     """Text encoders (bf16; all at once, or one at a time with offload_during_startup) and the VAE encoding."""
     encoders = params.text_encoders or [0]
-    held = max(encoders) if shape.offload_during_startup else sum(encoders)
+    held = float(max(encoders) if shape.offload_during_startup else sum(encoders))
+    if shape.text_encoder_offload:
+        held *= RAMTORCH_RESIDENT
     encode = VAE_ENCODE_GB_PER_MP * shape.megapixels * max(shape.vae_batch, 1) * shape.latent_frames
     if shape.vae_tiling:
         encode /= VAE_TILING_DIVISOR
     return _gb(held + params.vae, 2) + encode + RUNTIME_GB
 
 
-def ram_needed(params: ModelParams, *, quantize_on_cpu: bool, ramtorch: bool) -> tuple[float | None, str]:
+def ram_needed(params: ModelParams, *, quantize_on_cpu: bool, ramtorch: bool,
+               text_encoder_offload: bool = False) -> tuple[float | None, str]:
     """(GB of system RAM, why) for CPU quantization or RamTorch offload; (None, why) when neither is used."""
     bf16 = _gb(params.trained, 2)
     if ramtorch:
-        return round(RAM_BASE_GB + RAM_RAMTORCH_FACTOR * bf16, 1), "RamTorch keeps the transformer blocks in RAM"
+        encoders = _gb(sum(params.text_encoders), 2) if text_encoder_offload else 0.0
+        why = "RamTorch keeps the transformer blocks" + (" and the text encoders" if encoders else "") + " in RAM"
+        return round(RAM_BASE_GB + RAM_RAMTORCH_FACTOR * (bf16 + encoders), 1), why
     if quantize_on_cpu:
         return round(RAM_BASE_GB + RAM_CPU_QUANTIZE_FACTOR * bf16, 1), "quantize_via cpu quantizes in RAM"
     return None, "no CPU quantization or offload"
@@ -312,7 +319,7 @@ def estimate(params: ModelParams, shape: JobShape, *, precision_class_name: str,
     vae = _gb(params.vae, 2)
     training = weights + lora + activations + RUNTIME_GB + vae
     ram, why = ram_needed(params, quantize_on_cpu=quantize_on_cpu and precision_class_name != "bf16",
-                          ramtorch=ramtorch)
+                          ramtorch=ramtorch, text_encoder_offload=shape.text_encoder_offload)
     return MemoryEstimate(weights_gb=round(weights, 2), lora_gb=round(lora, 2), activations_gb=round(activations, 2),
                           runtime_gb=RUNTIME_GB, vae_gb=round(vae, 2), caching_gb=round(caching_gb(params, shape), 2),
                           training_gb=round(training, 2), ram_gb=ram, ram_basis=why)

@@ -1,10 +1,10 @@
-"""Components several families share: tiny CLIP and T5 encoders, the 16-channel flux-style VAE, flow schedulers."""
+"""Shared components: tiny CLIP, T5 and Qwen3 encoders, the 16-channel flux-style VAE, flow schedulers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tiny_models.tokenizers_offline import t5_tokenizer, write_clip_tokenizer
+from tiny_models.tokenizers_offline import qwen2_tokenizer, t5_tokenizer, write_clip_tokenizer
 
 HIDDEN = 32
 
@@ -66,3 +66,26 @@ def causal_vae(*, qwen: bool = False):
     vae_class = AutoencoderKLQwenImage if qwen else AutoencoderKLWan
     return vae_class(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
                      temperal_downsample=[False, True, True])
+
+
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+"""Qwen3's chat layout, reduced to what SimpleTuner's prompt encoding uses (roles, the generation prompt, the empty
+thinking block of enable_thinking=False)."""
+
+
+def qwen3_encoder(*, layers: int):
+    """A Qwen3 causal LM (its hidden states are the prompt embedding) with the tiny Qwen2 BPE and a chat template."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = qwen2_tokenizer()
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), tie_word_embeddings=True)
+    return Qwen3ForCausalLM(config), tokenizer
