@@ -97,7 +97,7 @@ def video_frames(spec: JobSpec, *, clips: bool | None = None) -> int:
     frames = [int((b.get("video") or {}).get("num_frames") or 1) for b in backends
               if b.get("dataset_type") == "video"]
     block = shorthand_block(spec)
-    if is_video_family(spec.model_family) and (block or clips is not False):
+    if is_video_family(spec.model_family) and (block or (clips is not False and not frames)):
         frames.append(video_settings(spec, block=block or {}).num_frames)
     return max(frames, default=1)
 
