@@ -1,9 +1,11 @@
 """The caption stage: a vision-language model writes the captions a dataset lacks, before preflight and training.
+Video clips too: the script captions a few frames of each clip and keeps the caption most of them got
+(tools/caption_images.py, docs/captioning.md).
 
 The model runs in the trainer env as a subprocess (tools/caption_images.py), so no face imports torch or
 transformers, and its memory is freed before SimpleTuner starts: the process ends. It runs on the GPU when there is
-one. It reports each image as a JSON line on stdout, turned here into CaptionProgress events (done/total, ETA); a
-cancel or the job's deadline kills its whole process group within seconds.
+one. It reports each image or clip as a JSON line on stdout, turned here into CaptionProgress events (done/total,
+ETA); a cancel or the job's deadline kills its whole process group within seconds.
 
 Models load from the Hugging Face cache with the base model's rules (core/models/base_model.py): with TRAINER_ONLINE a
 Hub model is fetched into the cache first, with byte progress (in a job, while the dataset stages:
@@ -13,8 +15,9 @@ core/models/prefetch.py); offline, it must be in the cache already. A local fold
 
 The generated caption gets the job's prefix and trigger word (core/dataset/stage.py's rules) and replaces the staged
 `.txt`; the manifest's entries say where each caption came from (file, generated, trigger_word, ...). With the
-cache on (a job's `cache`, default on), the raw captions are kept (core/cache/captions.py): a second run of the same
-images with the same model and settings takes them from there instead of starting the model.
+cache on (a job's `cache`, default on), the raw captions are kept (core/cache/captions.py), keyed by each file's
+sha256: a second run of the same images and clips with the same model and settings takes them from there instead of
+starting the model.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ from typing import IO, cast
 from core.adapters import TrainerEnv, detect_device
 from core.cache import Cache, cached_captions, file_sha256, keep_captions, model_identity, run_key
 from core.cancel import Cancel
-from core.dataset import CaptionOptions, Manifest, apply_trigger, caption_options, clean_caption
+from core.dataset import (
+    CLIP_SUFFIXES,
+    CaptionOptions,
+    ClipEntry,
+    ImageEntry,
+    Manifest,
+    apply_trigger,
+    caption_options,
+    clean_caption,
+)
 from core.errors import ErrorCode, JobError
 from core.events import CaptionProgress, EventSink, LogLine, ignore_event
 from core.jobdir import JobDir
@@ -81,6 +93,10 @@ class CaptionReport:
     images_captioned: int
     images_kept: int
     """Images that kept the caption they had (mode missing)."""
+    clips_total: int = 0
+    clips_captioned: int = 0
+    clips_kept: int = 0
+    """Video clips that kept the caption they had (mode missing)."""
     sampled: bool = False
     """A dry run: only the first SAMPLE_SIZE images that needed a caption were captioned."""
     load_s: float = 0.0
@@ -90,11 +106,12 @@ class CaptionReport:
     images_per_s: float | None = None
     """Captioning throughput once the model is loaded."""
     sources: dict[str, str] = field(default_factory=dict)
-    """Image file name -> where its caption came from: file | inline | column | generated | trigger_word | file_name."""
+    """Image or clip file name -> where its caption came from: file | inline | column | generated | trigger_word |
+    file_name."""
     samples: list[dict[str, str]] = field(default_factory=list)
-    """The first generated captions, {image, caption}, as they were written."""
+    """The first generated captions, {image (an image's or a clip's file name), caption}, as they were written."""
     from_cache: bool = False
-    """The captions came from an earlier run's (same images, model and settings): the model did not run."""
+    """The captions came from an earlier run's (same files, model and settings): the model did not run."""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -106,7 +123,7 @@ class CaptionReport:
 
 
 def needs_caption(source: str, *, mode: str) -> bool:
-    """An image with this caption source is captioned in `mode`."""
+    """An image or clip with this caption source is captioned in `mode`."""
     return mode == "all" or source not in OWN_CAPTIONS
 
 
@@ -129,17 +146,21 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
                      settings: Settings, token: str | None = None, on_event: EventSink = ignore_event,
                      cancel: Cancel | None = None, log: Path | None = None, limit: int | None = None,
                      cache: Cache | None = None, model_ready: Callable[[], object] | None = None) -> CaptionReport:
-    """Caption the manifest's images that `captioning.mode` selects (the first `limit` of them), rewrite their
-    `.txt` with prefix and trigger word, and update the entries. With a `cache`, captions an earlier run made of
-    the same images with the same model and settings are reused. `model_ready()` is called first when an image
-    needs a caption (the job's own download of the model: the cache lookup needs the model's commit)."""
+    """Caption the manifest's images and clips that `captioning.mode` selects (the first `limit` of them, images
+    first), rewrite their `.txt` with prefix and trigger word, and update the entries. With a `cache`, captions an
+    earlier run made of the same files with the same model and settings are reused. `model_ready()` is called first
+    when a file needs a caption (the job's own download of the model: the cache lookup needs the model's commit)."""
     started = time.monotonic()
-    chosen = [entry for entry in manifest.images if needs_caption(entry.caption_source, mode=captioning.mode)]
+    entries: list[ImageEntry | ClipEntry] = [*manifest.images, *manifest.clips]
+    chosen = [entry for entry in entries if needs_caption(entry.caption_source, mode=captioning.mode)]
     sampled = limit is not None and len(chosen) > limit
     chosen = chosen[:limit] if limit is not None else chosen
+    chosen_clips = sum(isinstance(entry, ClipEntry) for entry in chosen)
     report = CaptionReport(model=captioning.model, model_id=captioning.model_id, mode=captioning.mode,
                            style=captioning.style, device="", images_total=len(manifest.images),
-                           images_captioned=0, images_kept=len(manifest.images) - len(chosen), sampled=sampled)
+                           images_captioned=0, images_kept=len(manifest.images) - (len(chosen) - chosen_clips),
+                           clips_total=len(manifest.clips), clips_kept=len(manifest.clips) - chosen_clips,
+                           sampled=sampled)
     if chosen:
         if model_ready is not None:
             model_ready()
@@ -151,7 +172,10 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
             target = entry.path.with_suffix(".txt")
             target.unlink(missing_ok=True)  # a new file: never write through a hard link into the dataset cache
             target.write_text(entry.caption + "\n", encoding="utf-8")
-            report.images_captioned += 1
+            if isinstance(entry, ClipEntry):
+                report.clips_captioned += 1
+            else:
+                report.images_captioned += 1
             if len(report.samples) < SAMPLE_SIZE:
                 report.samples.append({"image": entry.path.name, "caption": entry.caption})
 
@@ -161,16 +185,17 @@ def caption_manifest(manifest: Manifest, captioning: CaptioningSpec, *, captions
             for index, digest in enumerate(hashes):
                 write(index, known[digest])
             report.from_cache = True
-            on_event(LogLine(f"{len(chosen)} captions from the cache (same images, model and settings)"))
+            on_event(LogLine(f"{len(chosen)} captions from the cache (same files, model and settings)"))
         else:
             run = generate_captions([entry.path for entry in chosen], captioning, settings=settings, token=token,
                                     on_event=on_event, cancel=cancel, log=log, on_caption=write)
             report.device, report.load_s, report.images_per_s = run.device, run.load_s, run.images_per_s
             _to_cache(cache, captioning, hashes=hashes, texts=run.captions, settings=settings,
                       build_s=time.monotonic() - started)
-    report.sources = {entry.path.name: entry.caption_source for entry in manifest.images}
+    report.sources = {entry.path.name: entry.caption_source for entry in entries}
     report.elapsed_s = time.monotonic() - started
-    on_event(LogLine(f"captioned {report.images_captioned} of {report.images_total} images with "
+    clips = f" and {report.clips_captioned} of {report.clips_total} clips" if manifest.clips else ""
+    on_event(LogLine(f"captioned {report.images_captioned} of {report.images_total} images{clips} with "
                      f"{captioning.model} in {report.elapsed_s:.1f}s"))
     return report
 
@@ -215,14 +240,15 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
                       token: str | None = None, on_event: EventSink = ignore_event, cancel: Cancel | None = None,
                       log: Path | None = None, device: str | None = None,
                       on_caption: Callable[[int, str], None] | None = None) -> CaptionOutcome:
-    """Run the caption model on `images` in the trainer env; `on_caption(index, raw text)` as each one is done.
+    """Run the caption model on `images` (image or clip files) in the trainer env; `on_caption(index, raw text)` as
+    each one is done.
     Raises CaptionError (field captioning.model) or the cancel's JobCancelled/JobTimeout."""
     cancel = Cancel.of(cancel)
     trainer = TrainerEnv(settings)
     trainer.require()  # before the model is fetched for nothing
     model = resolve_caption_model(captioning, settings=settings, token=token, on_event=on_event, cancel=cancel)
     device = device or detect_device(settings)[0]
-    on_event(LogLine(f"captioning {len(images)} images with {captioning.model} on {device}"))
+    on_event(LogLine(f"captioning {_count(images)} with {captioning.model} on {device}"))
     request = {"model": model, "images": [str(path) for path in images], "style": captioning.style,
                "max_length": captioning.new_tokens, "batch_size": captioning.batch_size, "device": device}
     log = log or Path(images[0]).parent / "caption.log"
@@ -245,6 +271,12 @@ def generate_captions(images: list[Path], captioning: CaptioningSpec, *, setting
     return run
 
 
+def _count(paths: list[Path]) -> str:
+    clips = sum(Path(path).suffix.lower() in CLIP_SUFFIXES for path in paths)
+    images = f"{len(paths) - clips} images"
+    return f"{images} and {clips} clips" if clips else images
+
+
 def _follow(process: subprocess.Popen, run: CaptionOutcome, *, names: list[str], started: float, on_event: EventSink,
             cancel: Cancel, on_caption: Callable[[int, str], None] | None) -> None:
     """Read the script's JSON lines until it ends; a cancel stops it (the caller kills it)."""
@@ -262,7 +294,7 @@ def _follow(process: subprocess.Popen, run: CaptionOutcome, *, names: list[str],
         try:
             line = lines.get(timeout=POLL_S)
         except queue.Empty:
-            cancel.check(f"while captioning ({done}/{total} images done)", stage="caption")
+            cancel.check(f"while captioning ({done}/{total} files done)", stage="caption")
             continue
         if line is None:
             break
@@ -287,7 +319,7 @@ def _follow(process: subprocess.Popen, run: CaptionOutcome, *, names: list[str],
             on_event(CaptionProgress(done=done, total=total, eta_s=(total - done) / rate, image=names[event["index"]]))
         elif kind == "error":
             error = str(event.get("message") or "the caption model failed")
-        cancel.check(f"while captioning ({done}/{total} images done)", stage="caption")
+        cancel.check(f"while captioning ({done}/{total} files done)", stage="caption")
     code = process.wait()
     if code != 0 or done < total:
         raise CaptionError(f"captioning failed: {error or f'the caption process exited with code {code}'}",
