@@ -54,6 +54,7 @@ WHEELS = (
     "opentelemetry-exporter-http-transport", "fastapi", "starlette", "ftfy", "wcwidth", "py3langid", "pypinyin",
     "hangul-romanize", "num2words", "spacy", "thinc", "catalogue", "confection", "wasabi", "blis", "cymem",
     "preshed", "murmurhash", "srsly", "weasel", "librosa", "soxr", "boto3", "botocore", "s3transfer", "jmespath",
+    "beautifulsoup4", "soupsieve",
     # the quantizations the recipes use (bitsandbytes, for nf4-bnb, is 60 MB: only where the machine has it)
     "optimum-quanto", "torchao",
     # the core (python -m core run): the job declaration
