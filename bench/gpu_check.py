@@ -239,17 +239,22 @@ def execute(run: Run, *, gpus: list[str], model: Path, dataset: Path, folder: Pa
         process = subprocess.Popen([sys.executable, "-m", "core", "run", str(path), "--workdir", str(folder / "job")],
                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)  # its own group: a timeout stops the trainer with it
-        timer = threading.Timer(run.timeout_s, _stop, args=(process,))
+        timed_out = threading.Event()
+        timer = threading.Timer(run.timeout_s, lambda: (timed_out.set(), _stop(process)))
         timer.start()
         assert process.stderr is not None and process.stdout is not None  # both are pipes
+        printed: list[str] = []  # the result, read beside the status lines so neither pipe fills up
+        reader = threading.Thread(target=lambda: printed.append(process.stdout.read()), daemon=True)
+        reader.start()
         for line in process.stderr:  # the status lines, as they come
             log_file.write(line)
             log_file.flush()
             if STEP_LINE.search(line):
                 run.steps_seen.append(time.monotonic())
-        out = process.stdout.read()
         process.wait()
         timer.cancel()
+        reader.join()
+        out = "".join(printed)
         log_file.write(f"\n---- stdout (exit {process.returncode}) ----\n{out}")
     stop.set()
     watcher.join()
@@ -263,7 +268,7 @@ def execute(run: Run, *, gpus: list[str], model: Path, dataset: Path, folder: Pa
         result = {"error": {"message": out[-300:] or f"exit {process.returncode}"}}
     run.cache = result.get("cache")
     run.passed = process.returncode == 0 and result.get("status") == "succeeded"
-    if run.elapsed_s >= run.timeout_s:
+    if timed_out.is_set():
         run.passed, run.error = False, f"stopped at its timeout ({run.timeout_s:g} s)"
     elif not run.passed:
         run.error = str((result.get("error") or {}).get("message") or f"exit {process.returncode}")[:200]

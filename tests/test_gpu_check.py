@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,25 @@ def test_the_wheels_are_under_60_mb_and_import_the_trainer_and_the_cli_on_a_torc
     imported = subprocess.run([str(bare / "bin" / "python"), "-c", probe], capture_output=True, text=True,
                               timeout=600, env=env, cwd=tmp_path, check=False)
     assert imported.returncode == 0 and "imported" in imported.stdout, imported.stderr[-3000:]
+
+
+def test_a_run_past_its_timeout_is_stopped_and_its_log_and_json_are_kept(tmp_path, tiny_model, demo_dataset):
+    """The per-run timeout on a real run (on the CPU here): the CLI and the trainer it started are stopped, the
+    run fails naming its timeout, and its log and the JSON so far stay in --out."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu_check
+
+    run = gpu_check.plan(["sdxl"], steps=2, resolution=128, gpu_count=1, bnb=False, reuse=False, timeout_s=20)[0]
+    env = {**os.environ, "TRAINER_DEVICE": "cpu", "DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    started = time.monotonic()
+    gpu_check.execute(run, gpus=[], model=tiny_model, dataset=demo_dataset, folder=tmp_path / "out" / run.name,
+                      env=env)
+    assert time.monotonic() - started < 60
+    assert run.passed is False and run.error == "stopped at its timeout (20 s)"
+    log = Path(run.log)
+    assert log.parent == tmp_path / "out" and "[loading] starting SimpleTuner" in log.read_text()  # it was training
+    gpu_check.save([run], tmp_path / "out" / gpu_check.RESULT_FILE)
+    saved = json.loads((tmp_path / "out" / gpu_check.RESULT_FILE).read_text())
+    assert saved[0]["name"] == "sdxl-bf16" and saved[0]["error"] == run.error and saved[0]["log"] == str(log)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "out")], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", "the run's processes are all stopped"
