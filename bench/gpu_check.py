@@ -381,12 +381,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {run.name}: {gpus_said}, {run.dataset} dataset, timeout {run.timeout_s:g} s: "
                   f"{json.dumps({'config': run.config, **run.job}, sort_keys=True)}")
         return 0
-    if venv is None:
-        print(f"no trainer: {found_by}", file=sys.stderr)
-        return 2
     if not gpus:
         print("no CUDA device: nvidia-smi lists no GPU on this machine; the GPU check trains on CUDA only "
               "(--dry-run shows its plan)", file=sys.stderr)
+        return 2
+    if venv is None:
+        print(f"no trainer: {found_by}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env()
