@@ -6,7 +6,7 @@ APP_VENV := $(CURDIR)/.venv
 UV := $(APP_VENV)/bin/uv
 export TRAINER_VENV
 
-.PHONY: setup app-env trainer-env browser test test-fast test-train gpu-check run lint actionlint trainer-lock app-lock flags clean
+.PHONY: setup app-env trainer-env browser test test-fast test-train gpu-check gpu-wheels run lint actionlint trainer-lock app-lock flags clean
 
 setup: app-env trainer-env
 
@@ -74,10 +74,19 @@ trainer-lock: trainer-env
 	  printf 'simpletuner[cuda13]==4.10.1\ntransformers==5.22.2\n' | $(UV) pip compile - -c requirements-trainer.lock \
 	    --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --no-annotate -q; } > requirements-trainer-cuda.lock
 
-# On a CUDA machine: each tiny family trains a few steps with the CUDA recipe on 1 GPU, then on all; a table of step
-# time, peak VRAM and pass/fail (bench/gpu_check.py; ARGS="--dry-run" prints the plan, "--families sdxl,flux").
-gpu-check: setup
-	$(APP_VENV)/bin/python bench/gpu_check.py $(ARGS)
+# On a CUDA machine, offline: each tiny family, the recipes' quantizations, previews and captioning (and with 2+ GPUs
+# a mixed-aspect run) train a few steps; a line per run, logs and gpu-check.json in --out, then a table
+# (bench/gpu_check.py; ARGS="--dry-run" prints the plan, "--families sdxl,flux", "--out DIR"). No setup here: with
+# the checkout's envs it uses them; without, python3 with the wheels of `make gpu-wheels` on PYTHONPATH.
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(APP_VENV)/bin/python),$(APP_VENV)/bin/python,python3)
+gpu-check:
+	$(GPU_CHECK_PYTHON) bench/gpu_check.py $(ARGS)
+
+# The wheels the GPU check needs on a CUDA machine whose Python has torch (README, "GPU check"): packed offline from
+# the installed trainer env into GPU_WHEELS, under 60 MB (tools/gpu_wheels.py prints each and the total).
+GPU_WHEELS ?= $(CURDIR)/gpu-wheels
+gpu-wheels:
+	$(GPU_CHECK_PYTHON) tools/gpu_wheels.py $(GPU_WHEELS) --venv $(TRAINER_VENV)
 
 PORT ?= 7860
 run: setup

@@ -13,13 +13,16 @@
 #   ALLOW_CPU=1      run without a GPU (the CPU demo); TRAINER_DEVICE=cpu does the same, TRAINER_DEVICE=cuda forbids it
 #   HF_HOME          the Hugging Face cache (default $RUNPOD_VOLUME/huggingface-cache if that volume exists,
 #                    else $WORKSPACE_DIR/huggingface if writable, else <checkout>/data/huggingface)
-#   RUNPOD_VOLUME    where a RunPod network volume mounts (default /runpod-volume)
+#   RUNPOD_VOLUME    where a RunPod network volume mounts (default /runpod-volume); it counts as one only when a
+#                    network filesystem is mounted there (MOUNTINFO), not when it is a folder or RunPod's model cache
+#   MOUNTINFO        the mount table read for that (default /proc/self/mountinfo)
 #   WORKSPACE_DIR    the pod's workspace (default /workspace)
 #   PORT             the UI port when GRADIO_SERVER_PORT is unset
 #   START_DRY_RUN=1  print the resolved settings and the command, and exit without starting anything
 #   START_FACE_FILE  where the started face is recorded for `start.sh health` (default /tmp/start-sh.face)
 # At start it prints one block of `start.sh:` lines on stderr (RunPod's logs show it): the face, the GPU and its driver,
-# the versions, where the model cache is, and which secrets are set (never their values).
+# the versions, where the model cache is, which storage outlives the pod, and which secrets are set (never their
+# values).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -85,6 +88,52 @@ resolve_hf_home() {
         printf '%s\n' "$workspace/huggingface"
     else
         printf '%s\n' "$ROOT/data/huggingface"
+    fi
+}
+
+# The filesystem type mounted exactly at the folder (the last such mount wins); fails when the folder is no mount
+# point. The same rule as core/settings.py's mount_at.
+mount_type() {
+    local folder="$1"
+    [[ -r "${MOUNTINFO:-/proc/self/mountinfo}" ]] || return 1
+    awk -v want="$folder" '
+        function unescape(s,  out, i) {
+            out = ""
+            while ((i = match(s, /\\[0-7][0-7][0-7]/)) > 0) {
+                out = out substr(s, 1, i - 1) sprintf("%c", (substr(s, i + 1, 1) * 64) + (substr(s, i + 2, 1) * 8) + substr(s, i + 3, 1))
+                s = substr(s, i + 4)
+            }
+            return out s
+        }
+        {
+            for (i = 7; i <= NF; i++) if ($i == "-") break
+            if (i < NF && unescape($5) == want) found = $(i + 1)
+        }
+        END { if (found == "") exit 1; print found }
+    ' "${MOUNTINFO:-/proc/self/mountinfo}"
+}
+
+# A network filesystem (core/settings.py's NETWORK_FILESYSTEMS, and every fuse.* such as MooseFS's fuse.mfs).
+network_filesystem() {
+    case "$1" in
+        nfs | nfs4 | cifs | smb3 | smbfs | ceph | glusterfs | lustre | gpfs | beegfs | 9p | virtiofs | fuse | fuseblk | fuse.*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# The start-up line that says which storage outlives the pod (core/settings.py's Storage.line says the same).
+storage_line() {
+    local volume="$1" fstype
+    if fstype="$(mount_type "$volume")"; then
+        if network_filesystem "$fstype"; then
+            printf 'Storage: %s is a network volume (%s, persistent): the cache and kept outputs go there\n' "$volume" "$fstype"
+            return 0
+        fi
+        printf 'Storage: no network volume: %s is a mount of this machine'"'"'s disk (%s), not a network volume; outputs not published are lost when the pod or worker stops\n' "$volume" "$fstype"
+    elif [[ -d "$volume" ]]; then
+        printf 'Storage: no network volume: %s is a folder of the container'"'"'s disk, not a network volume; outputs not published are lost when the pod or worker stops\n' "$volume"
+    else
+        printf 'Storage: no network volume; outputs not published are lost when the pod or worker stops\n'
     fi
 }
 
@@ -189,14 +238,17 @@ startup_report() {
         note "$DEVICE_NOTE"
     fi
     note "versions: simpletuner=$(dist_version "$TRAINER_VENV" simpletuner) torch=$(dist_version "$TRAINER_VENV" torch) torch_cuda=$torch_build runpod=$(dist_version "$APP_VENV" runpod) gradio=$(dist_version "$APP_VENV" gradio) python=$(venv_python "$APP_VENV")"
-    if [[ "$HF_HOME" == "$volume"/* ]]; then
+    if [[ "$HF_HOME" == "$volume"/* ]] && network_filesystem "$(mount_type "$volume" || true)"; then
         cache_note="network volume: base models stay for the next job"
+    elif [[ "$HF_HOME" == "$volume"/* ]]; then
+        cache_note="RunPod's model cache folder, no network volume: base models downloaded there go with the worker"
     elif [[ "$HF_HOME" == "$workspace"/* ]]; then
         cache_note="the pod's volume: base models stay while it does"
     else
         cache_note="no volume: base models are downloaded again after a restart"
     fi
     note "hf_home=$HF_HOME ($cache_note; $(free_space "$HF_HOME") free)"
+    note "$(storage_line "${VOLUME_DIR:-$volume}")"
     note "data_dir=${DATA_DIR:-$ROOT/data} app_venv=$APP_VENV trainer_venv=$TRAINER_VENV"
     secrets="HF_TOKEN $(is_set HF_TOKEN), BUCKET_ACCESS_KEY_ID $(is_set BUCKET_ACCESS_KEY_ID), BUCKET_SECRET_ACCESS_KEY $(is_set BUCKET_SECRET_ACCESS_KEY)"
     if [[ "$face" == "ui" ]]; then

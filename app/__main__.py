@@ -130,6 +130,8 @@ def main() -> int:
     atexit.register(ui.registry.shutdown)  # a training never outlives the UI
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logger.info("UI ready at %s in %.1f s (data folder %s)", url, time.monotonic() - started, settings.data_root)
+    if settings.storage is not None:  # which storage outlives the pod (docs/runpod-notes.md, Volumes)
+        logger.info("%s", settings.storage.line())
     try:
         ui.blocks.block_thread()
     except (KeyboardInterrupt, SystemExit):

@@ -26,6 +26,14 @@ TABLES_DIR = PROJECT_ROOT / "core" / "data"
 TOOLS_DIR = PROJECT_ROOT / "tools"
 """Scripts that run in the trainer env."""
 RUNPOD_VOLUME = Path("/runpod-volume")
+"""Where RunPod mounts a network volume on a serverless worker; the variable RUNPOD_VOLUME names another path."""
+MOUNTINFO = Path("/proc/self/mountinfo")
+"""The kernel's table of this process's mounts: how a network volume is told from a bare folder."""
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs",
+                                 "beegfs", "9p", "virtiofs", "fuse", "fuseblk"})
+"""Filesystem types of storage that lives off this machine (plus every `fuse.*`, e.g. MooseFS's fuse.mfs)."""
+HF_CACHE_FOLDER = "huggingface-cache"
+"""The Hugging Face cache's folder on the volume (HF_HOME), where RunPod puts its cached models too."""
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_REGION = "us-east-1"
 KEY_VARS = "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
@@ -150,8 +158,11 @@ class Settings:
     gpu_price_per_hour: float | None = None
     """GPU_PRICE_PER_HOUR: the endpoint's price per GPU-hour; a dry run then estimates the job's cost."""
     volume_dir: Path | None = None
-    """VOLUME_DIR: a network volume where outputs that could not be published are kept; default /runpod-volume
-    when that folder exists."""
+    """VOLUME_DIR: a network volume where outputs that could not be published are kept (and the cache's default
+    place); default RUNPOD_VOLUME (/runpod-volume) when a network volume is mounted there (`storage`)."""
+    storage: Storage | None = None
+    """What RUNPOD_VOLUME (or VOLUME_DIR) is: a network volume mount, a mount of this machine's disk, a bare folder
+    or nothing (`volume_storage`); its `line()` is the start-up log's."""
     deadline_margin_s: float = 600.0
     """DEADLINE_MARGIN_S: in this last part of a job's time, training stops at its next checkpoint
     (core/training/deadline.py)."""
@@ -218,11 +229,12 @@ class Settings:
         return [name for name in BUCKET_VARS if not given.get(name)]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, mountinfo: str | None = None) -> Settings:
+        """`mountinfo`: the mount table's text (default this process's, MOUNTINFO), which tells a network volume."""
         env = os.environ if env is None else env
         token = env.get("HF_TOKEN") or None
         dataset_root = env.get("DATASET_ROOT")
-        hf_home = env.get("HF_HOME")
+        storage = volume_storage(env, mountinfo=read_mountinfo() if mountinfo is None else mountinfo)
         return cls(
             trainer_venv=Path(env.get("TRAINER_VENV") or PROJECT_ROOT / ".venv-trainer").absolute(),
             data_root=Path(env.get("DATA_DIR") or PROJECT_ROOT / "data").absolute(),
@@ -231,13 +243,14 @@ class Settings:
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
             dataset_root=Path(dataset_root).absolute() if dataset_root else None,
             online=_flag(env.get("TRAINER_ONLINE")),
-            hf_home=Path(hf_home).absolute() if hf_home else None,
+            hf_home=_hf_home(env),
             download_stall_s=_seconds(env, "DOWNLOAD_STALL_S", default=60.0),
             gpu_memory_gb=_optional_number(env, "GPU_MEMORY_GB", what="a number of GB"),
             system_memory_gb=_optional_number(env, "SYSTEM_MEMORY_GB", what="a number of GB") or machine_memory_gb(),
             gpu_count=_optional_count(env, "GPU_COUNT", what="a whole number of GPUs"),
             gpu_price_per_hour=_optional_number(env, "GPU_PRICE_PER_HOUR", what="a price per GPU-hour"),
-            volume_dir=_volume(env),
+            volume_dir=storage.path if storage.persistent else None,
+            storage=storage,
             deadline_margin_s=_seconds(env, "DEADLINE_MARGIN_S", default=600.0),
             cache_dir=Path(env["CACHE_DIR"]).absolute() if (env.get("CACHE_DIR") or "").strip() else None,
             cache_max_gb=_positive(env, "CACHE_MAX_GB", default=100.0),
@@ -262,10 +275,8 @@ def hub_cache_path(env: Mapping[str, str] | None = None) -> Path:
     a caller without a Settings: a job's family lookup while its JSON is parsed (core/simpletuner/families.py), a
     base model's licence looked up without one (core/publishing/license.py)."""
     env = os.environ if env is None else env
-    home = env.get("HF_HOME")
     return Settings(trainer_venv=Path(), data_root=Path(), hf_hub_cache=_path(env, "HF_HUB_CACHE"),
-                    hf_home=Path(home).absolute() if home else None,
-                    xdg_cache_home=_path(env, "XDG_CACHE_HOME")).hub_cache
+                    hf_home=_hf_home(env), xdg_cache_home=_path(env, "XDG_CACHE_HOME")).hub_cache
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -273,11 +284,93 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(given).expanduser().absolute() if given else None
 
 
-def _volume(env: Mapping[str, str]) -> Path | None:
+@dataclass(frozen=True)
+class Storage:
+    """The volume's place and what is there. kind: "network" (a network filesystem mounted there: persistent),
+    "local" (a mount of this machine's disk, as RunPod's model cache), "folder" (a folder of the container's own
+    disk), "absent"; `given`: VOLUME_DIR named it (kept outputs go there whatever it is)."""
+
+    path: Path
+    kind: str
+    fstype: str | None = None
+    given: bool = False
+
+    @property
+    def persistent(self) -> bool:
+        """Outputs kept here outlive the pod or worker: a network volume, or the folder VOLUME_DIR names."""
+        return self.kind == "network" or self.given
+
+    def line(self) -> str:
+        """The start-up log's line: which storage outlives the pod."""
+        name = f"{self.path} (VOLUME_DIR)" if self.given else str(self.path)
+        if self.kind == "network":
+            return (f"Storage: {name} is a network volume ({self.fstype}, persistent): the cache and kept outputs "
+                    "go there")
+        if self.given:
+            what = "a mount of this machine's disk" if self.kind == "local" else "not a network volume mount"
+            return (f"Storage: {name} is {what}: kept outputs and the cache go there as asked, and last as long as "
+                    "that disk does")
+        seen = {"local": f"{name} is a mount of this machine's disk ({self.fstype}), not a network volume",
+                "folder": f"{name} is a folder of the container's disk, not a network volume"}.get(self.kind, "")
+        return (f"Storage: no network volume{': ' + seen if seen else ''}; outputs not published are lost when the "
+                "pod or worker stops")
+
+
+def read_mountinfo(path: Path = MOUNTINFO) -> str:
+    """This process's mount table; empty where there is none (not Linux), so nothing counts as a network volume."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def mount_at(path: Path, *, mountinfo: str) -> str | None:
+    """The filesystem type of the mount whose mount point is exactly `path` (the last one: a later mount hides an
+    earlier); None when `path` is no mount point, only a folder inside another mount."""
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5:
+            continue
+        after = line.split(" - ", 1)[1].split(" ")
+        # Spaces and other odd characters in a mount point are written as octal escapes (\040).
+        point = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), fields[4])
+        if Path(point) == path and after and after[0]:
+            found = after[0]
+    return found
+
+
+def is_network_filesystem(fstype: str) -> bool:
+    return fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse.")
+
+
+def volume_storage(env: Mapping[str, str], *, mountinfo: str) -> Storage:
+    """VOLUME_DIR when set (honoured as given), else RUNPOD_VOLUME (default /runpod-volume), and what is there: a
+    network volume only when a network filesystem is mounted at that very path. RunPod mounts /runpod-volume for its
+    model cache even without a network volume, and a bare folder there is the container's disk: neither persists."""
     given = (env.get("VOLUME_DIR") or "").strip()
+    path = Path(given).absolute() if given else runpod_volume(env)
+    fstype = mount_at(path, mountinfo=mountinfo)
+    if fstype is not None:
+        kind = "network" if is_network_filesystem(fstype) else "local"
+    else:
+        kind = "folder" if path.is_dir() else "absent"
+    return Storage(path=path, kind=kind, fstype=fstype, given=bool(given))
+
+
+def runpod_volume(env: Mapping[str, str]) -> Path:
+    """RUNPOD_VOLUME, default /runpod-volume."""
+    return Path((env.get("RUNPOD_VOLUME") or "").strip() or RUNPOD_VOLUME).absolute()
+
+
+def _hf_home(env: Mapping[str, str]) -> Path | None:
+    """HF_HOME; else the volume's huggingface-cache folder when it exists (RunPod's cached models are there, with
+    or without a network volume), as start.sh decides for the image."""
+    given = (env.get("HF_HOME") or "").strip()
     if given:
         return Path(given).absolute()
-    return RUNPOD_VOLUME if RUNPOD_VOLUME.is_dir() else None
+    on_volume = runpod_volume(env) / HF_CACHE_FOLDER
+    return on_volume if on_volume.is_dir() else None
 
 
 def _positive(env: Mapping[str, str], name: str, *, default: float, unit: str = "a number") -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import SetupError
-from core.settings import Settings, hub_cache_path
+from core.settings import Settings, hub_cache_path, mount_at
 
 BUCKET = {"BUCKET_ENDPOINT_URL": "http://minio:9000", "BUCKET_ACCESS_KEY_ID": "key-id-1",
           "BUCKET_SECRET_ACCESS_KEY": "secret-key-1"}
@@ -69,3 +69,61 @@ def test_below_the_faces_only_settings_reads_the_environment():
              if (rel := path.relative_to(root).as_posix()) not in allowed
              for number, line in enumerate(path.read_text().splitlines(), 1) if readers.search(line)]
     assert found == [], "take a Settings (or what it built) instead"
+
+
+# -- the volume: a network filesystem mounted at RUNPOD_VOLUME, not a folder that happens to be there ---------------
+
+ROOT_OVERLAY = ("1234 1200 0:123 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n"
+                "1240 1234 0:130 / /dev/shm rw,nosuid,nodev - tmpfs shm rw,size=65536k\n")
+
+
+def mounted(path: Path, fstype: str, source: str = "server:/export") -> str:
+    """A container's mount table with `path` mounted as `fstype` (the mount point escaped as the kernel does)."""
+    point = str(path).replace(" ", "\\040")
+    return ROOT_OVERLAY + f"1300 1234 0:150 /vol-1 {point} rw,nosuid,relatime shared:300 - {fstype} {source} rw\n"
+
+
+def test_a_network_filesystem_mounted_at_the_volume_is_the_persistent_volume(tmp_path):
+    volume = tmp_path / "runpod volume"
+    volume.mkdir()
+    env = {"RUNPOD_VOLUME": str(volume), "DATA_DIR": str(tmp_path / "data")}
+    for fstype in ("fuse.mfs", "nfs4", "cifs", "ceph"):
+        settings = Settings.from_env(env, mountinfo=mounted(volume, fstype))
+        assert settings.volume_dir == volume and settings.storage.persistent, fstype
+        assert settings.storage.line() == (f"Storage: {volume} is a network volume ({fstype}, persistent): the cache "
+                                           "and kept outputs go there")
+    assert mount_at(volume, mountinfo=mounted(volume, "fuse.mfs")) == "fuse.mfs"
+    assert mount_at(Path("/"), mountinfo=ROOT_OVERLAY) == "overlay"
+
+
+def test_a_bare_folder_or_a_local_disk_mount_is_not_a_network_volume(tmp_path):
+    volume = tmp_path / "runpod-volume"
+    (volume / "huggingface-cache").mkdir(parents=True)
+    env = {"RUNPOD_VOLUME": str(volume), "DATA_DIR": str(tmp_path / "data")}
+    bare = Settings.from_env(env, mountinfo=ROOT_OVERLAY)  # a folder of the container's own disk
+    assert bare.volume_dir is None and bare.storage.kind == "folder"
+    assert bare.storage.line() == (f"Storage: no network volume: {volume} is a folder of the container's disk, not a "
+                                   "network volume; outputs not published are lost when the pod or worker stops")
+    # RunPod's model cache: a mount of the host's disk, no network volume
+    local = Settings.from_env(env, mountinfo=mounted(volume, "ext4", "/dev/nvme0n1p1"))
+    assert local.volume_dir is None and local.storage.kind == "local"
+    assert "mount of this machine's disk (ext4), not a network volume" in local.storage.line()
+    # a network volume mounted elsewhere (or only below the path) does not make the path one
+    for table in (mounted(tmp_path / "elsewhere", "nfs4"), mounted(volume / "huggingface-cache", "nfs4"), ""):
+        assert Settings.from_env(env, mountinfo=table).volume_dir is None
+    # RunPod's cached models are read from the folder either way
+    assert bare.hub_cache == local.hub_cache == volume / "huggingface-cache" / "hub"
+    assert Settings.from_env({**env, "HF_HOME": str(tmp_path / "hf")}, mountinfo=ROOT_OVERLAY).hub_cache == (
+        tmp_path / "hf" / "hub")
+    nothing = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path / "none")}, mountinfo=ROOT_OVERLAY)
+    assert nothing.storage.kind == "absent" and nothing.storage.line().startswith("Storage: no network volume; ")
+
+
+def test_VOLUME_DIR_is_honoured_as_given(tmp_path):
+    given = tmp_path / "kept"
+    settings = Settings.from_env({"VOLUME_DIR": str(given)}, mountinfo=ROOT_OVERLAY)
+    assert settings.volume_dir == given and settings.storage.persistent
+    assert settings.storage.line().startswith(f"Storage: {given} (VOLUME_DIR) is not a network volume mount: kept "
+                                              "outputs and the cache go there as asked")
+    on_nfs = Settings.from_env({"VOLUME_DIR": str(given)}, mountinfo=mounted(given, "nfs"))
+    assert on_nfs.storage.line().startswith(f"Storage: {given} (VOLUME_DIR) is a network volume (nfs, persistent)")

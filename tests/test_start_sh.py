@@ -27,6 +27,7 @@ APP_VENV = ROOT / ".venv"
 READ_BY_START_SH = {
     "MODE", "APP_VENV", "TRAINER_VENV", "ALLOW_CPU", "TRAINER_DEVICE", "HF_HOME", "PORT", "GRADIO_SERVER_PORT",
     "GRADIO_SERVER_NAME", "START_DRY_RUN", "START_FACE_FILE", "RUNPOD_VOLUME", "WORKSPACE_DIR", "PYTHONPATH",
+    "MOUNTINFO", "VOLUME_DIR",
 }
 
 
@@ -247,9 +248,12 @@ def installed_version(venv: Path, name: str) -> str:
 
 @pytest.mark.parametrize("face", ["worker", "ui"])
 def test_the_start_block_says_what_runs_on_what_and_where_the_cache_is(tmp_path, face):
-    (tmp_path / "no-volume").mkdir()  # a network volume is mounted
+    (tmp_path / "no-volume").mkdir()  # a network volume is mounted there (the mount table says so)
+    mounts = tmp_path / "mountinfo"
+    mounts.write_text("1 0 0:1 / / rw - overlay overlay rw\n"
+                      f"2 1 0:2 / {tmp_path / 'no-volume'} rw - fuse.mfs mfs#h rw\n")
     env = clean_env(tmp_path, ALLOW_CPU="1", START_DRY_RUN="1", DATA_DIR=str(tmp_path / "data"),
-                    HF_TOKEN=SECRETS["HF_TOKEN"], UI_PASSWORD=SECRETS["UI_PASSWORD"])
+                    HF_TOKEN=SECRETS["HF_TOKEN"], UI_PASSWORD=SECRETS["UI_PASSWORD"], MOUNTINFO=str(mounts))
     done = run([face], env)
     assert done.returncode == 0, done.stderr
     block = start_block(done.stderr)
@@ -270,6 +274,8 @@ def test_the_start_block_says_what_runs_on_what_and_where_the_cache_is(tmp_path,
         assert f"torch_cuda={torch_cuda} " in versions
     assert block["hf_home"].startswith(f"hf_home={tmp_path / 'no-volume'}/huggingface-cache (network volume")
     assert " free)" in block["hf_home"]
+    assert block["Storage"] == (f"Storage: {tmp_path / 'no-volume'} is a network volume (fuse.mfs, persistent): the "
+                                "cache and kept outputs go there")
     assert block["data_dir"].startswith(f"data_dir={tmp_path / 'data'} ")
     secrets = block["secrets"]
     assert "HF_TOKEN set" in secrets and "BUCKET_SECRET_ACCESS_KEY not set" in secrets
@@ -287,6 +293,21 @@ def test_the_start_block_says_when_the_cache_is_lost_with_the_container(tmp_path
     block = start_block(stderr)
     assert block["hf_home"].startswith(f"hf_home={tmp_path / 'cache'} (no volume: base models are downloaded again")
     assert "start.sh: ---- SimpleTuner LoRA trainer v1.2.3 ----" in stderr.splitlines()
+
+
+def test_a_bare_volume_folder_is_no_network_volume_in_the_start_block(tmp_path):
+    """RunPod makes /runpod-volume for its model cache even without a network volume: the cache is read there, but
+    the block says nothing there outlives the worker."""
+    (tmp_path / "no-volume").mkdir()
+    mounts = tmp_path / "mountinfo"
+    mounts.write_text("1 0 0:1 / / rw - overlay overlay rw\n")
+    block = start_block(run(["worker"], clean_env(tmp_path, ALLOW_CPU="1", START_DRY_RUN="1",
+                                                  MOUNTINFO=str(mounts))).stderr)
+    assert block["hf_home"].startswith(f"hf_home={tmp_path / 'no-volume'}/huggingface-cache (RunPod's model cache "
+                                       "folder, no network volume")
+    assert block["Storage"] == (f"Storage: no network volume: {tmp_path / 'no-volume'} is a folder of the "
+                                "container's disk, not a network volume; outputs not published are lost when the pod "
+                                "or worker stops")
 
 
 def test_the_start_block_works_without_the_envs_installed(tmp_path):

@@ -3,8 +3,8 @@ commit through its retries), they go to the next place this job or endpoint has,
 
 The places, in order: one the job already reached (its `storage` upload, or the Hub when only the bucket failed),
 the endpoint's bucket (BUCKET_NAME with the BUCKET_* keys), then a folder on the network volume
-(VOLUME_DIR, default /runpod-volume when mounted): `<volume>/kept-outputs/<job id>/`. With none of them the error
-says the files are only in the job's folder on this machine, which the worker then keeps
+(VOLUME_DIR, default RUNPOD_VOLUME when a network volume is mounted there): `<volume>/kept-outputs/<job id>/`.
+With none of them the error says the files are only in the job's folder on this machine, which the worker then keeps
 (worker/handler.py).
 """
 
