@@ -56,7 +56,7 @@ def frames_note(family: str, plan: GpuPlan) -> str:
     """A video family's frames per sample: its recipe's default, and where a job changes it (docs/video.md)."""
     frames = plan.settings.get("validation_num_video_frames")
     default = f"{frames} frames per clip sample (the family's default)" if frames else "the family's default frames"
-    return ("Video: trains on images and clips (.mp4, .webm, .mov, .mkv); {default}; set "
+    return (f"Video: trains on images and clips (.mp4, .webm, .mov, .mkv); {default}; set "
             '{"dataloader": {"video": {"num_frames": N}}} in the extra job JSON to change it '
             "(a count the family cannot take is refused, naming the nearest).")
 
