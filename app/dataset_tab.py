@@ -273,7 +273,11 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
             report, warnings = error.report, spec.warnings()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return format_report(report, warnings) + f"\n- {Cache.from_settings(settings).usage().line()}"
+        # The clips skipped at the load are not in the curated folder the job stages: said here, or never.
+        curated = spec.dataset is not None and spec.dataset.path == str(store.images_dir)
+        dropped = store.skipped_clips() if curated else []
+        return (format_report(report, warnings, dropped=dropped)
+                + f"\n- {Cache.from_settings(settings).usage().line()}")
 
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
                                                   api_name="check_dataset")
@@ -355,8 +359,8 @@ def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable
         [controls.tag, tab.page], edited, api_name="remove_tag")
 
 
-def format_report(report: dict[str, Any], warnings: list[str]) -> str:
-    """The preflight report as a person reads it."""
+def format_report(report: dict[str, Any], warnings: list[str], *, dropped: list[dict[str, str]] | None = None) -> str:
+    """The preflight report as a person reads it; `dropped`: the clips skipped when the dataset was loaded."""
     def share(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0%}"
 
@@ -376,21 +380,24 @@ def format_report(report: dict[str, Any], warnings: list[str]) -> str:
         f"- Schedule: {report['total_steps']} steps ({report['steps_per_epoch']} per epoch at batch size"
         f" {report['train_batch_size']})",
     ]
-    lines += clip_lines(report.get("clips"))
+    lines += clip_lines(report.get("clips"), dropped=dropped or [])
     lines += [f"- ❌ {error}" for error in report.get("errors", [])]
     lines += [f"- ⚠️ {warning}" for warning in dict.fromkeys([*report.get("warnings", []), *warnings])]
     return "\n".join(lines)
 
 
-def clip_lines(clips: dict[str, Any] | None) -> list[str]:
+def clip_lines(clips: dict[str, Any] | None, *, dropped: list[dict[str, str]]) -> list[str]:
     """The report's video clips: how many, their frames and length, what a sample takes, the clips skipped and why."""
+    skipped = [*dropped, *(clips or {}).get("skipped", [])]
     if not clips:
-        return []
+        return [f"- Clips: none usable, {len(skipped)} skipped", *map(_skipped_line, skipped)] if skipped else []
     lines = [f"- Clips: **{clips['clips_usable']}** usable of {clips['clips']}, {clips['total_frames']} frames, "
              f"{clips['total_seconds']:.1f} s in all; {clips['num_frames']} frames per sample, "
              f"{clips['samples']} samples per epoch"]
     lines += [f"  - too short for {clips['min_frames']} frames: {name}" for name in clips.get("too_short", [])]
     lines += [f"  - too long (over {clips['max_frames']} frames): {name}" for name in clips.get("too_long", [])]
-    lines += [f"  - skipped {item['name']}: {item['reason']}" + (f" ({item['detail']})" if item.get("detail") else "")
-              for item in clips.get("skipped", [])]
-    return lines
+    return lines + [_skipped_line(item) for item in skipped]
+
+
+def _skipped_line(item: dict[str, str]) -> str:
+    return f"  - skipped {item['name']}: {item['reason']}" + (f" ({item['detail']})" if item.get("detail") else "")
