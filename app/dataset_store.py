@@ -288,8 +288,9 @@ class DatasetStore:
             manifest = stage(spec, staging, settings=self.settings, on_event=on_event)
             (staging / "source.json").write_text(json.dumps(self._source_of(dataset)))
             # Images that came without a caption hold their file name: what auto-caption's `missing` mode replaces.
-            fallbacks = {e.path.name: "file_name" for e in [*manifest.images, *manifest.clips]
-                         if e.caption_source not in OWN_CAPTIONS}
+            entries = [(e.path.name, e.caption_source) for e in manifest.images]
+            entries += [(e.path.name, e.caption_source) for e in manifest.clips]
+            fallbacks = {name: "file_name" for name, origin in entries if origin not in OWN_CAPTIONS}
             (staging / "captions.json").write_text(json.dumps(fallbacks))
             self._keep_clips(manifest, staging)
         except BaseException:
