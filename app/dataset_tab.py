@@ -237,7 +237,8 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         name = names[event.index] if isinstance(event.index, int) and event.index < len(names) else None
         if name is None:
             return [gr.skip()] * 4
-        if any(item["name"] == name for item in store.skipped_clips()):
+        if not (store.images_dir / Path(name).name).is_file() and any(item["name"] == name
+                                                                      for item in store.skipped_clips()):
             return [name, gr.Image(None, visible=True), gr.Video(None, visible=False), ""]
         path = str(store.media_path(name))
         if store.is_clip(name):
