@@ -1,6 +1,11 @@
-"""The dataset being curated in the UI: one folder of staged images with their .txt captions, on the server.
+"""The dataset being curated in the UI: one folder of staged images and video clips with their .txt captions, on
+the server.
 
-It lives at DATA_DIR/dataset (images/, thumbs/, source.json), so a reload shows the same dataset. Loading goes
+It lives at DATA_DIR/dataset (images/, thumbs/, source.json), so a reload shows the same dataset. Clips staged into
+the staging's clips/ are moved into images/ beside the images (their stems are unique across both), so the job's
+dataset stays one folder, which the job's own staging sorts again; clips.json keeps each clip's length and frame
+count as staging probed them, skipped_clips.json the clips staging skipped and why (the gallery lists them). A clip's
+thumbnail is its first frame (a poster decoded with PyAV, the demuxer its suffix names, as staging does). Loading goes
 through the core's `stage_dataset` (the same safe fetch/extract/decode the worker uses) into a new folder beside
 it, swapped in only when staging succeeded: a refused URL or a bad archive leaves the current dataset and its edited
 captions as they were. A URL's credentials (user info, presigned signatures, tokens) serve the download only: they
@@ -31,10 +36,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from core.cancel import Cancel
 from core.dataset import (
+    CLIP_SUFFIXES,
+    DEMUXERS,
     IMAGE_SUFFIXES,
     CaptionOptions,
     Manifest,
@@ -69,7 +76,11 @@ class Page:
     pages: int
     total: int
     items: list[tuple[str, str, str]]
-    """(thumbnail path, caption, image file name) in order."""
+    """(thumbnail path, caption, file name) in order: images and clips by name (a clip's caption led by its label,
+    `clip.mp4 · 2.1 s · 33 frames — `), then the clips staging skipped (`broken.mp4 · skipped: ...`)."""
+    images: int = 0
+    clips: int = 0
+    skipped_clips: int = 0
 
 
 def stage(spec: JobSpec, dest: Path, *, settings: Settings, on_event: EventSink = ignore_event) -> Manifest:
@@ -102,24 +113,64 @@ def _thumb_name(image: Path) -> str:
 
 
 def make_thumbnail(image: Path, *, folder: Path, size: int = THUMB_SIZE) -> Path:
-    """The cached thumbnail of `image` (made now if missing or stale): a JPEG at most `size` px a side."""
+    """The cached thumbnail of `image` (made now if missing or stale): a JPEG at most `size` px a side; a clip's is
+    its first frame."""
     target = folder / _thumb_name(image)
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    if image.suffix.lower() in CLIP_SUFFIXES:
+        _save_thumb(first_frame(image), target, size=size)
+        return target
     with Image.open(image) as source:
         source.draft("RGB", (size, size))  # JPEG: decode at a fraction of the size, much faster
-        thumb = ImageOps.exif_transpose(source)
-        thumb.thumbnail((size, size))
-        if thumb.mode != "RGB":
-            background = Image.new("RGB", thumb.size, (255, 255, 255))
-            rgba = thumb.convert("RGBA")
-            background.paste(rgba, mask=rgba.getchannel("A"))
-            thumb = background
-        partial = target.with_suffix(f".{threading.get_ident()}.part")
-        thumb.save(partial, format="JPEG", quality=82)
-    os.replace(partial, target)  # atomic: a page and the background warmer may race on one image
+        _save_thumb(ImageOps.exif_transpose(source), target, size=size)
     return target
+
+
+def _save_thumb(picture: Image.Image, target: Path, *, size: int) -> None:
+    picture.thumbnail((size, size))
+    if picture.mode != "RGB":
+        background = Image.new("RGB", picture.size, (255, 255, 255))
+        rgba = picture.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        picture = background
+    partial = target.with_suffix(f".{threading.get_ident()}.part")
+    picture.save(partial, format="JPEG", quality=82)
+    os.replace(partial, target)  # atomic: a page and the background warmer may race on one image
+
+
+def first_frame(clip: Path) -> Image.Image:
+    """A staged clip's first frame. Opened with the demuxer its suffix names, never one guessed from its content
+    (staging's rule, core/dataset/clips.py); decodes at most 64 packets."""
+    import av  # PyAV: loaded only when a dataset has clips
+
+    with av.open(str(clip), format=DEMUXERS[clip.suffix.lower()]) as container:
+        stream = container.streams.video[0]
+        for index, packet in enumerate(container.demux(stream)):
+            for frame in packet.decode():
+                return frame.to_image()
+            if index >= 64:
+                break
+    raise ValueError(f"no frame decoded from {clip.name}")
+
+
+def skipped_poster(folder: Path, *, size: int = THUMB_SIZE) -> Path:
+    """The gallery's picture for a clip staging skipped: a grey square, crossed."""
+    target = folder / "skipped-clip.jpg"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = Image.new("RGB", (size, size), (90, 90, 90))
+        draw = ImageDraw.Draw(picture)
+        draw.line((0, 0, size, size), fill=(200, 60, 60), width=6)
+        draw.line((0, size, size, 0), fill=(200, 60, 60), width=6)
+        _save_thumb(picture, target, size=size)
+    return target
+
+
+def clip_label(name: str, facts: dict[str, Any]) -> str:
+    """`clip.mp4 · 2.1 s · 33 frames`."""
+    return f"{name} · {float(facts.get('duration_s') or 0):.1f} s · {int(facts.get('frames') or 0)} frames"
 
 
 class CaptionRun:
@@ -180,10 +231,30 @@ class DatasetStore:
         return self.root / "thumbs"
 
     def images(self) -> list[Path]:
+        return self._files(IMAGE_SUFFIXES)
+
+    def clips(self) -> list[Path]:
+        return self._files(CLIP_SUFFIXES)
+
+    def media(self) -> list[Path]:
+        """Images and clips, by name: what the gallery pages through and the caption tools edit."""
+        return self._files(IMAGE_SUFFIXES | CLIP_SUFFIXES)
+
+    def _files(self, suffixes: frozenset[str]) -> list[Path]:
         if not self.images_dir.is_dir():
             return []
-        return sorted((p for p in self.images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        return sorted((p for p in self.images_dir.iterdir() if p.suffix.lower() in suffixes and p.is_file()),
                       key=lambda p: p.name)
+
+    def clip_facts(self) -> dict[str, dict[str, Any]]:
+        """Clip name -> frames, duration_s, fps, width, height (as staging probed it)."""
+        file = self.root / "clips.json"
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    def skipped_clips(self) -> list[dict[str, str]]:
+        """The clips staging skipped at the last load: name, reason, detail."""
+        file = self.root / "skipped_clips.json"
+        return json.loads(file.read_text()) if file.is_file() else []
 
     def source(self) -> dict[str, Any]:
         """The job's `dataset` for this folder's origin: {url}, {hf_repo}, or {path} of the images folder."""
@@ -217,8 +288,11 @@ class DatasetStore:
             manifest = stage(spec, staging, settings=self.settings, on_event=on_event)
             (staging / "source.json").write_text(json.dumps(self._source_of(dataset)))
             # Images that came without a caption hold their file name: what auto-caption's `missing` mode replaces.
-            fallbacks = {e.path.name: "file_name" for e in manifest.images if e.caption_source not in OWN_CAPTIONS}
+            entries = [(e.path.name, e.caption_source) for e in manifest.images]
+            entries += [(e.path.name, e.caption_source) for e in manifest.clips]
+            fallbacks = {name: "file_name" for name, origin in entries if origin not in OWN_CAPTIONS}
             (staging / "captions.json").write_text(json.dumps(fallbacks))
+            self._keep_clips(manifest, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -231,8 +305,28 @@ class DatasetStore:
             os.replace(staging, self.root)
         shutil.rmtree(retired, ignore_errors=True)
         threading.Thread(target=self.warm_thumbnails, args=(generation,), name="thumbnails", daemon=True).start()
-        return replace(manifest, root=self.images_dir,
-                       images=[replace(entry, path=self.images_dir / entry.path.name) for entry in manifest.images])
+        return replace(manifest, root=self.images_dir, clips_root=self.images_dir if manifest.clips else None,
+                       images=[replace(entry, path=self.images_dir / entry.path.name) for entry in manifest.images],
+                       clips=[replace(entry, path=self.images_dir / entry.path.name) for entry in manifest.clips])
+
+    @staticmethod
+    def _keep_clips(manifest: Manifest, staging: Path) -> None:
+        """Move the staged clips (and captions) beside the images; record their facts and the clips skipped."""
+        images = staging / "images"
+        images.mkdir(exist_ok=True)
+        facts = {}
+        for clip in manifest.clips:
+            os.replace(clip.path, images / clip.path.name)
+            caption = clip.path.with_suffix(".txt")
+            if caption.is_file():
+                os.replace(caption, images / caption.name)
+            facts[clip.path.name] = {"frames": clip.frames, "duration_s": clip.duration_s, "fps": clip.fps,
+                                     "width": clip.width, "height": clip.height}
+        shutil.rmtree(staging / "clips", ignore_errors=True)
+        skipped = [{"name": item.name, "reason": item.reason, "detail": item.detail} for item in manifest.skipped
+                   if Path(item.name).suffix.lower() in CLIP_SUFFIXES]
+        (staging / "clips.json").write_text(json.dumps(facts))
+        (staging / "skipped_clips.json").write_text(json.dumps(skipped))
 
     def load_uploads(self, files: list[Path], *, run_id: str, on_event: EventSink = ignore_event) -> Manifest:
         """Load uploaded files: one archive, or images with their .txt captions (matched by file name). Errors
@@ -268,15 +362,30 @@ class DatasetStore:
             shutil.rmtree(folder, ignore_errors=True)
 
     def page(self, number: int, *, size: int = PAGE_SIZE) -> Page:
-        images = self.images()
-        pages = max(1, math.ceil(len(images) / size))
+        media = self.media()
+        skipped = self.skipped_clips()
+        entries: list[Path | dict[str, str]] = [*media, *skipped]
+        pages = max(1, math.ceil(len(entries) / size))
         number = min(max(1, int(number or 1)), pages)
-        chosen = images[(number - 1) * size: number * size]
+        chosen = entries[(number - 1) * size: number * size]
+        files = [entry for entry in chosen if isinstance(entry, Path)]
         with ThreadPoolExecutor(max_workers=_THUMB_WORKERS) as pool:
-            thumbs = list(pool.map(self._thumbnail_or_image, chosen))
-        items = [(str(thumb), self.caption(image.name), image.name) for thumb, image in zip(thumbs, chosen,
-                                                                                          strict=True)]
-        return Page(number=number, pages=pages, total=len(images), items=items)
+            thumbs = dict(zip(files, pool.map(self._thumbnail_or_image, files), strict=True))
+        facts = self.clip_facts()
+        items = []
+        for entry in chosen:
+            if isinstance(entry, Path):
+                caption = self.caption(entry.name)
+                if entry.suffix.lower() in CLIP_SUFFIXES:
+                    caption = f"{clip_label(entry.name, facts.get(entry.name, {}))} — {caption}"
+                items.append((str(thumbs[entry]), caption, entry.name))
+            else:
+                why = f"{entry['reason']} ({entry['detail']})" if entry.get("detail") else entry["reason"]
+                items.append((str(skipped_poster(self.thumbs_dir)), f"{entry['name']} · skipped: {why}",
+                              entry["name"]))
+        clips = sum(1 for path in media if path.suffix.lower() in CLIP_SUFFIXES)
+        return Page(number=number, pages=pages, total=len(entries), items=items, images=len(media) - clips,
+                    clips=clips, skipped_clips=len(skipped))
 
     def warm_thumbnails(self, generation: int) -> None:
         """Make every missing thumbnail (in the background after a load), until another load starts."""
@@ -285,29 +394,41 @@ class DatasetStore:
                 self._thumbnail_or_image(image)
 
         with ThreadPoolExecutor(max_workers=_THUMB_WORKERS) as pool:
-            list(pool.map(warm, self.images()))
+            list(pool.map(warm, self.media()))
 
     def _thumbnail_or_image(self, image: Path) -> Path:
-        """The thumbnail, or the image itself when none can be made (it vanished in a new load, or broke)."""
+        """The thumbnail (a clip's poster), or the file itself when none can be made (it vanished in a new load, or
+        broke): the gallery shows a clip as a video then."""
         try:
             return make_thumbnail(image, folder=self.thumbs_dir)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # Pillow's and FFmpeg's errors alike: one broken file must not break the page
             logger.warning("no thumbnail for %s: %s", image.name, exc)
             return image
 
     def image_path(self, name: str) -> Path:
         """The image called `name` in the dataset; refuses anything that is not one of its images."""
+        return self._path(name, IMAGE_SUFFIXES)
+
+    def media_path(self, name: str) -> Path:
+        """The image or clip called `name` in the dataset; refuses anything else."""
+        return self._path(name, IMAGE_SUFFIXES | CLIP_SUFFIXES)
+
+    def _path(self, name: str, suffixes: frozenset[str]) -> Path:
         path = self.images_dir / Path(name).name
-        if Path(name).name != name or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DatasetError(f"'{name}' is not an image of the current dataset", field="image")
+        if Path(name).name != name or not path.is_file() or path.suffix.lower() not in suffixes:
+            clips = " (nor one of its clips)" if CLIP_SUFFIXES <= suffixes else ""
+            raise DatasetError(f"'{name}' is not an image of the current dataset{clips}", field="image")
         return path
+
+    def is_clip(self, name: str) -> bool:
+        return Path(name).suffix.lower() in CLIP_SUFFIXES
 
     def caption(self, name: str) -> str:
         caption = (self.images_dir / Path(name).name).with_suffix(".txt")
         return caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
 
     def save_caption(self, name: str, text: str) -> Path:
-        """Write `text` as the caption of image `name`. A dataset from a URL or HF repo now differs from its
+        """Write `text` as the caption of image (or clip) `name`. A dataset from a URL or HF repo now differs from its
         source, so the job's dataset becomes this folder."""
         return self._write_caption(name, text, origin="edited")
 
@@ -315,7 +436,7 @@ class DatasetStore:
         """Write one caption (atomically) and record its origin (None: keep the one recorded)."""
         if "\x00" in text:
             raise DatasetError("a caption cannot contain NUL characters", field="caption")
-        target = self.image_path(name).with_suffix(".txt")
+        target = self.media_path(name).with_suffix(".txt")
         with self._lock:
             partial = target.with_suffix(".txt.part")
             partial.write_text(text.strip() + "\n", encoding="utf-8")
@@ -425,7 +546,7 @@ class DatasetStore:
         if self.captioning_busy():
             raise DatasetError("auto-caption is running: wait for it before editing captions", field="captioning")
         changed = 0
-        for image in self.images():
+        for image in self.media():
             before = self.caption(image.name)
             after = clean_caption(change(before))
             if after != before:

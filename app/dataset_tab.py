@@ -1,6 +1,8 @@
-"""Dataset tab: load (upload, URL, HF dataset repo, demo), a paginated captioned gallery, caption editing, the
-trigger word, the preflight check, auto-caption (a background run the page polls once a second) and bulk caption
-tools (find/replace, add/remove a tag, regenerate one image)."""
+"""Dataset tab: load (upload, URL, HF dataset repo, demo), a paginated captioned gallery of images and video clips
+(a clip shown by its first frame, labelled with its length and frame count, played beside the gallery when clicked;
+the clips staging skipped listed with the reason), caption editing, the trigger word, the preflight check (clips
+counted, with their frames and length), auto-caption (a background run the page polls once a second; images only)
+and bulk caption tools (find/replace, add/remove a tag, regenerate one image)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class DatasetTab:
     caption: gr.Textbox
     save_button: gr.Button
     captioner: CaptionControls
+    player: gr.Video
 
 
 @dataclass
@@ -109,8 +112,8 @@ def build_caption_controls() -> CaptionControls:
 def build() -> DatasetTab:
     with gr.Tab("Dataset", id="dataset"), gr.Row():
         with gr.Column(scale=1, min_width=320):
-            upload = gr.File(label="Upload a .zip, or images with their .txt captions", file_count="multiple",
-                             type="filepath")
+            upload = gr.File(label="Upload a .zip, or images and video clips (.mp4, .webm, .mov, .mkv) with their "
+                                   ".txt captions", file_count="multiple", type="filepath")
             with gr.Row():
                 url = gr.Textbox(label="…or a dataset URL", placeholder="https://… or s3://… (.zip, .tar)", scale=3)
                 url_button = gr.Button("Load URL", scale=1)
@@ -134,11 +137,14 @@ def build() -> DatasetTab:
                 page = gr.Number(1, label="Page", precision=0, minimum=1, scale=1)
                 next_button = gr.Button("Next ▶", size="sm", scale=1)
                 page_info = gr.Markdown(scale=3)
-            gallery = gr.Gallery(label="Images and captions (click one to edit its caption)", columns=6, rows=4,
+            gallery = gr.Gallery(label="Images, clips and captions (click one to edit its caption)", columns=6, rows=4,
                                  height=560, allow_preview=False, object_fit="cover", interactive=False)
             names = gr.State([])
             with gr.Row():
                 preview = gr.Image(label="Selected image", type="filepath", interactive=False, height=256, scale=1)
+                # format=None: served as it is (no ffmpeg conversion); .mov/.mkv may not play in every browser.
+                player = gr.Video(label="Selected clip", format=None, interactive=False, height=256, scale=1,
+                                  visible=False, autoplay=True, loop=True)
                 with gr.Column(scale=2):
                     selected = gr.Textbox(label="Selected file", interactive=False)
                     caption = gr.Textbox(label="Caption", lines=3)
@@ -147,13 +153,16 @@ def build() -> DatasetTab:
                         captioner.regenerate_button.render()
     return DatasetTab(upload, url, url_button, hf_repo, hf_revision, hf_button, demo_button, trigger_word, source,
                       check_button, report, status, prev_button, page, next_button, page_info, gallery, names,
-                      selected, preview, caption, save_button, captioner)
+                      selected, preview, caption, save_button, captioner, player)
 
 
 def render_page(page: Page) -> list[Any]:
     """gallery, page number, page info, names on the page."""
     gallery = [(thumb, caption) for thumb, caption, _ in page.items]
-    info = f"Page {page.number} of {page.pages} · {page.total} images" if page.total else "No dataset loaded yet."
+    clips = f" · {page.clips} clips" if page.clips else ""
+    skipped = f" · {page.skipped_clips} clips skipped (listed last, with the reason)" if page.skipped_clips else ""
+    info = (f"Page {page.number} of {page.pages} · {page.images} images{clips}{skipped}" if page.total
+            else "No dataset loaded yet.")
     return [gallery, page.number, info, [name for _, _, name in page.items]]
 
 
@@ -172,7 +181,8 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         skipped = manifest.skipped_by_reason()
         why = (" Skipped: " + ", ".join(f"{count} {reason}" for reason, count in skipped.items()) + ".") \
             if skipped else ""
-        message = f"Loaded {len(manifest.images)} images from {manifest.source}.{why}{note}"
+        clips = f" and {len(manifest.clips)} clips" if manifest.clips else ""
+        message = f"Loaded {len(manifest.images)} images{clips} from {manifest.source}.{why}{note}"
         return [*render_page(store.page(1)), json.dumps(store.source()), message]
 
     @surface
@@ -223,18 +233,26 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
 
     @surface
     def select_image(names: list[str], event: gr.SelectData) -> list[Any]:
+        """An image shows in the preview, a clip plays beside it; a skipped clip is only named (nothing to edit)."""
         name = names[event.index] if isinstance(event.index, int) and event.index < len(names) else None
         if name is None:
-            return [gr.skip(), gr.skip(), gr.skip()]
-        return [name, str(store.image_path(name)), store.caption(name)]
+            return [gr.skip()] * 4
+        if not (store.images_dir / Path(name).name).is_file() and any(item["name"] == name
+                                                                      for item in store.skipped_clips()):
+            return [name, gr.Image(None, visible=True), gr.Video(None, visible=False), ""]
+        path = str(store.media_path(name))
+        if store.is_clip(name):
+            return [name, gr.Image(None, visible=False), gr.Video(path, visible=True), store.caption(name)]
+        return [name, gr.Image(path, visible=True), gr.Video(None, visible=False), store.caption(name)]
 
-    tab.gallery.select(select_image, [tab.names], [tab.selected, tab.preview, tab.caption], api_visibility="private")
+    tab.gallery.select(select_image, [tab.names], [tab.selected, tab.preview, tab.player, tab.caption],
+                       api_visibility="private")
 
     @surface
     def save_caption(name: str, caption: str, page: float | None) -> list[Any]:
-        """Write the caption of image `name` to its .txt file; the gallery shows it at once."""
+        """Write the caption of image (or clip) `name` to its .txt file; the gallery shows it at once."""
         if not name:
-            raise DatasetError("click an image in the gallery first", field="image")
+            raise DatasetError("click an image or clip in the gallery first", field="image")
         store.save_caption(name, caption or "")
         return [*show_page(page), json.dumps(store.source()), f"Saved the caption of {name}."]
 
@@ -256,7 +274,11 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
             report, warnings = error.report, spec.warnings()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return format_report(report, warnings) + f"\n- {Cache.from_settings(settings).usage().line()}"
+        # The clips skipped at the load are not in the curated folder the job stages: said here, or never.
+        curated = spec.dataset is not None and spec.dataset.path == str(store.images_dir)
+        dropped = store.skipped_clips() if curated else []
+        return (format_report(report, warnings, dropped=dropped)
+                + f"\n- {Cache.from_settings(settings).usage().line()}")
 
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
                                                   api_name="check_dataset")
@@ -338,8 +360,8 @@ def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable
         [controls.tag, tab.page], edited, api_name="remove_tag")
 
 
-def format_report(report: dict[str, Any], warnings: list[str]) -> str:
-    """The preflight report as a person reads it."""
+def format_report(report: dict[str, Any], warnings: list[str], *, dropped: list[dict[str, str]] | None = None) -> str:
+    """The preflight report as a person reads it; `dropped`: the clips skipped when the dataset was loaded."""
     def share(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0%}"
 
@@ -359,6 +381,24 @@ def format_report(report: dict[str, Any], warnings: list[str]) -> str:
         f"- Schedule: {report['total_steps']} steps ({report['steps_per_epoch']} per epoch at batch size"
         f" {report['train_batch_size']})",
     ]
+    lines += clip_lines(report.get("clips"), dropped=dropped or [])
     lines += [f"- ❌ {error}" for error in report.get("errors", [])]
     lines += [f"- ⚠️ {warning}" for warning in dict.fromkeys([*report.get("warnings", []), *warnings])]
     return "\n".join(lines)
+
+
+def clip_lines(clips: dict[str, Any] | None, *, dropped: list[dict[str, str]]) -> list[str]:
+    """The report's video clips: how many, their frames and length, what a sample takes, the clips skipped and why."""
+    skipped = [*dropped, *(clips or {}).get("skipped", [])]
+    if not clips:
+        return [f"- Clips: none usable, {len(skipped)} skipped", *map(_skipped_line, skipped)] if skipped else []
+    lines = [f"- Clips: **{clips['clips_usable']}** usable of {clips['clips']}, {clips['total_frames']} frames, "
+             f"{clips['total_seconds']:.1f} s in all; {clips['num_frames']} frames per sample, "
+             f"{clips['samples']} samples per epoch"]
+    lines += [f"  - too short for {clips['min_frames']} frames: {name}" for name in clips.get("too_short", [])]
+    lines += [f"  - too long (over {clips['max_frames']} frames): {name}" for name in clips.get("too_long", [])]
+    return lines + [_skipped_line(item) for item in skipped]
+
+
+def _skipped_line(item: dict[str, str]) -> str:
+    return f"  - skipped {item['name']}: {item['reason']}" + (f" ({item['detail']})" if item.get("detail") else "")

@@ -12,11 +12,12 @@ from app.state import tiny_model_dir
 from core.adapters import GpuFacts
 from core.settings import Settings
 from core.simpletuner import hub_ids, model_table
-from core.training import GpuPlan, plan_gpu
+from core.training import VIDEO_FAMILIES, GpuPlan, plan_gpu
 
 TINY = "Tiny demo (CPU)"
 
-# Preset name -> (family, flavour): the text-to-image flavours people train most, with a Hub id SimpleTuner lists.
+# Preset name -> (family, flavour): the text-to-image (and text-to-video) flavours people train most, with a Hub id
+# SimpleTuner lists.
 FAMILY_PRESETS: dict[str, tuple[str, str]] = {
     "FLUX.1-dev": ("flux", "dev"),
     "FLUX.1-schnell": ("flux", "schnell"),
@@ -33,7 +34,8 @@ FAMILY_PRESETS: dict[str, tuple[str, str]] = {
     "Sana": ("sana", "sana1.5-1.6b-1024"),
     "PixArt Sigma": ("pixart", "900M-1024-v0.6"),
     "AuraFlow": ("auraflow", "v0.3"),
-    "Wan 2.1 (1.3B)": ("wan", "t2v-480p-1.3b-2.1"),
+    "Wan 2.1 T2V 1.3B (480p)": ("wan", "t2v-480p-1.3b-2.1"),
+    "Wan 2.1 T2V 14B (480p)": ("wan", "t2v-480p-14b-2.1"),
 }
 GATED = {"FLUX.1-dev", "SD3.5", "FLUX.2 klein 9B"}
 """Hub models whose licence must be accepted on the Hub first."""
@@ -50,19 +52,29 @@ def tier_note(plan: GpuPlan) -> str:
     return f"GPU tier: {plan.tier_gb} GB ({plan.base_model_precision}{about}; SimpleTuner's {plan.recipe})"
 
 
+def frames_note(family: str, plan: GpuPlan) -> str:
+    """A video family's frames per sample: its recipe's default, and where a job changes it (docs/video.md)."""
+    frames = plan.settings.get("validation_num_video_frames")
+    default = f"{frames} frames per clip sample (the family's default)" if frames else "the family's default frames"
+    return (f"Video: trains on images and clips (.mp4, .webm, .mov, .mkv); {default}; set "
+            '{"dataloader": {"video": {"num_frames": N}}} in the extra job JSON to change it '
+            "(a count the family cannot take is refused, naming the nearest).")
+
+
 def _family_preset(name: str, family: str, flavour: str) -> dict[str, Any]:
     plan = plan_gpu(family=family, flavour=flavour, config={}, gpu=GpuFacts(count=1, memory_gb=None, source="unknown"))
     numbers = {**LORA_DEFAULTS, **{key: plan.settings[key] for key in LORA_DEFAULTS if key in plan.settings}}
     numbers["lora_alpha"] = float(numbers["lora_alpha"])
     display = model_table()["families"][family]["name"]
     gated = (" Gated model: accept its licence on the Hub and set HF_TOKEN." if name in GATED else "")
+    video = f" {frames_note(family, plan)}" if family in VIDEO_FAMILIES else ""
     return {
         "base_model": hub_ids(family)[flavour], "model_family": family, **numbers, "train_batch_size": 1,
         "schedule": "steps", "length": 1000, "checkpoint_step_interval": 250, "validation_prompt": "",
         "validation_steps": 250, "seed": 42, "extra_flags": "", "extra_job": "",
         "note": f"{display} ({flavour}). {tier_note(plan)}. The numbers are SimpleTuner's recipe; on a GPU the "
                 f"worker picks the recipe's tier for its memory and refuses a job that cannot fit.{gated} Set "
-                "TRAINER_ONLINE=1 so SimpleTuner can download the base model.",
+                "TRAINER_ONLINE=1 so SimpleTuner can download the base model." + video,
     }
 
 

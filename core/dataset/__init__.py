@@ -4,7 +4,7 @@ captions and apply the trigger word -> a Manifest.
 What other packages and the faces may use is listed in __all__."""
 
 from core.dataset.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
-from core.dataset.clips import CLIP_SUFFIXES
+from core.dataset.clips import CLIP_SUFFIXES, DEMUXERS
 from core.dataset.stage import (
     CLIPS_DIR,
     DOWNLOAD_DIR,
@@ -27,6 +27,7 @@ from core.dataset.stage import (
 __all__ = [
     "CLIPS_DIR",
     "CLIP_SUFFIXES",
+    "DEMUXERS",
     "DOWNLOAD_DIR",
     "IMAGES_DIR",
     "IMAGE_SUFFIXES",
