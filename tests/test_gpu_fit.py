@@ -308,3 +308,18 @@ def test_a_video_job_is_planned_for_clips_before_its_dataset_is_staged():
     image = parse_job({"dataset": {"path": "/data"}, "config": {
         "model_family": "flux", "model_name": "black-forest-labs/FLUX.1-dev"}})
     assert video_frames(image) == 1  # an image family never counts frames
+
+
+def test_a_plan_says_how_much_the_model_download_weighs():
+    """What a user pays for before the first step: the download, from the model's own size (FLUX.1-dev's
+    components: 11.9B + 4.76B + 0.123B + 0.084B parameters, about 31.4 GB in bf16)."""
+    from core.training.config import gpu_plan
+
+    spec = parse_job({"dataset": {"path": "/data"}, "config": {
+        "model_family": "flux", "model_name": "black-forest-labs/FLUX.1-dev"}})
+    planned = gpu_plan(spec, device="cuda", gpu=gpu(80), system_memory_gb=128)
+    assert planned is not None and planned.download_gb is not None
+    assert 31 <= planned.download_gb <= 32
+    assert planned.to_dict()["download_gb"] == planned.download_gb
+    unknown = plan("flux", "dev", 80)  # no size known: no figure rather than a guess
+    assert unknown.download_gb is None

@@ -81,6 +81,9 @@ class GpuPlan:
     problem_field: str = "config.base_model_precision"
     frames: int = 1
     """Frames per sample (1 for images), for the time estimate."""
+    download_gb: float | None = None
+    """The model's weights in bf16, every component (what the Hub download of its diffusers folder about weighs);
+    None when the model's size is unknown."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -197,6 +200,7 @@ def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu
                    fits=None if gpu.memory_gb is None else chosen.fits, settings=settings,
                    headroom_gb=mp.headroom_gb(gpu.memory_gb) if gpu.memory_gb else None, ramtorch=chosen.ramtorch,
                    quantize_via=chosen.quantize_via, memory=chosen.estimate.to_dict(),
+                   download_gb=round(mp.bf16_gb(sum(params.components.values())), 1),
                    system_memory_gb=system_memory_gb, estimated_ram_gb=chosen.estimate.ram_gb,
                    alternatives=[t.label() for t in fitting if t is not chosen], frames=shape.frames)
     if plan.fits is False:

@@ -225,6 +225,11 @@ def _gb(params: float, bytes_per_param: float) -> float:
     return params * bytes_per_param / GIB
 
 
+def bf16_gb(params: int) -> float:
+    """GB (GiB) of `params` parameters stored in bf16."""
+    return _gb(params, 2)
+
+
 def weights_gb(params: ModelParams, precision_class_name: str, *, ramtorch: bool = False) -> float:
     share = RAMTORCH_RESIDENT if ramtorch else 1.0
     return _gb(params.trained * share, BYTES_PER_PARAM[precision_class_name])
