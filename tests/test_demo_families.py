@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,40 +96,3 @@ def test_a_lora_trains_on_the_tiny_model_through_the_cli(tmp_path, demo_dataset,
         videos = [entry for entry in result["validation"] if entry["prompt"] == "sks a red circle"]
         assert videos and all(entry["media"] == "video" and entry["path"].endswith(".mp4") for entry in videos)
         assert all((tmp_path / "work" / "output" / entry["path"]).stat().st_size > 0 for entry in videos)
-
-
-# -- the GPU check (make gpu-check) ---------------------------------------------------------------------------------
-
-
-def gpu_check(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), *args], cwd=ROOT,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
-
-
-def test_the_gpu_check_dry_run_prints_the_plan_without_a_gpu():
-    done = gpu_check("--dry-run", "--families", "sdxl,flux,wan", "--steps", "2")
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert "3 runs" in lines[0] or "6 runs" in lines[0]
-    runs = {line.split(" on ")[0].lstrip("- "): json.loads(line.split(": ", 1)[1]) for line in lines[1:]
-            if " GPU(s): " in line}
-    assert any(line.startswith("- cache reuse: sdxl twice") for line in lines)  # the VAE half of the cache
-    assert set(runs) == {"sdxl", "flux", "wan"}
-    for config in runs.values():  # the CUDA recipe
-        assert config["mixed_precision"] == "bf16" and config["optimizer"] == "adamw_bf16"
-        assert config["gradient_checkpointing"] is True and config["validation_prompt"]
-        assert config["max_train_steps"] == 2
-    assert runs["flux"]["base_model_precision"] == "int8-quanto"  # SimpleTuner's FLUX example quantizes
-    assert "base_model_precision" not in runs["sdxl"]
-
-
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
-def test_the_gpu_check_says_there_is_no_cuda_device():
-    done = gpu_check()
-    assert done.returncode == 2
-    assert "no CUDA device" in done.stderr and not done.stdout
-
-
-def test_the_gpu_check_refuses_a_family_without_a_tiny_model():
-    done = gpu_check("--dry-run", "--families", "sd15")
-    assert done.returncode == 2 and "--families" in done.stderr and "sd15" in done.stderr
