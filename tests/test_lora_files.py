@@ -5,9 +5,7 @@ loader fuses from it, and what the Hub receives."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ from safetensors import safe_open
 from core.publishing.lora_files import add_comfyui_files, add_lora_files, comfyui_name, is_comfyui_file
 from core.settings import Settings
 from core.spec.job import parse_job
-from tests.conftest import ROOT, tiny_job
+from tests.conftest import tiny_job
+from tests.support.lora_loading import compare_lora_files
 
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 KOHYA_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
@@ -76,14 +75,8 @@ def test_the_comfyui_file_has_kohya_keys_with_an_alpha_per_module(trained_job):
 @pytest.mark.trainer_env
 def test_diffusers_kohya_loader_fuses_the_same_weights_from_the_comfyui_file(trained_job, tiny_model, settings):
     result, _ = trained_job
-    script = ROOT / "tests" / "support" / "compare_lora_files.py"
-    done = subprocess.run([str(settings.trainer_python), "-P", str(script),
-                           str(tiny_model), str(result.lora_path), str(result.comfyui_path)],
-                          capture_output=True, text=True, timeout=600, check=False,
-                          env={"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "",
-                               "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = compare_lora_files(settings=settings, model=tiny_model, lora=result.lora_path,
+                                comfyui=result.comfyui_path)
     unet = report["unet"]
     assert unet["changed_by_diffusers_file"] > 0 and unet["same_keys_changed"]
     assert unet["changed_by_comfyui_file"] == unet["changed_by_diffusers_file"]

@@ -8,15 +8,14 @@ non-contiguous activations, so a quanto training fails on CPU; torchao's int8 tr
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
 from core.generation.demo import write_demo_dataset
-from tests.conftest import ROOT, tiny_job
+from tests.conftest import tiny_job
+from tests.support.lora_loading import compare_lora_files
 
 PRECISION = "int8-torchao"
 STEPS = 2
@@ -53,13 +52,7 @@ def test_a_lora_trains_on_an_int8_base_and_simpletuner_says_it_quantized(quantiz
 def test_the_lora_of_a_quantized_training_loads_into_the_full_precision_pipeline(quantized_run, tiny_model, settings):
     """What a user does next: load the LoRA into the (unquantized) base model with diffusers; it changes weights."""
     result, _ = quantized_run
-    script = ROOT / "tests" / "support" / "compare_lora_files.py"
-    done = subprocess.run([str(settings.trainer_python), "-P", str(script),
-                           str(tiny_model), str(result.lora_path), str(result.comfyui_path)],
-                          capture_output=True, text=True, timeout=600, check=False,
-                          env={"PATH": f"{settings.trainer_bin}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "",
-                               "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    unet = json.loads(done.stdout.strip().splitlines()[-1])["unet"]
+    unet = compare_lora_files(settings=settings, model=tiny_model, lora=result.lora_path,
+                              comfyui=result.comfyui_path)["unet"]
     assert unet["changed_by_diffusers_file"] > 0
     assert unet["changed_by_comfyui_file"] == unet["changed_by_diffusers_file"]

@@ -30,10 +30,16 @@ MIN_CLIP_FRAMES = 2
 _ZIP = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-class ClipRefused(Exception):
+class Unusable(Exception):
+    """A dataset file staging cannot use (an image or a clip): a short reason and the detail, one Skipped entry."""
+
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
         self.reason, self.detail = reason, detail
+
+
+class ClipRefused(Unusable):
+    """A clip that cannot train."""
 
 
 @dataclass(frozen=True)

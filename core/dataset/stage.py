@@ -34,7 +34,7 @@ from core.dataset.archive import (
     extract_archive,
     skip_reason,
 )
-from core.dataset.clips import CLIP_SUFFIXES, ClipProbe, ClipRefused, probe_clip
+from core.dataset.clips import CLIP_SUFFIXES, ClipProbe, ClipRefused, Unusable, probe_clip
 from core.dataset.hf_repo import fetch_hf_dataset
 from core.dataset.zip_follow import ZipFollower
 from core.errors import DatasetError, DownloadError, EmptyDataset
@@ -509,12 +509,6 @@ def _stems(candidates: list[_Candidate]) -> list[str]:
     return out
 
 
-class _Unusable(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
-        self.reason, self.detail = reason, detail
-
-
 @dataclass(frozen=True)
 class _Probe:
     kind: str
@@ -524,7 +518,7 @@ class _Probe:
 
 
 def _probe(path: Path | IO[bytes]) -> _Probe:
-    """Open and decode all of one image (a file, or its bytes); raise _Unusable with a per-file reason when it cannot
+    """Open and decode all of one image (a file, or its bytes); raise Unusable with a per-file reason when it cannot
     be used.
 
     A JPEG is decoded at 1/8 scale (libjpeg's DCT scaling): every byte of its compressed data is still read and
@@ -533,17 +527,17 @@ def _probe(path: Path | IO[bytes]) -> _Probe:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > (Image.MAX_IMAGE_PIXELS or width * height):
-                raise _Unusable("too many pixels", f"{width}x{height} is over {Image.MAX_IMAGE_PIXELS} pixels")
+                raise Unusable("too many pixels", f"{width}x{height} is over {Image.MAX_IMAGE_PIXELS} pixels")
             if image.format == "JPEG":
                 image.draft(None, (max(1, width // 8), max(1, height // 8)))
             image.load()
             return _Probe(image.format or "", width, height)
     except Image.DecompressionBombError as exc:
-        raise _Unusable("too many pixels", str(exc)) from None
+        raise Unusable("too many pixels", str(exc)) from None
     except UnidentifiedImageError:
-        raise _Unusable("not a decodable image", "Pillow cannot identify this file as an image") from None
+        raise Unusable("not a decodable image", "Pillow cannot identify this file as an image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise _Unusable("corrupt image", str(exc) or type(exc).__name__) from None
+        raise Unusable("corrupt image", str(exc) or type(exc).__name__) from None
 
 
 class _Decoder:
@@ -574,7 +568,7 @@ class _Decoder:
         done: Future[_Probe] = Future()
         try:  # the hash too, while the bytes are here: the cache keys the dataset's images by it
             done.set_result(replace(_probe(io.BytesIO(data)), sha256=hashlib.sha256(data).hexdigest()))
-        except _Unusable as exc:
+        except Unusable as exc:
             done.set_exception(exc)
         self._futures[path] = done
 
@@ -624,7 +618,7 @@ def _stage_all(
             continue
         try:
             probe = decoder.result(candidate.image)
-        except _Unusable as exc:
+        except Unusable as exc:
             skipped.append(Skipped(candidate.name, exc.reason, exc.detail))
             continue
         if probe.kind in KEPT_FORMATS:
@@ -635,7 +629,7 @@ def _stage_all(
     for candidate, stem, probe, target in placed:
         try:
             path = target if isinstance(target, Path) else target.result()
-        except _Unusable as exc:
+        except Unusable as exc:
             skipped.append(Skipped(candidate.name, exc.reason, exc.detail))
             continue
         unchanged = probe if isinstance(target, Path) else replace(probe, sha256=None)  # a PNG now: another hash
@@ -692,7 +686,7 @@ def _convert_to_png(source: Path, target: Path) -> Path:
             _as_png(image).save(target, format="PNG")
     except (OSError, ValueError, EOFError) as exc:
         target.unlink(missing_ok=True)
-        raise _Unusable("corrupt image", f"cannot convert to PNG: {exc}") from None
+        raise Unusable("corrupt image", f"cannot convert to PNG: {exc}") from None
     return target
 
 

@@ -102,7 +102,7 @@ def model_folder(model: str, *, settings: Settings) -> Path | None:
 
     try:
         return Path(snapshot_download(model, cache_dir=settings.hub_cache, local_files_only=True))
-    except Exception:  # not in the cache (or no Hub id): the plan says the size is unknown
+    except (OSError, ValueError):  # not in the cache, or no valid Hub id: the plan says the size is unknown
         return None
 
 

@@ -11,20 +11,17 @@ come from core/adapters/gpus.py).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
 import core.training.memory_plan as mp
 from core.adapters import GpuFacts
 from core.errors import SpecError
-from core.settings import TABLES_DIR
 from core.simpletuner import Recipe, families_with_recipes, hub_ids, recipe_for
+from core.training.memory_plan import estimate_table, precision_class
 
-ESTIMATES_FILE = TABLES_DIR / "gpu_estimates.json"
 CLASS_EXAMPLE = {"bf16": "no_change", "8bit": "int8-quanto", "4bit": "int4-quanto", "nf4": "nf4-bnb",
                  "2bit": "int2-quanto"}
 """A base_model_precision of each class of the estimate table, for messages."""
@@ -93,17 +90,6 @@ class GpuPlan:
 
 
 # -- estimates -----------------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def estimate_table() -> dict[str, Any]:
-    return json.loads(ESTIMATES_FILE.read_text())
-
-
-def precision_class(precision: str) -> str | None:
-    """"bf16", "8bit", "4bit", "nf4", "2bit" for a base_model_precision; None for one without figures."""
-    return next((name for name, members in estimate_table()["precision_classes"].items() if precision in members),
-                None)
 
 
 def _family_figures(family: str, flavour: str | None) -> dict[str, Any]:
@@ -231,7 +217,7 @@ def _try(params: mp.ModelParams, calibrated: mp.Calibration, shape: mp.JobShape,
          ramtorch: bool, gpu: GpuFacts, ram: float | None) -> _Tried | None:
     """One plan's estimate and fit; quantize_via accelerator when the RAM is short for cpu and the GPU holds the
     bf16 weights once."""
-    name = mp.precision_class(precision)
+    name = precision_class(precision)
     if name is None:
         return None
     quantized = name != "bf16"
@@ -389,7 +375,7 @@ def step_figure(plan: GpuPlan, *, gpu_name: str | None, units: float = 1.0) -> d
     """The published step time of the plan's family (and flavour), precision class and RamTorch choice; one on the
     card's own GPU class first, then the one measured closest to the job's `units` (megapixel-latent-frames). None
     when no source matches."""
-    wanted = mp.precision_class(plan.base_model_precision)
+    wanted = precision_class(plan.base_model_precision)
     figures = [f for f in estimate_table()["step_times"]
                if f["family"] == plan.family and f.get("flavour", plan.flavour) == plan.flavour
                and f["precision"] == wanted and bool(f.get("ramtorch")) == plan.ramtorch]
