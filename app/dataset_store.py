@@ -14,10 +14,10 @@ few in parallel) and in the background for the rest, and cached on disk, so a pa
 in well under a second.
 
 Auto-captioning runs the core's caption model (core/generation/captioning.py, a trainer-env subprocess) in the
-background, one
-run at a time; the page polls its status. `captions.json` records each caption's origin: `edited` (saved by hand
-for one image) or `generated`. A caption edited by hand is never overwritten by an auto-caption run, whatever its
-mode; only that image's own *Regenerate* replaces it.
+background, one run at a time, on images and clips alike (a clip is captioned from a few of its frames); the page
+polls its status. `captions.json` records each caption's origin: `edited` (saved by hand for one image or clip) or
+`generated`. A caption edited by hand is never overwritten by an auto-caption run, whatever its mode; only that
+file's own *Regenerate* replaces it.
 """
 
 from __future__ import annotations
@@ -173,6 +173,15 @@ def clip_label(name: str, facts: dict[str, Any]) -> str:
     return f"{name} · {float(facts.get('duration_s') or 0):.1f} s · {int(facts.get('frames') or 0)} frames"
 
 
+def count_media(names: list[str]) -> str:
+    """'3 images', '2 images and 1 clip', '1 clip' (no zero part, except '0 images' for nothing)."""
+    clips = sum(Path(name).suffix.lower() in CLIP_SUFFIXES for name in names)
+    images = len(names) - clips
+    parts = [f"{count} {noun}{'' if count == 1 else 's'}" for count, noun in ((images, "image"), (clips, "clip"))
+             if count]
+    return " and ".join(parts) or "0 images"
+
+
 class CaptionRun:
     """One auto-caption run in the background: its status (core/status.py folds its events) and its stop switch."""
 
@@ -193,14 +202,18 @@ class CaptionRun:
     def running(self) -> bool:
         return self.state == "running"
 
+    def what(self) -> str:
+        """'3 images', '2 images and 1 clip', '1 clip': what the run captions."""
+        return count_media(self.names)
+
     def line(self) -> str:
         """The status line: `[captioning] captioned 3/8 images eta=12s`, or how the run ended."""
         with self._lock:
             status = self._status
         if self.state == "done":
-            return f"Captioned {len(self.names)} images with {self.model}."
+            return f"Captioned {self.what()} with {self.model}."
         if self.state == "cancelled":
-            return f"Auto-caption stopped after {status.images_done or 0} of {len(self.names)} images."
+            return f"Auto-caption stopped after {status.images_done or 0} of {self.what()}."
         if self.state == "failed":
             return f"Auto-caption failed: {self.error}"
         return summary(status)
@@ -458,10 +471,10 @@ class DatasetStore:
     # -- auto-caption ------------------------------------------------------------------------------------------------
 
     def to_caption(self, mode: str) -> list[str]:
-        """The images an auto-caption run in `mode` captions: never one edited by hand; in `missing` mode only
-        those without a caption."""
+        """The images and clips an auto-caption run in `mode` captions (a clip from a few of its frames,
+        core/generation/captioning.py): never one edited by hand; in `missing` mode only those without a caption."""
         edited = {name for name, origin in self.origins().items() if origin == "edited"}
-        names = [image.name for image in self.images() if image.name not in edited]
+        names = [path.name for path in self.media() if path.name not in edited]
         if mode == "all":
             return names
         fallbacks = {name for name, origin in self.origins().items() if origin == "file_name"}
@@ -484,13 +497,13 @@ class DatasetStore:
 
     def start_captioning(self, captioning: CaptioningSpec, *, names: list[str] | None = None) -> CaptionRun:
         """Caption `names` (default: what `captioning.mode` selects) in the background; one run at a time."""
-        names = self.to_caption(captioning.mode) if names is None else [self.image_path(n).name for n in names]
+        names = self.to_caption(captioning.mode) if names is None else [self.media_path(n).name for n in names]
         with self._lock:
             if self.captioning_busy():
                 raise DatasetError("auto-caption is already running: wait for it or stop it", field="captioning")
             if not names:
-                raise DatasetError("no image to caption: every image has a caption (or was edited by hand); choose "
-                                   "mode 'all' to replace the generated ones", field="captioning.mode")
+                raise DatasetError("no image or clip to caption: every one has a caption (or was edited by hand); "
+                                   "choose mode 'all' to replace the generated ones", field="captioning.mode")
             run = self._captioning = CaptionRun(model=captioning.model, names=names)
         threading.Thread(target=self._caption, args=(run, captioning), name="auto-caption", daemon=True).start()
         return run

@@ -1,8 +1,8 @@
 """Dataset tab: load (upload, URL, HF dataset repo, demo), a paginated captioned gallery of images and video clips
 (a clip shown by its first frame, labelled with its length and frame count, played beside the gallery when clicked;
 the clips staging skipped listed with the reason), caption editing, the trigger word, the preflight check (clips
-counted, with their frames and length), auto-caption (a background run the page polls once a second; images only)
-and bulk caption tools (find/replace, add/remove a tag, regenerate one image)."""
+counted, with their frames and length), auto-caption of images and clips (a background run the page polls once a
+second) and bulk caption tools (find/replace, add/remove a tag, regenerate one image or clip)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def build_caption_controls() -> CaptionControls:
                             label="Caption model", info="A name, a Hub model id, or a local model folder")
         with gr.Row():
             mode = gr.Radio(["missing", "all"], value="missing", label="Mode",
-                            info="missing: images without a caption; captions edited by hand are always kept")
+                            info="missing: images and clips without a caption; captions edited by hand are always kept")
             style = gr.Radio(["detailed", "short", "tags"], value="detailed", label="Style")
         prefix = gr.Textbox(label="Prefix", placeholder="e.g. a photo of", info="Put before every generated caption")
         with gr.Row():
@@ -113,7 +113,8 @@ def build() -> DatasetTab:
     with gr.Tab("Dataset", id="dataset"), gr.Row():
         with gr.Column(scale=1, min_width=320):
             upload = gr.File(label="Upload a .zip, or images and video clips (.mp4, .webm, .mov, .mkv) with their "
-                                   ".txt captions", file_count="multiple", type="filepath")
+                                   ".txt captions", file_count="multiple", type="filepath",
+                             elem_id="dataset-upload")
             with gr.Row():
                 url = gr.Textbox(label="…or a dataset URL", placeholder="https://… or s3://… (.zip, .tar)", scale=3)
                 url_button = gr.Button("Load URL", scale=1)
@@ -312,13 +313,13 @@ def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable
     def start(model: str, mode: str, style: str, prefix: str) -> list[Any]:
         refuse_while_training()
         run = store.start_captioning(caption_spec(model, mode, style, prefix))
-        return [f"Auto-caption: {len(run.names)} images with {run.model}…", gr.Timer(active=True)]
+        return [f"Auto-caption: {run.what()} with {run.model}…", gr.Timer(active=True)]
 
     @surface
     def regenerate(name: str, model: str, style: str, prefix: str) -> list[Any]:
         refuse_while_training()
         if not name:
-            raise DatasetError("click an image in the gallery first", field="image")
+            raise DatasetError("click an image or clip in the gallery first", field="image")
         store.start_captioning(caption_spec(model, "all", style, prefix), names=[name])
         return [f"Regenerating the caption of {name}…", gr.Timer(active=True)]
 

@@ -1,4 +1,5 @@
-"""Train tab: start, a progress bar, the live loss plot, the log tail, validation images, Cancel.
+"""Train tab: start, a progress bar, the live loss plot, the log tail, validation images, the sample grid (images,
+or a video family's clips as players: app/sample_grid.py), Cancel.
 
 The run lives in the registry on the server; this tab polls a snapshot every second (gr.Timer), so no request
 waits for training and a reloaded page picks the run up again.
@@ -19,12 +20,12 @@ from app.form_view import FormView
 from app.history import COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
+from app.sample_grid import render_videos, sample_cells
 from app.state import RunRegistry
 from core.cache import describe as describe_reuse
-from core.outputs import checkpoint_name, checkpoint_step, find_samples, samples_by_step
+from core.outputs import checkpoint_name, checkpoint_step
 from core.result import human_duration
 from core.secrets import scrub
-from core.training import sample_prompts
 
 POLL_S = 1.0
 RAW_LOG_LINES = 30
@@ -46,6 +47,8 @@ class TrainTab:
     seen: gr.State
     samples: gr.Gallery
     """The sample grid: a row per checkpoint, a column per prompt."""
+    sample_videos: gr.HTML
+    """The same grid for a video family: players with their poster and controls."""
     marks: gr.HTML
     """The checkpoints, marked on the loss plot's step axis."""
     history: gr.Dataframe
@@ -70,6 +73,8 @@ def build() -> TrainTab:
         marks = gr.HTML(render_marks([], None))
         samples = gr.Gallery(label="Samples: a row per checkpoint, a column per prompt (click for full size)",
                              columns=1, height="auto", interactive=False, object_fit="contain", visible=False)
+        sample_videos = gr.HTML("", label="Samples: a row per checkpoint, a column per prompt", visible=False,
+                                elem_id="sample-videos")
         log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True)
         with gr.Accordion("SimpleTuner output (training.log)", open=False):
             raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
@@ -84,7 +89,7 @@ def build() -> TrainTab:
         timer = gr.Timer(POLL_S)
         seen = gr.State("")
     return TrainTab(start_button, cancel_button, message, status, loss, validation, log, raw_log, summary, timer,
-                    seen, samples, marks, history, resume_choice, resume_button)
+                    seen, samples, sample_videos, marks, history, resume_choice, resume_button)
 
 
 def no_losses() -> pd.DataFrame:
@@ -148,26 +153,13 @@ def render_marks(steps: list[int], total: int | None) -> str:
             f'margin:0 2.5em 0 3.5em">{ticks}</div><small>Checkpoints at steps {listed} (of {total})</small></div>')
 
 
-def sample_grid(run: Run) -> tuple[list[tuple[str, str]], int]:
-    """The run's samples as gallery items, row by row (a row per step, a column per prompt), and the columns."""
-    samples_spec = run.spec.samples
-    if samples_spec is None:
-        return [], 1
-    prompts = sample_prompts(samples_spec, run.spec.trigger_word)
-    output = Path(run.job_dir) / "output"
-    items = []
-    for step, row in sorted(samples_by_step(find_samples(output, prompts)).items()):
-        cells = {sample.index: sample for sample in row}
-        for index in range(len(prompts)):  # a prompt not rendered yet (this step is still going) ends the row
-            if index not in cells:
-                break
-            items.append((str(output / cells[index].path), f"step {step} · {cells[index].prompt}"))
-    return items, len(prompts)
-
-
-def grid_update(run: Run) -> Any:
-    items, columns = sample_grid(run)
-    return gr.update(value=items or None, columns=columns, visible=bool(run.spec.samples))
+def grid_updates(run: Run) -> list[Any]:
+    """The sample grid's gallery (images) and players (videos)."""
+    cells, columns = sample_cells(run.spec, Path(run.job_dir))
+    images = [(str(cell.path), cell.caption) for cell in cells if not cell.is_video]
+    videos = render_videos(cells, columns=columns, job_dir=Path(run.job_dir))
+    return [gr.update(value=images or None, columns=columns, visible=bool(run.spec.samples) and not videos),
+            gr.update(value=videos, visible=bool(videos))]
 
 
 def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
@@ -212,7 +204,7 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
     gr.api(run_history, api_name="run_history", concurrency_limit=None)
 
     outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.marks,
-               tab.samples, tab.history, tab.resume_choice, tab.seen]
+               tab.samples, tab.history, tab.resume_choice, tab.sample_videos, tab.seen]
 
     def history_updates() -> list[Any]:
         records = registry.runs()
@@ -224,16 +216,18 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         """Everything the tab shows of the current run; unchanged since the last poll: nothing is sent."""
         run = registry.training()
         if run is None:  # a fresh app: only the history (runs of earlier processes), once
-            return [gr.skip()] * (len(outputs) - 3) + (history_updates() if seen == "" else [gr.skip()] * 2) + ["-"]
+            return ([gr.skip()] * (len(outputs) - 4) + (history_updates() if seen == "" else [gr.skip()] * 2)
+                    + [gr.skip(), "-"])
         snap = run.snapshot()
         key = f"{snap.id}:{snap.version}:{snap.status}"
         if key == seen:
             return [gr.skip()] * (len(outputs) - 1) + [seen]
         history = history_updates() if not seen.endswith(f":{snap.status}") else [gr.skip()] * 2
         losses = pd.DataFrame(snap.losses, columns=["step", "loss"]) if snap.losses else no_losses()
+        gallery, videos = grid_updates(run)
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
                 list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
-                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), grid_update(run), *history, key]
+                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos, key]
 
     tab.timer.tick(poll, [tab.seen], outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
 

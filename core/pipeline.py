@@ -274,6 +274,7 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
     base_license = base_model_license(base_model=spec.base_model, model_family=spec.model_family,
                                       chosen=spec.hub.license if spec.hub else None,
                                       hf_cache=settings.hub_cache)
+    clips = result.preflight.get("clips") or {}
     return CardFacts(
         repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
         trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,
@@ -284,6 +285,7 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
         comfyui_file=result.comfyui_path.name if result.comfyui_path else None, comfyui_note=result.comfyui_note,
         kind=result.kind, lycoris=spec.config.get("lycoris_config"),
         full_component=trained_component(result.model_dir) if result.model_dir else None,
+        dataset_clips=int(clips.get("clips_usable") or 0), dataset_frames=int(clips.get("total_frames") or 0),
     )
 
 

@@ -320,7 +320,7 @@ def test_the_ui_auto_captions_keeps_hand_edits_and_has_bulk_tools(tmp_path, tiny
         assert (images / "photo_00.txt").read_text().strip() == captions[0]
 
         # Mode all still keeps the hand-edited caption; a second missing run has nothing left to do.
-        with pytest.raises(Exception, match="no image to caption"):
+        with pytest.raises(Exception, match="no image or clip to caption"):
             client.predict(str(tiny_captioner), "missing", "short", "", api_name="/auto_caption")
         status, *_ = client.predict("a drawing of", "a sketch of", 1, api_name="/replace_in_captions")
         assert status == "Replaced: 3 captions changed."

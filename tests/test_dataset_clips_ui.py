@@ -1,7 +1,9 @@
 """Video clips on the Dataset tab, through the page's own API (gradio_client against the app on a loopback port):
 an upload of a clip, an image and a broken clip shows the clip by its first frame with its length and frame count,
 the broken one with the reason staging skipped it; the clip's caption is edited and saved; "Check dataset" counts the
-clips; the Wan presets show the family's frames per sample. Also the store's clip poster, without the app."""
+clips; the Wan presets show the family's frames per sample; Auto-caption and Regenerate caption clips (the tiny
+Florence-2, from three frames of each) and keep a caption edited by hand. Also the store's clip poster, without the
+app."""
 
 from __future__ import annotations
 
@@ -14,14 +16,18 @@ from typing import Any
 
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app.dataset_store import DatasetStore, make_thumbnail
 from app.job_form import FIELDS
+from core.generation.demo import build_tiny_captioner
 from core.settings import Settings
 from core.spec import DatasetSpec
+from tests.conftest import ROOT
 from tests.support.clips import write_clip
 from tests.support.ui_port import serve_ui
+from tests.test_app_api import wait_for
 
 CONFIG_FIELDS = FIELDS[:16]  # what a preset sets, in the order /apply_preset returns them
 
@@ -108,3 +114,44 @@ def test_a_reloaded_store_keeps_the_clips_facts_and_the_skipped_ones(tmp_path: P
     assert [item["reason"] for item in again.skipped_clips()] == ["not a video"]
     poster = make_thumbnail(again.images_dir / "walk.mp4", folder=again.thumbs_dir)
     assert poster.suffix == ".jpg" and poster.parent == again.thumbs_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_captioner(settings: Settings) -> Path:
+    return build_tiny_captioner(ROOT / ".cache" / "tiny-captioner", settings=settings)
+
+
+def test_auto_caption_captions_clips_keeps_an_edited_one_and_regenerate_replaces_it(client: Client, tmp_path: Path,
+                                                                                    tiny_captioner: Path):
+    folder = tmp_path / "upload"
+    walk = write_clip(folder / "walk.mp4", frames=9)  # no caption: it holds its file name
+    jump = write_clip(folder / "jump.mp4", frames=9, caption="a bar jumping")
+    Image.new("RGB", (96, 96), (200, 40, 40)).save(folder / "red.png")
+    client.predict([handle_file(f) for f in (walk, jump, jump.with_suffix(".txt"), folder / "red.png")],
+                   api_name="/upload_dataset")
+    gallery, *_ = client.predict("jump.mp4", "my own words", 1, api_name="/save_caption")
+    assert [item["caption"].split(" — ")[-1] for item in gallery] == ["my own words", "red", "walk"]
+
+    def finished() -> list | None:
+        status, gallery, *_ = client.predict(1, "jump.mp4", api_name="/caption_status")
+        return [status, gallery] if status.startswith(("Captioned", "Auto-caption failed")) else None
+
+    status, _ = client.predict(str(tiny_captioner), "all", "short", "a clip of", api_name="/auto_caption")
+    assert status.startswith("Auto-caption: 1 image and 1 clip with")
+    status, gallery = wait_for(finished, timeout_s=180, what="auto-caption to finish")
+    assert status == f"Captioned 1 image and 1 clip with {tiny_captioner}."
+    captions = {item["caption"].split(" · ")[0].split(" — ")[0]: item["caption"] for item in gallery}
+    assert captions["jump.mp4"].endswith(" — my own words")  # edited by hand: kept, even in mode "all"
+    assert captions["walk.mp4"].startswith("walk.mp4 · 1.1 s · 9 frames — a clip of ")
+    walk_caption = captions["walk.mp4"].split(" — ", 1)[1]
+    assert len(walk_caption) > len("a clip of ") and walk_caption != "a clip of walk"
+    with pytest.raises(AppError, match="no image or clip to caption"):
+        client.predict(str(tiny_captioner), "missing", "short", "", api_name="/auto_caption")
+
+    # Regenerate the edited clip: the user asked for this one.
+    status, _ = client.predict("jump.mp4", str(tiny_captioner), "short", "", api_name="/regenerate_caption")
+    assert status == "Regenerating the caption of jump.mp4…"
+    status, gallery = wait_for(finished, timeout_s=180, what="the regenerated caption")
+    assert status == f"Captioned 1 clip with {tiny_captioner}."
+    jump_caption = next(item["caption"] for item in gallery if item["caption"].startswith("jump.mp4"))
+    assert jump_caption.split(" — ", 1)[1] not in ("my own words", "")

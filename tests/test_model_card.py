@@ -97,6 +97,13 @@ def test_the_body_states_how_it_was_trained():
     assert "Use `sks dog` in your prompt" in text
 
 
+@pytest.mark.parametrize(("images", "clips", "size"), [(0, 3, "3 clips (39 frames)"),
+                                                       (2, 3, "2 images, 3 clips (39 frames)")])
+def test_the_dataset_size_counts_video_clips_and_their_frames(images: int, clips: int, size: str):
+    text = render_model_card(facts(model_family="wan", dataset_size=images, dataset_clips=clips, dataset_frames=39))
+    assert dict(re.findall(r"^\| ([^|]+?) \| (.+?) \|$", text, re.M))["Dataset size"] == size
+
+
 def test_the_card_never_shows_a_secret_from_the_config():
     text = render_model_card(facts())
     assert TOKEN not in text

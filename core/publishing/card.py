@@ -74,6 +74,7 @@ class CardFacts:
     final_loss: float | None
     elapsed_s: float | None
     dataset_size: int | None
+    """Usable images."""
     config: dict
     """SimpleTuner's config.json as trained; secrets are removed again here before it is shown."""
     validation: list[tuple[str, str]]
@@ -93,6 +94,10 @@ class CardFacts:
     """A LyCORIS run's config (the card names its algorithm)."""
     full_component: tuple[str, str] | None = None
     """A full fine-tune's trained model: (its folder in the repo, the diffusers class that loads it)."""
+    dataset_clips: int = 0
+    """Usable video clips (a video family's dataset), beside the images."""
+    dataset_frames: int = 0
+    """The clips' frames, all together."""
 
 
 CARD_BODY = Template("""\
@@ -308,10 +313,19 @@ def _settings(facts: CardFacts, config: dict) -> list[tuple[str, str]]:
                 rows.append((label, _cell(config[name])))
                 break
     rows.append(("Steps trained", str(facts.steps) if facts.steps is not None else "unknown"))
-    rows.append(("Dataset size", f"{facts.dataset_size} images" if facts.dataset_size is not None else "unknown"))
+    rows.append(("Dataset size", _dataset_size(facts)))
     rows.append(("Final loss", f"{facts.final_loss:.4f}" if facts.final_loss is not None else "unknown"))
     rows.append(("Training time", human_duration(facts.elapsed_s) if facts.elapsed_s is not None else "unknown"))
     return rows
+
+
+def _dataset_size(facts: CardFacts) -> str:
+    """'12 images', '3 clips (39 frames)', or both: what the LoRA learned from."""
+    if facts.dataset_size is None:
+        return "unknown"
+    clips = f"{facts.dataset_clips} clips ({facts.dataset_frames} frames)" if facts.dataset_clips else ""
+    images = f"{facts.dataset_size} images" if facts.dataset_size or not clips else ""
+    return ", ".join(part for part in (images, clips) if part)
 
 
 def _cell(value: object) -> str:

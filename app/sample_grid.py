@@ -1,0 +1,94 @@
+"""The Train tab's sample grid: the job's `samples` prompts as rendered at each step, a row per step and a column
+per prompt. Images go to a gallery (click for full size). A video family's samples (.mp4) are video players
+instead, each with its first frame as the poster, the browser's controls, and its step and prompt under it: a
+gallery shows a video as a muted thumbnail that plays only in its preview."""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from app.dataset_store import make_thumbnail
+from core.outputs import find_samples, samples_by_step
+from core.spec import JobSpec
+from core.training import sample_prompts
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm"})
+"""What SimpleTuner writes for a video family's sample (and a browser's <video> plays)."""
+POSTERS_DIR = "posters"
+"""In the run's job folder: the videos' first frames, made once (make_thumbnail's cache)."""
+POSTER_SIZE = 512
+
+
+@dataclass(frozen=True)
+class SampleCell:
+    path: Path
+    step: int
+    prompt: str
+
+    @property
+    def caption(self) -> str:
+        return f"step {self.step} · {self.prompt}"
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def sample_cells(spec: JobSpec, job_dir: Path) -> tuple[list[SampleCell], int]:
+    """The run's samples in grid order (a row per step, a column per prompt), and the number of columns. A row
+    ends at the first prompt not rendered yet (that step is still going)."""
+    if spec.samples is None:
+        return [], 1
+    prompts = sample_prompts(spec.samples, spec.trigger_word)
+    output = Path(job_dir) / "output"
+    cells = []
+    for step, row in sorted(samples_by_step(find_samples(output, prompts)).items()):
+        by_index = {sample.index: sample for sample in row}
+        for index in range(len(prompts)):
+            if index not in by_index:
+                break
+            cells.append(SampleCell(path=output / by_index[index].path, step=step, prompt=by_index[index].prompt))
+    return cells, len(prompts)
+
+
+def file_url(path: Path) -> str:
+    """Gradio's URL of a file in the app's allowed folder (the data folder), relative to the page: it works behind a
+    proxy's path prefix too."""
+    return f"gradio_api/file={quote(str(path))}"
+
+
+def poster(video: Path, *, job_dir: Path) -> Path | None:
+    """The video's first frame as a JPEG in the run's folder; None when it cannot be read (still being written)."""
+    try:
+        return make_thumbnail(video, folder=Path(job_dir) / POSTERS_DIR, size=POSTER_SIZE)
+    except Exception as exc:  # FFmpeg's and Pillow's errors alike: the player shows without a poster then
+        logger.warning("no poster for %s: %s", video.name, exc)
+        return None
+
+
+def render_videos(cells: list[SampleCell], *, columns: int, job_dir: Path) -> str:
+    """The video samples as a grid of players (poster, controls), each captioned with its step and prompt."""
+    figures = []
+    for cell in cells:
+        if not cell.is_video:
+            continue
+        still = poster(cell.path, job_dir=job_dir)
+        poster_attr = f' poster="{html.escape(file_url(still))}"' if still else ""
+        caption = html.escape(cell.caption)
+        figures.append(
+            f'<figure class="sample-video" data-step="{cell.step}" style="margin:0">'
+            f'<video controls loop muted playsinline preload="metadata"{poster_attr} '
+            f'src="{html.escape(file_url(cell.path))}" title="{caption}" aria-label="{caption}" '
+            f'style="width:100%;height:auto;background:#000"></video>'
+            f"<figcaption>{caption}</figcaption></figure>")
+    if not figures:
+        return ""
+    return ("<p><b>Samples</b>: a row per checkpoint, a column per prompt</p>"
+            f'<div class="sample-videos" style="display:grid;gap:8px;'
+            f'grid-template-columns:repeat({max(columns, 1)},minmax(0,1fr))">{"".join(figures)}</div>')
