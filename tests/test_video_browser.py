@@ -82,6 +82,7 @@ def trained(tmp_path_factory, tiny_model: Path, tiny_family_model) -> Iterator[T
             choose(page, "Optimizer", "torch-adamw")  # the field's own advice on a CPU
             for label, value in (("LoRA rank", "2"), ("Resolution", "64"), ("Steps or epochs", "2")):
                 page.get_by_label(label).fill(value)
+            page.get_by_role("button", name="Advanced").click()
             page.get_by_label("Other job fields (JSON)").fill(json.dumps({
                 "dataloader": {"minimum_image_size": 32, "video": {"num_frames": 9}},
                 "samples": {"prompts": [PROMPT], "every": 2, "steps": 2, "resolution": 64}}))
