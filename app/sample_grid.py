@@ -23,6 +23,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".webm"})
 POSTERS_DIR = "posters"
 """In the run's job folder: the videos' first frames, made once (make_thumbnail's cache)."""
 POSTER_SIZE = 512
+PLAYER_PX = 384
+"""The widest a player gets: a small sample is not blown up to the page's width."""
 
 
 @dataclass(frozen=True)
@@ -91,4 +93,4 @@ def render_videos(cells: list[SampleCell], *, columns: int, job_dir: Path) -> st
         return ""
     return ("<p><b>Samples</b>: a row per checkpoint, a column per prompt</p>"
             f'<div class="sample-videos" style="display:grid;gap:8px;'
-            f'grid-template-columns:repeat({max(columns, 1)},minmax(0,1fr))">{"".join(figures)}</div>')
+            f'grid-template-columns:repeat({max(columns, 1)},minmax(0,{PLAYER_PX}px))">{"".join(figures)}</div>')
