@@ -111,7 +111,7 @@ def split_pairs(names: list[str], *, captions: set[str] = frozenset(),  # type: 
 def _slot_of(parts: tuple[str, ...], folders: list[tuple[str, ...]] | None) -> tuple[int, tuple[str, ...]] | None:
     """(input slot, the folder the control folder sits in) of a file under a control folder; None for a target."""
     directory = parts[:-1]
-    if folders is not None:
+    if folders is not None:  # the job's own folders: their files match a target of the same name anywhere
         for slot, folder in enumerate(folders):
             if folder and directory[:len(folder)] == folder:
                 return slot, folder[:-1]
@@ -132,8 +132,8 @@ def _by_folders(names: list[str], folders: list[tuple[str, ...]] | None, *, expl
             targets.append(name)
             continue
         index, base = slot
-        rest = parts[len(base) + 1:]  # below the control folder
-        key = (base + rest[:-1], PurePosixPath(rest[-1]).stem.lower())
+        rest = parts[len(folders[index]) if folders else len(base) + 1:]  # below the control folder
+        key = ((() if explicit else base) + rest[:-1], PurePosixPath(rest[-1]).stem.lower())
         inputs.setdefault(key, {})[index] = name
     if not inputs and not explicit:
         return None
@@ -145,7 +145,8 @@ def _by_folders(names: list[str], folders: list[tuple[str, ...]] | None, *, expl
         stem = PurePosixPath(name).stem.lower()
         here: tuple[tuple[str, ...], str] = (parts[:-1], stem)
         beside = (parts[:-2], stem) if len(parts) > 1 else None  # images/NAME.png beside control/NAME.png
-        match = here if here in inputs else beside if beside in inputs else None
+        anywhere = ((), stem) if explicit else None
+        match = next((key for key in (here, beside, anywhere) if key is not None and key in inputs), None)
         if match is None or match in used:
             where = _expected(name, folders)
             unpaired.append((name, NO_INPUT, f"no input found at {where}"))
