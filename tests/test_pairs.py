@@ -253,3 +253,11 @@ def test_a_dry_run_of_kontext_dev_resolves_the_flavour_and_counts_the_pairs(host
     assert pairs["pairs"] == 2 and {item["name"] for item in pairs["unpaired"]} >= {"orphan.png", "control/lonely.png"}
     backends = result["trainer_files"]["multidatabackend.json"]
     assert backends[0]["conditioning_data"] == "control" and backends[1]["dataset_type"] == "conditioning"
+
+
+def test_kontexts_recipe_trains_at_the_guides_learning_rate_not_the_examples_smoke_value():
+    from core.simpletuner import recipe_for
+
+    recipe = recipe_for("flux", "kontext", gpu_memory_gb=24)
+    assert recipe.example == "kontext.peft-lora" and recipe.settings["learning_rate"] == 1e-5
+    assert recipe.settings["optimizer"] == "optimi-lion"
