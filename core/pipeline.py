@@ -107,7 +107,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
                                     system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                     resume=checkpoint is not None, clips_dir=manifest.clips_root,
-                                    stills=bool(manifest.images))
+                                    stills=bool(manifest.images),
+                                    inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
         report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
                                 price_per_hour=settings.gpu_price_per_hour)
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(), trainer_files=files.to_dict(),

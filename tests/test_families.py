@@ -164,12 +164,18 @@ def test_a_local_folder_whose_model_index_says_otherwise_overrides_the_name(tmp_
 
 
 def test_a_flavour_simpletuner_cannot_train_here_is_refused_at_validate():
+    # An edit flavour with the shorthand dataloader trains on the dataset's pairs (tests/test_pairs.py); an
+    # image-to-video flavour, or a dataloader list without a conditioning backend, has no pairs to train on.
+    assert parse_job(_job("black-forest-labs/FLUX.1-Kontext-dev")).config["model_flavour"] == "kontext"
+    assert parse_job(_job("Qwen/Qwen-Image-Edit-2509")).config["model_flavour"] == "edit-v2"
     with pytest.raises(SpecError) as caught:
-        parse_job(_job("black-forest-labs/FLUX.1-Kontext-dev"))
+        parse_job(_job("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v"))
     assert caught.value.field == "config.model_flavour" and "conditioning dataset" in str(caught.value)
+    native = _job("black-forest-labs/FLUX.1-Kontext-dev")
+    native["dataloader"] = [{"id": "edits"}]
     with pytest.raises(SpecError) as caught:
-        parse_job(_job("Qwen/Qwen-Image-Edit-2509"))
-    assert caught.value.field == "config.model_flavour"
+        parse_job(native)
+    assert caught.value.field == "config.model_flavour" and "edit pairs" in str(caught.value)
     with pytest.raises(SpecError) as caught:
         parse_job(_job("black-forest-labs/FLUX.1-dev", model_flavour="large"))
     assert caught.value.field == "config.model_flavour" and "schnell" in str(caught.value)

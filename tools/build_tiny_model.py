@@ -1,6 +1,8 @@
 """Build a tiny random model of one SimpleTuner family offline. Runs in the trainer env, as a script:
 
-    .venv-trainer/bin/python -P tools/build_tiny_model.py DIR [--family F]   (F: tiny_models.FAMILIES)
+    .venv-trainer/bin/python -P tools/build_tiny_model.py DIR [--family F] [--flavour V]
+
+(F: tiny_models.FAMILIES; V: one of tiny_models.FLAVOURS[F], e.g. flux `kontext`)
 
 It imports diffusers and transformers, so nothing else in the project imports it: `python -m core demo-model DIR`
 runs it as a subprocess (see core/generation/demo.py). One module per family in tools/tiny_models/; shapes and the
@@ -17,17 +19,18 @@ from pathlib import Path
 # Only this folder joins sys.path (run with -P, the project root stays off it): `tiny_models` shadows no library.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_models import FAMILIES
+from tiny_models import FAMILIES, FLAVOURS
 
 
-def build(out: Path, *, family: str) -> None:
+def build(out: Path, *, family: str, flavour: str | None = None) -> None:
     import importlib
 
     import torch
 
     torch.manual_seed(0)
     scratch = out / "_scratch"
-    importlib.import_module(f"tiny_models.{family}").build(out, scratch=scratch)
+    extra = {"flavour": flavour} if flavour else {}
+    importlib.import_module(f"tiny_models.{family}").build(out, scratch=scratch, **extra)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -35,11 +38,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="build_tiny_model.py", description="Build a tiny random model offline.")
     parser.add_argument("dir")
     parser.add_argument("--family", choices=FAMILIES, default="sdxl")
+    parser.add_argument("--flavour", default=None)
     args = parser.parse_args(argv)
+    if args.flavour and args.flavour not in FLAVOURS.get(args.family, ()):
+        parser.error(f"--flavour {args.flavour!r}: the tiny {args.family} model has "
+                     f"{', '.join(FLAVOURS.get(args.family, ())) or 'no other flavour'}")
     out = Path(args.dir).absolute()
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # the leftovers of an interrupted build
-    build(partial, family=args.family)
+    build(partial, family=args.family, flavour=args.flavour)
     partial.rename(out)  # a half-built model never sits where a finished one is expected
     print(out)
     return 0

@@ -5,7 +5,8 @@
 One recipe per example folder: the family and flavour it trains, the VRAM tier its name gives (`-24g`, `-48gb`,
 `+16G`; none for an untiered example) and the settings that decide memory and quality, with every setting an
 example relies on to fit its GPU (RamTorch offload, start-up offload, VAE tiling and slicing). Examples that are not a
-plain LoRA for one GPU are listed under "skipped" with the reason. core/simpletuner/recipes.py reads the result.
+plain LoRA for one GPU are listed under "skipped" with the reason; CORRECTIONS replaces a smoke-run setting with
+what SimpleTuner's guide recommends. core/simpletuner/recipes.py reads the result.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ KEPT_VARIANTS = re.compile(r"\d+G|ramtorch|TREAD")
 # ControlNets, multi-stage distillation, multi-GPU (8xh100) and Apple (mps) setups are not a recipe for one user's
 # one RunPod GPU.
 SKIP_WORDS = ("anyflow", "controlnet", "8xh100", "-mps-")
+# Settings an example sets for a smoke run, not for training, with what SimpleTuner's own guide says instead.
+CORRECTIONS: dict[str, dict[str, Any]] = {
+    # kontext.peft-lora's learning_rate is 1e-8 (a wiring check); the FLUX_KONTEXT quickstart, "Training tips":
+    # "stay at 1e-5 (Lion) or 5e-4 (AdamW)", and the example uses optimi-lion.
+    "kontext.peft-lora": {"learning_rate": 1e-5},
+}
 
 
 def _examples() -> Path:
@@ -80,6 +87,7 @@ def recipe(name: str, config: dict[str, Any], examples: Path) -> dict[str, Any]:
     resolution, resolution_type = _resolution(config, examples)
     settings = {key: config[key] for key in sorted(config)
                 if key in SETTINGS or key.split("_")[0] in KEPT_PREFIXES}
+    settings.update(CORRECTIONS.get(name, {}))
     if resolution is not None:
         settings["resolution"] = resolution
         settings["resolution_type"] = "pixel" if resolution_type == "area" else resolution_type

@@ -8,8 +8,9 @@ The key is the source and what identifies its content, plus everything staging d
 - a Hub dataset repo: the repo and the commit its revision points at now;
 - inline files: each file's URL key as above, with its caption;
 - a local folder or archive: each file's path, size and modification time;
-- and the caption options (trigger word, placement, caption extension, cleaning), the staging limits and
-  STAGING_VERSION (raised when staging changes what it makes).
+- and the caption options (trigger word, placement, caption extension, cleaning), the edit pairs' input folders
+  (dataset.control_dir), the staging limits and STAGING_VERSION (raised when staging changes what it makes: 2 reads
+  edit pairs). A dataset of edit pairs is not kept (an entry holds the images folder only).
 The entry holds the staged images and captions and the manifest; a hit links them into the job's folder. Every
 writer of a caption (auto-captioning, the UI's edits) puts a new file in its place, never writes into the file: an
 edit never reaches the cache through a link.
@@ -46,7 +47,7 @@ from core.events import EventSink, LogLine, ignore_event
 from core.settings import Settings
 from core.spec import DatasetSpec
 
-STAGING_VERSION = 1
+STAGING_VERSION = 2
 SIGNING_PARAMS = re.compile(r"signature|credential|expires|date|token|security|policy|accesskey|^sig$|^se$|^sp$",
                             re.IGNORECASE)
 _WORKERS = min(8, os.cpu_count() or 2)
@@ -89,7 +90,8 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
     if identity is None:
         on_event(LogLine("the dataset's source gives nothing that identifies its content: staged without the cache"))
         return stage(), DatasetReuse(status="miss")
-    key = _dataset_key(identity, captions=captions, limits=limits)
+    key = _dataset_key(identity, captions=captions, limits=limits,
+                       control_dirs=dataset.control_dirs if dataset.pairs else False)
     reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         return reused
@@ -107,7 +109,8 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
     file = download(url, dest.absolute() / DOWNLOAD_DIR, settings=settings, on_event=on_event,
                     max_bytes=limits.max_download_bytes, cancel=cancel)
     started = time.monotonic()
-    key = _dataset_key({"url": url_key(url), "sha256": file_sha256(file)}, captions=captions, limits=limits)
+    key = _dataset_key({"url": url_key(url), "sha256": file_sha256(file)}, captions=captions, limits=limits,
+                       control_dirs=dataset.control_dirs if dataset.pairs else False)
     reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         shutil.rmtree(dest.absolute() / DOWNLOAD_DIR, ignore_errors=True)
@@ -122,9 +125,10 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
                             on_event=on_event)
 
 
-def _dataset_key(identity: dict[str, Any], *, captions: CaptionOptions, limits: StagingLimits) -> str:
+def _dataset_key(identity: dict[str, Any], *, captions: CaptionOptions, limits: StagingLimits,
+                 control_dirs: list[str] | bool | None = None) -> str:
     return key_of({"kind": "dataset", "version": STAGING_VERSION, "source": identity, "captions": asdict(captions),
-                   "limits": repr(limits)})
+                   "limits": repr(limits), "control_dirs": control_dirs})
 
 
 def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
@@ -146,6 +150,9 @@ def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
 def _store(cache: Cache, key: str, manifest: Manifest, *, build_s: float, on_event: EventSink) -> DatasetReuse:
     if manifest.clips:  # an entry holds the images folder and its manifest only: clips are staged each time
         on_event(LogLine("a dataset with video clips is not kept in the cache"))
+        return DatasetReuse(status="miss")
+    if manifest.pairs is not None:  # its input folders are staged each time, as clips are
+        on_event(LogLine("a dataset of edit pairs is not kept in the cache"))
         return DatasetReuse(status="miss")
     hashes = image_hashes(manifest)
     reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes}), images=hashes)

@@ -1,10 +1,11 @@
 """The dataset stage: fetch (URL, S3, Hub dataset, inline files, a local path), extract safely, check images, pair
-captions and apply the trigger word -> a Manifest.
+captions and apply the trigger word, read edit pairs -> a Manifest.
 
 What other packages and the faces may use is listed in __all__."""
 
 from core.dataset.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
 from core.dataset.clips import CLIP_SUFFIXES, DEMUXERS
+from core.dataset.pairs import CONTROL_DIRS, PAIR_REASONS, PairSet, describe_convention
 from core.dataset.stage import (
     CLIPS_DIR,
     DOWNLOAD_DIR,
@@ -27,21 +28,25 @@ from core.dataset.stage import (
 __all__ = [
     "CLIPS_DIR",
     "CLIP_SUFFIXES",
+    "CONTROL_DIRS",
     "DEMUXERS",
     "DOWNLOAD_DIR",
     "IMAGES_DIR",
     "IMAGE_SUFFIXES",
+    "PAIR_REASONS",
     "CaptionOptions",
     "ClipEntry",
     "ExtractLimits",
     "ImageEntry",
     "Manifest",
+    "PairSet",
     "Skipped",
     "StagingLimits",
     "apply_trigger",
     "archive_kind",
     "caption_options",
     "clean_caption",
+    "describe_convention",
     "describe_source",
     "extract_archive",
     "has_trigger",

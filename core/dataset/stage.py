@@ -4,7 +4,9 @@
 dataset repo, inline list), extracts archives safely, decodes every image with Pillow, pairs captions, applies the
 trigger word, and writes `dest/images/<stem>.<ext>` + `<stem>.txt`. Video clips (.mp4, .webm, .mov, .mkv) are probed
 (core/dataset/clips.py) and written the same way into `dest/clips/`: a folder of their own, since SimpleTuner's
-image backend would also list a clip beside its images. Nothing is written outside `dest`. A cancel (or the job's
+image backend would also list a clip beside its images. A dataset of edit pairs (core/dataset/pairs.py) stages its
+targets as the images and each one's inputs into `dest/control/`, `dest/control_2/`, ... under the target's file
+name. Nothing is written outside `dest`. A cancel (or the job's
 deadline) stops it between download chunks, archive members and images.
 """
 
@@ -36,6 +38,15 @@ from core.dataset.archive import (
 )
 from core.dataset.clips import CLIP_SUFFIXES, ClipProbe, ClipRefused, Unusable, probe_clip
 from core.dataset.hf_repo import fetch_hf_dataset
+from core.dataset.pairs import (
+    BAD_INPUT,
+    CONTROL_DIRS,
+    SIZE_APART,
+    SIZE_RATIO_LIMIT,
+    PairSet,
+    describe_convention,
+    split_pairs,
+)
 from core.dataset.zip_follow import ZipFollower
 from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
@@ -109,6 +120,8 @@ class Manifest:
     clips: list[ClipEntry] = field(default_factory=list)
     clips_root: Path | None = None
     """dest/clips when the dataset has clips: the video backend's folder."""
+    pairs: PairSet | None = None
+    """The inputs of a dataset of edit pairs (its images are the targets); None for any other dataset."""
 
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(Counter(item.reason for item in self.skipped).most_common())
@@ -147,6 +160,8 @@ class _Candidate:
 class _Gathered:
     candidates: list[_Candidate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    loose_captions: dict[str, Path] = field(default_factory=dict)
+    """Caption files with no image of their stem (relative name -> file): an edit pair's NAME.txt, else skipped."""
 
 
 def caption_options(spec: JobSpec) -> CaptionOptions:
@@ -196,27 +211,36 @@ def stage_dataset(
     options = captions
     keep = IMAGE_SUFFIXES | CLIP_SUFFIXES | {options.extension}
     root, clips_root = dest / IMAGES_DIR, dest / CLIPS_DIR
-    for folder in (root, clips_root):
+    for folder in (root, clips_root, *(dest / name for name in CONTROL_DIRS)):
         if folder.exists():
             shutil.rmtree(folder)  # a re-run of the same job starts clean
     root.mkdir()
     decoder = _Decoder(clip_limits=limits.clips)
+    pairs: PairSet | None = None
     try:
         gathered = _gather(
             dataset, dest, keep=keep, options=options, settings=settings, on_event=on_event,
             allow_local_paths=allow_local_paths, limits=limits, hf_token=token, decoder=decoder, cancel=cancel,
         )
-        images, clips, skipped = _stage_all(gathered, root=root, clips_root=clips_root, options=options,
-                                            decoder=decoder, cancel=cancel)
+        paired = _split_pairs(gathered, control_dirs=dataset.control_dirs) if dataset.pairs else None
+        gathered.skipped += [Skipped(name, "caption without an image") for name in sorted(gathered.loose_captions)]
+        images, clips, skipped, names = _stage_all(gathered, root=root, clips_root=clips_root, options=options,
+                                                   decoder=decoder, cancel=cancel)
+        if paired is not None:
+            images, pairs = _stage_inputs(paired, images, names, dest=dest, decoder=decoder, skipped=skipped,
+                                          cancel=cancel)
+            pairs.looked_for = describe_convention(dataset.control_dirs)
     finally:
         decoder.close()
         shutil.rmtree(dest / EXTRACT_DIR, ignore_errors=True)
     manifest = Manifest(root=root, images=images, skipped=gathered.skipped + skipped, source=source, clips=clips,
-                        clips_root=clips_root if clips else None)
+                        clips_root=clips_root if clips else None, pairs=pairs)
     if not images and not clips:
         raise EmptyDataset(_empty_message(manifest), field="dataset")
     shutil.rmtree(dest / DOWNLOAD_DIR, ignore_errors=True)
     staged = f"{len(images)} images and {len(clips)} clips" if clips else f"{len(images)} images"
+    if pairs is not None:
+        staged = f"{len(images)} edit pairs ({pairs.inputs} input{'s' if pairs.inputs > 1 else ''} each)"
     message = f"{staged} staged, {len(manifest.skipped)} skipped"
     on_event(LogLine(message))
     return manifest
@@ -411,7 +435,7 @@ def _walk(  # noqa: C901 (one walk: a skip rule per kind of entry met, then capt
                                          caption_file=movable))
     for key, path in sorted(captions.items()):
         if key not in used:
-            out.skipped.append(Skipped("/".join(filter(None, (key[0], path.name))), "caption without an image"))
+            out.loose_captions["/".join(filter(None, (key[0], path.name)))] = path
     return out
 
 
@@ -447,6 +471,91 @@ def _inline(dataset: DatasetSpec, dest: Path, *, settings: Settings, on_event: E
                        owned=True)
         )
     return out
+
+
+# -- edit pairs --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Paired:
+    layout: str
+    inputs: dict[str, list[_Candidate]]
+    """target's name in the source -> its input files, in input order."""
+
+
+def _split_pairs(gathered: _Gathered, *, control_dirs: list[str] | None) -> _Paired | None:
+    """Read the gathered images as edit pairs (core/dataset/pairs.py): the targets stay candidates, their inputs are
+    set aside, the files of no whole pair are skipped with the reason. None: the dataset holds no pairs."""
+    images = [c for c in gathered.candidates if c.image.suffix.lower() in IMAGE_SUFFIXES]
+    split = split_pairs([c.name for c in images], captions=set(gathered.loose_captions), control_dirs=control_dirs)
+    if split is None:
+        return None
+    by_name = {c.name: c for c in images}
+    for target, caption in split.instructions.items():  # NAME.txt of NAME_end.png
+        candidate = by_name[target]
+        file = gathered.loose_captions.pop(caption)
+        if not (candidate.caption or "").strip():
+            candidate.caption, candidate.caption_file = _read_caption(file), None
+    gathered.skipped += [Skipped(name, reason, detail) for name, reason, detail in split.unpaired]
+    targets = set(split.targets)
+    gathered.candidates = [c for c in gathered.candidates if c.name in targets
+                           or c.image.suffix.lower() not in IMAGE_SUFFIXES]
+    return _Paired(layout=split.layout,
+                   inputs={t: [by_name[name] for name in names] for t, names in zip(split.targets, split.inputs,
+                                                                                     strict=True)})
+
+
+def _stage_inputs(paired: _Paired, images: list[ImageEntry], names: list[str], *, dest: Path, decoder: _Decoder,
+                  skipped: list[Skipped], cancel: Cancel) -> tuple[list[ImageEntry], PairSet]:
+    """Each staged target's inputs, decoded, into dest/control/, control_2/, ... under the target's file name (how
+    SimpleTuner links them). A pair whose input cannot be used, or whose sides are SIZE_RATIO_LIMIT times apart in
+    pixels, is taken out again, its files listed in `skipped`."""
+    count = max((len(inputs) for inputs in paired.inputs.values()), default=1)
+    folders = [dest / name for name in CONTROL_DIRS[:count]]
+    for folder in folders:
+        folder.mkdir()
+    for inputs in paired.inputs.values():
+        for candidate in inputs:
+            decoder.submit(candidate.image)
+    kept: list[ImageEntry] = []
+    sizes: dict[str, list[tuple[int, int]]] = {}
+    for entry, name in zip(images, names, strict=True):
+        cancel.check("while checking the edit pairs")
+        inputs = paired.inputs[name]
+        problem = _input_problem(entry, inputs, decoder)
+        if problem is not None:
+            reason, detail = problem
+            skipped += [Skipped(name, reason, detail)] + [Skipped(c.name, reason, detail) for c in inputs]
+            entry.path.unlink(missing_ok=True)
+            entry.path.with_suffix(".txt").unlink(missing_ok=True)
+            continue
+        probes = [decoder.result(c.image) for c in inputs]
+        for candidate, probe, folder in zip(inputs, probes, folders, strict=True):
+            target = folder / entry.path.name
+            if probe.kind not in KEPT_FORMATS:
+                _convert_to_png(candidate.image, target)  # PNG under the target's name: Pillow reads the content
+            elif candidate.owned:
+                os.replace(candidate.image, target)
+            else:
+                shutil.copyfile(candidate.image, target)
+        sizes[entry.path.name] = [(probe.width, probe.height) for probe in probes]
+        kept.append(entry)
+    return kept, PairSet(layout=paired.layout, folders=folders, sizes=sizes)
+
+
+def _input_problem(entry: ImageEntry, inputs: list[_Candidate], decoder: _Decoder) -> tuple[str, str] | None:
+    """Why a staged target's pair cannot train: an input that is no usable image, or sides far apart in size."""
+    for candidate in inputs:
+        try:
+            probe = decoder.result(candidate.image)
+        except Unusable as exc:
+            return BAD_INPUT, f"{candidate.name}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else "")
+        ratio = (probe.width * probe.height) / max(entry.width * entry.height, 1)
+        if max(ratio, 1 / max(ratio, 1e-12)) >= SIZE_RATIO_LIMIT:
+            return SIZE_APART, (f"input {candidate.name} is {probe.width}x{probe.height}, its target "
+                                f"{entry.width}x{entry.height}: more than {SIZE_RATIO_LIMIT:g}x apart in pixels, "
+                                "one of them is likely the wrong file")
+    return None
 
 
 # -- images and captions -----------------------------------------------------------------------------------------
@@ -598,9 +707,10 @@ class _Decoder:
 
 def _stage_all(
     gathered: _Gathered, *, root: Path, clips_root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel
-) -> tuple[list[ImageEntry], list[ClipEntry], list[Skipped]]:
+) -> tuple[list[ImageEntry], list[ClipEntry], list[Skipped], list[str]]:
     """Each candidate placed under its stem as its check finishes. One thread moves the files: renames into one
-    folder from several threads only wait on each other's directory locks; converting to PNG runs on the pool."""
+    folder from several threads only wait on each other's directory locks; converting to PNG runs on the pool. The
+    last list: each staged image's name in the source."""
     for candidate in gathered.candidates:
         decoder.submit(candidate.image)
     stems = _stems(gathered.candidates)
@@ -626,6 +736,7 @@ def _stage_all(
         else:
             placed.append((candidate, stem, probe, decoder.convert(candidate.image, root / f"{stem}.png")))
     images: list[ImageEntry] = []
+    names: list[str] = []
     for candidate, stem, probe, target in placed:
         try:
             path = target if isinstance(target, Path) else target.result()
@@ -634,7 +745,8 @@ def _stage_all(
             continue
         unchanged = probe if isinstance(target, Path) else replace(probe, sha256=None)  # a PNG now: another hash
         images.append(_entry(candidate, unchanged, path, stem=stem, options=options))
-    return images, clips, skipped
+        names.append(candidate.name)
+    return images, clips, skipped, names
 
 
 def _stage_clip(candidate: _Candidate, probe: ClipProbe, *, stem: str, root: Path,

@@ -20,15 +20,23 @@ COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 2
 SHAPES = ["circle", "square", "triangle"]
 TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image")
 """The SimpleTuner model families tools/build_tiny_model.py can build (tools/tiny_models/, one module each)."""
+TINY_FLAVOURS = {"flux": ("kontext",)}
+"""Flavours whose layout a family's tiny model can take instead of its default (FLUX.1 Kontext: an edit model)."""
 
 
-def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> Path:
-    """Write the tiny model of `family` to `out` (once: an existing model is kept). Runs in the trainer env."""
+def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl", flavour: str | None = None) -> Path:
+    """Write the tiny model of `family` (in `flavour`'s layout: TINY_FLAVOURS) to `out` (once: an existing model is
+    kept). Runs in the trainer env."""
     if family not in TINY_FAMILIES:
         raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
                          field="family")
-    return _built_by_script(out, marker="model_index.json", what=f"the tiny {family} model", settings=settings,
-                            script=TINY_MODEL_SCRIPT, args=[str(out.absolute()), "--family", family])
+    if flavour and flavour not in TINY_FLAVOURS.get(family, ()):
+        known = ", ".join(TINY_FLAVOURS.get(family, ())) or "none but its default"
+        raise SetupError(f"no tiny {family} model of the flavour {flavour!r} (it has: {known})", field="flavour")
+    args = [str(out.absolute()), "--family", family, *(["--flavour", flavour] if flavour else [])]
+    what = f"the tiny {family} {flavour} model" if flavour else f"the tiny {family} model"
+    return _built_by_script(out, marker="model_index.json", what=what, settings=settings, script=TINY_MODEL_SCRIPT,
+                            args=args)
 
 
 def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:
@@ -57,6 +65,25 @@ def _built_by_script(out: Path, *, marker: str, what: str, settings: Settings, s
         done = trainer.run(script, args, device="cpu", offline=True)
     if done.returncode != 0:
         raise SetupError(f"building {what} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return out
+
+
+def write_demo_pairs(out: Path, *, count: int = 4, size: int = 128) -> Path:
+    """`count` edit pairs in the control-folder layout: `NAME.png` a coloured square (the wanted output),
+    `control/NAME.png` the same colour as a circle (the input), `NAME.txt` the instruction."""
+    from PIL import Image, ImageDraw
+
+    (out / "control").mkdir(parents=True, exist_ok=True)
+    box = (size // 5, size // 5, size * 4 // 5, size * 4 // 5)
+    for index in range(count):
+        colour_name, colour = COLOURS[index % len(COLOURS)]
+        target, source = (Image.new("RGB", (size, size), (245, 245, 240)) for _ in range(2))
+        ImageDraw.Draw(target).rectangle(box, fill=colour)
+        ImageDraw.Draw(source).ellipse(box, fill=colour)
+        stem = f"pair_{index:03d}"
+        target.save(out / f"{stem}.png")
+        source.save(out / "control" / f"{stem}.png")
+        (out / f"{stem}.txt").write_text(f"turn the {colour_name} circle into a square")
     return out
 
 

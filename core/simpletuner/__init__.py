@@ -3,7 +3,14 @@ families and their Hub ids, per-GPU recipes, LyCORIS presets, and what each trai
 
 What other packages and the faces may use is listed in __all__."""
 
-from core.simpletuner.families import flavour_settings, hub_ids, lookup, model_table, resolve_family
+from core.simpletuner.families import (
+    edit_inputs,
+    flavour_settings,
+    hub_ids,
+    lookup,
+    model_table,
+    resolve_family,
+)
 from core.simpletuner.flags import FILE_CONTENT, INLINE_JSON, check_flag, classify, owned_flags
 from core.simpletuner.kinds import (
     FULL,
@@ -26,6 +33,7 @@ __all__ = [
     "check_flag",
     "check_training_kind",
     "classify",
+    "edit_inputs",
     "expected_output",
     "families_with_recipes",
     "flavour_settings",

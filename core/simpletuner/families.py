@@ -36,7 +36,12 @@ PIPELINE_FAMILIES: dict[str, str] = {
     "HunyuanVideo15Pipeline": "hunyuanvideo", "ZImagePipeline": "z_image", "OmniGenPipeline": "omnigen",
     "StableCascadePriorPipeline": "stable_cascade", "IFPipeline": "deepfloyd", "Cosmos2TextToImagePipeline": "cosmos",
     "Kandinsky5T2IPipeline": "kandinsky5_image", "Kandinsky5T2VPipeline": "kandinsky5_video",
-    "LongCatImagePipeline": "longcat_image", "LongCatVideoPipeline": "longcat_video",
+    "LongCatImagePipeline": "longcat_image", "LongCatImageEditPipeline": "longcat_image",
+    "LongCatVideoPipeline": "longcat_video",
+}
+# The flavour a pipeline class alone says (an edit model saved locally): its family's other classes say none.
+PIPELINE_FLAVOURS: dict[str, str] = {
+    "FluxKontextPipeline": "kontext", "QwenImageEditPipeline": "edit-v1", "LongCatImageEditPipeline": "edit",
 }
 
 # For an id SimpleTuner does not list: the first needle found in the lowercased name wins, so the more specific
@@ -92,6 +97,12 @@ def guess_family(name: str) -> str | None:
 def family_from_model_index(path: Path) -> str | None:
     """The family of a local or cached diffusers model: its model_index.json's pipeline `_class_name`. `path` is
     the model folder or the model_index.json itself. None when there is no such file or the class is not known."""
+    class_name = pipeline_class(path)
+    return PIPELINE_FAMILIES.get(class_name) if class_name else None
+
+
+def pipeline_class(path: Path) -> str | None:
+    """The model_index.json's `_class_name` (`path`: the model folder or the file); None without one."""
     index = path / "model_index.json" if path.is_dir() else path
     if not index.is_file():
         return None
@@ -99,7 +110,7 @@ def family_from_model_index(path: Path) -> str | None:
         class_name = json.loads(index.read_text()).get("_class_name")
     except (OSError, ValueError, AttributeError) as exc:
         raise SpecError(f"cannot read {index}: {exc}", field="model_name") from None
-    return PIPELINE_FAMILIES.get(class_name) if isinstance(class_name, str) else None
+    return class_name if isinstance(class_name, str) else None
 
 
 def identify(model: str, *, local_path: Path | None = None) -> ModelFamily | None:
@@ -111,6 +122,8 @@ def identify(model: str, *, local_path: Path | None = None) -> ModelFamily | Non
     from_index = family_from_model_index(folder) if folder else None
     if from_index:
         flavour = listed[1] if listed and listed[0] == from_index else None
+        if flavour is None and folder is not None:
+            flavour = PIPELINE_FLAVOURS.get(pipeline_class(folder) or "")
         return ModelFamily(from_index, flavour, "model_index")
     if listed:
         return ModelFamily(listed[0], listed[1], "simpletuner")
@@ -124,7 +137,15 @@ def identify(model: str, *, local_path: Path | None = None) -> ModelFamily | Non
 # image-to-video flavour trains on pairs): family -> a part of the flavour's name.
 CONDITIONING_FLAVOURS: dict[str, tuple[str, ...]] = {
     "flux": ("kontext",), "qwen_image": ("edit",), "boogu_image": ("edit",), "moss_image": ("edit",),
+    "longcat_image": ("edit",),
     "cosmos3": ("i2v",), "hunyuanvideo": ("i2v",), "kandinsky5_image": ("i2i",), "kandinsky5_video": ("i2v",),
+}
+# Edit flavours that train on image pairs staged from the dataset's layout (core/dataset/pairs.py): the most inputs
+# per target each takes (SimpleTuner's Qwen edit quickstart: edit-v1 one reference, edit-v2 "edit plus" up to three;
+# FLUX.1 Kontext and LongCat-Image-Edit one). Image-to-video flavours train on clips and keep the dataloader list.
+EDIT_INPUTS: dict[tuple[str, str], int] = {
+    ("flux", "kontext"): 1, ("longcat_image", "edit"): 1, ("qwen_image", "edit-v1"): 1, ("qwen_image", "edit-v2"): 3,
+    ("qwen_image", "edit-v2+"): 3, ("qwen_image", "edit-v3"): 3,
 }
 
 # Settings SimpleTuner refuses to start a flavour without (FLUX.1-schnell exits with "Schnell requires
@@ -136,6 +157,14 @@ FLAVOUR_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
 
 def needs_conditioning(family: str, flavour: str | None) -> bool:
     return bool(flavour) and any(part in str(flavour) for part in CONDITIONING_FLAVOURS.get(family, ()))
+
+
+def edit_inputs(family: str, flavour: str | None) -> int:
+    """How many input images per target an edit flavour takes from a pair dataset; 0 for any other flavour. An
+    image flavour that needs conditioning and is not in EDIT_INPUTS takes one (boogu_image, moss_image edit, ...)."""
+    if (family, flavour or "") in EDIT_INPUTS:
+        return EDIT_INPUTS[(family, flavour or "")]
+    return 1 if needs_conditioning(family, flavour) and "i2v" not in str(flavour) else 0
 
 
 def flavour_settings(family: str, flavour: str | None) -> dict[str, Any]:
@@ -164,10 +193,13 @@ def model_index_path(model: str, *, hf_cache: Path | None = None) -> Path | None
     return index if commit and index.is_file() else None
 
 
-def resolve_family(config: dict[str, Any], *, has_conditioning: bool, hf_cache: Path | None = None) -> dict[str, Any]:
+def resolve_family(config: dict[str, Any], *, has_conditioning: bool, pairs_possible: bool = False,
+                   hf_cache: Path | None = None) -> dict[str, Any]:
     """`model_family` and `model_flavour` for a job's config: what the job sets wins; the rest comes from
     `identify` (a model_index.json, SimpleTuner's Hub ids, the name). Raises SpecError naming the field when the
-    family cannot be told, or when SimpleTuner cannot train the flavour in this setup."""
+    family cannot be told, or when SimpleTuner cannot train the flavour in this setup. `pairs_possible`: the job
+    uses the dataloader shorthand, so an edit flavour's pairs come from the dataset's layout (the preflight refuses
+    a dataset without them)."""
     model = str(config["pretrained_model_name_or_path"])
     family, flavour = config.get("model_family"), config.get("model_flavour")
     found = identify(model, local_path=model_index_path(model, hf_cache=hf_cache))
@@ -182,10 +214,12 @@ def resolve_family(config: dict[str, Any], *, has_conditioning: bool, hf_cache: 
         known = ", ".join(hub_ids(family))
         raise SpecError(f"{family} has no flavour {flavour!r} in SimpleTuner {model_table()['simpletuner_version']}"
                         f" (it has: {known})", field="config.model_flavour")
-    if needs_conditioning(family, flavour) and not has_conditioning:
-        raise SpecError(f"{family} flavour {flavour!r} trains on image pairs: SimpleTuner needs a conditioning "
-                        "dataset for it, which only the dataloader list form can give (a backend with "
-                        "\"dataset_type\": \"conditioning\", linked by \"conditioning_data\"); give that "
-                        "dataloader, or train a text-to-image model of the family",
-                        field="config.model_flavour")
+    if needs_conditioning(family, flavour) and not has_conditioning and not (
+            pairs_possible and edit_inputs(family, flavour)):
+        how = ("a dataset of edit pairs (docs/edit-pairs.md: control/ folders or NAME_start/NAME_end files) with the "
+               "dataloader shorthand, or " if edit_inputs(family, flavour) else "")
+        raise SpecError(f"{family} flavour {flavour!r} trains on pairs: SimpleTuner needs a conditioning "
+                        f"dataset for it; give {how}a dataloader list with a backend of \"dataset_type\": "
+                        "\"conditioning\" linked by \"conditioning_data\", or train a text-to-image model of the "
+                        "family", field="config.model_flavour")
     return {"model_family": family, **({"model_flavour": flavour} if flavour else {})}

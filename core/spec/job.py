@@ -56,6 +56,8 @@ from core.spec.limits import (
 from core.spec.samples import SamplesSpec, check_trigger
 
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
+MAX_CONTROL_DIRS = 3
+"""Edit pairs take up to three inputs per target (Qwen-Image-Edit-2509 and later)."""
 
 # The seed's and other trainers' friendly names -> SimpleTuner's native flag names.
 SCHEDULE_FLAGS = {"steps": "max_train_steps", "epochs": "num_train_epochs"}
@@ -220,6 +222,34 @@ class DatasetSpec(_Strict):
     caption_column: str | None = None
     files: list[InlineImage] | None = None
     path: str | None = None
+    pairs: bool = True
+    """Read the dataset as edit pairs where its layout says so (core/dataset/pairs.py); false: every image is a
+    training image. A job with a dataloader list stages the dataset as it is."""
+    control_dir: str | list[str] | None = None
+    """Edit pairs: the folder(s) of input images, relative to the dataset, in input order (up to 3); each holds one
+    file per target image, of the same name. Unset: `control/`, `control_2/`, `control_3/` or NAME_start/NAME_end
+    names are recognised (core/dataset/pairs.py)."""
+
+    @field_validator("control_dir")
+    @classmethod
+    def _control_dir(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_CONTROL_DIRS:
+            raise ValueError(f"give 1 to {MAX_CONTROL_DIRS} folders, got {len(value)}")
+        for name in names:
+            parts = [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
+            if not parts or ".." in parts or name.startswith(("/", "~")) or len(name) > 200:
+                raise ValueError(f"must be a folder inside the dataset (e.g. 'control'), got {name!r}")
+        if len({name.strip("/") for name in names}) != len(names):
+            raise ValueError("the same folder is named twice")
+        return value
+
+    @property
+    def control_dirs(self) -> list[str] | None:
+        """control_dir as a list (None: recognise the conventions)."""
+        if self.control_dir is None:
+            return None
+        return [self.control_dir] if isinstance(self.control_dir, str) else list(self.control_dir)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -410,8 +440,10 @@ class JobSpec(_Strict):
         if not self.config.get("pretrained_model_name_or_path"):
             raise ValueError("config needs a base model: model_name or pretrained_model_name_or_path")
         # Family and flavour: the job's own, else SimpleTuner's Hub id table / the model's model_index.json / the name.
-        self.config.update(resolve_family(self.config, has_conditioning=isinstance(self.dataloader, list) and any(
-            b.get("dataset_type") == "conditioning" or b.get("conditioning_data") for b in self.dataloader)))
+        native = self.dataloader if isinstance(self.dataloader, list) else None
+        self.config.update(resolve_family(self.config, has_conditioning=native is not None and any(
+            b.get("dataset_type") == "conditioning" or b.get("conditioning_data") for b in native),
+            pairs_possible=native is None))
         return self
 
     @model_validator(mode="after")
@@ -438,10 +470,13 @@ class JobSpec(_Strict):
 
     @property
     def source(self) -> DatasetSpec:
-        """The dataset to stage: a validated job always has one (dataset_url becomes it)."""
+        """The dataset to stage: a validated job always has one (dataset_url becomes it). A dataloader list links
+        its own conditioning backends: the dataset is staged as it is, never read as edit pairs."""
         if self.dataset is None:
             raise SpecError("a job needs a dataset: dataset_url, or dataset with url, hf_repo, files or path",
                             field="dataset")
+        if isinstance(self.dataloader, list) and self.dataset.pairs:
+            return self.dataset.model_copy(update={"pairs": False})
         return self.dataset
 
     def warnings(self) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 from core.adapters import GpuFacts
 from core.errors import SpecError
 from core.jobdir import JobDir
-from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, flavour_settings, hub_ids, owned_flags
+from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, edit_inputs, flavour_settings, hub_ids, owned_flags
 from core.spec import CACHE_KEY, DATA_KEYS, PLACEHOLDER, JobSpec, relative_data_dir, simpletuner_flags
 from core.training.gpu_fit import VALIDATION_SETTINGS, GpuPlan, check_fit, plan_gpu
 from core.training.memory_plan import find_params
@@ -31,6 +31,12 @@ DEFAULT_MINIMUM_IMAGE_SIZE = 256
 DEFAULT_STEPS = 1000
 """When a job gives neither max_train_steps nor num_train_epochs."""
 DEFAULT_TRAIN_BATCH_SIZE = 1
+CONDITIONING_TYPE = "reference_strict"
+"""Edit pairs: each input is cropped and resized exactly as its target (SimpleTuner copies the target's bucket
+metadata to the input), so the pair stays aligned."""
+PAIRED_KEYS = ("resolution", "resolution_type", "minimum_image_size", "maximum_image_size", "target_downsample_size",
+               "crop", "crop_style", "crop_aspect", "crop_aspect_buckets")
+"""Image backend settings an input backend repeats, so both sides of a pair are prepared alike."""
 
 # Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory). The first
 # three are set to the job's folders; the others (SimpleTuner's folders, derived from its flag list by
@@ -70,13 +76,14 @@ class TrainerFiles:
 
 
 def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
-             hub_cache: Path | None = None, clips: bool | None = None) -> GpuPlan | None:
+             hub_cache: Path | None = None, clips: bool | None = None, inputs: int | None = None) -> GpuPlan | None:
     """The GPU plan of a CUDA job (None on CPU); `gpu` None: the GPU's size is unknown (nothing refused). The model's
     size comes from its safetensors headers (a local folder, or its snapshot in `hub_cache`), else the committed
     table. A job the GPU (or `system_memory_gb` of RAM) cannot hold is refused: SpecError naming
     config.base_model_precision (or config.quantize_via), with what would fit. `clips`: whether the staged dataset
     holds clips; None before staging, when a video family is planned for clips of the default length (the plan
-    must hold before the model downloads, and a clip costs more than a still)."""
+    must hold before the model downloads, and a clip costs more than a still). `inputs`: the edit pairs' input images
+    per target, whose tokens join the target's in the sequence; None before staging: one for an edit flavour."""
     if device != "cuda":
         return None
     flavour = spec.config.get("model_flavour")
@@ -84,9 +91,19 @@ def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_
                          hub_cache=hub_cache)
     plan = plan_gpu(family=spec.model_family, flavour=flavour, config=spec.config,
                     gpu=gpu or GpuFacts(count=1, memory_gb=None, source="unknown"), params=params,
-                    frames=video_frames(spec, clips=clips), system_memory_gb=system_memory_gb)
+                    frames=video_frames(spec, clips=clips), system_memory_gb=system_memory_gb,
+                    references=reference_images(spec, inputs=inputs))
     check_fit(plan)
     return plan
+
+
+def reference_images(spec: JobSpec, *, inputs: int | None = None) -> int:
+    """Input images per sample whose latents join the target's sequence (an edit flavour's pairs): the staged
+    count, else one for an edit flavour of the shorthand dataloader; 0 for any other job."""
+    if inputs is not None:
+        return inputs
+    native = isinstance(spec.dataloader, list)
+    return 1 if not native and edit_inputs(spec.model_family, spec.config.get("model_flavour")) else 0
 
 
 def video_frames(spec: JobSpec, *, clips: bool | None = None) -> int:
@@ -177,9 +194,12 @@ def _vae_path(spec: JobSpec) -> dict[str, Any]:
 
 
 def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str, plan: GpuPlan | None = None,
-                   clips_dir: Path | None = None, stills: bool = True) -> list[dict[str, Any]]:
+                   clips_dir: Path | None = None, stills: bool = True,
+                   inputs_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
     """multidatabackend.json. `clips_dir`: the staged clips (a video backend reads them; None when the dataset has
-    none); `stills`: whether the dataset has images (an image backend over an empty folder stops SimpleTuner)."""
+    none); `stills`: whether the dataset has images (an image backend over an empty folder stops SimpleTuner);
+    `inputs_dirs`: an edit pair dataset's staged input folders (a conditioning backend each, linked to the image
+    backend by `conditioning_data`)."""
     defaults = resolved_defaults(spec, plan=plan)
     resolution = spec.config.get("resolution", defaults["resolution"])
     on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
@@ -208,12 +228,26 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
                                     "count": 1}
     overrides = {key: value for key, value in options.backend_overrides.items() if key != "video"}
     image.update(overrides)
+    if inputs_dirs:
+        return [image, *_input_backends(image, inputs_dirs, job=job, on_cpu=on_cpu), text_embeds]
     if clips_dir is None or not is_video_family(spec.model_family):
         return [image, text_embeds]  # clips for an image family are refused by the preflight
     video = {**image, "id": "clips", "dataset_type": "video", "instance_data_dir": str(clips_dir),
              "cache_dir_vae": str(job.cache / "vae-clips"),
              "video": video_settings(spec, plan=plan).block()}
     return [image, video, text_embeds] if stills else [video, text_embeds]
+
+
+def _input_backends(image: dict[str, Any], folders: list[Path], *, job: JobDir,
+                    on_cpu: dict[str, Any]) -> list[dict[str, Any]]:
+    """One conditioning backend per input folder of an edit pair dataset, linked from the image backend (whose
+    `conditioning_data` names them, in input order). No captions of their own: SimpleTuner takes the target's."""
+    ids = ["control" if index == 0 else f"control_{index + 1}" for index in range(len(folders))]
+    image["conditioning_data"] = ids[0] if len(ids) == 1 else ids
+    return [{"id": backend_id, "type": "local", "dataset_type": "conditioning", "instance_data_dir": str(folder),
+             "conditioning_type": CONDITIONING_TYPE, **{key: image[key] for key in PAIRED_KEYS if key in image},
+             "cache_dir_vae": str(job.cache / f"vae-{backend_id}"), **on_cpu}
+            for backend_id, folder in zip(ids, folders, strict=True)]
 
 
 def _native_backends(spec: JobSpec, entries: list[dict[str, Any]], *, images_dir: Path, clips_dir: Path | None,
@@ -277,13 +311,14 @@ def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
                         resume: bool = False, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
                         hub_cache: Path | None = None, clips_dir: Path | None = None,
-                        stills: bool = True) -> TrainerFiles:
+                        stills: bool = True, inputs_dirs: list[Path] | None = None) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
-    there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`: as for build_backends."""
+    there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`, `inputs_dirs`: as for
+    build_backends."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
-                    clips=clips_dir is not None)
+                    clips=clips_dir is not None, inputs=len(inputs_dirs) if inputs_dirs else None)
     own, inline_files = _job_values(spec, job=job)
     samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan)
     inline_files = {**samples.files, **inline_files}
@@ -297,7 +332,9 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
         flags["resume_from_checkpoint"] = "latest"
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan, clips_dir=clips_dir,
-                              stills=stills)
+                              stills=stills, inputs_dirs=inputs_dirs)
+    if inputs_dirs and len(inputs_dirs) > 1:  # every input of a pair in each sample, not one picked at random
+        config.setdefault("--conditioning_multidataset_sampling", "combined")
     files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan,
                          warnings=samples.warnings)
     _refuse_placeholders(files, spec)

@@ -78,6 +78,8 @@ class GpuPlan:
     problem_field: str = "config.base_model_precision"
     frames: int = 1
     """Frames per sample (1 for images), for the time estimate."""
+    references: int = 0
+    """An edit pair's input images per sample, counted in the activations (their tokens join the target's)."""
     download_gb: float | None = None
     """The model's weights in bf16, every component (what the Hub download of its diffusers folder about weighs);
     None when the model's size is unknown."""
@@ -141,11 +143,13 @@ def _fitting(family: str, flavour: str | None, memory: float) -> list[str]:
 
 def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu: GpuFacts,
              params: mp.ModelParams | None = None, frames: int = 1,
-             system_memory_gb: float | None = None) -> GpuPlan:
+             system_memory_gb: float | None = None, references: int = 0) -> GpuPlan:
     """The plan for this job on this GPU. With the model's size (`params`) and a calibration for its family: the
     fastest plan of LADDER whose memory fits the card with headroom and whose CPU quantization or offload fits the
     system RAM; the job's own base_model_precision is the only one tried when it sets one. Without: the recipe's
-    tier and the published figures (`_recipe_plan`). `frames`: frames per video sample (1 for images)."""
+    tier and the published figures (`_recipe_plan`). `frames`: frames per video sample (1 for images);
+    `references`: an edit pair's input images per sample, whose latents lengthen the sequence (FLUX.1 Kontext packs
+    the input's tokens beside the target's: one input doubles it)."""
     calibrated = mp.calibration(family, flavour) if params is not None else None
     if params is None or calibrated is None:
         return _recipe_plan(family=family, flavour=flavour, config=config, gpu=gpu)
@@ -156,8 +160,9 @@ def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu
     ramtorch_recipe = _ramtorch_recipe(family, flavour, params)
     offloading = {key: value for key, value in (ramtorch_recipe.settings if ramtorch_recipe else {}).items()
                   if key.startswith(RAMTORCH) or key in MEMORY_SETTINGS}
-    shape = _shape({**base, **config}, frames=frames)
-    offload_shape = _shape({**base, **offloading, **config}, frames=frames)  # e.g. ramtorch_text_encoder
+    shape = _shape({**base, **config}, frames=frames, references=references)
+    # e.g. ramtorch_text_encoder
+    offload_shape = _shape({**base, **offloading, **config}, frames=frames, references=references)
     own = config.get("base_model_precision")
     ladder = [(str(own), bool(config.get(RAMTORCH)))] if own else \
         [(precision, offload) for precision, offload in LADDER if not offload or ramtorch_recipe is not None]
@@ -188,7 +193,8 @@ def plan_gpu(*, family: str, flavour: str | None, config: Mapping[str, Any], gpu
                    quantize_via=chosen.quantize_via, memory=chosen.estimate.to_dict(),
                    download_gb=round(mp.bf16_gb(sum(params.components.values())), 1),
                    system_memory_gb=system_memory_gb, estimated_ram_gb=chosen.estimate.ram_gb,
-                   alternatives=[t.label() for t in fitting if t is not chosen], frames=shape.frames)
+                   alternatives=[t.label() for t in fitting if t is not chosen], frames=shape.frames,
+                   references=shape.references)
     if plan.fits is False:
         plan = _model_problem(plan, chosen=chosen, tried=known, own=bool(own), ram=system_memory_gb)
     return plan
@@ -241,14 +247,14 @@ def _smallest_card(peak_gb: float) -> int:
     return next((size for size in sizes if peak_gb + mp.headroom_gb(size) <= size), sizes[-1])
 
 
-def _shape(settings: Mapping[str, Any], *, frames: int) -> mp.JobShape:
+def _shape(settings: Mapping[str, Any], *, frames: int, references: int = 0) -> mp.JobShape:
     """The activations' shape from the job's settings over the recipe's (the trainer config's defaults)."""
     resolution = settings.get("resolution") or 1024
     try:
         pixels = mp.megapixels(float(resolution), settings.get("resolution_type"))
     except (TypeError, ValueError):
         pixels = mp.megapixels(1024, "pixel")
-    return mp.JobShape(megapixels=pixels, frames=max(int(frames), 1),
+    return mp.JobShape(megapixels=pixels, frames=max(int(frames), 1), references=max(int(references), 0),
                        batch=int(settings.get("train_batch_size") or 1),
                        lora_rank=int(settings.get("lora_rank") or 16),
                        gradient_checkpointing=settings.get("gradient_checkpointing", True) is not False,

@@ -174,6 +174,9 @@ class JobShape:
     offload_during_startup: bool = False
     text_encoder_offload: bool = False
     """ramtorch_text_encoder: the text encoders' layers stream from system RAM while captions are embedded."""
+    references: int = 0
+    """Input images of an edit pair per sample: their latent tokens join the target's in the transformer's sequence
+    (FLUX.1 Kontext, Qwen-Image-Edit, LongCat-Image-Edit), each as long as the target's."""
 
     @property
     def latent_frames(self) -> int:
@@ -181,8 +184,8 @@ class JobShape:
 
     @property
     def activation_units(self) -> float:
-        """Megapixel-latent-frames per step: what activations scale with."""
-        return self.megapixels * self.latent_frames * max(self.batch, 1)
+        """Megapixel-latent-frames per step, an edit pair's inputs counted: what activations scale with."""
+        return self.megapixels * self.latent_frames * max(self.batch, 1) * (1 + max(self.references, 0))
 
 
 def megapixels(resolution: float, resolution_type: str | None) -> float:

@@ -14,6 +14,11 @@ stop there is refused before launch, naming the bucket and what would fix it.
 Video clips (core/training/video.py): how many, their frames and duration, the frame buckets and the samples they
 give under the job's video settings; clips an image family cannot train on, or that are all too short for
 num_frames, are refused here, naming the files.
+
+Edit pairs (core/dataset/pairs.py): how many, how many inputs each, the files of no whole pair with the reason; an
+edit flavour without inputs, a pair dataset for a family that trains on images alone, and more inputs than the
+flavour takes are refused; inputs of another shape or size than their target are said, since each input is cropped
+and resized exactly as its target.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.dataset import ImageEntry, Manifest, has_trigger
+from core.dataset import PAIR_REASONS, ImageEntry, Manifest, describe_convention, has_trigger
 from core.events import EventSink, JobWarning, ignore_event
+from core.simpletuner import edit_inputs
 from core.spec import ClipLimits, JobSpec
 from core.training.config import (  # the trainer-config builder's defaults: one place for both
     DEFAULT_MINIMUM_IMAGE_SIZE,
@@ -92,6 +98,9 @@ class PreflightReport:
     GPU_PRICE_PER_HOUR; each estimate with its source (core/training/gpu_fit.py)."""
     clips: ClipsReport | None = None
     """The dataset's video clips and what they give (None: it has none)."""
+    pairs: dict[str, Any] | None = None
+    """A dataset of edit pairs: pairs, inputs per pair, the layout and input folders, the files of no whole pair
+    with the reason, and how the pairs are cropped (None: the dataset holds no pairs)."""
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -278,6 +287,7 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     )
     if clips:
         _judge_clips(report, clips, spec=spec)
+    _judge_pairs(report, manifest=manifest, spec=spec)
     if clips and not images:
         if report.total_steps <= 0:
             report.errors.append("nothing to train: set config.max_train_steps or config.num_train_epochs above 0")
@@ -340,6 +350,79 @@ def _judge_clips(report: PreflightReport, clips: ClipsReport, *, spec: JobSpec) 
             f"train_batch_size {report.train_batch_size} is larger than the {clips.samples} samples the clips give: "
             "SimpleTuner drops buckets smaller than a batch. Fix: lower config.train_batch_size or raise "
             "dataloader.repeats")
+
+
+PAIR_SHAPE_TOLERANCE = 0.1
+"""An input whose aspect ratio differs from its target's by more than this share is cut or stretched to fit."""
+PAIR_SCALE_WARNING = 4.0
+"""An input this many times larger or smaller in pixels than its target is resized a long way."""
+UNPAIRED_LISTED = 50
+
+
+def _judge_pairs(report: PreflightReport, *, manifest: Manifest, spec: JobSpec) -> None:
+    """Edit pairs: described in report.pairs; refused where the flavour cannot train them or needs them."""
+    family, flavour = spec.model_family, spec.config.get("model_flavour")
+    allowed = 0 if isinstance(spec.dataloader, list) else edit_inputs(family, flavour)
+    pairs = manifest.pairs
+    named = f"{family} flavour {flavour!r}" if flavour else f"config.model_family {family!r}"
+    if pairs is None:
+        if allowed:
+            report.errors.append(
+                f"{named} trains on edit pairs, but no input images were found in {manifest.source}: looked for "
+                f"{describe_convention(spec.source.control_dirs)}. Fix: put each target's input in that folder "
+                "under the target's file name (dataset.control_dir names another folder), or train a "
+                "text-to-image flavour")
+        return
+    unpaired = [item for item in manifest.skipped if item.reason in PAIR_REASONS]
+    report.pairs = {
+        "pairs": len(manifest.images), "inputs_per_pair": pairs.inputs, "layout": pairs.layout,
+        "input_folders": [folder.name for folder in pairs.folders], "unpaired_count": len(unpaired),
+        "unpaired": [{"name": item.name, "reason": item.reason, "detail": item.detail}
+                     for item in unpaired[:UNPAIRED_LISTED]],
+        "cropping": "each input is cropped and resized exactly as its target (SimpleTuner's reference_strict): "
+                    "the aspect buckets above are the targets', and a pair stays aligned",
+    }
+    count = len(manifest.images)
+    if not allowed:
+        report.errors.append(
+            f"the dataset holds {count} edit pairs ({pairs.layout}: {pairs.looked_for}), but {named} trains on "
+            "images alone. Fix: train an edit model (black-forest-labs/FLUX.1-Kontext-dev, Qwen/Qwen-Image-Edit-2509, "
+            "meituan-longcat/LongCat-Image-Edit), or set dataset.pairs false to train on every image alone")
+        return
+    if pairs.inputs > allowed:
+        report.errors.append(
+            f"the {count} edit pairs have {pairs.inputs} inputs each ({', '.join(report.pairs['input_folders'])}), "
+            f"but {named} takes {allowed}. Fix: keep only the first input (control/ or NAME_start), or train "
+            "Qwen/Qwen-Image-Edit-2509 (qwen_image edit-v2, up to 3 inputs)")
+    if unpaired:
+        shown = "; ".join(f"{item.name}: {item.reason}" for item in unpaired[:5])
+        report.warnings.append(f"{len(unpaired)} files are not part of a whole edit pair and are left out "
+                               f"(see pairs.unpaired): {shown}{'; ...' if len(unpaired) > 5 else ''}")
+    _pair_shapes(report, manifest=manifest)
+
+
+def _pair_shapes(report: PreflightReport, *, manifest: Manifest) -> None:
+    """Inputs of another shape (cut or stretched) or far another size (resized a long way) than their target."""
+    pairs = manifest.pairs
+    if pairs is None:
+        return
+    reshaped, rescaled = [], []
+    for entry in manifest.images:
+        for width, height in pairs.sizes.get(entry.path.name, []):
+            target, source = entry.width / entry.height, width / height
+            if abs(source - target) / target > PAIR_SHAPE_TOLERANCE:
+                reshaped.append(f"{entry.path.name} ({width}x{height} input, {entry.width}x{entry.height} target)")
+            ratio = width * height / (entry.width * entry.height)
+            if max(ratio, 1 / ratio) >= PAIR_SCALE_WARNING:
+                rescaled.append(f"{entry.path.name} ({width}x{height} input, {entry.width}x{entry.height} target)")
+    if reshaped:
+        report.warnings.append(
+            f"{len(reshaped)} inputs have another aspect ratio than their target: each input is cropped and resized "
+            f"exactly as its target, so these are cut or stretched: {', '.join(reshaped[:3])}")
+    if rescaled:
+        report.warnings.append(
+            f"{len(rescaled)} inputs are {PAIR_SCALE_WARNING:g}x or more larger or smaller in pixels than their "
+            f"target and are resized to it: {', '.join(rescaled[:3])}")
 
 
 def _rule(family: str) -> str:
