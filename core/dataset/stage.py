@@ -268,8 +268,8 @@ def _gather(
     if dataset.files:
         return _inline(dataset, dest, settings=settings, on_event=on_event, limits=limits, cancel=cancel)
     fetched = fetch_hf_dataset(
-        dataset, dest / DOWNLOAD_DIR, keep_suffixes=keep, max_bytes=limits.max_download_bytes, token=hf_token,
-        on_event=on_event, cancel=cancel,
+        dataset, dest / DOWNLOAD_DIR, keep_suffixes=keep, max_bytes=limits.max_download_bytes,
+        max_clip_bytes=limits.clips.max_bytes, token=hf_token, on_event=on_event, cancel=cancel,
     )
     if fetched.folder is not None:
         gathered = _walk(fetched.folder, keep=keep, options=options, owned=True, confine=None)
