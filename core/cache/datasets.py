@@ -285,7 +285,8 @@ def _restore(data: Path, record: dict[str, Any], *, dest: Path) -> Manifest:
              for item in record.get("clips") or []]
     if clips:
         link_tree(data / CLIPS_DIR, clips_root)
-    if not all(os.path.isfile(entry.path) for entry in [*images, *clips]):  # an eviction took the entry meanwhile
+    paths = [entry.path for entry in images] + [entry.path for entry in clips]
+    if not all(os.path.isfile(path) for path in paths):  # an eviction took the entry meanwhile
         raise OSError("a file of the entry is missing")
     return Manifest(root=root, images=images, skipped=[Skipped(**item) for item in record["skipped"]],
                     source=str(record["source"]), clips=clips, clips_root=clips_root if clips else None)
