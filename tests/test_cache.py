@@ -456,3 +456,80 @@ def test_a_job_whose_dataset_url_trickles_its_headers_ends_at_its_time_limit(tmp
     assert time.monotonic() - started < 8
     assert caught.value.code == "timeout" and caught.value.stage == "dataset"
     assert slow_headers.asked  # the server was asked and never finished its headers
+
+
+# -- a dataset of clips ---------------------------------------------------------------------------------------------
+
+
+def _clip_set(folder: Path) -> Path:
+    from PIL import Image
+
+    from tests.support.clips import write_clip
+
+    for index, frames in enumerate((9, 13)):
+        write_clip(folder / f"clip{index}.mp4", frames=frames, caption=f"a bar, take {index}")
+    write_clip(folder / "run.webm", frames=17, codec="libvpx-vp9", caption="a bar running")
+    Image.new("RGB", (64, 64), "red").save(folder / "still.png")
+    (folder / "broken.mp4").write_bytes(b"\x00" * 64)
+    return folder
+
+
+def _clip_facts(manifest: Manifest) -> list[tuple]:
+    return [(c.path.name, c.caption, c.width, c.height, c.frames, c.fps, c.duration_s, c.codec, c.caption_source)
+            for c in manifest.clips]
+
+
+def test_a_clip_dataset_is_staged_once_and_the_next_job_reuses_its_clips(tmp_path: Path):
+    served = tmp_path / "served"
+    served.mkdir()
+    _zip(_clip_set(tmp_path / "src"), served / "clips.zip")
+    settings = _settings(tmp_path)
+    cache = Cache.from_settings(settings)
+    with serve_files(served) as server:
+        dataset = DatasetSpec(url=server.url("clips.zip"))
+        first, stored = stage_dataset_cached(dataset, tmp_path / "job1", settings=settings, cache=cache,
+                                             captions=CaptionOptions(trigger_word="sks"))
+        downloads = [r for r in server.requests if r[0] == "GET" and r[2] is None]  # not the 1-byte probes
+        second, reused = stage_dataset_cached(dataset, tmp_path / "job2", settings=settings, cache=cache,
+                                              captions=CaptionOptions(trigger_word="sks"))
+        assert [r for r in server.requests if r[0] == "GET" and r[2] is None] == downloads  # no second download
+    assert (stored.status, reused.status) == ("stored", "reused")
+    assert len(first.clips) == 3 and _clip_facts(second) == _clip_facts(first)
+    assert [(e.path.name, e.caption) for e in second.images] == [(e.path.name, e.caption) for e in first.images]
+    assert second.skipped == first.skipped and [s.reason for s in second.skipped] == ["not a decodable video"]
+    assert second.clips_root == tmp_path / "job2" / "clips"
+    for clip, before in zip(second.clips, first.clips, strict=True):
+        assert clip.path.parent == second.clips_root and clip.path.read_bytes() == before.path.read_bytes()
+        assert clip.path.with_suffix(".txt").read_text() == f"{clip.caption}\n"
+    assert reused.clips == stored.clips and set(reused.clips) == {c.path.name for c in first.clips}
+    # A changed clip behind the same URL is another dataset.
+    from tests.support.clips import write_clip
+
+    write_clip(tmp_path / "src" / "clip0.mp4", frames=11)
+    _zip(tmp_path / "src", served / "clips.zip")
+    os.utime(served / "clips.zip", (time.time() + 5, time.time() + 5))
+    with serve_files(served) as server:
+        third, again = stage_dataset_cached(DatasetSpec(url=server.url("clips.zip")), tmp_path / "job3",
+                                            settings=settings, cache=cache, captions=CaptionOptions(trigger_word="sks"))
+    assert again.status == "stored" and [c.frames for c in third.clips] == [11, 13, 17]
+
+
+def test_a_second_dry_run_of_a_clip_job_reuses_the_dataset_and_reports_the_same_clips(tmp_path: Path):
+    from core.pipeline import check_job
+    from tests.test_video_training import wan_job
+
+    settings = _settings(tmp_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    _zip(_clip_set(tmp_path / "src"), served / "clips.zip")
+    with serve_files(served) as server:
+        job = {**wan_job(video={"num_frames": 9}), "dataset": {"url": server.url("clips.zip")}}
+        first = check_job(parse_job(job), tmp_path / "j1", settings=settings)
+        gets = sum(1 for r in server.requests if r[0] == "GET" and r[2] is None)
+        second = check_job(parse_job({**job, "config": {**job["config"], "learning_rate": 5e-4}}), tmp_path / "j2",
+                           settings=settings)
+        assert sum(1 for r in server.requests if r[0] == "GET" and r[2] is None) == gets == 1
+    assert (first.to_output()["cache"]["dataset"], second.to_output()["cache"]["dataset"]) == ("stored", "reused")
+    assert second.preflight["clips"] == first.preflight["clips"] and second.preflight["clips"]["clips_usable"] == 3
+    [video] = [b for b in second.trainer_files["multidatabackend.json"] if b.get("dataset_type") == "video"]
+    assert video["instance_data_dir"] == str(tmp_path / "j2" / "dataset" / "clips")

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from core.dataset.stage import stage_dataset
 from core.errors import DatasetError
 from core.settings import Settings
 from core.spec.job import parse_job
+from tests.support.clips import write_clip
 from tests.support.hub_server import client_env, running_hub_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,18 +36,22 @@ from core.errors import JobError
 from core.pipeline import hub_token
 from core.settings import Settings
 from core.spec.job import parse_job
+from core.dataset import StagingLimits
+from core.spec import ClipLimits
 results = []
-for job, dest in json.loads(sys.argv[1]):
+for job, dest, clip_bytes in json.loads(sys.argv[1]):
     events = []
+    limits = StagingLimits(clips=ClipLimits(max_bytes=clip_bytes)) if clip_bytes else StagingLimits()
     try:
         spec, settings = parse_job(job), Settings.from_env()
         manifest = stage_dataset(spec.dataset, Path(dest), captions=caption_options(spec), settings=settings,
-                                 token=hub_token(spec, settings), on_event=events.append)
+                                 token=hub_token(spec, settings), on_event=events.append, limits=limits)
     except JobError as error:
         results.append({"error": error.to_payload()})
         continue
     results.append({
         "images": {e.path.name: [e.caption, e.caption_source, e.width, e.height] for e in manifest.images},
+        "clips": {e.path.name: [e.caption, e.caption_source, e.frames] for e in manifest.clips},
         "skipped": [[s.name, s.reason] for s in manifest.skipped],
         "source": manifest.source,
         "events": [e.to_dict() for e in events],
@@ -68,13 +74,15 @@ def parquet(rows: list[dict], schema: pa.Schema) -> bytes:
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
-def stage_in_child(hub, runs: list[tuple[dict, Path]], *, token: str | None = None) -> list[dict]:
-    """Stage each (dataset, dest) in one child process (one import of the Hub client for all of them)."""
+def stage_in_child(hub, runs: list[tuple[dict, Path]], *, token: str | None = None,
+                   clip_bytes: int | None = None) -> list[dict]:
+    """Stage each (dataset, dest) in one child process (one import of the Hub client for all of them); `clip_bytes`:
+    one clip's bound (ClipLimits.max_bytes) when not the default."""
     env = client_env(hub, base={k: v for k, v in os.environ.items() if k != "HF_TOKEN"})
     env.update(HF_HOME=str(runs[0][1].parent / "hf-home"), PYTHONPATH=str(ROOT))
     if token:
         env["HF_TOKEN"] = token
-    jobs = [[{"config": CONFIG, **job}, str(dest)] for job, dest in runs]
+    jobs = [[{"config": CONFIG, **job}, str(dest), clip_bytes] for job, dest in runs]
     done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(jobs)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -131,6 +139,105 @@ def test_parquet_with_image_and_caption_columns(tmp_path: Path):
         assert list(explicit["images"].values()) == [["custom", "column", 40, 30]]
         assert wrong["error"]["field"] == "dataset.caption_column"
         assert "no column 'caption' (columns: jpg, prompt)" in wrong["error"]["message"]
+
+
+def clips_of(tmp_path: Path) -> dict[str, bytes]:
+    """Real tiny clips (PyAV) and the hostile files a video column might hold instead."""
+    folder = tmp_path / "clips"
+    walk = write_clip(folder / "walk.mp4", frames=9).read_bytes()
+    run = write_clip(folder / "run.webm", frames=17, codec="libvpx-vp9").read_bytes()
+    long = write_clip(folder / "long.mp4", frames=120, faststart=True).read_bytes()
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("a.png", b"not really")
+    return {"walk": walk, "run": run, "cut": long[: len(long) // 2], "zip": bundle.getvalue()}
+
+
+def test_a_repo_of_clip_files_stages_its_clips_and_skips_the_hostile_ones(tmp_path: Path):
+    clips = clips_of(tmp_path)
+    with running_hub_server(connect=False) as hub:
+        hub.add_repo("user/walks", repo_type="dataset", private=False, files={
+            "walk.mp4": clips["walk"], "walk.txt": b"a bar walking", "train/run.webm": clips["run"],
+            "train/run.txt": b"a bar running", "cut.mp4": clips["cut"], "trap.mp4": clips["zip"],
+        })
+        out, bounded = stage_in_child(hub, [
+            ({"dataset": {"hf_repo": "user/walks"}, "trigger_word": "sks"}, tmp_path / "job"),
+        ]) + stage_in_child(hub, [({"dataset": {"hf_repo": "user/walks"}}, tmp_path / "bounded")],
+                            clip_bytes=max(len(clips["walk"]), len(clips["run"]), len(clips["zip"])))
+        downloads = [request.path for request in hub.requests_to("/resolve/", method="GET")]
+    assert out["clips"] == {"walk.mp4": ["sks, a bar walking", "file", 9],
+                            "train__run.webm": ["sks, a bar running", "file", 17]}
+    assert sorted(out["skipped"]) == [["cut.mp4", "truncated video"], ["trap.mp4", "not a video"]]
+    # over one clip's bound in the repo's listing: skipped without a download
+    assert len(clips["cut"]) > len(clips["walk"])
+    assert ["cut.mp4", "video bomb"] in bounded["skipped"] and set(bounded["clips"]) == {"walk.mp4", "train__run.webm"}
+    assert sum(path.endswith("/walk.mp4") for path in downloads) == 2
+    assert sum(path.endswith("/cut.mp4") for path in downloads) == 1  # by the first job only
+
+
+def video_parquet_with_datasets(tmp_path: Path, rows: list[dict]) -> bytes:
+    """A parquet file written by the `datasets` library itself (the trainer env has it; the app env does not), its
+    `video` column a `Video()` feature: what `push_to_hub` uploads for a video dataset."""
+    trainer = Settings.from_env().trainer_python
+    if not trainer.exists():
+        pytest.skip("needs the trainer env's `datasets` library to write a Video-feature parquet")
+    rows_file, out = tmp_path / "rows.json", tmp_path / "video.parquet"
+    rows_file.write_text(json.dumps([{**row, "video": {"path": row["video"]["path"],
+                                                      "bytes": row["video"]["bytes"].hex()
+                                                      if row["video"]["bytes"] is not None else None}}
+                                     for row in rows]))
+    script = (
+        "import json, sys\n"
+        "from datasets import Dataset, Features, Value, Video\n"
+        "rows = json.load(open(sys.argv[1]))\n"
+        "for row in rows:\n"
+        "    b = row['video']['bytes']\n"
+        "    row['video']['bytes'] = bytes.fromhex(b) if b is not None else None\n"
+        "features = Features({'video': Video(), 'text': Value('string')})\n"
+        "Dataset.from_list(rows, features=features).to_parquet(sys.argv[2])\n"
+    )
+    done = subprocess.run([str(trainer), "-P", "-c", script, str(rows_file), str(out)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out.read_bytes()
+
+
+@pytest.mark.trainer_env
+def test_a_parquet_dataset_with_a_video_column_stages_each_row_as_a_clip(tmp_path: Path):
+    clips = clips_of(tmp_path)
+    rows = [
+        {"video": {"bytes": clips["walk"], "path": "walk.mp4"}, "text": "a bar walking"},
+        {"video": {"bytes": clips["run"], "path": None}, "text": "a bar running"},  # no path: WebM from its bytes
+        {"video": {"bytes": clips["cut"], "path": "cut.mp4"}, "text": "cut short"},
+        {"video": {"bytes": clips["zip"], "path": "trap.mp4"}, "text": "a zip"},
+        {"video": {"bytes": clips["zip"], "path": None}, "text": "a zip, no name"},
+    ]
+    data = video_parquet_with_datasets(tmp_path, rows)
+    assert b'"_type": "Video"' in data or b'"_type":"Video"' in data
+    with running_hub_server(connect=False) as hub:
+        hub.add_repo("org/videos", repo_type="dataset", private=False,
+                     files={"data/train-00000-of-00001.parquet": data, "README.md": b"x"})
+        [out] = stage_in_child(hub, [({"dataset": {"hf_repo": "org/videos"}, "trigger_word": "sks"}, tmp_path / "a")])
+    assert out["clips"] == {"000001_walk.mp4": ["sks, a bar walking", "column", 9],
+                            "000002.webm": ["sks, a bar running", "column", 17]}
+    assert out["images"] == {}
+    assert sorted(out["skipped"]) == [  # a row that became a file is named by it, as an image row is
+        ["000003_cut.mp4", "truncated video"], ["000004_trap.mp4", "not a video"], ["README.md", "not an image"],
+        ["train-00000-of-00001.parquet#5", "not a video"],
+    ]
+
+
+def test_a_parquet_column_named_video_of_raw_bytes_is_read_as_clips(tmp_path: Path):
+    """A parquet file written without the `datasets` metadata: the column's name says it holds video."""
+    clips = clips_of(tmp_path)
+    schema = pa.schema([("video", pa.binary()), ("caption", pa.string())])
+    rows = [{"video": clips["walk"], "caption": "a bar walking"}, {"video": clips["run"], "caption": None},
+            {"video": None, "caption": "an empty cell"}]
+    with running_hub_server(connect=False) as hub:
+        hub.add_repo("org/raw", repo_type="dataset", private=False, files={"d.parquet": parquet(rows, schema)})
+        [out] = stage_in_child(hub, [({"dataset": {"hf_repo": "org/raw"}}, tmp_path / "a")])
+    assert out["clips"] == {"000001.mp4": ["a bar walking", "column", 9], "000002.webm": ["000002", "file_name", 17]}
+    assert out["skipped"] == [["d.parquet#3", "no video bytes"]]
 
 
 def test_private_repos_missing_repos_and_revisions(tmp_path: Path):

@@ -152,6 +152,19 @@ def test_without_a_comfyui_file_the_card_says_why():
         "pytorch_lora_weights.safetensors", "")
 
 
+def test_a_family_comfyui_loads_as_saved_gets_the_diffusers_file_in_the_loader_and_no_why_not():
+    """FLUX.2: SimpleTuner saves the layout ComfyUI loads, so the card puts the diffusers file in the LoRA node."""
+    note = ("not needed: ComfyUI loads this family's pytorch_lora_weights.safetensors as it is (SimpleTuner 4.10.1's "
+            "Flux2 says so, and its --lora_format comfyui writes no other file)")
+    text = render_model_card(facts(model_family="flux2", comfyui_file=None, comfyui_note=note))
+    section = text.split("## Use it with ComfyUI", 1)[1].split("\n## ", 1)[0]
+    assert "none is needed" in section and "no ComfyUI-format file:" not in section
+    workflow = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert workflow["2"]["inputs"]["lora_name"] == "pytorch_lora_weights.safetensors"
+    rows = dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", text, re.M))
+    assert "ComfyUI as it is" in rows["pytorch_lora_weights.safetensors"]
+
+
 def test_a_lycoris_card_loads_it_with_the_lycoris_library_and_names_the_algorithm():
     lokr = {"algo": "lokr", "multiplier": 1.0, "linear_dim": 10000, "linear_alpha": 1, "factor": 16}
     card = render_model_card(facts(kind="lycoris", lycoris=lokr, config={"--lora_type": "lycoris",

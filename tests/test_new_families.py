@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from core.adapters import GpuFacts
+from core.publishing.lora_files import add_comfyui_files, comfyui_reads_diffusers_file
+from core.settings import Settings
 from core.simpletuner import hub_ids, recipe_for
 from core.simpletuner.families import identify
 from core.training import plan_gpu
 from core.training.memory_plan import headroom_gb, table_params
 from tests.conftest import tiny_job
+from tests.support.comfyui_files import assert_generic_comfyui_file
 from tests.test_demo_families import core_cli
 
 # The flavour whose layout the tiny model has. Z-Image's turbo flavours load Ostris' training adapter from the Hub,
@@ -61,8 +64,21 @@ def test_a_lora_trains_two_steps_on_the_tiny_model_with_the_family_read_from_the
     assert result["status"] == "succeeded" and result["metrics"]["steps"] == 2
     trained = json.loads((tmp_path / "work" / "output" / "simpletuner_config.json").read_text())
     assert (trained["model_family"], trained["model_flavour"]) == (family, NEW[family]["flavour"])
-    keys = _lora_keys(tmp_path / "work" / "output" / "pytorch_lora_weights.safetensors")
+    output = tmp_path / "work" / "output"
+    keys = _lora_keys(output / "pytorch_lora_weights.safetensors")
     assert keys and all("lora" in key and key.startswith("transformer.") for key in keys)
+    # ComfyUI: Z-Image's file from SimpleTuner's converter; FLUX.2's diffusers file is what ComfyUI loads (SimpleTuner
+    # marks it so), said without a warning
+    assert not [warning for warning in result["warnings"] if "ComfyUI" in warning]
+    if family == "z_image":
+        assert_generic_comfyui_file(output / "pytorch_lora_weights.safetensors",
+                                    Path(result["comfyui_checkpoint"]), rank=2)
+    else:
+        assert result["comfyui_checkpoint"] is None
+        assert sorted(path.name for path in output.glob("*.safetensors")) == ["pytorch_lora_weights.safetensors"]
+        done = add_comfyui_files(output, name="again", model_family=family, settings=Settings.from_env())
+        assert done.file is None and done.native and not done.warnings
+        assert comfyui_reads_diffusers_file(done.note) and "Flux2" in done.note
 
 
 @pytest.mark.parametrize(("family", "flavour"), [("flux2", "klein-4b"), ("flux2", "klein-9b"), ("flux2", "dev"),

@@ -185,3 +185,78 @@ def test_the_scan_time_comes_from_simpletuners_log(tmp_path: Path):
     assert abs(scan_seconds(log, backend_id="dataset") - 1.75) < 1e-6
     assert abs(scan_seconds(log, backend_id="other") - 4.0) < 1e-6
     assert scan_seconds(tmp_path / "absent.log", backend_id="dataset") == 0.0
+
+
+# -- a video backend's caches --------------------------------------------------------------------------------------
+
+
+def _clip_job(tmp_path: Path, dataset: Path, settings: Settings, model: Path, **video) -> TrainerCaches:
+    """Stage a Wan job's clips (and a still) and plan its SimpleTuner caches as the pipeline does."""
+    from core.cache.datasets import clip_hashes
+    from tests.test_video_training import wan_job
+
+    spec = parse_job(wan_job(dataset, video={"num_frames": 9, **video}, config={"model_name": str(model)}))
+    job = JobDir(tmp_path / f"job-{len(list(tmp_path.glob('job-*')))}").create()
+    manifest = stage_dataset(spec.dataset, job.dataset, settings=settings,
+                             captions=CaptionOptions(trigger_word=spec.trigger_word))
+    files = build_trainer_files(spec, images_dir=manifest.root, job=job, device="cuda",
+                                clips_dir=manifest.clips_root, stills=bool(manifest.images))
+    return plan(spec, files.backends, manifest, images=image_hashes(manifest), clips=clip_hashes(manifest),
+                settings=settings)
+
+
+def _wan_folder(tmp_path: Path) -> Path:
+    """A local model folder as far as the keys look at it: its VAE's and text encoder's files."""
+    model = tmp_path / "wan-model"
+    for part in ("vae", "text_encoder", "tokenizer"):
+        (model / part).mkdir(parents=True)
+        (model / part / "config.json").write_text("{}")
+    return model
+
+
+def _by_folder(caches: TrainerCaches) -> dict[tuple[str, str], str]:
+    return {(item.kind, item.folder.name): item.key for item in caches.dirs}
+
+
+def test_a_video_backend_gets_latent_and_bucket_entries_keyed_by_its_clips(tmp_path: Path):
+    from PIL import Image
+
+    from tests.support.clips import write_clip
+    from tests.test_video_training import three_clips
+
+    settings, model = _settings(tmp_path), _wan_folder(tmp_path)
+    dataset = three_clips(tmp_path / "data")
+    Image.new("RGB", (64, 64), "red").save(dataset / "still.png")
+    base = _by_folder(_clip_job(tmp_path, dataset, settings, model))
+    assert set(base) == {("text_embeds", "text"), ("vae_latents", "vae"), ("vae_latents", "vae-clips"),
+                         ("buckets", "images"), ("buckets", "clips")}
+    write_clip(dataset / "clip0.mp4", frames=11)  # another clip: the clips' entries change, the images' do not
+    changed = _by_folder(_clip_job(tmp_path, dataset, settings, model))
+    assert {name for name, key in changed.items() if key != base[name]} == {("vae_latents", "vae-clips"),
+                                                                            ("buckets", "clips")}
+    (dataset / "clip1.txt").write_text("another caption")
+    captioned = _by_folder(_clip_job(tmp_path, dataset, settings, model))
+    assert captioned[("text_embeds", "text")] != changed[("text_embeds", "text")]  # a clip's caption is embedded too
+    framed = _by_folder(_clip_job(tmp_path, dataset, settings, model, min_frames=9, num_frames=9, max_frames=17))
+    assert framed[("vae_latents", "vae-clips")] != captioned[("vae_latents", "vae-clips")]  # the video block
+
+
+def test_a_video_backends_bucket_files_are_written_back_into_the_next_jobs_clips_folder(tmp_path: Path):
+    from tests.test_video_training import three_clips
+
+    settings, model = _settings(tmp_path), _wan_folder(tmp_path)
+    cache = Cache.from_settings(settings)
+    dataset = three_clips(tmp_path / "data")
+    first = _clip_job(tmp_path, dataset, settings, model)
+    [made] = [item for item in first.dirs if item.kind == "buckets"]
+    assert made.folder.name == "clips" and made.names == ("aspect_ratio_bucket_metadata_clips.json",
+                                                          "aspect_ratio_bucket_indices_clips.json")
+    paths = sorted(str(path) for path in made.folder.glob("*.mp4"))
+    (made.folder / made.names[1]).write_text(json.dumps({"aspect_ratio_bucket_indices": {"1.0": paths}}))
+    (made.folder / made.names[0]).write_text(json.dumps({path: {"num_frames": 9} for path in paths}))
+    store(first, cache, build_s=0.0)
+    second = restore(_clip_job(tmp_path, dataset, settings, model), cache)
+    [reused] = [item for item in second.dirs if item.kind == "buckets"]
+    assert reused.hit is not None and reused.files == 3 and reused.folder != made.folder
+    indices = json.loads((reused.folder / reused.names[1]).read_text())["aspect_ratio_bucket_indices"]["1.0"]
+    assert indices == sorted(str(path) for path in reused.folder.glob("*.mp4")) and len(indices) == 3

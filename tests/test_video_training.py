@@ -18,6 +18,7 @@ from core.spec import parse_job
 from core.training.config import build_trainer_files
 from core.training.video import video_settings
 from tests.support.clips import write_clip, write_hostile_clips
+from tests.support.comfyui_files import assert_generic_comfyui_file
 from tests.test_demo_families import core_cli
 
 WAN = {"model_family": "wan", "model_flavour": "t2v-480p-1.3b-2.1", "model_name": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"}
@@ -159,3 +160,8 @@ def test_a_wan_lora_trains_from_three_clips_through_the_cli(tmp_path: Path, tiny
     assert (tmp_path / "work" / "output" / "pytorch_lora_weights.safetensors").stat().st_size > 0
     log = (tmp_path / "work" / "training.log").read_text()
     assert "Total number of videos: 3" in log  # SimpleTuner read the clips, not stills
+    # The ComfyUI-format file, from SimpleTuner's own converter for Wan (its --lora_format comfyui)
+    comfyui = Path(result["comfyui_checkpoint"])
+    assert comfyui.parent == tmp_path / "work" / "output" and comfyui.name == "sks-wan-lora.safetensors"
+    assert_generic_comfyui_file(tmp_path / "work" / "output" / "pytorch_lora_weights.safetensors", comfyui, rank=2)
+    assert not [warning for warning in result["warnings"] if "ComfyUI" in warning]

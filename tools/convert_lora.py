@@ -5,11 +5,13 @@
 Each DIR holds SimpleTuner's `pytorch_lora_weights.safetensors` (the run's output folder, a checkpoint-N folder);
 `DIR/<name>.safetensors` is written beside it, with the keys SimpleTuner writes for `--lora_format comfyui`
 (SDXL: kohya's `lora_unet_...`, `lora_te1_...` with `.alpha`; transformer families: `diffusion_model.`/`transformer.`
-keys with `lora_A`/`lora_B` and `.alpha`). It imports torch and SimpleTuner, so the app never imports it:
-core/publishing/lora_files.py runs it as a subprocess. Prints one JSON report on stdout:
+keys with `lora_A`/`lora_B` and `.alpha`). A family SimpleTuner marks NATIVE_COMFYUI_LORA_SUPPORT (FLUX.2) gets no
+file: SimpleTuner's own `--lora_format comfyui` saves its diffusers keys unchanged, as ComfyUI loads them; the report
+says `"native": true`. It imports torch and SimpleTuner, so the app never imports it: core/publishing/lora_files.py
+runs it as a subprocess. Prints one JSON report on stdout:
 
-    {"family": "sdxl", "supported": true, "note": "...", "files": [{"dir": ..., "file": ..., "keys": 140}],
-     "errors": [{"dir": ..., "message": ...}]}
+    {"family": "sdxl", "supported": true, "native": false, "note": "...",
+     "files": [{"dir": ..., "file": ..., "keys": 140}], "errors": [{"dir": ..., "message": ...}]}
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
 COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "controlnet")
+NATIVE = "native"
+"""converter()'s answer for a family whose diffusers file ComfyUI loads as it is."""
 
 
 def model_class(family: str):
@@ -54,13 +58,15 @@ def adapter_metadata(raw: dict[str, str] | None) -> tuple[dict, dict[str, dict]]
 
 
 def converter(family: str):
-    """(convert(state_dict, raw_metadata) -> state_dict or None, note) for `family`. None: not supported."""
+    """(convert(state_dict, raw_metadata) -> state_dict, note) for `family`; None: not supported; NATIVE: no file
+    is needed."""
     cls = model_class(family)
     if cls is None:
         return None, f"SimpleTuner {_version()} has no model family '{family}'"
     if getattr(cls, "NATIVE_COMFYUI_LORA_SUPPORT", False):
-        # SimpleTuner's own --lora_format comfyui writes the diffusers keys unchanged for these.
-        return (lambda weights, raw: dict(weights)), "ComfyUI loads this family's diffusers keys as they are"
+        # SimpleTuner's own --lora_format comfyui skips its conversion for these and saves the diffusers keys.
+        return NATIVE, (f"not needed: ComfyUI loads this family's {DIFFUSERS_FILE} as it is (SimpleTuner "
+                        f"{_version()}'s {cls.__name__} says so, and its --lora_format comfyui writes no other file)")
     # The converters are methods that read only class attributes (and, for a few, an optional loaded model):
     # an instance without __init__ is enough, and loads no model.
     instance = object.__new__(cls)
@@ -109,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.name == DIFFUSERS_FILE.removesuffix(".safetensors") or "/" in args.name:
         parser.error(f"--name {args.name!r} would overwrite the diffusers file or leave the folder")
 
-    report: dict = {"family": args.family, "supported": False, "note": "", "files": [], "errors": []}
+    report: dict = {"family": args.family, "supported": False, "native": False, "note": "", "files": [], "errors": []}
     try:
         convert, report["note"] = converter(args.family)
     except Exception as exc:  # an import that fails for one family is that family's problem, reported
         convert, report["note"] = None, f"SimpleTuner's '{args.family}' model cannot be loaded: {exc}"
     report["supported"] = convert is not None
-    if convert is not None:
+    report["native"] = convert is NATIVE
+    if convert is not None and convert is not NATIVE:
         for folder in args.dirs:
             try:
                 report["files"].append(convert_dir(folder, name=args.name, convert=convert))

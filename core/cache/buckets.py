@@ -1,19 +1,21 @@
 """SimpleTuner's text-embedding and VAE-latent caches, reused through the cache (core/cache/store.py).
 
 SimpleTuner writes its caches into the folders multidatabackend.json names (`cache_dir` of the text_embeds
-backend, `cache_dir_vae` of each image backend), inside the job's folder, and computes only the files it does not
-find there. So a whole cache folder is one entry, keyed by every input of its content:
+backend, `cache_dir_vae` of each image or video backend), inside the job's folder, and computes only the files it
+does not find there. So a whole cache folder is one entry, keyed by every input of its content:
 - text embeddings: the text encoders' identity (a local model: its text_encoder*/tokenizer* files' names, sizes and
-  times; a Hub model: repo and commit), every caption of the staged dataset, and the settings that change an
-  embedding (model family and flavour, precisions, tokenizer and T5 options, the image backends' caption options);
-- VAE latents: the VAE's identity (the same way), the content hash of every staged image, the image backend's
-  settings (resolution, crop, buckets: everything but its paths) and the settings that change a latent;
-- aspect buckets: the two files SimpleTuner's bucket scan writes into a local image backend's folder
-  (aspect_ratio_bucket_indices_<id>.json, aspect_ratio_bucket_metadata_<id>.json: every image's bucket and sizes),
-  keyed by the images' content and paths, the backend's settings, the settings that change a bucket and the
-  installed SimpleTuner version. They hold absolute paths of the job's images: the entry keeps them with the staged
-  images folder replaced by a placeholder, and a hit is written back with the new job's folder (parsed JSON, never a
-  text replace), so SimpleTuner finds every image already scanned ("No new files discovered").
+  times; a Hub model: repo and commit), every caption of the staged dataset (images and clips), and the settings
+  that change an embedding (model family and flavour, precisions, tokenizer and T5 options, the image and video
+  backends' caption options);
+- VAE latents: the VAE's identity (the same way), the content hash of every staged image (a video backend: every
+  staged clip), the backend's settings (resolution, crop, buckets, its video block: everything but its paths) and
+  the settings that change a latent;
+- aspect buckets: the two files SimpleTuner's bucket scan writes into a local image or video backend's folder
+  (aspect_ratio_bucket_indices_<id>.json, aspect_ratio_bucket_metadata_<id>.json: every file's bucket and sizes),
+  keyed by the files' content and paths, the backend's settings, the settings that change a bucket and the
+  installed SimpleTuner version. They hold absolute paths of the job's files: the entry keeps them with the staged
+  folder (images/ or clips/) replaced by a placeholder, and a hit is written back with the new job's folder (parsed
+  JSON, never a text replace), so SimpleTuner finds every file already scanned ("No new files discovered").
 Before training, a hit is linked into the job's folder (hard links: no copy; SimpleTuner only adds files beside
 them). After a training that succeeded, a folder that missed is stored, written whole and renamed into place, so a
 crashed or cancelled job never leaves an entry. Not cached: a model whose identity is unknown (a Hub id whose
@@ -92,51 +94,62 @@ class TrainerCaches:
 
 
 def plan(spec: JobSpec, backends: list[dict[str, Any]], manifest: Manifest, *, images: dict[str, str],
-         settings: Settings) -> TrainerCaches:
+         settings: Settings, clips: dict[str, str] | None = None) -> TrainerCaches:
     """The cache folders of this job's multidatabackend.json, each with its key; a folder whose inputs cannot be
-    identified is left out (computed as usual, never stored)."""
+    identified is left out (computed as usual, never stored). `images`, `clips`: the staged files' content hashes
+    (the image backends' and the video backends' content)."""
     out = TrainerCaches()
     config = spec.config
     text_model = model_identity(spec.base_model, parts=TEXT_PARTS, settings=settings, config=config)
     vae_name = str(config.get("pretrained_vae_model_name_or_path") or spec.base_model)
     vae_model = model_identity(vae_name, parts=re.compile(r"^vae$"), settings=settings, config=config)
-    image_backends = [b for b in backends if b.get("dataset_type", "image") == "image"]
-    caption_options = [{k: v for k, v in b.items() if "caption" in k or "instance_prompt" in k}
-                       for b in image_backends]
+    media = [(b, *_content(b, manifest, images=images, clips=clips or {})) for b in backends
+             if b.get("dataset_type", "image") in ("image", "video")]
+    caption_options = [{k: v for k, v in b.items() if "caption" in k or "instance_prompt" in k} for b, _, _ in media]
+    captions = sorted({e.caption for e in manifest.images} | {e.caption for e in manifest.clips})
     for backend in backends:
         if backend.get("dataset_type") == "text_embeds" and backend.get("cache_dir") and text_model:
-            key = key_of({"kind": "text_embeds", "model": text_model, "captions": sorted({e.caption for e in
-                                                                                          manifest.images}),
+            key = key_of({"kind": "text_embeds", "model": text_model, "captions": captions,
                           "settings": _matching(config, TEXT_SETTINGS), "backends": caption_options})
             out.dirs.append(CacheDir("text_embeds", key, Path(backend["cache_dir"])))
-        elif backend in image_backends and backend.get("cache_dir_vae") and vae_model and images:
+    for backend, root, content in media:
+        if backend.get("cache_dir_vae") and vae_model and content:
             settings_part = {k: v for k, v in backend.items() if not BACKEND_PATHS.search(k)}
-            key = key_of({"kind": "vae_latents", "model": vae_model, "images": images, "backend": settings_part,
-                          "data_dir": _relative(backend.get("instance_data_dir"), manifest.root),
+            key = key_of({"kind": "vae_latents", "model": vae_model, "images": content, "backend": settings_part,
+                          "data_dir": _relative(backend.get("instance_data_dir"), root),
                           "settings": _matching(config, VAE_SETTINGS)})
             out.dirs.append(CacheDir("vae_latents", key, Path(backend["cache_dir_vae"])))
     version = simpletuner_version(settings)
-    for backend in image_backends:
-        if images and version and (item := _bucket_dir(backend, manifest, images=images, config=config,
-                                                        version=version)):
+    for backend, root, content in media:
+        if content and version and (item := _bucket_dir(backend, root, content=content, config=config,
+                                                         version=version)):
             out.dirs.append(item)
     return out
 
 
-def _bucket_dir(backend: dict[str, Any], manifest: Manifest, *, images: dict[str, str], config: dict[str, Any],
+def _content(backend: dict[str, Any], manifest: Manifest, *, images: dict[str, str],
+             clips: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """(the staged folder a backend reads, the content hashes of its files): the clips for a video backend, the
+    images for an image one."""
+    if backend.get("dataset_type") == "video":
+        return manifest.clips_root or manifest.root, clips
+    return manifest.root, images
+
+
+def _bucket_dir(backend: dict[str, Any], staged: Path, *, content: dict[str, str], config: dict[str, Any],
                 version: str) -> CacheDir | None:
-    """The bucket files of a local image backend whose folder is in the staged dataset (SimpleTuner's default
-    discovery metadata: other metadata backends keep theirs elsewhere)."""
+    """The bucket files of a local image or video backend whose folder is in the staged dataset's folder `staged`
+    (SimpleTuner's default discovery metadata: other metadata backends keep theirs elsewhere)."""
     folder = backend.get("instance_data_dir")
-    root = Path(os.path.abspath(manifest.root))
+    root = Path(os.path.abspath(staged))
     if (backend.get("type", "local") != "local" or backend.get("metadata_backend", "discovery") != "discovery"
             or not folder or not Path(os.path.abspath(str(folder))).is_relative_to(root)):
         return None
     suffix = str(backend.get("cache_file_suffix") or backend.get("id") or "")
     settings_part = {k: v for k, v in backend.items() if not BACKEND_PATHS.search(k)}
-    key = key_of({"kind": "buckets", "images": images, "simpletuner": version, "backend": settings_part,
-                  "files": sorted(entry.path.relative_to(manifest.root).as_posix() for entry in manifest.images),
-                  "data_dir": _relative(folder, manifest.root), "settings": _matching(config, BUCKET_SETTINGS)})
+    key = key_of({"kind": "buckets", "images": content, "simpletuner": version, "backend": settings_part,
+                  "files": sorted(content), "data_dir": _relative(folder, root),
+                  "settings": _matching(config, BUCKET_SETTINGS)})
     return CacheDir("buckets", key, Path(os.path.abspath(str(folder))), names=tuple(f"{name}_{suffix}.json"
                                                                                     for name in BUCKET_FILES),
                     images_root=root, log=JobDir(root.parent.parent).log, backend_id=str(backend.get("id") or ""))

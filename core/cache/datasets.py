@@ -10,8 +10,8 @@ The key is the source and what identifies its content, plus everything staging d
 - a local folder or archive: each file's path, size and modification time;
 - and the caption options (trigger word, placement, caption extension, cleaning), the edit pairs' input folders
   (dataset.control_dir), the staging limits and STAGING_VERSION (raised when staging changes what it makes: 2 reads
-  edit pairs). A dataset of edit pairs is not kept (an entry holds the images folder only).
-The entry holds the staged images and captions and the manifest; a hit links them into the job's folder. Every
+  edit pairs and keeps clips). A dataset of edit pairs is not kept (an entry holds the images and clips folders only).
+The entry holds the staged images, clips and captions and the manifest; a hit links them into the job's folder. Every
 writer of a caption (auto-captioning, the UI's edits) puts a new file in its place, never writes into the file: an
 edit never reaches the cache through a link.
 """
@@ -32,9 +32,11 @@ from core.adapters import download, probe
 from core.cache.store import Cache, file_sha256, key_of, link_tree
 from core.cancel import Cancel
 from core.dataset import (
+    CLIPS_DIR,
     DOWNLOAD_DIR,
     IMAGES_DIR,
     CaptionOptions,
+    ClipEntry,
     ImageEntry,
     Manifest,
     Skipped,
@@ -61,9 +63,11 @@ class DatasetReuse:
     """reused | stored | miss (not storable: the source has no validator, or the entry could not be written) | off"""
     saved_s: float = 0.0
     images_id: str | None = None
-    """A hash of every staged image's name and content: what VAE latents are keyed by."""
+    """A hash of every staged image's and clip's name and content."""
     images: dict[str, str] = field(default_factory=dict)
-    """Staged file name -> sha256 of its content."""
+    """Staged image file name -> sha256 of its content: what VAE latents and aspect buckets are keyed by."""
+    clips: dict[str, str] = field(default_factory=dict)
+    """Staged clip file name -> sha256 of its content: the same for the video backend's caches."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "saved_s": round(self.saved_s, 2)}
@@ -142,24 +146,26 @@ def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
     except (OSError, KeyError, TypeError, ValueError):
         return None
     took = time.monotonic() - started
-    on_event(LogLine(f"dataset from the cache: {len(manifest.images)} images ({took:.1f}s)"))
+    clips = f" and {len(manifest.clips)} clips" if manifest.clips else ""
+    on_event(LogLine(f"dataset from the cache: {len(manifest.images)} images{clips} ({took:.1f}s)"))
     return manifest, DatasetReuse(status="reused", saved_s=max(entry.build_s - took, 0.0),
-                                  images_id=entry.meta.get("images_id"), images=dict(entry.meta.get("images") or {}))
+                                  images_id=entry.meta.get("images_id"), images=dict(entry.meta.get("images") or {}),
+                                  clips=dict(entry.meta.get("clips") or {}))
 
 
 def _store(cache: Cache, key: str, manifest: Manifest, *, build_s: float, on_event: EventSink) -> DatasetReuse:
-    if manifest.clips:  # an entry holds the images folder and its manifest only: clips are staged each time
-        on_event(LogLine("a dataset with video clips is not kept in the cache"))
-        return DatasetReuse(status="miss")
-    if manifest.pairs is not None:  # its input folders are staged each time, as clips are
+    if manifest.pairs is not None:  # its input folders are staged each time
         on_event(LogLine("a dataset of edit pairs is not kept in the cache"))
         return DatasetReuse(status="miss")
-    hashes = image_hashes(manifest)
-    reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes}), images=hashes)
+    hashes, clips = image_hashes(manifest), clip_hashes(manifest)
+    reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes, **({"clips": clips} if clips else {})}),
+                         images=hashes, clips=clips)
     try:
         with cache.writing("dataset", key, build_s=build_s, manifest=_manifest_record(manifest),
-                           images_id=reuse.images_id, images=hashes) as folder:
+                           images_id=reuse.images_id, images=hashes, clips=clips) as folder:
             link_tree(manifest.root, folder / IMAGES_DIR)
+            if manifest.clips_root is not None:
+                link_tree(manifest.clips_root, folder / CLIPS_DIR)
         reuse.status = "stored" if cache.lookup("dataset", key) is not None else "miss"
     except OSError as exc:
         on_event(LogLine(f"the dataset was not kept in the cache: {exc}", severity="warning"))
@@ -173,6 +179,12 @@ def image_hashes(manifest: Manifest) -> dict[str, str]:
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="hash") as pool:
         return dict(sorted(pool.map(digest, manifest.images)))
+
+
+def clip_hashes(manifest: Manifest) -> dict[str, str]:
+    """Staged clip name -> sha256 of the clip, a few at a time."""
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="hash") as pool:
+        return dict(sorted(pool.map(lambda entry: (entry.path.name, file_sha256(entry.path)), manifest.clips)))
 
 
 # -- what identifies a source ---------------------------------------------------------------------------------
@@ -259,6 +271,8 @@ def _manifest_record(manifest: Manifest) -> dict[str, Any]:
                     "width": entry.width, "height": entry.height, "caption_source": entry.caption_source}
                    for entry in manifest.images],
         "skipped": [asdict(item) for item in manifest.skipped],
+        "clips": [{"name": entry.path.name, **{k: v for k, v in asdict(entry).items() if k != "path"}}
+                  for entry in manifest.clips],
     }
 
 
@@ -271,8 +285,16 @@ def _restore(data: Path, record: dict[str, Any], *, dest: Path) -> Manifest:
     images = [ImageEntry(path=root / item["name"], caption=item["caption"], width=int(item["width"]),
                          height=int(item["height"]), caption_source=item["caption_source"])
               for item in record["images"]]
-    if not all(os.path.isfile(entry.path) for entry in images):  # an eviction took the entry meanwhile
-        raise OSError("an image of the entry is missing")
+    clips_root = dest.absolute() / CLIPS_DIR
+    if clips_root.exists():
+        shutil.rmtree(clips_root)
+    clips = [ClipEntry(path=clips_root / item["name"], **{k: v for k, v in item.items() if k != "name"})
+             for item in record.get("clips") or []]
+    if clips:
+        link_tree(data / CLIPS_DIR, clips_root)
+    paths = [entry.path for entry in images] + [entry.path for entry in clips]
+    if not all(os.path.isfile(path) for path in paths):  # an eviction took the entry meanwhile
+        raise OSError("a file of the entry is missing")
     return Manifest(root=root, images=images, skipped=[Skipped(**item) for item in record["skipped"]],
-                    source=str(record["source"]))
+                    source=str(record["source"]), clips=clips, clips_root=clips_root if clips else None)
 

@@ -71,7 +71,8 @@ class JobReuse:
         """Link SimpleTuner's caches that an earlier job made for the same inputs into this job's folders."""
         if self.cache is None:
             return
-        self.trainer = restore(plan(spec, backends, manifest, images=self.dataset.images, settings=settings),
+        self.trainer = restore(plan(spec, backends, manifest, images=self.dataset.images,
+                                    clips=self.dataset.clips, settings=settings),
                                self.cache, on_event=on_event)
 
     def finish(self, *, trained: bool, on_event: EventSink = ignore_event) -> dict[str, Any] | None:

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import IO
 
 from core.cancel import Cancel
+from core.dataset.clips import CLIP_SUFFIXES
 from core.errors import DatasetError, UnsafeArchive
 from core.result import human_size
+from core.spec import ClipLimits
 
 # Every suffix Pillow opens that a dataset plausibly holds; anything else is skipped before decoding.
 IMAGE_SUFFIXES = frozenset(
@@ -48,6 +50,8 @@ class ExtractLimits:
     max_total_bytes: int = 20 * 1024**3
     max_files: int = 100_000
     max_ratio: float = 100.0
+    max_clip_bytes: int = ClipLimits().max_bytes
+    """One video clip's bound (ClipLimits.max_bytes): a clip member its header says is larger is never written."""
 
 
 @dataclass
@@ -87,6 +91,16 @@ def skip_reason(parts: tuple[str, ...], *, keep_suffixes: frozenset[str]) -> str
     if Path(parts[-1]).suffix.lower() not in keep_suffixes:
         return "not an image"
     return None
+
+
+def member_reason(parts: tuple[str, ...], size: int, *, keep_suffixes: frozenset[str],
+                  limits: ExtractLimits) -> str | None:
+    """skip_reason, and a clip whose header declares more bytes than one clip may have (written as the probe would
+    refuse it, before any of it is written: the member's bytes are then bounded by that header)."""
+    reason = skip_reason(parts, keep_suffixes=keep_suffixes)
+    if reason is None and size > limits.max_clip_bytes and Path(parts[-1]).suffix.lower() in CLIP_SUFFIXES:
+        return f"video bomb (the archive lists {size} bytes, over the {limits.max_clip_bytes}-byte limit for one clip)"
+    return reason
 
 
 def extract_archive(
@@ -247,7 +261,7 @@ def plan_zip(bundle: zipfile.ZipFile, out: Extracted, *, keep_suffixes: frozense
         if stat.S_ISLNK(mode):
             out.skip("/".join(parts), "symlink")
             continue
-        reason = skip_reason(parts, keep_suffixes=keep_suffixes)
+        reason = member_reason(parts, info.file_size, keep_suffixes=keep_suffixes, limits=budget.limits)
         if reason:
             out.skip("/".join(parts), reason)
             continue
@@ -321,7 +335,7 @@ def _extract_tar(
                 if special or not member.isreg():
                     out.skip(name, special or "special file")
                     continue
-                reason = skip_reason(parts, keep_suffixes=keep_suffixes)
+                reason = member_reason(parts, member.size, keep_suffixes=keep_suffixes, limits=limits)
                 if reason:
                     out.skip(name, reason)
                     continue

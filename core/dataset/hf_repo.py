@@ -1,14 +1,17 @@
 """A Hugging Face dataset repo as a dataset source, through huggingface_hub.
 
-Two layouts: image files with captions beside them (`a.png` + `a.txt`), or parquet files with an image column
-(HF `Image` feature: {bytes, path}, or raw bytes) and a caption column. The revision is pinned to one commit
-first, so every file comes from the same snapshot. The endpoint, retries and error codes are core/adapters/hub.py's.
-A cancel (or the job's deadline) stops the files not yet started and, through the download's progress bar
-(core/adapters/hub_bar.py), the ones being downloaded at their next chunk.
+Two layouts: image or clip files with captions beside them (`a.png` + `a.txt`, `b.mp4` + `b.txt`), or parquet files
+with an image or video column (the `datasets` library's `Image` or `Video` feature: {bytes, path}, or raw bytes) and a
+caption column. A video row's bytes become a clip file, its suffix from the row's path or, without one, from the
+container its first bytes name (MP4/MOV or Matroska/WebM): staging probes it as any clip. The revision is pinned to
+one commit first, so every file comes from the same snapshot. The endpoint, retries and error codes are
+core/adapters/hub.py's. A cancel (or the job's deadline) stops the files not yet started and, through the download's
+progress bar (core/adapters/hub_bar.py), the ones being downloaded at their next chunk.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Mapping
@@ -35,9 +38,14 @@ from core.spec import DatasetSpec
 
 FIELD = "dataset.hf_repo"
 IMAGE_COLUMNS = ("image", "img", "images", "jpg", "png", "webp")
+VIDEO_COLUMNS = ("video", "videos", "clip", "mp4", "webm")
+MEDIA_FEATURES = ("Image", "Video")
+"""The `datasets` feature types (`_type` in the parquet's `huggingface` schema metadata) of a column with files."""
 CAPTION_COLUMNS = ("text", "caption", "prompt", "captions", "description", "txt")
 REPO_METADATA = {".gitattributes"}
 _PARQUET_BATCH = 64
+_VIDEO_BATCH = 4
+"""Rows read at once from a video column: each cell holds a whole clip."""
 _WORKERS = 8
 _PROGRESS_S = 0.5
 
@@ -68,12 +76,14 @@ def fetch_hf_dataset(
     *,
     keep_suffixes: frozenset[str],
     max_bytes: int,
+    max_clip_bytes: int | None = None,
     token: str | None = None,
     on_event: EventSink = ignore_event,
     cancel: CancelFlag | None = None,
 ) -> HfFetched:
     """Download the repo's images (+ captions) or parquet rows into `folder`. Hub failures are DownloadErrors with
-    core/adapters/hub.py's codes; a set `cancel` stops the downloads (between chunks) and the retries."""
+    core/adapters/hub.py's codes; a set `cancel` stops the downloads (between chunks) and the retries. A clip file
+    the listing says is over `max_clip_bytes` is skipped without downloading it."""
     from huggingface_hub import HfApi
 
     repo = check_repo_id(dataset.hf_repo or "", family=DatasetError, field=FIELD, kind="dataset")
@@ -93,6 +103,8 @@ def fetch_hf_dataset(
     files = sorted((e for e in entries if hasattr(e, "size")), key=lambda e: e.path)
     out = HfFetched(commit=commit)
     images = [f for f in files if PurePosixPath(f.path).suffix.lower() in IMAGE_SUFFIXES | CLIP_SUFFIXES]
+    too_big = {f.path for f in images if max_clip_bytes is not None and (f.size or 0) > max_clip_bytes
+               and PurePosixPath(f.path).suffix.lower() in CLIP_SUFFIXES}
     parquet = [f for f in files if f.path.lower().endswith(".parquet")]
     image_paths = {f.path for f in images}
     captions = [f for f in files if f.path not in image_paths and PurePosixPath(f.path).suffix.lower() in keep_suffixes]
@@ -104,8 +116,12 @@ def fetch_hf_dataset(
             f"{repo}@{dataset.revision} has no image files and no parquet files ({shown})", field=FIELD
         )
     for item in files:
-        if item.path not in chosen_paths and item.path not in REPO_METADATA:
+        if item.path in too_big:
+            out.skipped.append((item.path, "video bomb", f"the repo lists {item.size} bytes, over the "
+                                f"{max_clip_bytes}-byte limit for one clip"))
+        elif item.path not in chosen_paths and item.path not in REPO_METADATA:
             out.skipped.append((item.path, "not an image", ""))
+    chosen = [f for f in chosen if f.path not in too_big]
     total = sum(f.size or 0 for f in chosen)
     if total > max_bytes:
         raise DownloadError(f"{repo}: {total} bytes is over the {max_bytes}-byte download limit", field=FIELD)
@@ -156,24 +172,43 @@ def _download_all(
     on_event(DownloadProgress(source=source, bytes_done=total, bytes_total=total))
 
 
-def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], *, what: str, field: str) -> str | None:
+def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], *, field: str) -> str | None:
+    """The column the job names (refused when there is none of that name), else the first of `defaults` present."""
     if wanted:
         if wanted not in columns:
             raise DatasetError(f"no column '{wanted}' (columns: {', '.join(columns)})", field=field)
         return wanted
     lowered = {c.lower(): c for c in columns}
-    for name in defaults:
-        if name in lowered:
-            return lowered[name]
-    if what == "image":
-        raise DatasetError(
-            f"no image column found (columns: {', '.join(columns)}); set dataset.image_column", field=field
-        )
-    return None
+    return next((lowered[name] for name in defaults if name in lowered), None)
+
+
+def _features(schema: Any) -> dict[str, str]:
+    """Column -> its `datasets` feature type ('Image', 'Video', 'Value', ...), from the schema metadata the
+    `datasets` library writes into its parquet files; {} for a parquet file written without it."""
+    try:
+        info = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
+        features = info.get("info", {}).get("features", {})
+        return {str(name): str(kind.get("_type", "")) for name, kind in features.items() if isinstance(kind, dict)}
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _media_column(columns: list[str], features: dict[str, str], dataset: DatasetSpec) -> tuple[str, bool]:
+    """(the column holding the files, whether it holds video): the job's image_column, else the first column the
+    `datasets` metadata calls an Image (then a Video), else one named like one (image names first)."""
+    typed = [(kind, name) for name in columns for kind in MEDIA_FEATURES if features.get(name) == kind]
+    if dataset.image_column is None and typed:
+        kind, name = min(typed, key=lambda item: MEDIA_FEATURES.index(item[0]))
+        return name, kind == "Video"
+    column = _pick(columns, dataset.image_column, IMAGE_COLUMNS + VIDEO_COLUMNS, field="dataset.image_column")
+    if column is None:
+        raise DatasetError(f"no image or video column found (columns: {', '.join(columns)}); set "
+                           "dataset.image_column", field="dataset.image_column")
+    return column, features.get(column) == "Video" or column.lower() in VIDEO_COLUMNS
 
 
 def _read_parquet(paths: list[Path], rows_dir: Path, *, dataset: DatasetSpec, out: HfFetched) -> None:
-    """Stream each parquet file in batches: image bytes to files, captions kept in memory (small)."""
+    """Stream each parquet file in batches: image or clip bytes to files, captions kept in memory (small)."""
     import pyarrow.parquet as pq
 
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -185,28 +220,46 @@ def _read_parquet(paths: list[Path], rows_dir: Path, *, dataset: DatasetSpec, ou
             out.skipped.append((path.name, "unreadable parquet", str(exc)[:200]))
             continue
         columns = table.schema_arrow.names
-        image_col = _pick(columns, dataset.image_column, IMAGE_COLUMNS, what="image", field="dataset.image_column")
-        caption_col = _pick(columns, dataset.caption_column, CAPTION_COLUMNS, what="caption",
-                            field="dataset.caption_column")
-        wanted = [image_col] + ([caption_col] if caption_col else [])
-        for batch in table.iter_batches(batch_size=_PARQUET_BATCH, columns=wanted):
-            images = batch.column(image_col).to_pylist()
-            captions = batch.column(caption_col).to_pylist() if caption_col else [None] * len(images)
-            for value, caption in zip(images, captions, strict=True):
+        media_col, video = _media_column(columns, _features(table.schema_arrow), dataset)
+        caption_col = _pick(columns, dataset.caption_column, CAPTION_COLUMNS, field="dataset.caption_column")
+        wanted = [media_col] + ([caption_col] if caption_col else [])
+        for batch in table.iter_batches(batch_size=_VIDEO_BATCH if video else _PARQUET_BATCH, columns=wanted):
+            cells = batch.column(media_col).to_pylist()
+            captions = batch.column(caption_col).to_pylist() if caption_col else [None] * len(cells)
+            for value, caption in zip(cells, captions, strict=True):
                 index += 1
-                _write_row(value, caption, index=index, rows_dir=rows_dir, source=path.name, out=out)
+                _write_row(value, caption, index=index, rows_dir=rows_dir, source=path.name, out=out, video=video)
 
 
-def _write_row(value: Any, caption: Any, *, index: int, rows_dir: Path, source: str, out: HfFetched) -> None:
+def _write_row(value: Any, caption: Any, *, index: int, rows_dir: Path, source: str, out: HfFetched,
+               video: bool) -> None:
     data, name = _image_bytes(value)
     label = f"{source}#{index}"
     if data is None:
-        out.skipped.append((label, "no image bytes", "the image cell is empty or only a path"))
+        what = "video" if video else "image"
+        out.skipped.append((label, f"no {what} bytes", f"the {what} cell is empty or only a path"))
         return
+    suffix = PurePosixPath(name or "").suffix.lower()
+    if video and suffix not in CLIP_SUFFIXES:
+        suffix = _container_suffix(data) or ""
+        if not suffix:
+            out.skipped.append((label, "not a video", "neither an MP4/MOV nor a Matroska/WebM file, and its path "
+                                "names no clip suffix"))
+            return
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePosixPath(name).stem if name else "").strip("._")
-    file = rows_dir / f"{index:06d}{'_' + stem if stem else ''}{PurePosixPath(name or '').suffix.lower()}"
+    file = rows_dir / f"{index:06d}{'_' + stem if stem else ''}{suffix}"
     file.write_bytes(data)
     out.rows.append(HfRow(name=file.name, image=file, caption=_caption_text(caption)))
+
+
+def _container_suffix(data: bytes) -> str | None:
+    """The clip suffix of a video cell without a path, from its first bytes: an ISO media file (its `ftyp` box) or
+    an EBML one (Matroska, WebM when its doctype says so). Only names which safe demuxer reads it (docs/video.md)."""
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    if data[:4] == b"\x1aE\xdf\xa3":
+        return ".webm" if b"webm" in data[:64] else ".mkv"
+    return None
 
 
 def _image_bytes(value: Any) -> tuple[bytes | None, str | None]:

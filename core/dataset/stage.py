@@ -133,6 +133,11 @@ class StagingLimits:
     extract: ExtractLimits = ExtractLimits()
     clips: ClipLimits = ClipLimits()
 
+    @property
+    def archive(self) -> ExtractLimits:
+        """The archive bounds, with one clip's bound from `clips` (a clip member over it is never extracted)."""
+        return replace(self.extract, max_clip_bytes=self.clips.max_bytes)
+
 
 @dataclass(frozen=True)
 class CaptionOptions:
@@ -287,8 +292,8 @@ def _gather(
     if dataset.files:
         return _inline(dataset, dest, settings=settings, on_event=on_event, limits=limits, cancel=cancel)
     fetched = fetch_hf_dataset(
-        dataset, dest / DOWNLOAD_DIR, keep_suffixes=keep, max_bytes=limits.max_download_bytes, token=hf_token,
-        on_event=on_event, cancel=cancel,
+        dataset, dest / DOWNLOAD_DIR, keep_suffixes=keep, max_bytes=limits.max_download_bytes,
+        max_clip_bytes=limits.clips.max_bytes, token=hf_token, on_event=on_event, cancel=cancel,
     )
     if fetched.folder is not None:
         gathered = _walk(fetched.folder, keep=keep, options=options, owned=True, confine=None)
@@ -337,7 +342,7 @@ def _from_file(
     """An archive (extracted into dest/_extract, its images decoded as they come out) or a single image."""
     if archive_kind(file) is not None:
         extracted = extract_archive(
-            file, dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=label, on_file=decoder.submit,
+            file, dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.archive, label=label, on_file=decoder.submit,
             cancel=cancel,
         )
         return _from_extracted(extracted, keep=keep, options=options)
@@ -348,7 +353,7 @@ def _from_url(url: str, dest: Path, *, keep: frozenset[str], options: CaptionOpt
               on_event: EventSink, limits: StagingLimits, decoder: _Decoder, cancel: Cancel) -> _Gathered:
     """A downloaded file; a zip is extracted and checked while it downloads when it can be (core/dataset/zip_follow.py),
     else once it is on disk."""
-    follower = ZipFollower(dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.extract, label=file_name(url),
+    follower = ZipFollower(dest / EXTRACT_DIR, keep_suffixes=keep, limits=limits.archive, label=file_name(url),
                            on_file=decoder.check_now, cancel=cancel)
     try:
         file = download(url, dest / DOWNLOAD_DIR, settings=settings, on_event=on_event,

@@ -37,10 +37,10 @@ from core.dataset.archive import (
     Budget,
     Extracted,
     ExtractLimits,
+    member_reason,
     member_target,
     plan_zip,
     relative_parts,
-    skip_reason,
 )
 
 _LOCAL = b"PK\x03\x04"
@@ -169,7 +169,8 @@ class ZipFollower:
         self._budget.member(size)
         member = _Member(offset=offset, parts=parts, method=method, flags=flags, crc=crc, compressed=compressed,
                          size=size, data_start=offset + _HEADER.size + name_length + extra_length)
-        if name.endswith("/") or not parts or skip_reason(parts, keep_suffixes=self.keep_suffixes):
+        if name.endswith("/") or not parts or member_reason(parts, size, keep_suffixes=self.keep_suffixes,
+                                                             limits=self.limits):
             return member, False
         if parts in seen:
             raise _GiveUp  # the same name twice: the directory says which one counts

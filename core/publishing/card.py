@@ -14,6 +14,7 @@ from string import Template
 
 from core.adapters import is_hub_model_id
 from core.outputs import LORA_FILE
+from core.publishing.lora_files import comfyui_reads_diffusers_file
 from core.result import human_duration
 from core.secrets import sanitize_config
 
@@ -215,7 +216,8 @@ def _files(facts: CardFacts) -> list[tuple[str, str]]:
     if facts.kind == "lycoris":
         return [(LORA_FILE, f"the LyCORIS adapter ({_algo(facts)}): the `lycoris` library (below) and ComfyUI"),
                 (LYCORIS_CONFIG_FILE, "the LyCORIS config it was trained with")]
-    rows = [(LORA_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget")]
+    rows = [(LORA_FILE, "diffusers (`load_lora_weights`) and the Hub's inference widget"
+                        + (", and ComfyUI as it is" if comfyui_reads_diffusers_file(facts.comfyui_note) else ""))]
     if facts.comfyui_file:
         rows.append((facts.comfyui_file, "ComfyUI, and other tools that load kohya-format LoRAs (Forge, "
                                          "Automatic1111, SwarmUI)"))
@@ -227,6 +229,10 @@ def _comfyui(facts: CardFacts) -> str:
         return f"Not applicable: {FULL_COMFYUI_NOTE}."
     if facts.kind == "lycoris":
         return LYCORIS_COMFYUI + _comfyui_steps(facts, LORA_FILE)
+    if not facts.comfyui_file and comfyui_reads_diffusers_file(facts.comfyui_note):
+        return (f"There is no separate ComfyUI file, and none is needed: ComfyUI's LoRA loader reads `{LORA_FILE}` "
+                f"as it is (SimpleTuner saves this family's LoRA in the layout ComfyUI loads). "
+                + _comfyui_steps(facts, LORA_FILE))
     if not facts.comfyui_file:
         why = facts.comfyui_note or "no ComfyUI-format file was written for this run"
         return f"This repo has no ComfyUI-format file: {_cell(why)}. ComfyUI may still load `{LORA_FILE}`."

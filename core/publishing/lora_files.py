@@ -6,9 +6,11 @@ Forge, Automatic1111) want kohya-style keys (`lora_unet_...`, `lora_te1_...`). `
 SimpleTuner's own converters (the ones behind its `--lora_format comfyui`), by running tools/convert_lora.py in the
 trainer env: torch never loads in the app's process. `<name>` is the Hub repo's name, else one made from the job.
 
-A failed conversion is a warning, never a lost run: the diffusers file is there either way. Run again for the same
-folder, it converts only what is missing and renames the file when the repo's name changed (the UI publishes a run
-under a repo named after training).
+A family whose diffusers file ComfyUI loads as it is (SimpleTuner marks it NATIVE_COMFYUI_LORA_SUPPORT: FLUX.2) gets
+no second file and no warning: its note (NATIVE_NOTE_PREFIX) says so, and the model card shows the diffusers file in
+ComfyUI's LoRA loader. A failed conversion is a warning, never a lost run: the diffusers file is there either way.
+Run again for the same folder, it converts only what is missing and renames the file when the repo's name changed
+(the UI publishes a run under a repo named after training).
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ NOT_CONVERTED = {
     "lycoris": "not needed: ComfyUI's LoRA loader reads SimpleTuner's LyCORIS keys (lycoris_...) in "
                f"{LORA_FILE} as they are",
 }
+NATIVE_NOTE_PREFIX = "not needed: ComfyUI loads this family's"
+"""How tools/convert_lora.py's note for a family ComfyUI reads as SimpleTuner saves it begins."""
+
+
+def comfyui_reads_diffusers_file(note: str | None) -> bool:
+    """Whether a run's ComfyUI note says ComfyUI loads its diffusers file as it is (no other file needed)."""
+    return bool(note) and str(note).startswith(NATIVE_NOTE_PREFIX)
 
 
 @dataclass
@@ -45,6 +54,8 @@ class ComfyUIFiles:
 
     file: Path | None = None
     """The output folder's ComfyUI-format file; None when there is none."""
+    native: bool = False
+    """ComfyUI loads the diffusers file as it is: no file, by design."""
     note: str | None = None
     """Why there is none (an unsupported family, a failed conversion), or how it was made."""
     checkpoints: list[Path] = field(default_factory=list)
@@ -114,6 +125,7 @@ def add_comfyui_files(output_dir: Path, *, name: str, model_family: str, setting
         report = _convert(missing, name=name, model_family=model_family, settings=settings, done=done)
         if report is not None:
             done.note = report.get("note") or None
+            done.native = bool(report.get("native"))
             if not report.get("supported"):
                 done.warnings.append(f"no ComfyUI-format file: {done.note}")
             for error in report.get("errors", []):
@@ -122,7 +134,7 @@ def add_comfyui_files(output_dir: Path, *, name: str, model_family: str, setting
     if (output_dir / target).is_file():
         done.file = output_dir / target
         on_event(LogLine(f"ComfyUI-format LoRA: {target}"))
-    elif folders:
+    elif folders and not done.native:
         done.note = (done.warnings[0].removeprefix("no ComfyUI-format file: ") if done.warnings
                      else "the conversion did not write it")
     done.checkpoints = [folder / target for folder in folders[1:] if (folder / target).is_file()]
