@@ -217,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("demo-model", help="write a tiny random model (offline; SDXL unless --family)")
     model.add_argument("dir")
     model.add_argument("--family", choices=TINY_FAMILIES, default="sdxl")
+    model.add_argument("--flavour", help="a variant of the family's tiny model: wan's t2v (default), i2v or ti2v")
     captioner = commands.add_parser("demo-captioner", help="write a tiny random Florence-2 captioner (offline)")
     captioner.add_argument("dir")
     data = commands.add_parser("demo-dataset", help="write a small captioned demo dataset")
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     session = Session()
     try:
         if args.command == "demo-model":
-            print(build_tiny_model(Path(args.dir), settings=Settings.from_env(), family=args.family))
+            print(build_tiny_model(Path(args.dir), settings=Settings.from_env(), family=args.family,
+                                   flavour=args.flavour))
             return 0
         if args.command == "demo-captioner":
             print(build_tiny_captioner(Path(args.dir), settings=Settings.from_env()))

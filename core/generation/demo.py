@@ -20,15 +20,24 @@ COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 2
 SHAPES = ["circle", "square", "triangle"]
 TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image")
 """The SimpleTuner model families tools/build_tiny_model.py can build (tools/tiny_models/, one module each)."""
+TINY_FLAVOURS: dict[str, tuple[str, ...]] = {"wan": ("t2v", "i2v", "ti2v")}
+"""The variants a family's tiny model can be built as (tools/tiny_models' FLAVOURS): Wan's text-to-video (the
+default), its image-to-video (Wan 2.2 I2V's layout) and Wan 2.2 TI2V's text-or-image switch."""
 
 
-def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl") -> Path:
-    """Write the tiny model of `family` to `out` (once: an existing model is kept). Runs in the trainer env."""
+def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl", flavour: str | None = None) -> Path:
+    """Write the tiny model of `family` (as `flavour`, one of TINY_FLAVOURS[family]; None: the family's default) to
+    `out` (once: an existing model is kept). Runs in the trainer env."""
     if family not in TINY_FAMILIES:
         raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
                          field="family")
-    return _built_by_script(out, marker="model_index.json", what=f"the tiny {family} model", settings=settings,
-                            script=TINY_MODEL_SCRIPT, args=[str(out.absolute()), "--family", family])
+    if flavour is not None and flavour not in TINY_FLAVOURS.get(family, ()):
+        raise SetupError(f"the tiny {family} model has no flavour {flavour!r}; "
+                         f"{', '.join(TINY_FLAVOURS.get(family, ())) or 'it has none'}", field="flavour")
+    name = f"{family} {flavour}" if flavour else family
+    return _built_by_script(out, marker="model_index.json", what=f"the tiny {name} model", settings=settings,
+                            script=TINY_MODEL_SCRIPT,
+                            args=[str(out.absolute()), "--family", family, *(["--flavour", flavour] if flavour else [])])
 
 
 def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:

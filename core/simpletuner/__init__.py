@@ -3,7 +3,16 @@ families and their Hub ids, per-GPU recipes, LyCORIS presets, and what each trai
 
 What other packages and the faces may use is listed in __all__."""
 
-from core.simpletuner.families import flavour_settings, hub_ids, lookup, model_table, resolve_family
+from core.simpletuner.families import (
+    flavour_settings,
+    hub_ids,
+    identify,
+    lookup,
+    model_index_path,
+    model_table,
+    resolve_family,
+    takes_input_image,
+)
 from core.simpletuner.flags import FILE_CONTENT, INLINE_JSON, check_flag, classify, owned_flags
 from core.simpletuner.kinds import (
     FULL,
@@ -30,13 +39,16 @@ __all__ = [
     "families_with_recipes",
     "flavour_settings",
     "hub_ids",
+    "identify",
     "implied_flags",
     "kind_of",
     "lookup",
+    "model_index_path",
     "model_table",
     "owned_flags",
     "recipe_for",
     "resolve_family",
+    "takes_input_image",
     "trained_component",
     "with_preset",
 ]

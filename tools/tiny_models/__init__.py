@@ -4,3 +4,5 @@ Only tools/build_tiny_model.py imports this package, in the trainer env (diffuse
 """
 
 FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image")
+FLAVOURS = {"wan": ("t2v", "i2v", "ti2v")}
+"""Variants a family's tiny model can be built as (`build(out, scratch=..., flavour=...)`); the first is the default."""
