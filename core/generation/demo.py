@@ -35,9 +35,9 @@ def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl", fla
         raise SetupError(f"the tiny {family} model has no flavour {flavour!r}; "
                          f"{', '.join(TINY_FLAVOURS.get(family, ())) or 'it has none'}", field="flavour")
     name = f"{family} {flavour}" if flavour else family
+    args = [str(out.absolute()), "--family", family, *(["--flavour", flavour] if flavour else [])]
     return _built_by_script(out, marker="model_index.json", what=f"the tiny {name} model", settings=settings,
-                            script=TINY_MODEL_SCRIPT,
-                            args=[str(out.absolute()), "--family", family, *(["--flavour", flavour] if flavour else [])])
+                            script=TINY_MODEL_SCRIPT, args=args)
 
 
 def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:

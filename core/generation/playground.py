@@ -448,14 +448,14 @@ def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, pla
     stop = Cancel.of(cancel, timeout_s=job.timeout_s)
     local_model(job.model, settings=settings, field="model", any_folder=False)  # the worker's model roots
     # The image first: a bad one is refused before a LoRA or a model is downloaded.
-    image = input_image_file(job.input_image, workdir / "input", settings=settings, cancel=stop) \
+    given = input_image_file(job.input_image, workdir / "input", settings=settings, cancel=stop) \
         if job.input_image is not None else None
     token = settings.token(job.token)
     lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token, cancel=stop) if job.lora else None
     model = resolve_model(job.model, settings=settings, token=token)
     request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
     rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image",
-                                   cancel=stop, input_image=image)
+                                   cancel=stop, input_image=given)
     bucket = job.bucket or settings.bucket_name
     images: list[dict[str, Any]] = [{"file": path.name, "media": "video" if path.suffix == VIDEO_SUFFIX else "image"}
                                     for path in rendered.images]
