@@ -174,7 +174,7 @@ def check_input_image(model: str, *, given: bool, settings: Settings) -> None:
     """Refuse an input image for a model that renders from text only, and a render without one for an
     image-to-video pipeline; the error names `input_image` and the model's family."""
     use = input_image_use(model, settings=settings)
-    if (use == "none") != given:
+    if (given and use != "none") or (not given and use != "required"):
         return
     folder = model_folder(model, settings=settings)
     found = identify(model, local_path=folder)
