@@ -5,7 +5,9 @@ Images come from the registry's Playground (core/generation/playground.py): a ge
 clicks (the pipeline loaded once, a LoRA once per checkpoint), stopped before a training starts and when idle. A
 click polls the render in a thread and streams its status, so no request waits longer than RunPod's proxy allows.
 The status says where the pipeline went on the GPU (all on it, or offloaded: core/generation/preview_fit.py); a video
-model's clip (.mp4) plays in the same gallery.
+model's clip (.mp4) plays in the same gallery. An image-to-video model's clip starts from the uploaded input image
+(checked as a generate job's `input_image` is), else from the run's samples' input image; a model that renders
+from text only refuses an upload, naming the field.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pydantic import ValidationError
 
 from app.edge import surface
 from app.state import RunRegistry
+from core.dataset import input_image_file
 from core.errors import ErrorCode, JobError
 from core.generation import GenerateRequest, Rendered
 from core.jobdir import new_job_id
 from core.outputs import lora_checkpoints, lora_file
 from core.spec import validation_error
+from core.training import sample_inputs
 
 FINAL = "final LoRA"
 NONE = "none (base model)"
@@ -44,6 +48,7 @@ class PlaygroundTab:
     strength: gr.Slider
     checkpoint: gr.Dropdown
     compare: gr.Checkbox
+    input_image: gr.Image
     generate_button: gr.Button
     status: gr.Markdown
     images: gr.Gallery
@@ -64,11 +69,13 @@ def build() -> PlaygroundTab:
             checkpoint = gr.Dropdown([FINAL, NONE], value=FINAL, label="Checkpoint", scale=2)
             compare = gr.Checkbox(True, label="Side by side with the base model (same prompt and seed)", scale=2)
             generate_button = gr.Button("Generate", variant="primary", scale=1)
+        input_image = gr.Image(label="Input image: the first frame (image-to-video models; else the run's sample "
+                                     "image)", type="filepath", sources=["upload"], height=200)
         status = gr.Markdown()
         images = gr.Gallery(label="Images (and videos)", columns=2, height="auto", interactive=False,
                             object_fit="contain")
     return PlaygroundTab(tab, prompt, negative_prompt, seed, steps, guidance, strength, checkpoint, compare,
-                         generate_button, status, images)
+                         input_image, generate_button, status, images)
 
 
 def checkpoint_choices(output_dir: Path | None) -> list[str]:
@@ -98,8 +105,9 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
 
     @surface
     def generate(prompt: str, negative_prompt: str, seed: float, steps: float, guidance: float, strength: float,
-                 checkpoint: str, compare: bool) -> Iterator[tuple[str, list]]:
-        """Render the prompt with the chosen checkpoint of the latest run (and, side by side, without the LoRA)."""
+                 checkpoint: str, compare: bool, input_image: str | None = None) -> Iterator[tuple[str, list]]:
+        """Render the prompt with the chosen checkpoint of the latest run (and, side by side, without the LoRA);
+        `input_image`: an uploaded file, the first frame of an image-to-video model's clip."""
         if registry.busy():  # the GPU's memory is the training's; a render would slow it or run it out of memory
             raise JobError("a training is running: Generate once it has ended (or cancel it on the Train tab)",
                            code=ErrorCode.BUSY, stage="generate")
@@ -119,12 +127,14 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
         lora = chosen_lora(run.result.output_dir, checkpoint or FINAL)
         wanted = [(checkpoint or FINAL, lora)] + ([(NONE, None)] if compare and lora is not None else [])
         out_dir, name = Path(run.job_dir) / "playground", new_job_id()
+        image = input_image_file(Path(input_image), out_dir, settings=registry.settings, name=f"{name}-input.png") \
+            if input_image else next(iter(sample_inputs(config).values()), None)
         shown: list[tuple[str, str]] = []
         started = time.monotonic()
         for label, path in wanted:
             rendered = yield from _render_polled(registry, request, model=run.spec.base_model, lora=path,
                                                  out_dir=out_dir, name=f"{name}-{len(shown)}",
-                                                 status=f"Rendering with {label}…", shown=shown)
+                                                 status=f"Rendering with {label}…", shown=shown, input_image=image)
             shown += [(str(image), f"{label} · seed {request.seed}") for image in rendered.images]
             warm = "warm" if rendered.warm.get("pipeline") else "cold: the model was loaded"
             placed = f" GPU: {rendered.plan.describe()}." if rendered.plan and rendered.plan.placement != "cpu" else ""
@@ -133,18 +143,19 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
 
     tab.generate_button.click(
         generate, [tab.prompt, tab.negative_prompt, tab.seed, tab.steps, tab.guidance, tab.strength, tab.checkpoint,
-                   tab.compare], [tab.status, tab.images], api_name="playground_generate")
+                   tab.compare, tab.input_image], [tab.status, tab.images], api_name="playground_generate")
 
 
 def _render_polled(registry: RunRegistry, request: GenerateRequest, *, model: str, lora: Path | None, out_dir: Path,
-                   name: str, status: str, shown: list) -> Generator[tuple[str, list], None, Rendered]:
+                   name: str, status: str, shown: list,
+                   input_image: Path | None = None) -> Generator[tuple[str, list], None, Rendered]:
     """Render on a thread, yielding the status twice a second; returns the Rendered (or raises its error)."""
     box: dict[str, Any] = {}
 
     def work() -> None:
         try:
             box["rendered"] = registry.playground.generate(request, model=model, lora=lora, out_dir=out_dir,
-                                                           name=name)
+                                                           name=name, input_image=input_image)
         except BaseException as exc:  # handed to the request's thread, which raises it
             box["error"] = exc
 

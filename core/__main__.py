@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("demo-model", help="write a tiny random model (offline; SDXL unless --family)")
     model.add_argument("dir")
     model.add_argument("--family", choices=TINY_FAMILIES, default="sdxl")
-    model.add_argument("--flavour", help="a flavour's layout instead of the family's default (flux: kontext)")
+    model.add_argument("--flavour", help="a variant of the tiny model: flux kontext; wan t2v (default), i2v, ti2v")
     captioner = commands.add_parser("demo-captioner", help="write a tiny random Florence-2 captioner (offline)")
     captioner.add_argument("dir")
     data = commands.add_parser("demo-dataset", help="write a small captioned demo dataset")

@@ -58,6 +58,7 @@ from core.training import (
     preflight,
     published_view,
     resolved_defaults,
+    sample_input_image,
     train,
     world_size,
 )
@@ -104,10 +105,11 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                                            cancel=cancel, allow_local_paths=allow_local_paths)
             resumed_at = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
     with stage("configure", on_event, cancel):
+        sample_image = sample_input_image(spec, manifest, job=job, settings=settings, cancel=cancel)
         files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
                                     system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                     resume=checkpoint is not None, clips_dir=manifest.clips_root,
-                                    stills=bool(manifest.images),
+                                    stills=bool(manifest.images), sample_image=sample_image,
                                     inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
         report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
                                 price_per_hour=settings.gpu_price_per_hour)

@@ -62,19 +62,20 @@ def tiny_model(settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_family_model(settings: Settings):
-    """family -> the tiny random model of that family (core.generation.demo.TINY_FAMILIES), built offline once per
-    checkout
-    into .cache/tiny-<family> (ignored by git)."""
-    def build(family: str) -> Path:
-        return _built(ROOT / ".cache" / f"tiny-{family}", settings=settings, family=family)
+    """family (and a flavour, core.generation.demo.TINY_FLAVOURS) -> the tiny random model of that family
+    (core.generation.demo.TINY_FAMILIES), built offline once per checkout into .cache/tiny-<family>[-<flavour>]
+    (ignored by git)."""
+    def build(family: str, flavour: str | None = None) -> Path:
+        name = f"tiny-{family}-{flavour}" if flavour else f"tiny-{family}"
+        return _built(ROOT / ".cache" / name, settings=settings, family=family, flavour=flavour)
     return build
 
 
-def _built(out: Path, *, settings: Settings, family: str) -> Path:
+def _built(out: Path, *, settings: Settings, family: str, flavour: str | None = None) -> Path:
     """build_tiny_model, or a skip that says why when there is no trainer env to build with."""
     if not (out / "model_index.json").exists() and not settings.trainer_python.exists():
         pytest.skip(f"needs the trainer env ({settings.trainer_venv}, `make setup`) to build the tiny {family} model")
-    return build_tiny_model(out, settings=settings, family=family)
+    return build_tiny_model(out, settings=settings, family=family, flavour=flavour)
 
 
 @pytest.fixture

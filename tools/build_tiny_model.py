@@ -2,7 +2,7 @@
 
     .venv-trainer/bin/python -P tools/build_tiny_model.py DIR [--family F] [--flavour V]
 
-(F: tiny_models.FAMILIES; V: one of tiny_models.FLAVOURS[F], e.g. flux `kontext`)
+(F: tiny_models.FAMILIES; V: one of tiny_models.FLAVOURS[F], e.g. flux's kontext, wan's i2v)
 
 It imports diffusers and transformers, so nothing else in the project imports it: `python -m core demo-model DIR`
 runs it as a subprocess (see core/generation/demo.py). One module per family in tools/tiny_models/; shapes and the
@@ -38,11 +38,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="build_tiny_model.py", description="Build a tiny random model offline.")
     parser.add_argument("dir")
     parser.add_argument("--family", choices=FAMILIES, default="sdxl")
-    parser.add_argument("--flavour", default=None)
+    parser.add_argument("--flavour", help="a variant of the family's tiny model (tiny_models.FLAVOURS)")
     args = parser.parse_args(argv)
     if args.flavour and args.flavour not in FLAVOURS.get(args.family, ()):
-        parser.error(f"--flavour {args.flavour!r}: the tiny {args.family} model has "
-                     f"{', '.join(FLAVOURS.get(args.family, ())) or 'no other flavour'}")
+        parser.error(f"the tiny {args.family} has no flavour {args.flavour!r} "
+                     f"(it has: {', '.join(FLAVOURS.get(args.family, ())) or 'none'})")
     out = Path(args.dir).absolute()
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # the leftovers of an interrupted build

@@ -5,9 +5,15 @@
 
 A request: {"model": folder or Hub id, "lora": file or null, "strength": 1.0, "prompt": "...",
 "negative_prompt": "", "seed": 42, "steps": 20, "guidance": 5.0, "width": 1024, "height": 1024, "count": 1,
-"out_dir": folder, "name": "file stem", "frames": 17, "fps": 16, "placement": "gpu", "vae_tiling": false}. The
-answer: {"ok": true, "images": [paths], "seconds": {...}, "warm": {"pipeline": bool, "lora": bool}} or
-{"ok": false, "error": "..."}.
+"out_dir": folder, "name": "file stem", "frames": 17, "fps": 16, "placement": "gpu", "vae_tiling": false,
+"input_image": PNG path or null}. The answer: {"ok": true, "images": [paths], "seconds": {...},
+"warm": {"pipeline": bool, "lora": bool}, "input_image": {...} or null} or {"ok": false, "error": "..."}.
+
+`input_image` (checked and saved as a PNG by core/dataset/input_image.py) is the first frame of the clip: it is
+scaled to cover the asked size and cropped to it at the centre, then given as the pipeline's `image`. A pipeline
+whose __call__ takes `image` (WanImageToVideoPipeline) gets it as it is; a Wan 2.2 TI2V pipeline (WanPipeline with
+`expand_timesteps`: the image becomes the first latent frame) is switched to its image-to-video sibling
+(`<Name>ImageToVideoPipeline.from_pipe`, the same components, LoRA adapters included); any other pipeline refuses it.
 
 `placement` is where the pipeline goes, as core/generation/preview_fit.py planned it before anything was loaded:
 "cpu" (no GPU), "gpu" (all of it), "model_offload" (diffusers' enable_model_cpu_offload: one component on the GPU at
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -51,6 +58,8 @@ class Renderer:
         """(model, placement, vae_tiling) of the loaded pipeline: offload hooks cannot be taken off, so another
         placement loads the pipeline again."""
         self.pipeline = None
+        self.image_pipeline = None
+        """The pipeline that takes an input image, when it is not `pipeline` itself (from_pipe: shared modules)."""
         self.adapters: dict[str, str] = {}
         """LoRA file (path + mtime) -> adapter name."""
 
@@ -60,7 +69,7 @@ class Renderer:
             return True
         from diffusers import DiffusionPipeline
 
-        self.pipeline = None
+        self.pipeline = self.image_pipeline = None
         self.adapters = {}
         if self.device == "cuda":
             self.torch.cuda.empty_cache()
@@ -101,7 +110,13 @@ class Renderer:
         out_dir = Path(request["out_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
         generator = self.torch.Generator(device="cpu").manual_seed(int(request.get("seed", 42)))
-        video = _is_video(self.pipeline)
+        pipeline, video, conditioned = self.pipeline, _is_video(self.pipeline), None
+        if request.get("input_image"):
+            pipeline = self._taking_image()
+            width, height = int(request.get("width") or 1024), int(request.get("height") or 1024)
+            image = _covering(Path(request["input_image"]), width=width, height=height)
+            conditioned = {"width": image.width, "height": image.height, "pipeline": type(pipeline).__name__,
+                           "conditions": "first_frame" if video else "image"}
         arguments = {"prompt": request["prompt"], "num_inference_steps": int(request.get("steps", 20)),
                      "guidance_scale": float(request.get("guidance", 5.0)), "generator": generator,
                      "num_videos_per_prompt" if video else "num_images_per_prompt": int(request.get("count", 1))}
@@ -111,8 +126,10 @@ class Renderer:
             arguments.update(width=int(request["width"]), height=int(request["height"]))
         if request.get("negative_prompt"):
             arguments["negative_prompt"] = request["negative_prompt"]
+        if conditioned is not None:
+            arguments["image"] = image
         with self.torch.inference_mode():
-            output = self.pipeline(**arguments)
+            output = pipeline(**arguments)
         stem = str(request.get("name") or f"image-{int(time.time() * 1000)}")
         if video:
             paths = _write_videos(output.frames, out_dir=out_dir, stem=stem, fps=int(request.get("fps") or 16))
@@ -123,10 +140,35 @@ class Renderer:
                 image.save(path)
                 paths.append(str(path))
         done = time.perf_counter()
-        return {"ok": True, "images": paths, "video": video, "placement": placement,
+        return {"ok": True, "images": paths, "video": video, "placement": placement, "input_image": conditioned,
                 "warm": {"pipeline": warm_pipeline, "lora": warm_lora},
                 "seconds": {"load": round(loaded - started, 3), "lora": round(swapped - loaded, 3),
                             "render": round(done - swapped, 3), "total": round(done - started, 3)}}
+
+
+    def _taking_image(self):
+        """The loaded pipeline, or its image-to-video sibling, that takes an input image; ValueError when none."""
+        pipeline = self.pipeline
+        if "image" in inspect.signature(pipeline.__call__).parameters:
+            return pipeline
+        if self.image_pipeline is None and getattr(pipeline.config, "expand_timesteps", False):
+            import diffusers
+
+            sibling = getattr(diffusers, type(pipeline).__name__.replace("Pipeline", "ImageToVideoPipeline"), None)
+            if sibling is not None:
+                self.image_pipeline = sibling.from_pipe(pipeline)
+                self.image_pipeline.set_progress_bar_config(disable=True)
+        if self.image_pipeline is None:
+            raise ValueError(f"{type(pipeline).__name__} renders from text only: it takes no input image")
+        return self.image_pipeline
+
+
+def _covering(path: Path, *, width: int, height: int):
+    """The image scaled to cover width x height and cropped to it at the centre (no stretching)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        return ImageOps.fit(image.convert("RGB"), (width, height), method=Image.Resampling.LANCZOS)
 
 
 def _placed(pipeline, *, placement: str, device: str):
@@ -153,8 +195,6 @@ def _tile_vae(pipeline) -> None:
 
 def _is_video(pipeline) -> bool:
     """A pipeline that renders frames: its __call__ takes num_frames (Wan, LTX, HunyuanVideo, ...)."""
-    import inspect
-
     return "num_frames" in inspect.signature(pipeline.__call__).parameters
 
 

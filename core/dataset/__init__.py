@@ -5,6 +5,11 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.dataset.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
 from core.dataset.clips import CLIP_SUFFIXES, DEMUXERS
+from core.dataset.input_image import (
+    InputImageError,
+    clip_first_frame,
+    input_image_file,
+)
 from core.dataset.pairs import CONTROL_DIRS, PAIR_REASONS, PairSet, describe_convention
 from core.dataset.stage import (
     CLIPS_DIR,
@@ -38,6 +43,7 @@ __all__ = [
     "ClipEntry",
     "ExtractLimits",
     "ImageEntry",
+    "InputImageError",
     "Manifest",
     "PairSet",
     "Skipped",
@@ -46,10 +52,12 @@ __all__ = [
     "archive_kind",
     "caption_options",
     "clean_caption",
+    "clip_first_frame",
     "describe_convention",
     "describe_source",
     "extract_archive",
     "has_trigger",
+    "input_image_file",
     "resolve_local_path",
     "stage_dataset",
 ]

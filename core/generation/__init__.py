@@ -4,7 +4,13 @@ generations (their GPU memory planned first: preview_fit), a run's end-of-run sa
 What other packages and the faces may use is listed in __all__."""
 
 from core.generation.captioning import OWN_CAPTIONS, caption_stage, finish_caption, generate_captions
-from core.generation.demo import TINY_FAMILIES, build_tiny_captioner, build_tiny_model, write_demo_dataset
+from core.generation.demo import (
+    TINY_FAMILIES,
+    TINY_FLAVOURS,
+    build_tiny_captioner,
+    build_tiny_model,
+    write_demo_dataset,
+)
 from core.generation.end_samples import end_samples
 from core.generation.playground import (
     GENERATE_SCRIPT,
@@ -21,6 +27,7 @@ __all__ = [
     "GENERATE_SCRIPT",
     "OWN_CAPTIONS",
     "TINY_FAMILIES",
+    "TINY_FLAVOURS",
     "GenerateRequest",
     "Playground",
     "PreviewPlan",

@@ -20,23 +20,24 @@ COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 2
 SHAPES = ["circle", "square", "triangle"]
 TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image")
 """The SimpleTuner model families tools/build_tiny_model.py can build (tools/tiny_models/, one module each)."""
-TINY_FLAVOURS = {"flux": ("kontext",)}
-"""Flavours whose layout a family's tiny model can take instead of its default (FLUX.1 Kontext: an edit model)."""
+TINY_FLAVOURS: dict[str, tuple[str, ...]] = {"flux": ("kontext",), "wan": ("t2v", "i2v", "ti2v")}
+"""The variants a family's tiny model can be built as (tools/tiny_models' FLAVOURS): FLUX.1 Kontext (an edit model);
+Wan's text-to-video (the default), its image-to-video (Wan 2.2 I2V's layout) and Wan 2.2 TI2V's text-or-image switch."""
 
 
 def build_tiny_model(out: Path, *, settings: Settings, family: str = "sdxl", flavour: str | None = None) -> Path:
-    """Write the tiny model of `family` (in `flavour`'s layout: TINY_FLAVOURS) to `out` (once: an existing model is
-    kept). Runs in the trainer env."""
+    """Write the tiny model of `family` (as `flavour`, one of TINY_FLAVOURS[family]; None: the family's default) to
+    `out` (once: an existing model is kept). Runs in the trainer env."""
     if family not in TINY_FAMILIES:
         raise SetupError(f"no tiny model for the family {family!r}; one of: {', '.join(TINY_FAMILIES)}",
                          field="family")
-    if flavour and flavour not in TINY_FLAVOURS.get(family, ()):
-        known = ", ".join(TINY_FLAVOURS.get(family, ())) or "none but its default"
-        raise SetupError(f"no tiny {family} model of the flavour {flavour!r} (it has: {known})", field="flavour")
+    if flavour is not None and flavour not in TINY_FLAVOURS.get(family, ()):
+        raise SetupError(f"the tiny {family} model has no flavour {flavour!r}; "
+                         f"{', '.join(TINY_FLAVOURS.get(family, ())) or 'it has none'}", field="flavour")
+    name = f"{family} {flavour}" if flavour else family
     args = [str(out.absolute()), "--family", family, *(["--flavour", flavour] if flavour else [])]
-    what = f"the tiny {family} {flavour} model" if flavour else f"the tiny {family} model"
-    return _built_by_script(out, marker="model_index.json", what=what, settings=settings, script=TINY_MODEL_SCRIPT,
-                            args=args)
+    return _built_by_script(out, marker="model_index.json", what=f"the tiny {name} model", settings=settings,
+                            script=TINY_MODEL_SCRIPT, args=args)
 
 
 def build_tiny_captioner(out: Path, *, settings: Settings) -> Path:

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 
 from core.errors import JobError
 from core.outputs import SAMPLES_DIR, Sample
-from core.training import DEFAULT_GUIDANCE, DEFAULT_STEPS, VIDEO_FAMILIES, VIDEO_FRAMES, job_samples, sample_prompts
+from core.training import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    VIDEO_FAMILIES,
+    VIDEO_FRAMES,
+    job_samples,
+    sample_inputs,
+    sample_prompts,
+)
 
 if TYPE_CHECKING:
     from core.events import EventSink
@@ -52,8 +60,9 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
                        on_event: EventSink | None = None) -> list[Path]:
     """Each sample prompt rendered once by a one-shot generation process (core/generation/playground.py) into
     validation_images/step_<step>_sample_<i>_0_<W>x<H>.png (.mp4 for a video family, at the run's
-    validation_num_video_frames), as SimpleTuner names its own. Where the pipeline went on the GPU (all on it,
-    offloaded) is said once, as a log event."""
+    validation_num_video_frames), as SimpleTuner names its own; an image-to-video model's sample starts from the
+    input image the training's samples had (the config's --validation_input: core/training/sample_image.py). Where
+    the pipeline went on the GPU (all on it, offloaded) is said once, as a log event."""
     from core.events import LogLine
     from core.generation.playground import GenerateRequest, Playground
 
@@ -67,6 +76,7 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
     frames = config.get("--validation_num_video_frames")
     if frames is None and spec.model_family in VIDEO_FAMILIES:
         frames = VIDEO_FRAMES
+    inputs = sample_inputs(config)
     playground = Playground(settings=settings)
     written: list[Path] = []
     try:
@@ -77,7 +87,8 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
                 guidance=float(config.get("--validation_guidance", DEFAULT_GUIDANCE)), width=width, height=height,
                 frames=int(frames) if frames else None)
             stem = f"step_{step}_{shortname}_0_{width}x{height}"
-            rendered = playground.generate(request, model=model, lora=result.lora_path, out_dir=folder, name=stem)
+            rendered = playground.generate(request, model=model, lora=result.lora_path, out_dir=folder, name=stem,
+                                           input_image=inputs.get(shortname))
             if not written and rendered.plan is not None and on_event is not None:
                 on_event(LogLine(f"end-of-run samples: {rendered.plan.describe()}"))
             first = rendered.images[0]

@@ -8,7 +8,9 @@ the UI's playground and the worker's generate jobs alike (`GenerateJob` adds the
 form). Before a request reaches the process its memory is planned (core/generation/preview_fit.py: all on the GPU,
 model offload, sequential offload, or a refusal naming the numbers) from the model's and LoRA's safetensors headers
 and the GPU's memory; the plan travels with the request and comes back in `Rendered.plan`. A video model (Wan)
-renders `frames` frames into an .mp4.
+renders `frames` frames into an .mp4. An input image (an upload, or a generate job's `input_image`: a URL, a data:
+URI or base64, checked by core/dataset/input_image.py) is the first frame of an image-to-video model's clip; a model
+that renders from text only refuses one (`input_image_use`), and an image-to-video pipeline needs one.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.adapters import TrainerEnv, detect_device, gpu_facts
 from core.cancel import Cancel
+from core.dataset import input_image_file
 from core.errors import ErrorCode, JobError, SetupError
 from core.generation.preview_fit import PreviewPlan, plan_preview
 from core.models import ComponentSize, SizeError, header_size, local_model, model_sizes
 from core.outputs import LORA_FILE
 from core.secrets import job_secrets
 from core.settings import TOOLS_DIR, Settings
+from core.simpletuner import identify, lookup, takes_input_image
+from core.spec import InputImageLimits
 
 GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
 IDLE_S = 600.0
@@ -87,6 +92,8 @@ class Rendered:
     """pipeline / lora: True when already loaded before this request."""
     plan: PreviewPlan | None = None
     """Where the pipeline went (all on the GPU, offloaded) and why; None when the process chose alone."""
+    input_image: dict[str, Any] | None = None
+    """The input image as the pipeline got it ({"width", "height", "pipeline", "conditions"}); None without one."""
 
     @property
     def videos(self) -> list[Path]:
@@ -136,6 +143,50 @@ def is_video_model(folder: Path) -> bool:
     return name.startswith(VIDEO_PIPELINES) or "Video" in name
 
 
+INPUT_IMAGE_PIPELINE = "ImageToVideo"
+"""A pipeline class with this in its name cannot render without an input image (WanImageToVideoPipeline)."""
+
+
+def input_image_use(model: str, *, settings: Settings) -> str:
+    """How `model` uses an input image: "required" (an image-to-video pipeline), "optional" (a pipeline that renders
+    from text or from an image, as Wan 2.2 TI2V), "none" (text only). From its model_index.json (a folder, or the
+    Hub cache's snapshot) and the families table (core/simpletuner/families.py: the flavours that take one)."""
+    folder = model_folder(model, settings=settings)
+    index = folder / "model_index.json" if folder is not None and (folder / "model_index.json").is_file() else None
+    if INPUT_IMAGE_PIPELINE in pipeline_class(index):
+        return "required"
+    found = identify(model, local_path=folder)
+    family, flavour = lookup(model) or ((found.family, found.flavour) if found else ("", None))
+    return "optional" if takes_input_image(family, flavour, model_index=index) else "none"
+
+
+def pipeline_class(model_index: Path | None) -> str:
+    """The diffusers pipeline class a model_index.json names ("" when there is none)."""
+    if model_index is None:
+        return ""
+    try:
+        return str(json.loads(Path(model_index).read_text()).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def check_input_image(model: str, *, given: bool, settings: Settings) -> None:
+    """Refuse an input image for a model that renders from text only, and a render without one for an
+    image-to-video pipeline; the error names `input_image` and the model's family."""
+    use = input_image_use(model, settings=settings)
+    if (given and use != "none") or (not given and use != "required"):
+        return
+    folder = model_folder(model, settings=settings)
+    found = identify(model, local_path=folder)
+    what = f"{model} ({found.family if found else 'unknown'} family"
+    what += f", {name})" if (name := pipeline_class(folder / "model_index.json" if folder else None)) else ")"
+    if given:
+        raise GenerateError(f"{what} renders from text only: it takes no input image (an image-to-video model "
+                            "does: a Wan i2v or ti2v flavour)", field="input_image", code=ErrorCode.INVALID_INPUT)
+    raise GenerateError(f"{what} is an image-to-video model: give an input image, the first frame of the clip",
+                        field="input_image", code=ErrorCode.INVALID_INPUT)
+
+
 VIDEO_PIPELINES = ("Wan", "LTX", "HunyuanVideo", "SanaVideo", "Kandinsky5T2V", "LongCatVideo", "Cosmos")
 DEFAULT_FRAMES = 17
 """Frames of a video render that names none (tools/generate_images.py's DEFAULT_FRAMES)."""
@@ -164,15 +215,19 @@ class Playground:
         return self._process.pid if self.running and self._process else None
 
     def generate(self, request: GenerateRequest, *, model: str, lora: Path | None, out_dir: Path,
-                 name: str, cancel: Cancel | None = None) -> Rendered:
+                 name: str, cancel: Cancel | None = None, input_image: Path | None = None) -> Rendered:
         """Render `request` with `model` (a folder or a Hub id in the HF cache) and `lora` (a .safetensors file, or
-        None for the base model) into `out_dir/<name>-<i>.png`. Raises SetupError when the process cannot start,
+        None for the base model) into `out_dir/<name>-<i>.png`. `input_image`: a checked image file (core/dataset's
+        input_image_file), the first frame of an image-to-video model's clip; a model that takes none refuses it
+        (check_input_image). Raises SetupError when the process cannot start,
         JobError (code generate_failed) when diffusers refuses the request. A `cancel` (or its deadline) stops the
         render: the process ends, so its GPU memory and the next request's turn come back within seconds. Its
         memory is planned first (plan_render): a GPU that cannot hold it is refused before anything loads."""
+        check_input_image(model, given=input_image is not None, settings=self.settings)
         plan = plan_render(request, model=model, lora=lora, settings=self.settings)
         payload = {**request.model_dump(), "model": model, "lora": str(lora) if lora else None,
-                   "out_dir": str(out_dir), "name": name, "placement": plan.placement, "vae_tiling": plan.vae_tiling}
+                   "out_dir": str(out_dir), "name": name, "placement": plan.placement, "vae_tiling": plan.vae_tiling,
+                   "input_image": str(input_image) if input_image else None}
         stop = Cancel.of(cancel)
         with self._lock:
             stop.check("before rendering", stage="generate")
@@ -187,7 +242,7 @@ class Playground:
             raise JobError(f"generating failed: {answer.get('error', 'no answer')}", code=ErrorCode.GENERATE_FAILED,
                            stage="generate")
         return Rendered(images=[Path(p) for p in answer["images"]], seconds=answer.get("seconds", {}),
-                        warm=answer.get("warm", {}), plan=plan)
+                        warm=answer.get("warm", {}), plan=plan, input_image=answer.get("input_image"))
 
     def stop(self, *, reason: str = "stopped") -> bool:
         """End the process (its GPU memory goes back); True when one was running. The next request starts it."""
@@ -321,6 +376,9 @@ class GenerateJob(GenerateRequest):
     """Upload the images here and answer URLs (else BUCKET_NAME when the bucket variables are set; else base64)."""
     timeout_s: float | None = Field(default=None, gt=0, le=REQUEST_TIMEOUT_S)
     """The whole job's time limit, the LoRA's download included (default: the render's own limit)."""
+    input_image: str | None = Field(default=None, max_length=InputImageLimits().max_text, repr=False)
+    """The first frame of an image-to-video model's clip: an http(s) or s3 URL (fetched under the address policy,
+    as dataset URLs are), a data:image/...;base64, URI, or base64. A text-only model refuses it."""
 
 
 def parse_generate_job(data: Any) -> GenerateJob:
@@ -389,12 +447,15 @@ def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, pla
 
     stop = Cancel.of(cancel, timeout_s=job.timeout_s)
     local_model(job.model, settings=settings, field="model", any_folder=False)  # the worker's model roots
+    # The image first: a bad one is refused before a LoRA or a model is downloaded.
+    given = input_image_file(job.input_image, workdir / "input", settings=settings, cancel=stop) \
+        if job.input_image is not None else None
     token = settings.token(job.token)
     lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token, cancel=stop) if job.lora else None
     model = resolve_model(job.model, settings=settings, token=token)
     request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
     rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image",
-                                   cancel=stop)
+                                   cancel=stop, input_image=given)
     bucket = job.bucket or settings.bucket_name
     images: list[dict[str, Any]] = [{"file": path.name, "media": "video" if path.suffix == VIDEO_SUFFIX else "image"}
                                     for path in rendered.images]
@@ -413,4 +474,5 @@ def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, pla
     return {"status": "succeeded", "mode": "generate", "images": images, "prompt": request.prompt,
             "seed": request.seed, "lora": public_url(job.lora) if job.lora else None, "strength": request.strength,
             "seconds": rendered.seconds, "warm": rendered.warm,
-            "placement": rendered.plan.to_dict() if rendered.plan else None}
+            "placement": rendered.plan.to_dict() if rendered.plan else None,
+            "input_image": rendered.input_image}

@@ -7,9 +7,12 @@ from core.simpletuner.families import (
     edit_inputs,
     flavour_settings,
     hub_ids,
+    identify,
     lookup,
+    model_index_path,
     model_table,
     resolve_family,
+    takes_input_image,
 )
 from core.simpletuner.flags import FILE_CONTENT, INLINE_JSON, check_flag, classify, owned_flags
 from core.simpletuner.kinds import (
@@ -38,13 +41,16 @@ __all__ = [
     "families_with_recipes",
     "flavour_settings",
     "hub_ids",
+    "identify",
     "implied_flags",
     "kind_of",
     "lookup",
+    "model_index_path",
     "model_table",
     "owned_flags",
     "recipe_for",
     "resolve_family",
+    "takes_input_image",
     "trained_component",
     "with_preset",
 ]

@@ -155,6 +155,34 @@ FLAVOUR_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+# Flavours whose pipeline takes an input image as the first frame of the clip it renders: SimpleTuner's Wan
+# I2V_FLAVOURS, TI2V_FLAVOURS and FLF2V_FLAVOURS (wan/model.py; `requires_conditioning_validation_inputs`), by a part
+# of the flavour's name. An edit family's reference image will be listed beside them.
+INPUT_IMAGE_FLAVOURS: dict[str, tuple[str, ...]] = {"wan": ("i2v-", "ti2v-", "flf2v-")}
+INPUT_IMAGE_PIPELINE = "ImageToVideo"
+"""A diffusers pipeline class with this in its name takes an input image (WanImageToVideoPipeline, ...)."""
+
+
+def takes_input_image(family: str, flavour: str | None, *, model_index: Path | None = None) -> bool:
+    """Whether a model renders from an input image: its flavour is one SimpleTuner conditions on an image, or its
+    model_index.json (`model_index`, when there is one) names an image-to-video pipeline or a Wan 2.2 TI2V
+    (`expand_timesteps`: the image is the first latent frame)."""
+    if flavour and any(str(flavour).startswith(part) for part in INPUT_IMAGE_FLAVOURS.get(family, ())):
+        return True
+    return model_index is not None and pipeline_takes_input_image(model_index)
+
+
+def pipeline_takes_input_image(model_index: Path) -> bool:
+    """A model_index.json whose pipeline takes an input image (see takes_input_image); False when unreadable."""
+    try:
+        index = json.loads(Path(model_index).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(index, dict):
+        return False
+    return INPUT_IMAGE_PIPELINE in str(index.get("_class_name", "")) or index.get("expand_timesteps") is True
+
+
 def needs_conditioning(family: str, flavour: str | None) -> bool:
     return bool(flavour) and any(part in str(flavour) for part in CONDITIONING_FLAVOURS.get(family, ()))
 

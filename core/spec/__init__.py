@@ -20,7 +20,7 @@ from core.spec.job import (
     unwrap_input,
     validation_error,
 )
-from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, ClipLimits, relative_data_dir
+from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, ClipLimits, InputImageLimits, relative_data_dir
 from core.spec.samples import SamplesSpec, fill_trigger
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "DataloaderOptions",
     "DatasetSpec",
     "HubSpec",
+    "InputImageLimits",
     "JobSpec",
     "SamplesSpec",
     "StorageSpec",

@@ -37,7 +37,9 @@ from core.simpletuner import (
     check_training_kind,
     classify,
     implied_flags,
+    model_index_path,
     resolve_family,
+    takes_input_image,
 )
 from core.simpletuner import with_preset as with_lycoris_preset
 from core.spec.captioning import CaptioningSpec
@@ -444,6 +446,17 @@ class JobSpec(_Strict):
         self.config.update(resolve_family(self.config, has_conditioning=native is not None and any(
             b.get("dataset_type") == "conditioning" or b.get("conditioning_data") for b in native),
             pairs_possible=native is None))
+        return self
+
+    @model_validator(mode="after")
+    def _sample_input_image(self) -> JobSpec:
+        if self.samples is None or self.samples.input_image is None:
+            return self
+        family, flavour = self.config["model_family"], self.config.get("model_flavour")
+        if not takes_input_image(family, flavour, model_index=model_index_path(self.base_model)):
+            raise SpecError(f"{family}{f' flavour {flavour!r}' if flavour else ''} ({self.base_model}) renders from "
+                            "text only: it takes no input image (an image-to-video model does: a Wan i2v or ti2v "
+                            "flavour)", field="samples.input_image")
         return self
 
     @model_validator(mode="after")

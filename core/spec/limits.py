@@ -72,6 +72,22 @@ class ClipLimits:
 
 
 MAX_VIDEO_FRAMES = ClipLimits().max_frames
+
+
+@dataclass(frozen=True)
+class InputImageLimits:
+    """The bounds on an input image a render is given (core/dataset/input_image.py): its bytes before anything is
+    decoded, its pixels as its header declares them before the pixels are decoded."""
+
+    max_bytes: int = 20 * 1024**2
+    max_pixels: int = 4096 * 4096
+
+    @property
+    def max_text(self) -> int:
+        """The longest text form: the bytes' base64 plus a data: URI's header."""
+        return (self.max_bytes + 2) // 3 * 4 + 100
+
+
 VIDEO_KEYS = ("num_frames", "min_frames", "max_frames", "is_i2v", "bucket_strategy", "frame_interval")
 """The keys of SimpleTuner's `video` block of a video backend (data_backend/factory.py, metadata/backends/base.py)."""
 

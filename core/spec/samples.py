@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from core.errors import SpecError
-from core.spec.limits import PLACEHOLDER
+from core.spec.limits import PLACEHOLDER, InputImageLimits
 
 TRIGGER = re.compile(r"\[trigger\]", re.IGNORECASE)
 MAX_PROMPTS = 16
@@ -43,6 +43,10 @@ class SamplesSpec(BaseModel):
     resolution: int | None = Field(default=None, ge=64, le=4096)
     """Square side in pixels; default: the training resolution."""
     negative_prompt: Prompt | None = None
+    input_image: str | None = Field(default=None, max_length=InputImageLimits().max_text, repr=False)
+    """The first frame every sample of an image-to-video model starts from: an http(s) or s3 URL (fetched as a
+    dataset URL is), a data:image/...;base64, URI or base64; default: the first frame of the first training clip
+    (else the first image). Refused for a model that takes no input image."""
 
 
 def fill_trigger(text: str, trigger: str | None) -> str:

@@ -10,6 +10,7 @@ from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
 from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
+from core.training.sample_image import SAMPLE_IMAGE_FILE, sample_input_image, sample_inputs
 from core.training.samples import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
     "OWNED_FLAGS",
+    "SAMPLE_IMAGE_FILE",
     "VIDEO_FAMILIES",
     "VIDEO_FRAMES",
     "DeadlineStop",
@@ -47,6 +49,8 @@ __all__ = [
     "published_view",
     "render_working_gb",
     "resolved_defaults",
+    "sample_input_image",
+    "sample_inputs",
     "sample_prompts",
     "train",
     "world_size",

@@ -311,16 +311,18 @@ def _job_values(spec: JobSpec, *, job: JobDir) -> tuple[dict[str, Any], dict[str
 def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
                         resume: bool = False, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
                         hub_cache: Path | None = None, clips_dir: Path | None = None,
-                        stills: bool = True, inputs_dirs: list[Path] | None = None) -> TrainerFiles:
+                        stills: bool = True, inputs_dirs: list[Path] | None = None,
+                        sample_image: Path | None = None) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
     there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`, `inputs_dirs`: as for
-    build_backends."""
+    build_backends; `sample_image`: an image-to-video model's samples' first frame (core/training/sample_image.py)."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
                     clips=clips_dir is not None, inputs=len(inputs_dirs) if inputs_dirs else None)
     own, inline_files = _job_values(spec, job=job)
-    samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan)
+    samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan,
+                           input_image=sample_image)
     inline_files = {**samples.files, **inline_files}
     flags: dict[str, Any] = {**samples.flags, **own}
     flags.update(

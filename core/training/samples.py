@@ -11,6 +11,7 @@ recipe. `[trigger]` in a prompt (and in a caption, core/dataset/stage.py) become
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,10 +74,13 @@ def _recipe_value(spec: JobSpec, name: str) -> Any:
     return recipe.settings.get(name)
 
 
-def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir, plan: GpuPlan | None = None) -> SampleSettings:
+def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir, plan: GpuPlan | None = None,
+                 input_image: Path | None = None) -> SampleSettings:
     """`base` (the defaults under the job's own flags) with the job's samples as SimpleTuner validation settings,
     made to fit the GPU `plan` describes (fit_validation). No samples: `base`'s own validation, fitted. The job's
-    own config flags still win over these (trainer_config merges them last)."""
+    own config flags still win over these (trainer_config merges them last). `input_image`: an image-to-video
+    model's first frame for every sample (core/training/sample_image.py), given as SimpleTuner's
+    `validation_input` with each prompt and its shortname."""
     samples: SamplesSpec | None = getattr(spec, "samples", None)
     if samples is None:
         return fit_validation(spec, SampleSettings(flags=base), plan=plan)
@@ -98,6 +102,11 @@ def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir, plan: GpuP
     )
     if samples.negative_prompt:
         flags["validation_negative_prompt"] = fill_trigger(samples.negative_prompt, spec.trigger_word)
+    if input_image is not None:
+        # SimpleTuner renders these instead of the prompt library's (validation.py: validation_image_inputs).
+        flags["validation_input"] = json.dumps([
+            {"path": str(input_image), "prompt": prompt, "shortname": shortname}
+            for shortname, prompt in sample_prompts(samples, spec.trigger_word).items()])
     return fit_validation(spec, SampleSettings(flags=flags, files={LIBRARY_FILE: sample_prompts(samples,
                                                                                         spec.trigger_word)}),
                           plan=plan)

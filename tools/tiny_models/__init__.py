@@ -5,5 +5,6 @@ Only tools/build_tiny_model.py imports this package, in the trainer env (diffuse
 
 FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image")
 
-FLAVOURS = {"flux": ("kontext",)}
-"""Flavours a family's module builds besides its default layout (`build(out, scratch=..., flavour=...)`)."""
+FLAVOURS = {"flux": ("kontext",), "wan": ("t2v", "i2v", "ti2v")}
+"""Variants a family's module builds besides its default layout (`build(out, scratch=..., flavour=...)`); wan's
+default is t2v."""
