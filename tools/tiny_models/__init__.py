@@ -3,4 +3,4 @@
 Only tools/build_tiny_model.py imports this package, in the trainer env (diffusers, transformers, tokenizers).
 """
 
-FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image")
+FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image", "wan22_a14b")
