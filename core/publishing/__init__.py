@@ -5,7 +5,7 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.publishing.bucket import upload_outputs
 from core.publishing.card import CardFacts
-from core.publishing.checkpoints import CheckpointUploads, fallback_destinations
+from core.publishing.checkpoints import CheckpointUploads, checkpoint_folder, fallback_destinations
 from core.publishing.destinations import (
     BucketDestination,
     Destinations,
@@ -31,6 +31,7 @@ __all__ = [
     "base_model_license",
     "bucket_of",
     "check_destinations",
+    "checkpoint_folder",
     "destinations_of",
     "endpoint_bucket",
     "fallback_destinations",
