@@ -26,6 +26,7 @@ from core.jobdir import JobDir
 from core.models import ModelFetch, check_local_models
 from core.outputs import PIPELINE_DIR, checkpoint_step, latest_checkpoint, lora_file
 from core.publishing import (
+    CardExpert,
     CardFacts,
     CheckpointUploads,
     add_lora_files,
@@ -152,7 +153,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             error.salvaged = salvage(spec, result, settings=settings, on_event=report_only, output=run.job.output)
             raise
     result = _trained(result, outcomes, job, experts=[run.expert for run in runs if run.expert is not None])
-    result.samples = end_samples(spec, result, settings=settings, on_event=report_only)  # the last step's too
+    # The last step's samples too; a two-expert model's are each expert's SimpleTuner validation, in its folder.
+    result.samples = [] if result.experts else end_samples(spec, result, settings=settings, on_event=report_only)
     result.uploaded_checkpoints = uploaded
     result.cache = reuse.finish(trained=True, on_event=report_only)  # keeps what missed, says what was reused
     return publish(spec, result, settings=settings, on_event=on_event, cancel=cancel)
@@ -310,6 +312,8 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
     job = JobDir(result.job_dir)
     output_dir = result.output_dir or job.output  # a trained result names it (a picked checkpoint's folder, or this)
     extra_files = {"training.log": job.log, "config/config.json": job.config / "config.json",
+                   **{f"config/{e.folder}/{name}": job.for_expert(e.folder).config / name for e in result.experts
+                      for name in ("config.json", "multidatabackend.json")},
                    "config/multidatabackend.json": job.config / "multidatabackend.json"}
     extra_files = {name: path for name, path in extra_files.items() if path.is_file()} | sample_files
     failed: PublishError | None = None  # a destination that failed: the outputs then go to the next one
@@ -369,6 +373,9 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
         comfyui_file=result.comfyui_path.name if result.comfyui_path else None, comfyui_note=result.comfyui_note,
         kind=result.kind, lycoris=spec.config.get("lycoris_config"),
         full_component=trained_component(result.model_dir) if result.model_dir else None,
+        experts=[CardExpert(folder=expert.folder, label=f"{expert.name}-noise",
+                            comfyui_file=expert.comfyui_path.name if expert.comfyui_path else None)
+                 for expert in result.experts],
     )
 
 

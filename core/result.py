@@ -61,6 +61,8 @@ class ExpertResult:
     loss: float | None = None
     trained: bool = True
     """False: an earlier job finished it (resume_from "auto") and its LoRA was fetched."""
+    comfyui_path: Path | None = None
+    """Its LoRA in ComfyUI/kohya format, beside lora_path; None when not written."""
 
     def to_output(self, *urls: dict[str, str]) -> dict[str, Any]:
         """Its LoRA's URL (published) or path, by its place in the repo: `<folder>/<file name>`."""

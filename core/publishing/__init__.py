@@ -4,7 +4,7 @@ safekeeping when a push fails, and the destination checks made before anything s
 What other packages and the faces may use is listed in __all__."""
 
 from core.publishing.bucket import upload_outputs
-from core.publishing.card import CardFacts
+from core.publishing.card import CardExpert, CardFacts
 from core.publishing.checkpoints import CheckpointUploads, checkpoint_folder, fallback_destinations
 from core.publishing.destinations import (
     BucketDestination,
@@ -23,6 +23,7 @@ from core.publishing.safekeeping import keep_outputs, outputs_stored
 
 __all__ = [
     "BucketDestination",
+    "CardExpert",
     "CardFacts",
     "CheckpointUploads",
     "Destinations",
