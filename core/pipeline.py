@@ -108,8 +108,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                          record_finished=len(spec.expert_runs) > 1)
             for run_spec, run_dir in _runs(spec, job)]
     files = runs[0].files
-    report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps * len(runs), resolution=report.resolution,
-                            price_per_hour=settings.gpu_price_per_hour)
+    report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
+                            price_per_hour=settings.gpu_price_per_hour, experts=len(runs))
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(), trainer_files=files.to_dict(),
                        captioning=captioned,
                        warnings=spec.warnings() + _owned_flag_warnings(spec) + report.warnings + destination_warnings

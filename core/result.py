@@ -68,7 +68,10 @@ class ExpertResult:
         """Its LoRA's URL (published) or path, by its place in the repo: `<folder>/<file name>`."""
         place = f"{self.folder}/{self.lora_path.name}"
         found = next((found[place] for found in urls if place in found), None)
+        comfyui = f"{self.folder}/{self.comfyui_path.name}" if self.comfyui_path else None
+        comfyui_url = next((found[comfyui] for found in urls if comfyui in found), None) if comfyui else None
         return {"expert": self.name, "folder": self.folder, "lora": found or str(self.lora_path),
+                "comfyui": comfyui_url or (str(self.comfyui_path) if self.comfyui_path else None),
                 "steps": self.steps, "loss": self.loss, "trained": self.trained}
 
 
