@@ -295,7 +295,7 @@ def _trained(result: JobResult, outcomes: list[TrainingOutcome], job: JobDir, *,
                              elapsed_s=sum(o.elapsed_s for o in outcomes))
     result.experts = [ExpertResult(name=expert.name, folder=expert.folder, lora_path=lora_file(folder),
                                    steps=outcome.steps, loss=outcome.final_loss, trained=bool(outcome.losses))
-                      for expert, folder, outcome in zip(experts, folders, outcomes, strict=True)]
+                      for expert, folder, outcome in zip(experts, folders, outcomes, strict=True)] if experts else []
     return result
 
 
