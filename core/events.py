@@ -57,6 +57,22 @@ class TrainingProgress(_Base):
 
 
 @dataclass(frozen=True)
+class ExpertStarted(_Base):
+    """One expert of a two-expert model starts training (a job training both runs SimpleTuner once per expert)."""
+
+    kind: ClassVar[str] = "expert"
+    index: int
+    """1 for the first expert trained."""
+    count: int
+    name: str
+    """high | low"""
+    label: str
+    """high-noise | low-noise"""
+    finished_at: int | None = None
+    """An earlier job finished this expert at this step: it is not trained again."""
+
+
+@dataclass(frozen=True)
 class CaptionProgress(_Base):
     """One image captioned by the caption model (core/generation/captioning.py)."""
 

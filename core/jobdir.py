@@ -25,6 +25,12 @@ def job_folder(data_root: Path, job_id: str | None = None, *, under: str = "jobs
 @dataclass(frozen=True)
 class JobDir:
     root: Path
+    expert: str = ""
+    """One expert's run of a two-expert job (core/outputs.py expert_folder: high_noise, low_noise): its SimpleTuner
+    config and output get folders of their own; the dataset, the caches and the log stay the job's."""
+
+    def for_expert(self, folder: str) -> JobDir:
+        return JobDir(self.root, expert=folder)
 
     @property
     def dataset(self) -> Path:
@@ -39,12 +45,12 @@ class JobDir:
     @property
     def config(self) -> Path:
         """config.json, multidatabackend.json, webhooks.json."""
-        return self.root / "trainer" / "config"
+        return self.root / "trainer" / "config" / self.expert if self.expert else self.root / "trainer" / "config"
 
     @property
     def output(self) -> Path:
         """SimpleTuner's --output_dir: the LoRA, checkpoints, validation images."""
-        return self.root / "output"
+        return self.root / "output" / self.expert if self.expert else self.root / "output"
 
     @property
     def cache(self) -> Path:

@@ -10,6 +10,9 @@
         .fetched-to-resume                  only in a checkpoint this job fetched rather than trained
       validation_images/step_<N>_sample_<i>_0_<W>x<H>.png     the job's sample prompts (SAMPLES_DIR, SAMPLE_IMAGE)
 
+A job that trains both experts of a two-expert model (Wan 2.2 A14B, core/simpletuner/experts.py) runs SimpleTuner
+once per expert, each into its own folder of this layout: output/high_noise/, output/low_noise/ (expert_folder).
+
 Every stage and face asks here: which checkpoints a run has and their steps, the latest (or a given) one, the
 final LoRA, and the sample images with their prompts. The three meanings of "a checkpoint" stay explicit:
 any checkpoint-N folder, a complete one (`complete=`: resumable) and one with a LoRA (`with_lora=`: publishable).
@@ -120,6 +123,17 @@ def trained_checkpoints(output_dir: Path) -> list[Path]:
 def lora_file(folder: Path) -> Path:
     """The LoRA file of an output or checkpoint folder."""
     return Path(folder) / LORA_FILE
+
+
+def expert_folder(name: str) -> str:
+    """The folder of one expert's run ("high" -> high_noise), in the job's output and in the published repo."""
+    return f"{name}_noise"
+
+
+def expert_outputs(output_dir: Path) -> list[Path]:
+    """The expert folders of a two-expert job's output that hold a LoRA, high before low; [] for any other run."""
+    found = [Path(output_dir) / expert_folder(name) for name in ("high", "low")]
+    return [folder for folder in found if lora_file(folder).is_file()]
 
 
 # -- samples ------------------------------------------------------------------------------------------------------

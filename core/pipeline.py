@@ -12,45 +12,50 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from core.adapters import plan_device
+from core.adapters import GpuFacts, plan_device
 from core.cache import JobReuse
 from core.cancel import Cancel
-from core.dataset import caption_options
+from core.dataset import Manifest, caption_options
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
-from core.events import Event, EventSink, JobWarning, StageEvent, ignore_event
+from core.events import Event, EventSink, ExpertStarted, JobWarning, StageEvent, ignore_event
 from core.generation import caption_stage, end_samples
 from core.jobdir import JobDir
 from core.models import ModelFetch, check_local_models
 from core.outputs import PIPELINE_DIR, checkpoint_step, latest_checkpoint, lora_file
 from core.publishing import (
+    CardExpert,
     CardFacts,
     CheckpointUploads,
     add_lora_files,
     base_model_license,
     check_destinations,
+    checkpoint_folder,
     destinations_of,
     fallback_destinations,
     keep_outputs,
     publish_to_hub,
     upload_outputs,
 )
-from core.result import JobResult, Metrics
+from core.result import ExpertResult, JobResult, Metrics
 from core.secrets import job_secrets
 from core.settings import Settings
-from core.simpletuner import FULL, kind_of, trained_component
+from core.simpletuner import FULL, Expert, kind_of, trained_component
 from core.spec import JobSpec
 from core.training import (
     AUTO,
     OWNED_FLAGS,
     DeadlineStop,
+    TrainerFiles,
     TrainingOutcome,
     auto_sources,
     build_trainer_files,
     copy_local_checkpoint,
     ends_partial,
     fetch_checkpoint,
+    fetch_finished_lora,
     fetch_latest_checkpoint,
     gpu_plan,
     gpu_report,
@@ -98,21 +103,14 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                            on_event=on_event)
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
-    resumed_at, checkpoint = 0, None
-    if spec.resume_from:
-        with stage("resume", on_event, cancel):
-            checkpoint = resume_checkpoint(spec, job, settings=settings, token=token, on_event=on_event,
-                                           cancel=cancel, allow_local_paths=allow_local_paths)
-            resumed_at = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
-    with stage("configure", on_event, cancel):
-        sample_image = sample_input_image(spec, manifest, job=job, settings=settings, cancel=cancel)
-        files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
-                                    system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
-                                    resume=checkpoint is not None, clips_dir=manifest.clips_root,
-                                    stills=bool(manifest.images), sample_image=sample_image,
-                                    inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
-        report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
-                                price_per_hour=settings.gpu_price_per_hour)
+    # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
+    runs = [_prepare_run(run_spec, run_dir, manifest=manifest, settings=settings, token=token, device=device,
+                         gpu=gpu, on_event=on_event, cancel=cancel, allow_local_paths=allow_local_paths,
+                         record_finished=len(spec.expert_runs) > 1)
+            for run_spec, run_dir in _runs(spec, job)]
+    files = runs[0].files
+    report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
+                            price_per_hour=settings.gpu_price_per_hour, experts=len(runs))
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(), trainer_files=files.to_dict(),
                        captioning=captioned,
                        warnings=spec.warnings() + _owned_flag_warnings(spec) + report.warnings + destination_warnings
@@ -126,26 +124,92 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
     with stage("model", on_event, cancel):
         model.wait()
     reuse.restore(spec, files.backends, manifest, settings=settings, on_event=report_only)
-    # Checkpoints go to the job's destination as they are written; near the deadline training stops at one.
-    uploads = CheckpointUploads.for_job(spec, settings, job=job, on_event=report_only)
-    guard = DeadlineStop(cancel, margin_s=settings.deadline_margin_s, on_event=report_only)
-    try:
-        with stage("train", on_event, cancel), uploads:
-            outcome = train(files, job, settings=settings, device=device, gpu=gpu, processes=processes,
-                            hf_token=token if settings.online else None, on_event=uploads.watching(
-                                guard.watching(on_event)), cancel=guard, start_step=resumed_at)
-    except (TrainingError, JobCancelled, JobTimeout) as error:
-        if ends_partial(spec, deadline=guard.fired, cancelled=isinstance(error, JobCancelled), job=job):
-            return stopped_early(spec, result, job, uploads, settings=settings, on_event=report_only,
-                                 why="before the time limit" if guard.fired else "by a cancel")
-        # A run cut short still publishes what it has when asked: its events must not stop it again.
-        error.salvaged = salvage(spec, result, settings=settings, on_event=report_only)
-        raise
-    result = _trained(result, outcome, job)
-    result.samples = end_samples(spec, result, settings=settings, on_event=report_only)  # the last step's too
-    result.uploaded_checkpoints = [done.to_dict() for done in uploads.uploaded]
+    guard = DeadlineStop(cancel, margin_s=settings.deadline_margin_s, on_event=report_only)  # near it: stop at one
+    outcomes: list[TrainingOutcome] = []
+    uploaded: list[dict] = []  # the checkpoints that reached a destination while training, every run's
+    for index, run in enumerate(runs, start=1):
+        if run.expert is not None and len(runs) > 1:
+            on_event(ExpertStarted(index=index, count=len(runs), name=run.expert.name, label=run.expert.label,
+                                   finished_at=run.finished_at))
+        if run.finished_at is not None:  # trained by an earlier job: its LoRA was fetched
+            outcomes.append(TrainingOutcome(steps=run.finished_at, total_steps=run.finished_at))
+            continue
+        # Checkpoints go to the job's destination as they are written.
+        uploads = CheckpointUploads.for_job(run.spec, settings, job=run.job, on_event=report_only)
+        try:
+            with stage("train", on_event, cancel), uploads:
+                outcomes.append(train(run.files, run.job, settings=settings, device=device, gpu=gpu,
+                                      processes=processes, hf_token=token if settings.online else None,
+                                      on_event=uploads.watching(guard.watching(on_event)), cancel=guard,
+                                      start_step=run.resumed_at))
+                if run.record_finished:
+                    uploads.record_finished(step=outcomes[-1].steps)
+            uploaded += [done.to_dict() for done in uploads.uploaded]
+        except (TrainingError, JobCancelled, JobTimeout) as error:
+            if ends_partial(spec, deadline=guard.fired, cancelled=isinstance(error, JobCancelled), job=run.job):
+                return stopped_early(run.spec, result, run.job, uploads, settings=settings, on_event=report_only,
+                                     why="before the time limit" if guard.fired else "by a cancel",
+                                     auto=len(runs) > 1)
+            # A run cut short still publishes what it has when asked: its events must not stop it again.
+            error.salvaged = salvage(spec, result, settings=settings, on_event=report_only, output=run.job.output)
+            raise
+    result = _trained(result, outcomes, job, experts=[run.expert for run in runs if run.expert is not None])
+    # The last step's samples too; a two-expert model's are each expert's SimpleTuner validation, in its folder.
+    result.samples = [] if result.experts else end_samples(spec, result, settings=settings, on_event=report_only)
+    result.uploaded_checkpoints = uploaded
     result.cache = reuse.finish(trained=True, on_event=report_only)  # keeps what missed, says what was reused
     return publish(spec, result, settings=settings, on_event=on_event, cancel=cancel)
+
+
+@dataclass
+class PreparedRun:
+    """One SimpleTuner run of a job, configured: the whole job, or one expert of a two-expert model."""
+
+    spec: JobSpec
+    job: JobDir
+    files: TrainerFiles
+    expert: Expert | None = None
+    resumed_at: int = 0
+    """The step of the checkpoint it continues; 0 for a fresh start."""
+    finished_at: int | None = None
+    """An expert an earlier job finished (resume_from "auto"): its step; it is not trained again."""
+    record_finished: bool = False
+    """An expert of a job training both: its finished LoRA goes beside its checkpoints for "auto" to find."""
+
+
+def _runs(spec: JobSpec, job: JobDir) -> list[tuple[JobSpec, JobDir]]:
+    """The job's SimpleTuner runs: itself, or each expert it trains, in order, with its own folders."""
+    if not spec.expert_runs:
+        return [(spec, job)]
+    return [(spec.for_expert(expert), job.for_expert(expert.folder).create()) for expert in spec.expert_runs]
+
+
+def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Settings, token: str | None,
+                 device: str, gpu: GpuFacts, on_event: EventSink, cancel: Cancel, allow_local_paths: bool,
+                 record_finished: bool) -> PreparedRun:
+    """The resume and configure stages of one run: its checkpoint (or, for a finished expert, its LoRA) fetched,
+    SimpleTuner's files resolved."""
+    expert = spec.expert_runs[0] if spec.expert_runs else None
+    run = PreparedRun(spec=spec, job=job, files=None, expert=expert,  # type: ignore[arg-type]  # set below
+                      record_finished=record_finished)
+    checkpoint = None
+    if spec.resume_from:
+        with stage("resume", on_event, cancel):
+            if record_finished and spec.resume_from == AUTO:
+                run.finished_at = finished_expert(spec, job, settings=settings, token=token, on_event=on_event,
+                                                  cancel=cancel)
+            if run.finished_at is None:
+                checkpoint = resume_checkpoint(spec, job, settings=settings, token=token, on_event=on_event,
+                                               cancel=cancel, allow_local_paths=allow_local_paths)
+                run.resumed_at = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
+    with stage("configure", on_event, cancel):
+        sample_image = sample_input_image(spec, manifest, job=job, settings=settings, cancel=cancel)
+        run.files = build_trainer_files(spec, images_dir=manifest.root, job=job, device=device, gpu=gpu,
+                                        system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
+                                        resume=checkpoint is not None, clips_dir=manifest.clips_root,
+                                        stills=bool(manifest.images), sample_image=sample_image,
+                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
+    return run
 
 
 def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: str | None, on_event: EventSink,
@@ -160,19 +224,32 @@ def resume_checkpoint(spec: JobSpec, job: JobDir, *, settings: Settings, token: 
     if spec.resume_from != AUTO:
         return fetch_checkpoint(spec.resume_from, job.output, settings=settings, on_event=on_event, token=token,
                                 cancel=cancel)
+    return fetch_latest_checkpoint(_auto_sources(spec, settings), job.output, settings=settings, on_event=on_event,
+                                   token=token, cancel=cancel)
+
+
+def finished_expert(spec: JobSpec, job: JobDir, *, settings: Settings, token: str | None, on_event: EventSink,
+                    cancel: Cancel) -> int | None:
+    """For resume_from "auto" in a job training both experts: the step an earlier job finished this expert at
+    (its LoRA fetched into its output folder), or None when it still has to train."""
+    return fetch_finished_lora(_auto_sources(spec, settings), job.output, settings=settings, on_event=on_event,
+                               token=token, cancel=cancel)
+
+
+def _auto_sources(spec: JobSpec, settings: Settings) -> list[str]:
+    """Where "auto" looks: the job's own Hub repo and bucket; an expert's own checkpoint folder in them."""
     where = destinations_of(spec, settings)
-    sources = auto_sources(hub_repo=where.hub.repo_id if where.hub else None,
-                           bucket=where.bucket.bucket if where.bucket else None,
-                           prefix=where.bucket.prefix if where.bucket else "")
-    return fetch_latest_checkpoint(sources, job.output, settings=settings, on_event=on_event, token=token,
-                                   cancel=cancel)
+    return auto_sources(hub_repo=where.hub.repo_id if where.hub else None,
+                        bucket=where.bucket.bucket if where.bucket else None,
+                        prefix=where.bucket.prefix if where.bucket else "",
+                        folder=checkpoint_folder(spec) if spec.experts else "")
 
 
 def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: CheckpointUploads, *, settings: Settings,
-                  on_event: EventSink, why: str = "before the time limit") -> JobResult:
+                  on_event: EventSink, why: str = "before the time limit", auto: bool = False) -> JobResult:
     """Training stopped early (core/training/deadline.py's rule: the deadline, or a cancel of a job that keeps its
     checkpoints): its latest checkpoint at the job's destination, and a `partial` result whose resume_from
-    continues it."""
+    continues it (`auto`: "auto", the one a job training both experts takes)."""
     latest = latest_checkpoint(job.output, complete=True)  # resumable: what resume_from continues
     if latest is None:
         raise JobTimeout(f"stopped before the time limit (timeout_s={spec.timeout_s}) with no checkpoint written yet: "
@@ -183,7 +260,7 @@ def stopped_early(spec: JobSpec, result: JobResult, job: JobDir, uploads: Checkp
     result.lora_path = lora_file(latest) if lora_file(latest).is_file() else None
     result.metrics = Metrics(steps=step, total_steps=result.metrics.total_steps)
     result.uploaded_checkpoints = [u.to_dict() for u in uploads.uploaded]
-    result.resume_from = done.resume_from if done else None
+    result.resume_from = (AUTO if auto else done.resume_from) if done else None
     result.warnings.append(f"training stopped at step {step} {why}: send resume_from "
                            f"{result.resume_from!r} (or \"auto\") to continue" if done else
                            f"training stopped at step {step} {why}; {latest.name} could not be "
@@ -200,20 +277,28 @@ def check_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, 
                    allow_local_paths=allow_local_paths)
 
 
-def _trained(result: JobResult, outcome: TrainingOutcome, job: JobDir) -> JobResult:
-    """The dry-run result of a job filled in with what its training made."""
+def _trained(result: JobResult, outcomes: list[TrainingOutcome], job: JobDir, *,
+             experts: list[Expert]) -> JobResult:
+    """The dry-run result of a job filled in with what its training made: one run's, or each expert's (each in
+    its own folder of the output)."""
     result.status = "succeeded"
     result.output_dir, result.log_path = job.output, job.log
     result.kind = kind_of(result.trainer_files.get("config.json", {}))
+    folders = [job.output / expert.folder for expert in experts] or [job.output]
     if result.kind == FULL:  # a diffusers folder, no LoRA file
         result.model_dir = job.output / PIPELINE_DIR
     else:
-        result.lora_path = lora_file(job.output)
-    result.checkpoints = outcome.checkpoints
+        result.lora_path = lora_file(folders[0])
+    result.checkpoints = [path for outcome in outcomes for path in outcome.checkpoints]
     result.validation = [(Path(image.path).relative_to(job.output).as_posix(), image.prompt)
-                         for image in outcome.validation_images]
-    result.metrics = Metrics(steps=outcome.steps, total_steps=outcome.total_steps, loss=outcome.final_loss,
-                             losses=outcome.losses, elapsed_s=outcome.elapsed_s)
+                         for outcome in outcomes for image in outcome.validation_images]
+    losses = [loss for outcome in outcomes for loss in outcome.losses]
+    result.metrics = Metrics(steps=sum(o.steps for o in outcomes), total_steps=sum(o.total_steps or 0 for o in outcomes)
+                             or None, loss=losses[-1] if losses else None, losses=losses,
+                             elapsed_s=sum(o.elapsed_s for o in outcomes))
+    result.experts = [ExpertResult(name=expert.name, folder=expert.folder, lora_path=lora_file(folder),
+                                   steps=outcome.steps, loss=outcome.final_loss, trained=bool(outcome.losses))
+                      for expert, folder, outcome in zip(experts, folders, outcomes, strict=True)] if experts else []
     return result
 
 
@@ -230,6 +315,8 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
     job = JobDir(result.job_dir)
     output_dir = result.output_dir or job.output  # a trained result names it (a picked checkpoint's folder, or this)
     extra_files = {"training.log": job.log, "config/config.json": job.config / "config.json",
+                   **{f"config/{e.folder}/{name}": job.for_expert(e.folder).config / name for e in result.experts
+                      for name in ("config.json", "multidatabackend.json")},
                    "config/multidatabackend.json": job.config / "multidatabackend.json"}
     extra_files = {name: path for name, path in extra_files.items() if path.is_file()} | sample_files
     failed: PublishError | None = None  # a destination that failed: the outputs then go to the next one
@@ -255,10 +342,12 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
     return result
 
 
-def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink) -> dict | None:
-    """A run cut short still yields something: with hub.on_failure, publish the latest checkpoint's LoRA."""
+def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink,
+            output: Path | None = None) -> dict | None:
+    """A run cut short still yields something: with hub.on_failure, publish the latest checkpoint's LoRA (of
+    `output`, the run that was cut: an expert's own folder)."""
     # Publishable, complete or not: SimpleTuner writes the LoRA before the training state.
-    latest = latest_checkpoint(JobDir(result.job_dir).output, complete=False, with_lora=True)
+    latest = latest_checkpoint(output or JobDir(result.job_dir).output, complete=False, with_lora=True)
     if not (spec.hub and spec.hub.on_failure and latest is not None):
         return None
     partial = JobResult(status="partial", job_dir=result.job_dir, output_dir=latest, lora_path=lora_file(latest),
@@ -289,6 +378,9 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
         kind=result.kind, lycoris=spec.config.get("lycoris_config"),
         full_component=trained_component(result.model_dir) if result.model_dir else None,
         dataset_clips=int(clips.get("clips_usable") or 0), dataset_frames=int(clips.get("total_frames") or 0),
+        experts=[CardExpert(folder=expert.folder, label=f"{expert.name}-noise",
+                            comfyui_file=expert.comfyui_path.name if expert.comfyui_path else None)
+                 for expert in result.experts],
     )
 
 

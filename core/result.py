@@ -49,6 +49,33 @@ class Metrics:
 
 
 @dataclass
+class ExpertResult:
+    """One expert of a job that trained both of a two-expert model's (core/simpletuner/experts.py)."""
+
+    name: str
+    """high | low"""
+    folder: str
+    """Its folder in the output and in the published repo: high_noise, low_noise."""
+    lora_path: Path
+    steps: int = 0
+    loss: float | None = None
+    trained: bool = True
+    """False: an earlier job finished it (resume_from "auto") and its LoRA was fetched."""
+    comfyui_path: Path | None = None
+    """Its LoRA in ComfyUI/kohya format, beside lora_path; None when not written."""
+
+    def to_output(self, *urls: dict[str, str]) -> dict[str, Any]:
+        """Its LoRA's URL (published) or path, by its place in the repo: `<folder>/<file name>`."""
+        place = f"{self.folder}/{self.lora_path.name}"
+        found = next((found[place] for found in urls if place in found), None)
+        comfyui = f"{self.folder}/{self.comfyui_path.name}" if self.comfyui_path else None
+        comfyui_url = next((found[comfyui] for found in urls if comfyui in found), None) if comfyui else None
+        return {"expert": self.name, "folder": self.folder, "lora": found or str(self.lora_path),
+                "comfyui": comfyui_url or (str(self.comfyui_path) if self.comfyui_path else None),
+                "steps": self.steps, "loss": self.loss, "trained": self.trained}
+
+
+@dataclass
 class JobResult:
     status: str
     """succeeded | dry_run | partial (stopped before the deadline: `resume_from` continues it)."""
@@ -85,6 +112,8 @@ class JobResult:
     cache: dict[str, Any] | None = None
     """What came from the cache (core/cache/reuse.py): dataset status, text embeddings and latents reused, seconds
     saved."""
+    experts: list[ExpertResult] = field(default_factory=list)
+    """A job that trained both experts of a two-expert model: each one's LoRA, steps and loss, in order."""
     captioning: dict[str, Any] | None = None
     """What the caption stage did (core/generation/captioning.py CaptionReport): model, counts, timings, per-image
     sources."""
@@ -142,7 +171,8 @@ class JobResult:
             "hub": {k: v for k, v in self.hub.items() if k in ("repo_id", "url", "commit", "private")}
             if self.hub else None,
             "model_type": self.kind,
-            "model_checkpoint": self._model_checkpoint(lora_name, hub_files, bucket_files),
+            "model_checkpoint": self.experts[0].to_output(hub_files, bucket_files)["lora"] if self.experts
+            else self._model_checkpoint(lora_name, hub_files, bucket_files),
             "comfyui_checkpoint": self._url_or_path(self.comfyui_path, hub_files, bucket_files),
             "training_logs": bucket_files.get("training.log") or hub_files.get("training.log")
             or (str(self.log_path) if self.log_path else None),
@@ -152,6 +182,8 @@ class JobResult:
             "preflight": self.preflight,
             "warnings": self.warnings,
             **({"checkpoints": self.uploaded_checkpoints} if self.uploaded_checkpoints else {}),
+            **({"experts": [expert.to_output(hub_files, bucket_files) for expert in self.experts]}
+               if self.experts else {}),
             **({"samples": samples_output(self.samples, urls={**bucket_files, **hub_files})} if self.samples else {}),
             **({"resume_from": self.resume_from} if self.resume_from else {}),
             **({"cache": self.cache} if self.cache is not None else {}),

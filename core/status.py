@@ -19,6 +19,7 @@ from core.events import (
     CheckpointSaved,
     DownloadProgress,
     Event,
+    ExpertStarted,
     StageEvent,
     TrainerFailed,
     TrainerStage,
@@ -68,6 +69,8 @@ class JobStatus:
     images_done: int | None = None
     images_total: int | None = None
     """Images captioned so far, of how many (the caption stage)."""
+    expert: str | None = None
+    """A job training both experts of a two-expert model: the one training, "1/2 high-noise"."""
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,19 +105,11 @@ def trainer_stage(key: str) -> str | None:
 def apply(status: JobStatus, event: Event) -> JobStatus:
     """The status after `event`; the same object when the event changes nothing a user sees."""
     if isinstance(event, TrainingProgress):
-        # A step without a loss or ETA keeps the last one known.
-        return _moved(status, "training", step=event.step, total_steps=event.total_steps,
-                      message=f"step {event.step}/{event.total_steps}",
-                      loss=status.loss if event.loss is None else event.loss,
-                      eta_s=status.eta_s if event.eta_s is None else event.eta_s,
-                      percent=status.percent if event.percent is None else event.percent)
+        return _progress(status, event)
     if isinstance(event, StageEvent):
-        stage, opening = PIPELINE_STAGES.get(event.stage, (event.stage, event.stage))
-        if event.status == "started":
-            return _moved(status, stage, pipeline_stage=event.stage, message=_clean(event.message) or opening)
-        if event.status == "failed":
-            return replace(status, message=f"{event.stage} failed: {_clean(event.message)}")
-        return replace(status, message=_clean(event.message)) if event.message else status
+        return _stage(status, event)
+    if isinstance(event, ExpertStarted):
+        return _expert(status, event)
     if isinstance(event, CaptionProgress):
         return _moved(status, "captioning", images_done=event.done, images_total=event.total, eta_s=event.eta_s,
                       message=f"captioned {event.done}/{event.total} images")
@@ -136,6 +131,35 @@ def apply(status: JobStatus, event: Event) -> JobStatus:
     if isinstance(event, TrainerFailed):
         return replace(status, message=_clean(event.title))
     return status
+
+
+def _stage(status: JobStatus, event: StageEvent) -> JobStatus:
+    stage, opening = PIPELINE_STAGES.get(event.stage, (event.stage, event.stage))
+    if event.status == "started":
+        return _moved(status, stage, pipeline_stage=event.stage, message=_clean(event.message) or opening)
+    if event.status == "failed":
+        return replace(status, message=f"{event.stage} failed: {_clean(event.message)}")
+    return replace(status, message=_clean(event.message)) if event.message else status
+
+
+def _progress(status: JobStatus, event: TrainingProgress) -> JobStatus:
+    """A training step; one without a loss or ETA keeps the last one known."""
+    return _moved(status, "training", step=event.step, total_steps=event.total_steps,
+                  message=(f"expert {status.expert}, " if status.expert else "")
+                  + f"step {event.step}/{event.total_steps}",
+                  loss=status.loss if event.loss is None else event.loss,
+                  eta_s=status.eta_s if event.eta_s is None else event.eta_s,
+                  percent=status.percent if event.percent is None else event.percent)
+
+
+def _expert(status: JobStatus, event: ExpertStarted) -> JobStatus:
+    """A two-expert job moves to its next expert: the steps start again, the status says which expert."""
+    expert = f"{event.index}/{event.count} {event.label}"
+    if event.finished_at is not None:
+        return replace(status, expert=expert, message=f"expert {expert}: finished at step {event.finished_at} "
+                       "in an earlier run, not trained again")
+    return _moved(status, "loading", expert=expert, step=None, total_steps=None, loss=None, eta_s=None,
+                  percent=None, message=f"expert {expert}: starting SimpleTuner")
 
 
 def summary(status: JobStatus, *, elapsed_s: float | None = None) -> str:

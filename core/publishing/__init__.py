@@ -4,8 +4,8 @@ safekeeping when a push fails, and the destination checks made before anything s
 What other packages and the faces may use is listed in __all__."""
 
 from core.publishing.bucket import upload_outputs
-from core.publishing.card import CardFacts
-from core.publishing.checkpoints import CheckpointUploads, fallback_destinations
+from core.publishing.card import CardExpert, CardFacts
+from core.publishing.checkpoints import CheckpointUploads, checkpoint_folder, fallback_destinations
 from core.publishing.destinations import (
     BucketDestination,
     Destinations,
@@ -23,6 +23,7 @@ from core.publishing.safekeeping import keep_outputs, outputs_stored
 
 __all__ = [
     "BucketDestination",
+    "CardExpert",
     "CardFacts",
     "CheckpointUploads",
     "Destinations",
@@ -31,6 +32,7 @@ __all__ = [
     "base_model_license",
     "bucket_of",
     "check_destinations",
+    "checkpoint_folder",
     "destinations_of",
     "endpoint_bucket",
     "fallback_destinations",

@@ -87,7 +87,8 @@ def output_files(output_dir: Path, *, include_checkpoints: bool, extra_files: Ma
     if output_dir.is_dir():
         for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(output_dir).as_posix()
-            if not include_checkpoints and checkpoint_step(rel.split("/", 1)[0]) is not None:
+            # checkpoint-N/ at the top, or in an expert's folder (high_noise/checkpoint-N/)
+            if not include_checkpoints and any(checkpoint_step(part) is not None for part in rel.split("/")[:2]):
                 continue
             files[rel] = path
     for rel, path in extra_files.items():

@@ -65,6 +65,22 @@ LYCORIS_COMFYUI = ("There is no separate ComfyUI file: ComfyUI's LoRA loader rea
 
 
 
+@dataclass(frozen=True)
+class CardExpert:
+    """One expert's LoRA in a repo of a two-expert model (Wan 2.2 A14B): its folder, and its ComfyUI file."""
+
+    folder: str
+    """high_noise | low_noise"""
+    label: str
+    """high-noise | low-noise"""
+    comfyui_file: str | None = None
+    """The ComfyUI-format file's name in the folder; None when there is none."""
+
+    @property
+    def lora(self) -> str:
+        return f"{self.folder}/{LORA_FILE}"
+
+
 @dataclass
 class CardFacts:
     repo_id: str
@@ -99,6 +115,8 @@ class CardFacts:
     """Usable video clips (a video family's dataset), beside the images."""
     dataset_frames: int = 0
     """The clips' frames, all together."""
+    experts: list[CardExpert] = field(default_factory=list)
+    """A two-expert model's LoRAs, one folder each (high-noise first); [] for any other run."""
 
 
 CARD_BODY = Template("""\
@@ -209,6 +227,8 @@ def _body(facts: CardFacts) -> str:
 
 
 def _files(facts: CardFacts) -> list[tuple[str, str]]:
+    if facts.experts:
+        return _expert_files(facts.experts)
     if facts.kind == "full":
         folder = facts.full_component[0] if facts.full_component else "unet/ or transformer/"
         return [(f"{folder.rstrip('/')}/", "the fine-tuned model: diffusers' `from_pretrained(repo, subfolder=...)`"),
@@ -225,6 +245,8 @@ def _files(facts: CardFacts) -> list[tuple[str, str]]:
 
 
 def _comfyui(facts: CardFacts) -> str:
+    if facts.experts:
+        return _expert_comfyui(facts.experts)
     if facts.kind == "full":
         return f"Not applicable: {FULL_COMFYUI_NOTE}."
     if facts.kind == "lycoris":
@@ -265,6 +287,8 @@ def _diffusers(facts: CardFacts, *, prompt: str) -> str:
     base, repo, prompt_py = json.dumps(facts.base_model), json.dumps(facts.repo_id), json.dumps(prompt)
     private_note = "# a private repo needs a token: log in, or pass token=..."
     component = "unet" if facts.model_family in UNET_FAMILIES else "transformer"
+    if facts.experts:
+        return _expert_diffusers(facts, repo=repo, base=base, prompt_py=prompt_py, private_note=private_note)
     if facts.kind == "full":
         folder, cls = facts.full_component or (component, "AutoModel")
         lines = ["import torch", f"from diffusers import {cls}, {pipeline_class}", "",
@@ -289,6 +313,58 @@ def _diffusers(facts: CardFacts, *, prompt: str) -> str:
                  f"pipeline.load_lora_weights({repo})  {private_note}"]
         lead = ""
     lines += [f"image = pipeline({prompt_py}).images[0]", 'image.save("output.png")']
+    return lead + "```python\n" + "\n".join(lines) + "\n```"
+
+
+# -- a two-expert model (Wan 2.2 A14B): one LoRA per expert -----------------------------------------------------
+
+EXPERT_TRANSFORMER = {"high_noise": "transformer", "low_noise": "transformer_2"}
+"""Which of diffusers' Wan 2.2 pipeline components runs each expert: `transformer` above the boundary (high
+noise), `transformer_2` below it."""
+
+
+def _expert_files(experts: list[CardExpert]) -> list[tuple[str, str]]:
+    rows = []
+    for expert in experts:
+        rows.append((expert.lora, f"the {expert.label} expert, in diffusers (`load_lora_weights(..., weight_name=...)`,"
+                                  f" into `{EXPERT_TRANSFORMER.get(expert.folder, 'transformer')}`)"))
+        if expert.comfyui_file:
+            rows.append((f"{expert.folder}/{expert.comfyui_file}",
+                         f"the {expert.label} expert in ComfyUI: after the {expert.label} model's loader"))
+    return rows
+
+
+def _expert_comfyui(experts: list[CardExpert]) -> str:
+    lines = ["A Wan 2.2 A14B workflow loads two models, the high-noise one for the first steps and the low-noise "
+             "one for the rest (two KSamplerAdvanced nodes). Each expert's LoRA goes after its own model: download "
+             f"each file into `{COMFYUI_FOLDER}` and add a **LoraLoaderModelOnly** node after the matching model "
+             "loader (its MODEL output into the node, the node's MODEL on to that expert's sampler):", ""]
+    for expert in experts:
+        name = expert.comfyui_file or LORA_FILE
+        note = "" if expert.comfyui_file else " (no ComfyUI-format file was written; ComfyUI may still load it)"
+        lines.append(f"- the **{expert.label}** model's loader: `{expert.folder}/{name}`{note}")
+    if len(experts) == 1:
+        lines += ["", f"Only the {experts[0].label} expert was trained: the other model runs without a LoRA."]
+    return "\n".join(lines)
+
+
+def _expert_diffusers(facts: CardFacts, *, repo: str, base: str, prompt_py: str, private_note: str) -> str:
+    flavour = str(facts.config.get("--model_flavour") or facts.config.get("model_flavour") or "")
+    pipeline_class = "WanImageToVideoPipeline" if "i2v" in flavour else "WanPipeline"
+    lines = ["import torch", f"from diffusers import {pipeline_class}", "",
+             f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")"]
+    for expert in facts.experts:
+        into = ", load_into_transformer_2=True" if EXPERT_TRANSFORMER.get(expert.folder) == "transformer_2" else ""
+        lines.append(f"pipeline.load_lora_weights({repo}, weight_name={json.dumps(expert.lora)}, "
+                     f"adapter_name={json.dumps(expert.folder)}{into})  {private_note}")
+    call = (f"pipeline(image=first_frame, prompt={prompt_py})" if pipeline_class == "WanImageToVideoPipeline"
+            else f"pipeline({prompt_py})")
+    lines += ["from diffusers.utils import export_to_video, load_image", "",
+              *(['first_frame = load_image("first_frame.png")  # the image the video starts from']
+                if pipeline_class == "WanImageToVideoPipeline" else []),
+              f"frames = {call}.frames[0]", 'export_to_video(frames, "output.mp4", fps=16)']
+    lead = ("Each expert has its own LoRA: the high-noise one goes into the pipeline's `transformer` (the steps "
+            "above its `boundary_ratio`), the low-noise one into `transformer_2`:\n\n")
     return lead + "```python\n" + "\n".join(lines) + "\n```"
 
 

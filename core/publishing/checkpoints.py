@@ -6,6 +6,11 @@ goes on, so a job that dies (a host gone, the time limit, a cancel) can be conti
   LoRA and its resumable states;
 - bucket (`storage.checkpoints`): `<prefix>/checkpoints/checkpoint-N/`.
 
+An expert's run of a two-expert model (`experts`, core/simpletuner/experts.py) keeps its checkpoints in a folder of
+its own, `checkpoints/high_noise/` or `checkpoints/low_noise/`, so each resumes from its own; when an expert of a job
+training both finishes, its LoRA goes to `checkpoints/<expert>/final/` (FINISHED) with a training_state.json of
+its last step: what `resume_from: "auto"` takes instead of training that expert again.
+
 Each destination keeps the last K (`config.checkpoints_total_limit`, default 2); older ones are deleted there.
 A background thread, fed by the CheckpointSaved events, does the uploads: a training step never waits for one.
 The folder is first hard-linked aside, so SimpleTuner's own pruning cannot remove files mid-upload. A failed
@@ -14,6 +19,7 @@ upload is a warning, never the job's end.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -36,14 +42,30 @@ from core.adapters import (
 from core.errors import JobError, PublishError, StorageError
 from core.events import CheckpointSaved, Event, EventSink, JobWarning, LogLine, ignore_event
 from core.jobdir import JobDir
-from core.outputs import checkpoint_name, checkpoint_step, is_complete
+from core.outputs import (
+    LORA_FILE,
+    STATE_FILE,
+    checkpoint_name,
+    checkpoint_step,
+    expert_folder,
+    is_complete,
+    lora_file,
+)
 from core.publishing.destinations import BucketDestination, HubDestination, destinations_of
 from core.secrets import scrub_file
 from core.settings import Settings
 from core.spec import JobSpec
 
 FOLDER = "checkpoints"
+FINISHED = "final"
+"""A finished expert's folder beside its checkpoint-N folders: its LoRA and the step it ended at."""
 DEFAULT_KEEP = 2
+
+
+def checkpoint_folder(spec: JobSpec) -> str:
+    """Where a job's checkpoints go in its repo and under its bucket prefix: checkpoints/, or an expert's
+    checkpoints/<expert folder>/."""
+    return f"{FOLDER}/{expert_folder(spec.experts)}" if spec.experts in ("high", "low") else FOLDER
 
 
 @dataclass(frozen=True)
@@ -68,12 +90,13 @@ class HubCheckpoints:
     """checkpoints/checkpoint-N/ in a Hub repo (which the destination check created)."""
 
     def __init__(self, destination: HubDestination, *, secrets: Sequence[str | None] = (),
-                 retry: RetryPolicy = RETRY, on_event: EventSink = ignore_event):
+                 retry: RetryPolicy = RETRY, on_event: EventSink = ignore_event, folder: str = FOLDER):
         self.repo_id, self.private, self.endpoint = destination.repo_id, destination.spec.private, destination.endpoint
         self.token = destination.token
         self.retry, self.on_event = retry, on_event
         self.secrets = [s for s in (self.token, *secrets) if s]
-        self.name = f"hf://{self.repo_id}/{FOLDER}"
+        self.folder = folder
+        self.name = f"hf://{self.repo_id}/{folder}"
 
     def upload(self, folder: Path, step: int, *, keep: int) -> UploadedCheckpoint:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, RepoFolder
@@ -87,28 +110,29 @@ class HubCheckpoints:
 
         hub("creating the repo", lambda: api.create_repo(self.repo_id, private=self.private, exist_ok=True))
         there = hub("listing its checkpoints", lambda: [
-            entry.path.rsplit("/", 1)[-1] for entry in list_folder_or_empty(api, self.repo_id, FOLDER)
+            entry.path.rsplit("/", 1)[-1] for entry in list_folder_or_empty(api, self.repo_id, self.folder)
             if isinstance(entry, RepoFolder)])
         old = _to_drop([*there, folder.name], keep=keep)
 
         def operations() -> list:
-            adds = [CommitOperationAdd(path_in_repo=f"{FOLDER}/{folder.name}/{rel}", path_or_fileobj=data)
+            adds = [CommitOperationAdd(path_in_repo=f"{self.folder}/{folder.name}/{rel}", path_or_fileobj=data)
                     for rel, data in _contents(folder, self.secrets)]
-            return adds + [CommitOperationDelete(path_in_repo=f"{FOLDER}/{name}/", is_folder=True) for name in old]
+            return adds + [CommitOperationDelete(path_in_repo=f"{self.folder}/{name}/", is_folder=True)
+                           for name in old]
 
         hub(f"uploading {folder.name}", lambda: api.create_commit(
             self.repo_id, operations=operations(), commit_message=f"Checkpoint at step {step}"))
-        where = f"{self.repo_id}/{FOLDER}/{folder.name}"
+        where = f"{self.repo_id}/{self.folder}/{folder.name}"
         return UploadedCheckpoint(step=step, location=f"hf://{where}", resume_from=where)
 
 
 class BucketCheckpoints:
     """<prefix>/checkpoints/checkpoint-N/ in a bucket."""
 
-    def __init__(self, destination: BucketDestination, *, secrets: Sequence[str | None] = ()):
+    def __init__(self, destination: BucketDestination, *, secrets: Sequence[str | None] = (), folder: str = FOLDER):
         self.config = destination.s3
         self.bucket, self.secrets = destination.require(), [s for s in secrets if s]
-        self.prefix = "/".join(part for part in (destination.prefix.strip("/"), FOLDER) if part)
+        self.prefix = "/".join(part for part in (destination.prefix.strip("/"), folder) if part)
         self.name = f"s3://{self.bucket}/{self.prefix}"
 
     def upload(self, folder: Path, step: int, *, keep: int) -> UploadedCheckpoint:
@@ -156,10 +180,12 @@ def checkpoint_destinations(spec: JobSpec, settings: Settings, *,
     (hub/storage.checkpoints)."""
     found: list[Destination] = []
     where = destinations_of(spec, settings)
+    folder = checkpoint_folder(spec)
     if where.hub and where.hub.spec.checkpoints and where.hub.token:
-        found.append(HubCheckpoints(where.hub, on_event=on_event))
+        found.append(HubCheckpoints(where.hub, on_event=on_event, folder=folder))
     if where.bucket and where.bucket.spec.checkpoints and where.bucket.bucket:
-        found.append(BucketCheckpoints(where.bucket, secrets=[settings.token(spec.hub.token if spec.hub else None)]))
+        found.append(BucketCheckpoints(where.bucket, secrets=[settings.token(spec.hub.token if spec.hub else None)],
+                                       folder=folder))
     return found
 
 
@@ -231,6 +257,26 @@ class CheckpointUploads:
         if done is not None:
             return done
         return self._upload(self._set_aside(folder), step, destinations or self.destinations)
+
+    def record_finished(self, *, step: int) -> None:
+        """A finished expert's LoRA, with the step it ended at, to FINISHED beside its checkpoints: a later
+        `resume_from: "auto"` takes it instead of training the expert again. A failure is a warning."""
+        if not self.destinations or not lora_file(self.output).is_file():
+            return
+        record = self.staging / FINISHED
+        shutil.rmtree(record, ignore_errors=True)
+        record.mkdir(parents=True)
+        shutil.copy2(lora_file(self.output), record / LORA_FILE)
+        (record / STATE_FILE).write_text(json.dumps({"global_step": step, "finished": True}))
+        for destination in self.destinations:
+            try:
+                done = destination.upload(record, step, keep=self.keep)
+            except JobError as error:
+                self.on_event(JobWarning(f"the finished LoRA was not uploaded to {destination.name}: "
+                                         f"{error.message}", field=error.field))
+                continue
+            self.on_event(LogLine(f"the finished LoRA (step {step}) uploaded to {done.location}"))
+        shutil.rmtree(record, ignore_errors=True)
 
     def _set_aside(self, folder: Path) -> Path:
         copy = self.staging / folder.name

@@ -28,7 +28,7 @@ from core.adapters import (
 )
 from core.errors import HubAuthError, PublishError
 from core.events import EventSink, JobWarning, LogLine, ignore_event
-from core.outputs import LORA_FILE, PIPELINE_DIR, SAMPLES_DIR, VALIDATION_SUFFIXES, checkpoints
+from core.outputs import LORA_FILE, PIPELINE_DIR, SAMPLES_DIR, VALIDATION_SUFFIXES, checkpoints, expert_outputs
 from core.publishing.card import CardFacts, render_model_card
 from core.publishing.destinations import HubDestination, ensure_repo
 from core.result import human_size
@@ -81,10 +81,12 @@ def plan_hub_commit(
     for name in ("simpletuner_config.json", LYCORIS_CONFIG_FILE):
         if (output_dir / name).is_file():
             files[name] = output_dir / name
-    files.update(_tree(output_dir, SAMPLES_DIR, lambda p: p.suffix.lower() in VALIDATION_SUFFIXES))
-    if include_checkpoints:
-        for checkpoint in checkpoints(output_dir):
-            files.update(_tree(output_dir, checkpoint.name, lambda p: True))
+    for run in expert_outputs(output_dir) or [output_dir]:  # each expert's run, or the one run
+        files.update(_tree(output_dir, (run / SAMPLES_DIR).relative_to(output_dir).as_posix(),
+                           lambda p: p.suffix.lower() in VALIDATION_SUFFIXES))
+        if include_checkpoints:
+            for checkpoint in checkpoints(run):
+                files.update(_tree(output_dir, checkpoint.relative_to(output_dir).as_posix(), lambda p: True))
     for rel, path in (extra_files or {}).items():
         clean = repo_path(rel, family=PublishError, field="extra_files")
         if not Path(path).is_file():
@@ -112,10 +114,12 @@ def _weights(output_dir: Path, *, kind: str) -> dict[str, Path]:
             raise PublishError(f"no full fine-tune in {output_dir}: {PIPELINE_DIR}/model_index.json is missing",
                                field="output_dir")
         return {p.relative_to(pipeline).as_posix(): p for p in sorted(pipeline.rglob("*")) if p.is_file()}
-    weights = sorted(output_dir.glob("*.safetensors"))
+    experts = expert_outputs(output_dir)  # a two-expert model: each expert's files in its own folder
+    weights = [path for folder in experts for path in sorted(folder.glob("*.safetensors"))] \
+        or sorted(output_dir.glob("*.safetensors"))
     if not weights:
         raise PublishError(f"no LoRA weights in {output_dir}: {LORA_FILE} is missing", field="output_dir")
-    return {path.name: path for path in weights}
+    return {path.relative_to(output_dir).as_posix(): path for path in weights}
 
 
 def _tree(root: Path, folder: str, keep: Callable[[Path], bool]) -> dict[str, Path]:

@@ -69,10 +69,16 @@ def add_lora_files(spec: JobSpec, result: JobResult, *, settings: Settings, on_e
     if result.kind in NOT_CONVERTED:
         result.comfyui_path, result.comfyui_note = None, NOT_CONVERTED[result.kind]
         return
-    if result.output_dir is None or not (Path(result.output_dir) / LORA_FILE).is_file():
-        return
     name = comfyui_name(repo_id=spec.hub.repo_id if spec.hub else None, trigger_word=spec.trigger_word,
                         model_family=spec.model_family, job_name=Path(result.job_dir).name)
+    for expert in result.experts:  # a two-expert model: one file per expert, named for it
+        done = add_comfyui_files(expert.lora_path.parent, name=f"{name}-{expert.folder}",
+                                 model_family=spec.model_family, settings=settings, on_event=on_event)
+        expert.comfyui_path = done.file
+        result.comfyui_note = None if done.file else done.note
+        result.warnings += [warning for warning in done.warnings if warning not in result.warnings]
+    if result.experts or result.output_dir is None or not (Path(result.output_dir) / LORA_FILE).is_file():
+        return
     done = add_comfyui_files(result.output_dir, name=name, model_family=spec.model_family, settings=settings,
                              on_event=on_event)
     result.comfyui_path = done.file

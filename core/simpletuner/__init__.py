@@ -3,6 +3,7 @@ families and their Hub ids, per-GPU recipes, LyCORIS presets, and what each trai
 
 What other packages and the faces may use is listed in __all__."""
 
+from core.simpletuner.experts import BOTH, Expert, expert_pair, resolve_experts
 from core.simpletuner.families import (
     edit_inputs,
     flavour_settings,
@@ -28,16 +29,19 @@ from core.simpletuner.lycoris import with_preset
 from core.simpletuner.recipes import Recipe, families_with_recipes, recipe_for
 
 __all__ = [
+    "BOTH",
     "FILE_CONTENT",
     "FULL",
     "INLINE_JSON",
     "LYCORIS_CONFIG_FILE",
+    "Expert",
     "Recipe",
     "check_flag",
     "check_training_kind",
     "classify",
     "edit_inputs",
     "expected_output",
+    "expert_pair",
     "families_with_recipes",
     "flavour_settings",
     "hub_ids",
@@ -49,6 +53,7 @@ __all__ = [
     "model_table",
     "owned_flags",
     "recipe_for",
+    "resolve_experts",
     "resolve_family",
     "takes_input_image",
     "trained_component",

@@ -33,11 +33,13 @@ from core.settings import TABLES_DIR
 from core.simpletuner import (
     FILE_CONTENT,
     INLINE_JSON,
+    Expert,
     check_flag,
     check_training_kind,
     classify,
     implied_flags,
     model_index_path,
+    resolve_experts,
     resolve_family,
     takes_input_image,
 )
@@ -60,6 +62,8 @@ from core.spec.samples import SamplesSpec, check_trigger
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
 MAX_CONTROL_DIRS = 3
 """Edit pairs take up to three inputs per target (Qwen-Image-Edit-2509 and later)."""
+AUTO_RESUME = "auto"
+"""resume_from's value for "the latest checkpoint at the job's own destination" (core/training/resume.py)."""
 
 # The seed's and other trainers' friendly names -> SimpleTuner's native flag names.
 SCHEDULE_FLAGS = {"steps": "max_train_steps", "epochs": "num_train_epochs"}
@@ -391,6 +395,9 @@ class JobSpec(_Strict):
     """Prompts rendered at each checkpoint and at the end (core/training/samples.py)."""
     captioning: CaptioningSpec | None = None
     """Caption the images before training (core/generation/captioning.py): the ones without a caption, or all."""
+    experts: Literal["high", "low", "both"] | None = None
+    """A two-expert model's (Wan 2.2 A14B, core/simpletuner/experts.py) experts to train: one, or both in sequence.
+    Left out: the expert config.model_flavour names, else both. Refused for any other model."""
 
     @field_validator("samples")
     @classmethod
@@ -443,9 +450,12 @@ class JobSpec(_Strict):
             raise ValueError("config needs a base model: model_name or pretrained_model_name_or_path")
         # Family and flavour: the job's own, else SimpleTuner's Hub id table / the model's model_index.json / the name.
         native = self.dataloader if isinstance(self.dataloader, list) else None
+        flavour_given = bool(self.config.get("model_flavour"))
         self.config.update(resolve_family(self.config, has_conditioning=native is not None and any(
             b.get("dataset_type") == "conditioning" or b.get("conditioning_data") for b in native),
             pairs_possible=native is None))
+        self._check_experts(resolve_experts(self.config["model_family"], self.config.get("model_flavour"),
+                                            asked=self.experts, flavour_given=flavour_given))
         return self
 
     @model_validator(mode="after")
@@ -458,6 +468,23 @@ class JobSpec(_Strict):
                             "text only: it takes no input image (an image-to-video model does: a Wan i2v or ti2v "
                             "flavour)", field="samples.input_image")
         return self
+
+    def _check_experts(self, experts: list[Expert]) -> None:
+        """`experts` made explicit for a two-expert model (and the flavour its first expert's); what a job training
+        both cannot do is refused here, naming the field."""
+        if not experts:
+            return
+        self.experts = "both" if len(experts) > 1 else "high" if experts[0].name == "high" else "low"
+        self.config["model_flavour"] = experts[0].flavour
+        if len(experts) == 1:
+            return
+        if self.resume_from not in (None, AUTO_RESUME):
+            raise SpecError('a job training both experts resumes with "auto" (each expert from its own '
+                            'checkpoints); to continue one expert from a given checkpoint, set experts to it',
+                            field="resume_from")
+        if self.hub and self.hub.checkpoint != "last":
+            raise SpecError("a job training both experts publishes each expert's last LoRA: leave hub.checkpoint "
+                            "out, or train one expert", field="hub.checkpoint")
 
     @model_validator(mode="after")
     def _training_kind(self) -> JobSpec:
@@ -480,6 +507,19 @@ class JobSpec(_Strict):
         """How many GPUs (one process each) the job trains on: config.num_processes; None: every visible one."""
         value = self.config.get("num_processes")
         return int(value) if value is not None else None
+
+    @property
+    def expert_runs(self) -> list[Expert]:
+        """The experts this job trains, in order (core/simpletuner/experts.py); [] for a model with one denoiser."""
+        if self.experts is None:
+            return []
+        return resolve_experts(self.model_family, self.config.get("model_flavour"), asked=self.experts,
+                               flavour_given=False)
+
+    def for_expert(self, expert: Expert) -> JobSpec:
+        """This job as the one SimpleTuner run that trains `expert`."""
+        return self.model_copy(update={"experts": expert.name,
+                                       "config": {**self.config, "model_flavour": expert.flavour}})
 
     @property
     def source(self) -> DatasetSpec:

@@ -4,12 +4,12 @@ stop, sample settings, and resume from a checkpoint.
 What other packages and the faces may use is listed in __all__."""
 
 from core.training.accelerate_config import world_size
-from core.training.config import OWNED_FLAGS, build_trainer_files, gpu_plan, resolved_defaults
+from core.training.config import OWNED_FLAGS, TrainerFiles, build_trainer_files, gpu_plan, resolved_defaults
 from core.training.deadline import DeadlineStop, ends_partial
 from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
-from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_latest_checkpoint
+from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_finished_lora, fetch_latest_checkpoint
 from core.training.sample_image import SAMPLE_IMAGE_FILE, sample_input_image, sample_inputs
 from core.training.samples import (
     DEFAULT_GUIDANCE,
@@ -33,12 +33,14 @@ __all__ = [
     "VIDEO_FRAMES",
     "DeadlineStop",
     "GpuPlan",
+    "TrainerFiles",
     "TrainingOutcome",
     "auto_sources",
     "build_trainer_files",
     "copy_local_checkpoint",
     "ends_partial",
     "fetch_checkpoint",
+    "fetch_finished_lora",
     "fetch_latest_checkpoint",
     "gpu_plan",
     "gpu_report",

@@ -423,13 +423,17 @@ def time_estimate(plan: GpuPlan, *, total_steps: int, resolution: float | None, 
 
 
 def gpu_report(plan: GpuPlan | None, gpu: GpuFacts, *, total_steps: int, resolution: float | None,
-               price_per_hour: float | None) -> dict[str, Any] | None:
-    """The preflight report's `gpu` part: the plan, where the GPU facts come from, and the time and cost."""
+               price_per_hour: float | None, experts: int = 1) -> dict[str, Any] | None:
+    """The preflight report's `gpu` part: the plan, where the GPU facts come from, and the time and cost.
+    `experts`: a job training both experts of a two-expert model runs `total_steps` once per expert, one after the
+    other; the plan is one expert's (the two are never loaded together for training)."""
     if plan is None:
         return None
+    total_steps *= experts
     shape = _shape({**plan.settings, "resolution": resolution or plan.settings.get("resolution"),
                     "resolution_type": "pixel" if resolution else plan.settings.get("resolution_type")},
                    frames=plan.frames)
     return {**plan.to_dict(), "gpu_memory_source": gpu.source, "gpu_name": gpu.name,
+            **({"experts_in_sequence": experts} if experts > 1 else {}),
             **time_estimate(plan, total_steps=total_steps, resolution=resolution, price_per_hour=price_per_hour,
                             gpu_name=gpu.name, shape=shape)}

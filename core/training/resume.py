@@ -186,7 +186,9 @@ def _from_hub(where: ResumeSource, staging: Path, *, token: str | None, on_event
     if sub.lower().endswith(ARCHIVE_SUFFIXES):
         chosen = [(path, size) for path, size in files if path == sub]
     else:
-        sub = sub or latest_checkpoint_prefix(path for path, _ in files) or ""
+        if checkpoint_step(PurePosixPath(sub).name) is None:  # the repo, or a folder above checkpoints: the latest
+            below = [path for path, _ in files if not sub or path.startswith(sub + "/")]
+            sub = latest_checkpoint_prefix(below) or sub
         if not sub:
             raise resume_error(f"{repo} holds no checkpoint-N folder (publish with hub.include_checkpoints to "
                                "resume from it)", code=ErrorCode.RESUME_NOT_FOUND)
@@ -225,11 +227,12 @@ def _from_s3_folder(where: ResumeSource, staging: Path, *, config: S3Config, on_
             raise resume_error(f"{where.public}: nothing there", code=ErrorCode.RESUME_NOT_FOUND)
         if checkpoint_step(PurePosixPath(prefix).name) is None:
             latest = latest_checkpoint_prefix(key[len(prefix):] for key, _ in keys)
-            if latest is None:
+            if latest is None and not any(key == prefix + STATE_FILE for key, _ in keys):
                 raise resume_error(f"{where.public}: no checkpoint-N folder under this prefix",
                                    code=ErrorCode.RESUME_NOT_FOUND)
-            prefix += latest + "/"
-            keys = [(key, size) for key, size in keys if key.startswith(prefix)]
+            if latest is not None:
+                prefix += latest + "/"
+                keys = [(key, size) for key, size in keys if key.startswith(prefix)]
         total = sum(size for _, size in keys)
         if total > max_bytes:
             raise resume_error(f"{where.public}: {total} bytes is over the {max_bytes}-byte limit",
@@ -306,13 +309,14 @@ AUTO = "auto"
 NOTHING_THERE = frozenset({ErrorCode.RESUME_NOT_FOUND, ErrorCode.HUB_NOT_FOUND, ErrorCode.S3_NOT_FOUND})
 
 
-def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "") -> list[str]:
+def auto_sources(*, hub_repo: str | None, bucket: str | None, prefix: str = "", folder: str = "") -> list[str]:
     """Where `resume_from: "auto"` looks, in order: the job's Hub repo (its latest checkpoint-N folder, under
     checkpoints/ as core/publishing/checkpoints.py leaves them, or at the root as hub.include_checkpoints publishes
-    them), then its bucket's `<prefix>/checkpoints/`."""
-    places = [f"hf://{hub_repo}"] if hub_repo else []
+    them), then its bucket's `<prefix>/checkpoints/`. `folder`: an expert's own checkpoint folder
+    (`checkpoints/high_noise`), in both places."""
+    places = [f"hf://{hub_repo}" + (f"/{folder}" if folder else "")] if hub_repo else []
     if bucket:
-        places.append(f"s3://{bucket}/" + "/".join(p for p in (prefix.strip("/"), "checkpoints") if p))
+        places.append(f"s3://{bucket}/" + "/".join(p for p in (prefix.strip("/"), folder or "checkpoints") if p))
     return places
 
 
@@ -334,3 +338,30 @@ def fetch_latest_checkpoint(sources: list[str], output_dir: Path, *, settings: S
             on_event(LogLine(f"resume_from auto: no checkpoint at {parse_source(source).public}"))
     on_event(LogLine("resume_from auto: no checkpoint yet, starting fresh"))
     return None
+
+
+def fetch_finished_lora(sources: list[str], output_dir: Path, *, settings: Settings,
+                        on_event: EventSink = ignore_event, token: str | None = None,
+                        cancel: CancelFlag | None = None) -> int | None:
+    """A finished expert of a job training both (core/publishing/checkpoints.py FINISHED, below each of `sources`):
+    its LoRA into `output_dir`, and the step it ended at; None when no source has one (the expert trains)."""
+    quiet = _only_progress(on_event)
+    for source in sources:
+        try:
+            found = fetch_checkpoint(source.rstrip("/") + "/final", output_dir, settings=settings, on_event=quiet,
+                                     token=token, cancel=cancel)
+        except ResumeError as error:
+            if error.code not in NOTHING_THERE:
+                raise
+            continue
+        step = state_step(found) or 0
+        shutil.move(str(found / LORA_FILE), str(Path(output_dir) / LORA_FILE))
+        shutil.rmtree(found)
+        on_event(LogLine(f"finished at step {step} in an earlier run: its LoRA is taken from {source}/final"))
+        return step
+    return None
+
+
+def _only_progress(on_event: EventSink) -> EventSink:
+    """Download progress only: fetch_checkpoint's words about resuming do not fit a finished expert."""
+    return lambda event: on_event(event) if isinstance(event, DownloadProgress) else None
