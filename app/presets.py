@@ -11,8 +11,8 @@ from typing import Any
 from app.state import tiny_model_dir
 from core.adapters import GpuFacts
 from core.settings import Settings
-from core.simpletuner import hub_ids, model_table
-from core.training import VIDEO_FAMILIES, GpuPlan, plan_gpu
+from core.simpletuner import VIDEO_FAMILIES, hub_ids, model_table
+from core.training import GpuPlan, plan_gpu
 
 TINY = "Tiny demo (CPU)"
 

@@ -200,3 +200,13 @@ def test_a_video_sample_is_linked_in_the_body_and_kept_out_of_the_image_widget()
     assert f"[`{clip}`]({clip}) (video): sks walking" in card.text
     only_video = ModelCard(render_model_card(facts(model_family="wan", validation=[(clip, "sks walking")])))
     assert "widget" not in only_video.data.to_dict() and f"({clip})" in only_video.text
+
+
+def test_a_video_familys_usage_code_writes_an_mp4_and_an_i2v_one_starts_from_an_image():
+    image = render_model_card(facts())
+    assert ".images[0]" in image and "export_to_video" not in image
+    t2v = render_model_card(facts(model_family="wan", config={"--model_flavour": "t2v-480p-1.3b-2.1"}))
+    assert "frames = pipeline(" in t2v and 'export_to_video(frames, "output.mp4"' in t2v
+    assert ".images[0]" not in t2v and "image=first_frame" not in t2v
+    i2v = render_model_card(facts(model_family="wan", config={"--model_flavour": "i2v-480p-14b-2.1"}))
+    assert "pipeline(image=first_frame, prompt=" in i2v and "load_image(" in i2v

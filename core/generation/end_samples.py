@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from core.errors import JobError
 from core.outputs import SAMPLES_DIR, Sample
+from core.simpletuner import VIDEO_FAMILIES
 from core.training import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
-    VIDEO_FAMILIES,
     VIDEO_FRAMES,
     job_samples,
     sample_inputs,

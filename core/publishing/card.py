@@ -17,6 +17,7 @@ from core.outputs import LORA_FILE
 from core.publishing.lora_files import comfyui_reads_diffusers_file
 from core.result import human_duration
 from core.secrets import sanitize_config
+from core.simpletuner import VIDEO_FAMILIES, takes_input_image
 
 BASE_TAGS = ["lora", "diffusers", "text-to-image", "simpletuner", "template:sd-lora"]
 FULL_TAGS = ["diffusers", "text-to-image", "simpletuner", "full-finetune"]
@@ -312,8 +313,23 @@ def _diffusers(facts: CardFacts, *, prompt: str) -> str:
                  f"pipeline = {pipeline_class}.from_pretrained({base}, torch_dtype=torch.bfloat16).to(\"cuda\")",
                  f"pipeline.load_lora_weights({repo})  {private_note}"]
         lead = ""
-    lines += [f"image = pipeline({prompt_py}).images[0]", 'image.save("output.png")']
+    lines += _render_lines(facts, prompt_py=prompt_py)
     return lead + "```python\n" + "\n".join(lines) + "\n```"
+
+
+def _render_lines(facts: CardFacts, *, prompt_py: str) -> list[str]:
+    """The lines that render with the loaded pipeline: an image, or a video family's frames written to an .mp4
+    (from a first frame for a model that takes an input image)."""
+    if facts.model_family not in VIDEO_FAMILIES:
+        return [f"image = pipeline({prompt_py}).images[0]", 'image.save("output.png")']
+    flavour = str(facts.config.get("--model_flavour") or facts.config.get("model_flavour") or "") or None
+    if takes_input_image(facts.model_family, flavour):
+        return ["from diffusers.utils import export_to_video, load_image", "",
+                'first_frame = load_image("first_frame.png")  # the image the video starts from',
+                f"frames = pipeline(image=first_frame, prompt={prompt_py}).frames[0]",
+                'export_to_video(frames, "output.mp4", fps=16)']
+    return ["from diffusers.utils import export_to_video", "",
+            f"frames = pipeline({prompt_py}).frames[0]", 'export_to_video(frames, "output.mp4", fps=16)']
 
 
 # -- a two-expert model (Wan 2.2 A14B): one LoRA per expert -----------------------------------------------------

@@ -5,6 +5,7 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.simpletuner.experts import BOTH, Expert, expert_pair, resolve_experts
 from core.simpletuner.families import (
+    VIDEO_FAMILIES,
     edit_inputs,
     flavour_settings,
     hub_ids,
@@ -34,6 +35,7 @@ __all__ = [
     "FULL",
     "INLINE_JSON",
     "LYCORIS_CONFIG_FILE",
+    "VIDEO_FAMILIES",
     "Expert",
     "Recipe",
     "check_flag",

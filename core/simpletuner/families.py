@@ -67,6 +67,11 @@ class ModelFamily:
     """How it was found: "simpletuner" (its Hub id table), "model_index" (a local model's pipeline class), "name"."""
 
 
+VIDEO_FAMILIES = frozenset({"wan", "ltxvideo", "ltxvideo2", "hunyuanvideo", "sanavideo", "kandinsky5_video",
+                            "longcat_video", "cosmos"})
+"""Families whose pipelines render videos (SimpleTuner's examples for them set validation_num_video_frames)."""
+
+
 @lru_cache(maxsize=1)
 def model_table() -> dict[str, Any]:
     """The committed table: {"simpletuner_version", "families": {family: {...}}, "ids": {hub id: {...}}}."""

@@ -14,7 +14,6 @@ from core.training.sample_image import SAMPLE_IMAGE_FILE, sample_input_image, sa
 from core.training.samples import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
-    VIDEO_FAMILIES,
     VIDEO_FRAMES,
     job_samples,
     published_view,
@@ -29,7 +28,6 @@ __all__ = [
     "DEFAULT_STEPS",
     "OWNED_FLAGS",
     "SAMPLE_IMAGE_FILE",
-    "VIDEO_FAMILIES",
     "VIDEO_FRAMES",
     "DeadlineStop",
     "GpuPlan",

@@ -27,6 +27,7 @@ from core.outputs import (
     hub_path,
     lora_file,
 )
+from core.simpletuner import VIDEO_FAMILIES
 from core.spec import SamplesSpec, fill_trigger
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 LIBRARY_FILE = "user_prompt_library.json"
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0
-VIDEO_FAMILIES = frozenset({"wan", "ltxvideo", "ltxvideo2", "hunyuanvideo", "sanavideo", "kandinsky5_video",
-                            "longcat_video", "cosmos"})
-"""Families whose pipelines render videos (SimpleTuner's examples for them set validation_num_video_frames)."""
 VIDEO_FRAMES = 17
 """Frames of a video sample: 4k+1 (Wan) and 8k+1 (LTX) both; SimpleTuner's examples render 81 (5 s at 16 fps) at
 every checkpoint, several minutes and a whole clip's VAE decode each time."""

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from core.dataset import CLIP_SUFFIXES, ClipEntry, Skipped
 from core.errors import SpecError
-from core.simpletuner import recipe_for
+from core.simpletuner import VIDEO_FAMILIES, recipe_for
 from core.spec import ClipLimits, DataloaderOptions, JobSpec
-from core.training.samples import VIDEO_FAMILIES
 
 if TYPE_CHECKING:
     from core.training.gpu_fit import GpuPlan
