@@ -29,6 +29,7 @@ from core.publishing import (
     CheckpointUploads,
     add_lora_files,
     base_model_license,
+    card_pairs,
     check_destinations,
     destinations_of,
     fallback_destinations,
@@ -276,6 +277,10 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
                                       chosen=spec.hub.license if spec.hub else None,
                                       hf_cache=settings.hub_cache)
     clips = result.preflight.get("clips") or {}
+    pairs = result.preflight.get("pairs") or {}  # an edit run: a few of its pairs, before and after
+    job = JobDir(result.job_dir)
+    examples = card_pairs(job.dataset, input_folders=list(pairs.get("input_folders") or []),
+                          out=job.root / "card") if pairs else []
     return CardFacts(
         repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
         trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,
@@ -287,6 +292,7 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
         kind=result.kind, lycoris=spec.config.get("lycoris_config"),
         full_component=trained_component(result.model_dir) if result.model_dir else None,
         dataset_clips=int(clips.get("clips_usable") or 0), dataset_frames=int(clips.get("total_frames") or 0),
+        pairs=examples, dataset_pairs=int(pairs.get("pairs") or 0),
     )
 
 

@@ -38,7 +38,7 @@ from core.generation.demo import build_tiny_model, write_demo_dataset  # noqa: E
 from core.settings import Settings  # noqa: E402
 
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-sdxl"
-TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "trained_job", "trained_app"}
+TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "tiny_kontext", "trained_job", "trained_app"}
 """Fixtures the trainer env builds (torch writes the tiny models): a test using one needs that env."""
 
 
@@ -70,11 +70,17 @@ def tiny_family_model(settings: Settings):
     return build
 
 
-def _built(out: Path, *, settings: Settings, family: str) -> Path:
+@pytest.fixture(scope="session")
+def tiny_kontext(settings: Settings) -> Path:
+    """The tiny FLUX.1 Kontext (an edit model: it trains on pairs), built offline once per checkout."""
+    return _built(ROOT / ".cache" / "tiny-flux-kontext", settings=settings, family="flux", flavour="kontext")
+
+
+def _built(out: Path, *, settings: Settings, family: str, flavour: str | None = None) -> Path:
     """build_tiny_model, or a skip that says why when there is no trainer env to build with."""
     if not (out / "model_index.json").exists() and not settings.trainer_python.exists():
         pytest.skip(f"needs the trainer env ({settings.trainer_venv}, `make setup`) to build the tiny {family} model")
-    return build_tiny_model(out, settings=settings, family=family)
+    return build_tiny_model(out, settings=settings, family=family, flavour=flavour)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.publishing.bucket import upload_outputs
 from core.publishing.card import CardFacts
+from core.publishing.card_pairs import card_pairs
 from core.publishing.checkpoints import CheckpointUploads, fallback_destinations
 from core.publishing.destinations import (
     BucketDestination,
@@ -30,6 +31,7 @@ __all__ = [
     "add_lora_files",
     "base_model_license",
     "bucket_of",
+    "card_pairs",
     "check_destinations",
     "destinations_of",
     "endpoint_bucket",
