@@ -292,7 +292,7 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
         kind=result.kind, lycoris=spec.config.get("lycoris_config"),
         full_component=trained_component(result.model_dir) if result.model_dir else None,
         dataset_clips=int(clips.get("clips_usable") or 0), dataset_frames=int(clips.get("total_frames") or 0),
-        pairs=examples, dataset_pairs=int(pairs.get("pairs") or 0),
+        pairs=examples, dataset_pairs=int(pairs.get("pairs") or 0), job_dir=str(result.job_dir),
     )
 
 

@@ -82,3 +82,15 @@ def test_a_text_to_image_card_has_no_pairs_section():
                                        config={"--model_flavour": "dev"}, validation=[]))
     assert "Before and after" not in text and "load_image" not in text
     assert ModelCard(text).data.to_dict()["pipeline_tag"] == "text-to-image"
+
+
+def test_the_config_shows_the_jobs_own_paths_relative_to_its_folder():
+    job = "/data/jobs/job-1234"
+    text = render_model_card(CardFacts(
+        repo_id="t/x", base_model="black-forest-labs/FLUX.1-Kontext-dev", model_family="flux", trigger_word=None,
+        steps=1, final_loss=None, elapsed_s=None, dataset_size=3, validation=[], job_dir=job,
+        config={"--data_backend_config": f"{job}/trainer/config/multidatabackend.json", "--output_dir": f"{job}/output",
+                "--model_flavour": "kontext"}))
+    assert job not in text
+    assert '"--data_backend_config": "trainer/config/multidatabackend.json"' in text
+    assert '"--output_dir": "output"' in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from string import Template
+from typing import cast
 
 from core.adapters import is_hub_model_id
 from core.outputs import LORA_FILE
@@ -114,6 +115,8 @@ class CardFacts:
     with the repo."""
     dataset_pairs: int = 0
     """An edit run's training pairs (its dataset_size images are their targets)."""
+    job_dir: str = ""
+    """The job's folder on this machine: the config's paths inside it are shown relative to it (no server path)."""
 
     @property
     def flavour(self) -> str | None:
@@ -208,8 +211,19 @@ def render_model_card(facts: CardFacts) -> str:
     return f"---\n{header}---\n\n{_body(facts)}"
 
 
+def _within_job(value: object, job_dir: str) -> object:
+    """`value` with every path inside the job's folder made relative to it (output/, trainer/config/...)."""
+    if isinstance(value, str) and job_dir and value.startswith(job_dir.rstrip("/") + "/"):
+        return value[len(job_dir.rstrip("/")) + 1:]
+    if isinstance(value, dict):
+        return {key: _within_job(item, job_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_within_job(item, job_dir) for item in value]
+    return value
+
+
 def _body(facts: CardFacts) -> str:
-    shown = sanitize_config(facts.config)
+    shown = cast(dict, _within_job(sanitize_config(facts.config), facts.job_dir))
     config = {key.lstrip("-"): value for key, value in shown.items()}
     on_hub = is_hub_model_id(facts.base_model)
     base_name = facts.base_model if on_hub else facts.base_model.rstrip("/").rsplit("/", 1)[-1]
