@@ -134,7 +134,7 @@ def build() -> DatasetTab:
                                 info="Set by loading a dataset; a URL or repo stays the source until you edit "
                                      "a caption")
             check_button = gr.Button("Check dataset", variant="primary")
-            report = gr.Markdown()
+            report = gr.Markdown(elem_id="dataset-report")
             captioner = build_caption_controls()
         with gr.Column(scale=2):
             status = gr.Markdown()
