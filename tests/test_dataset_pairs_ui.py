@@ -69,7 +69,8 @@ def test_a_pair_dataset_shows_side_by_side_lists_the_unpaired_and_replaces_eithe
     assert page.pairs and (page.images, page.unpaired) == (PAIRS, 1)
     assert [name for *_, name in page.items] == ["pair_000.png", "pair_001.png", "pair_002.png", "lonely.png"]
     assert page.items[0][1] == "turn the red circle into a square"
-    assert page.items[-1][1] == "lonely.png · unpaired: edit target without an input (no input found at control/lonely.*)"
+    assert page.items[-1][1] == ("lonely.png · unpaired: edit target without an input "
+                                 "(no input found at control/lonely.*)")
     with Image.open(page.items[0][0]) as picture:  # the input (a circle) left, the target (a square) right
         width, height = picture.size
         corner_left, corner_right = picture.getpixel((width // 4 - 32, height // 2 - 32)), \
@@ -86,7 +87,7 @@ def test_a_pair_dataset_shows_side_by_side_lists_the_unpaired_and_replaces_eithe
     with Image.open(store.images_dir / "pair_002.png") as image:
         assert image.format == "PNG" and image.size == (96, 64)  # saved in the format of the file it replaced
     (tmp_path / "notes.png").write_text("not an image")
-    with pytest.raises(DatasetError, match="notes.png is not an image") as raised:
+    with pytest.raises(DatasetError, match=r"notes\.png is not an image") as raised:
         store.replace_side("pair_000.png", "input", tmp_path / "notes.png")
     assert raised.value.field == "replace_input"
     assert json.loads((store.root / "source.json").read_text()) == {"path": str(store.images_dir)}
