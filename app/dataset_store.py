@@ -13,6 +13,12 @@ are never recorded in source.json nor quoted in an error. Thumbnails are made on
 few in parallel) and in the background for the rest, and cached on disk, so a page of a 1,000-image dataset shows
 in well under a second.
 
+A dataset of edit pairs (docs/edit-pairs.md) keeps each target in images/ and its inputs under the same file name
+in images/control/ (control_2/, control_3/): the folder the job stages from then holds the control-folder layout the
+core recognises. Its gallery shows each pair as one picture, input and target side by side, the caption being the
+instruction; either side can be replaced by an upload. The files staging left out of a pair (unpaired.json, with the
+reason) are listed last.
+
 Auto-captioning runs the core's caption model (core/generation/captioning.py, a trainer-env subprocess) in the
 background, one run at a time, on images and clips alike (a clip is captioned from a few of its frames); the page
 polls its status. `captions.json` records each caption's origin: `edited` (saved by hand for one image or clip) or
@@ -41,8 +47,10 @@ from PIL import Image, ImageDraw, ImageOps
 from core.cancel import Cancel
 from core.dataset import (
     CLIP_SUFFIXES,
+    CONTROL_DIRS,
     DEMUXERS,
     IMAGE_SUFFIXES,
+    PAIR_REASONS,
     CaptionOptions,
     Manifest,
     archive_kind,
@@ -81,6 +89,9 @@ class Page:
     images: int = 0
     clips: int = 0
     skipped_clips: int = 0
+    pairs: bool = False
+    """An edit-pair dataset: each image is a target, its picture shows its input beside it."""
+    unpaired: int = 0
 
 
 def stage(spec: JobSpec, dest: Path, *, settings: Settings, on_event: EventSink = ignore_event) -> Manifest:
@@ -166,6 +177,26 @@ def skipped_poster(folder: Path, *, size: int = THUMB_SIZE) -> Path:
         draw.line((0, size, size, 0), fill=(200, 60, 60), width=6)
         _save_thumb(picture, target, size=size)
     return target
+
+
+def make_pair_thumbnail(target: Path, inputs: list[Path], *, folder: Path, size: int = THUMB_SIZE) -> Path:
+    """A pair's gallery picture (cached like a thumbnail): its inputs and then its target side by side, each fitted
+    into its share of a square (the gallery crops to squares), a dark line between them."""
+    stamps = ".".join(f"{p.stat().st_mtime_ns:x}{p.stat().st_size:x}" for p in (*inputs, target))
+    out = folder / f"pair-{target.stem}.{stamps}.jpg"
+    if out.exists():
+        return out
+    folder.mkdir(parents=True, exist_ok=True)
+    sides = [*inputs, target]
+    width = size // len(sides)
+    canvas = Image.new("RGB", (size, size), (32, 32, 32))
+    for index, path in enumerate(sides):
+        with Image.open(path) as source:
+            picture = ImageOps.exif_transpose(source).convert("RGB")
+        picture.thumbnail((width - 4, size))
+        canvas.paste(picture, (index * width + (width - picture.width) // 2, (size - picture.height) // 2))
+    _save_thumb(canvas, out, size=size)
+    return out
 
 
 def clip_label(name: str, facts: dict[str, Any]) -> str:
@@ -264,6 +295,49 @@ class DatasetStore:
         file = self.root / "clips.json"
         return json.loads(file.read_text()) if file.is_file() else {}
 
+    def input_folders(self) -> list[Path]:
+        """An edit-pair dataset's input folders (images/control/, control_2/, ...), in input order; [] otherwise."""
+        return [self.images_dir / name for name in CONTROL_DIRS if (self.images_dir / name).is_dir()]
+
+    def is_pairs(self) -> bool:
+        return bool(self.input_folders())
+
+    def inputs_of(self, name: str) -> list[Path]:
+        """The inputs of target `name` (under its exact file name in each input folder) that exist."""
+        return [folder / Path(name).name for folder in self.input_folders() if (folder / Path(name).name).is_file()]
+
+    def unpaired(self) -> list[dict[str, str]]:
+        """The files staging left out of a pair at the last load: name, reason, detail."""
+        file = self.root / "unpaired.json"
+        return json.loads(file.read_text()) if file.is_file() else []
+
+    def replace_side(self, name: str, side: str, upload: Path) -> Path:
+        """Replace the input (side "input") or the target ("target") of pair `name` with the uploaded image, saved in
+        the format of the file it replaces (the input keeps its target's file name: how the pair is linked)."""
+        if side not in ("input", "target"):
+            raise DatasetError(f"side must be 'input' or 'target', got {side!r}", field="side")
+        target = self.image_path(name)
+        if not self.is_pairs():
+            raise DatasetError("the dataset holds no edit pairs: load one with a control/ folder or "
+                               "NAME_start/NAME_end files", field="image")
+        destination = target if side == "target" else self.input_folders()[0] / target.name
+        try:
+            with Image.open(upload) as source:
+                picture = ImageOps.exif_transpose(source)
+                picture.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DatasetError(f"{Path(upload).name} is not an image Pillow can read: {exc}",
+                               field=f"replace_{side}") from None
+        if destination.suffix.lower() in (".jpg", ".jpeg") and picture.mode != "RGB":
+            picture = picture.convert("RGB")
+        with self._lock:
+            partial = destination.with_name(f".{destination.name}.part")
+            picture.save(partial, format=Image.registered_extensions().get(destination.suffix.lower(), "PNG"))
+            os.replace(partial, destination)
+            if "path" not in self.source():
+                self._set_source({"path": str(self.images_dir)})
+        return destination
+
     def skipped_clips(self) -> list[dict[str, str]]:
         """The clips staging skipped at the last load: name, reason, detail."""
         file = self.root / "skipped_clips.json"
@@ -306,6 +380,7 @@ class DatasetStore:
             fallbacks = {name: "file_name" for name, origin in entries if origin not in OWN_CAPTIONS}
             (staging / "captions.json").write_text(json.dumps(fallbacks))
             self._keep_clips(manifest, staging)
+            self._keep_pairs(manifest, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -318,9 +393,12 @@ class DatasetStore:
             os.replace(staging, self.root)
         shutil.rmtree(retired, ignore_errors=True)
         threading.Thread(target=self.warm_thumbnails, args=(generation,), name="thumbnails", daemon=True).start()
+        pairs = manifest.pairs and replace(manifest.pairs, folders=[self.images_dir / f.name
+                                                                    for f in manifest.pairs.folders])
         return replace(manifest, root=self.images_dir, clips_root=self.images_dir if manifest.clips else None,
                        images=[replace(entry, path=self.images_dir / entry.path.name) for entry in manifest.images],
-                       clips=[replace(entry, path=self.images_dir / entry.path.name) for entry in manifest.clips])
+                       clips=[replace(entry, path=self.images_dir / entry.path.name) for entry in manifest.clips],
+                       pairs=pairs or None)
 
     @staticmethod
     def _keep_clips(manifest: Manifest, staging: Path) -> None:
@@ -340,6 +418,17 @@ class DatasetStore:
                    if Path(item.name).suffix.lower() in CLIP_SUFFIXES]
         (staging / "clips.json").write_text(json.dumps(facts))
         (staging / "skipped_clips.json").write_text(json.dumps(skipped))
+
+    @staticmethod
+    def _keep_pairs(manifest: Manifest, staging: Path) -> None:
+        """Move the staged input folders into images/ (the control-folder layout the job stages again); record the
+        files left out of a pair and why."""
+        if manifest.pairs is not None:
+            for folder in manifest.pairs.folders:
+                os.replace(staging / folder.name, staging / "images" / folder.name)
+        unpaired = [{"name": item.name, "reason": item.reason, "detail": item.detail} for item in manifest.skipped
+                    if item.reason in PAIR_REASONS]
+        (staging / "unpaired.json").write_text(json.dumps(unpaired))
 
     def load_uploads(self, files: list[Path], *, run_id: str, on_event: EventSink = ignore_event) -> Manifest:
         """Load uploaded files: one archive, or images with their .txt captions (matched by file name). Errors
@@ -377,7 +466,8 @@ class DatasetStore:
     def page(self, number: int, *, size: int = PAGE_SIZE) -> Page:
         media = self.media()
         skipped = self.skipped_clips()
-        entries: list[Path | dict[str, str]] = [*media, *skipped]
+        unpaired = self.unpaired()
+        entries: list[Path | dict[str, str]] = [*media, *skipped, *unpaired]
         pages = max(1, math.ceil(len(entries) / size))
         number = min(max(1, int(number or 1)), pages)
         chosen = entries[(number - 1) * size: number * size]
@@ -394,11 +484,12 @@ class DatasetStore:
                 items.append((str(thumbs[entry]), caption, entry.name))
             else:
                 why = f"{entry['reason']} ({entry['detail']})" if entry.get("detail") else entry["reason"]
-                items.append((str(skipped_poster(self.thumbs_dir)), f"{entry['name']} · skipped: {why}",
+                label = "unpaired" if entry["reason"] in PAIR_REASONS else "skipped"
+                items.append((str(skipped_poster(self.thumbs_dir)), f"{entry['name']} · {label}: {why}",
                               entry["name"]))
         clips = sum(1 for path in media if path.suffix.lower() in CLIP_SUFFIXES)
         return Page(number=number, pages=pages, total=len(entries), items=items, images=len(media) - clips,
-                    clips=clips, skipped_clips=len(skipped))
+                    clips=clips, skipped_clips=len(skipped), pairs=self.is_pairs(), unpaired=len(unpaired))
 
     def warm_thumbnails(self, generation: int) -> None:
         """Make every missing thumbnail (in the background after a load), until another load starts."""
@@ -413,6 +504,9 @@ class DatasetStore:
         """The thumbnail (a clip's poster), or the file itself when none can be made (it vanished in a new load, or
         broke): the gallery shows a clip as a video then."""
         try:
+            inputs = self.inputs_of(image.name) if image.suffix.lower() in IMAGE_SUFFIXES else []
+            if inputs:
+                return make_pair_thumbnail(image, inputs, folder=self.thumbs_dir)
             return make_thumbnail(image, folder=self.thumbs_dir)
         except Exception as exc:  # Pillow's and FFmpeg's errors alike: one broken file must not break the page
             logger.warning("no thumbnail for %s: %s", image.name, exc)

@@ -2,7 +2,9 @@
 (a clip shown by its first frame, labelled with its length and frame count, played beside the gallery when clicked;
 the clips staging skipped listed with the reason), caption editing, the trigger word, the preflight check (clips
 counted, with their frames and length), auto-caption of images and clips (a background run the page polls once a
-second) and bulk caption tools (find/replace, add/remove a tag, regenerate one image or clip)."""
+second) and bulk caption tools (find/replace, add/remove a tag, regenerate one image or clip). A dataset of edit pairs
+shows each pair side by side (input, then target), its caption as the instruction; a selected pair's input or target
+can be replaced by an upload, and the files left out of a pair are listed with the reason (the gallery, the check)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,9 @@ class DatasetTab:
     save_button: gr.Button
     captioner: CaptionControls
     player: gr.Video
+    input_preview: gr.Image
+    replace_input: gr.UploadButton
+    replace_target: gr.UploadButton
 
 
 @dataclass
@@ -113,8 +118,8 @@ def build() -> DatasetTab:
     with gr.Tab("Dataset", id="dataset"), gr.Row():
         with gr.Column(scale=1, min_width=320):
             upload = gr.File(label="Upload a .zip, or images and video clips (.mp4, .webm, .mov, .mkv) with their "
-                                   ".txt captions", file_count="multiple", type="filepath",
-                             elem_id="dataset-upload")
+                                   ".txt captions; edit pairs: a .zip with a control/ folder or NAME_start/NAME_end "
+                                   "files", file_count="multiple", type="filepath", elem_id="dataset-upload")
             with gr.Row():
                 url = gr.Textbox(label="…or a dataset URL", placeholder="https://… or s3://… (.zip, .tar)", scale=3)
                 url_button = gr.Button("Load URL", scale=1)
@@ -129,7 +134,7 @@ def build() -> DatasetTab:
                                 info="Set by loading a dataset; a URL or repo stays the source until you edit "
                                      "a caption")
             check_button = gr.Button("Check dataset", variant="primary")
-            report = gr.Markdown()
+            report = gr.Markdown(elem_id="dataset-report")
             captioner = build_caption_controls()
         with gr.Column(scale=2):
             status = gr.Markdown()
@@ -142,7 +147,11 @@ def build() -> DatasetTab:
                                  height=560, allow_preview=False, object_fit="cover", interactive=False)
             names = gr.State([])
             with gr.Row():
-                preview = gr.Image(label="Selected image", type="filepath", interactive=False, height=256, scale=1)
+                # An edit pair: its input (before) left of its target (after), in the preview.
+                input_preview = gr.Image(label="Input (before)", type="filepath", interactive=False, height=256,
+                                         scale=1, visible=False, elem_id="pair-input")
+                preview = gr.Image(label="Selected image", type="filepath", interactive=False, height=256, scale=1,
+                                   elem_id="selected-image")
                 # format=None: served as it is (no ffmpeg conversion); .mov/.mkv may not play in every browser.
                 player = gr.Video(label="Selected clip", format=None, interactive=False, height=256, scale=1,
                                   visible=False, autoplay=True, loop=True)
@@ -152,9 +161,15 @@ def build() -> DatasetTab:
                     with gr.Row():
                         save_button = gr.Button("Save caption")
                         captioner.regenerate_button.render()
+                    with gr.Row():
+                        replace_input = gr.UploadButton("Replace input", file_types=["image"], type="filepath",
+                                                       size="sm", visible=False, elem_id="replace-input")
+                        replace_target = gr.UploadButton("Replace target", file_types=["image"], type="filepath",
+                                                        size="sm", visible=False, elem_id="replace-target")
     return DatasetTab(upload, url, url_button, hf_repo, hf_revision, hf_button, demo_button, trigger_word, source,
                       check_button, report, status, prev_button, page, next_button, page_info, gallery, names,
-                      selected, preview, caption, save_button, captioner, player)
+                      selected, preview, caption, save_button, captioner, player, input_preview, replace_input,
+                      replace_target)
 
 
 def render_page(page: Page) -> list[Any]:
@@ -162,7 +177,9 @@ def render_page(page: Page) -> list[Any]:
     gallery = [(thumb, caption) for thumb, caption, _ in page.items]
     clips = f" · {page.clips} clips" if page.clips else ""
     skipped = f" · {page.skipped_clips} clips skipped (listed last, with the reason)" if page.skipped_clips else ""
-    info = (f"Page {page.number} of {page.pages} · {page.images} images{clips}{skipped}" if page.total
+    unpaired = f" · {page.unpaired} files unpaired (listed last, with the reason)" if page.unpaired else ""
+    what = f"{page.images} pairs (input, then target)" if page.pairs else f"{page.images} images"
+    info = (f"Page {page.number} of {page.pages} · {what}{clips}{skipped}{unpaired}" if page.total
             else "No dataset loaded yet.")
     return [gallery, page.number, info, [name for _, _, name in page.items]]
 
@@ -183,7 +200,11 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         why = (" Skipped: " + ", ".join(f"{count} {reason}" for reason, count in skipped.items()) + ".") \
             if skipped else ""
         clips = f" and {len(manifest.clips)} clips" if manifest.clips else ""
-        message = f"Loaded {len(manifest.images)} images{clips} from {manifest.source}.{why}{note}"
+        what = f"{len(manifest.images)} images{clips}"
+        if manifest.pairs is not None:
+            inputs = manifest.pairs.inputs
+            what = f"{len(manifest.images)} edit pairs ({inputs} input{'s' if inputs > 1 else ''} each)"
+        message = f"Loaded {what} from {manifest.source}.{why}{note}"
         return [*render_page(store.page(1)), json.dumps(store.source()), message]
 
     @surface
@@ -237,17 +258,50 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         """An image shows in the preview, a clip plays beside it; a skipped clip is only named (nothing to edit)."""
         name = names[event.index] if isinstance(event.index, int) and event.index < len(names) else None
         if name is None:
-            return [gr.skip()] * 4
-        if not (store.images_dir / Path(name).name).is_file() and any(item["name"] == name
-                                                                      for item in store.skipped_clips()):
-            return [name, gr.Image(None, visible=True), gr.Video(None, visible=False), ""]
+            return [gr.skip()] * 7
+        pairs = store.is_pairs()
+        no_pair = [gr.Image(None, visible=False), gr.UploadButton(visible=False), gr.UploadButton(visible=False)]
+        label = "Instruction" if pairs else "Caption"
+        if not (store.images_dir / Path(name).name).is_file() and any(
+                item["name"] == name for item in [*store.skipped_clips(), *store.unpaired()]):
+            return [name, gr.Image(None, visible=True, label="Selected image"), gr.Video(None, visible=False),
+                    gr.Textbox("", label=label), *no_pair]
         path = str(store.media_path(name))
+        caption = gr.Textbox(store.caption(name), label=label)
         if store.is_clip(name):
-            return [name, gr.Image(None, visible=False), gr.Video(path, visible=True), store.caption(name)]
-        return [name, gr.Image(path, visible=True), gr.Video(None, visible=False), store.caption(name)]
+            return [name, gr.Image(None, visible=False), gr.Video(path, visible=True), caption, *no_pair]
+        if pairs:
+            inputs = store.inputs_of(name)
+            return [name, gr.Image(path, visible=True, label="Target (after)"), gr.Video(None, visible=False),
+                    caption, gr.Image(str(inputs[0]) if inputs else None, visible=True),
+                    gr.UploadButton(visible=True), gr.UploadButton(visible=True)]
+        return [name, gr.Image(path, visible=True, label="Selected image"), gr.Video(None, visible=False), caption,
+                *no_pair]
 
-    tab.gallery.select(select_image, [tab.names], [tab.selected, tab.preview, tab.player, tab.caption],
+    tab.gallery.select(select_image, [tab.names], [tab.selected, tab.preview, tab.player, tab.caption,
+                                                   tab.input_preview, tab.replace_input, tab.replace_target],
                        api_visibility="private")
+
+    def replacer(side: str) -> Callable[..., list[Any]]:
+        @surface
+        def replace_side(name: str, upload: str | None, page: float | None) -> list[Any]:
+            """Replace the input or the target of the selected pair with the uploaded image."""
+            refuse_while_training()
+            if not name:
+                raise DatasetError("click a pair in the gallery first", field="image")
+            if not upload:
+                raise DatasetError("no image uploaded", field=f"replace_{side}")
+            written = store.replace_side(name, side, Path(upload))
+            shown = gr.Image(str(written))
+            return [*show_page(page), json.dumps(store.source()), f"Replaced the {side} of {name}.",
+                    shown if side == "input" else gr.skip(), shown if side == "target" else gr.skip()]
+        return replace_side
+
+    replaced = [*shown, tab.source, tab.status, tab.input_preview, tab.preview]
+    tab.replace_input.upload(replacer("input"), [tab.selected, tab.replace_input, tab.page], replaced,
+                             api_name="replace_pair_input")
+    tab.replace_target.upload(replacer("target"), [tab.selected, tab.replace_target, tab.page], replaced,
+                              api_name="replace_pair_target")
 
     @surface
     def save_caption(name: str, caption: str, page: float | None) -> list[Any]:
@@ -278,7 +332,8 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
         # The clips skipped at the load are not in the curated folder the job stages: said here, or never.
         curated = spec.dataset is not None and spec.dataset.path == str(store.images_dir)
         dropped = store.skipped_clips() if curated else []
-        return (format_report(report, warnings, dropped=dropped)
+        unpaired = store.unpaired() if curated else []
+        return (format_report(report, warnings, dropped=dropped, unpaired=unpaired)
                 + f"\n- {Cache.from_settings(settings).usage().line()}")
 
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
@@ -361,8 +416,10 @@ def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable
         [controls.tag, tab.page], edited, api_name="remove_tag")
 
 
-def format_report(report: dict[str, Any], warnings: list[str], *, dropped: list[dict[str, str]] | None = None) -> str:
-    """The preflight report as a person reads it; `dropped`: the clips skipped when the dataset was loaded."""
+def format_report(report: dict[str, Any], warnings: list[str], *, dropped: list[dict[str, str]] | None = None,
+                  unpaired: list[dict[str, str]] | None = None) -> str:
+    """The preflight report as a person reads it; `dropped`: the clips skipped when the dataset was loaded;
+    `unpaired`: the files left out of a pair when it was loaded."""
     def share(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0%}"
 
@@ -383,6 +440,7 @@ def format_report(report: dict[str, Any], warnings: list[str], *, dropped: list[
         f" {report['train_batch_size']})",
     ]
     lines += clip_lines(report.get("clips"), dropped=dropped or [])
+    lines += pair_lines(report.get("pairs"), unpaired=unpaired or [])
     lines += [f"- ❌ {error}" for error in report.get("errors", [])]
     lines += [f"- ⚠️ {warning}" for warning in dict.fromkeys([*report.get("warnings", []), *warnings])]
     return "\n".join(lines)
@@ -403,3 +461,21 @@ def clip_lines(clips: dict[str, Any] | None, *, dropped: list[dict[str, str]]) -
 
 def _skipped_line(item: dict[str, str]) -> str:
     return f"  - skipped {item['name']}: {item['reason']}" + (f" ({item['detail']})" if item.get("detail") else "")
+
+
+def pair_lines(pairs: dict[str, Any] | None, *, unpaired: list[dict[str, str]]) -> list[str]:
+    """The report's edit pairs: how many, inputs each, and every file left out of a pair with the reason (those the
+    load left out, then those the check found)."""
+    left_out = [*unpaired, *(pairs or {}).get("unpaired", [])]
+    if not pairs:
+        return ([f"- Edit pairs: none whole, {len(left_out)} files unpaired", *map(_unpaired_line, left_out)]
+                if left_out else [])
+    inputs = pairs["inputs_per_pair"]
+    count = len(unpaired) + int(pairs.get("unpaired_count") or 0)
+    lines = [f"- Edit pairs: **{pairs['pairs']}** ({inputs} input{'s' if inputs > 1 else ''} each, "
+             f"{', '.join(f'{name}/' for name in pairs['input_folders'])}; {pairs['layout']}), {count} files unpaired"]
+    return lines + [_unpaired_line(item) for item in left_out]
+
+
+def _unpaired_line(item: dict[str, str]) -> str:
+    return f"  - unpaired {item['name']}: {item['reason']}" + (f" ({item['detail']})" if item.get("detail") else "")

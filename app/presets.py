@@ -11,7 +11,7 @@ from typing import Any
 from app.state import tiny_model_dir
 from core.adapters import GpuFacts
 from core.settings import Settings
-from core.simpletuner import VIDEO_FAMILIES, hub_ids, model_table
+from core.simpletuner import VIDEO_FAMILIES, edit_inputs, hub_ids, lookup, model_table
 from core.training import GpuPlan, plan_gpu
 
 TINY = "Tiny demo (CPU)"
@@ -37,7 +37,19 @@ FAMILY_PRESETS: dict[str, tuple[str, str]] = {
     "Wan 2.1 T2V 1.3B (480p)": ("wan", "t2v-480p-1.3b-2.1"),
     "Wan 2.1 T2V 14B (480p)": ("wan", "t2v-480p-14b-2.1"),
 }
-GATED = {"FLUX.1-dev", "SD3.5", "FLUX.2 klein 9B"}
+# Edit presets: name -> (family, flavour, the Hub id as the Hub spells it; SimpleTuner's table lower-cases some).
+# They train on pairs (docs/edit-pairs.md): the Dataset tab shows each input beside its target.
+EDIT_PRESETS: dict[str, tuple[str, str, str]] = {
+    "FLUX.1 Kontext dev (edit)": ("flux", "kontext", "black-forest-labs/FLUX.1-Kontext-dev"),
+    "Qwen-Image-Edit (edit-v1)": ("qwen_image", "edit-v1", "Qwen/Qwen-Image-Edit"),
+    "Qwen-Image-Edit-2509 (edit-v2)": ("qwen_image", "edit-v2", "Qwen/Qwen-Image-Edit-2509"),
+    "Qwen-Image-Edit-2509 (edit-v2+)": ("qwen_image", "edit-v2+", "Qwen/Qwen-Image-Edit-2509"),
+    "Qwen-Image-Edit-2511 (edit-v3)": ("qwen_image", "edit-v3", "Qwen/Qwen-Image-Edit-2511"),
+    "LongCat-Image-Edit": ("longcat_image", "edit", "meituan-longcat/LongCat-Image-Edit"),
+}
+SMOKE_RESOLUTION, EDIT_RESOLUTION = 256, 1024
+"""An edit recipe below SMOKE_RESOLUTION px is a smoke run: the preset trains at the model's own 1024 px."""
+GATED = {"FLUX.1-dev", "SD3.5", "FLUX.2 klein 9B", "FLUX.1 Kontext dev (edit)"}
 """Hub models whose licence must be accepted on the Hub first."""
 LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 16.0, "learning_rate": 1e-4, "optimizer": "adamw_bf16",
                  "resolution": 1024}
@@ -61,6 +73,32 @@ def frames_note(family: str, plan: GpuPlan) -> str:
             "(a count the family cannot take is refused, naming the nearest).")
 
 
+def pairs_note(family: str, flavour: str) -> str:
+    """What an edit preset trains on, and how many inputs a pair may have."""
+    inputs = edit_inputs(family, flavour)
+    more = (f" (up to {inputs} inputs: control_2/, control_3/)" if inputs > 1 else "")
+    return ("Edit model: trains on pairs, each input in a control/ folder beside its target under the same file "
+            f"name{more}, or NAME_start/NAME_end files; the caption is the instruction. The Dataset tab shows the "
+            "pairs side by side.")
+
+
+def _edit_preset(name: str, family: str, flavour: str, hub_id: str) -> dict[str, Any]:
+    values = _family_preset(name, family, flavour)
+    values["base_model"] = hub_id
+    if hub_ids(family).get(flavour, "").lower() == hub_id.lower() and _flavour_of(hub_id) != flavour:
+        # Two flavours share this Hub id (edit-v2 and edit-v2+): the flavour is set, not looked up.
+        values["extra_flags"] = json.dumps({"model_flavour": flavour}, indent=2)
+    if values["resolution"] < SMOKE_RESOLUTION:  # LongCat-Image-Edit's example trains at 128 px: a smoke run
+        values["resolution"] = EDIT_RESOLUTION
+    values["note"] = f"{values['note']} {pairs_note(family, flavour)}"
+    return values
+
+
+def _flavour_of(hub_id: str) -> str | None:
+    found = lookup(hub_id)
+    return found[1] if found else None
+
+
 def _family_preset(name: str, family: str, flavour: str) -> dict[str, Any]:
     plan = plan_gpu(family=family, flavour=flavour, config={}, gpu=GpuFacts(count=1, memory_gb=None, source="unknown"))
     numbers = {**LORA_DEFAULTS, **{key: plan.settings[key] for key in LORA_DEFAULTS if key in plan.settings}}
@@ -81,6 +119,7 @@ def _family_preset(name: str, family: str, flavour: str) -> dict[str, Any]:
 def presets(*, settings: Settings) -> dict[str, dict[str, Any]]:
     """Preset name -> the config fields it sets, with a one-line note. The tiny model lives in the data folder."""
     catalogue = {name: _family_preset(name, family, flavour) for name, (family, flavour) in FAMILY_PRESETS.items()}
+    catalogue.update({name: _edit_preset(name, *entry) for name, entry in EDIT_PRESETS.items()})
     catalogue[TINY] = {
         "base_model": str(tiny_model_dir(settings)), "model_family": "sdxl", "lora_rank": 4, "lora_alpha": 4.0,
         "learning_rate": 1e-4, "optimizer": "torch-adamw", "schedule": "steps", "length": 10,

@@ -31,6 +31,7 @@ from core.publishing import (
     CheckpointUploads,
     add_lora_files,
     base_model_license,
+    card_pairs,
     check_destinations,
     checkpoint_folder,
     destinations_of,
@@ -367,6 +368,10 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
                                       chosen=spec.hub.license if spec.hub else None,
                                       hf_cache=settings.hub_cache)
     clips = result.preflight.get("clips") or {}
+    pairs = result.preflight.get("pairs") or {}  # an edit run: a few of its pairs, before and after
+    job = JobDir(result.job_dir)
+    examples = card_pairs(job.dataset, input_folders=list(pairs.get("input_folders") or []),
+                          out=job.root / "card") if pairs else []
     return CardFacts(
         repo_id=spec.hub.repo_id if spec.hub else "", base_model=spec.base_model, model_family=spec.model_family,
         trigger_word=spec.trigger_word, steps=result.metrics.steps, final_loss=result.metrics.loss,
@@ -381,6 +386,7 @@ def card_facts(spec: JobSpec, result: JobResult, *, settings: Settings) -> CardF
         experts=[CardExpert(folder=expert.folder, label=f"{expert.name}-noise",
                             comfyui_file=expert.comfyui_path.name if expert.comfyui_path else None)
                  for expert in result.experts],
+        pairs=examples, dataset_pairs=int(pairs.get("pairs") or 0), job_dir=str(result.job_dir),
     )
 
 

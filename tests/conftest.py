@@ -38,7 +38,7 @@ from core.generation.demo import build_tiny_model, write_demo_dataset  # noqa: E
 from core.settings import Settings  # noqa: E402
 
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-sdxl"
-TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "trained_job", "trained_app"}
+TRAINER_ENV_FIXTURES = {"tiny_model", "tiny_family_model", "tiny_kontext", "trained_job", "trained_app"}
 """Fixtures the trainer env builds (torch writes the tiny models): a test using one needs that env."""
 
 
@@ -69,6 +69,12 @@ def tiny_family_model(settings: Settings):
         name = f"tiny-{family}-{flavour}" if flavour else f"tiny-{family}"
         return _built(ROOT / ".cache" / name, settings=settings, family=family, flavour=flavour)
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_kontext(settings: Settings) -> Path:
+    """The tiny FLUX.1 Kontext (an edit model: it trains on pairs), built offline once per checkout."""
+    return _built(ROOT / ".cache" / "tiny-flux-kontext", settings=settings, family="flux", flavour="kontext")
 
 
 def _built(out: Path, *, settings: Settings, family: str, flavour: str | None = None) -> Path:

@@ -5,6 +5,7 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.publishing.bucket import upload_outputs
 from core.publishing.card import CardExpert, CardFacts
+from core.publishing.card_pairs import card_pairs
 from core.publishing.checkpoints import CheckpointUploads, checkpoint_folder, fallback_destinations
 from core.publishing.destinations import (
     BucketDestination,
@@ -31,6 +32,7 @@ __all__ = [
     "add_lora_files",
     "base_model_license",
     "bucket_of",
+    "card_pairs",
     "check_destinations",
     "checkpoint_folder",
     "destinations_of",

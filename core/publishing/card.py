@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from string import Template
+from typing import cast
 
 from core.adapters import is_hub_model_id
 from core.outputs import LORA_FILE
+from core.publishing.card_pairs import CardPair
 from core.publishing.lora_files import comfyui_reads_diffusers_file
 from core.result import human_duration
 from core.secrets import sanitize_config
-from core.simpletuner import VIDEO_FAMILIES, takes_input_image
+from core.simpletuner import VIDEO_FAMILIES, edit_inputs, takes_input_image
 
 BASE_TAGS = ["lora", "diffusers", "text-to-image", "simpletuner", "template:sd-lora"]
 FULL_TAGS = ["diffusers", "text-to-image", "simpletuner", "full-finetune"]
@@ -27,6 +29,15 @@ PIPELINE_CLASSES = {
     "sdxl": "StableDiffusionXLPipeline",
     "flux": "FluxPipeline",
     "sd3": "StableDiffusion3Pipeline",
+}
+# An edit flavour's diffusers pipeline: it takes the input image beside the instruction.
+EDIT_PIPELINES = {
+    ("flux", "kontext"): "FluxKontextPipeline",
+    ("qwen_image", "edit-v1"): "QwenImageEditPipeline",
+    ("qwen_image", "edit-v2"): "QwenImageEditPlusPipeline",
+    ("qwen_image", "edit-v2+"): "QwenImageEditPlusPipeline",
+    ("qwen_image", "edit-v3"): "QwenImageEditPlusPipeline",
+    ("longcat_image", "edit"): "LongCatImageEditPipeline",
 }
 
 # (row label, SimpleTuner flag names tried in order) for the training settings table.
@@ -118,6 +129,23 @@ class CardFacts:
     """The clips' frames, all together."""
     experts: list[CardExpert] = field(default_factory=list)
     """A two-expert model's LoRAs, one folder each (high-noise first); [] for any other run."""
+    pairs: list[CardPair] = field(default_factory=list)
+    """An edit run's before/after examples (core/publishing/card_pairs.py): shown in the body, their images go up
+    with the repo."""
+    dataset_pairs: int = 0
+    """An edit run's training pairs (its dataset_size images are their targets)."""
+    job_dir: str = ""
+    """The job's folder on this machine: the config's paths inside it are shown relative to it (no server path)."""
+
+    @property
+    def flavour(self) -> str | None:
+        value = self.config.get("--model_flavour", self.config.get("model_flavour"))
+        return str(value) if value else None
+
+    @property
+    def edit(self) -> bool:
+        """An edit model's LoRA: it turns an input image into another, as the instruction says."""
+        return bool(self.pairs or self.dataset_pairs or edit_inputs(self.model_family, self.flavour))
 
 
 CARD_BODY = Template("""\
@@ -149,7 +177,7 @@ $comfyui_md
 |---|---|
 $settings_rows
 
-$gallery## Training config
+$pairs_md$gallery## Training config
 
 SimpleTuner's `config.json` as trained, with every token, key and password removed.
 
@@ -177,10 +205,12 @@ def card_metadata(facts: CardFacts) -> dict:
             meta["license_name"] = facts.license_name
         if facts.license_link:
             meta["license_link"] = facts.license_link
-    meta["pipeline_tag"] = "text-to-image"
+    meta["pipeline_tag"] = "image-to-image" if facts.edit else "text-to-image"
     if facts.kind == "full" and "base_model" in meta:
         meta["base_model_relation"] = "finetune"
     kind_tags = FULL_TAGS if facts.kind == "full" else [*BASE_TAGS, *(["lycoris"] if facts.kind == "lycoris" else [])]
+    if facts.edit:
+        kind_tags = [("image-to-image" if tag == "text-to-image" else tag) for tag in kind_tags]
     meta["tags"] = list(dict.fromkeys([*kind_tags, facts.model_family, *facts.tags]))
     if facts.trigger_word:
         meta["instance_prompt"] = facts.trigger_word
@@ -200,8 +230,19 @@ def render_model_card(facts: CardFacts) -> str:
     return f"---\n{header}---\n\n{_body(facts)}"
 
 
+def _within_job(value: object, job_dir: str) -> object:
+    """`value` with every path inside the job's folder made relative to it (output/, trainer/config/...)."""
+    if isinstance(value, str) and job_dir and value.startswith(job_dir.rstrip("/") + "/"):
+        return value[len(job_dir.rstrip("/")) + 1:]
+    if isinstance(value, dict):
+        return {key: _within_job(item, job_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_within_job(item, job_dir) for item in value]
+    return value
+
+
 def _body(facts: CardFacts) -> str:
-    shown = sanitize_config(facts.config)
+    shown = cast(dict, _within_job(sanitize_config(facts.config), facts.job_dir))
     config = {key.lstrip("-"): value for key, value in shown.items()}
     on_hub = is_hub_model_id(facts.base_model)
     base_name = facts.base_model if on_hub else facts.base_model.rstrip("/").rsplit("/", 1)[-1]
@@ -223,6 +264,7 @@ def _body(facts: CardFacts) -> str:
         diffusers_md=_diffusers(facts, prompt=prompt),
         settings_rows="\n".join(f"| {label} | {value} |" for label, value in _settings(facts, config)),
         gallery=_gallery(facts),
+        pairs_md=_pairs(facts),
         config_json=json.dumps(shown, indent=2, sort_keys=True, default=str),
     )
 
@@ -284,7 +326,8 @@ def _comfyui_steps(facts: CardFacts, name: str) -> str:
 def _diffusers(facts: CardFacts, *, prompt: str) -> str:
     """How to load this run in diffusers: a LoRA with load_lora_weights, a LyCORIS adapter with the lycoris
     library, a full fine-tune's model in place of the base pipeline's own."""
-    pipeline_class = PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline")
+    pipeline_class = EDIT_PIPELINES.get((facts.model_family, facts.flavour or ""),
+                                        PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline"))
     base, repo, prompt_py = json.dumps(facts.base_model), json.dumps(facts.repo_id), json.dumps(prompt)
     private_note = "# a private repo needs a token: log in, or pass token=..."
     component = "unet" if facts.model_family in UNET_FAMILIES else "transformer"
@@ -319,11 +362,13 @@ def _diffusers(facts: CardFacts, *, prompt: str) -> str:
 
 def _render_lines(facts: CardFacts, *, prompt_py: str) -> list[str]:
     """The lines that render with the loaded pipeline: an image, or a video family's frames written to an .mp4
-    (from a first frame for a model that takes an input image)."""
+    (from a first frame for a model that takes an input image), or an edit model's image from the one it changes."""
+    if facts.edit:  # an edit model takes the image to change beside the instruction
+        return ["from diffusers.utils import load_image", "", 'source = load_image("input.png")  # the image to edit',
+                f"image = pipeline(image=source, prompt={prompt_py}).images[0]", 'image.save("output.png")']
     if facts.model_family not in VIDEO_FAMILIES:
         return [f"image = pipeline({prompt_py}).images[0]", 'image.save("output.png")']
-    flavour = str(facts.config.get("--model_flavour") or facts.config.get("model_flavour") or "") or None
-    if takes_input_image(facts.model_family, flavour):
+    if takes_input_image(facts.model_family, facts.flavour):
         return ["from diffusers.utils import export_to_video, load_image", "",
                 'first_frame = load_image("first_frame.png")  # the image the video starts from',
                 f"frames = pipeline(image=first_frame, prompt={prompt_py}).frames[0]",
@@ -394,6 +439,9 @@ def _algo(facts: CardFacts) -> str:
 
 def _example_prompt(facts: CardFacts) -> str:
     trigger = facts.trigger_word or ""
+    for pair in facts.pairs:
+        if pair.instruction and (not trigger or trigger in pair.instruction):
+            return pair.instruction
     for _, prompt in facts.validation:
         if not trigger or trigger in prompt:
             return prompt
@@ -421,6 +469,8 @@ def _dataset_size(facts: CardFacts) -> str:
     """'12 images', '3 clips (39 frames)', or both: what the LoRA learned from."""
     if facts.dataset_size is None:
         return "unknown"
+    if facts.dataset_pairs:
+        return f"{facts.dataset_pairs} edit pairs"
     clips = f"{facts.dataset_clips} clips ({facts.dataset_frames} frames)" if facts.dataset_clips else ""
     images = f"{facts.dataset_size} images" if facts.dataset_size or not clips else ""
     return ", ".join(part for part in (images, clips) if part)
@@ -429,6 +479,19 @@ def _dataset_size(facts: CardFacts) -> str:
 def _cell(value: object) -> str:
     # A table cell is one line; a pipe would end it early.
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _pairs(facts: CardFacts) -> str:
+    """Before and after: a few training pairs, each input beside the instruction and the output it learned."""
+    if not facts.pairs:
+        return ""
+    lines = ["## Before and after", "",
+             "Pairs it was trained on: the input image, the instruction, and the output it learned to make.", "",
+             "| Input | Instruction | Output |", "|---|---|---|"]
+    for pair in facts.pairs:
+        inputs = " ".join(f"![input]({path})" for path in pair.inputs)
+        lines.append(f"| {inputs} | {_cell(pair.instruction) or '(none)'} | ![output]({pair.output}) |")
+    return "\n".join(lines) + "\n\n"
 
 
 def _gallery(facts: CardFacts) -> str:

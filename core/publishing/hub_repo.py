@@ -69,7 +69,8 @@ def plan_hub_commit(
     Goes up: every top-level *.safetensors (the LoRA or LyCORIS adapter) and lycoris_config.json, or for a full
     fine-tune (facts.kind) its `pipeline/` folder as the repo's root; README.md (our card, replacing
     SimpleTuner's), simpletuner_config.json and any JSON extra file with secret keys removed,
-    validation_images/, checkpoint-N/ when `include_checkpoints`, and `extra_files` (repo path -> local file).
+    validation_images/, an edit run's before/after images (facts.pairs, pairs/), checkpoint-N/ when
+    `include_checkpoints`, and `extra_files` (repo path -> local file).
     Text files are scrubbed of `secrets` and of anything that looks like a token.
     """
     from huggingface_hub import CommitOperationAdd
@@ -87,6 +88,8 @@ def plan_hub_commit(
         if include_checkpoints:
             for checkpoint in checkpoints(run):
                 files.update(_tree(output_dir, checkpoint.relative_to(output_dir).as_posix(), lambda p: True))
+    for pair in facts.pairs:  # the card's before/after images
+        files.update({rel: path for rel, path in pair.files.items() if path.is_file()})
     for rel, path in (extra_files or {}).items():
         clean = repo_path(rel, family=PublishError, field="extra_files")
         if not Path(path).is_file():
@@ -197,7 +200,8 @@ def publish_to_hub(
 
 def _warn_missing_widgets(facts: CardFacts, operations: list[Any], on_event: EventSink) -> None:
     planned = {op.path_in_repo for op in operations}
-    for path, _prompt in facts.validation:
+    shown = [path for path, _ in facts.validation] + [p for pair in facts.pairs for p in (*pair.inputs, pair.output)]
+    for path in shown:
         if path not in planned:
             on_event(JobWarning(f"the card shows {path}, which is not in the upload", field="validation"))
 
