@@ -127,6 +127,9 @@ def describe(record: RunRecord) -> list[str]:
 
 
 COLUMNS = ["run", "started", "status", "steps", "loss", "published", "last checkpoint", "job"]
+COLUMN_WIDTHS: list[str | int] = ["17%", "13%", "9%", "6%", "7%", "18%", "12%", "18%"]
+"""The history table's column widths: at 1280 px a run id, a date and every header fit on one line, and the table
+never overflows its box."""
 
 
 def job_line(job: dict[str, Any]) -> str:
@@ -137,6 +140,14 @@ def job_line(job: dict[str, Any]) -> str:
     if model.startswith("/"):
         model = Path(model).name
     return ", ".join(str(part) for part in (config.get("model_family"), model, job_input.get("trigger_word")) if part)
+
+
+def published_links(urls: list[str]) -> list[tuple[str, str]]:
+    """(short name, URL) of each place a run's LoRA went, once each: a repo's page rather than a file in it."""
+    links: dict[str, str] = {}
+    for url in sorted(urls, key=lambda url: "/resolve/" in url):
+        links.setdefault(short_place(url), url)
+    return list(links.items())
 
 
 def short_place(url: str) -> str:

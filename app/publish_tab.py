@@ -18,7 +18,7 @@ import gradio as gr
 
 from app.chosen_run import ChosenRun
 from app.edge import surface
-from app.history import short_place
+from app.history import published_links
 from app.state import RunRegistry
 from core.errors import ErrorCode, JobError
 from core.outputs import lora_checkpoints
@@ -75,7 +75,7 @@ def describe_latest(chosen: ChosenRun | None) -> tuple[str, Any]:
         return text, gr.update(value=None, interactive=False, label="Download LoRA")
     record = chosen.record
     loss = f", final loss {record.loss:.4f}" if record.loss is not None else ""
-    pushed = ", ".join(f"[{short_place(url)}]({url})" for url in record.published if "/resolve/" not in url)
+    pushed = ", ".join(f"[{name}]({url})" for name, url in published_links(record.published))
     text = (f"Chosen run: `{chosen.id}`, {record.steps} steps{loss}." + (f" Pushed to {pushed}." if pushed else "")
             + " Choose another on the Runs tab.")
     lora = chosen.downloads().get("lora")

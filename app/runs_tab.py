@@ -14,11 +14,8 @@ import gradio as gr
 
 from app.chosen_run import ChosenRun
 from app.edge import surface
-from app.history import COLUMNS, describe, short_place
+from app.history import COLUMN_WIDTHS, COLUMNS, describe, published_links
 from app.state import RunRegistry
-
-# The table's widths: a run id and a date never wrap; the job and the places take what is left.
-COLUMN_WIDTHS: list[str | int] = ["190px", "130px", "100px", "70px", "70px", "22%", "120px", "26%"]
 
 
 @dataclass
@@ -87,7 +84,7 @@ def render_details(chosen: ChosenRun | None) -> str:
     elif record.status == "succeeded":
         lines.append("- Its LoRA is no longer in its folder.")
     if record.published:
-        lines.append("- Published: " + ", ".join(f"[{short_place(url)}]({url})" for url in record.published))
+        lines.append("- Published: " + ", ".join(f"[{name}]({url})" for name, url in published_links(record.published)))
     if record.resumed_from:
         lines.append(f"- Resumed from `{record.resumed_from}`")
     if record.error:
@@ -103,7 +100,7 @@ def bind(tab: RunsTab, *, registry: RunRegistry) -> None:
         def button(key: str, label: str) -> Any:
             path = files.get(key)
             return gr.update(value=str(path) if path else None, interactive=path is not None,
-                             label=f"{label} ({path.name})" if path else label)
+                             label=f"⬇ {path.name}" if path else label)
 
         deletable = chosen is not None and chosen.record.status != "running"
         return [render_details(chosen), button("job", "Download job JSON"), button("lora", "Download LoRA"),

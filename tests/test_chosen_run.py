@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.chosen_run import ChosenRun, load_result, save_result
-from app.history import RunRecord, describe, short_place
+from app.history import RunRecord, describe, published_links, short_place
 from app.state import RunRegistry
 from core.adapters import ProcessMark
 from core.errors import JobError
@@ -194,6 +194,7 @@ def test_history_cells_stay_short():
                      published=["http://hub/tester/demo-lora", "http://hub/tester/demo-lora/resolve/main/a"])
     row = describe(made)
     assert row[5] == "tester/demo-lora" and row[7] == "sdxl, tiny-sdxl, sks"
+    assert published_links(made.published) == [("tester/demo-lora", "http://hub/tester/demo-lora")]
 
 
 def test_a_chosen_run_of_a_full_fine_tune_has_no_lora_download(tmp_path):
