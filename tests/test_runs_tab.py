@@ -1,6 +1,6 @@
 """The Runs tab in a real browser (Chromium, 1280 px wide): a demo run trained, the app restarted (a new app on the
 same data folder: nothing of the run in memory), the run opened from the Runs tab, its files downloaded under its
-name, pushed to the local Hub server from the Publish tab, and tried in the Playground.
+name, pushed to the local Hub server from the Publish tab, tried in the Playground, then deleted.
 """
 
 from __future__ import annotations
@@ -119,7 +119,19 @@ def test_a_run_trained_before_a_restart_is_opened_downloaded_published_and_tried
             page.get_by_role("button", name="Generate").click()
             expect(page.get_by_text(re.compile(r"Done in \d"))).to_be_visible(timeout=300_000)
             expect(page.get_by_text("final LoRA · seed 42").first).to_be_attached()
+
+            # Delete: asked first, then the run's folder and record are gone (what went to the Hub stays).
+            page.get_by_role("tab", name="Runs").click()
+            page.get_by_role("button", name="Delete run…").click()
+            expect(page.get_by_text(re.compile(f"Delete run {run_id} and its LoRA"))).to_be_visible()
+            page.get_by_role("button", name="Keep it").click()
+            assert lora.is_file()
+            page.get_by_role("button", name="Delete run…").click()
+            page.get_by_role("button", name="Delete it").click()
+            expect(page.get_by_text(f"Deleted run {run_id}.")).to_be_visible()
+            expect(table.get_by_test_id("cell-0-0")).to_have_count(0)
             browser.close()
+        assert not Path(trained["job_dir"]).exists() and ui.registry.runs() == [] and ui.registry.chosen() is None
         repo = hub.repos[REPO]
         assert repo.private and repo.files[LORA_FILE] == lora.read_bytes()
     finally:
