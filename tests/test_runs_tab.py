@@ -61,6 +61,7 @@ def test_a_run_trained_before_a_restart_is_opened_downloaded_published_and_tried
     assert trained["status"] == "succeeded", trained.get("error")
     run_id = trained["id"]
     lora = Path(trained["job_dir"]) / "output" / LORA_FILE
+    trained_bytes = lora.read_bytes()
 
     ui, url = launch(data_root, tiny_model)  # the restart
     try:
@@ -88,7 +89,7 @@ def test_a_run_trained_before_a_restart_is_opened_downloaded_published_and_tried
             assert job.suggested_filename == f"{run_id}.json"
             assert weights.suggested_filename == f"{run_id}-lora.safetensors"
             assert json.loads(Path(job.path()).read_text())["input"]["trigger_word"] == "sks"
-            assert Path(weights.path()).read_bytes() == lora.read_bytes()
+            assert Path(weights.path()).read_bytes() == trained_bytes
 
             page.get_by_role("tab", name="Publish").click()
             expect(page.get_by_text(f"Chosen run: {run_id}")).to_be_visible()
@@ -133,7 +134,7 @@ def test_a_run_trained_before_a_restart_is_opened_downloaded_published_and_tried
             browser.close()
         assert not Path(trained["job_dir"]).exists() and ui.registry.runs() == [] and ui.registry.chosen() is None
         repo = hub.repos[REPO]
-        assert repo.private and repo.files[LORA_FILE] == lora.read_bytes()
+        assert repo.private and repo.files[LORA_FILE] == trained_bytes
     finally:
         ui.registry.shutdown()
         ui.blocks.close()
