@@ -56,7 +56,7 @@ class PlaygroundTab:
 
 def build() -> PlaygroundTab:
     with gr.Tab("Playground", id="playground") as tab:
-        gr.Markdown("Try the latest trained LoRA. The first image loads the model (slow); the next ones reuse it.")
+        gr.Markdown("Try the chosen run's LoRA (Runs tab). The first image loads the model; the next reuse it.")
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", lines=2, scale=3)
             negative_prompt = gr.Textbox(label="Negative prompt", lines=2, scale=2)
@@ -91,13 +91,13 @@ def chosen_lora(output_dir: Path, choice: str) -> Path | None:
     final = choice in (FINAL, "", None)
     path = lora_file(output_dir if final else output_dir / choice)
     if not (final or choice in dict(lora_checkpoints(output_dir))) or not path.is_file():
-        raise JobError(f"no LoRA for {choice!r} in the latest run", field="checkpoint", stage="generate")
+        raise JobError(f"no LoRA for {choice!r} in the chosen run", field="checkpoint", stage="generate")
     return path
 
 
 def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
     def refresh() -> Any:
-        run = registry.last_trained()
+        run = registry.chosen()
         output = run.result.output_dir if run and run.result else None
         return gr.update(choices=checkpoint_choices(output), value=FINAL if output else NONE)
 
@@ -106,12 +106,12 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
     @surface
     def generate(prompt: str, negative_prompt: str, seed: float, steps: float, guidance: float, strength: float,
                  checkpoint: str, compare: bool, input_image: str | None = None) -> Iterator[tuple[str, list]]:
-        """Render the prompt with the chosen checkpoint of the latest run (and, side by side, without the LoRA);
+        """Render the prompt with the picked checkpoint of the chosen run (and, side by side, without the LoRA);
         `input_image`: an uploaded file, the first frame of an image-to-video model's clip."""
         if registry.busy():  # the GPU's memory is the training's; a render would slow it or run it out of memory
             raise JobError("a training is running: Generate once it has ended (or cancel it on the Train tab)",
                            code=ErrorCode.BUSY, stage="generate")
-        run = registry.last_trained()
+        run = registry.chosen()
         if run is None or run.result is None or run.result.output_dir is None:
             raise JobError("nothing to try yet: train a LoRA first (Train tab)", field="checkpoint", stage="generate")
         config = run.result.trainer_files.get("config.json", {})

@@ -1,6 +1,7 @@
-"""Publish tab: push the latest trained LoRA to the Hub (a private repo unless told otherwise), or download it:
-the diffusers file, or the same LoRA in ComfyUI/kohya format (for ComfyUI/models/loras/). The checkpoint picker
-says which LoRA goes up: the final one, the best (lowest smoothed loss), or a checkpoint's step (`hub.checkpoint`).
+"""Publish tab: push the chosen run's LoRA (the Runs tab picks it; else the newest run that succeeded) to the Hub
+(a private repo unless told otherwise), or download it: the diffusers file, or the same LoRA in ComfyUI/kohya format
+(for ComfyUI/models/loras/), named after the run. The checkpoint picker says which LoRA goes up: the final one, the
+best (lowest smoothed loss), or a checkpoint's step (`hub.checkpoint`).
 
 The token comes from the password field or HF_TOKEN; it is an input only: no handler ever returns it.
 """
@@ -15,8 +16,9 @@ from typing import Any
 
 import gradio as gr
 
+from app.chosen_run import ChosenRun
 from app.edge import surface
-from app.run import RunSnapshot
+from app.history import published_links
 from app.state import RunRegistry
 from core.errors import ErrorCode, JobError
 from core.outputs import lora_checkpoints
@@ -24,6 +26,7 @@ from core.settings import Settings
 
 PUSH_POLL_S = 0.5
 LAST, BEST = "last", "best"
+NO_LORA = "No trained LoRA yet: train one on the Train tab, or choose a run that succeeded on the Runs tab."
 FIXED_CHOICES = [("last: the final LoRA", LAST), ("best: the checkpoint of lowest smoothed loss", BEST)]
 
 
@@ -44,7 +47,7 @@ class PublishTab:
 def build(*, settings: Settings) -> PublishTab:
     env_token = settings.hf_token is not None
     with gr.Tab("Publish", id="publish") as tab:
-        latest = gr.Markdown("No trained LoRA yet: train one on the Train tab.")
+        latest = gr.Markdown(NO_LORA)
         with gr.Row():
             download = gr.DownloadButton("Download LoRA", interactive=False)
             download_comfyui = gr.DownloadButton("Download for ComfyUI", interactive=False)
@@ -64,33 +67,28 @@ def build(*, settings: Settings) -> PublishTab:
                       status)
 
 
-def describe_latest(snap: RunSnapshot | None) -> tuple[str, Any]:
-    """The latest trained LoRA and the download button for it."""
-    if snap is None or not snap.output or not snap.lora_path:
-        return "No trained LoRA yet: train one on the Train tab.", gr.update(value=None, interactive=False)
-    metrics, lora = snap.output["metrics"], snap.lora_path
-    loss = f", final loss {metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
-    hub = snap.output.get("hub")
-    pushed = f" Last pushed to [{hub['repo_id']}]({hub['url']})." if hub else ""
-    text = f"Latest LoRA: run `{snap.id}`, {metrics['steps']} steps{loss}.{pushed}"
-    return text, gr.update(value=lora, interactive=True, label="Download LoRA (diffusers .safetensors)")
+def describe_latest(chosen: ChosenRun | None) -> tuple[str, Any]:
+    """The chosen run's LoRA and the download button for it (a file named after the run)."""
+    if chosen is None or chosen.lora_path is None:
+        text = NO_LORA if chosen is None else (f"Run `{chosen.id}` ({chosen.record.status}) has no trained LoRA: "
+                                               "choose a run that succeeded on the Runs tab.")
+        return text, gr.update(value=None, interactive=False, label="Download LoRA")
+    record = chosen.record
+    loss = f", final loss {record.loss:.4f}" if record.loss is not None else ""
+    pushed = ", ".join(f"[{name}]({url})" for name, url in published_links(record.published))
+    text = (f"Chosen run: `{chosen.id}`, {record.steps} steps{loss}." + (f" Pushed to {pushed}." if pushed else "")
+            + " Choose another on the Runs tab.")
+    lora = chosen.downloads().get("lora")
+    return text, gr.update(value=str(lora) if lora else None, interactive=lora is not None,
+                           label=f"Download LoRA ({lora.name})" if lora else "Download LoRA")
 
 
-def describe_comfyui(snap: RunSnapshot | None) -> Any:
-    """The download button for the latest run's ComfyUI/kohya-format file, when it has one."""
-    found = comfyui_file(snap)
+def describe_comfyui(chosen: ChosenRun | None) -> Any:
+    """The download button for the chosen run's ComfyUI/kohya-format file, when it has one."""
+    found = chosen.downloads().get("comfyui") if chosen is not None and chosen.comfyui_path else None
     if found is None:
         return gr.update(value=None, interactive=False, label="Download for ComfyUI")
     return gr.update(value=str(found), interactive=True, label=f"Download for ComfyUI ({found.name})")
-
-
-def comfyui_file(snap: RunSnapshot | None) -> Path | None:
-    """The ComfyUI file on this machine: beside the diffusers file, under the name the output reports (a path, or
-    once published its URL, which ends with the same name)."""
-    if snap is None or not snap.output or not snap.lora_path or not snap.output.get("comfyui_checkpoint"):
-        return None
-    local = Path(snap.lora_path).with_name(str(snap.output["comfyui_checkpoint"]).rsplit("/", 1)[-1])
-    return local if local.is_file() else None
 
 
 def checkpoint_choices(output_dir: Path | None) -> list[tuple[str, str]]:
@@ -106,29 +104,27 @@ def chosen_checkpoint(choice: str | None) -> str | int:
 
 def bind(tab: PublishTab, *, registry: RunRegistry) -> None:
     def refresh() -> tuple[str, Any]:
-        run = registry.last_trained()
-        return describe_latest(run.snapshot() if run else None)
+        return describe_latest(registry.chosen())
 
     def refresh_comfyui() -> Any:
-        run = registry.last_trained()
-        return describe_comfyui(run.snapshot() if run else None)
+        return describe_comfyui(registry.chosen())
 
     tab.tab.select(refresh, None, [tab.latest, tab.download], api_name="latest_lora", show_progress="hidden")
     tab.tab.select(refresh_comfyui, None, [tab.download_comfyui], api_name="latest_comfyui_lora",
                    show_progress="hidden")
 
     def refresh_checkpoints() -> Any:
-        """The checkpoints of the latest trained run the picker offers ("last" stays chosen)."""
-        run = registry.last_trained()
-        output = run.result.output_dir if run and run.result else None
-        return gr.update(choices=checkpoint_choices(output), value=LAST)
+        """The checkpoints of the chosen run the picker offers ("last" stays chosen)."""
+        chosen = registry.chosen()
+        return gr.update(choices=checkpoint_choices(chosen.output_dir if chosen and chosen.result else None),
+                         value=LAST)
 
     tab.tab.select(refresh_checkpoints, None, [tab.checkpoint], api_name="publish_checkpoints",
                    show_progress="hidden")
 
     @surface
     def push_to_hub(repo_id: str, private: bool, token: str | None, checkpoint: str = LAST) -> Iterator[str]:
-        """Push the latest trained LoRA (or the picked checkpoint's), its model card and config to `repo_id`;
+        """Push the chosen run's LoRA (or the picked checkpoint's), its model card and config to `repo_id`;
         returns the repo's link."""
         run = registry.start_publish(repo_id=(repo_id or "").strip(), private=bool(private), token=token or None,
                                      checkpoint=chosen_checkpoint(checkpoint))

@@ -19,6 +19,7 @@ from core.events import (
     StageEvent,
     TrainerFailed,
     TrainerStage,
+    TrainerStarted,
     TrainingProgress,
     ValidationImage,
 )
@@ -142,6 +143,8 @@ class Run:
     _checkpoints: list[str] = field(default_factory=list)
     _warnings: list[str] = field(default_factory=list)
     thread: threading.Thread | None = None
+    trainer: dict[str, int] | None = None
+    """SimpleTuner's process group once started (TrainerStarted): what the history records to find it again."""
 
     def clean(self, text: str) -> str:
         return scrub(text, secrets=self.secrets)
@@ -156,7 +159,11 @@ class Run:
         with self._lock:
             self._version += 1
             self._status = apply(self._status, event)
-            self._record(event)
+            if isinstance(event, TrainerStarted):
+                self.trainer = {"pid": event.pid, "pgid": event.pgid, "started": event.started}
+                self._log.append(f"{time.strftime('%H:%M:%S')} [trainer] started (process group {event.pgid})")
+            else:
+                self._record(event)
 
     def _record(self, event: Event) -> None:
         """The run's history: what its log, loss plot and gallery show (the status is folded in on_event)."""

@@ -2,12 +2,18 @@
 
 A browser only ever polls a snapshot, so closing or reloading the page re-attaches to the same run, and no
 request waits for training. Publishing a finished run is a run of its own kind ("publish") with the same shape.
+
+Every run of the data folder is known from the history on disk (app/history.py); one of them is the chosen run
+(app/chosen_run.py) that the Publish and Playground tabs work on: the one picked on the Runs tab, else the newest
+that succeeded. An app that starts finds any trainer an earlier app left at work (its process group, recorded in the
+history) and stops it: one trainer per GPU, and the run reads `interrupted`, resumable from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -15,10 +21,11 @@ from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
-from app.history import RESUMABLE, RunHistory, RunRecord, places, record_of
+from app.chosen_run import ChosenRun, save_result
+from app.history import INTERRUPTED, RESUMABLE, RunHistory, RunRecord, places, record_of
 from app.run import Run, new_run_id
 from core.errors import ErrorCode, JobCancelled, JobError
-from core.events import CheckpointSaved, Event, StageEvent
+from core.events import CheckpointSaved, Event, StageEvent, TrainerStarted
 from core.generation import Playground, build_tiny_model
 from core.jobdir import job_folder
 from core.pipeline import publish, run_job
@@ -28,6 +35,8 @@ from core.settings import Settings
 from core.spec import HubSpec, JobSpec, parse_job, unwrap_input, validation_error
 
 TINY_MODEL_NAME = "tiny-sdxl"
+ORPHAN_STOP_GRACE_S = 10.0
+"""A trainer left by an earlier app: SIGTERM, then SIGKILL after this long."""
 logger = logging.getLogger("app.state")
 
 
@@ -50,10 +59,14 @@ class RunRegistry:
         self._publishing: Run | None = None
         self._succeeded: Run | None = None
         self.playground = Playground(settings=settings)
+        """The warm generation process (Playground tab); stopped before a training starts."""
         self.history = RunHistory(settings.data_root)
         """Every training of this data folder, kept across restarts (app/history.py)."""
         self._resumed_from: dict[str, str] = {}
-        """The warm generation process (Playground tab); stopped before a training starts."""
+        self._chosen: str | None = None
+        """The run picked on the Runs tab (None: the newest that succeeded)."""
+        self.stopped_at_start = self._stop_orphans()
+        """The runs whose trainer an earlier app left at work, stopped as this one started."""
 
     def training(self) -> Run | None:
         """The latest training run, running or ended."""
@@ -63,8 +76,51 @@ class RunRegistry:
         return self._publishing
 
     def last_trained(self) -> Run | None:
-        """The latest training that produced a LoRA."""
+        """The latest training of this app that produced a LoRA (the tabs use chosen(): it outlives the app)."""
         return self._succeeded
+
+    def chosen(self) -> ChosenRun | None:
+        """The run the Publish and Playground tabs work on: the one chosen, else the newest that succeeded."""
+        record = self.history.get(self._chosen, live=self._live()) if self._chosen else None
+        if record is None:
+            record = next((r for r in self.runs() if r.status == "succeeded"), None)
+        return ChosenRun.of(record) if record is not None else None
+
+    def choose(self, run_id: str) -> ChosenRun:
+        """Make `run_id` the chosen run."""
+        record = self.history.get(run_id.strip(), live=self._live()) if run_id and run_id.strip() else None
+        if record is None:
+            raise JobError(f"no run {run_id!r} in the history", field="run", code=ErrorCode.INVALID_INPUT,
+                           stage="runs")
+        self._chosen = record.id
+        return ChosenRun.of(record)
+
+    def delete(self, run_id: str) -> RunRecord:
+        """Remove a run: its job folder (outputs, checkpoints, its hard links into the cache: the cache's own entries
+        stay) and its record. Refused while it trains, while its trainer is still at work, or while it is pushed."""
+        with self._lock:
+            record = self.history.get(run_id.strip(), live=self._live()) if run_id and run_id.strip() else None
+            if record is None:
+                raise JobError(f"no run {run_id!r} in the history", field="run", code=ErrorCode.INVALID_INPUT,
+                               stage="runs")
+            if record.status == "running" or record.trainer_running():
+                raise JobError(f"run {record.id} is running: cancel it on the Train tab before deleting it",
+                               field="run", code=ErrorCode.BUSY, stage="runs")
+            pushing = self._publishing
+            if pushing is not None and pushing.running and Path(pushing.job_dir) == Path(record.job_dir):
+                raise JobError(f"run {record.id} is being pushed to the Hub: delete it once the push has ended",
+                               field="run", code=ErrorCode.BUSY, stage="runs")
+            folder = Path(record.job_dir)
+            jobs = (self.settings.data_root / "jobs").resolve()
+            if folder.resolve().is_relative_to(jobs) and folder.resolve() != jobs:  # never anything else
+                shutil.rmtree(folder, ignore_errors=True)
+            self.history.delete(record.id)
+            if self._chosen == record.id:
+                self._chosen = None
+            for attr in ("_training", "_succeeded"):
+                if (run := getattr(self, attr)) is not None and run.id == record.id:
+                    setattr(self, attr, None)
+        return record
 
     def busy(self) -> bool:
         return bool(self._training and self._training.running)
@@ -75,6 +131,28 @@ class RunRegistry:
 
     def _live(self) -> set[str]:
         return {self._training.id} if self._training is not None and self._training.running else set()
+
+    def _stop_orphans(self) -> list[str]:
+        """Stop every trainer that an earlier app of this data folder left at work (the app was killed before its
+        trainer's watchdog could stop it): its run then reads `interrupted`, and Resume starts the only trainer."""
+        stopped = []
+        for record in self.history.records():
+            mark = record.trainer_mark()
+            if record.status != "running" or mark is None or not mark.alive():
+                continue
+            logger.warning("run %s: its trainer (process group %s) outlived the app that started it; stopping it",
+                           record.id, mark.pgid)
+            mark.stop(grace_s=ORPHAN_STOP_GRACE_S)
+            self.history.save(replace(record, status=INTERRUPTED, ended_at=record.ended_at,
+                                      error="the app stopped while this run trained; its trainer was stopped when "
+                                            "the app started again"), secrets=[])
+            stopped.append(record.id)
+        return stopped
+
+    def _orphan_training(self) -> RunRecord | None:
+        """A run of no app of ours whose trainer is at work (another app on this data folder)."""
+        live = self._live()
+        return next((r for r in self.runs() if r.status == "running" and r.id not in live), None)
 
     def resume(self, run_id: str) -> Run:
         """Start a new run of an interrupted (or cancelled, failed) run's job from the last checkpoint it left."""
@@ -97,6 +175,12 @@ class RunRegistry:
         spec = spec.model_copy(update={"hub": None})
         if self.before_training is not None:
             self.before_training()
+        orphan = self._orphan_training()
+        if orphan is not None:
+            mark = orphan.trainer_mark()
+            raise JobError(f"the trainer of run {orphan.id} is still at work (process group "
+                           f"{mark.pgid if mark else '?'}) and no app follows it: restart the app to stop it",
+                           code=ErrorCode.BUSY, stage="train")
         with self._lock:
             current = self._training
             if current is not None and current.running:
@@ -125,17 +209,19 @@ class RunRegistry:
         return True
 
     def start_publish(self, *, repo_id: str, private: bool, token: str | None, checkpoint: str | int = "last") -> Run:
-        """Push the latest trained LoRA (or the checkpoint `checkpoint` picks: "last", "best" or a step) to
+        """Push the chosen run's LoRA (or the checkpoint `checkpoint` picks: "last", "best" or a step) to
         `repo_id`; refused while a training or another push runs."""
+        trained = self.chosen()
         with self._lock:
             if self._training is not None and self._training.running:
                 raise JobError("a training is running: publish when it has finished", code=ErrorCode.BUSY,
                                stage="publish")
             if self._publishing is not None and self._publishing.running:
                 raise JobError("a push to the Hub is already running", code=ErrorCode.BUSY, stage="publish")
-            trained = self._succeeded
             if trained is None or trained.result is None:
-                raise JobError("nothing to publish yet: train a LoRA first (Train tab)", field="run", stage="publish")
+                raise JobError("nothing to publish yet: train a LoRA first (Train tab)" if trained is None else
+                               f"run {trained.id} has no trained LoRA ({trained.record.status}): choose a run that "
+                               "succeeded on the Runs tab", field="run", stage="publish")
             try:
                 hub = HubSpec(repo_id=repo_id, private=private, token=SecretStr(token) if token else None,
                               checkpoint=checkpoint)
@@ -143,7 +229,7 @@ class RunRegistry:
                 raise validation_error(exc, prefix="hub.", whole="hub.repo_id", stage="publish") from None
             spec = trained.spec.model_copy(update={"hub": hub, "storage": None})
             run = Run(kind="publish", spec=spec, job_dir=trained.job_dir, secrets=self._secrets(spec),
-                      result=trained.result)
+                      result=trained.result, id=trained.id)
             self._publishing = run
         self._start(run, self._publish)
         return run
@@ -164,6 +250,20 @@ class RunRegistry:
         self.history.save(record_of(run, resumed_from=self._resumed_from.get(run.id), published=published),
                           secrets=run.secrets)
 
+    def _keep_result(self, run: Run, result: JobResult) -> None:
+        """The result beside the run's outputs: what a restarted app publishes and tries."""
+        try:
+            save_result(result, secrets=run.secrets)
+        except OSError as exc:  # the run stays listed; a restarted app rebuilds its result from the folder
+            logger.warning("run %s: its result was not saved: %s", run.id, exc)
+
+    def _published(self, run_id: str, urls: list[str], *, secrets: list[str]) -> None:
+        """Add where a push went to the run's record."""
+        record = self.history.get(run_id, live=self._live())
+        if record is not None:
+            self.history.save(replace(record, published=list(dict.fromkeys([*record.published, *urls]))),
+                              secrets=secrets)
+
     def _secrets(self, spec: JobSpec) -> list[str]:
         return job_secrets(spec, env=self.env, settings=self.settings)
 
@@ -182,9 +282,10 @@ class RunRegistry:
             else:
                 run.finish(status="succeeded", result=result)
                 if run.kind == "train":
-                    self._succeeded = run
-                elif self._succeeded is not None and self._succeeded.job_dir == run.job_dir:
-                    self._remember(self._succeeded, published=places(result.to_output()))
+                    self._succeeded, self._chosen = run, run.id
+                    self._keep_result(run, result)
+                else:
+                    self._published(run.id, places(result.to_output()), secrets=run.secrets)
             if run.kind == "train":
                 self._remember(run)
 
@@ -199,7 +300,8 @@ class RunRegistry:
             run.on_event(StageEvent("setup", "completed"))
         def on_event(event: Event) -> None:
             run.on_event(event)
-            if isinstance(event, CheckpointSaved):  # what a restarted app offers to resume from
+            # Its trainer's process group (what a restarted app stops), and what a restarted app resumes from.
+            if isinstance(event, (TrainerStarted, CheckpointSaved)):
                 self._remember(run)
 
         return run_job(run.spec, run.job_dir, on_event, settings=self.settings, cancel=run.cancel)

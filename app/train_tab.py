@@ -17,7 +17,7 @@ import pandas as pd
 
 from app.edge import surface
 from app.form_view import FormView
-from app.history import COLUMNS, describe
+from app.history import COLUMN_WIDTHS, COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
 from app.sample_grid import render_videos, sample_cells
@@ -81,7 +81,7 @@ def build() -> TrainTab:
                                  elem_classes=["mono"])
         summary = gr.Markdown()
         with gr.Accordion("Run history", open=True):
-            history = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True)
+            history = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, column_widths=COLUMN_WIDTHS)
             with gr.Row():
                 resume_choice = gr.Dropdown(label="Resume an interrupted run from its last checkpoint", choices=[],
                                             scale=3)

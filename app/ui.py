@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from app import config_tab, dataset_tab, playground_tab, publish_tab, train_tab
+from app import config_tab, dataset_tab, playground_tab, publish_tab, runs_tab, train_tab
 from app.dataset_store import DatasetStore
 from app.form_view import FormView
 from app.presets import TINY
@@ -33,13 +33,14 @@ def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
     registry = RunRegistry(settings=settings, before_training=store.refuse_training_while_captioning)
     device, _ = detect_device(settings)
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as blocks:
-        gr.Markdown(f"## {TITLE}\nConfig → Dataset → Train → Publish."
+        gr.Markdown(f"## {TITLE}\nConfig → Dataset → Train → Runs → Publish."
                     + (" No GPU here: the tiny demo model trains on the CPU in about a minute." if device == "cpu"
                        else ""))
         with gr.Tabs():
             config = config_tab.build(settings=settings, preset=TINY if device == "cpu" else GPU_PRESET)
             dataset = dataset_tab.build()
             train = train_tab.build()
+            runs = runs_tab.build()
             publish = publish_tab.build(settings=settings)
             playground = playground_tab.build()
         form = FormView(components={**config.fields, "dataset": dataset.source, "trigger_word": dataset.trigger_word,
@@ -49,6 +50,7 @@ def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
         show_dataset, dataset_outputs = dataset_tab.bind(dataset, form=form, store=store, registry=registry,
                                                          settings=settings)
         train_tab.bind(train, form=form, registry=registry)
+        runs_tab.bind(runs, registry=registry)
         publish_tab.bind(publish, registry=registry)
         playground_tab.bind(playground, registry=registry)
         blocks.load(show_dataset, None, dataset_outputs, api_visibility="private", show_progress="hidden")

@@ -102,6 +102,17 @@ class TrainerStage(_Base):
 
 
 @dataclass(frozen=True)
+class TrainerStarted(_Base):
+    """SimpleTuner's process group started: what finds it again after the app that started it is gone (the leader's
+    pid, the group's id, the leader's start time in clock ticks after boot, which tells a reused pid apart)."""
+
+    kind: ClassVar[str] = "trainer_started"
+    pid: int
+    pgid: int
+    started: int
+
+
+@dataclass(frozen=True)
 class LogLine(_Base):
     kind: ClassVar[str] = "log"
     message: str

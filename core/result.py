@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,9 @@ class Metrics:
             "elapsed_s": round(self.elapsed_s, 2),
             "elapsed_time": human_duration(self.elapsed_s),
         }
+
+
+_PATH_FIELDS = ("job_dir", "output_dir", "lora_path", "model_dir", "comfyui_path", "log_path")
 
 
 @dataclass
@@ -160,6 +163,30 @@ class JobResult:
         if path is None:
             return None
         return next((found[path.name] for found in urls if path.name in found), str(path))
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the result holds, as JSON: what a restarted app reads back (from_state) to publish or try a
+        run it did not train itself. Not the API's output (to_output): paths stay local, nothing is left out."""
+        state = {item.name: getattr(self, item.name) for item in fields(self)}
+        state["metrics"] = asdict(self.metrics)
+        state["samples"] = [asdict(sample) for sample in self.samples]
+        state["validation"] = [list(pair) for pair in self.validation]
+        state["checkpoints"] = [str(path) for path in self.checkpoints]
+        return {name: str(value) if isinstance(value, Path) else value for name, value in state.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> JobResult:
+        """The result to_state wrote; a key it does not know is left out (a later version's)."""
+        known = {item.name for item in fields(cls)}
+        data = {name: value for name, value in state.items() if name in known}
+        for name in _PATH_FIELDS:
+            if data.get(name) is not None:
+                data[name] = Path(data[name])
+        data["metrics"] = Metrics(**data.get("metrics") or {})
+        data["samples"] = [Sample(**sample) for sample in data.get("samples") or []]
+        data["validation"] = [(str(path), str(prompt)) for path, prompt in data.get("validation") or []]
+        data["checkpoints"] = [Path(path) for path in data.get("checkpoints") or []]
+        return cls(**data)
 
     def to_output(self) -> dict[str, Any]:
         """The API output (README, "The API"), the seed request's keys included. Holds no secret."""

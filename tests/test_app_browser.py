@@ -126,7 +126,7 @@ def test_a_newcomer_trains_and_publishes_in_the_browser(page, tmp_path: Path):
     # Publish: a private repo on the local Hub server; the token is typed into a password field, never shown.
     with running_hub_server(tmp_path, token=TOKEN) as hub:
         open_tab(page, "Publish")
-        expect(page.get_by_text(re.compile("Latest LoRA: run"))).to_be_visible()
+        expect(page.get_by_text(re.compile("Chosen run: "))).to_be_visible()
         expect(page.get_by_label("Private repo")).to_be_checked()
         page.get_by_label("Repo id").fill("tester/demo-lora")
         token = page.get_by_label("Hugging Face token")

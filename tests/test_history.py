@@ -1,16 +1,21 @@
 """The UI's run history (app/history.py): a restarted app lists the runs of the same data folder, and a run whose
-process died (a pod restart) is listed as interrupted, with its last checkpoint and a Resume that finishes it.
+process died (a pod restart) is listed as interrupted, with its last checkpoint and a Resume that finishes it; never
+two trainers: a killed app's trainer stops by itself (its watchdog), and one that outlived even that is stopped by
+the next app as it starts.
 
 A real app process is killed mid-training (SIGKILL, as a pod restart does), then a new app on the same DATA_DIR is
-driven through gradio_client. Records written by hand check the rest: secrets, a file that is not ours."""
+driven through gradio_client; the trainers are counted by the processes at work in the job's folder. Records written
+by hand check the rest: secrets, a file that is not ours."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,13 +102,16 @@ def test_a_restarted_app_lists_a_killed_run_as_interrupted_and_resume_finishes_i
                           timeout_s=300, what="the first checkpoint")
         job_dir = status["job_dir"]
         trainers = processes_working_in(job_dir)
-    finally:  # the pod goes away: the app and SimpleTuner die at once, nothing is written on the way out
+    finally:  # the app is killed: nothing is written on the way out, and it stops nothing itself
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-    for pid in trainers + processes_working_in(job_dir):  # SimpleTuner's own process group dies with the pod too
-        if _alive(pid):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-    assert status["status"] == "running" and status["step"] < 12
+    try:  # SimpleTuner's own process group (another session) stops by itself: its watchdog saw the app go
+        wait_for(lambda: not processes_working_in(job_dir), timeout_s=60, what="the killed app's trainer to stop")
+    finally:
+        for pid in trainers + processes_working_in(job_dir):  # only if it failed: no process outlives the test
+            if _alive(pid):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert trainers and status["status"] == "running" and status["step"] < 12
 
     client = Client(app_in_process(data_root), verbose=False)
     runs = client.predict(api_name="/run_history")
@@ -116,6 +124,10 @@ def test_a_restarted_app_lists_a_killed_run_as_interrupted_and_resume_finishes_i
 
     message = client.predict(status["id"], api_name="/resume_run")
     assert f"Resuming run `{status['id']}`" in message
+    resumed = wait_for(lambda: (s := client.predict(api_name="/run_status"))["step"] and s, timeout_s=300,
+                       what="the resumed run's first step")
+    at_work = processes_working_in(resumed["job_dir"])  # one trainer: one process group, none in the old folder
+    assert len({os.getpgid(pid) for pid in at_work if _alive(pid)}) == 1 and not processes_working_in(job_dir)
     done = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
                     timeout_s=300, what="the resumed run")
     assert done["status"] == "succeeded", done.get("error")
@@ -127,6 +139,52 @@ def test_a_restarted_app_lists_a_killed_run_as_interrupted_and_resume_finishes_i
     assert runs[status["id"]]["status"] == "resumed" and not runs[status["id"]]["resumable"]
     with pytest.raises(AppError, match="no checkpoint to resume from"):
         client.predict(status["id"], api_name="/resume_run")
+
+
+@pytest.mark.training
+def test_a_trainer_that_outlived_its_app_and_watchdog_is_stopped_when_the_app_starts(tmp_path, tiny_model,
+                                                                                   app_in_process):
+    """The worst case: the app and the trainer's watchdog (the group's leader) both killed at once. SimpleTuner trains
+    on as an orphan; the next app finds its group from the history (pid, group id, start time) and stops it before
+    it lists the run: interrupted, and resumable only then."""
+    data_root = with_tiny_model(tmp_path / "data", tiny_model)
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(data_root), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "TRAINER_DEVICE": "cpu"}
+    env.pop("UI_PASSWORD", None)
+    env.pop("UI_AUTH", None)
+    with (tmp_path / "first-app.log").open("wb") as log:
+        first = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    job_dir = ""
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: _answers(url), timeout_s=120, what="the first app")
+        client = Client(url, verbose=False)
+        client.predict(**tiny_form(client, length=60, checkpoint_step_interval=30, validation_prompt=""),
+                       api_name="/start_training")
+        status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["step"] and s,
+                          timeout_s=300, what="the first step")
+        job_dir = status["job_dir"]
+        trainer = json.loads((data_root / "history" / f"{status['id']}.json").read_text())["trainer"]
+        assert trainer["pid"] == trainer["pgid"] and trainer["started"] > 0
+        os.kill(trainer["pid"], signal.SIGKILL)  # the watchdog first: nothing is left to stop the group
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    try:
+        time.sleep(3)
+        orphans = processes_working_in(job_dir)
+        assert orphans and {os.getpgid(pid) for pid in orphans} == {trainer["pgid"]}  # it trains on, alone
+
+        client = Client(app_in_process(data_root), verbose=False)  # the app starts again: it stops the group
+        assert not processes_working_in(job_dir)
+        [run] = client.predict(api_name="/run_history")
+        assert run["run"] == status["id"] and run["status"] == "interrupted"
+    finally:
+        for pid in processes_working_in(job_dir) if job_dir else []:  # only if it failed
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def test_records_keep_no_secret_and_skip_files_that_are_not_runs(tmp_path):

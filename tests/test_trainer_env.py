@@ -222,3 +222,50 @@ def test_a_program_or_package_the_env_lacks_is_the_same_setup_error(stand_in):
     assert trainer.program("accelerate", what="SimpleTuner") == trainer.bin / "accelerate"
     assert trainer.require_installed("simpletuner/train.py", what="SimpleTuner") == \
         trainer.venv / "lib" / "python3.12" / "site-packages" / "simpletuner" / "train.py"
+
+
+# Starts the adapter as an app does, prints the group's pids, then waits to be killed.
+PARENT_SCRIPT = """
+import json, subprocess, sys, time
+from core.adapters import TrainerEnv
+from core.settings import Settings
+from pathlib import Path
+settings = Settings(trainer_venv=Path(sys.argv[1]), data_root=Path(sys.argv[2]))
+process = TrainerEnv(settings, base={"PATH": "/usr/bin:/bin"}) \\
+    .start(sys.argv[3], stdout=subprocess.PIPE, text=True)
+grandchild = json.loads(process.stdout.readline())["pids"][0]
+print(json.dumps({"leader": process.pid, "grandchild": grandchild}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_group_ends_when_the_process_that_started_it_is_killed(stand_in, tmp_path):
+    """A `kill -9` of the app (the parent here) closes the watchdog's pipe: the whole group stops, a grandchild that
+    ignores SIGTERM included, and nothing is left to train on beside a restarted app."""
+    tool = script(tmp_path, "group.py", GROUP_SCRIPT)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT, str(stand_in.trainer_venv),
+                               str(tmp_path / "data"), str(tool)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    pids: dict[str, int] = {}
+    try:
+        pids = json.loads(parent.stdout.readline())  # type: ignore[union-attr]
+        assert not gone(pids["leader"]) and not gone(pids["grandchild"])
+        assert os.getpgid(pids["grandchild"]) == pids["leader"] != os.getpgid(parent.pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert wait_until(lambda: gone(pids["grandchild"]) and gone(pids["leader"]), timeout_s=30)
+    finally:
+        kill_group(parent)
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        parent.stdout.close()  # type: ignore[union-attr]
+
+
+def test_the_programs_exit_code_and_output_come_through_the_watchdog(stand_in, tmp_path):
+    trainer = TrainerEnv(stand_in, base={"PATH": "/usr/bin:/bin"})
+    done = trainer.run(script(tmp_path, "exits.py", "print('out'); import sys; sys.exit(3)"), timeout_s=60)
+    assert (done.returncode, done.stdout) == (3, "out\n")
+    killed = trainer.run(script(tmp_path, "killed.py", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"),
+                         timeout_s=60)
+    assert killed.returncode == -signal.SIGTERM

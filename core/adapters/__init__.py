@@ -1,6 +1,6 @@
 """Adapters to the world outside the job: the Hub and S3 clients (their retries and error translation), HTTP downloads
-under the address policy, the machine's GPUs, the trainer env's processes. Every other package reaches the network,
-and starts a trainer-env process, through here.
+under the address policy, the machine's GPUs, the trainer env's processes (and their process groups, found again by a
+restarted app). Every other package reaches the network, and starts a trainer-env process, through here.
 
 What other packages and the faces may use is listed in __all__."""
 
@@ -27,6 +27,7 @@ from core.adapters.hub import (
     stop_error,
 )
 from core.adapters.hub_bar import ByteBar, SilentBar
+from core.adapters.process_mark import ProcessMark
 from core.adapters.s3 import S3Config, require_keys, s3_client, s3_config, s3_error, s3_failures
 from core.adapters.trainer_env import OFFLINE_ENV, TrainerEnv
 
@@ -39,6 +40,7 @@ __all__ = [
     "GpuFacts",
     "GpuListing",
     "HubTarget",
+    "ProcessMark",
     "RetryPolicy",
     "S3Config",
     "SilentBar",

@@ -7,8 +7,9 @@
 
 A tools/ script runs under the env's Python with `-P`, so the project root never lands on sys.path and no project
 module can shadow a library's. Every process starts in its own process group (a library's worker processes are
-stopped with it) and gets `env()`: an allow-listed part of ours, never a secret unless the caller passes it (the Hub
-token, for a gated model). A missing env is one SetupError naming TRAINER_VENV.
+stopped with it), led by tools/watchdog.py, which stops the group when the process that started it dies (a `kill -9`
+of the app leaves no trainer behind), and gets `env()`: an allow-listed part of ours, never a secret unless the
+caller passes it (the Hub token, for a gated model). A missing env is one SetupError naming TRAINER_VENV.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import re
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from core.errors import SetupError
-from core.settings import Settings
+from core.settings import TOOLS_DIR, Settings
 
 STOP_GRACE_S = 5.0
+WATCHDOG_SCRIPT = TOOLS_DIR / "watchdog.py"
+"""Leads each process's group and stops it when the process that started it dies."""
 POLL_S = 0.1
 # Variables that keep SimpleTuner and its libraries off the network (docs/simpletuner-notes.md).
 OFFLINE_ENV = {
@@ -153,11 +157,25 @@ class TrainerEnv:
                stdin: int | IO[Any] | None = subprocess.DEVNULL, stdout: int | IO[Any] | None = None,
                stderr: int | IO[Any] | None = None, text: bool = False, bufsize: int = -1) -> subprocess.Popen:
         """Start one of the env's own programs (SimpleTuner's accelerate launch) with `env()`, in a process group of
-        its own."""
-        self.require()
-        return subprocess.Popen(list(command), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
-                                bufsize=bufsize, start_new_session=True,
-                                env=self.env(device=device, hf_token=hf_token, offline=offline, extra=extra_env))
+        its own, tied to this process: tools/watchdog.py leads the group and stops it when this process dies, by
+        any signal (the returned process is the watchdog; its exit code is the program's)."""
+        python = self.require()
+        # The read end goes to the watchdog only; the write end stays here (os.pipe's ends are not inherited by
+        # other children), so its end-of-file means this process is gone. Closed when the Popen is collected.
+        read_end, write_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [str(python), "-P", str(WATCHDOG_SCRIPT), str(read_end), "--", *map(str, command)], cwd=cwd,
+                stdin=stdin, stdout=stdout, stderr=stderr, text=text, bufsize=bufsize, start_new_session=True,
+                pass_fds=(read_end,), env=self.env(device=device, hf_token=hf_token, offline=offline,
+                                                   extra=extra_env))
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        weakref.finalize(process, os.close, write_end)
+        return process
 
     @staticmethod
     def running(process: subprocess.Popen) -> bool:

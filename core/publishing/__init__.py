@@ -19,7 +19,7 @@ from core.publishing.destinations import (
 )
 from core.publishing.hub_repo import publish_to_hub
 from core.publishing.license import base_model_license
-from core.publishing.lora_files import add_lora_files
+from core.publishing.lora_files import add_lora_files, is_comfyui_file
 from core.publishing.safekeeping import keep_outputs, outputs_stored
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "destinations_of",
     "endpoint_bucket",
     "fallback_destinations",
+    "is_comfyui_file",
     "keep_outputs",
     "outputs_stored",
     "publish_to_hub",

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from core.adapters import GpuFacts, TrainerEnv
+from core.adapters import GpuFacts, ProcessMark, TrainerEnv
 from core.cancel import Cancel, StopFlag
 from core.errors import TrainingError
 from core.events import (
@@ -28,6 +28,7 @@ from core.events import (
     LogLine,
     TrainerFailed,
     TrainerStage,
+    TrainerStarted,
     TrainingProgress,
     ValidationImage,
     ignore_event,
@@ -235,6 +236,9 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
                                             "CONFIG_PATH": str(job.config / "config")})  # SimpleTuner adds ".json"
         stopped = False
         try:
+            mark = ProcessMark.of(process.pid)
+            if mark is not None:  # what a restarted app checks before it calls this run interrupted
+                on_event(TrainerStarted(pid=mark.pid, pgid=mark.pgid, started=mark.started))
             while process.poll() is None:
                 if cancel.is_set():
                     stopped = True
