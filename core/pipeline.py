@@ -48,6 +48,7 @@ from core.training import (
     TrainingOutcome,
     auto_sources,
     build_trainer_files,
+    choose_sample_pairs,
     copy_local_checkpoint,
     ends_partial,
     fetch_checkpoint,
@@ -60,7 +61,9 @@ from core.training import (
     resolved_defaults,
     sample_input_image,
     train,
+    with_pair_prompts,
     world_size,
+    write_sample_dataset,
 )
 
 
@@ -94,6 +97,9 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
                                       cancel=cancel, model_ready=model.wait_caption_model)
     with stage("preflight", on_event, cancel):
+        # An edit job's samples edit pairs of its dataset: held back from training (samples.hold_out) or not.
+        manifest, pairs = choose_sample_pairs(spec, manifest, job=job)
+        spec = with_pair_prompts(spec, pairs)
         report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan), processes=processes,
                            on_event=on_event)
         if report.errors:
@@ -110,7 +116,9 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                                     system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                     resume=checkpoint is not None, clips_dir=manifest.clips_root,
                                     stills=bool(manifest.images), sample_image=sample_image,
-                                    inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
+                                    inputs_dirs=manifest.pairs.folders if manifest.pairs else None,
+                                    sample_dataset=write_sample_dataset(pairs, spec.samples.prompts if spec.samples
+                                                                       else [], job=job), processes=processes)
         report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
                                 price_per_hour=settings.gpu_price_per_hour)
     result = JobResult(status="dry_run", job_dir=job.root, preflight=report.to_dict(), trainer_files=files.to_dict(),
