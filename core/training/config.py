@@ -361,6 +361,9 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
         sample_dataset = None  # no samples during training: nothing to stage for them
     if sample_dataset is not None:
         flags["num_eval_images"] = sample_dataset.count
+        # The sample alone, as for any model (SimpleTuner 4.10.1 stitches the input to its left only for "left"):
+        # the UI shows the input, the sample and the expected output side by side itself.
+        flags.setdefault("validation_stitch_input_location", "right")
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan, clips_dir=clips_dir,
                               stills=stills, inputs_dirs=inputs_dirs, sample_dataset=sample_dataset,
