@@ -118,7 +118,7 @@ def test_a_dry_run_holds_a_pair_back_and_stages_the_samples_dataset(tmp_path: Pa
     staged = tmp_path / "job" / "dataset"
     assert sorted(p.name for p in (staged / "images").glob("*.png")) == ["pair_002.png", "pair_003.png"]
     assert sorted(p.name for p in (staged / "control").glob("*.png")) == ["pair_002.png", "pair_003.png"]
-    assert result.preflight["pairs"]["pairs"] == 2  # what trains: the held-back pairs are not counted
+    assert result.preflight["pairs"]["pairs"] == 2 and result.preflight["pairs"]["held_out"] == 2  # what trains
     # Three prompts over the two held-back pairs: the third edits the first pair again.
     samples = staged / "samples"
     assert [p.read_text() for p in sorted(samples.glob("*.txt"))] == ["a", "b", "c"]
