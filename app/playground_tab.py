@@ -6,8 +6,9 @@ clicks (the pipeline loaded once, a LoRA once per checkpoint), stopped before a 
 click polls the render in a thread and streams its status, so no request waits longer than RunPod's proxy allows.
 The status says where the pipeline went on the GPU (all on it, or offloaded: core/generation/preview_fit.py); a video
 model's clip (.mp4) plays in the same gallery. An image-to-video model's clip starts from the uploaded input image
-(checked as a generate job's `input_image` is), else from the run's samples' input image; a model that renders
-from text only refuses an upload, naming the field.
+(checked as a generate job's `input_image` is), and an edit model edits it; else the run's samples' input image
+(an edit run's first sample's input) is used; a model that renders from text only refuses an upload, naming the
+field.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def build() -> PlaygroundTab:
             checkpoint = gr.Dropdown([FINAL, NONE], value=FINAL, label="Checkpoint", scale=2)
             compare = gr.Checkbox(True, label="Side by side with the base model (same prompt and seed)", scale=2)
             generate_button = gr.Button("Generate", variant="primary", scale=1)
-        input_image = gr.Image(label="Input image: the first frame (image-to-video models; else the run's sample "
-                                     "image)", type="filepath", sources=["upload"], height=200)
+        input_image = gr.Image(label="Input image: the image to edit (edit models) or the first frame (image-to-video "
+                                     "models); else the run's sample input", type="filepath", sources=["upload"],
+                               height=200)
         status = gr.Markdown()
         images = gr.Gallery(label="Images (and videos)", columns=2, height="auto", interactive=False,
                             object_fit="contain")

@@ -1,20 +1,22 @@
 """The Train tab's sample grid: the job's `samples` prompts as rendered at each step, a row per step and a column
-per prompt. Images go to a gallery (click for full size). A video family's samples (.mp4) are video players
-instead, each with its first frame as the poster, the browser's controls, and its step and prompt under it: a
-gallery shows a video as a muted thumbnail that plays only in its preview."""
+per prompt. Images go to a gallery (click for full size); an edit run's sample shows its input(s), the result and
+the expected output (the pair's target) side by side, a row per sample. A video family's samples (.mp4) are video
+players instead, each with its first frame as the poster, the browser's controls, and its step and prompt under it:
+a gallery shows a video as a muted thumbnail that plays only in its preview."""
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from app.dataset_store import make_thumbnail
-from core.outputs import find_samples, samples_by_step
+from core.outputs import SAMPLE_SHORTNAME, find_samples, samples_by_step
 from core.spec import JobSpec
-from core.training import sample_prompts
+from core.training import edit_samples, sample_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ class SampleCell:
     path: Path
     step: int
     prompt: str
+    inputs: tuple[Path, ...] = ()
+    """An edit sample's input image(s)."""
+    expected: Path | None = None
+    """An edit sample's expected output: its pair's target."""
 
     @property
     def caption(self) -> str:
@@ -44,10 +50,14 @@ class SampleCell:
 
 def sample_cells(spec: JobSpec, job_dir: Path) -> tuple[list[SampleCell], int]:
     """The run's samples in grid order (a row per step, a column per prompt), and the number of columns. A row
-    ends at the first prompt not rendered yet (that step is still going)."""
+    ends at the first prompt not rendered yet (that step is still going). An edit run's cells carry their inputs
+    and expected output; its prompts, when the job gave none, are its pairs' instructions (the run's prompt
+    library)."""
     if spec.samples is None:
         return [], 1
-    prompts = sample_prompts(spec.samples, spec.trigger_word)
+    config = _trainer_config(Path(job_dir))
+    prompts = sample_prompts(spec.samples, spec.trigger_word) or _library(config)
+    edits = edit_samples(config)
     output = Path(job_dir) / "output"
     cells = []
     for step, row in sorted(samples_by_step(find_samples(output, prompts)).items()):
@@ -55,8 +65,42 @@ def sample_cells(spec: JobSpec, job_dir: Path) -> tuple[list[SampleCell], int]:
         for index in range(len(prompts)):
             if index not in by_index:
                 break
-            cells.append(SampleCell(path=output / by_index[index].path, step=step, prompt=by_index[index].prompt))
-    return cells, len(prompts)
+            edit = edits.get(SAMPLE_SHORTNAME.format(index))
+            cells.append(SampleCell(path=output / by_index[index].path, step=step, prompt=by_index[index].prompt,
+                                    inputs=tuple(edit.inputs) if edit else (),
+                                    expected=edit.expected if edit else None))
+    return cells, max(len(prompts), 1)
+
+
+def _trainer_config(job_dir: Path) -> dict:
+    try:
+        return json.loads((job_dir / "trainer" / "config" / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _library(config: dict) -> dict[str, str]:
+    """The prompts SimpleTuner got ({shortname: prompt}): an edit run fills in its pairs' instructions."""
+    try:
+        library = json.loads(Path(str(config.get("--user_prompt_library"))).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(name): str(prompt) for name, prompt in library.items()} if isinstance(library, dict) else {}
+
+
+def gallery_items(cells: list[SampleCell], *, columns: int) -> tuple[list[tuple[str, str]], int]:
+    """The gallery's (image, caption) items and its columns: an image sample per cell, or for an edit run a row per
+    sample of its input(s), the result and the expected output."""
+    images = [cell for cell in cells if not cell.is_video]
+    if not any(cell.expected for cell in images):
+        return [(str(cell.path), cell.caption) for cell in images], columns
+    items: list[tuple[str, str]] = []
+    for cell in images:
+        items += [(str(path), f"input · {cell.prompt}") for path in cell.inputs]
+        items.append((str(cell.path), cell.caption))
+        if cell.expected is not None:
+            items.append((str(cell.expected), f"expected · {cell.prompt}"))
+    return items, max(len(cell.inputs) for cell in images) + 2
 
 
 def file_url(path: Path) -> str:

@@ -20,7 +20,7 @@ from app.form_view import FormView
 from app.history import COLUMN_WIDTHS, COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
-from app.sample_grid import render_videos, sample_cells
+from app.sample_grid import gallery_items, render_videos, sample_cells
 from app.state import RunRegistry
 from core.cache import describe as describe_reuse
 from core.outputs import checkpoint_name, checkpoint_step
@@ -156,9 +156,9 @@ def render_marks(steps: list[int], total: int | None) -> str:
 def grid_updates(run: Run) -> list[Any]:
     """The sample grid's gallery (images) and players (videos)."""
     cells, columns = sample_cells(run.spec, Path(run.job_dir))
-    images = [(str(cell.path), cell.caption) for cell in cells if not cell.is_video]
+    images, image_columns = gallery_items(cells, columns=columns)
     videos = render_videos(cells, columns=columns, job_dir=Path(run.job_dir))
-    return [gr.update(value=images or None, columns=columns, visible=bool(run.spec.samples) and not videos),
+    return [gr.update(value=images or None, columns=image_columns, visible=bool(run.spec.samples) and not videos),
             gr.update(value=videos, visible=bool(videos))]
 
 

@@ -49,10 +49,12 @@ from core.training import (
     AUTO,
     OWNED_FLAGS,
     DeadlineStop,
+    SampleDataset,
     TrainerFiles,
     TrainingOutcome,
     auto_sources,
     build_trainer_files,
+    choose_sample_pairs,
     copy_local_checkpoint,
     ends_partial,
     fetch_checkpoint,
@@ -66,7 +68,9 @@ from core.training import (
     resolved_defaults,
     sample_input_image,
     train,
+    with_pair_prompts,
     world_size,
+    write_sample_dataset,
 )
 
 
@@ -100,14 +104,20 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
                                       cancel=cancel, model_ready=model.wait_caption_model)
     with stage("preflight", on_event, cancel):
+        # An edit job's samples edit pairs of its dataset: held back from training (samples.hold_out) or not.
+        manifest, pairs = choose_sample_pairs(spec, manifest, job=job)
+        spec = with_pair_prompts(spec, pairs)
         report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan), processes=processes,
                            on_event=on_event)
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
     # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
+    with stage("configure", on_event, cancel):  # an edit job's samples dataset: shared by the runs
+        sample_dataset = write_sample_dataset(pairs, spec.samples.prompts if spec.samples else [], job=job)
     runs = [_prepare_run(run_spec, run_dir, manifest=manifest, settings=settings, token=token, device=device,
                          gpu=gpu, on_event=on_event, cancel=cancel, allow_local_paths=allow_local_paths,
-                         record_finished=len(spec.expert_runs) > 1)
+                         record_finished=len(spec.expert_runs) > 1, sample_dataset=sample_dataset,
+                         processes=processes)
             for run_spec, run_dir in _runs(spec, job)]
     files = runs[0].files
     report.gpu = gpu_report(plan, gpu, total_steps=report.total_steps, resolution=report.resolution,
@@ -187,7 +197,7 @@ def _runs(spec: JobSpec, job: JobDir) -> list[tuple[JobSpec, JobDir]]:
 
 def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Settings, token: str | None,
                  device: str, gpu: GpuFacts, on_event: EventSink, cancel: Cancel, allow_local_paths: bool,
-                 record_finished: bool) -> PreparedRun:
+                 record_finished: bool, sample_dataset: SampleDataset | None, processes: int) -> PreparedRun:
     """The resume and configure stages of one run: its checkpoint (or, for a finished expert, its LoRA) fetched,
     SimpleTuner's files resolved."""
     expert = spec.expert_runs[0] if spec.expert_runs else None
@@ -209,7 +219,8 @@ def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Se
                                         system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                         resume=checkpoint is not None, clips_dir=manifest.clips_root,
                                         stills=bool(manifest.images), sample_image=sample_image,
-                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
+                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None,
+                                        sample_dataset=sample_dataset, processes=processes)
     return run
 
 

@@ -40,7 +40,7 @@ def test_the_cli_builds_a_tiny_kontext(tmp_path):
 
 def test_the_cli_refuses_a_flavour_the_tiny_family_has_not(tmp_path):
     done = core_cli("demo-model", str(tmp_path / "m"), "--family", "sd3", "--flavour", "kontext")
-    assert done.returncode == 1 and "no tiny sd3 model of the flavour 'kontext'" in done.stdout
+    assert done.returncode == 1 and "the tiny sd3 model has no flavour 'kontext'" in done.stdout
     assert not (tmp_path / "m").exists()
 
 

@@ -6,14 +6,18 @@
 A request: {"model": folder or Hub id, "lora": file or null, "strength": 1.0, "prompt": "...",
 "negative_prompt": "", "seed": 42, "steps": 20, "guidance": 5.0, "width": 1024, "height": 1024, "count": 1,
 "out_dir": folder, "name": "file stem", "frames": 17, "fps": 16, "placement": "gpu", "vae_tiling": false,
-"input_image": PNG path or null}. The answer: {"ok": true, "images": [paths], "seconds": {...},
-"warm": {"pipeline": bool, "lora": bool}, "input_image": {...} or null} or {"ok": false, "error": "..."}.
+"input_image": PNG path, a list of PNG paths (an edit "plus" pipeline's inputs) or null}. The answer: {"ok": true,
+"images": [paths], "seconds": {...}, "warm": {"pipeline": bool, "lora": bool}, "input_image": {...} or null} or
+{"ok": false, "error": "..."}.
 
-`input_image` (checked and saved as a PNG by core/dataset/input_image.py) is the first frame of the clip: it is
-scaled to cover the asked size and cropped to it at the centre, then given as the pipeline's `image`. A pipeline
-whose __call__ takes `image` (WanImageToVideoPipeline) gets it as it is; a Wan 2.2 TI2V pipeline (WanPipeline with
-`expand_timesteps`: the image becomes the first latent frame) is switched to its image-to-video sibling
-(`<Name>ImageToVideoPipeline.from_pipe`, the same components, LoRA adapters included); any other pipeline refuses it.
+`input_image` (checked and saved as a PNG by core/dataset/input_image.py) is the first frame of the clip, or the
+image an edit pipeline edits (FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline with a list of
+up to three, LongCatImageEditPipeline): it is scaled to cover the asked size and cropped to it at the centre, then
+given as the pipeline's `image` (FLUX.1 Kontext also gets `max_area` and `_auto_resize=False`, so neither its input
+nor its output is moved to another size). A pipeline whose __call__ takes `image` gets it as it is; a Wan 2.2 TI2V
+pipeline (WanPipeline with `expand_timesteps`: the image becomes the first latent frame) is switched to its
+image-to-video sibling (`<Name>ImageToVideoPipeline.from_pipe`, the same components, LoRA adapters included); any
+other pipeline refuses it.
 
 `placement` is where the pipeline goes, as core/generation/preview_fit.py planned it before anything was loaded:
 "cpu" (no GPU), "gpu" (all of it), "model_offload" (diffusers' enable_model_cpu_offload: one component on the GPU at
@@ -41,6 +45,9 @@ from pathlib import Path
 
 _ANSWERS = sys.stdout
 DEFAULT_FRAMES = 17
+EDIT_PIPELINES = ("FluxKontextPipeline", "QwenImageEditPipeline", "QwenImageEditPlusPipeline",
+                  "LongCatImageEditPipeline")
+"""Pipelines that edit their `image` (core/simpletuner/families.py's EDIT_PIPELINES)."""
 """A video request without `frames`: 4k+1 (what Wan's VAE needs), about a second at 16 fps."""
 sys.stdout = sys.stderr  # diffusers, transformers and tqdm print; only answers may reach the real stdout
 
@@ -111,23 +118,30 @@ class Renderer:
         out_dir.mkdir(parents=True, exist_ok=True)
         generator = self.torch.Generator(device="cpu").manual_seed(int(request.get("seed", 42)))
         pipeline, video, conditioned = self.pipeline, _is_video(self.pipeline), None
-        if request.get("input_image"):
+        given = request.get("input_image")
+        sources = [Path(path) for path in (given if isinstance(given, list) else [given] if given else [])]
+        width, height = int(request.get("width") or 1024), int(request.get("height") or 1024)
+        if sources:
             pipeline = self._taking_image()
-            width, height = int(request.get("width") or 1024), int(request.get("height") or 1024)
-            image = _covering(Path(request["input_image"]), width=width, height=height)
-            conditioned = {"width": image.width, "height": image.height, "pipeline": type(pipeline).__name__,
-                           "conditions": "first_frame" if video else "image"}
+            images = [_covering(path, width=width, height=height) for path in sources]
+            edit = type(pipeline).__name__ in EDIT_PIPELINES
+            conditioned = {"width": images[0].width, "height": images[0].height, "pipeline": type(pipeline).__name__,
+                           "conditions": "first_frame" if video else "edit" if edit else "image"}
+            if edit:
+                conditioned["images"] = len(images)
         arguments = {"prompt": request["prompt"], "num_inference_steps": int(request.get("steps", 20)),
                      "guidance_scale": float(request.get("guidance", 5.0)), "generator": generator,
                      "num_videos_per_prompt" if video else "num_images_per_prompt": int(request.get("count", 1))}
         if video:
             arguments.update(num_frames=int(request.get("frames") or DEFAULT_FRAMES), output_type="np")
-        if request.get("width") and request.get("height"):
+        accepts = inspect.signature(pipeline.__call__).parameters
+        if request.get("width") and request.get("height") and "width" in accepts:
             arguments.update(width=int(request["width"]), height=int(request["height"]))
         if request.get("negative_prompt"):
             arguments["negative_prompt"] = request["negative_prompt"]
         if conditioned is not None:
-            arguments["image"] = image
+            arguments["image"] = images if len(images) > 1 else images[0]
+            arguments.update(_edit_size(accepts, width=width, height=height))
         with self.torch.inference_mode():
             output = pipeline(**arguments)
         stem = str(request.get("name") or f"image-{int(time.time() * 1000)}")
@@ -161,6 +175,18 @@ class Renderer:
         if self.image_pipeline is None:
             raise ValueError(f"{type(pipeline).__name__} renders from text only: it takes no input image")
         return self.image_pipeline
+
+
+def _edit_size(accepts, *, width: int, height: int) -> dict:
+    """FLUX.1 Kontext's pipeline rescales its output to `max_area` (1024x1024 by default) and its input to one of
+    Kontext's preferred sizes: here both stay at the asked size, the input cropped as its target was in training
+    (SimpleTuner's reference_strict pairs)."""
+    extra: dict = {}
+    if "max_area" in accepts:
+        extra["max_area"] = width * height
+    if "_auto_resize" in accepts:
+        extra["_auto_resize"] = False
+    return extra
 
 
 def _covering(path: Path, *, width: int, height: int):

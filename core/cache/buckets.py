@@ -103,8 +103,10 @@ def plan(spec: JobSpec, backends: list[dict[str, Any]], manifest: Manifest, *, i
     text_model = model_identity(spec.base_model, parts=TEXT_PARTS, settings=settings, config=config)
     vae_name = str(config.get("pretrained_vae_model_name_or_path") or spec.base_model)
     vae_model = model_identity(vae_name, parts=re.compile(r"^vae$"), settings=settings, config=config)
+    # A backend never sampled for training (an edit job's samples dataset, probability 0) holds other files than the
+    # staged dataset's content says: its caches are computed each time, never stored.
     media = [(b, *_content(b, manifest, images=images, clips=clips or {})) for b in backends
-             if b.get("dataset_type", "image") in ("image", "video")]
+             if b.get("dataset_type", "image") in ("image", "video") and b.get("probability") != 0]
     caption_options = [{k: v for k, v in b.items() if "caption" in k or "instance_prompt" in k} for b, _, _ in media]
     captions = sorted({e.caption for e in manifest.images} | {e.caption for e in manifest.clips})
     for backend in backends:

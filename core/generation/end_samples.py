@@ -16,6 +16,7 @@ from core.training import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
     VIDEO_FRAMES,
+    edit_samples,
     job_samples,
     sample_inputs,
     sample_prompts,
@@ -61,7 +62,8 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
     """Each sample prompt rendered once by a one-shot generation process (core/generation/playground.py) into
     validation_images/step_<step>_sample_<i>_0_<W>x<H>.png (.mp4 for a video family, at the run's
     validation_num_video_frames), as SimpleTuner names its own; an image-to-video model's sample starts from the
-    input image the training's samples had (the config's --validation_input: core/training/sample_image.py). Where
+    input image the training's samples had (the config's --validation_input: core/training/sample_image.py), an edit
+    model's from its samples dataset's inputs (core/training/sample_pairs.py). Where
     the pipeline went on the GPU (all on it, offloaded) is said once, as a log event."""
     from core.events import LogLine
     from core.generation.playground import GenerateRequest, Playground
@@ -76,7 +78,8 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
     frames = config.get("--validation_num_video_frames")
     if frames is None and spec.model_family in VIDEO_FAMILIES:
         frames = VIDEO_FRAMES
-    inputs = sample_inputs(config)
+    inputs: dict[str, Path | list[Path]] = {**sample_inputs(config),
+                                            **{name: edit.inputs for name, edit in edit_samples(config).items()}}
     playground = Playground(settings=settings)
     written: list[Path] = []
     try:

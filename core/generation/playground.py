@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,7 +35,7 @@ from core.models import ComponentSize, SizeError, header_size, local_model, mode
 from core.outputs import LORA_FILE
 from core.secrets import job_secrets
 from core.settings import TOOLS_DIR, Settings
-from core.simpletuner import identify, lookup, takes_input_image
+from core.simpletuner import identify, input_images, is_edit_model, lookup
 from core.spec import InputImageLimits
 
 GENERATE_SCRIPT = TOOLS_DIR / "generate_images.py"
@@ -93,7 +93,8 @@ class Rendered:
     plan: PreviewPlan | None = None
     """Where the pipeline went (all on the GPU, offloaded) and why; None when the process chose alone."""
     input_image: dict[str, Any] | None = None
-    """The input image as the pipeline got it ({"width", "height", "pipeline", "conditions"}); None without one."""
+    """The input image as the pipeline got it ({"width", "height", "pipeline", "conditions"}: "first_frame" for an
+    image-to-video model, "edit" for an edit model, which also says how many "images"); None without one."""
 
     @property
     def videos(self) -> list[Path]:
@@ -147,17 +148,31 @@ INPUT_IMAGE_PIPELINE = "ImageToVideo"
 """A pipeline class with this in its name cannot render without an input image (WanImageToVideoPipeline)."""
 
 
-def input_image_use(model: str, *, settings: Settings) -> str:
-    """How `model` uses an input image: "required" (an image-to-video pipeline), "optional" (a pipeline that renders
-    from text or from an image, as Wan 2.2 TI2V), "none" (text only). From its model_index.json (a folder, or the
-    Hub cache's snapshot) and the families table (core/simpletuner/families.py: the flavours that take one)."""
+@dataclass(frozen=True)
+class InputImageUse:
+    """How a model uses input images: `need` "required" (an image-to-video or edit pipeline), "optional" (text or
+    an image, as Wan 2.2 TI2V), "none" (text only); `most`: how many one render takes; `edit`: an edit model."""
+
+    need: str
+    most: int
+    edit: bool
+    family: str
+    pipeline: str
+
+
+def input_image_use(model: str, *, settings: Settings) -> InputImageUse:
+    """How `model` uses input images, from its model_index.json (a folder, or the Hub cache's snapshot) and the
+    families table (core/simpletuner/families.py: the image-to-video and edit flavours and pipelines)."""
     folder = model_folder(model, settings=settings)
     index = folder / "model_index.json" if folder is not None and (folder / "model_index.json").is_file() else None
-    if INPUT_IMAGE_PIPELINE in pipeline_class(index):
-        return "required"
     found = identify(model, local_path=folder)
     family, flavour = lookup(model) or ((found.family, found.flavour) if found else ("", None))
-    return "optional" if takes_input_image(family, flavour, model_index=index) else "none"
+    name = pipeline_class(index)
+    edit = is_edit_model(family, flavour, model_index=index)
+    most = input_images(family, flavour, model_index=index)
+    need = "required" if INPUT_IMAGE_PIPELINE in name or edit else ("optional" if most else "none")
+    return InputImageUse(need=need, most=most, edit=edit, family=found.family if found else "unknown",
+                         pipeline=name)
 
 
 def pipeline_class(model_index: Path | None) -> str:
@@ -170,21 +185,24 @@ def pipeline_class(model_index: Path | None) -> str:
         return ""
 
 
-def check_input_image(model: str, *, given: bool, settings: Settings) -> None:
-    """Refuse an input image for a model that renders from text only, and a render without one for an
-    image-to-video pipeline; the error names `input_image` and the model's family."""
+def check_input_image(model: str, *, given: int, settings: Settings) -> InputImageUse:
+    """Refuse input images for a model that renders from text only, a render without one for an image-to-video or
+    edit pipeline, and more images than the model takes (`given`: how many); the error names `input_image`, the
+    model's family and its pipeline."""
     use = input_image_use(model, settings=settings)
-    if (given and use != "none") or (not given and use != "required"):
-        return
-    folder = model_folder(model, settings=settings)
-    found = identify(model, local_path=folder)
-    what = f"{model} ({found.family if found else 'unknown'} family"
-    what += f", {name})" if (name := pipeline_class(folder / "model_index.json" if folder else None)) else ")"
-    if given:
+    what = f"{model} ({use.family} family" + (f", {use.pipeline})" if use.pipeline else ")")
+    if given and use.need == "none":
         raise GenerateError(f"{what} renders from text only: it takes no input image (an image-to-video model "
-                            "does: a Wan i2v or ti2v flavour)", field="input_image", code=ErrorCode.INVALID_INPUT)
-    raise GenerateError(f"{what} is an image-to-video model: give an input image, the first frame of the clip",
-                        field="input_image", code=ErrorCode.INVALID_INPUT)
+                            "does: a Wan i2v or ti2v flavour; an edit model does: FLUX.1 Kontext, Qwen-Image-Edit, "
+                            "LongCat-Image-Edit)", field="input_image", code=ErrorCode.INVALID_INPUT)
+    if not given and use.need == "required":
+        needed = ("an edit model: give input_image, the image to edit" if use.edit
+                  else "an image-to-video model: give an input image, the first frame of the clip")
+        raise GenerateError(f"{what} is {needed}", field="input_image", code=ErrorCode.INVALID_INPUT)
+    if given > max(use.most, 1):
+        raise GenerateError(f"{what} takes {max(use.most, 1)} input image{'s' if use.most > 1 else ''} per render, "
+                            f"{given} given", field="input_image", code=ErrorCode.INVALID_INPUT)
+    return use
 
 
 VIDEO_PIPELINES = ("Wan", "LTX", "HunyuanVideo", "SanaVideo", "Kandinsky5T2V", "LongCatVideo", "Cosmos")
@@ -215,19 +233,23 @@ class Playground:
         return self._process.pid if self.running and self._process else None
 
     def generate(self, request: GenerateRequest, *, model: str, lora: Path | None, out_dir: Path,
-                 name: str, cancel: Cancel | None = None, input_image: Path | None = None) -> Rendered:
+                 name: str, cancel: Cancel | None = None,
+                 input_image: Path | list[Path] | None = None) -> Rendered:
         """Render `request` with `model` (a folder or a Hub id in the HF cache) and `lora` (a .safetensors file, or
         None for the base model) into `out_dir/<name>-<i>.png`. `input_image`: a checked image file (core/dataset's
-        input_image_file), the first frame of an image-to-video model's clip; a model that takes none refuses it
-        (check_input_image). Raises SetupError when the process cannot start,
+        input_image_file), the first frame of an image-to-video model's clip or the image an edit model edits (a
+        list: a Qwen-Image-Edit "plus" model's up to three); a model that takes none refuses it, an edit or
+        image-to-video model needs one (check_input_image). Raises SetupError when the process cannot start,
         JobError (code generate_failed) when diffusers refuses the request. A `cancel` (or its deadline) stops the
         render: the process ends, so its GPU memory and the next request's turn come back within seconds. Its
         memory is planned first (plan_render): a GPU that cannot hold it is refused before anything loads."""
-        check_input_image(model, given=input_image is not None, settings=self.settings)
+        images = [input_image] if isinstance(input_image, Path) else list(input_image or [])
+        check_input_image(model, given=len(images), settings=self.settings)
         plan = plan_render(request, model=model, lora=lora, settings=self.settings)
         payload = {**request.model_dump(), "model": model, "lora": str(lora) if lora else None,
                    "out_dir": str(out_dir), "name": name, "placement": plan.placement, "vae_tiling": plan.vae_tiling,
-                   "input_image": str(input_image) if input_image else None}
+                   "input_image": [str(path) for path in images] if len(images) > 1 else
+                   (str(images[0]) if images else None)}
         stop = Cancel.of(cancel)
         with self._lock:
             stop.check("before rendering", stage="generate")
@@ -361,6 +383,11 @@ class GenerateError(JobError):
     stage = "generate"
 
 
+InputImage = Annotated[str, Field(max_length=InputImageLimits().max_text)]
+MAX_INPUT_IMAGES = 3
+"""The most input images a generate job may give (Qwen-Image-Edit "plus": up to three)."""
+
+
 class GenerateJob(GenerateRequest):
     """The worker's `{"mode": "generate", ...}` job: one render request plus where the LoRA and base model are."""
 
@@ -376,9 +403,18 @@ class GenerateJob(GenerateRequest):
     """Upload the images here and answer URLs (else BUCKET_NAME when the bucket variables are set; else base64)."""
     timeout_s: float | None = Field(default=None, gt=0, le=REQUEST_TIMEOUT_S)
     """The whole job's time limit, the LoRA's download included (default: the render's own limit)."""
-    input_image: str | None = Field(default=None, max_length=InputImageLimits().max_text, repr=False)
-    """The first frame of an image-to-video model's clip: an http(s) or s3 URL (fetched under the address policy,
-    as dataset URLs are), a data:image/...;base64, URI, or base64. A text-only model refuses it."""
+    input_image: InputImage | list[InputImage] | None = Field(default=None, repr=False)
+    """The first frame of an image-to-video model's clip, or the image an edit model edits (required for both): an
+    http(s) or s3 URL (fetched under the address policy, as dataset URLs are), a data:image/...;base64, URI, or
+    base64. A list of up to 3 for a Qwen-Image-Edit "plus" model (2509, 2511), in input order; a text-only model
+    refuses it."""
+
+    @field_validator("input_image")
+    @classmethod
+    def _up_to_three(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_INPUT_IMAGES:
+            raise ValueError(f"takes 1 to {MAX_INPUT_IMAGES} images, got {len(value)}")
+        return value
 
 
 def parse_generate_job(data: Any) -> GenerateJob:
@@ -448,14 +484,16 @@ def run_generate_job(job: GenerateJob, *, workdir: Path, settings: Settings, pla
     stop = Cancel.of(cancel, timeout_s=job.timeout_s)
     local_model(job.model, settings=settings, field="model", any_folder=False)  # the worker's model roots
     # The image first: a bad one is refused before a LoRA or a model is downloaded.
-    given = input_image_file(job.input_image, workdir / "input", settings=settings, cancel=stop) \
-        if job.input_image is not None else None
+    sources = [job.input_image] if isinstance(job.input_image, str) else list(job.input_image or [])
+    given = [input_image_file(source, workdir / "input", settings=settings, cancel=stop, name=f"input-{index}.png",
+                              field="input_image" if len(sources) == 1 else f"input_image.{index}")
+             for index, source in enumerate(sources)]
     token = settings.token(job.token)
     lora = fetch_lora(job.lora, workdir / "lora", settings=settings, token=token, cancel=stop) if job.lora else None
     model = resolve_model(job.model, settings=settings, token=token)
     request = GenerateRequest(**job.model_dump(include=set(GenerateRequest.model_fields)))
     rendered = playground.generate(request, model=model, lora=lora, out_dir=workdir / "images", name="image",
-                                   cancel=stop, input_image=given)
+                                   cancel=stop, input_image=given or None)
     bucket = job.bucket or settings.bucket_name
     images: list[dict[str, Any]] = [{"file": path.name, "media": "video" if path.suffix == VIDEO_SUFFIX else "image"}
                                     for path in rendered.images]

@@ -162,19 +162,53 @@ FLAVOUR_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
 
 # Flavours whose pipeline takes an input image as the first frame of the clip it renders: SimpleTuner's Wan
 # I2V_FLAVOURS, TI2V_FLAVOURS and FLF2V_FLAVOURS (wan/model.py; `requires_conditioning_validation_inputs`), by a part
-# of the flavour's name. An edit family's reference image will be listed beside them.
+# of the flavour's name. Edit flavours (EDIT_INPUTS) take theirs as the image to edit.
 INPUT_IMAGE_FLAVOURS: dict[str, tuple[str, ...]] = {"wan": ("i2v-", "ti2v-", "flf2v-")}
 INPUT_IMAGE_PIPELINE = "ImageToVideo"
 """A diffusers pipeline class with this in its name takes an input image (WanImageToVideoPipeline, ...)."""
+EDIT_PIPELINES: dict[str, int] = {
+    "FluxKontextPipeline": 1, "QwenImageEditPipeline": 1, "QwenImageEditPlusPipeline": 3,
+    "LongCatImageEditPipeline": 1,
+}
+"""Edit pipelines (diffusers' class) -> the most input images one render takes: Qwen-Image-Edit-2509/2511's "plus"
+pipeline takes a list (diffusers: `image` as a list; SimpleTuner's edit-v2 quickstart: up to three), the others
+one."""
 
 
 def takes_input_image(family: str, flavour: str | None, *, model_index: Path | None = None) -> bool:
-    """Whether a model renders from an input image: its flavour is one SimpleTuner conditions on an image, or its
-    model_index.json (`model_index`, when there is one) names an image-to-video pipeline or a Wan 2.2 TI2V
-    (`expand_timesteps`: the image is the first latent frame)."""
+    """Whether a model renders from an input image: its flavour is one SimpleTuner conditions on an image (an
+    image-to-video or an edit flavour), or its model_index.json (`model_index`, when there is one) names an
+    image-to-video or edit pipeline or a Wan 2.2 TI2V (`expand_timesteps`: the image is the first latent frame)."""
+    return input_images(family, flavour, model_index=model_index) > 0
+
+
+def input_images(family: str, flavour: str | None, *, model_index: Path | None = None) -> int:
+    """How many input images one render of the model takes: an edit model's inputs (FLUX.1 Kontext, Qwen-Image-Edit,
+    LongCat-Image-Edit: 1; Qwen-Image-Edit "plus": up to 3), an image-to-video model's first frame (1), or 0 for a
+    model that renders from text only."""
+    class_name = _index_class(model_index)
+    if class_name in EDIT_PIPELINES:
+        return EDIT_PIPELINES[class_name]
+    if inputs := edit_inputs(family, flavour):
+        return inputs
     if flavour and any(str(flavour).startswith(part) for part in INPUT_IMAGE_FLAVOURS.get(family, ())):
-        return True
-    return model_index is not None and pipeline_takes_input_image(model_index)
+        return 1
+    return 1 if model_index is not None and pipeline_takes_input_image(model_index) else 0
+
+
+def is_edit_model(family: str, flavour: str | None, *, model_index: Path | None = None) -> bool:
+    """An edit model: it needs an input image to render (the image to edit), and trains on pairs."""
+    return _index_class(model_index) in EDIT_PIPELINES or edit_inputs(family, flavour) > 0
+
+
+def _index_class(model_index: Path | None) -> str:
+    if model_index is None:
+        return ""
+    try:
+        index = json.loads(Path(model_index).read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(index.get("_class_name", "")) if isinstance(index, dict) else ""
 
 
 def pipeline_takes_input_image(model_index: Path) -> bool:
@@ -185,7 +219,8 @@ def pipeline_takes_input_image(model_index: Path) -> bool:
         return False
     if not isinstance(index, dict):
         return False
-    return INPUT_IMAGE_PIPELINE in str(index.get("_class_name", "")) or index.get("expand_timesteps") is True
+    name = str(index.get("_class_name", ""))
+    return INPUT_IMAGE_PIPELINE in name or name in EDIT_PIPELINES or index.get("expand_timesteps") is True
 
 
 def needs_conditioning(family: str, flavour: str | None) -> bool:

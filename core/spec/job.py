@@ -38,6 +38,7 @@ from core.simpletuner import (
     check_training_kind,
     classify,
     implied_flags,
+    is_edit_model,
     model_index_path,
     resolve_experts,
     resolve_family,
@@ -460,13 +461,26 @@ class JobSpec(_Strict):
 
     @model_validator(mode="after")
     def _sample_input_image(self) -> JobSpec:
-        if self.samples is None or self.samples.input_image is None:
+        if self.samples is None:
             return self
         family, flavour = self.config["model_family"], self.config.get("model_flavour")
-        if not takes_input_image(family, flavour, model_index=model_index_path(self.base_model)):
-            raise SpecError(f"{family}{f' flavour {flavour!r}' if flavour else ''} ({self.base_model}) renders from "
-                            "text only: it takes no input image (an image-to-video model does: a Wan i2v or ti2v "
-                            "flavour)", field="samples.input_image")
+        index = model_index_path(self.base_model)
+        edit = is_edit_model(family, flavour, model_index=index)
+        what = f"{family}{f' flavour {flavour!r}' if flavour else ''} ({self.base_model})"
+        if self.samples.input_image is not None and edit:
+            raise SpecError(f"{what} is an edit model: its samples take their input images from the dataset's "
+                            "pairs (samples.hold_out holds pairs back from training for them)",
+                            field="samples.input_image")
+        if self.samples.input_image is not None and not takes_input_image(family, flavour, model_index=index):
+            raise SpecError(f"{what} renders from text only: it takes no input image (an image-to-video model "
+                            "does: a Wan i2v or ti2v flavour)", field="samples.input_image")
+        pairs = edit and not isinstance(self.dataloader, list)  # a dataloader list brings its own validation
+        if not self.samples.prompts and not pairs:
+            raise SpecError("needs at least one prompt (only an edit model trained on pairs renders each sample "
+                            "from its pair's instruction)", field="samples.prompts")
+        if self.samples.hold_out and not pairs:
+            raise SpecError(f"holds edit pairs back from training: {what} is no edit model trained on a dataset of "
+                            "pairs", field="samples.hold_out")
         return self
 
     def _check_experts(self, experts: list[Expert]) -> None:

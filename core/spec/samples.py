@@ -32,7 +32,9 @@ class SamplesSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS)
+    prompts: list[Prompt] = Field(default_factory=list, max_length=MAX_PROMPTS)
+    """At least one, except for an edit model's job (pairs): without prompts each of its samples takes its pair's
+    instruction."""
     every: int | None = Field(default=None, ge=1)
     """Steps between two renders; default: the checkpoint interval."""
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
@@ -46,7 +48,12 @@ class SamplesSpec(BaseModel):
     input_image: str | None = Field(default=None, max_length=InputImageLimits().max_text, repr=False)
     """The first frame every sample of an image-to-video model starts from: an http(s) or s3 URL (fetched as a
     dataset URL is), a data:image/...;base64, URI or base64; default: the first frame of the first training clip
-    (else the first image). Refused for a model that takes no input image."""
+    (else the first image). Refused for a model that takes no input image, and for an edit model, whose samples
+    take their inputs from the dataset's pairs."""
+    hold_out: int = Field(default=0, ge=0, le=MAX_PROMPTS)
+    """An edit model's job: this many pairs (the first by file name) are held back from training and used only for
+    the samples, so each sample's expected output was never trained on; 0 (the default): the samples take the first
+    pairs, which are trained on too (docs/edit-pairs.md)."""
 
 
 def fill_trigger(text: str, trigger: str | None) -> str:

@@ -11,6 +11,15 @@ from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
 from core.training.resume import AUTO, auto_sources, fetch_checkpoint, fetch_finished_lora, fetch_latest_checkpoint
 from core.training.sample_image import SAMPLE_IMAGE_FILE, sample_input_image, sample_inputs
+from core.training.sample_pairs import (
+    EditSample,
+    SampleDataset,
+    SamplePair,
+    choose_sample_pairs,
+    edit_samples,
+    with_pair_prompts,
+    write_sample_dataset,
+)
 from core.training.samples import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -30,12 +39,17 @@ __all__ = [
     "SAMPLE_IMAGE_FILE",
     "VIDEO_FRAMES",
     "DeadlineStop",
+    "EditSample",
     "GpuPlan",
+    "SampleDataset",
+    "SamplePair",
     "TrainerFiles",
     "TrainingOutcome",
     "auto_sources",
     "build_trainer_files",
+    "choose_sample_pairs",
     "copy_local_checkpoint",
+    "edit_samples",
     "ends_partial",
     "fetch_checkpoint",
     "fetch_finished_lora",
@@ -53,5 +67,7 @@ __all__ = [
     "sample_inputs",
     "sample_prompts",
     "train",
+    "with_pair_prompts",
     "world_size",
+    "write_sample_dataset",
 ]

@@ -21,6 +21,7 @@ from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, edit_inputs, f
 from core.spec import CACHE_KEY, DATA_KEYS, PLACEHOLDER, JobSpec, relative_data_dir, simpletuner_flags
 from core.training.gpu_fit import VALIDATION_SETTINGS, GpuPlan, check_fit, plan_gpu
 from core.training.memory_plan import find_params
+from core.training.sample_pairs import SAMPLES_BACKEND, SampleDataset
 from core.training.samples import LIBRARY_FILE, validation_size, with_samples
 from core.training.video import default_num_frames, is_video_family, shorthand_block, video_settings
 
@@ -194,12 +195,14 @@ def _vae_path(spec: JobSpec) -> dict[str, Any]:
 
 
 def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str, plan: GpuPlan | None = None,
-                   clips_dir: Path | None = None, stills: bool = True,
-                   inputs_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
+                   clips_dir: Path | None = None, stills: bool = True, inputs_dirs: list[Path] | None = None,
+                   sample_dataset: SampleDataset | None = None, processes: int = 1,
+                   accumulation: int = 1) -> list[dict[str, Any]]:
     """multidatabackend.json. `clips_dir`: the staged clips (a video backend reads them; None when the dataset has
     none); `stills`: whether the dataset has images (an image backend over an empty folder stops SimpleTuner);
     `inputs_dirs`: an edit pair dataset's staged input folders (a conditioning backend each, linked to the image
-    backend by `conditioning_data`)."""
+    backend by `conditioning_data`); `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py),
+    its backends sized for `processes` x `accumulation`."""
     defaults = resolved_defaults(spec, plan=plan)
     resolution = spec.config.get("resolution", defaults["resolution"])
     on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
@@ -229,7 +232,9 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
     overrides = {key: value for key, value in options.backend_overrides.items() if key != "video"}
     image.update(overrides)
     if inputs_dirs:
-        return [image, *_input_backends(image, inputs_dirs, job=job, on_cpu=on_cpu), text_embeds]
+        samples = _sample_backends(image, sample_dataset, job=job, processes=processes, accumulation=accumulation,
+                                   on_cpu=on_cpu) if sample_dataset else []
+        return [image, *_input_backends(image, inputs_dirs, job=job, on_cpu=on_cpu), *samples, text_embeds]
     if clips_dir is None or not is_video_family(spec.model_family):
         return [image, text_embeds]  # clips for an image family are refused by the preflight
     video = {**image, "id": "clips", "dataset_type": "video", "instance_data_dir": str(clips_dir),
@@ -238,16 +243,33 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
     return [image, video, text_embeds] if stills else [video, text_embeds]
 
 
-def _input_backends(image: dict[str, Any], folders: list[Path], *, job: JobDir,
-                    on_cpu: dict[str, Any]) -> list[dict[str, Any]]:
+def _input_backends(image: dict[str, Any], folders: list[Path], *, job: JobDir, on_cpu: dict[str, Any],
+                    prefix: str = "control") -> list[dict[str, Any]]:
     """One conditioning backend per input folder of an edit pair dataset, linked from the image backend (whose
     `conditioning_data` names them, in input order). No captions of their own: SimpleTuner takes the target's."""
-    ids = ["control" if index == 0 else f"control_{index + 1}" for index in range(len(folders))]
+    ids = [prefix if index == 0 else f"{prefix}_{index + 1}" for index in range(len(folders))]
     image["conditioning_data"] = ids[0] if len(ids) == 1 else ids
     return [{"id": backend_id, "type": "local", "dataset_type": "conditioning", "instance_data_dir": str(folder),
              "conditioning_type": CONDITIONING_TYPE, **{key: image[key] for key in PAIRED_KEYS if key in image},
              "cache_dir_vae": str(job.cache / f"vae-{backend_id}"), **on_cpu}
             for backend_id, folder in zip(ids, folders, strict=True)]
+
+
+def _sample_backends(image: dict[str, Any], dataset: SampleDataset, *, job: JobDir, processes: int,
+                     accumulation: int, on_cpu: dict[str, Any]) -> list[dict[str, Any]]:
+    """An edit job's samples dataset: an image backend `sample` that is never sampled for training (probability 0,
+    one image per batch) and its input backends, prepared and linked as the training's. The training backend stops
+    being a validation source (disable_validation), so SimpleTuner's edit validation takes the samples alone.
+    Repeats let a bucket of one sample fill a batch on every process (SimpleTuner refuses a bucket smaller than the
+    batch size times processes times accumulation)."""
+    sample = {key: value for key, value in image.items() if key not in ("conditioning_data", "caption_shuffle")}
+    sample.update(id=SAMPLES_BACKEND, instance_data_dir=str(dataset.images), probability=0.0, train_batch_size=1,
+                  repeats=max(processes * accumulation - 1, 0), cache_dir_vae=str(job.cache / f"vae-{SAMPLES_BACKEND}"))
+    image["disable_validation"] = True
+    controls = _input_backends(sample, dataset.inputs, job=job, on_cpu=on_cpu, prefix=f"{SAMPLES_BACKEND}_control")
+    for control in controls:
+        control["probability"] = 0.0  # SimpleTuner counts conditioning backends into an epoch's batches otherwise
+    return [sample, *controls]
 
 
 def _native_backends(spec: JobSpec, entries: list[dict[str, Any]], *, images_dir: Path, clips_dir: Path | None,
@@ -312,12 +334,15 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
                         resume: bool = False, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
                         hub_cache: Path | None = None, clips_dir: Path | None = None,
                         stills: bool = True, inputs_dirs: list[Path] | None = None,
-                        sample_image: Path | None = None) -> TrainerFiles:
+                        sample_image: Path | None = None, sample_dataset: SampleDataset | None = None,
+                        processes: int = 1) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
     there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`, `inputs_dirs`: as for
-    build_backends; `sample_image`: an image-to-video model's samples' first frame (core/training/sample_image.py)."""
+    build_backends; `sample_image`: an image-to-video model's samples' first frame (core/training/sample_image.py);
+    `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py), rendered by SimpleTuner's edit
+    validation (`num_eval_images` of it), on `processes` processes."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
                     clips=clips_dir is not None, inputs=len(inputs_dirs) if inputs_dirs else None)
     own, inline_files = _job_values(spec, job=job)
@@ -332,9 +357,17 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     )
     if resume:
         flags["resume_from_checkpoint"] = "latest"
+    if flags.get("validation_disable") or not inputs_dirs:
+        sample_dataset = None  # no samples during training: nothing to stage for them
+    if sample_dataset is not None:
+        flags["num_eval_images"] = sample_dataset.count
+        # The sample alone, as for any model (SimpleTuner 4.10.1 stitches the input to its left only for "left"):
+        # the UI shows the input, the sample and the expected output side by side itself.
+        flags.setdefault("validation_stitch_input_location", "right")
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan, clips_dir=clips_dir,
-                              stills=stills, inputs_dirs=inputs_dirs)
+                              stills=stills, inputs_dirs=inputs_dirs, sample_dataset=sample_dataset,
+                              processes=processes, accumulation=int(flags.get("gradient_accumulation_steps") or 1))
     if inputs_dirs and len(inputs_dirs) > 1:  # every input of a pair in each sample, not one picked at random
         config.setdefault("--conditioning_multidataset_sampling", "combined")
     files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan,

@@ -376,6 +376,7 @@ def _judge_pairs(report: PreflightReport, *, manifest: Manifest, spec: JobSpec) 
     unpaired = [item for item in manifest.skipped if item.reason in PAIR_REASONS]
     report.pairs = {
         "pairs": len(manifest.images), "inputs_per_pair": pairs.inputs, "layout": pairs.layout,
+        "held_out": spec.samples.hold_out if spec.samples and not isinstance(spec.dataloader, list) else 0,
         "input_folders": [folder.name for folder in pairs.folders], "unpaired_count": len(unpaired),
         "unpaired": [{"name": item.name, "reason": item.reason, "detail": item.detail}
                      for item in unpaired[:UNPAIRED_LISTED]],

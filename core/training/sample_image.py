@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.dataset import Manifest, clip_first_frame, input_image_file
-from core.simpletuner import model_index_path, takes_input_image
+from core.simpletuner import is_edit_model, model_index_path, takes_input_image
 
 if TYPE_CHECKING:
     from core.cancel import Cancel
@@ -32,12 +32,15 @@ VALIDATION_INPUT = "--validation_input"
 def sample_input_image(spec: JobSpec, manifest: Manifest, *, job: JobDir, settings: Settings,
                        cancel: Cancel | None = None) -> Path | None:
     """The samples' input image, saved in the job's config folder; None for a job without samples or a model that
-    renders from text only (a `samples.input_image` for one was refused with the job). A bad image is an
-    InputImageError naming samples.input_image."""
+    renders from text only (a `samples.input_image` for one was refused with the job), and for an edit model, whose
+    samples edit the dataset's own pairs (core/training/sample_pairs.py). A bad image is an InputImageError naming
+    samples.input_image."""
     if spec.samples is None:
         return None
     index = model_index_path(spec.base_model, hf_cache=settings.hub_cache)
-    if not takes_input_image(spec.model_family, spec.config.get("model_flavour"), model_index=index):
+    flavour = spec.config.get("model_flavour")
+    if not takes_input_image(spec.model_family, flavour, model_index=index) or is_edit_model(
+            spec.model_family, flavour, model_index=index):
         return None
     target = job.config / SAMPLE_IMAGE_FILE
     if spec.samples.input_image is not None:
@@ -66,8 +69,14 @@ def _still(path: Path, target: Path) -> Path:
 
 
 def sample_inputs(config: dict) -> dict[str, Path]:
-    """shortname -> input image, from a trainer config.json's --validation_input ({} when it has none)."""
+    """shortname -> input image, from a trainer config.json's --validation_input, else an edit run's samples dataset
+    (each sample's first input: core/training/sample_pairs.py); {} when it has neither."""
+    from core.training.sample_pairs import edit_samples
+
+    edits = {name: sample.inputs[0] for name, sample in edit_samples(config).items() if sample.inputs}
     value = config.get(VALIDATION_INPUT)
+    if value is None and edits:
+        return edits
     try:
         entries = json.loads(value) if isinstance(value, str) else value
     except ValueError:
