@@ -18,7 +18,7 @@ from pathlib import Path
 from core.adapters import GpuFacts, plan_device
 from core.cache import JobReuse
 from core.cancel import Cancel
-from core.dataset import Manifest, caption_options
+from core.dataset import Manifest, caption_options, concepts_of
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
 from core.events import Event, EventSink, ExpertStarted, JobWarning, StageEvent, ignore_event
 from core.generation import caption_stage, end_samples
@@ -51,6 +51,7 @@ from core.training import (
     DeadlineStop,
     TrainerFiles,
     TrainingOutcome,
+    apply_goal,
     auto_sources,
     build_trainer_files,
     copy_local_checkpoint,
@@ -61,6 +62,7 @@ from core.training import (
     gpu_plan,
     gpu_report,
     is_local,
+    plan_goal,
     preflight,
     published_view,
     resolved_defaults,
@@ -100,8 +102,10 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
                                       cancel=cancel, model_ready=model.wait_caption_model)
     with stage("preflight", on_event, cancel):
+        goal = plan_goal(spec, manifest)  # steps follow the staged dataset's size; the job's own values win
+        spec = apply_goal(spec, goal)
         report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan), processes=processes,
-                           on_event=on_event)
+                           on_event=on_event, goal=goal)
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
     # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
@@ -209,7 +213,9 @@ def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Se
                                         system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                         resume=checkpoint is not None, clips_dir=manifest.clips_root,
                                         stills=bool(manifest.images), sample_image=sample_image,
-                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
+                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None,
+                                        concepts=concepts_of(manifest, repeats=spec.source.repeats)
+                                        if not isinstance(spec.dataloader, list) else None)
     return run
 
 
