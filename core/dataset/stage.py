@@ -216,9 +216,11 @@ def stage_dataset(
     on_event: EventSink = ignore_event,
     allow_local_paths: bool = True,
     limits: StagingLimits = StagingLimits(),
+    concepts: bool = True,
 ) -> Manifest:
     """Stage `dataset` into `dest/images`, its captions made by `captions`; raise a DatasetError subclass naming what
-    is wrong, or JobCancelled/JobTimeout when `cancel` stops it. `token`: for a private HF dataset repo."""
+    is wrong, or JobCancelled/JobTimeout when `cancel` stops it. `token`: for a private HF dataset repo; `concepts`:
+    stage concept folders apart (core/dataset/concepts.py); False: every image in one flat folder."""
     cancel = Cancel.of(cancel)
     dest = dest.absolute()
     dest.mkdir(parents=True, exist_ok=True)
@@ -241,7 +243,8 @@ def stage_dataset(
         )
         paired = _split_pairs(gathered, control_dirs=dataset.control_dirs) if dataset.pairs else None
         gathered.skipped += [Skipped(name, "caption without an image") for name in sorted(gathered.loose_captions)]
-        folders = {} if paired is not None else _concept_folders(gathered.candidates, repeats=dataset.repeats)
+        folders = {} if paired is not None or not concepts else \
+            _concept_folders(gathered.candidates, repeats=dataset.repeats)
         images, clips, skipped, names = _stage_all(gathered, root=root, clips_root=clips_root, options=options,
                                                    decoder=decoder, cancel=cancel, folders=folders)
         if paired is not None:
