@@ -26,8 +26,12 @@ from core.dataset.stage import ImageEntry, Manifest
 HASH_SIZE = 8
 """A difference hash of 8x8 = 64 bits (an image shrunk to 9x8 grey pixels, each compared with its right neighbour)."""
 DUPLICATE_BITS = 6
-"""Two images whose hashes differ in at most this many of 64 bits are near-duplicates (the same photo resized,
-re-encoded, lightly cropped or recoloured; a different shot of the same scene differs in far more)."""
+"""Two images whose hashes differ in at most this many of 64 bits, and whose mean colours are close, are
+near-duplicates (the same photo resized, re-encoded or lightly cropped; a different shot of the same scene differs in
+far more bits)."""
+DUPLICATE_COLOUR = 24.0
+"""...and whose mean colours (RGB, 0-255) are at most this far apart: a difference hash sees brightness only, so the
+same shape in another colour is not a duplicate."""
 BLUR_SIDE = 512
 """The blur check's copy: the longer side shrunk to this, so the measure does not depend on the file's size."""
 BLUR_VARIANCE = 100.0
@@ -75,6 +79,7 @@ class Finding:
 class _Look:
     dhash: int
     sharpness: float
+    colour: tuple[float, float, float]
 
 
 def examine(manifest: Manifest, *, resolution: float, resolution_type: str, trigger: str | None,
@@ -118,12 +123,14 @@ def _look(path: Path) -> _Look | None:
     try:
         with Image.open(path) as image:
             if image.format == "JPEG":
-                image.draft("L", (BLUR_SIDE, BLUR_SIDE))
-            grey = image.convert("L")
+                image.draft("RGB", (BLUR_SIDE, BLUR_SIDE))
+            rgb = image.convert("RGB")
     except (OSError, ValueError):
         return None
-    grey.thumbnail((BLUR_SIDE, BLUR_SIDE))
-    return _Look(dhash=dhash(grey), sharpness=laplacian_variance(grey))
+    rgb.thumbnail((BLUR_SIDE, BLUR_SIDE))
+    grey = rgb.convert("L")
+    red, green, blue = (float(value) for value in np.asarray(rgb, dtype=np.float64).reshape(-1, 3).mean(axis=0))
+    return _Look(dhash=dhash(grey), sharpness=laplacian_variance(grey), colour=(red, green, blue))
 
 
 def dhash(image: Image.Image) -> int:
@@ -146,10 +153,11 @@ def laplacian_variance(image: Image.Image) -> float:
 def _duplicates(images: list[ImageEntry], looks: Mapping[int, _Look | None],
                 names: Mapping[int, str]) -> Finding | None:
     """Groups of near-identical images (hashes within DUPLICATE_BITS), joined transitively."""
-    known = [(names[id(e)], look.dhash) for e in images if (look := looks[id(e)]) is not None]
+    known = [(names[id(e)], look) for e in images if (look := looks[id(e)]) is not None]
     if len(known) < 2:
         return None
-    hashes = np.array([value for _, value in known], dtype=np.uint64)
+    hashes = np.array([look.dhash for _, look in known], dtype=np.uint64)
+    colours = np.array([look.colour for _, look in known], dtype=np.float64)
     parent = list(range(len(known)))
 
     def root(index: int) -> int:
@@ -161,7 +169,8 @@ def _duplicates(images: list[ImageEntry], looks: Mapping[int, _Look | None],
     for index in range(len(known) - 1):
         xor = np.bitwise_xor(hashes[index + 1:], hashes[index])
         distances = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-        for other in np.nonzero(distances <= DUPLICATE_BITS)[0]:
+        apart = np.linalg.norm(colours[index + 1:] - colours[index], axis=1)
+        for other in np.nonzero((distances <= DUPLICATE_BITS) & (apart <= DUPLICATE_COLOUR))[0]:
             parent[root(index + 1 + int(other))] = root(index)
     groups: dict[int, list[str]] = {}
     for index, (name, _) in enumerate(known):

@@ -368,9 +368,9 @@ def _concepts(report: PreflightReport, concepts: list[Concept], *, kept: list[Im
 def _doctor(report: PreflightReport, *, manifest: Manifest, spec: JobSpec, backend: _Backend,
             goal: GoalPlan | None, concepts: list[Concept]) -> None:
     """The dataset doctor's findings, in the report and as warnings."""
-    preset = goal_of(goal.goal) if goal else None
+    preset = goal_of(spec.goal) if spec.goal else None
     findings = examine(manifest, resolution=backend.resolution, resolution_type=backend.resolution_type,
-                       trigger=spec.trigger_word, goal=goal.goal if goal else None,
+                       trigger=spec.trigger_word, goal=spec.goal,
                        min_images=preset.min_images if preset else None,
                        max_images=preset.max_images if preset else None,
                        class_word=goal.class_word if goal else spec.class_word, concepts=concepts)
