@@ -54,7 +54,8 @@ def test_kohya_folders_become_entries_with_their_repeats(tmp_path: Path, tiny_mo
     assert Path(images["concept-10_alice"]["instance_data_dir"]).name == "10_alice"
     assert len(list(Path(images["concept-5_bob"]["instance_data_dir"]).glob("*.png"))) == 3
     assert images["concept-10_alice"]["cache_dir_vae"] != images["concept-5_bob"]["cache_dir_vae"]
-    captions = sorted(p.read_text().strip() for p in Path(images["concept-10_alice"]["instance_data_dir"]).glob("*.txt"))
+    alice = Path(images["concept-10_alice"]["instance_data_dir"])
+    captions = sorted(p.read_text().strip() for p in alice.glob("*.txt"))
     assert captions == ["alice, a photo"] * 2  # the folder's own trigger word, not the job's
     concepts = {c["name"]: c for c in output["preflight"]["concepts"]}
     assert (concepts["alice"]["samples"], concepts["bob"]["samples"]) == (20, 15)

@@ -71,6 +71,9 @@ def test_a_healthy_dataset_has_no_finding(tmp_path: Path):
     manifest = stage_dataset(job.source, tmp_path / "job", captions=caption_options(job),
                              settings=Settings.from_env({}))
     assert examine(manifest, resolution=128, resolution_type="pixel", trigger="sks") == []
+    # The same images for a likeness with no trigger word: nothing would call up what it learns.
+    [finding] = examine(manifest, resolution=128, resolution_type="pixel", trigger=None, goal="likeness")
+    assert finding.kind == "trigger" and "without a trigger_word" in finding.message
 
 
 def test_identical_captions_and_colour_variants(tmp_path: Path):

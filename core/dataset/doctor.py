@@ -98,7 +98,7 @@ def examine(manifest: Manifest, *, resolution: float, resolution_type: str, trig
         _tiny(images, names, resolution=resolution, resolution_type=resolution_type),
         _blurry(images, looks, names),
         _aspect(images, names),
-        _trigger(images, names, trigger=trigger, concepts=concepts or [], root=manifest.root),
+        _trigger(images, names, trigger=trigger, goal=goal, concepts=concepts or []),
         _same_captions(images, names),
         _class_word(images, names, goal=goal, class_word=class_word),
         _count(len(images), goal=goal, min_images=min_images, max_images=max_images),
@@ -241,22 +241,26 @@ def _aspect(images: list[ImageEntry], names: Mapping[int, str]) -> Finding | Non
                    fix="crop them to the subject, or remove them")
 
 
-def _trigger(images: list[ImageEntry], names: Mapping[int, str], *, trigger: str | None,
-             concepts: list[Concept], root: Path) -> Finding | None:
-    """Images whose own caption never named their trigger word (staging put it in): fine when the captions were
-    written without one, a sign of a wrong trigger_word when they name the subject another way."""
+def _trigger(images: list[ImageEntry], names: Mapping[int, str], *, trigger: str | None, goal: str | None,
+             concepts: list[Concept]) -> Finding | None:
+    """Captions written with the trigger word in some and not in others (staging put it at the start of those): the
+    others name the subject some other way, or forgot it. Captions that all leave it out are the usual case (the
+    trigger is added) and no finding. A likeness or object with no trigger word at all is one."""
+    if goal in ("likeness", "object") and not trigger and not any(c.trigger for c in concepts):
+        return Finding(kind="trigger", count=len(images),
+                       message=f"a {goal} without a trigger_word: nothing in the captions calls up what it learns",
+                       fix="set trigger_word to a rare token (e.g. 'ohwx'), and class_word to what it is")
     unnamed = [e for e in images if e.trigger_in_caption is False]
     named = [e for e in images if e.trigger_in_caption]
-    if not unnamed:
+    if not unnamed or not named:
         return None
     triggers = sorted({c.trigger for c in concepts if c.trigger} | ({trigger} if trigger else set()))
     word = " / ".join(f"'{t}'" for t in triggers) or "the trigger"
     return Finding(kind="trigger", count=len(unnamed), files=[names[id(e)] for e in unnamed[:LISTED]],
-                   message=f"{len(unnamed)} of {len(unnamed) + len(named)} captions never named {word}: staging "
-                           "put it at the start of each. If they call the subject by another word, that word is "
-                           "what the LoRA learns",
-                   fix="write the trigger word into those captions where the subject is named (or set "
-                       "trigger_word to the word they use)")
+                   message=f"{len(unnamed)} of {len(unnamed) + len(named)} captions never named {word}, though "
+                           "the others do: staging put it at the start of these. If they call the subject by another "
+                           "word, the LoRA learns that word too",
+                   fix="write the trigger word into those captions where the subject is named")
 
 
 def _same_captions(images: list[ImageEntry], names: Mapping[int, str]) -> Finding | None:
