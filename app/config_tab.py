@@ -11,13 +11,15 @@ import gradio as gr
 
 from app.edge import surface
 from app.form_view import FormView
-from app.job_form import FIELDS, curl_example, job_to_form, spec_from_form
+from app.job_form import FIELDS, NO_GOAL, curl_example, job_to_form, spec_from_form
 from app.presets import preset_fields, presets
 from core.errors import SpecError
 from core.settings import Settings
-from core.spec import model_families, parse_job, simpletuner_flags
+from core.spec import GOALS, model_families, parse_job, simpletuner_flags
 
 MAX_IMPORT_BYTES = 1024 * 1024
+GOAL_SETS = ("lora_rank", "lora_alpha", "learning_rate", "length")
+"""The fields a chosen goal empties, so the goal's values apply (core/training/goals.py)."""
 
 
 @dataclass
@@ -25,7 +27,9 @@ class ConfigTab:
     preset: gr.Radio
     note: gr.Markdown
     fields: dict[str, Any]
-    """The config fields of the form (every name of FIELDS but dataset, trigger word and repo)."""
+    """The config fields of the form (every name of FIELDS but dataset, trigger word, repo and goal)."""
+    goal: gr.Dropdown
+    """What the LoRA is for: asked first; a preset leaves it as it is."""
     errors: gr.Markdown
     import_file: gr.File
     import_text: gr.Textbox
@@ -40,6 +44,12 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
     catalogue = presets(settings=settings)
     start = preset_fields(preset, settings=settings)
     with gr.Tab("Config", id="config"):
+        goal = gr.Dropdown([("None: the fields below as they are", NO_GOAL), *((name, name) for name in GOALS)],
+                           value=NO_GOAL, label="What is this LoRA for?", elem_id="goal",
+                           info="likeness: a person or character; style: a look; object: a thing or concept. "
+                                "Choosing one empties rank, alpha, learning rate and length: the goal sets them "
+                                "(steps from the dataset's size), with captions and crops; a value you type wins. "
+                                "Check dataset shows what and why")
         chosen = gr.Radio(list(catalogue), value=preset, label="Preset",
                           info="Sets the fields below to sensible LoRA defaults for the model")
         note = gr.Markdown(catalogue[preset]["note"])
@@ -96,7 +106,7 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
               "checkpoint_step_interval": checkpoint, "validation_prompt": prompt, "validation_steps": validation,
               "seed": seed, "schedule": schedule, "length": length, "extra_flags": extra_flags,
               "extra_job": extra_job}
-    return ConfigTab(chosen, note, fields, errors, import_file, import_text, import_button, import_status,
+    return ConfigTab(chosen, note, fields, goal, errors, import_file, import_text, import_button, import_status,
                      export_button, job_json, curl)
 
 
@@ -109,6 +119,9 @@ def bind(tab: ConfigTab, *, form: FormView, settings: Settings) -> None:
 
     tab.preset.input(apply_preset, [tab.preset], [tab.note, *(form.components[f] for f in preset_names)],
                      api_name="apply_preset")
+    goal_sets = [form.components[name] for name in GOAL_SETS]
+    tab.goal.input(lambda goal: [None if goal else gr.skip() for _ in GOAL_SETS], [tab.goal], goal_sets,
+                   api_visibility="private")
 
     @surface
     def import_job(job_text: str, job_file: str | None = None) -> list[Any]:

@@ -97,8 +97,9 @@ class Page:
 def stage(spec: JobSpec, dest: Path, *, settings: Settings, on_event: EventSink = ignore_event) -> Manifest:
     """The app's one call into the core's staging (every load comes through here)."""
     with url_credentials_hidden(spec):
+        # One flat folder: the gallery lists it (concept folders become separate entries only in a job's staging).
         return stage_dataset(spec.source, dest, captions=caption_options(spec), token=hub_token(spec, settings),
-                             settings=settings, on_event=on_event)
+                             settings=settings, on_event=on_event, concepts=False)
 
 
 @contextmanager
@@ -261,6 +262,8 @@ class DatasetStore:
         self._lock = threading.Lock()
         self._captioning: CaptionRun | None = None
         self._generation = 0
+        self._flagged: list[str] = []
+        """The images the last check of this folder flagged (the dataset doctor's removable files)."""
         """Counts loads: a background warmer of an older load stops when it changes."""
         for leftover in settings.data_root.glob("dataset.*-*"):  # of a load cut short by a restart
             if leftover.name.startswith((STAGING_PREFIX, RETIRED_PREFIX)):
@@ -555,6 +558,41 @@ class DatasetStore:
             if "path" not in self.source():
                 self._set_source({"path": str(self.images_dir)})
         return target
+
+    def flag(self, names: list[str]) -> list[str]:
+        """Remember the images the last check flagged (those of this folder); return them."""
+        with self._lock:
+            self._flagged = [name for name in dict.fromkeys(names) if (self.images_dir / name).is_file()
+                             and Path(name).name == name]
+            return list(self._flagged)
+
+    def flagged(self) -> list[str]:
+        with self._lock:
+            return list(self._flagged)
+
+    def remove_flagged(self) -> list[str]:
+        """Remove the flagged images with their captions and thumbnails; return the names removed. The dataset now
+        differs from its source, so the job's dataset becomes this folder."""
+        if self.captioning_busy():
+            raise DatasetError("auto-caption is running: stop it or wait for it before removing images",
+                               field="image")
+        with self._lock:
+            names, self._flagged = self._flagged, []
+            removed = []
+            for name in names:
+                image = self.images_dir / name
+                if not image.is_file():
+                    continue
+                thumb = self.thumbs_dir / _thumb_name(image)
+                image.unlink()
+                image.with_suffix(".txt").unlink(missing_ok=True)
+                thumb.unlink(missing_ok=True)
+                removed.append(name)
+            if removed:
+                origins = {key: value for key, value in self.origins().items() if key not in removed}
+                (self.root / "captions.json").write_text(json.dumps(origins))
+                self._set_source({"path": str(self.images_dir)})
+        return removed
 
     def origins(self) -> dict[str, str]:
         """Image name -> where its caption came from, when not from the loaded dataset: file_name (it had none),

@@ -65,6 +65,9 @@ class DatasetTab:
     input_preview: gr.Image
     replace_input: gr.UploadButton
     replace_target: gr.UploadButton
+    remove_button: gr.Button
+    """Shown when the last check flagged images of the curated folder (the dataset doctor's)."""
+    confirm_remove: gr.Button
 
 
 @dataclass
@@ -135,6 +138,10 @@ def build() -> DatasetTab:
                                      "a caption")
             check_button = gr.Button("Check dataset", variant="primary")
             report = gr.Markdown(elem_id="dataset-report")
+            with gr.Row():
+                remove_button = gr.Button("Remove flagged images", visible=False, size="sm", elem_id="remove-flagged")
+                confirm_remove = gr.Button("Confirm: remove them", variant="stop", visible=False, size="sm",
+                                           elem_id="confirm-remove")
             captioner = build_caption_controls()
         with gr.Column(scale=2):
             status = gr.Markdown()
@@ -169,7 +176,7 @@ def build() -> DatasetTab:
     return DatasetTab(upload, url, url_button, hf_repo, hf_revision, hf_button, demo_button, trigger_word, source,
                       check_button, report, status, prev_button, page, next_button, page_info, gallery, names,
                       selected, preview, caption, save_button, captioner, player, input_preview, replace_input,
-                      replace_target)
+                      replace_target, remove_button, confirm_remove)
 
 
 def render_page(page: Page) -> list[Any]:
@@ -248,6 +255,9 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
 
     def show_page(number: float | None) -> list[Any]:
         return render_page(store.page(int(number or 1)))
+
+    def show_remove() -> list[Any]:
+        return [flagged_button(len(store.flagged())), gr.update(visible=False)]
 
     tab.page.submit(show_page, [tab.page], shown, api_name="gallery_page")
     tab.prev_button.click(lambda n: show_page((n or 1) - 1), [tab.page], shown, api_visibility="private")
@@ -331,19 +341,43 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
             shutil.rmtree(workdir, ignore_errors=True)
         # The clips skipped at the load are not in the curated folder the job stages: said here, or never.
         curated = spec.dataset is not None and spec.dataset.path == str(store.images_dir)
+        store.flag([name for finding in report.get("doctor") or [] for name in finding.get("removable") or []]
+                   if curated else [])
         dropped = store.skipped_clips() if curated else []
         unpaired = store.unpaired() if curated else []
         return (format_report(report, warnings, dropped=dropped, unpaired=unpaired)
                 + f"\n- {Cache.from_settings(settings).usage().line()}")
 
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
-                                                  api_name="check_dataset")
+                                                  api_name="check_dataset") \
+        .then(show_remove, None, [tab.remove_button, tab.confirm_remove], api_visibility="private")
+
+    def ask_remove() -> Any:
+        count = len(store.flagged())
+        return gr.update(visible=bool(count), value=f"Confirm: remove {count} images (cannot be undone)")
+
+    @surface
+    def remove_flagged(page: float | None) -> list[Any]:
+        """Remove the images the last check flagged (near-duplicates but the first of each group, tiny, blurry and
+        extreme images) from the curated dataset."""
+        refuse_while_training()
+        removed = store.remove_flagged()
+        note = f"Removed {len(removed)} flagged images: {', '.join(removed[:10])}{' ...' if len(removed) > 10 else ''}"
+        return [note, *show_page(page), json.dumps(store.source()), *show_remove()]
+
+    tab.remove_button.click(ask_remove, None, [tab.confirm_remove], api_visibility="private")
+    tab.confirm_remove.click(remove_flagged, [tab.page], [tab.status, *shown, tab.source, tab.remove_button,
+                                                          tab.confirm_remove], api_name="remove_flagged")
 
     def on_load() -> list[Any]:
         source = store.source()
         return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip()]
 
     return on_load, [*shown, tab.source]
+
+
+def flagged_button(count: int) -> Any:
+    return gr.update(visible=bool(count), value=f"Remove {count} flagged images")
 
 
 def caption_spec(model: str, mode: str, style: str, prefix: str) -> CaptioningSpec:
@@ -441,9 +475,36 @@ def format_report(report: dict[str, Any], warnings: list[str], *, dropped: list[
     ]
     lines += clip_lines(report.get("clips"), dropped=dropped or [])
     lines += pair_lines(report.get("pairs"), unpaired=unpaired or [])
-    lines += [f"- ❌ {error}" for error in report.get("errors", [])]
-    lines += [f"- ⚠️ {warning}" for warning in dict.fromkeys([*report.get("warnings", []), *warnings])]
+    lines += goal_lines(report.get("goal"), concepts=report.get("concepts") or [])
+    doctor = report.get("doctor") or []
+    said = {f"{finding['message']}. Fix: {finding['fix']}" for finding in doctor}
+    lines += [f"- ❌ {error}" for error in report.get("errors", []) if error not in said]
+    lines += [f"- ⚠️ {warning}" for warning in dict.fromkeys([*report.get("warnings", []), *warnings])
+              if warning not in said]
+    lines += doctor_lines(doctor)
     return "\n".join(lines)
+
+
+def goal_lines(goal: dict[str, Any] | None, *, concepts: list[dict[str, Any]]) -> list[str]:
+    """The goal's choices and why, and the balance between concept folders."""
+    lines = [f"- Goal **{goal['goal']}**:"] + [f"  - {reason}" for reason in goal["reasons"]] if goal else []
+    if concepts:
+        lines.append("- Concepts (images x passes per epoch, share of the steps):")
+        lines += [f"  - {c['name']}: {c['images']} x {c['passes']} = {c['samples']} ({c['share']:.0%})"
+                  for c in concepts]
+    return lines
+
+
+def doctor_lines(findings: list[dict[str, Any]]) -> list[str]:
+    """The dataset doctor's findings with their files; 'Remove flagged images' takes the removable ones."""
+    if not findings:
+        return []
+    lines = ["#### Dataset doctor"]
+    for finding in findings:
+        files = finding.get("files") or []
+        shown = f" Files: {', '.join(files[:12])}{' ...' if len(files) > 12 else ''}" if files else ""
+        lines.append(f"- ⚠️ {finding['message']}. **Fix:** {finding['fix']}.{shown}")
+    return lines
 
 
 def clip_lines(clips: dict[str, Any] | None, *, dropped: list[dict[str, str]]) -> list[str]:

@@ -33,9 +33,12 @@ FLAG_FIELDS: dict[str, str] = {
 }
 FIELDS: tuple[str, ...] = (
     *FLAG_FIELDS, "schedule", "length", "extra_flags", "extra_job", "dataset", "trigger_word", "repo_id", "private",
+    "goal",
 )
+NO_GOAL = ""
+"""The goal field's value for "no goal" (today's defaults)."""
 # Job keys the form holds in fields of their own; every other key of the job goes to extra_job.
-_OWN_JOB_KEYS = {"config", "dataset", "dataset_url", "trigger_word"}
+_OWN_JOB_KEYS = {"config", "dataset", "dataset_url", "trigger_word", "goal"}
 _FLAG_OF = {**{flag: name for name, flag in FLAG_FIELDS.items()}, **{f: "length" for f in SCHEDULE_FLAGS.values()}}
 
 
@@ -93,6 +96,8 @@ def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:  # noqa: C901 (one
     trigger = values.get("trigger_word")
     if not _blank(trigger):
         job["trigger_word"] = str(trigger).strip()
+    if not _blank(values.get("goal")):
+        job["goal"] = str(values["goal"]).strip()
     extra_job = _json_object(values.get("extra_job"), field="extra_job")
     clash = sorted(_OWN_JOB_KEYS & set(extra_job))
     if clash:
@@ -125,6 +130,7 @@ def job_to_form(spec: JobSpec) -> dict[str, Any]:
     values["extra_flags"] = _pretty(config)
     values["dataset"] = _pretty(job.pop("dataset", None) or {})
     values["trigger_word"] = job.pop("trigger_word", None) or ""
+    values["goal"] = job.pop("goal", None) or NO_GOAL
     hub = dict(job.pop("hub", None) or {})
     values["repo_id"] = hub.pop("repo_id", "")
     values["private"] = hub.pop("private", True)

@@ -44,7 +44,7 @@ def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
             publish = publish_tab.build(settings=settings)
             playground = playground_tab.build()
         form = FormView(components={**config.fields, "dataset": dataset.source, "trigger_word": dataset.trigger_word,
-                                    "repo_id": publish.repo_id, "private": publish.private},
+                                    "repo_id": publish.repo_id, "private": publish.private, "goal": config.goal},
                         summary=config.errors)
         config_tab.bind(config, form=form, settings=settings)
         show_dataset, dataset_outputs = dataset_tab.bind(dataset, form=form, store=store, registry=registry,

@@ -18,7 +18,7 @@ from pathlib import Path
 from core.adapters import GpuFacts, plan_device
 from core.cache import JobReuse
 from core.cancel import Cancel
-from core.dataset import Manifest, caption_options
+from core.dataset import Manifest, caption_options, concepts_of
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
 from core.events import Event, EventSink, ExpertStarted, JobWarning, StageEvent, ignore_event
 from core.generation import caption_stage, end_samples
@@ -52,6 +52,7 @@ from core.training import (
     SampleDataset,
     TrainerFiles,
     TrainingOutcome,
+    apply_goal,
     auto_sources,
     build_trainer_files,
     choose_sample_pairs,
@@ -63,6 +64,7 @@ from core.training import (
     gpu_plan,
     gpu_report,
     is_local,
+    plan_goal,
     preflight,
     published_view,
     resolved_defaults,
@@ -107,8 +109,10 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         # An edit job's samples edit pairs of its dataset: held back from training (samples.hold_out) or not.
         manifest, pairs = choose_sample_pairs(spec, manifest, job=job)
         spec = with_pair_prompts(spec, pairs)
+        goal = plan_goal(spec, manifest)  # steps follow the staged dataset's size; the job's own values win
+        spec = apply_goal(spec, goal)
         report = preflight(manifest, spec, defaults=resolved_defaults(spec, plan=plan), processes=processes,
-                           on_event=on_event)
+                           on_event=on_event, goal=goal)
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
     # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
@@ -220,7 +224,9 @@ def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Se
                                         resume=checkpoint is not None, clips_dir=manifest.clips_root,
                                         stills=bool(manifest.images), sample_image=sample_image,
                                         inputs_dirs=manifest.pairs.folders if manifest.pairs else None,
-                                        sample_dataset=sample_dataset, processes=processes)
+                                        sample_dataset=sample_dataset, processes=processes,
+                                        concepts=concepts_of(manifest, repeats=spec.source.repeats)
+                                        if not isinstance(spec.dataloader, list) else None)
     return run
 
 

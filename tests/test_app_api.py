@@ -326,3 +326,24 @@ def test_a_public_interface_without_a_password_logs_a_warning(tmp_path: Path, ca
         options = launch_options(settings=settings, env={"GRADIO_SERVER_NAME": "0.0.0.0", "UI_PASSWORD": "pw"})
     assert options["auth"] is not None and caplog.text == ""
     assert options["allowed_paths"] == [str(settings.data_root)] and options["server_port"] == 7860
+
+
+def test_check_lists_the_doctors_findings_and_removes_the_flagged_images(client: Client, tmp_path: Path):
+    """A dataset with a near-duplicate, a tiny and a blurry image: the check names them under the goal's plan, and
+    'Remove flagged images' takes them out of the curated dataset."""
+    from tests.test_doctor import sick_dataset
+
+    form = tiny_preset_form(client, trigger="sks")  # then the user's own dataset replaces the demo
+    folder = sick_dataset(tmp_path / "sick")
+    *_, source, _ = client.predict([handle_file(f) for f in sorted(folder.iterdir())], api_name="/upload_dataset")
+    values = {**form, "dataset": source, "goal": "likeness"}
+    report = client.predict(**values, api_name="/check_dataset")
+    assert "- Goal **likeness**:" in report and "#### Dataset doctor" in report
+    assert "near-duplicates" in report and "Files: copy_of_3.jpg, good_3.png" in report
+    assert "blurry" in report and "blurry.png" in report and "tiny.png (40x40)" in report
+    status, gallery, *_ = client.predict(1, api_name="/remove_flagged")
+    assert status.startswith("Removed 4 flagged images")
+    names = [item["caption"] for item in gallery]
+    assert len(names) == 8
+    again = client.predict(**values, api_name="/check_dataset")
+    assert "near-duplicates" not in again and "tiny.png" not in again

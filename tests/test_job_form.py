@@ -35,6 +35,13 @@ def test_every_part_of_a_job_lands_in_a_field_and_comes_back():
     assert spec_from_form(values).to_job_json() == parse_job(JOB).to_job_json()
 
 
+def test_the_goal_has_its_own_field():
+    values = job_to_form(parse_job({**JOB["input"], "goal": "style"}))
+    assert values["goal"] == "style" and "goal" not in values["extra_job"]
+    assert spec_from_form(values).goal == "style"
+    assert spec_from_form({**values, "goal": ""}).goal is None  # "None": today's defaults
+
+
 def test_a_token_in_an_imported_job_is_never_put_in_a_field():
     job = {**JOB["input"], "hub": {"repo_id": "me/x", "token": "hf_SecretToken0123456789abcdef"}}
     assert "hf_SecretToken" not in json.dumps(job_to_form(parse_job(job)))

@@ -10,7 +10,8 @@ The key is the source and what identifies its content, plus everything staging d
 - a local folder or archive: each file's path, size and modification time;
 - and the caption options (trigger word, placement, caption extension, cleaning), the edit pairs' input folders
   (dataset.control_dir), the staging limits and STAGING_VERSION (raised when staging changes what it makes: 2 reads
-  edit pairs and keeps clips). A dataset of edit pairs is not kept (an entry holds the images and clips folders only).
+  edit pairs and keeps clips; 3 stages concept folders apart and notes the captions that named the trigger). A
+  dataset of edit pairs is not kept (an entry holds the images and clips folders only).
 The entry holds the staged images, clips and captions and the manifest; a hit links them into the job's folder. Every
 writer of a caption (auto-captioning, the UI's edits) puts a new file in its place, never writes into the file: an
 edit never reaches the cache through a link.
@@ -49,7 +50,7 @@ from core.events import EventSink, LogLine, ignore_event
 from core.settings import Settings
 from core.spec import DatasetSpec
 
-STAGING_VERSION = 2
+STAGING_VERSION = 3
 SIGNING_PARAMS = re.compile(r"signature|credential|expires|date|token|security|policy|accesskey|^sig$|^se$|^sp$",
                             re.IGNORECASE)
 _WORKERS = min(8, os.cpu_count() or 2)
@@ -95,7 +96,7 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
         on_event(LogLine("the dataset's source gives nothing that identifies its content: staged without the cache"))
         return stage(), DatasetReuse(status="miss")
     key = _dataset_key(identity, captions=captions, limits=limits,
-                       control_dirs=dataset.control_dirs if dataset.pairs else False)
+                       control_dirs=dataset.control_dirs if dataset.pairs else False, repeats=dataset.repeats)
     reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         return reused
@@ -114,7 +115,7 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
                     max_bytes=limits.max_download_bytes, cancel=cancel)
     started = time.monotonic()
     key = _dataset_key({"url": url_key(url), "sha256": file_sha256(file)}, captions=captions, limits=limits,
-                       control_dirs=dataset.control_dirs if dataset.pairs else False)
+                       control_dirs=dataset.control_dirs if dataset.pairs else False, repeats=dataset.repeats)
     reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         shutil.rmtree(dest.absolute() / DOWNLOAD_DIR, ignore_errors=True)
@@ -130,9 +131,9 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
 
 
 def _dataset_key(identity: dict[str, Any], *, captions: CaptionOptions, limits: StagingLimits,
-                 control_dirs: list[str] | bool | None = None) -> str:
+                 control_dirs: list[str] | bool | None = None, repeats: dict[str, int] | None = None) -> str:
     return key_of({"kind": "dataset", "version": STAGING_VERSION, "source": identity, "captions": asdict(captions),
-                   "limits": repr(limits), "control_dirs": control_dirs})
+                   "limits": repr(limits), "control_dirs": control_dirs, "repeats": repeats or {}})
 
 
 def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
@@ -268,7 +269,8 @@ def _manifest_record(manifest: Manifest) -> dict[str, Any]:
     return {
         "source": manifest.source,
         "images": [{"name": entry.path.relative_to(manifest.root).as_posix(), "caption": entry.caption,
-                    "width": entry.width, "height": entry.height, "caption_source": entry.caption_source}
+                    "width": entry.width, "height": entry.height, "caption_source": entry.caption_source,
+                    "trigger_in_caption": entry.trigger_in_caption}
                    for entry in manifest.images],
         "skipped": [asdict(item) for item in manifest.skipped],
         "clips": [{"name": entry.path.name, **{k: v for k, v in asdict(entry).items() if k != "path"}}
@@ -283,7 +285,8 @@ def _restore(data: Path, record: dict[str, Any], *, dest: Path) -> Manifest:
     root.mkdir(parents=True)
     link_tree(data / IMAGES_DIR, root)
     images = [ImageEntry(path=root / item["name"], caption=item["caption"], width=int(item["width"]),
-                         height=int(item["height"]), caption_source=item["caption_source"])
+                         height=int(item["height"]), caption_source=item["caption_source"],
+                         trigger_in_caption=item.get("trigger_in_caption"))
               for item in record["images"]]
     clips_root = dest.absolute() / CLIPS_DIR
     if clips_root.exists():

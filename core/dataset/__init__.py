@@ -5,6 +5,8 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.dataset.archive import IMAGE_SUFFIXES, ExtractLimits, archive_kind, extract_archive
 from core.dataset.clips import CLIP_SUFFIXES, DEMUXERS
+from core.dataset.concepts import MAIN_FOLDER, Concept, concepts_of
+from core.dataset.doctor import Finding, examine
 from core.dataset.input_image import (
     InputImageError,
     clip_first_frame,
@@ -38,10 +40,13 @@ __all__ = [
     "DOWNLOAD_DIR",
     "IMAGES_DIR",
     "IMAGE_SUFFIXES",
+    "MAIN_FOLDER",
     "PAIR_REASONS",
     "CaptionOptions",
     "ClipEntry",
+    "Concept",
     "ExtractLimits",
+    "Finding",
     "ImageEntry",
     "InputImageError",
     "Manifest",
@@ -53,8 +58,10 @@ __all__ = [
     "caption_options",
     "clean_caption",
     "clip_first_frame",
+    "concepts_of",
     "describe_convention",
     "describe_source",
+    "examine",
     "extract_archive",
     "has_trigger",
     "input_image_file",

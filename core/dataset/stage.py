@@ -37,6 +37,7 @@ from core.dataset.archive import (
     skip_reason,
 )
 from core.dataset.clips import CLIP_SUFFIXES, ClipProbe, ClipRefused, Unusable, probe_clip
+from core.dataset.concepts import KOHYA_FOLDER, MAIN_FOLDER, concept_of
 from core.dataset.hf_repo import fetch_hf_dataset
 from core.dataset.pairs import (
     BAD_INPUT,
@@ -86,6 +87,9 @@ class ImageEntry:
     """file | inline | column | trigger_word | file_name"""
     sha256: str | None = None
     """The image file's sha256 when staging already had its bytes in hand (a zip followed while downloading)."""
+    trigger_in_caption: bool | None = None
+    """Whether its own caption named the trigger word before staging put it in; None: no trigger word, or no
+    caption of its own (the dataset doctor reads it: core/dataset/doctor.py)."""
 
 
 @dataclass
@@ -145,6 +149,8 @@ class CaptionOptions:
     trigger_word: str | None = None
     placement: str = "prefix"
     clean: bool = True
+    class_word: str | None = None
+    """Put after the trigger word where a caption lacks it ("ohwx woman"): a likeness or object goal's."""
 
 
 @dataclass
@@ -177,8 +183,14 @@ def caption_options(spec: JobSpec) -> CaptionOptions:
             trigger_word=spec.trigger_word,
             placement=loader.trigger_placement,
             clean=loader.clean_captions,
+            class_word=_class_word(spec),
         )
-    return CaptionOptions(trigger_word=spec.trigger_word)
+    return CaptionOptions(trigger_word=spec.trigger_word, class_word=_class_word(spec))
+
+
+def _class_word(spec: JobSpec) -> str | None:
+    """A likeness or object goal's class word: captions lead with "<trigger> <class word>"."""
+    return spec.class_word if spec.goal in ("likeness", "object") and spec.trigger_word else None
 
 
 def describe_source(dataset: DatasetSpec) -> str:
@@ -204,9 +216,11 @@ def stage_dataset(
     on_event: EventSink = ignore_event,
     allow_local_paths: bool = True,
     limits: StagingLimits = StagingLimits(),
+    concepts: bool = True,
 ) -> Manifest:
     """Stage `dataset` into `dest/images`, its captions made by `captions`; raise a DatasetError subclass naming what
-    is wrong, or JobCancelled/JobTimeout when `cancel` stops it. `token`: for a private HF dataset repo."""
+    is wrong, or JobCancelled/JobTimeout when `cancel` stops it. `token`: for a private HF dataset repo; `concepts`:
+    stage concept folders apart (core/dataset/concepts.py); False: every image in one flat folder."""
     cancel = Cancel.of(cancel)
     dest = dest.absolute()
     dest.mkdir(parents=True, exist_ok=True)
@@ -229,8 +243,10 @@ def stage_dataset(
         )
         paired = _split_pairs(gathered, control_dirs=dataset.control_dirs) if dataset.pairs else None
         gathered.skipped += [Skipped(name, "caption without an image") for name in sorted(gathered.loose_captions)]
+        folders = {} if paired is not None or not concepts else \
+            _concept_folders(gathered.candidates, repeats=dataset.repeats)
         images, clips, skipped, names = _stage_all(gathered, root=root, clips_root=clips_root, options=options,
-                                                   decoder=decoder, cancel=cancel)
+                                                   decoder=decoder, cancel=cancel, folders=folders)
         if paired is not None:
             images, pairs = _stage_inputs(paired, images, names, dest=dest, decoder=decoder, skipped=skipped,
                                           cancel=cancel)
@@ -385,7 +401,8 @@ def _content_root(folder: Path) -> Path:
     """Flatten single top-level folders: a zip of 'my-dataset/' holds the dataset one level down."""
     while True:
         entries = [e for e in folder.iterdir() if not e.name.startswith(".") and e.name != MACOS_METADATA]
-        if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink() \
+                and not KOHYA_FOLDER.match(entries[0].name):  # a zip of one concept folder keeps its repeats
             folder = entries[0]
             continue
         return folder
@@ -580,17 +597,35 @@ def clean_caption(text: str) -> str:
     return ", ".join(tags)
 
 
+def _concept_folders(candidates: list[_Candidate], *, repeats: dict[str, int]) -> dict[str, tuple[str, str | None]]:
+    """Candidate name -> (its staged sub-folder, its concept's own trigger word) when the dataset has concepts
+    (core/dataset/concepts.py): kohya-named top-level folders or those dataset.repeats names; the images of no
+    concept then go to _main. {}: no concepts, everything staged flat as before."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for candidate in candidates:
+        parts = Path(candidate.name).parts
+        concept = concept_of(parts[0], repeats=repeats) if len(parts) > 1 else None
+        if concept is not None:
+            found[candidate.name] = (concept.folder, concept.trigger)
+    if not found:
+        return {}
+    return {candidate.name: found.get(candidate.name, (MAIN_FOLDER, None)) for candidate in candidates}
+
+
 def has_trigger(caption: str, trigger: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, flags=re.IGNORECASE) is not None
 
 
-def apply_trigger(caption: str, *, trigger: str | None, placement: str = "prefix") -> str:
+def apply_trigger(caption: str, *, trigger: str | None, placement: str = "prefix",
+                  class_word: str | None = None) -> str:
+    """The caption with the trigger word in it; `class_word` follows a trigger put in ("ohwx woman")."""
     caption = fill_trigger(caption, trigger)  # "[trigger]" marks where the word goes
     if not trigger or has_trigger(caption, trigger):
         return caption
+    lead = f"{trigger} {class_word}" if class_word else trigger
     if not caption:
-        return trigger
-    return f"{caption}, {trigger}" if placement == "suffix" else f"{trigger}, {caption}"
+        return lead
+    return f"{caption}, {lead}" if placement == "suffix" else f"{lead}, {caption}"
 
 
 def _caption(candidate: _Candidate, *, stem: str, options: CaptionOptions) -> tuple[str, str]:
@@ -599,10 +634,11 @@ def _caption(candidate: _Candidate, *, stem: str, options: CaptionOptions) -> tu
     source = candidate.caption_source
     if not text:
         if options.trigger_word:
-            text, source = options.trigger_word, "trigger_word"
+            text, source = "", "trigger_word"  # the trigger (and class word) go in below
         else:
             text, source = re.sub(r"[_\-.\s]+", " ", stem).strip() or stem, "file_name"
-    return apply_trigger(text, trigger=options.trigger_word, placement=options.placement), source
+    return apply_trigger(text, trigger=options.trigger_word, placement=options.placement,
+                         class_word=options.class_word), source
 
 
 def _stems(candidates: list[_Candidate]) -> list[str]:
@@ -711,11 +747,14 @@ class _Decoder:
 
 
 def _stage_all(
-    gathered: _Gathered, *, root: Path, clips_root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel
+    gathered: _Gathered, *, root: Path, clips_root: Path, options: CaptionOptions, decoder: _Decoder, cancel: Cancel,
+    folders: dict[str, tuple[str, str | None]] | None = None,
 ) -> tuple[list[ImageEntry], list[ClipEntry], list[Skipped], list[str]]:
     """Each candidate placed under its stem as its check finishes. One thread moves the files: renames into one
     folder from several threads only wait on each other's directory locks; converting to PNG runs on the pool. The
-    last list: each staged image's name in the source."""
+    last list: each staged image's name in the source. `folders`: a concept's images go to their own sub-folder,
+    captioned with their concept's trigger word (_concept_folders)."""
+    folders = folders or {}
     for candidate in gathered.candidates:
         decoder.submit(candidate.image)
     stems = _stems(gathered.candidates)
@@ -736,10 +775,11 @@ def _stage_all(
         except Unusable as exc:
             skipped.append(Skipped(candidate.name, exc.reason, exc.detail))
             continue
+        where = _concept_root(root, folders.get(candidate.name))
         if probe.kind in KEPT_FORMATS:
-            placed.append((candidate, stem, probe, _move_image(candidate, probe=probe, stem=stem, root=root)))
+            placed.append((candidate, stem, probe, _move_image(candidate, probe=probe, stem=stem, root=where)))
         else:
-            placed.append((candidate, stem, probe, decoder.convert(candidate.image, root / f"{stem}.png")))
+            placed.append((candidate, stem, probe, decoder.convert(candidate.image, where / f"{stem}.png")))
     images: list[ImageEntry] = []
     names: list[str] = []
     for candidate, stem, probe, target in placed:
@@ -749,9 +789,19 @@ def _stage_all(
             skipped.append(Skipped(candidate.name, exc.reason, exc.detail))
             continue
         unchanged = probe if isinstance(target, Path) else replace(probe, sha256=None)  # a PNG now: another hash
-        images.append(_entry(candidate, unchanged, path, stem=stem, options=options))
+        concept = folders.get(candidate.name)
+        own = replace(options, trigger_word=concept[1], class_word=None) if concept and concept[1] else options
+        images.append(_entry(candidate, unchanged, path, stem=stem, options=own))
         names.append(candidate.name)
     return images, clips, skipped, names
+
+
+def _concept_root(root: Path, concept: tuple[str, str | None] | None) -> Path:
+    if concept is None:
+        return root
+    folder = root / concept[0]
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _stage_clip(candidate: _Candidate, probe: ClipProbe, *, stem: str, root: Path,
@@ -779,8 +829,10 @@ def _entry(candidate: _Candidate, probe: _Probe, target: Path, *, stem: str, opt
     if candidate.caption_file is not None:
         os.replace(candidate.caption_file, caption_path)
     caption_path.write_text(caption + "\n", encoding="utf-8")
+    named = has_trigger(fill_trigger(candidate.caption or "", options.trigger_word), options.trigger_word) \
+        if options.trigger_word and source not in ("trigger_word", "file_name") else None
     return ImageEntry(path=target, caption=caption, width=probe.width, height=probe.height, caption_source=source,
-                      sha256=probe.sha256)
+                      sha256=probe.sha256, trigger_in_caption=named)
 
 
 def _move_image(candidate: _Candidate, *, probe: _Probe, stem: str, root: Path) -> Path:

@@ -7,6 +7,7 @@ What other packages and the faces may use is listed in __all__."""
 from core.spec.captioning import CAPTION_MODELS, DEFAULT_CAPTION_MODEL, CaptioningSpec
 from core.spec.job import (
     CONFIG_SHORTHAND,
+    GOALS,
     SCHEDULE_FLAGS,
     DataloaderOptions,
     DatasetSpec,
@@ -29,6 +30,7 @@ __all__ = [
     "CONFIG_SHORTHAND",
     "DATA_KEYS",
     "DEFAULT_CAPTION_MODEL",
+    "GOALS",
     "PLACEHOLDER",
     "SCHEDULE_FLAGS",
     "CaptioningSpec",

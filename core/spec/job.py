@@ -63,6 +63,11 @@ from core.spec.samples import SamplesSpec, check_trigger
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
 MAX_CONTROL_DIRS = 3
 """Edit pairs take up to three inputs per target (Qwen-Image-Edit-2509 and later)."""
+MAX_CONCEPTS = 64
+MAX_PASSES = 1000
+"""dataset.repeats: the most sub-folders, and the most passes per epoch for one."""
+GOALS = ("likeness", "style", "object")
+"""What a LoRA is for (core/training/goals.py): a person or character, a style, an object or concept."""
 AUTO_RESUME = "auto"
 """resume_from's value for "the latest checkpoint at the job's own destination" (core/training/resume.py)."""
 
@@ -236,6 +241,22 @@ class DatasetSpec(_Strict):
     """Edit pairs: the folder(s) of input images, relative to the dataset, in input order (up to 3); each holds one
     file per target image, of the same name. Unset: `control/`, `control_2/`, `control_3/` or NAME_start/NAME_end
     names are recognised (core/dataset/pairs.py)."""
+    repeats: dict[str, int] = Field(default_factory=dict)
+    """Concepts (core/dataset/concepts.py): a sub-folder's name -> how many times each of its images is seen per
+    epoch, as a kohya folder's number says it (`10_alice/` is {"10_alice": 10} without this). A sub-folder named here
+    becomes a dataloader entry of its own."""
+
+    @field_validator("repeats")
+    @classmethod
+    def _repeats(cls, value: dict[str, int]) -> dict[str, int]:
+        if len(value) > MAX_CONCEPTS:
+            raise ValueError(f"at most {MAX_CONCEPTS} sub-folders, got {len(value)}")
+        for name, count in value.items():
+            if not name or "/" in name or "\\" in name or name in (".", "..") or len(name) > 200:
+                raise ValueError(f"each key must be the name of a sub-folder of the dataset, got {name!r}")
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PASSES:
+                raise ValueError(f"{name!r}: must be a whole number of passes from 1 to {MAX_PASSES}, got {count!r}")
+        return value
 
     @field_validator("control_dir")
     @classmethod
@@ -399,6 +420,12 @@ class JobSpec(_Strict):
     experts: Literal["high", "low", "both"] | None = None
     """A two-expert model's (Wan 2.2 A14B, core/simpletuner/experts.py) experts to train: one, or both in sequence.
     Left out: the expert config.model_flavour names, else both. Refused for any other model."""
+    goal: Literal["likeness", "style", "object"] | None = None
+    """What the LoRA is for: sets rank, learning rate, steps from the dataset's size, caption strategy, resolution
+    and crop (core/training/goals.py); what the job sets itself wins. Left out: no preset."""
+    class_word: str | None = None
+    """likeness and object: the class the trigger belongs to ("woman", "dog", "backpack"); captions without the
+    trigger get "<trigger> <class_word>". Left out: the goal reads it from the captions (for the report)."""
 
     @field_validator("samples")
     @classmethod
@@ -420,6 +447,13 @@ class JobSpec(_Strict):
             raise ValueError("must be a non-empty word or phrase on one line")
         if value is not None and len(value) > MAX_TRIGGER_WORD:
             raise ValueError(f"must be at most {MAX_TRIGGER_WORD} characters, got {len(value)}")
+        return value or None
+
+    @field_validator("class_word")
+    @classmethod
+    def _class_word(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "\n\r\t,") or len(value) > MAX_TRIGGER_WORD):
+            raise ValueError(f"must be a word or two on one line, no comma, at most {MAX_TRIGGER_WORD} characters")
         return value or None
 
     @field_validator("dataloader", mode="before")

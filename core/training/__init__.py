@@ -6,6 +6,7 @@ What other packages and the faces may use is listed in __all__."""
 from core.training.accelerate_config import world_size
 from core.training.config import OWNED_FLAGS, TrainerFiles, build_trainer_files, gpu_plan, resolved_defaults
 from core.training.deadline import DeadlineStop, ends_partial
+from core.training.goals import GOALS, GoalPlan, apply_goal, plan_goal
 from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
 from core.training.preflight import preflight
@@ -35,16 +36,19 @@ __all__ = [
     "AUTO",
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
+    "GOALS",
     "OWNED_FLAGS",
     "SAMPLE_IMAGE_FILE",
     "VIDEO_FRAMES",
     "DeadlineStop",
     "EditSample",
+    "GoalPlan",
     "GpuPlan",
     "SampleDataset",
     "SamplePair",
     "TrainerFiles",
     "TrainingOutcome",
+    "apply_goal",
     "auto_sources",
     "build_trainer_files",
     "choose_sample_pairs",
@@ -58,6 +62,7 @@ __all__ = [
     "gpu_report",
     "is_local",
     "job_samples",
+    "plan_goal",
     "plan_gpu",
     "preflight",
     "published_view",

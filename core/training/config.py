@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.adapters import GpuFacts
+from core.dataset import MAIN_FOLDER, Concept
 from core.errors import SpecError
 from core.jobdir import JobDir
 from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, edit_inputs, flavour_settings, hub_ids, owned_flags
@@ -197,12 +198,13 @@ def _vae_path(spec: JobSpec) -> dict[str, Any]:
 def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str, plan: GpuPlan | None = None,
                    clips_dir: Path | None = None, stills: bool = True, inputs_dirs: list[Path] | None = None,
                    sample_dataset: SampleDataset | None = None, processes: int = 1,
-                   accumulation: int = 1) -> list[dict[str, Any]]:
+                   accumulation: int = 1, concepts: list[Concept] | None = None) -> list[dict[str, Any]]:
     """multidatabackend.json. `clips_dir`: the staged clips (a video backend reads them; None when the dataset has
     none); `stills`: whether the dataset has images (an image backend over an empty folder stops SimpleTuner);
     `inputs_dirs`: an edit pair dataset's staged input folders (a conditioning backend each, linked to the image
     backend by `conditioning_data`); `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py),
-    its backends sized for `processes` x `accumulation`."""
+    its backends sized for `processes` x `accumulation`; `concepts`: the staged concept folders, an image backend
+    each (concept_backends)."""
     defaults = resolved_defaults(spec, plan=plan)
     resolution = spec.config.get("resolution", defaults["resolution"])
     on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
@@ -235,12 +237,28 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
         samples = _sample_backends(image, sample_dataset, job=job, processes=processes, accumulation=accumulation,
                                    on_cpu=on_cpu) if sample_dataset else []
         return [image, *_input_backends(image, inputs_dirs, job=job, on_cpu=on_cpu), *samples, text_embeds]
+    stills_backends = concept_backends(image, concepts, images_dir=images_dir, job=job) if concepts else [image]
     if clips_dir is None or not is_video_family(spec.model_family):
-        return [image, text_embeds]  # clips for an image family are refused by the preflight
+        return [*stills_backends, text_embeds]  # clips for an image family are refused by the preflight
     video = {**image, "id": "clips", "dataset_type": "video", "instance_data_dir": str(clips_dir),
              "cache_dir_vae": str(job.cache / "vae-clips"),
              "video": video_settings(spec, plan=plan).block()}
-    return [image, video, text_embeds] if stills else [video, text_embeds]
+    return [*stills_backends, video, text_embeds] if stills else [video, text_embeds]
+
+
+def concept_backends(image: dict[str, Any], concepts: list[Concept], *, images_dir: Path,
+                     job: JobDir) -> list[dict[str, Any]]:
+    """One image backend per concept folder (core/dataset/concepts.py), each with its own repeats (SimpleTuner's:
+    the passes after the first) and VAE cache; the images of no concept keep the dataloader's repeats."""
+    backends = []
+    for concept in concepts:
+        backend_id = "dataset" if concept.folder == MAIN_FOLDER else f"concept-{concept.folder}"[:64]
+        backend = {**image, "id": backend_id, "instance_data_dir": str(images_dir / concept.folder),
+                   "cache_dir_vae": str(job.cache / f"vae-{backend_id}")}
+        if concept.folder != MAIN_FOLDER or concept.passes > 1:
+            backend["repeats"] = concept.repeats
+        backends.append(backend)
+    return backends
 
 
 def _input_backends(image: dict[str, Any], folders: list[Path], *, job: JobDir, on_cpu: dict[str, Any],
@@ -335,14 +353,14 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
                         hub_cache: Path | None = None, clips_dir: Path | None = None,
                         stills: bool = True, inputs_dirs: list[Path] | None = None,
                         sample_image: Path | None = None, sample_dataset: SampleDataset | None = None,
-                        processes: int = 1) -> TrainerFiles:
+                        processes: int = 1, concepts: list[Concept] | None = None) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
     there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`, `inputs_dirs`: as for
-    build_backends; `sample_image`: an image-to-video model's samples' first frame (core/training/sample_image.py);
-    `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py), rendered by SimpleTuner's edit
-    validation (`num_eval_images` of it), on `processes` processes."""
+    build_backends, and `concepts`; `sample_image`: an image-to-video model's samples' first frame
+    (core/training/sample_image.py); `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py),
+    rendered by SimpleTuner's edit validation (`num_eval_images` of it), on `processes` processes."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
                     clips=clips_dir is not None, inputs=len(inputs_dirs) if inputs_dirs else None)
     own, inline_files = _job_values(spec, job=job)
@@ -367,7 +385,8 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     config = {f"--{name}": value for name, value in sorted(flags.items())}
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan, clips_dir=clips_dir,
                               stills=stills, inputs_dirs=inputs_dirs, sample_dataset=sample_dataset,
-                              processes=processes, accumulation=int(flags.get("gradient_accumulation_steps") or 1))
+                              processes=processes, accumulation=int(flags.get("gradient_accumulation_steps") or 1),
+                              concepts=concepts)
     if inputs_dirs and len(inputs_dirs) > 1:  # every input of a pair in each sample, not one picked at random
         config.setdefault("--conditioning_multidataset_sampling", "combined")
     files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan,

@@ -30,7 +30,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.dataset import PAIR_REASONS, ImageEntry, Manifest, describe_convention, has_trigger
+from core.dataset import (
+    MAIN_FOLDER,
+    PAIR_REASONS,
+    Concept,
+    ImageEntry,
+    Manifest,
+    concepts_of,
+    describe_convention,
+    examine,
+    has_trigger,
+)
 from core.events import EventSink, JobWarning, ignore_event
 from core.simpletuner import edit_inputs
 from core.spec import ClipLimits, JobSpec
@@ -41,6 +51,7 @@ from core.training.config import (  # the trainer-config builder's defaults: one
     DEFAULT_STEPS,
     DEFAULT_TRAIN_BATCH_SIZE,
 )
+from core.training.goals import GoalPlan, goal_of
 from core.training.video import (
     FRAME_RULES,
     ClipsReport,
@@ -101,6 +112,14 @@ class PreflightReport:
     pairs: dict[str, Any] | None = None
     """A dataset of edit pairs: pairs, inputs per pair, the layout and input folders, the files of no whole pair
     with the reason, and how the pairs are cropped (None: the dataset holds no pairs)."""
+    goal: dict[str, Any] | None = None
+    """The goal's plan (core/training/goals.py): the values it chose, those the job kept, and why; None: no goal."""
+    doctor: list[dict[str, Any]] = field(default_factory=list)
+    """The dataset doctor's findings (core/dataset/doctor.py), each with its files and what to do; also said in
+    `warnings`."""
+    concepts: list[dict[str, Any]] = field(default_factory=list)
+    """Concept folders (core/dataset/concepts.py): each one's images, passes per epoch, SimpleTuner repeats, samples
+    per epoch and share of the steps; [] without concepts."""
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -230,9 +249,10 @@ def aspect_buckets(images: Iterable[ImageEntry], backend: _Backend) -> dict[floa
 
 
 def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] | None = None, processes: int = 1,
-              on_event: EventSink = ignore_event) -> PreflightReport:
+              on_event: EventSink = ignore_event, goal: GoalPlan | None = None) -> PreflightReport:
     """The report for the staged dataset; `defaults` as for `backend_settings`; `processes`: how many train (one
-    per GPU). A choice made for the user (SimpleTuner's oversubscription of a small bucket) is also a JobWarning."""
+    per GPU); `goal`: the goal's plan, already applied to `spec` (core/training/goals.py). A choice made for the user
+    (SimpleTuner's oversubscription of a small bucket) is also a JobWarning."""
     backend = backend_settings(spec, defaults)
     images = manifest.images
     skipped = Counter(item.reason for item in manifest.skipped)
@@ -248,7 +268,10 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     batch = _int(spec.config.get("train_batch_size"), DEFAULT_TRAIN_BATCH_SIZE)
     accumulation = _int(spec.config.get("gradient_accumulation_steps"), 1)
     clips = _clips(manifest, spec, backend=backend, defaults=defaults)
-    samples = len(kept) * (1 + backend.repeats) + (clips.samples if clips else 0)
+    concepts = concepts_of(manifest, repeats=spec.source.repeats) if not isinstance(spec.dataloader, list) else []
+    samples = _concept_samples(concepts, kept=kept, manifest=manifest, default_repeats=backend.repeats) \
+        if concepts else len(kept) * (1 + backend.repeats)
+    samples += clips.samples if clips else 0
     processes = max(processes, 1)
     steps_per_epoch = math.ceil(samples / max(batch * accumulation * processes, 1))
     epochs, max_steps = _schedule(spec)
@@ -284,7 +307,10 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
         effective_batch_size=batch * processes * accumulation,
         aspect_buckets={f"{bucket:g}": count for bucket, count in aspect_buckets(kept, backend).items()},
         clips=clips,
+        goal=goal.to_dict() if goal else None,
     )
+    _concepts(report, concepts, kept=kept, manifest=manifest, default_repeats=backend.repeats)
+    _doctor(report, manifest=manifest, spec=spec, backend=backend, goal=goal, concepts=concepts)
     if clips:
         _judge_clips(report, clips, spec=spec)
     _judge_pairs(report, manifest=manifest, spec=spec)
@@ -296,6 +322,62 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     if kept and len(kept) * (1 + backend.repeats) >= batch:
         _split_between_processes(report, spec=spec, backend=backend, on_event=on_event)
     return report
+
+
+def _concept_of(entry: ImageEntry, root: Any) -> str:
+    parts = entry.path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def _concept_samples(concepts: list[Concept], *, kept: list[ImageEntry], manifest: Manifest,
+                     default_repeats: int) -> int:
+    """Samples per epoch with concepts: each one's usable images x its passes (the images of no concept: the
+    dataloader's repeats)."""
+    return sum(_passes(concepts, _concept_of(e, manifest.root), default_repeats) for e in kept)
+
+
+def _passes(concepts: list[Concept], folder: str, default_repeats: int) -> int:
+    concept = next((c for c in concepts if c.folder == folder), None)
+    if concept is None or (concept.folder == MAIN_FOLDER and concept.passes == 1):
+        return 1 + default_repeats
+    return concept.passes
+
+
+def _concepts(report: PreflightReport, concepts: list[Concept], *, kept: list[ImageEntry], manifest: Manifest,
+              default_repeats: int) -> None:
+    """The balance between concepts: images x passes each, and its share of the steps."""
+    if not concepts:
+        return
+    usable = Counter(_concept_of(e, manifest.root) for e in kept)
+    passes = {c.folder: _passes(concepts, c.folder, default_repeats) for c in concepts}
+    samples = {c.folder: usable[c.folder] * passes[c.folder] for c in concepts}
+    total = sum(samples.values()) or 1
+    share = {folder: round(count / total, 4) for folder, count in samples.items()}
+    report.concepts = [{"folder": c.folder, "name": c.name, "trigger": c.trigger, "images": c.images,
+                        "passes": passes[c.folder], "repeats": passes[c.folder] - 1, "samples": samples[c.folder],
+                        "share": share[c.folder]} for c in concepts]
+    top = max(concepts, key=lambda c: share[c.folder])
+    low = min(concepts, key=lambda c: share[c.folder])
+    if len(concepts) > 1 and share[top.folder] >= 4 * max(share[low.folder], 1e-9):
+        report.warnings.append(
+            f"concept '{top.name}' takes {share[top.folder]:.0%} of the steps and '{low.name}' "
+            f"{share[low.folder]:.0%}: the LoRA will learn '{low.name}' far less. Balance them with the folders' "
+            "numbers (or dataset.repeats) so images x passes are closer")
+
+
+def _doctor(report: PreflightReport, *, manifest: Manifest, spec: JobSpec, backend: _Backend,
+            goal: GoalPlan | None, concepts: list[Concept]) -> None:
+    """The dataset doctor's findings, in the report and as warnings."""
+    preset = goal_of(spec.goal) if spec.goal else None
+    findings = examine(manifest, resolution=backend.resolution, resolution_type=backend.resolution_type,
+                       trigger=spec.trigger_word, goal=spec.goal,
+                       min_images=preset.min_images if preset else None,
+                       max_images=preset.max_images if preset else None,
+                       class_word=goal.class_word if goal else spec.class_word, concepts=concepts)
+    report.doctor = [finding.to_dict() for finding in findings]
+    for finding in findings:
+        target = report.errors if finding.severity == "error" else report.warnings
+        target.append(f"{finding.message}. Fix: {finding.fix}")
 
 
 def _clips(manifest: Manifest, spec: JobSpec, *, backend: _Backend,
