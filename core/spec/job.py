@@ -236,6 +236,24 @@ class DatasetSpec(_Strict):
     file per target image, of the same name. Unset: `control/`, `control_2/`, `control_3/` or NAME_start/NAME_end
     names are recognised (core/dataset/pairs.py)."""
 
+    reg_dir: str | None = None
+    """The folder of regularisation images, relative to the dataset (default `reg/`): trained without the trigger
+    word as SimpleTuner's regularisation data (docs/first-lora.md)."""
+    eval_dir: str | None = None
+    """The folder of held-out images, relative to the dataset (default `eval/`): an evaluation loss is computed on
+    them at each checkpoint, never trained on."""
+    eval_share: float | None = Field(default=None, gt=0, le=0.5)
+    """Without a held-out folder: this share of the images is held out for the evaluation loss (at least one)."""
+
+    @field_validator("reg_dir", "eval_dir")
+    @classmethod
+    def _subset_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = [part for part in value.replace("\\", "/").split("/") if part not in ("", ".")]
+            if not parts or ".." in parts or value.startswith(("/", "~")) or len(value) > 200:
+                raise ValueError(f"must be a folder inside the dataset (e.g. 'reg'), got {value!r}")
+        return value
+
     @field_validator("control_dir")
     @classmethod
     def _control_dir(cls, value: str | list[str] | None) -> str | list[str] | None:
