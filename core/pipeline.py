@@ -209,7 +209,8 @@ def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Se
                                         system_memory_gb=settings.system_memory_gb, hub_cache=settings.hub_cache,
                                         resume=checkpoint is not None, clips_dir=manifest.clips_root,
                                         stills=bool(manifest.images), sample_image=sample_image,
-                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None)
+                                        inputs_dirs=manifest.pairs.folders if manifest.pairs else None,
+                                        subsets=manifest.subsets)
     return run
 
 
@@ -296,7 +297,8 @@ def _trained(result: JobResult, outcomes: list[TrainingOutcome], job: JobDir, *,
     losses = [loss for outcome in outcomes for loss in outcome.losses]
     result.metrics = Metrics(steps=sum(o.steps for o in outcomes), total_steps=sum(o.total_steps or 0 for o in outcomes)
                              or None, loss=losses[-1] if losses else None, losses=losses,
-                             elapsed_s=sum(o.elapsed_s for o in outcomes))
+                             elapsed_s=sum(o.elapsed_s for o in outcomes),
+                             eval_losses=[item for outcome in outcomes for item in outcome.eval_losses])
     result.experts = [ExpertResult(name=expert.name, folder=expert.folder, lora_path=lora_file(folder),
                                    steps=outcome.steps, loss=outcome.final_loss, trained=bool(outcome.losses))
                       for expert, folder, outcome in zip(experts, folders, outcomes, strict=True)] if experts else []

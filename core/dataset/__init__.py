@@ -1,5 +1,6 @@
 """The dataset stage: fetch (URL, S3, Hub dataset, inline files, a local path), extract safely, check images, pair
-captions and apply the trigger word, read edit pairs -> a Manifest.
+captions and apply the trigger word, read edit pairs, set regularisation and held-out images and masks apart -> a
+Manifest.
 
 What other packages and the faces may use is listed in __all__."""
 
@@ -29,6 +30,7 @@ from core.dataset.stage import (
     resolve_local_path,
     stage_dataset,
 )
+from core.dataset.subsets import MASK_REASONS, SUBSET_DIRS, Subsets
 
 __all__ = [
     "CLIPS_DIR",
@@ -38,7 +40,9 @@ __all__ = [
     "DOWNLOAD_DIR",
     "IMAGES_DIR",
     "IMAGE_SUFFIXES",
+    "MASK_REASONS",
     "PAIR_REASONS",
+    "SUBSET_DIRS",
     "CaptionOptions",
     "ClipEntry",
     "ExtractLimits",
@@ -48,6 +52,7 @@ __all__ = [
     "PairSet",
     "Skipped",
     "StagingLimits",
+    "Subsets",
     "apply_trigger",
     "archive_kind",
     "caption_options",

@@ -41,6 +41,7 @@ from core.training.config import (  # the trainer-config builder's defaults: one
     DEFAULT_STEPS,
     DEFAULT_TRAIN_BATCH_SIZE,
 )
+from core.training.subsets import subsets_report
 from core.training.video import (
     FRAME_RULES,
     ClipsReport,
@@ -101,6 +102,8 @@ class PreflightReport:
     pairs: dict[str, Any] | None = None
     """A dataset of edit pairs: pairs, inputs per pair, the layout and input folders, the files of no whole pair
     with the reason, and how the pairs are cropped (None: the dataset holds no pairs)."""
+    subsets: dict[str, Any] | None = None
+    """The regularisation and held-out images and the masks (core/training/subsets.py; None: none)."""
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -288,6 +291,8 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     if clips:
         _judge_clips(report, clips, spec=spec)
     _judge_pairs(report, manifest=manifest, spec=spec)
+    report.subsets, subset_warnings = subsets_report(manifest, spec)
+    report.warnings += subset_warnings
     if clips and not images:
         if report.total_steps <= 0:
             report.errors.append("nothing to train: set config.max_train_steps or config.num_train_epochs above 0")

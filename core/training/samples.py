@@ -189,9 +189,11 @@ class Pick:
     reason: str
 
 
-def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[int, float]]) -> Pick:
-    """The checkpoint `hub.checkpoint` names: "last" (the final LoRA), "best" (lowest smoothed loss among the
-    checkpoints on disk) or a step N (its checkpoint-N). A SpecError naming hub.checkpoint when there is none."""
+def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[int, float]],
+                    eval_losses: list[tuple[int, float]] | None = None) -> Pick:
+    """The checkpoint `hub.checkpoint` names: "last" (the final LoRA), "best" (lowest evaluation loss on the
+    held-out images among the checkpoints on disk when the run has one, else lowest smoothed training loss) or a
+    step N (its checkpoint-N). A SpecError naming hub.checkpoint when there is none."""
     from core.errors import PublishError
 
     if choice == "last":
@@ -199,6 +201,8 @@ def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[i
     steps = {step: folder for folder in checkpoints(output_dir, with_lora=True)
              if (step := checkpoint_step(folder)) is not None}
     have = ", ".join(map(str, steps)) or "none"
+    if choice == "best" and (held_out := best_by_eval(steps, eval_losses or [], have=have)) is not None:
+        return held_out
     if choice == "best":
         curve = smoothed(losses)
         scored = [(curve[step], step) for step in steps if step in curve]
@@ -213,6 +217,17 @@ def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[i
         raise PublishError(f"there is no {checkpoint_name(int(choice))} in this run (checkpoints kept: {have})",
                            field="hub.checkpoint")
     return Pick(folder=found, step=int(choice), reason=f"{checkpoint_name(int(choice))}, as asked")
+
+
+def best_by_eval(steps: dict[int, Path], eval_losses: list[tuple[int, float]], *, have: str) -> Pick | None:
+    """The checkpoint of lowest evaluation loss (SimpleTuner evaluates at each checkpoint's step); None when no
+    checkpoint on disk has one."""
+    scored = [(loss, step) for step, loss in eval_losses if step in steps]
+    if not scored:
+        return None
+    loss, best = min(scored, key=lambda item: (item[0], -item[1]))
+    return Pick(folder=steps[best], step=best,
+                reason=f"best: lowest evaluation loss on the held-out images ({loss:.4f}) of checkpoints {have}")
 
 
 # -- a run's samples in its result, and the checkpoint it publishes ----------------------------------------------
@@ -232,7 +247,8 @@ def published_view(spec: JobSpec, result: Any, *, root: Path) -> tuple[Any, dict
 
     choice = spec.hub.checkpoint if spec.hub else "last"
     losses = step_losses(result.metrics.losses, last_step=result.metrics.steps)
-    pick = pick_checkpoint(choice, output_dir=root, losses=losses)
+    pick = pick_checkpoint(choice, output_dir=root, losses=losses,
+                           eval_losses=getattr(result.metrics, "eval_losses", None))
     if pick.folder is not None and pick.step is not None:
         metrics = dataclasses.replace(result.metrics, steps=pick.step, loss=dict(losses).get(pick.step))
         result = dataclasses.replace(result, output_dir=pick.folder,
