@@ -14,7 +14,7 @@ from urllib.parse import quote
 from app.dataset_store import make_thumbnail
 from core.outputs import find_samples, samples_by_step
 from core.spec import JobSpec
-from core.training import sample_prompts
+from core.training import sample_labels
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def sample_cells(spec: JobSpec, job_dir: Path) -> tuple[list[SampleCell], int]:
     ends at the first prompt not rendered yet (that step is still going)."""
     if spec.samples is None:
         return [], 1
-    prompts = sample_prompts(spec.samples, spec.trigger_word)
+    prompts = sample_labels(spec.samples, spec.trigger_word)  # each prompt with its own settings, if any
     output = Path(job_dir) / "output"
     cells = []
     for step, row in sorted(samples_by_step(find_samples(output, prompts)).items()):

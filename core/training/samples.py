@@ -28,7 +28,7 @@ from core.outputs import (
     lora_file,
 )
 from core.simpletuner import VIDEO_FAMILIES
-from core.spec import SamplesSpec, fill_trigger
+from core.spec import SamplesSpec, fill_trigger, prompt_settings, prompt_text
 
 if TYPE_CHECKING:
     from core.jobdir import JobDir
@@ -49,7 +49,22 @@ SMOOTHING = 0.6
 
 def sample_prompts(samples: SamplesSpec, trigger: str | None) -> dict[str, str]:
     """SimpleTuner's prompt library: {shortname: prompt}, in the job's order."""
-    return {SAMPLE_SHORTNAME.format(i): fill_trigger(prompt, trigger) for i, prompt in enumerate(samples.prompts)}
+    return {SAMPLE_SHORTNAME.format(i): fill_trigger(prompt_text(prompt), trigger)
+            for i, prompt in enumerate(samples.prompts)}
+
+
+def sample_library(samples: SamplesSpec, trigger: str | None) -> dict[str, Any]:
+    """The prompt library file's content: a prompt with its own LoRA scale as {prompt, adapter_strength} (an
+    entry SimpleTuner's library takes; its other settings are the run's own there), the others as their text."""
+    return {shortname: text if (scale := prompt_settings(item).lora_scale) is None
+            else {"prompt": text, "adapter_strength": scale}
+            for (shortname, text), item in zip(sample_prompts(samples, trigger).items(), samples.prompts, strict=True)}
+
+
+def sample_labels(samples: SamplesSpec, trigger: str | None) -> dict[str, str]:
+    """{shortname: prompt and its own settings}: what a grid shows under each sample."""
+    return {shortname: f"{text} ({label})" if (label := prompt_settings(item).label()) else text
+            for (shortname, text), item in zip(sample_prompts(samples, trigger).items(), samples.prompts, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,7 @@ def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir, plan: GpuP
         flags["validation_input"] = json.dumps([
             {"path": str(input_image), "prompt": prompt, "shortname": shortname}
             for shortname, prompt in sample_prompts(samples, spec.trigger_word).items()])
-    return fit_validation(spec, SampleSettings(flags=flags, files={LIBRARY_FILE: sample_prompts(samples,
+    return fit_validation(spec, SampleSettings(flags=flags, files={LIBRARY_FILE: sample_library(samples,
                                                                                         spec.trigger_word)}),
                           plan=plan)
 
