@@ -577,8 +577,8 @@ def _field_of(error: Mapping[str, Any]) -> str:
             if start in message:
                 return name
         return "input"
-    # Union members (list[...] | DataloaderOptions) appear in loc; drop those type tags.
-    loc = [part for part in loc if not part.startswith(("list[", "DataloaderOptions", "function-"))]
+    # Union members (list[...] | DataloaderOptions, a sample prompt's text | settings) appear in loc: dropped.
+    loc = [part for part in loc if not part.startswith(("list[", "DataloaderOptions", "function-", "prompt-"))]
     return ".".join(loc)
 
 

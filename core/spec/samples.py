@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from core.errors import SpecError
 from core.spec.limits import PLACEHOLDER, InputImageLimits
@@ -63,12 +63,21 @@ def prompt_settings(item: str | SamplePrompt) -> SamplePrompt:
     return item if isinstance(item, SamplePrompt) else SamplePrompt(prompt=item)
 
 
+def _item_kind(value: object) -> str:
+    return "prompt-settings" if isinstance(value, (dict, SamplePrompt)) else "prompt-text"
+
+
+SampleItem = Annotated[Annotated[Prompt, Tag("prompt-text")] | Annotated[SamplePrompt, Tag("prompt-settings")],
+                       Discriminator(_item_kind)]
+"""A sample prompt: its text, or an object with its own settings (each checked as what it is)."""
+
+
 class SamplesSpec(BaseModel):
     """`samples`: prompts rendered at each checkpoint (every `every` steps) and at the end."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    prompts: list[Prompt | SamplePrompt] = Field(min_length=1, max_length=MAX_PROMPTS)
+    prompts: list[SampleItem] = Field(min_length=1, max_length=MAX_PROMPTS)
     """Texts, or {prompt, seed, width, height, steps, guidance, lora_scale} for a prompt with settings of its own."""
     every: int | None = Field(default=None, ge=1)
     """Steps between two renders; default: the checkpoint interval."""
