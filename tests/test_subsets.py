@@ -172,3 +172,18 @@ def test_best_of_the_trained_run_is_its_lowest_eval_loss(trained_with_subsets):
                            eval_losses=result.metrics.eval_losses)
     lowest = min(result.metrics.eval_losses, key=lambda item: (item[1], -item[0]))
     assert pick.step == lowest[0] and "evaluation loss" in pick.reason
+
+
+def test_the_train_tabs_plot_shows_the_eval_loss_beside_the_training_loss(tmp_path: Path):
+    from app.run import Run
+    from app.train_tab import loss_frame
+
+    run = Run(kind="train", spec=parse_job(tiny_job(Path("/m"), Path("/d"))), job_dir=tmp_path)
+    for step in (1, 2):
+        run.on_event(TrainingProgress(step=step, total_steps=2, loss=1.0 / step))
+    run.on_event(EvalLoss(step=2, loss=0.7))
+    snap = run.snapshot()
+    frame = loss_frame(snap)
+    assert frame.values.tolist() == [[1, 1.0, "training"], [2, 0.5, "training"], [2, 0.7, "evaluation"]]
+    assert snap.to_dict()["eval_losses"] == [{"step": 2, "loss": 0.7}]
+    assert "step 2 evaluation loss 0.7000" in snap.log[-1]
