@@ -13,6 +13,7 @@ from typing import Any
 from core.events import (
     CheckpointSaved,
     DownloadProgress,
+    EvalLoss,
     Event,
     JobWarning,
     LogLine,
@@ -61,6 +62,8 @@ class RunSnapshot:
     started_at: float
     ended_at: float | None
     cancel_requested: bool
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    """The evaluation loss on the held-out images at each checkpoint (a dataset with some)."""
 
     @property
     def running(self) -> bool:
@@ -102,6 +105,7 @@ class RunSnapshot:
             "id": self.id, "kind": self.kind, "status": self.status, "stage": self.stage, "detail": self.detail,
             "step": self.step, "total_steps": self.total_steps, "percent": round(self.percent, 1),
             "eta_s": self.eta_s, "losses": [{"step": s, "loss": v} for s, v in self.losses],
+            "eval_losses": [{"step": s, "loss": v} for s, v in self.eval_losses],
             "validation": [{"file": p, "caption": c} for p, c in self.validation],
             "checkpoints": self.checkpoints, "warnings": self.warnings, "error": self.error, "output": output,
             "job_dir": self.job_dir, "lora_file": self.lora_path, "log_tail": self.log[-40:],
@@ -138,6 +142,7 @@ class Run:
     _version: int = 0
     _status: JobStatus = field(default_factory=JobStatus)
     _losses: list[tuple[int, float]] = field(default_factory=list)
+    _eval_losses: list[tuple[int, float]] = field(default_factory=list)
     _log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     _validation: list[tuple[str, str]] = field(default_factory=list)
     _checkpoints: list[str] = field(default_factory=list)
@@ -168,11 +173,8 @@ class Run:
     def _record(self, event: Event) -> None:
         """The run's history: what its log, loss plot and gallery show (the status is folded in on_event)."""
         stamp = time.strftime("%H:%M:%S")
-        if isinstance(event, TrainingProgress):
-            if event.loss is not None:
-                self._losses.append((event.step, event.loss))
-            loss = f" loss {event.loss:.4f}" if event.loss is not None else ""
-            self._log.append(f"{stamp} step {event.step}/{event.total_steps}{loss}")
+        if isinstance(event, (TrainingProgress, EvalLoss)):
+            self._record_loss(event, stamp=stamp)
             return
         if isinstance(event, StageEvent):
             suffix = f": {self.clean(event.message)}" if event.message else ""
@@ -206,6 +208,17 @@ class Run:
             return
         self._log.append(f"{stamp} {self.clean(str(event.to_dict()))}")
 
+    def _record_loss(self, event: TrainingProgress | EvalLoss, *, stamp: str) -> None:
+        """A training step (its loss, if it says one), or the evaluation loss at a checkpoint."""
+        if isinstance(event, EvalLoss):
+            self._eval_losses.append((event.step, event.loss))
+            self._log.append(f"{stamp} step {event.step} evaluation loss {event.loss:.4f}")
+            return
+        if event.loss is not None:
+            self._losses.append((event.step, event.loss))
+        loss = f" loss {event.loss:.4f}" if event.loss is not None else ""
+        self._log.append(f"{stamp} step {event.step}/{event.total_steps}{loss}")
+
     def finish(self, *, status: str, result: JobResult | None = None, error: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._version += 1
@@ -222,7 +235,8 @@ class Run:
             return RunSnapshot(
                 id=self.id, kind=self.kind, status=self.status, version=self._version,
                 progress=replace(self._status, message=self.clean(self._status.message)),
-                losses=list(self._losses), log=list(self._log), validation=list(self._validation),
+                losses=list(self._losses), eval_losses=list(self._eval_losses), log=list(self._log),
+                validation=list(self._validation),
                 checkpoints=list(self._checkpoints), warnings=list(self._warnings), error=self.error,
                 output=self._output(), job_dir=str(self.job_dir),
                 lora_path=str(self.result.lora_path) if self.result and self.result.lora_path else None,

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from app.dataset_store import make_thumbnail
 from core.outputs import SAMPLE_SHORTNAME, find_samples, samples_by_step
 from core.spec import JobSpec
-from core.training import edit_samples, sample_prompts
+from core.training import edit_samples, sample_labels
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def sample_cells(spec: JobSpec, job_dir: Path) -> tuple[list[SampleCell], int]:
     if spec.samples is None:
         return [], 1
     config = _trainer_config(Path(job_dir))
-    prompts = sample_prompts(spec.samples, spec.trigger_word) or _library(config)
+    # each prompt with its own settings, if any; an edit run without prompts: its pairs' instructions
+    prompts = sample_labels(spec.samples, spec.trigger_word) or _library(config)
     edits = edit_samples(config)
     output = Path(job_dir) / "output"
     cells = []

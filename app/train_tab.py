@@ -67,8 +67,8 @@ def build() -> TrainTab:
         message = gr.Markdown()
         status = gr.HTML(render_status(None))
         with gr.Row():
-            loss = gr.LinePlot(no_losses(), x="step", y="loss", title="Loss", x_title="step", y_title="loss",
-                               height=280, scale=3)
+            loss = gr.LinePlot(no_losses(), x="step", y="loss", color="series", title="Loss", x_title="step",
+                               y_title="loss", height=280, scale=3)
             validation = gr.Gallery(label="Validation images", columns=2, height=280, scale=2, interactive=False)
         marks = gr.HTML(render_marks([], None))
         samples = gr.Gallery(label="Samples: a row per checkpoint, a column per prompt (click for full size)",
@@ -93,7 +93,16 @@ def build() -> TrainTab:
 
 
 def no_losses() -> pd.DataFrame:
-    return pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64")})
+    return pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64"),
+                         "series": pd.Series(dtype="str")})
+
+
+def loss_frame(snap: RunSnapshot) -> pd.DataFrame:
+    """The plot's points: the training loss per step and, with held-out images, the evaluation loss per
+    checkpoint, a series each."""
+    rows = [(step, loss, "training") for step, loss in snap.losses]
+    rows += [(step, loss, "evaluation") for step, loss in snap.eval_losses]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]) if rows else no_losses()
 
 
 def render_status(snap: RunSnapshot | None) -> str:
@@ -223,7 +232,7 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         if key == seen:
             return [gr.skip()] * (len(outputs) - 1) + [seen]
         history = history_updates() if not seen.endswith(f":{snap.status}") else [gr.skip()] * 2
-        losses = pd.DataFrame(snap.losses, columns=["step", "loss"]) if snap.losses else no_losses()
+        losses = loss_frame(snap)
         gallery, videos = grid_updates(run)
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
                 list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),

@@ -57,6 +57,15 @@ class TrainingProgress(_Base):
 
 
 @dataclass(frozen=True)
+class EvalLoss(_Base):
+    """SimpleTuner's evaluation loss on the held-out images (dataset eval/ or eval_share) at a step."""
+
+    kind: ClassVar[str] = "eval_loss"
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
 class ExpertStarted(_Base):
     """One expert of a two-expert model starts training (a job training both runs SimpleTuner once per expert)."""
 

@@ -44,7 +44,7 @@ from core.result import ExpertResult, JobResult, Metrics
 from core.secrets import job_secrets
 from core.settings import Settings
 from core.simpletuner import FULL, Expert, kind_of, trained_component
-from core.spec import JobSpec
+from core.spec import JobSpec, prompt_text
 from core.training import (
     AUTO,
     OWNED_FLAGS,
@@ -117,7 +117,8 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
             raise PreflightError(report.errors[0], report=report.to_dict())
     # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
     with stage("configure", on_event, cancel):  # an edit job's samples dataset: shared by the runs
-        sample_dataset = write_sample_dataset(pairs, spec.samples.prompts if spec.samples else [], job=job)
+        sample_dataset = write_sample_dataset(pairs, [prompt_text(item) for item in spec.samples.prompts]
+                                              if spec.samples else [], job=job)
     runs = [_prepare_run(run_spec, run_dir, manifest=manifest, settings=settings, token=token, device=device,
                          gpu=gpu, on_event=on_event, cancel=cancel, allow_local_paths=allow_local_paths,
                          record_finished=len(spec.expert_runs) > 1, sample_dataset=sample_dataset,
@@ -226,7 +227,8 @@ def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Se
                                         inputs_dirs=manifest.pairs.folders if manifest.pairs else None,
                                         sample_dataset=sample_dataset, processes=processes,
                                         concepts=concepts_of(manifest, repeats=spec.source.repeats)
-                                        if not isinstance(spec.dataloader, list) else None)
+                                        if not isinstance(spec.dataloader, list) else None,
+                                        subsets=manifest.subsets)
     return run
 
 
@@ -313,7 +315,8 @@ def _trained(result: JobResult, outcomes: list[TrainingOutcome], job: JobDir, *,
     losses = [loss for outcome in outcomes for loss in outcome.losses]
     result.metrics = Metrics(steps=sum(o.steps for o in outcomes), total_steps=sum(o.total_steps or 0 for o in outcomes)
                              or None, loss=losses[-1] if losses else None, losses=losses,
-                             elapsed_s=sum(o.elapsed_s for o in outcomes))
+                             elapsed_s=sum(o.elapsed_s for o in outcomes),
+                             eval_losses=[item for outcome in outcomes for item in outcome.eval_losses])
     result.experts = [ExpertResult(name=expert.name, folder=expert.folder, lora_path=lora_file(folder),
                                    steps=outcome.steps, loss=outcome.final_loss, trained=bool(outcome.losses))
                       for expert, folder, outcome in zip(experts, folders, outcomes, strict=True)] if experts else []

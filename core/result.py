@@ -37,14 +37,19 @@ class Metrics:
     loss: float | None = None
     losses: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    """(step, evaluation loss on the held-out images), one per checkpoint; empty without held-out images."""
 
     def to_dict(self) -> dict[str, Any]:
+        evaluated = {"eval_loss": self.eval_losses[-1][1],
+                     "eval_losses": [[step, loss] for step, loss in self.eval_losses]} if self.eval_losses else {}
         return {
             "loss": self.loss,
             "steps": self.steps,
             "total_steps": self.total_steps,
             "elapsed_s": round(self.elapsed_s, 2),
             "elapsed_time": human_duration(self.elapsed_s),
+            **evaluated,
         }
 
 

@@ -18,6 +18,7 @@ from core.events import (
     CaptionProgress,
     CheckpointSaved,
     DownloadProgress,
+    EvalLoss,
     Event,
     ExpertStarted,
     StageEvent,
@@ -61,6 +62,8 @@ class JobStatus:
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
+    eval_loss: float | None = None
+    """The latest evaluation loss on the held-out images (a job with some)."""
     eta_s: float | None = None
     percent: float | None = None
     """SimpleTuner's own percentage of the training, when it says one."""
@@ -77,7 +80,7 @@ class JobStatus:
         """The status as JSON: fields not known yet are left out; floats rounded to what a person reads."""
         data = asdict(self)
         data.pop("pipeline_stage")
-        for name, digits in (("loss", 6), ("eta_s", 1), ("percent", 1)):
+        for name, digits in (("loss", 6), ("eval_loss", 6), ("eta_s", 1), ("percent", 1)):
             if data[name] is not None:
                 data[name] = round(data[name], digits)
         return {key: value for key, value in data.items() if value is not None}
@@ -126,6 +129,8 @@ def apply(status: JobStatus, event: Event) -> JobStatus:
     if isinstance(event, CheckpointSaved):
         return replace(status, message=f"saved {checkpoint_name(event.step)}" if event.step is not None
                        else "saved a checkpoint")
+    if isinstance(event, EvalLoss):
+        return replace(status, eval_loss=event.loss, message=f"evaluation loss {event.loss:.4f} at step {event.step}")
     if isinstance(event, ValidationImage):
         return replace(status, message=f"validation image at step {event.step}")
     if isinstance(event, TrainerFailed):
@@ -169,6 +174,8 @@ def summary(status: JobStatus, *, elapsed_s: float | None = None) -> str:
         parts.append(transferred(status))
     if status.loss is not None and status.stage in ("training", "validating"):
         parts.append(f"loss={status.loss:.4f}")
+    if status.eval_loss is not None and status.stage in ("training", "validating"):
+        parts.append(f"eval_loss={status.eval_loss:.4f}")
     if status.eta_s is not None and status.stage in ("training", "captioning"):
         parts.append(f"eta={status.eta_s:.0f}s")
     if elapsed_s is not None:

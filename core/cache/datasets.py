@@ -10,8 +10,9 @@ The key is the source and what identifies its content, plus everything staging d
 - a local folder or archive: each file's path, size and modification time;
 - and the caption options (trigger word, placement, caption extension, cleaning), the edit pairs' input folders
   (dataset.control_dir), the staging limits and STAGING_VERSION (raised when staging changes what it makes: 2 reads
-  edit pairs and keeps clips; 3 stages concept folders apart and notes the captions that named the trigger). A
-  dataset of edit pairs is not kept (an entry holds the images and clips folders only).
+  edit pairs and keeps clips; 3 stages concept folders apart, notes the captions that named the trigger and sets
+  reg/, eval/ and masks apart). A dataset of edit pairs, or with those subsets, is not kept (an entry holds the
+  images and clips folders only).
 The entry holds the staged images, clips and captions and the manifest; a hit links them into the job's folder. Every
 writer of a caption (auto-captioning, the UI's edits) puts a new file in its place, never writes into the file: an
 edit never reaches the cache through a link.
@@ -86,6 +87,9 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
 
     if cache is None:
         return stage(), DatasetReuse()
+    if dataset.reg_dir or dataset.eval_dir or dataset.eval_share:  # they change what staging makes of the source
+        on_event(LogLine("a dataset with dataset.reg_dir, eval_dir or eval_share is staged without the cache"))
+        return stage(), DatasetReuse(status="miss")
     started = time.monotonic()
     identity = source_identity(dataset, settings=settings, token=token, allow_local_paths=allow_local_paths,
                                cancel=cancel)
@@ -157,6 +161,9 @@ def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
 def _store(cache: Cache, key: str, manifest: Manifest, *, build_s: float, on_event: EventSink) -> DatasetReuse:
     if manifest.pairs is not None:  # its input folders are staged each time
         on_event(LogLine("a dataset of edit pairs is not kept in the cache"))
+        return DatasetReuse(status="miss")
+    if manifest.subsets is not None:  # its reg/, eval/ and masks/ folders too
+        on_event(LogLine("a dataset with regularisation or held-out images or masks is not kept in the cache"))
         return DatasetReuse(status="miss")
     hashes, clips = image_hashes(manifest), clip_hashes(manifest)
     reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes, **({"clips": clips} if clips else {})}),

@@ -1,5 +1,6 @@
 """The dataset stage: fetch (URL, S3, Hub dataset, inline files, a local path), extract safely, check images, pair
-captions and apply the trigger word, read edit pairs -> a Manifest.
+captions and apply the trigger word, read edit pairs, set regularisation and held-out images and masks apart -> a
+Manifest.
 
 What other packages and the faces may use is listed in __all__."""
 
@@ -31,6 +32,7 @@ from core.dataset.stage import (
     resolve_local_path,
     stage_dataset,
 )
+from core.dataset.subsets import MASK_REASONS, SUBSET_DIRS, Subsets
 
 __all__ = [
     "CLIPS_DIR",
@@ -41,7 +43,9 @@ __all__ = [
     "IMAGES_DIR",
     "IMAGE_SUFFIXES",
     "MAIN_FOLDER",
+    "MASK_REASONS",
     "PAIR_REASONS",
+    "SUBSET_DIRS",
     "CaptionOptions",
     "ClipEntry",
     "Concept",
@@ -53,6 +57,7 @@ __all__ = [
     "PairSet",
     "Skipped",
     "StagingLimits",
+    "Subsets",
     "apply_trigger",
     "archive_kind",
     "caption_options",

@@ -48,6 +48,17 @@ from core.dataset.pairs import (
     describe_convention,
     split_pairs,
 )
+from core.dataset.subsets import (
+    BAD_MASK,
+    EVAL_DIR,
+    MASKS_DIR,
+    REG_DIR,
+    SUBSET_DIRS,
+    Subsets,
+    fit_mask,
+    split_names,
+    white_mask,
+)
 from core.dataset.zip_follow import ZipFollower
 from core.errors import DatasetError, DownloadError, EmptyDataset
 from core.events import EventSink, LogLine, ignore_event
@@ -126,6 +137,8 @@ class Manifest:
     """dest/clips when the dataset has clips: the video backend's folder."""
     pairs: PairSet | None = None
     """The inputs of a dataset of edit pairs (its images are the targets); None for any other dataset."""
+    subsets: Subsets | None = None
+    """Its regularisation and held-out images and its masks (core/dataset/subsets.py); None: it has none."""
 
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(Counter(item.reason for item in self.skipped).most_common())
@@ -230,17 +243,19 @@ def stage_dataset(
     options = captions
     keep = IMAGE_SUFFIXES | CLIP_SUFFIXES | {options.extension}
     root, clips_root = dest / IMAGES_DIR, dest / CLIPS_DIR
-    for folder in (root, clips_root, *(dest / name for name in CONTROL_DIRS)):
+    for folder in (root, clips_root, *(dest / name for name in (*CONTROL_DIRS, *SUBSET_DIRS))):
         if folder.exists():
             shutil.rmtree(folder)  # a re-run of the same job starts clean
     root.mkdir()
     decoder = _Decoder(clip_limits=limits.clips)
     pairs: PairSet | None = None
+    subsets: Subsets | None = None
     try:
         gathered = _gather(
             dataset, dest, keep=keep, options=options, settings=settings, on_event=on_event,
             allow_local_paths=allow_local_paths, limits=limits, hf_token=token, decoder=decoder, cancel=cancel,
         )
+        set_aside = _set_subsets_aside(gathered, dataset)
         paired = _split_pairs(gathered, control_dirs=dataset.control_dirs) if dataset.pairs else None
         gathered.skipped += [Skipped(name, "caption without an image") for name in sorted(gathered.loose_captions)]
         folders = {} if paired is not None or not concepts else \
@@ -251,11 +266,14 @@ def stage_dataset(
             images, pairs = _stage_inputs(paired, images, names, dest=dest, decoder=decoder, skipped=skipped,
                                           cancel=cancel)
             pairs.looked_for = describe_convention(dataset.control_dirs)
+        if set_aside is not None:
+            subsets = _stage_subsets(set_aside, images, names, dest=dest, options=options, decoder=decoder,
+                                     skipped=skipped, cancel=cancel, pairs=paired is not None)
     finally:
         decoder.close()
         shutil.rmtree(dest / EXTRACT_DIR, ignore_errors=True)
     manifest = Manifest(root=root, images=images, skipped=gathered.skipped + skipped, source=source, clips=clips,
-                        clips_root=clips_root if clips else None, pairs=pairs)
+                        clips_root=clips_root if clips else None, pairs=pairs, subsets=subsets)
     if not images and not clips:
         raise EmptyDataset(_empty_message(manifest), field="dataset")
     shutil.rmtree(dest / DOWNLOAD_DIR, ignore_errors=True)
@@ -578,6 +596,89 @@ def _input_problem(entry: ImageEntry, inputs: list[_Candidate], decoder: _Decode
                                 f"{entry.width}x{entry.height}: more than {SIZE_RATIO_LIMIT:g}x apart in pixels, "
                                 "one of them is likely the wrong file")
     return None
+
+
+# -- regularisation, held-out images, masks ---------------------------------------------------------------------
+
+
+@dataclass
+class _SetAside:
+    """The gathered files that are no training images (core/dataset/subsets.py), before staging."""
+
+    reg: list[_Candidate]
+    eval: list[_Candidate]
+    masks: dict[str, _Candidate]
+    """Training image's name in the source -> its mask."""
+    held_out: int
+
+
+def _set_subsets_aside(gathered: _Gathered, dataset: DatasetSpec) -> _SetAside | None:
+    """Take the regularisation and held-out images and the masks out of the gathered candidates (a mask of no
+    training image is skipped, with the reason). None: the dataset has none of them."""
+    images = [c for c in gathered.candidates if c.image.suffix.lower() in IMAGE_SUFFIXES]
+    split = split_names([c.name for c in images], reg_dir=dataset.reg_dir, eval_dir=dataset.eval_dir,
+                        eval_share=dataset.eval_share)
+    if not (split.reg or split.eval or split.masks or split.unpaired):
+        return None
+    by_name = {c.name: c for c in images}
+    gathered.skipped += [Skipped(name, reason) for name, reason in split.unpaired]
+    aside = {*split.reg, *split.eval, *split.masks.values(), *(name for name, _ in split.unpaired)}
+    gathered.candidates = [c for c in gathered.candidates if c.name not in aside]
+    return _SetAside(reg=[by_name[n] for n in split.reg], eval=[by_name[n] for n in split.eval],
+                     masks={image: by_name[mask] for image, mask in split.masks.items()}, held_out=split.held_out)
+
+
+def _stage_subsets(aside: _SetAside, images: list[ImageEntry], names: list[str], *, dest: Path,
+                   options: CaptionOptions, decoder: _Decoder, skipped: list[Skipped], cancel: Cancel,
+                   pairs: bool) -> Subsets | None:
+    """The regularisation images into dest/reg/ (their captions without the trigger word), the held-out ones into
+    dest/eval/, each training image's mask into dest/masks/ under the image's file name (a white one for an image
+    without a mask; a mask of another size resized to its image's). A dataset of edit pairs uses none of them."""
+    if pairs:
+        skipped += [Skipped(c.name, "not used with edit pairs")
+                    for c in (*aside.reg, *aside.eval, *aside.masks.values())]
+        return None
+    subsets = Subsets(held_out=aside.held_out)
+    for candidates, folder, captions in ((aside.reg, REG_DIR, replace(options, trigger_word=None)),
+                                         (aside.eval, EVAL_DIR, options)):
+        if not candidates:
+            continue
+        (dest / folder).mkdir()
+        staged, _, bad, _ = _stage_all(_Gathered(candidates=candidates), root=dest / folder,
+                                       clips_root=dest / CLIPS_DIR, options=captions, decoder=decoder, cancel=cancel)
+        skipped += bad
+        if folder == REG_DIR:
+            subsets.reg_root, subsets.reg = dest / folder, [entry.path for entry in staged]
+        else:
+            subsets.eval_root, subsets.eval = dest / folder, [entry.path for entry in staged]
+    if aside.masks:
+        _stage_masks(aside.masks, images, names, folder=dest / MASKS_DIR, subsets=subsets, skipped=skipped,
+                     cancel=cancel)
+    return None if subsets.empty else subsets
+
+
+def _stage_masks(masks: dict[str, _Candidate], images: list[ImageEntry], names: list[str], *, folder: Path,
+                 subsets: Subsets, skipped: list[Skipped], cancel: Cancel) -> None:
+    folder.mkdir()
+    for entry, name in zip(images, names, strict=True):
+        cancel.check("while checking the masks")
+        target, size = folder / entry.path.name, (entry.width, entry.height)
+        mask = masks.get(name)
+        if mask is not None:
+            try:
+                if fit_mask(mask.image, target, size=size):
+                    subsets.masks_resized.append(mask.name)
+                subsets.masks += 1
+                continue
+            except (OSError, ValueError) as exc:
+                skipped.append(Skipped(mask.name, BAD_MASK, str(exc) or type(exc).__name__))
+        white_mask(target, size=size)
+        subsets.masks_filled += 1
+    if not subsets.masks:
+        shutil.rmtree(folder)
+        subsets.masks_filled = 0
+    else:
+        subsets.masks_root = folder
 
 
 # -- images and captions -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from core.errors import JobError
 from core.outputs import SAMPLES_DIR, Sample
 from core.simpletuner import VIDEO_FAMILIES
+from core.spec import prompt_settings
 from core.training import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -83,13 +84,18 @@ def render_end_samples(spec: JobSpec, result: JobResult, *, step: int, settings:
     playground = Playground(settings=settings)
     written: list[Path] = []
     try:
-        for shortname, prompt in sample_prompts(spec.samples, spec.trigger_word).items():
+        for (shortname, prompt), item in zip(sample_prompts(spec.samples, spec.trigger_word).items(),
+                                             spec.samples.prompts, strict=True):
+            own = prompt_settings(item)  # a prompt's own settings win over the run's
             request = GenerateRequest(
-                prompt=prompt, negative_prompt=negative, seed=int(config.get("--validation_seed", spec.samples.seed)),
-                steps=int(config.get("--validation_num_inference_steps") or DEFAULT_STEPS),
-                guidance=float(config.get("--validation_guidance", DEFAULT_GUIDANCE)), width=width, height=height,
-                frames=int(frames) if frames else None)
-            stem = f"step_{step}_{shortname}_0_{width}x{height}"
+                prompt=prompt, negative_prompt=negative,
+                seed=own.seed if own.seed is not None else int(config.get("--validation_seed", spec.samples.seed)),
+                steps=own.steps or int(config.get("--validation_num_inference_steps") or DEFAULT_STEPS),
+                guidance=own.guidance if own.guidance is not None
+                else float(config.get("--validation_guidance", DEFAULT_GUIDANCE)),
+                width=own.width or own.height or width, height=own.height or own.width or height,
+                strength=own.lora_scale if own.lora_scale is not None else 1.0, frames=int(frames) if frames else None)
+            stem = f"step_{step}_{shortname}_0_{request.width}x{request.height}"
             rendered = playground.generate(request, model=model, lora=result.lora_path, out_dir=folder, name=stem,
                                            input_image=inputs.get(shortname))
             if not written and rendered.plan is not None and on_event is not None:

@@ -22,7 +22,7 @@ from core.spec.job import (
     validation_error,
 )
 from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, ClipLimits, InputImageLimits, relative_data_dir
-from core.spec.samples import SamplesSpec, fill_trigger
+from core.spec.samples import SamplePrompt, SamplesSpec, fill_trigger, prompt_settings, prompt_text
 
 __all__ = [
     "CACHE_KEY",
@@ -40,12 +40,15 @@ __all__ = [
     "HubSpec",
     "InputImageLimits",
     "JobSpec",
+    "SamplePrompt",
     "SamplesSpec",
     "StorageSpec",
     "fill_trigger",
     "model_families",
     "normalize_config",
     "parse_job",
+    "prompt_settings",
+    "prompt_text",
     "relative_data_dir",
     "simpletuner_flags",
     "unwrap_input",

@@ -258,6 +258,24 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"{name!r}: must be a whole number of passes from 1 to {MAX_PASSES}, got {count!r}")
         return value
 
+    reg_dir: str | None = None
+    """The folder of regularisation images, relative to the dataset (default `reg/`): trained without the trigger
+    word as SimpleTuner's regularisation data (docs/first-lora.md)."""
+    eval_dir: str | None = None
+    """The folder of held-out images, relative to the dataset (default `eval/`): an evaluation loss is computed on
+    them at each checkpoint, never trained on."""
+    eval_share: float | None = Field(default=None, gt=0, le=0.5)
+    """Without a held-out folder: this share of the images is held out for the evaluation loss (at least one)."""
+
+    @field_validator("reg_dir", "eval_dir")
+    @classmethod
+    def _subset_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = [part for part in value.replace("\\", "/").split("/") if part not in ("", ".")]
+            if not parts or ".." in parts or value.startswith(("/", "~")) or len(value) > 200:
+                raise ValueError(f"must be a folder inside the dataset (e.g. 'reg'), got {value!r}")
+        return value
+
     @field_validator("control_dir")
     @classmethod
     def _control_dir(cls, value: str | list[str] | None) -> str | list[str] | None:
@@ -607,8 +625,8 @@ def _field_of(error: Mapping[str, Any]) -> str:
             if start in message:
                 return name
         return "input"
-    # Union members (list[...] | DataloaderOptions) appear in loc; drop those type tags.
-    loc = [part for part in loc if not part.startswith(("list[", "DataloaderOptions", "function-"))]
+    # Union members (list[...] | DataloaderOptions, a sample prompt's text | settings) appear in loc: dropped.
+    loc = [part for part in loc if not part.startswith(("list[", "DataloaderOptions", "function-", "prompt-"))]
     return ".".join(loc)
 
 

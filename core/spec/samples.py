@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from core.errors import SpecError
 from core.spec.limits import PLACEHOLDER, InputImageLimits
@@ -27,13 +27,59 @@ Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
                    AfterValidator(_one_line)]
 
 
+class SamplePrompt(BaseModel):
+    """One sample prompt with settings of its own; what it leaves out is the samples' shared setting. SimpleTuner's
+    renders during training take `lora_scale` from it (its prompt library's `adapter_strength`); the end-of-run
+    renders (core/generation/end_samples.py) take every one."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompt: Prompt
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    width: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    height: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    steps: int | None = Field(default=None, ge=1, le=150)
+    guidance: float | None = Field(default=None, ge=0, le=30)
+    lora_scale: float | None = Field(default=None, ge=-4, le=4)
+    """The LoRA's weight in this render: 0 is the base model, 1 as trained."""
+
+    def label(self) -> str:
+        """Its settings as a grid label shows them: 'seed 7, 512x768, 20 steps, cfg 4, LoRA 0.8'."""
+        parts = [f"seed {self.seed}" if self.seed is not None else "",
+                 f"{self.width or self.height}x{self.height or self.width}" if self.width or self.height else "",
+                 f"{self.steps} steps" if self.steps is not None else "",
+                 f"cfg {self.guidance:g}" if self.guidance is not None else "",
+                 f"LoRA {self.lora_scale:g}" if self.lora_scale is not None else ""]
+        return ", ".join(part for part in parts if part)
+
+
+def prompt_text(item: str | SamplePrompt) -> str:
+    """A sample prompt's text, whichever way it was given."""
+    return item if isinstance(item, str) else item.prompt
+
+
+def prompt_settings(item: str | SamplePrompt) -> SamplePrompt:
+    """A sample prompt with its own settings (none for a plain text)."""
+    return item if isinstance(item, SamplePrompt) else SamplePrompt(prompt=item)
+
+
+def _item_kind(value: object) -> str:
+    return "prompt-settings" if isinstance(value, (dict, SamplePrompt)) else "prompt-text"
+
+
+SampleItem = Annotated[Annotated[Prompt, Tag("prompt-text")] | Annotated[SamplePrompt, Tag("prompt-settings")],
+                       Discriminator(_item_kind)]
+"""A sample prompt: its text, or an object with its own settings (each checked as what it is)."""
+
+
 class SamplesSpec(BaseModel):
     """`samples`: prompts rendered at each checkpoint (every `every` steps) and at the end."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    prompts: list[Prompt] = Field(default_factory=list, max_length=MAX_PROMPTS)
-    """At least one, except for an edit model's job (pairs): without prompts each of its samples takes its pair's
+    prompts: list[SampleItem] = Field(default_factory=list, max_length=MAX_PROMPTS)
+    """Texts, or {prompt, seed, width, height, steps, guidance, lora_scale} for a prompt with settings of its own. At
+    least one, except for an edit model's job (pairs): without prompts each of its samples takes its pair's
     instruction."""
     every: int | None = Field(default=None, ge=1)
     """Steps between two renders; default: the checkpoint interval."""
@@ -67,7 +113,7 @@ def check_trigger(samples: SamplesSpec | None, trigger: str | None) -> None:
     would). A SpecError naming the prompt otherwise."""
     if samples is None:
         return
-    texts = {f"samples.prompts.{i}": prompt for i, prompt in enumerate(samples.prompts)}
+    texts = {f"samples.prompts.{i}": prompt_text(prompt) for i, prompt in enumerate(samples.prompts)}
     if samples.negative_prompt is not None:
         texts["samples.negative_prompt"] = samples.negative_prompt
     errors = []

@@ -28,6 +28,7 @@ from core.training.samples import (
     job_samples,
     published_view,
     render_working_gb,
+    sample_labels,
     sample_prompts,
 )
 from core.training.trainer import TrainingOutcome, train
@@ -70,6 +71,7 @@ __all__ = [
     "resolved_defaults",
     "sample_input_image",
     "sample_inputs",
+    "sample_labels",
     "sample_prompts",
     "train",
     "with_pair_prompts",

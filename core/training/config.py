@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.adapters import GpuFacts
-from core.dataset import MAIN_FOLDER, Concept
+from core.dataset import MAIN_FOLDER, Concept, Subsets
 from core.errors import SpecError
 from core.jobdir import JobDir
 from core.simpletuner import FILE_CONTENT, INLINE_JSON, classify, edit_inputs, flavour_settings, hub_ids, owned_flags
@@ -24,6 +24,7 @@ from core.training.gpu_fit import VALIDATION_SETTINGS, GpuPlan, check_fit, plan_
 from core.training.memory_plan import find_params
 from core.training.sample_pairs import SAMPLES_BACKEND, SampleDataset
 from core.training.samples import LIBRARY_FILE, validation_size, with_samples
+from core.training.subsets import eval_flags, subset_backends
 from core.training.video import default_num_frames, is_video_family, shorthand_block, video_settings
 
 DEFAULT_RESOLUTION = 1024
@@ -198,13 +199,15 @@ def _vae_path(spec: JobSpec) -> dict[str, Any]:
 def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str, plan: GpuPlan | None = None,
                    clips_dir: Path | None = None, stills: bool = True, inputs_dirs: list[Path] | None = None,
                    sample_dataset: SampleDataset | None = None, processes: int = 1,
-                   accumulation: int = 1, concepts: list[Concept] | None = None) -> list[dict[str, Any]]:
+                   accumulation: int = 1, concepts: list[Concept] | None = None,
+                   subsets: Subsets | None = None) -> list[dict[str, Any]]:
     """multidatabackend.json. `clips_dir`: the staged clips (a video backend reads them; None when the dataset has
     none); `stills`: whether the dataset has images (an image backend over an empty folder stops SimpleTuner);
     `inputs_dirs`: an edit pair dataset's staged input folders (a conditioning backend each, linked to the image
     backend by `conditioning_data`); `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py),
     its backends sized for `processes` x `accumulation`; `concepts`: the staged concept folders, an image backend
-    each (concept_backends)."""
+    each (concept_backends); `subsets`: the dataset's regularisation and held-out images and masks, a backend each
+    (core/training/subsets.py)."""
     defaults = resolved_defaults(spec, plan=plan)
     resolution = spec.config.get("resolution", defaults["resolution"])
     on_cpu = {"vae_cache_ondemand": True} if device != "cuda" else {}  # avoids pin_memory() without CUDA
@@ -239,7 +242,8 @@ def build_backends(spec: JobSpec, *, images_dir: Path, job: JobDir, device: str,
         return [image, *_input_backends(image, inputs_dirs, job=job, on_cpu=on_cpu), *samples, text_embeds]
     stills_backends = concept_backends(image, concepts, images_dir=images_dir, job=job) if concepts else [image]
     if clips_dir is None or not is_video_family(spec.model_family):
-        return [*stills_backends, text_embeds]  # clips for an image family are refused by the preflight
+        # clips for an image family are refused by the preflight
+        return [*stills_backends, *subset_backends(image, subsets, job=job, on_cpu=on_cpu), text_embeds]
     video = {**image, "id": "clips", "dataset_type": "video", "instance_data_dir": str(clips_dir),
              "cache_dir_vae": str(job.cache / "vae-clips"),
              "video": video_settings(spec, plan=plan).block()}
@@ -353,14 +357,16 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
                         hub_cache: Path | None = None, clips_dir: Path | None = None,
                         stills: bool = True, inputs_dirs: list[Path] | None = None,
                         sample_image: Path | None = None, sample_dataset: SampleDataset | None = None,
-                        processes: int = 1, concepts: list[Concept] | None = None) -> TrainerFiles:
+                        processes: int = 1, concepts: list[Concept] | None = None,
+                        subsets: Subsets | None = None) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
     there); `system_memory_gb`, `hub_cache`: as for gpu_plan; `clips_dir`, `stills`, `inputs_dirs`: as for
-    build_backends, and `concepts`; `sample_image`: an image-to-video model's samples' first frame
-    (core/training/sample_image.py); `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py),
-    rendered by SimpleTuner's edit validation (`num_eval_images` of it), on `processes` processes."""
+    build_backends, and `concepts`; `subsets`: as for build_backends (held-out images add the evaluation flags, the
+    job's own win); `sample_image`: an image-to-video model's samples' first frame (core/training/sample_image.py);
+    `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py), rendered by SimpleTuner's edit
+    validation (`num_eval_images` of it), on `processes` processes."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
                     clips=clips_dir is not None, inputs=len(inputs_dirs) if inputs_dirs else None)
     own, inline_files = _job_values(spec, job=job)
@@ -386,7 +392,10 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     backends = build_backends(spec, images_dir=images_dir, job=job, device=device, plan=plan, clips_dir=clips_dir,
                               stills=stills, inputs_dirs=inputs_dirs, sample_dataset=sample_dataset,
                               processes=processes, accumulation=int(flags.get("gradient_accumulation_steps") or 1),
-                              concepts=concepts)
+                              concepts=concepts, subsets=subsets)
+    if not isinstance(spec.dataloader, list):
+        config.update({key: value for key, value in eval_flags(subsets, config).items()
+                       if key == "--report_to" or key.removeprefix("--") not in spec.config})
     if inputs_dirs and len(inputs_dirs) > 1:  # every input of a pair in each sample, not one picked at random
         config.setdefault("--conditioning_multidataset_sampling", "combined")
     files = TrainerFiles(config=config, backends=backends, inline_files=inline_files, plan=plan,

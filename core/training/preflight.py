@@ -52,6 +52,7 @@ from core.training.config import (  # the trainer-config builder's defaults: one
     DEFAULT_TRAIN_BATCH_SIZE,
 )
 from core.training.goals import GoalPlan, goal_of
+from core.training.subsets import subsets_report
 from core.training.video import (
     FRAME_RULES,
     ClipsReport,
@@ -120,6 +121,8 @@ class PreflightReport:
     concepts: list[dict[str, Any]] = field(default_factory=list)
     """Concept folders (core/dataset/concepts.py): each one's images, passes per epoch, SimpleTuner repeats, samples
     per epoch and share of the steps; [] without concepts."""
+    subsets: dict[str, Any] | None = None
+    """The regularisation and held-out images and the masks (core/training/subsets.py; None: none)."""
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -314,6 +317,8 @@ def preflight(manifest: Manifest, spec: JobSpec, *, defaults: Mapping[str, Any] 
     if clips:
         _judge_clips(report, clips, spec=spec)
     _judge_pairs(report, manifest=manifest, spec=spec)
+    report.subsets, subset_warnings = subsets_report(manifest, spec)
+    report.warnings += subset_warnings
     if clips and not images:
         if report.total_steps <= 0:
             report.errors.append("nothing to train: set config.max_train_steps or config.num_train_epochs above 0")

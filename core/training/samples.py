@@ -28,7 +28,7 @@ from core.outputs import (
     lora_file,
 )
 from core.simpletuner import VIDEO_FAMILIES
-from core.spec import SamplesSpec, fill_trigger
+from core.spec import SamplesSpec, fill_trigger, prompt_settings, prompt_text
 
 if TYPE_CHECKING:
     from core.jobdir import JobDir
@@ -49,7 +49,22 @@ SMOOTHING = 0.6
 
 def sample_prompts(samples: SamplesSpec, trigger: str | None) -> dict[str, str]:
     """SimpleTuner's prompt library: {shortname: prompt}, in the job's order."""
-    return {SAMPLE_SHORTNAME.format(i): fill_trigger(prompt, trigger) for i, prompt in enumerate(samples.prompts)}
+    return {SAMPLE_SHORTNAME.format(i): fill_trigger(prompt_text(prompt), trigger)
+            for i, prompt in enumerate(samples.prompts)}
+
+
+def sample_library(samples: SamplesSpec, trigger: str | None) -> dict[str, Any]:
+    """The prompt library file's content: a prompt with its own LoRA scale as {prompt, adapter_strength} (an
+    entry SimpleTuner's library takes; its other settings are the run's own there), the others as their text."""
+    return {shortname: text if (scale := prompt_settings(item).lora_scale) is None
+            else {"prompt": text, "adapter_strength": scale}
+            for (shortname, text), item in zip(sample_prompts(samples, trigger).items(), samples.prompts, strict=True)}
+
+
+def sample_labels(samples: SamplesSpec, trigger: str | None) -> dict[str, str]:
+    """{shortname: prompt and its own settings}: what a grid shows under each sample."""
+    return {shortname: f"{text} ({label})" if (label := prompt_settings(item).label()) else text
+            for (shortname, text), item in zip(sample_prompts(samples, trigger).items(), samples.prompts, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,7 @@ def with_samples(spec: JobSpec, base: dict[str, Any], *, job: JobDir, plan: GpuP
         flags["validation_input"] = json.dumps([
             {"path": str(input_image), "prompt": prompt, "shortname": shortname}
             for shortname, prompt in sample_prompts(samples, spec.trigger_word).items()])
-    return fit_validation(spec, SampleSettings(flags=flags, files={LIBRARY_FILE: sample_prompts(samples,
+    return fit_validation(spec, SampleSettings(flags=flags, files={LIBRARY_FILE: sample_library(samples,
                                                                                         spec.trigger_word)}),
                           plan=plan)
 
@@ -189,9 +204,11 @@ class Pick:
     reason: str
 
 
-def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[int, float]]) -> Pick:
-    """The checkpoint `hub.checkpoint` names: "last" (the final LoRA), "best" (lowest smoothed loss among the
-    checkpoints on disk) or a step N (its checkpoint-N). A SpecError naming hub.checkpoint when there is none."""
+def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[int, float]],
+                    eval_losses: list[tuple[int, float]] | None = None) -> Pick:
+    """The checkpoint `hub.checkpoint` names: "last" (the final LoRA), "best" (lowest evaluation loss on the
+    held-out images among the checkpoints on disk when the run has one, else lowest smoothed training loss) or a
+    step N (its checkpoint-N). A SpecError naming hub.checkpoint when there is none."""
     from core.errors import PublishError
 
     if choice == "last":
@@ -199,6 +216,8 @@ def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[i
     steps = {step: folder for folder in checkpoints(output_dir, with_lora=True)
              if (step := checkpoint_step(folder)) is not None}
     have = ", ".join(map(str, steps)) or "none"
+    if choice == "best" and (held_out := best_by_eval(steps, eval_losses or [], have=have)) is not None:
+        return held_out
     if choice == "best":
         curve = smoothed(losses)
         scored = [(curve[step], step) for step in steps if step in curve]
@@ -213,6 +232,17 @@ def pick_checkpoint(choice: str | int, *, output_dir: Path, losses: list[tuple[i
         raise PublishError(f"there is no {checkpoint_name(int(choice))} in this run (checkpoints kept: {have})",
                            field="hub.checkpoint")
     return Pick(folder=found, step=int(choice), reason=f"{checkpoint_name(int(choice))}, as asked")
+
+
+def best_by_eval(steps: dict[int, Path], eval_losses: list[tuple[int, float]], *, have: str) -> Pick | None:
+    """The checkpoint of lowest evaluation loss (SimpleTuner evaluates at each checkpoint's step); None when no
+    checkpoint on disk has one."""
+    scored = [(loss, step) for step, loss in eval_losses if step in steps]
+    if not scored:
+        return None
+    loss, best = min(scored, key=lambda item: (item[0], -item[1]))
+    return Pick(folder=steps[best], step=best,
+                reason=f"best: lowest evaluation loss on the held-out images ({loss:.4f}) of checkpoints {have}")
 
 
 # -- a run's samples in its result, and the checkpoint it publishes ----------------------------------------------
@@ -232,7 +262,8 @@ def published_view(spec: JobSpec, result: Any, *, root: Path) -> tuple[Any, dict
 
     choice = spec.hub.checkpoint if spec.hub else "last"
     losses = step_losses(result.metrics.losses, last_step=result.metrics.steps)
-    pick = pick_checkpoint(choice, output_dir=root, losses=losses)
+    pick = pick_checkpoint(choice, output_dir=root, losses=losses,
+                           eval_losses=getattr(result.metrics, "eval_losses", None))
     if pick.folder is not None and pick.step is not None:
         metrics = dataclasses.replace(result.metrics, steps=pick.step, loss=dict(losses).get(pick.step))
         result = dataclasses.replace(result, output_dir=pick.folder,

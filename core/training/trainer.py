@@ -23,6 +23,7 @@ from core.cancel import Cancel, StopFlag
 from core.errors import TrainingError
 from core.events import (
     CheckpointSaved,
+    EvalLoss,
     Event,
     EventSink,
     LogLine,
@@ -39,8 +40,11 @@ from core.settings import Settings
 from core.simpletuner import expected_output
 from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
 from core.training.config import TrainerFiles
+from core.training.eval_loss import EvalLossReader
 
 POLL_S = 0.1
+EVAL_READ_S = 1.0
+"""How often the evaluation losses SimpleTuner logged are read (core/training/eval_loss.py)."""
 
 
 def _number(value: Any) -> float | None:
@@ -132,6 +136,8 @@ class TrainingOutcome:
     checkpoints: list[Path] = field(default_factory=list)
     """The checkpoint-N folders left in the output at the end (SimpleTuner prunes old ones)."""
     validation_images: list[ValidationImage] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    """(step, evaluation loss on the held-out images), in step order."""
     elapsed_s: float = 0.0
     error: TrainerFailed | None = None
 
@@ -147,6 +153,8 @@ class TrainingOutcome:
                 self.losses.append(event.loss)
         elif isinstance(event, ValidationImage):
             self.validation_images.append(event)
+        elif isinstance(event, EvalLoss):
+            self.eval_losses.append((event.step, event.loss))
         elif isinstance(event, TrainerFailed):
             self.error = event
 
@@ -217,6 +225,16 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         return [ValidationImage(path=str(path), step=sample_step(path.name),
                                 prompt="" if "_unconditional_" in path.name else prompt) for path in found]
 
+    evals = EvalLossReader(job.output)
+
+    def _read_eval_losses() -> None:
+        with lock:
+            seen = {step for step, _ in outcome.eval_losses}
+            for event in evals.read():
+                if event.step not in seen:  # a resumed run's file may hold the steps before it
+                    outcome.record(event)
+                    on_event(event)
+
     def _handle(payload: dict) -> None:
         events = translate_event(payload)
         if any(isinstance(e, TrainerStage) and "validation" in e.key and e.status == "completed" for e in events):
@@ -235,6 +253,7 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
                                  extra_env={"CONFIG_BACKEND": "json", **cpu_ranks,
                                             "CONFIG_PATH": str(job.config / "config")})  # SimpleTuner adds ".json"
         stopped = False
+        next_read = time.monotonic() + EVAL_READ_S
         try:
             mark = ProcessMark.of(process.pid)
             if mark is not None:  # what a restarted app checks before it calls this run interrupted
@@ -245,9 +264,13 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
                     trainer.stop(process)
                     break
                 cancel.wait(POLL_S)
+                if time.monotonic() >= next_read:
+                    _read_eval_losses()
+                    next_read = time.monotonic() + EVAL_READ_S
         finally:
             if trainer.running(process):
                 trainer.stop(process, grace_s=1.0)  # an exception here must not leave SimpleTuner running
+        _read_eval_losses()
         outcome.elapsed_s = time.monotonic() - started
     outcome.checkpoints = checkpoints(job.output)  # every one left, complete or not
     tail = _log_tail(job.log)
