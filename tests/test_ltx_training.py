@@ -86,9 +86,10 @@ def test_an_ltx_lora_trains_from_two_clips_and_holds_the_transformers_attention(
     assert "Total number of videos: 2" in log  # SimpleTuner read the clips
     lora = work / "output" / "pytorch_lora_weights.safetensors"
     modules = {key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in tensors(lora)}
-    weights = set(tensors(model / "transformer" / "diffusion_pytorch_model.safetensors"))
-    attention = {name.removesuffix(".weight") for name in weights
-                 if name.endswith(".weight") and ".attn" in name and name.removesuffix(".weight").endswith(LORA_TARGETS)}
+    layers = {name.removesuffix(".weight") for name in tensors(model / "transformer" /
+                                                               "diffusion_pytorch_model.safetensors")
+              if name.endswith(".weight")}
+    attention = {name for name in layers if ".attn" in name and name.endswith(LORA_TARGETS)}
     assert modules == attention and len(modules) == 2 * 2 * 4  # 2 blocks x self/cross attention x q, k, v, out
     comfyui = Path(result["comfyui_checkpoint"])
     assert comfyui.name == "sks-ltxvideo-lora.safetensors"
