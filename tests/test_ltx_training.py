@@ -1,6 +1,7 @@
-"""LTX-Video, the second video family: its frame rule and defaults, the tiny model read and planned as SimpleTuner's
-`ltxvideo`, one real LoRA trained from two synthetic clips through `python -m core run` (through the fix SimpleTuner
-4.10.1 needs for LTX: tools/simpletuner_train.py), and an .mp4 preview rendered with that LoRA in the playground."""
+"""LTX-Video and LTX-2, the video families after Wan: their frame rule and defaults, each tiny model read and planned
+as SimpleTuner's `ltxvideo` / `ltxvideo2`, one real LoRA of each trained from two synthetic clips through
+`python -m core run` (LTX-Video through the fix SimpleTuner 4.10.1 needs: tools/simpletuner_train.py), and an .mp4
+preview rendered with each LoRA in the playground."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from tests.test_demo_families import core_cli
 from tests.test_playground import first_frame, mp4_frames
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-"""SimpleTuner's LTX-Video default LoRA target: the attention projections of every block (DEFAULT_LORA_TARGET)."""
+"""SimpleTuner's default LoRA target for both: the attention projections of every block (DEFAULT_LORA_TARGET)."""
+FAMILIES = ("ltxvideo", "ltxvideo2")
 
 
 def ltx_job(model: Path | str = "Lightricks/LTX-Video-0.9.5", dataset: Path | str = "/unused", *,
@@ -59,14 +61,34 @@ def test_the_tiny_ltx_is_read_as_ltxvideo_and_planned_from_simpletuners_ltx_reci
     assert plan.settings["validation_num_video_frames"] == 49 and "no published figure" in plan.vram_source
 
 
+@pytest.mark.trainer_env
+def test_the_tiny_ltx2_is_read_as_ltxvideo2_with_its_audio_parts_and_planned_from_its_own_size(tiny_family_model):
+    """LTX-2's pipeline holds Gemma 3, the text connectors, the audio VAE and the vocoder beside the video parts.
+    Its plan comes from the folder's safetensors headers and LTX-2's calibration, with the frames the job asks."""
+    model = tiny_family_model("ltxvideo2")
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["_class_name"] == "LTX2Pipeline" and index["text_encoder"][1] == "Gemma3ForConditionalGeneration"
+    assert {"audio_vae", "vocoder", "connectors"} <= {name for name, value in index.items()
+                                                     if isinstance(value, list) and value[0]}
+    spec = parse_job(ltx_job(model, video={"num_frames": 9}))
+    assert spec.model_family == "ltxvideo2"
+    plan = gpu_plan(spec, device="cuda", gpu=GpuFacts(count=1, memory_gb=24, source="GPU_MEMORY_GB"),
+                    system_memory_gb=64)
+    assert plan is not None and plan.fits is True and plan.frames == 9
+    assert f"safetensors headers of {model}" in plan.vram_source
+    size = sum(path.stat().st_size for path in model.rglob("*") if path.is_file())
+    assert size < 30 * 2**20
+
+
 # -- one real training, shared --------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_family_model) -> dict:
+@pytest.fixture(scope="module", params=FAMILIES)
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_family_model) -> dict:
     """One step from two clips (9 and 17 frames; samples are their first 9). The learning rate is high so the
-    single step moves the LoRA enough to change a render."""
-    root = tmp_path_factory.mktemp("ltx")
-    model = tiny_family_model("ltxvideo")
+    single step moves the LoRA enough to change a render. The family comes from the model's folder."""
+    family = request.param
+    root = tmp_path_factory.mktemp(family)
+    model = tiny_family_model(family)
     for index, frames in enumerate((9, 17)):
         write_clip(root / "data" / f"clip{index}.mp4", frames=frames, caption=f"a white bar moving, take {index}")
     job = ltx_job(model, root / "data", video={"num_frames": 9},
@@ -74,12 +96,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_family_model) -> dict
     (root / "job.json").write_text(json.dumps(job))
     done = core_cli("run", str(root / "job.json"), "--workdir", str(root / "work"))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    return {"model": model, "work": root / "work", "result": json.loads(done.stdout)}
+    return {"family": family, "model": model, "work": root / "work", "result": json.loads(done.stdout)}
 
 
 @pytest.mark.training
 def test_an_ltx_lora_trains_from_two_clips_and_holds_the_transformers_attention(trained: dict):
-    result, work, model = trained["result"], trained["work"], trained["model"]
+    """LTX-2's LoRA holds its audio attention too (the audio self and cross attention, audio-to-video), as
+    SimpleTuner targets them, but not video-to-audio (its LTX-2 class leaves that out); the clips have no sound,
+    so SimpleTuner masks the audio loss."""
+    family, result, work, model = trained["family"], trained["result"], trained["work"], trained["model"]
     assert result["status"] == "succeeded" and result["metrics"]["steps"] == 1
     assert result["preflight"]["clips"]["samples"] == 2 and result["preflight"]["clips"]["frame_buckets"] == {"1@9": 2}
     log = (work / "training.log").read_text()
@@ -89,10 +114,14 @@ def test_an_ltx_lora_trains_from_two_clips_and_holds_the_transformers_attention(
     layers = {name.removesuffix(".weight") for name in tensors(model / "transformer" /
                                                                "diffusion_pytorch_model.safetensors")
               if name.endswith(".weight")}
-    attention = {name for name in layers if ".attn" in name and name.endswith(LORA_TARGETS)}
-    assert modules == attention and len(modules) == 2 * 2 * 4  # 2 blocks x self/cross attention x q, k, v, out
+    attention = {name for name in layers if name.startswith("transformer_blocks.") and name.endswith(LORA_TARGETS)
+                 and ".video_to_audio_attn." not in name}
+    kinds = {"ltxvideo": 2, "ltxvideo2": 5}[family]  # attn1, attn2 (+ audio_attn1, audio_attn2, audio_to_video_attn)
+    assert modules == attention and len(modules) == 2 * kinds * 4  # 2 blocks x the kinds x q, k, v, out
+    if family == "ltxvideo2":
+        assert "no audio latents for this batch" in log
     comfyui = Path(result["comfyui_checkpoint"])
-    assert comfyui.name == "sks-ltxvideo-lora.safetensors"
+    assert comfyui.name == f"sks-{family}-lora.safetensors"
     assert_generic_comfyui_file(lora, comfyui, rank=2)
 
 
