@@ -1,7 +1,7 @@
 """The built-in demo: tiny random models (built offline by the trainer env) and a small generated dataset.
 
 Tests, the CPU demo in the UI and the benchmarks use these, so a newcomer trains end to end without a GPU. SDXL is
-the default; FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 have tiny models too (docs/families.md).
+the default; FLUX.1, SD3.5, Chroma, Qwen-Image, Wan, LTX-Video and LTX-2 have tiny models too (docs/families.md).
 """
 
 from __future__ import annotations
