@@ -35,7 +35,8 @@ def main() -> None:
 
     script = Path(simpletuner.__file__).parent / "train.py"
     # As if train.py itself were launched: its folder, not tools/, is the first import path.
-    sys.path[0] = str(script.parent)
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [str(script.parent), *(entry for entry in sys.path if entry and Path(entry).resolve() != Path(here))]
     sys.argv[0] = str(script)
     fix_ltxvideo()
     runpy.run_path(str(script), run_name="__main__")
