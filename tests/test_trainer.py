@@ -15,7 +15,7 @@ from core.pipeline import run_job
 from core.settings import Settings
 from core.spec.job import parse_job
 from core.training.trainer import launch_command, translate_event
-from tests.conftest import tiny_job
+from tests.conftest import ROOT, tiny_job
 from tests.support.processes import processes_working_in
 
 # Shapes SimpleTuner 4.10.1 posts to a raw webhook (docs/simpletuner-notes.md).
@@ -52,6 +52,17 @@ def test_the_launcher_is_accelerate_with_the_runs_own_config_file_and_nothing_el
     command = launch_command(TrainerEnv(settings), config_file=config)
     assert command[:4] == [str(settings.trainer_bin / "accelerate"), "launch", "--config_file", str(config)]
     assert len(command) == 5 and command[-1].endswith("simpletuner/train.py")
+    assert launch_command(TrainerEnv(settings), config_file=config, family="wan") == command
+
+
+@pytest.mark.trainer_env
+def test_ltx_video_launches_simpletuners_train_py_through_its_fix(settings, tmp_path):
+    """SimpleTuner 4.10.1's LTX-Video builds its text-encoding pipeline without a scheduler: tools/simpletuner_train.py
+    gives it one, then runs train.py (tests/test_ltx_training.py trains through it)."""
+    config = tmp_path / "accelerate_config.json"
+    command = launch_command(TrainerEnv(settings), config_file=config, family="ltxvideo")
+    assert command[:4] == [str(settings.trainer_bin / "accelerate"), "launch", "--config_file", str(config)]
+    assert command[-1] == str(ROOT / "tools" / "simpletuner_train.py")
 
 
 @pytest.mark.training

@@ -1,7 +1,7 @@
 """The built-in demo: tiny random models (built offline by the trainer env) and a small generated dataset.
 
 Tests, the CPU demo in the UI and the benchmarks use these, so a newcomer trains end to end without a GPU. SDXL is
-the default; FLUX.1, SD3.5, Chroma, Qwen-Image and Wan 2.1 have tiny models too (docs/families.md).
+the default; FLUX.1, SD3.5, Chroma, Qwen-Image, Wan, LTX-Video and LTX-2 have tiny models too (docs/families.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ TINY_CAPTIONER_SCRIPT = TOOLS_DIR / "build_tiny_captioner.py"
 COLOURS = [("red", (220, 40, 40)), ("green", (40, 180, 70)), ("blue", (40, 80, 220)), ("yellow", (230, 210, 40)),
            ("purple", (140, 60, 190)), ("orange", (240, 140, 30)), ("teal", (30, 170, 170)), ("pink", (240, 120, 180))]
 SHAPES = ["circle", "square", "triangle"]
-TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image", "wan22_a14b")
+TINY_FAMILIES = ("sdxl", "flux", "sd3", "chroma", "qwen_image", "wan", "flux2", "z_image", "wan22_a14b", "ltxvideo",
+                 "ltxvideo2")
 """The SimpleTuner model families tools/build_tiny_model.py can build (tools/tiny_models/, one module each)."""
 TINY_FLAVOURS: dict[str, tuple[str, ...]] = {"flux": ("kontext",), "wan": ("t2v", "i2v", "ti2v")}
 """The variants a family's tiny model can be built as (tools/tiny_models' FLAVOURS): FLUX.1 Kontext (an edit model);

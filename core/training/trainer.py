@@ -36,7 +36,7 @@ from core.events import (
 )
 from core.jobdir import JobDir
 from core.outputs import checkpoint_step, checkpoints, sample_step, validation_files
-from core.settings import Settings
+from core.settings import TOOLS_DIR, Settings
 from core.simpletuner import expected_output
 from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
 from core.training.config import TrainerFiles
@@ -159,12 +159,22 @@ class TrainingOutcome:
             self.error = event
 
 
-def launch_command(trainer: TrainerEnv, *, config_file: Path) -> list[str]:
+FIXED_FAMILIES = frozenset({"ltxvideo"})
+"""Families SimpleTuner 4.10.1 cannot train as shipped: their runs start tools/simpletuner_train.py, which applies
+the family's fix and runs SimpleTuner's train.py (LTX-Video: its text-embedding cache builds LTXPipeline without
+the scheduler it requires)."""
+FIXED_TRAIN_SCRIPT = TOOLS_DIR / "simpletuner_train.py"
+
+
+def launch_command(trainer: TrainerEnv, *, config_file: Path, family: str | None = None) -> list[str]:
     """What `simpletuner train` runs, started by us: its CLI puts accelerate in a session of its own (setsid) and
     does not pass SIGTERM on, so a cancel could never reach the training process through it. Every launch setting
-    is in `config_file` (core/training/accelerate_config.py): accelerate then never reads a default_config.yaml."""
+    is in `config_file` (core/training/accelerate_config.py): accelerate then never reads a default_config.yaml.
+    A family in FIXED_FAMILIES runs train.py through its fix."""
     accelerate = trainer.program("accelerate", what="SimpleTuner")
     script = trainer.require_installed("simpletuner/train.py", what="SimpleTuner")
+    if family in FIXED_FAMILIES:
+        script = FIXED_TRAIN_SCRIPT
     return [str(accelerate), "launch", "--config_file", str(config_file), str(script)]
 
 
@@ -204,7 +214,8 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
     continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
     trainer = TrainerEnv(settings)
     command = launch_command(trainer, config_file=write_launch_config(files, job, device=device, gpu=gpu,
-                                                                      processes=processes))
+                                                                      processes=processes),
+                             family=str(files.config.get("--model_family") or ""))
     cpu_ranks = CPU_RANKS_ENV if device != "cuda" and processes > 1 else {}
     cancel = Cancel.of(cancel)
     outcome = TrainingOutcome(steps=start_step)

@@ -1,4 +1,4 @@
-"""Tokenizers built without a download: CLIP's real BPE, a tiny T5/UMT5 Unigram and a tiny Qwen2 BPE."""
+"""Tokenizers built without a download: CLIP's real BPE, a tiny T5/UMT5 Unigram, tiny Qwen2 and Gemma BPEs."""
 
 from __future__ import annotations
 
@@ -81,3 +81,25 @@ def qwen2_tokenizer():
     backend.train_from_iterator(corpus, trainer=trainer)
     return Qwen2TokenizerFast(tokenizer_object=backend, unk_token=None, bos_token=None, eos_token="<|im_end|>",
                               pad_token="<|endoftext|>", model_max_length=32768)
+
+
+GEMMA_SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                        "<end_of_image>", "<image_soft_token>"]
+"""Gemma 3's special tokens the text encoder's config names (pad 0, eos 1, bos 2, unk 3, the image markers)."""
+
+
+def gemma_tokenizer(*, max_length: int = 1024):
+    """A small SentencePiece-style BPE (▁ for spaces) trained here, with Gemma's special tokens and its <bos> first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import GemmaTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=GEMMA_SPECIAL_TOKENS)
+    corpus = [" ".join(_WORDS)] * 4 + [string.ascii_letters + string.digits + string.punctuation]
+    backend.train_from_iterator(corpus, trainer=trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", backend.token_to_id("<bos>"))])
+    return GemmaTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                              unk_token="<unk>", model_max_length=max_length, padding_side="left")
