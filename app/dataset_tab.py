@@ -339,11 +339,17 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
     form.validate_on(tab.check_button.click).then(check_dataset, inputs_kwargs=form.inputs, outputs=[tab.report],
                                                   api_name="check_dataset")
 
+    def keep_trigger(word: str) -> None:
+        store.set_trigger_word(word or "")
+
+    tab.trigger_word.change(keep_trigger, [tab.trigger_word], None, api_visibility="private", show_progress="hidden")
+
     def on_load() -> list[Any]:
         source = store.source()
-        return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip()]
+        return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip(),
+                store.trigger_word() or gr.skip()]
 
-    return on_load, [*shown, tab.source]
+    return on_load, [*shown, tab.source, tab.trigger_word]
 
 
 def caption_spec(model: str, mode: str, style: str, prefix: str) -> CaptioningSpec:

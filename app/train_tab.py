@@ -115,10 +115,11 @@ def render_status(snap: RunSnapshot | None) -> str:
                 '</div>')
     percent = round(snap.percent)
     parts = [f"<b>{STATUS_WORDS.get(snap.status, snap.status)}</b>", html.escape(snap.stage)]
-    if snap.detail and snap.running:
+    steps = f"step {snap.step}/{snap.total_steps}"
+    if snap.detail and snap.running and not snap.detail.endswith(steps):  # a step's message is the step itself
         parts.append(html.escape(snap.detail[:120]))
     if snap.total_steps:
-        parts.append(f"step {snap.step}/{snap.total_steps}")
+        parts.append(steps)
     if snap.losses:
         parts.append(f"loss {snap.losses[-1][1]:.4f}")
     if snap.running and snap.eta_s is not None:
@@ -236,7 +237,7 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
     gr.api(run_history, api_name="run_history", concurrency_limit=None)
 
     outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.marks,
-               tab.samples, tab.history, tab.resume_choice, tab.sample_videos, tab.seen]
+               tab.samples, tab.history, tab.resume_choice, tab.sample_videos, tab.message, tab.seen]
 
     def history_updates() -> list[Any]:
         records = registry.runs()
@@ -244,12 +245,12 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
                    for r in records if r.resumable]
         return [[describe(r) for r in records] or None, gr.update(choices=choices, value=None)]
 
-    def poll(seen: str) -> list[Any]:
+    def poll(seen: str, message: str | None = None) -> list[Any]:
         """Everything the tab shows of the current run; unchanged since the last poll: nothing is sent."""
         run = registry.training()
         if run is None:  # a fresh app: only the history (runs of earlier processes), once
-            return ([gr.skip()] * (len(outputs) - 4) + (history_updates() if seen == "" else [gr.skip()] * 2)
-                    + [gr.skip(), "-"])
+            return ([gr.skip()] * (len(outputs) - 5) + (history_updates() if seen == "" else [gr.skip()] * 2)
+                    + [gr.skip(), gr.skip(), "-"])
         snap = run.snapshot()
         key = f"{snap.id}:{snap.version}:{snap.status}"
         if key == seen:
@@ -259,9 +260,11 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         gallery, videos = grid_updates(run)
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
                 list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
-                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos, key]
+                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos,
+                "" if not snap.running and (message or "").startswith("Cancelling") else gr.skip(), key]
 
-    tab.timer.tick(poll, [tab.seen], outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
+    tab.timer.tick(poll, [tab.seen, tab.message], outputs, api_name="poll", show_progress="hidden",
+                   concurrency_limit=None)
 
     def run_status() -> dict:
         """The current training run as JSON: status, stage, step, losses, validation images, result or error."""
