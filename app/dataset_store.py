@@ -74,6 +74,8 @@ _THUMB_WORKERS = min(8, os.cpu_count() or 2)
 # A load stages beside the dataset folder (same disk, so the swap is a rename); the old folder is retired, then removed.
 STAGING_PREFIX = "dataset.staging-"
 RETIRED_PREFIX = "dataset.retired-"
+TRIGGER_FILE = "trigger_word.txt"
+"""Beside the dataset folder (it survives loading another dataset): the trigger word typed on the Dataset tab."""
 logger = logging.getLogger("app.dataset_store")
 
 
@@ -345,6 +347,19 @@ class DatasetStore:
         """The clips staging skipped at the last load: name, reason, detail."""
         file = self.root / "skipped_clips.json"
         return json.loads(file.read_text()) if file.is_file() else []
+
+    def trigger_word(self) -> str:
+        """The trigger word typed beside the dataset ("" when none): kept in DATA_DIR/trigger_word.txt, so a reloaded
+        page (or a restarted app) trains with it instead of silently without one."""
+        file = self.root.parent / TRIGGER_FILE
+        return file.read_text().strip() if file.is_file() else ""
+
+    def set_trigger_word(self, word: str) -> None:
+        file = self.root.parent / TRIGGER_FILE
+        file.parent.mkdir(parents=True, exist_ok=True)
+        partial = file.with_suffix(".tmp")
+        partial.write_text((word or "").strip())
+        os.replace(partial, file)
 
     def source(self) -> dict[str, Any]:
         """The job's `dataset` for this folder's origin: {url}, {hf_repo}, or {path} of the images folder."""

@@ -369,11 +369,17 @@ def bind(tab: DatasetTab, *, form: FormView, store: DatasetStore, registry: RunR
     tab.confirm_remove.click(remove_flagged, [tab.page], [tab.status, *shown, tab.source, tab.remove_button,
                                                           tab.confirm_remove], api_name="remove_flagged")
 
+    def keep_trigger(word: str) -> None:
+        store.set_trigger_word(word or "")
+
+    tab.trigger_word.change(keep_trigger, [tab.trigger_word], None, api_visibility="private", show_progress="hidden")
+
     def on_load() -> list[Any]:
         source = store.source()
-        return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip()]
+        return [*render_page(store.page(1)), json.dumps(source) if source else gr.skip(),
+                store.trigger_word() or gr.skip()]
 
-    return on_load, [*shown, tab.source]
+    return on_load, [*shown, tab.source, tab.trigger_word]
 
 
 def flagged_button(count: int) -> Any:

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from app.edge import surface
 from app.state import RunRegistry
 from core.dataset import input_image_file
-from core.errors import ErrorCode, JobError
+from core.errors import JobError
 from core.generation import GenerateRequest, Rendered
 from core.jobdir import new_job_id
 from core.outputs import lora_checkpoints, lora_file
@@ -110,9 +110,7 @@ def bind(tab: PlaygroundTab, *, registry: RunRegistry) -> None:
                  checkpoint: str, compare: bool, input_image: str | None = None) -> Iterator[tuple[str, list]]:
         """Render the prompt with the picked checkpoint of the chosen run (and, side by side, without the LoRA);
         `input_image`: an uploaded file, the first frame of an image-to-video model's clip."""
-        if registry.busy():  # the GPU's memory is the training's; a render would slow it or run it out of memory
-            raise JobError("a training is running: Generate once it has ended (or cancel it on the Train tab)",
-                           code=ErrorCode.BUSY, stage="generate")
+        registry.playground_device()  # a GPU no training holds (a training's memory is its own), or refused
         run = registry.chosen()
         if run is None or run.result is None or run.result.output_dir is None:
             raise JobError("nothing to try yet: train a LoRA first (Train tab)", field="checkpoint", stage="generate")

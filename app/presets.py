@@ -47,6 +47,9 @@ EDIT_PRESETS: dict[str, tuple[str, str, str]] = {
     "Qwen-Image-Edit-2511 (edit-v3)": ("qwen_image", "edit-v3", "Qwen/Qwen-Image-Edit-2511"),
     "LongCat-Image-Edit": ("longcat_image", "edit", "meituan-longcat/LongCat-Image-Edit"),
 }
+HUB_SPELLING = {"black-forest-labs/flux.1-dev": "black-forest-labs/FLUX.1-dev",
+                "black-forest-labs/flux.1-schnell": "black-forest-labs/FLUX.1-schnell"}
+"""Hub ids SimpleTuner's table lower-cases -> as the Hub spells them (what a user sees in the field and on the card)."""
 SMOKE_RESOLUTION, EDIT_RESOLUTION = 256, 1024
 """An edit recipe below SMOKE_RESOLUTION px is a smoke run: the preset trains at the model's own 1024 px."""
 GATED = {"FLUX.1-dev", "SD3.5", "FLUX.2 klein 9B", "FLUX.1 Kontext dev (edit)"}
@@ -107,7 +110,8 @@ def _family_preset(name: str, family: str, flavour: str) -> dict[str, Any]:
     gated = (" Gated model: accept its licence on the Hub and set HF_TOKEN." if name in GATED else "")
     video = f" {frames_note(family, plan)}" if family in VIDEO_FAMILIES else ""
     return {
-        "base_model": hub_ids(family)[flavour], "model_family": family, **numbers, "train_batch_size": 1,
+        "base_model": HUB_SPELLING.get(hub_id := hub_ids(family)[flavour], hub_id), "model_family": family,
+        **numbers, "train_batch_size": 1,
         "schedule": "steps", "length": 1000, "checkpoint_step_interval": 250, "validation_prompt": "",
         "validation_steps": 250, "seed": 42, "extra_flags": "", "extra_job": "",
         "note": f"{display} ({flavour}). {tier_note(plan)}. The numbers are SimpleTuner's recipe; on a GPU the "

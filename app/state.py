@@ -1,4 +1,5 @@
-"""The server-side run registry: one training at a time, living in a thread on the server, its events buffered.
+"""The server-side run registry: the trainings, each living in a thread on the server, its events buffered, and the
+queue of trainings waiting for their GPUs (app/run_queue.py).
 
 A browser only ever polls a snapshot, so closing or reloading the page re-attaches to the same run, and no
 request waits for training. Publishing a finished run is a run of its own kind ("publish") with the same shape.
@@ -7,6 +8,11 @@ Every run of the data folder is known from the history on disk (app/history.py);
 (app/chosen_run.py) that the Publish and Playground tabs work on: the one picked on the Runs tab, else the newest
 that succeeded. An app that starts finds any trainer an earlier app left at work (its process group, recorded in the
 history) and stops it: one trainer per GPU, and the run reads `interrupted`, resumable from its last checkpoint.
+
+The machine's GPUs (its CPU, without one: one slot) are shared out between trainings: a queued run starts when the
+GPUs it asks for are free (app/run_queue.py's `assign`), each training sees only its own (CUDA_VISIBLE_DEVICES, so
+its memory plan is its devices'), and runs on disjoint GPUs train side by side. The playground renders on a GPU no
+training holds.
 """
 
 from __future__ import annotations
@@ -24,18 +30,22 @@ from pydantic import SecretStr, ValidationError
 from app.chosen_run import ChosenRun, save_result
 from app.history import INTERRUPTED, RESUMABLE, RunHistory, RunRecord, places, record_of
 from app.run import Run, new_run_id
+from app.run_queue import CPU_SLOT, QueuedRun, RunQueue, assign, demand
+from core.adapters import visible_gpu_ids
 from core.errors import ErrorCode, JobCancelled, JobError
 from core.events import CheckpointSaved, Event, StageEvent, TrainerStarted
 from core.generation import Playground, build_tiny_model
 from core.jobdir import job_folder
 from core.pipeline import publish, run_job
 from core.result import JobResult
-from core.secrets import job_secrets
+from core.secrets import job_secrets, scrub
 from core.settings import Settings
 from core.spec import HubSpec, JobSpec, parse_job, unwrap_input, validation_error
 
 TINY_MODEL_NAME = "tiny-sdxl"
 ORPHAN_STOP_GRACE_S = 10.0
+RETRY_S = 5.0
+"""A queued run that could not start (captions being written, another app's trainer): tried again this often."""
 """A trainer left by an earlier app: SIGTERM, then SIGKILL after this long."""
 logger = logging.getLogger("app.state")
 
@@ -46,7 +56,7 @@ def tiny_model_dir(settings: Settings) -> Path:
 
 
 class RunRegistry:
-    """The app's one registry: at most one training and one publish at a time, kept after they end."""
+    """The app's one registry: its trainings (one per share of the GPUs), the queue, one publish at a time."""
 
     def __init__(self, *, settings: Settings, env: Mapping[str, str] | None = None,
                  before_training: Callable[[], None] | None = None):
@@ -54,8 +64,20 @@ class RunRegistry:
         self.before_training = before_training
         """Raises a JobError when a training may not start now (the UI's: an auto-caption run is writing captions)."""
         self.env = os.environ if env is None else env  # the endpoint's keys: kept out of every run's view
-        self._lock = threading.Lock()
-        self._training: Run | None = None
+        self._lock = threading.RLock()
+        self._trainings: dict[str, Run] = {}
+        """This app's trainings, in the order they started, running or ended."""
+        self._held: dict[str, tuple[str, ...]] = {}
+        """The devices each running training holds."""
+        self.devices: list[str] = visible_gpu_ids(settings) or [CPU_SLOT]
+        """The machine's GPUs (CUDA ids), or the one CPU slot: what trainings share."""
+        self.queue = RunQueue(settings.data_root)
+        """Trainings waiting for their GPUs, kept across restarts."""
+        self.queue_notes: list[str] = []
+        """Why queued runs could not start (a job that no longer validates): the Runs tab shows them."""
+        self._retry: threading.Timer | None = None
+        self._closing = False
+        self._playground_devices: str | None = None
         self._publishing: Run | None = None
         self._succeeded: Run | None = None
         self.playground = Playground(settings=settings)
@@ -67,10 +89,22 @@ class RunRegistry:
         """The run picked on the Runs tab (None: the newest that succeeded)."""
         self.stopped_at_start = self._stop_orphans()
         """The runs whose trainer an earlier app left at work, stopped as this one started."""
+        self.schedule()  # the queue an earlier app left goes on
 
     def training(self) -> Run | None:
-        """The latest training run, running or ended."""
-        return self._training
+        """The training the Train tab follows: the chosen run when this app trains or trained it, else the latest."""
+        runs = self._trainings
+        if self._chosen is not None and self._chosen in runs:
+            return runs[self._chosen]
+        return next(reversed(runs.values()), None) if runs else None
+
+    def trainings(self) -> list[Run]:
+        """The trainings running now, in the order they started."""
+        return [run for run in list(self._trainings.values()) if run.running]
+
+    def devices_of(self, run_id: str) -> tuple[str, ...]:
+        """The devices a running training holds (() once it has ended)."""
+        return self._held.get(run_id, ())
 
     def publishing(self) -> Run | None:
         return self._publishing
@@ -117,20 +151,26 @@ class RunRegistry:
             self.history.delete(record.id)
             if self._chosen == record.id:
                 self._chosen = None
-            for attr in ("_training", "_succeeded"):
-                if (run := getattr(self, attr)) is not None and run.id == record.id:
-                    setattr(self, attr, None)
+            self._trainings.pop(record.id, None)
+            if self._succeeded is not None and self._succeeded.id == record.id:
+                self._succeeded = None
         return record
 
     def busy(self) -> bool:
-        return bool(self._training and self._training.running)
+        """A training is running."""
+        return bool(self.trainings())
+
+    def free_devices(self) -> list[str]:
+        """The devices no running training holds."""
+        held = {device for devices in self._held.values() for device in devices}
+        return [device for device in self.devices if device not in held]
 
     def runs(self) -> list[RunRecord]:
         """The run history, newest first; a run some earlier process left `running` reads `interrupted`."""
         return self.history.records(live=self._live())
 
     def _live(self) -> set[str]:
-        return {self._training.id} if self._training is not None and self._training.running else set()
+        return {run.id for run in self.trainings()}
 
     def _stop_orphans(self) -> list[str]:
         """Stop every trainer that an earlier app of this data folder left at work (the app was killed before its
@@ -170,9 +210,104 @@ class RunRegistry:
         return run
 
     def start_training(self, spec: JobSpec, *, resumed_from: str | None = None) -> Run:
-        """Start `spec` in the background; refused while another training runs. The Publish tab pushes, so the
+        """Start `spec` in the background now, on the GPUs it asks for (config.num_processes, else all); refused
+        while they are held by another training (add it to the queue instead). The Publish tab pushes, so the
         job's own hub section is left for it."""
         spec = spec.model_copy(update={"hub": None})
+        need = self._demand(spec)
+        self._may_train()
+        with self._lock:
+            free = self.free_devices()
+            if need > len(free):
+                running = self.trainings()
+                current = self.training() if self.training() in running else next(iter(running), None)
+                snap = current.snapshot() if current is not None else None
+                where = "" if snap is None else f" (step {snap.step}/{snap.total_steps})" if snap.total_steps \
+                    else f" ({snap.stage})"
+                raise JobError(f"a training is already running: {current.id if current else ''}{where}. Wait for it "
+                               "to finish, "
+                               "cancel it on the Train tab, or add this one to the queue", code=ErrorCode.BUSY,
+                               stage="train")
+            return self._launch(spec, run_id=new_run_id(), devices=tuple(free[:need]), resumed_from=resumed_from)
+
+    def enqueue(self, spec: JobSpec) -> QueuedRun:
+        """Put `spec` at the end of the queue (kept across restarts); it starts when the GPUs it asks for are free,
+        at once when they are free now. Secrets are not written: the environment's are used when it starts."""
+        spec = spec.model_copy(update={"hub": None})
+        self._demand(spec)  # more GPUs than the machine has: refused now, not when its turn comes
+        model = Path(spec.base_model).name if Path(spec.base_model).is_absolute() else spec.base_model
+        label = f"{spec.model_family} · {model} · trigger word {spec.trigger_word or '(none)'}"
+        entry = QueuedRun(id=new_run_id(), job=scrub(spec.to_job_json(), secrets=self._secrets(spec)),
+                          gpus=spec.num_processes, label=label)
+        self.queue.add(entry)
+        self.schedule()
+        return entry
+
+    def queued(self) -> list[QueuedRun]:
+        """The runs waiting their turn, the first to start first."""
+        return self.queue.entries()
+
+    def move_queued(self, run_id: str, *, by: int) -> None:
+        """Move a queued run up (by -1) or down (+1)."""
+        if not self.queue.move(run_id, by=by):
+            raise JobError(f"run {run_id!r} is not in the queue (it may have started)", field="queue",
+                           code=ErrorCode.INVALID_INPUT, stage="queue")
+        self.schedule()
+
+    def dequeue(self, run_id: str) -> QueuedRun:
+        """Take a run out of the queue before it starts."""
+        entry = self.queue.remove(run_id)
+        if entry is None:
+            raise JobError(f"run {run_id!r} is not in the queue (it may have started: cancel it on the Train tab)",
+                           field="queue", code=ErrorCode.INVALID_INPUT, stage="queue")
+        self.schedule()
+        return entry
+
+    def schedule(self) -> list[Run]:
+        """Start every queued run whose GPUs are free now, in queue order (app/run_queue.py's `assign`)."""
+        started: list[Run] = []
+        with self._lock:
+            waiting = self.queue.entries()
+            if not waiting:
+                return started
+            try:
+                self._may_train()
+            except JobError as exc:  # captions being written, another app's trainer: try again shortly
+                logger.info("the queue waits: %s", exc.message)
+                self._retry_later()
+                return started
+            devices_for = assign([(entry.id, entry.gpus) for entry in waiting], devices=self.devices,
+                                 busy=[d for held in self._held.values() for d in held])
+            for entry in waiting:
+                if entry.id not in devices_for:
+                    continue
+                self.queue.remove(entry.id)
+                try:
+                    spec = parse_job(entry.job)
+                except JobError as exc:
+                    self.queue_notes.append(f"queued run {entry.id} was dropped: {exc.message}")
+                    logger.warning("queued run %s was dropped: %s", entry.id, exc.message)
+                    continue
+                started.append(self._launch(spec, run_id=entry.id, devices=devices_for[entry.id]))
+        return started
+
+    def _retry_later(self) -> None:
+        if self._retry is not None and self._retry.is_alive():
+            return
+        self._retry = threading.Timer(RETRY_S, self.schedule)
+        self._retry.daemon = True
+        self._retry.start()
+
+    def _demand(self, spec: JobSpec) -> int:
+        """The devices `spec` takes; more GPUs than the machine has is refused naming config.num_processes."""
+        if self.devices != [CPU_SLOT] and spec.num_processes and spec.num_processes > len(self.devices):
+            raise JobError(f"config.num_processes {spec.num_processes} asks for more GPUs than this machine's "
+                           f"{len(self.devices)}", field="config.num_processes", code=ErrorCode.INVALID_INPUT,
+                           stage="queue")
+        return demand(spec.num_processes, devices=self.devices)
+
+    def _may_train(self) -> None:
+        """Raises when no training may start now: the before_training hook, or another app's trainer at work."""
         if self.before_training is not None:
             self.before_training()
         orphan = self._orphan_training()
@@ -181,27 +316,45 @@ class RunRegistry:
             raise JobError(f"the trainer of run {orphan.id} is still at work (process group "
                            f"{mark.pgid if mark else '?'}) and no app follows it: restart the app to stop it",
                            code=ErrorCode.BUSY, stage="train")
-        with self._lock:
-            current = self._training
-            if current is not None and current.running:
-                snap = current.snapshot()
-                where = f" (step {snap.step}/{snap.total_steps})" if snap.total_steps else f" ({snap.stage})"
-                raise JobError(f"a training is already running: {current.id}{where}. Wait for it to finish or "
-                               "cancel it on the Train tab", code=ErrorCode.BUSY, stage="train")
-            run_id = new_run_id()
-            run = Run(kind="train", spec=spec, id=run_id, job_dir=job_folder(self.settings.data_root, run_id),
-                      secrets=self._secrets(spec))
-            self._training = run
-            if resumed_from:
-                self._resumed_from[run.id] = resumed_from
+
+    def _launch(self, spec: JobSpec, *, run_id: str, devices: tuple[str, ...],
+                resumed_from: str | None = None) -> Run:
+        """Start one training on `devices` (called under the lock, the devices free)."""
+        run = Run(kind="train", spec=spec, id=run_id, job_dir=job_folder(self.settings.data_root, run_id),
+                  secrets=self._secrets(spec))
+        self._trainings[run.id] = run
+        self._held[run.id] = devices
+        if resumed_from:
+            self._resumed_from[run.id] = resumed_from
+        if devices != (CPU_SLOT,):
+            run.note(f"on GPU{'s' if len(devices) > 1 else ''} {', '.join(devices)}")
         self._remember(run)
-        self.playground.stop(reason="a training starts")  # its GPU memory is the training's
+        if self.devices == [CPU_SLOT] or self._playground_devices is None \
+                or self._playground_devices in devices:
+            self.playground.stop(reason="a training starts")  # its GPU memory is the training's
+            self._playground_devices = None
         self._start(run, self._train)
         return run
 
-    def cancel_training(self) -> bool:
-        """Ask the running training to stop; True when there was one."""
-        run = self._training
+    def playground_device(self) -> str | None:
+        """Pin the playground to a GPU no training holds (its warm process moves when its GPU was taken); refused
+        while every GPU trains. None on the CPU."""
+        with self._lock:
+            free = self.free_devices()
+            if not free:
+                raise JobError("a training is running: Generate once it has ended (or cancel it on the Train tab)"
+                               + ("" if len(self.devices) == 1 else "; every GPU is training"),
+                               code=ErrorCode.BUSY, stage="generate")
+            if self.devices == [CPU_SLOT]:
+                return None
+            if self._playground_devices not in free:
+                self._playground_devices = free[-1]  # the last: queued runs take the first free ones
+                self.playground.use_devices(self._playground_devices)
+            return self._playground_devices
+
+    def cancel_training(self, run_id: str | None = None) -> bool:
+        """Ask a running training (`run_id`, else the one the Train tab follows) to stop; True when it ran."""
+        run = self._trainings.get(run_id) if run_id else self.training()
         if run is None or not run.running:
             return False
         run.cancel.set()
@@ -213,9 +366,6 @@ class RunRegistry:
         `repo_id`; refused while a training or another push runs."""
         trained = self.chosen()
         with self._lock:
-            if self._training is not None and self._training.running:
-                raise JobError("a training is running: publish when it has finished", code=ErrorCode.BUSY,
-                               stage="publish")
             if self._publishing is not None and self._publishing.running:
                 raise JobError("a push to the Hub is already running", code=ErrorCode.BUSY, stage="publish")
             if trained is None or trained.result is None:
@@ -237,9 +387,13 @@ class RunRegistry:
     def shutdown(self, *, timeout_s: float = 30.0) -> None:
         """Stop a running training (its SimpleTuner process group with it) before the app exits."""
         self.playground.stop(reason="the app exits")
-        run = self._training
-        if run is not None and run.running:
+        if self._retry is not None:
+            self._retry.cancel()
+        self._closing = True  # the queue waits for the next app
+        runs = self.trainings()
+        for run in runs:
             run.cancel.set()
+        for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout_s)
 
@@ -288,6 +442,9 @@ class RunRegistry:
                     self._published(run.id, places(result.to_output()), secrets=run.secrets)
             if run.kind == "train":
                 self._remember(run)
+                self._held.pop(run.id, None)
+                if not self._closing:
+                    self.schedule()  # its GPUs go to the next in the queue
 
         run.thread = threading.Thread(target=body, name=f"run-{run.kind}-{run.id}", daemon=True)
         run.thread.start()
@@ -304,7 +461,15 @@ class RunRegistry:
             if isinstance(event, (TrainerStarted, CheckpointSaved)):
                 self._remember(run)
 
-        return run_job(run.spec, run.job_dir, on_event, settings=self.settings, cancel=run.cancel)
+        return run_job(run.spec, run.job_dir, on_event, settings=self.run_settings(run.id), cancel=run.cancel)
+
+    def run_settings(self, run_id: str) -> Settings:
+        """The settings a training runs with: CUDA_VISIBLE_DEVICES set to its own GPUs, so its trainer sees only
+        those and its memory plan is theirs."""
+        devices = self._held.get(run_id, ())
+        if not devices or devices == (CPU_SLOT,):
+            return self.settings
+        return replace(self.settings, cuda_visible_devices=",".join(devices))
 
     def _publish(self, run: Run) -> JobResult:
         if run.result is None:  # publish runs are made from a finished training only

@@ -2,7 +2,9 @@
 or a video family's clips as players: app/sample_grid.py), Cancel.
 
 The run lives in the registry on the server; this tab polls a snapshot every second (gr.Timer), so no request
-waits for training and a reloaded page picks the run up again.
+waits for training and a reloaded page picks the run up again. It follows the chosen run (Runs tab) when this app
+trains or trained it, else the latest training. "Add to queue" puts the job behind the others (app/run_queue.py):
+it starts when the GPUs it asks for are free.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from core.cache import describe as describe_reuse
 from core.outputs import checkpoint_name, checkpoint_step
 from core.result import human_duration
 from core.secrets import scrub
+from core.spec import JobSpec, parse_job, unwrap_input
 
 POLL_S = 1.0
 RAW_LOG_LINES = 30
@@ -35,6 +38,9 @@ STATUS_WORDS = {"running": "Training", "succeeded": "Finished", "failed": "Faile
 @dataclass
 class TrainTab:
     start_button: gr.Button
+    queue_button: gr.Button
+    gpus: gr.Number
+    """How many of the pod's GPUs the run takes (config.num_processes; 0: all); shown with several GPUs."""
     cancel_button: gr.Button
     message: gr.Markdown
     status: gr.HTML
@@ -57,12 +63,18 @@ class TrainTab:
     resume_button: gr.Button
 
 
-def build() -> TrainTab:
+def build(*, gpu_count: int = 0) -> TrainTab:
+    """`gpu_count`: the pod's GPUs (0: none); with several, a run asks for some of them."""
     with gr.Tab("Train", id="train"):
         gr.Markdown("Trains the job of the Config tab on the Dataset tab's dataset. The run lives on the server: "
-                    "close or reload this page and come back to it. One training at a time.")
+                    "close or reload this page and come back to it. "
+                    + ("Runs on disjoint GPUs train side by side; " if gpu_count > 1 else "One training at a time; ")
+                    + "**Add to queue** starts it when its GPUs are free (the queue is on the Runs tab).")
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
+            queue_button = gr.Button("Add to queue")
+            gpus = gr.Number(0, label=f"GPUs (of {gpu_count}; 0: all)", precision=0, minimum=0, maximum=gpu_count,
+                             visible=gpu_count > 1, elem_id="train-gpus")
             cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
         message = gr.Markdown()
         status = gr.HTML(render_status(None))
@@ -88,8 +100,8 @@ def build() -> TrainTab:
                 resume_button = gr.Button("Resume", scale=1)
         timer = gr.Timer(POLL_S)
         seen = gr.State("")
-    return TrainTab(start_button, cancel_button, message, status, loss, validation, log, raw_log, summary, timer,
-                    seen, samples, sample_videos, marks, history, resume_choice, resume_button)
+    return TrainTab(start_button, queue_button, gpus, cancel_button, message, status, loss, validation, log, raw_log,
+                    summary, timer, seen, samples, sample_videos, marks, history, resume_choice, resume_button)
 
 
 def no_losses() -> pd.DataFrame:
@@ -112,10 +124,11 @@ def render_status(snap: RunSnapshot | None) -> str:
                 '</div>')
     percent = round(snap.percent)
     parts = [f"<b>{STATUS_WORDS.get(snap.status, snap.status)}</b>", html.escape(snap.stage)]
-    if snap.detail and snap.running:
+    steps = f"step {snap.step}/{snap.total_steps}"
+    if snap.detail and snap.running and not snap.detail.endswith(steps):  # a step's message is the step itself
         parts.append(html.escape(snap.detail[:120]))
     if snap.total_steps:
-        parts.append(f"step {snap.step}/{snap.total_steps}")
+        parts.append(steps)
     if snap.losses:
         parts.append(f"loss {snap.losses[-1][1]:.4f}")
     if snap.running and snap.eta_s is not None:
@@ -182,18 +195,38 @@ def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
     return scrub("\n".join(lines), secrets=secrets)
 
 
+def with_gpus(spec: JobSpec, gpus: float | None) -> JobSpec:
+    """The job on `gpus` of the pod's GPUs (its config.num_processes); 0 or None: as the job says (all)."""
+    if not gpus:
+        return spec
+    data = unwrap_input(spec.to_job_json())
+    return parse_job({**data, "config": {**data.get("config", {}), "num_processes": int(gpus)}})
+
+
 def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
     @surface
-    def start_training(**values: Any) -> str:
-        """Start training the form's job in the background; refused while another training runs."""
-        run = registry.start_training(spec_from_form(values))
+    def start_training(gpus: float | None = None, **values: Any) -> str:
+        """Start training the form's job in the background now; refused while its GPUs train another run."""
+        run = registry.start_training(with_gpus(spec_from_form(values), gpus))
         return f"Started run `{run.id}`."
 
-    form.validate_on(tab.start_button.click).then(start_training, inputs_kwargs=form.inputs, outputs=[tab.message],
-                                                  api_name="start_training")
+    form.validate_on(tab.start_button.click).then(start_training, inputs_kwargs={**form.inputs, "gpus": tab.gpus},
+                                                  outputs=[tab.message], api_name="start_training")
+
+    @surface
+    def add_to_queue(gpus: float | None = None, **values: Any) -> str:
+        """Put the form's job at the end of the queue (Runs tab): it starts when the GPUs it asks for are free."""
+        entry = registry.enqueue(with_gpus(spec_from_form(values), gpus))
+        queued = [item.id for item in registry.queued()]
+        if entry.id not in queued:
+            return f"Run `{entry.id}` started at once: its GPUs were free."
+        return f"Run `{entry.id}` queued ({queued.index(entry.id) + 1} of {len(queued)}): see the Runs tab."
+
+    form.validate_on(tab.queue_button.click).then(add_to_queue, inputs_kwargs={**form.inputs, "gpus": tab.gpus},
+                                                  outputs=[tab.message], api_name="add_to_queue")
 
     def cancel_training() -> str:
-        """Stop the running training (SimpleTuner's whole process group)."""
+        """Stop the training this tab follows (SimpleTuner's whole process group)."""
         return "Cancelling…" if registry.cancel_training() else "No training is running."
 
     tab.cancel_button.click(cancel_training, None, [tab.message], api_name="cancel_training")
@@ -213,7 +246,7 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
     gr.api(run_history, api_name="run_history", concurrency_limit=None)
 
     outputs = [tab.status, tab.loss, tab.log, tab.raw_log, tab.validation, tab.summary, tab.cancel_button, tab.marks,
-               tab.samples, tab.history, tab.resume_choice, tab.sample_videos, tab.seen]
+               tab.samples, tab.history, tab.resume_choice, tab.sample_videos, tab.message, tab.seen]
 
     def history_updates() -> list[Any]:
         records = registry.runs()
@@ -221,12 +254,12 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
                    for r in records if r.resumable]
         return [[describe(r) for r in records] or None, gr.update(choices=choices, value=None)]
 
-    def poll(seen: str) -> list[Any]:
+    def poll(seen: str, message: str | None = None) -> list[Any]:
         """Everything the tab shows of the current run; unchanged since the last poll: nothing is sent."""
         run = registry.training()
         if run is None:  # a fresh app: only the history (runs of earlier processes), once
-            return ([gr.skip()] * (len(outputs) - 4) + (history_updates() if seen == "" else [gr.skip()] * 2)
-                    + [gr.skip(), "-"])
+            return ([gr.skip()] * (len(outputs) - 5) + (history_updates() if seen == "" else [gr.skip()] * 2)
+                    + [gr.skip(), gr.skip(), "-"])
         snap = run.snapshot()
         key = f"{snap.id}:{snap.version}:{snap.status}"
         if key == seen:
@@ -236,9 +269,11 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         gallery, videos = grid_updates(run)
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
                 list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
-                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos, key]
+                render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos,
+                "" if not snap.running and (message or "").startswith("Cancelling") else gr.skip(), key]
 
-    tab.timer.tick(poll, [tab.seen], outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
+    tab.timer.tick(poll, [tab.seen, tab.message], outputs, api_name="poll", show_progress="hidden",
+                   concurrency_limit=None)
 
     def run_status() -> dict:
         """The current training run as JSON: status, stage, step, losses, validation images, result or error."""

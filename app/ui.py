@@ -10,6 +10,7 @@ from app import config_tab, dataset_tab, playground_tab, publish_tab, runs_tab, 
 from app.dataset_store import DatasetStore
 from app.form_view import FormView
 from app.presets import TINY
+from app.run_queue import CPU_SLOT
 from app.state import RunRegistry
 from core.adapters import detect_device
 from core.settings import Settings
@@ -39,7 +40,7 @@ def build_ui(*, settings: Settings, max_upload_bytes: int | None = None) -> UI:
         with gr.Tabs():
             config = config_tab.build(settings=settings, preset=TINY if device == "cpu" else GPU_PRESET)
             dataset = dataset_tab.build()
-            train = train_tab.build()
+            train = train_tab.build(gpu_count=0 if registry.devices == [CPU_SLOT] else len(registry.devices))
             runs = runs_tab.build()
             publish = publish_tab.build(settings=settings)
             playground = playground_tab.build()

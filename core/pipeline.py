@@ -330,7 +330,9 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
     # The checkpoint hub.checkpoint picks, and the sample images that go up with it.
     result, sample_files = published_view(spec, result, root=JobDir(result.job_dir).output)
     # The ComfyUI-format file beside the diffusers one, named after the repo; a failure is only a warning.
+    on_event(StageEvent(stage="comfyui", status="started"))
     add_lora_files(spec, result, settings=settings, on_event=on_event)
+    on_event(StageEvent(stage="comfyui", status="completed"))
     where = destinations_of(spec, settings)
     secrets = job_secrets(spec, settings=settings)
     job = JobDir(result.job_dir)

@@ -42,6 +42,8 @@ PIPELINE_STAGES: dict[str, tuple[str, str]] = {
     "resume": ("downloading", "fetching the checkpoint to resume"),
     "model": ("downloading", "downloading the base model"),
     "train": ("loading", "starting SimpleTuner"),
+    "samples": ("sampling", "rendering the samples"),
+    "comfyui": ("converting", "writing the ComfyUI file"),
     "publish": ("publishing", "publishing the LoRA"),
     "upload": ("publishing", "uploading the outputs"),
 }
@@ -56,7 +58,8 @@ class JobStatus:
     the job's own known secrets (core/secrets.py scrub) before showing one."""
 
     stage: str = "starting"
-    """As a user reads it: starting, downloading, checking, loading, caching, training, validating, publishing."""
+    """As a user reads it: starting, downloading, checking, loading, caching, training, validating, saving,
+    sampling, converting, publishing."""
     pipeline_stage: str = ""
     """The pipeline's own name for the stage running (dataset, train, ...): what an error payload's stage says."""
     step: int | None = None
@@ -98,7 +101,9 @@ def trainer_stage(key: str) -> str | None:
         return "validating"
     if "cach" in key or "embed" in key or "data_backend" in key:
         return "caching"
-    if "checkpoint_save" in key or "model_save" in key or key == "training_complete":
+    if "model_save" in key or key == "training_complete":
+        return "saving"  # after the last step: SimpleTuner writes the LoRA and exits
+    if "checkpoint_save" in key:
         return "training"
     if key.startswith("init"):
         return "loading"

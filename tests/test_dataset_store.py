@@ -182,3 +182,10 @@ def test_an_upload_over_the_limit_is_refused_naming_the_field(tmp_path: Path):
     with pytest.raises(DatasetError, match="outside the archive") as raised:
         DatasetStore(settings=store.settings).load_uploads([zip_slip(tmp_path / "slip.zip")], run_id="r2")
     assert raised.value.field == "upload"
+
+
+def test_the_trigger_word_outlives_a_reload_and_another_dataset(tmp_path: Path):
+    settings = Settings(trainer_venv=tmp_path / "venv", data_root=tmp_path / "data")
+    assert DatasetStore(settings=settings).trigger_word() == ""
+    DatasetStore(settings=settings).set_trigger_word(" ohwx ")
+    assert DatasetStore(settings=settings).trigger_word() == "ohwx"  # a reloaded page (or restarted app) gets it

@@ -103,3 +103,16 @@ def test_a_sent_status_reads_back_as_the_same_status():
     status = fold(StageEvent("train", "started"), TrainingProgress(step=3, total_steps=10, loss=0.25))
     assert JobStatus.from_dict({**status.to_dict(), "elapsed_s": 3.0}) == JobStatus(
         stage="training", step=3, total_steps=10, loss=0.25, message="step 3/10")
+
+
+def test_every_stage_after_the_last_step_is_shown_by_name():
+    trained = apply(JobStatus(), TrainingProgress(step=10, total_steps=10, loss=0.1))
+    seen = []
+    for event in (TrainerStage(key="model_save", status="running", label="Saving the model"),
+                  StageEvent(stage="samples", status="started", message="rendering the samples of step 10"),
+                  StageEvent(stage="comfyui", status="started"), StageEvent(stage="publish", status="started")):
+        trained = apply(trained, event)
+        seen.append((trained.stage, trained.message))
+    assert seen == [("saving", "Saving the model"), ("sampling", "rendering the samples of step 10"),
+                    ("converting", "writing the ComfyUI file"), ("publishing", "publishing the LoRA")]
+    assert trained.step == 10  # the steps stay: the bar says how far training went

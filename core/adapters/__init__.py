@@ -6,7 +6,15 @@ What other packages and the faces may use is listed in __all__."""
 
 from core.adapters.address_policy import public_url
 from core.adapters.fetch import download, file_name, probe
-from core.adapters.gpus import GpuFacts, GpuListing, detect_device, gpu_facts, parse_gpu_listing, plan_device
+from core.adapters.gpus import (
+    GpuFacts,
+    GpuListing,
+    detect_device,
+    gpu_facts,
+    parse_gpu_listing,
+    plan_device,
+    visible_gpu_ids,
+)
 from core.adapters.hub import (
     RETRY,
     UNAVAILABLE,
@@ -70,4 +78,5 @@ __all__ = [
     "s3_error",
     "s3_failures",
     "stop_error",
+    "visible_gpu_ids",
 ]

@@ -131,6 +131,22 @@ def detect_device(settings: Settings) -> tuple[str, int]:
     return "cpu", 0
 
 
+def visible_gpu_ids(settings: Settings) -> list[str]:
+    """The CUDA ids of every GPU this process may hand out, in CUDA's order ([] on the CPU): what the app's queue
+    shares between runs (each run trains with CUDA_VISIBLE_DEVICES set to its share). nvidia-smi's GPUs cut to
+    CUDA_VISIBLE_DEVICES; where nvidia-smi is absent and TRAINER_DEVICE=cuda, the CUDA_VISIBLE_DEVICES entries, else
+    GPU_COUNT's indices (a test's fake pod)."""
+    if settings.device == "cpu" or settings.cuda_visible_devices == "":
+        return []
+    listed = _listed_gpus(settings)
+    if listed:
+        return [entry for entry, _ in listed]
+    if settings.device != "cuda":
+        return []
+    given = visible_devices(settings.cuda_visible_devices)
+    return given or [str(index) for index in range(settings.gpu_count or 1)]
+
+
 def gpu_facts(settings: Settings, *, gpu_count: int) -> GpuFacts:
     """GPU_MEMORY_GB when set, else nvidia-smi's answer, else unknown; for `gpu_count` GPUs."""
     return _facts(settings, listed=_listed_gpus(settings) if gpu_count else [], visible=gpu_count, use=gpu_count)
@@ -161,8 +177,9 @@ def plan_device(settings: Settings, *, dry_run: bool, processes: int | None = No
     if listed:
         visible, where = len(listed), _visible_source(settings, f"nvidia-smi lists {len(listed)}")
     elif settings.device == "cuda" and settings.cuda_visible_devices != "":  # forced, nvidia-smi absent
-        visible = settings.gpu_count or len(given or []) or 1
-        where = "GPU_COUNT" if settings.gpu_count else _visible_source(settings, "TRAINER_DEVICE=cuda")
+        # CUDA_VISIBLE_DEVICES first: a queued run's own share of a pod that GPU_COUNT describes.
+        visible = len(given or []) or settings.gpu_count or 1
+        where = _visible_source(settings, "GPU_COUNT" if settings.gpu_count else "TRAINER_DEVICE=cuda")
     elif dry_run and settings.device != "cpu" and (settings.gpu_memory_gb or settings.gpu_count):
         visible, where = settings.gpu_count or 1, "GPU_COUNT" if settings.gpu_count else "GPU_MEMORY_GB"
     else:

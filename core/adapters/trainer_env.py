@@ -69,6 +69,8 @@ class TrainerEnv:
         self.venv = settings.trainer_venv
         self.online = settings.online
         self.hf_home = settings.hf_home
+        self.cuda_visible_devices = settings.cuda_visible_devices
+        """The GPUs a process on the GPU may see: the settings' (a queued run's own share of the pod's), when set."""
         self._base = os.environ if base is None else base
 
     @property
@@ -120,6 +122,8 @@ class TrainerEnv:
             env["HF_HOME"] = str(self.hf_home)
         if device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
+        elif self.cuda_visible_devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
         if hf_token:
             env["HF_TOKEN"] = hf_token  # gated base models; only ever through the environment
         env.update(extra or {})

@@ -20,7 +20,7 @@ import json
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -227,6 +227,16 @@ class Playground:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def use_devices(self, devices: str) -> None:
+        """Render on these GPUs (CUDA ids, as CUDA_VISIBLE_DEVICES takes them) from the next request: a pod whose
+        other GPUs train. The warm process, on other GPUs, is stopped."""
+        if self.settings.cuda_visible_devices == devices:
+            return
+        with self._lock:
+            self._stop_locked("its GPU went to a training")
+            self.settings = replace(self.settings, cuda_visible_devices=devices)
+            self.trainer = TrainerEnv(self.settings, base=self._env)
 
     @property
     def pid(self) -> int | None:
