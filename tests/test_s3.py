@@ -164,3 +164,17 @@ def test_every_code_is_documented():
     documented = (Path(__file__).resolve().parent.parent / "docs" / "hub-and-s3.md").read_text()
     assert set(CODES) == {"s3_auth", "s3_no_bucket", "s3_not_found", "s3_unavailable", "s3_failed"}
     assert all(f"`{code}`" in documented for code in CODES)
+
+
+def test_the_bucket_gets_the_outputs_but_not_simpletuners_working_cache(tmp_path: Path):
+    from core.publishing.bucket import output_files
+
+    output = tmp_path / "output"
+    for rel in ("pytorch_lora_weights.safetensors", "validation_images/step_2_sample_0_0_64x64.mp4",
+                "cache/conditioning_data/clips/walk.png", "high_noise/cache/conditioning_data/x.png",
+                "high_noise/pytorch_lora_weights.safetensors", "checkpoint-2/pytorch_lora_weights.safetensors"):
+        (output / rel).parent.mkdir(parents=True, exist_ok=True)
+        (output / rel).write_bytes(b"x")
+    assert sorted(output_files(output, include_checkpoints=False, extra_files={})) == [
+        "high_noise/pytorch_lora_weights.safetensors", "pytorch_lora_weights.safetensors",
+        "validation_images/step_2_sample_0_0_64x64.mp4"]

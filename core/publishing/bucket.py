@@ -81,6 +81,11 @@ def upload_outputs(
     return {"bucket": bucket, "prefix": prefix, "files": urls}
 
 
+TRAINER_CACHE_DIR = "cache"
+"""The folder SimpleTuner keeps its working files in under an output folder (output/cache/conditioning_data/: the
+first frames of an image-to-video run's clips): not an output, so never uploaded (the Hub commit leaves it out too)."""
+
+
 def output_files(output_dir: Path, *, include_checkpoints: bool, extra_files: Mapping[str, Path]) -> dict[str, Path]:
     """relative path -> file: everything under output_dir (checkpoint-N/ only when asked), then extra_files."""
     files: dict[str, Path] = {}
@@ -89,6 +94,8 @@ def output_files(output_dir: Path, *, include_checkpoints: bool, extra_files: Ma
             rel = path.relative_to(output_dir).as_posix()
             # checkpoint-N/ at the top, or in an expert's folder (high_noise/checkpoint-N/)
             if not include_checkpoints and any(checkpoint_step(part) is not None for part in rel.split("/")[:2]):
+                continue
+            if TRAINER_CACHE_DIR in rel.split("/")[:2]:  # SimpleTuner's working cache (an I2V run's first frames)
                 continue
             files[rel] = path
     for rel, path in extra_files.items():
