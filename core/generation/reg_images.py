@@ -88,7 +88,7 @@ def training_side(spec: JobSpec, *, plan: GpuPlan | None) -> int:
     defaults = resolved_defaults(spec, plan=plan)
     value = float(spec.config.get("resolution", defaults["resolution"]))
     kind = str(spec.config.get("resolution_type", defaults["resolution_type"]))
-    side = math.sqrt(value) * 1024 if kind == "area" else value
+    side = math.sqrt(value) * 1024 if kind == "area" and value <= 16 else value  # a large "area" value is an edge
     return min(max(int(side) // 8 * 8, MIN_SIDE), MAX_SIDE)
 
 
