@@ -1,5 +1,5 @@
 """The training job, stage by stage: validate (destinations, GPU plan) -> dataset (the base model downloads alongside)
--> (caption) -> preflight -> (resume) -> configure -> model -> train -> publish / upload.
+-> (caption) -> (reg_images) -> preflight -> (resume) -> configure -> model -> train -> publish / upload.
 
 Read `run_job` first: it is the whole product in one function. Every stage reports StageEvents to `on_event` and
 raises a typed JobError (core/errors.py), tagged with the stage it came through, that the faces turn into their own
@@ -21,7 +21,7 @@ from core.cancel import Cancel
 from core.dataset import Manifest, caption_options, concepts_of
 from core.errors import JobCancelled, JobError, JobTimeout, PreflightError, PublishError, TrainingError
 from core.events import Event, EventSink, ExpertStarted, JobWarning, StageEvent, ignore_event
-from core.generation import caption_stage, end_samples
+from core.generation import caption_stage, end_samples, render_reg_images
 from core.jobdir import JobDir
 from core.models import ModelFetch, check_local_models
 from core.outputs import PIPELINE_DIR, checkpoint_step, latest_checkpoint, lora_file
@@ -105,6 +105,10 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
         with stage("caption", on_event, cancel):
             captioned = caption_stage(spec, manifest, job=job, settings=settings, token=token, on_event=on_event,
                                       cancel=cancel, model_ready=model.wait_caption_model)
+    if spec.source.reg_generate:  # class images the base model renders (or the cache has), for the preflight to count
+        with stage("reg_images", on_event, cancel):
+            manifest = render_reg_images(spec, manifest, job=job, plan=plan, settings=settings, on_event=on_event,
+                                         cancel=cancel, model_ready=model.wait)
     with stage("preflight", on_event, cancel):
         # An edit job's samples edit pairs of its dataset: held back from training (samples.hold_out) or not.
         manifest, pairs = choose_sample_pairs(spec, manifest, job=job)
@@ -115,10 +119,9 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                            on_event=on_event, goal=goal)
         if report.errors:
             raise PreflightError(report.errors[0], report=report.to_dict())
-    # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
-    with stage("configure", on_event, cancel):  # an edit job's samples dataset: shared by the runs
         sample_dataset = write_sample_dataset(pairs, [prompt_text(item) for item in spec.samples.prompts]
-                                              if spec.samples else [], job=job)
+                                              if spec.samples else [], job=job)  # shared by the runs
+    # One SimpleTuner run, or one per expert of a two-expert model (each its own output; dataset and caches shared).
     runs = [_prepare_run(run_spec, run_dir, manifest=manifest, settings=settings, token=token, device=device,
                          gpu=gpu, on_event=on_event, cancel=cancel, allow_local_paths=allow_local_paths,
                          record_finished=len(spec.expert_runs) > 1, sample_dataset=sample_dataset,

@@ -37,6 +37,7 @@ PIPELINE_STAGES: dict[str, tuple[str, str]] = {
     "setup": ("loading", "preparing the job"),
     "dataset": ("downloading", "staging the dataset"),
     "caption": ("captioning", "captioning the images"),
+    "reg_images": ("generating", "rendering the class images"),
     "preflight": ("checking", "checking the dataset"),
     "configure": ("checking", "writing the SimpleTuner config"),
     "resume": ("downloading", "fetching the checkpoint to resume"),
@@ -58,8 +59,8 @@ class JobStatus:
     the job's own known secrets (core/secrets.py scrub) before showing one."""
 
     stage: str = "starting"
-    """As a user reads it: starting, downloading, checking, loading, caching, training, validating, saving,
-    sampling, converting, publishing."""
+    """As a user reads it: starting, downloading, captioning, generating, checking, loading, caching, training,
+    validating, saving, sampling, converting, publishing."""
     pipeline_stage: str = ""
     """The pipeline's own name for the stage running (dataset, train, ...): what an error payload's stage says."""
     step: int | None = None

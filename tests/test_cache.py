@@ -533,3 +533,97 @@ def test_a_second_dry_run_of_a_clip_job_reuses_the_dataset_and_reports_the_same_
     assert second.preflight["clips"] == first.preflight["clips"] and second.preflight["clips"]["clips_usable"] == 3
     [video] = [b for b in second.trainer_files["multidatabackend.json"] if b.get("dataset_type") == "video"]
     assert video["instance_data_dir"] == str(tmp_path / "j2" / "dataset" / "clips")
+
+
+# -- datasets with pairs, subsets and concepts ---------------------------------------------------------------------
+
+
+def _zip_tree(folder: Path, out: Path) -> Path:
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"set/{path.relative_to(folder).as_posix()}")
+    return out
+
+
+def _gets(server) -> int:
+    return len([r for r in server.requests if r[0] == "GET" and r[2] is None])
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(".json")}
+
+
+def test_a_pair_dataset_is_kept_and_the_next_job_gets_its_inputs_and_the_same_pairs(tmp_path: Path):
+    from PIL import Image
+
+    source = tmp_path / "pairs"
+    for index, size in enumerate(((160, 160), (192, 128), (128, 160))):
+        (source / "control").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (200, 40, 40)).save(source / f"p{index}.png")
+        Image.new("RGB", (size[0] // 2 * 2, size[1]), (40, 40, 200)).save(source / "control" / f"p{index}.png")
+        (source / f"p{index}.txt").write_text(f"make p{index} red")
+    served = tmp_path / "served"
+    served.mkdir()
+    _zip_tree(source, served / "pairs.zip")
+    settings = _settings(tmp_path)
+    cache = Cache.from_settings(settings)
+    with serve_files(served) as server:
+        dataset = DatasetSpec(url=server.url("pairs.zip"))
+        first, stored = stage_dataset_cached(dataset, tmp_path / "j1" / "dataset", settings=settings, cache=cache)
+        gets = _gets(server)
+        second, reused = stage_dataset_cached(dataset, tmp_path / "j2" / "dataset", settings=settings, cache=cache)
+        assert _gets(server) == gets  # not downloaded again
+    assert (stored.status, reused.status) == ("stored", "reused")
+    assert first.pairs is not None and second.pairs is not None
+    assert [f.name for f in second.pairs.folders] == ["control"] and second.pairs.folders[0].parent == \
+        tmp_path / "j2" / "dataset"
+    assert (second.pairs.layout, second.pairs.sizes, second.pairs.looked_for) == \
+        (first.pairs.layout, first.pairs.sizes, first.pairs.looked_for)
+    assert [(e.path.name, e.caption) for e in second.images] == [(e.path.name, e.caption) for e in first.images]
+    assert _tree(tmp_path / "j2" / "dataset" / "control") == _tree(tmp_path / "j1" / "dataset" / "control")
+    assert len(_tree(tmp_path / "j2" / "dataset" / "control")) == 3
+
+
+def _subsets_and_concepts(root: Path) -> Path:
+    """Four images, a kohya concept folder of two, two regularisation and two held-out images, one mask."""
+    from PIL import Image
+
+    from core.generation.demo import write_demo_dataset
+
+    write_demo_dataset(root, count=4)
+    for folder, prefix in (("3_alice", "alice"), ("reg", "class"), ("eval", "held")):
+        for path in write_demo_dataset(root / folder, count=2).iterdir():
+            path.rename(path.with_name(path.name.replace("demo", prefix)))
+    Image.new("L", (64, 64), 255).save(root / "demo_000.mask.png")
+    return root
+
+
+def test_a_dataset_with_reg_eval_masks_and_concepts_is_reused_with_the_same_preflight(tmp_path: Path,
+                                                                                    tiny_model: Path):
+    from core.pipeline import check_job
+
+    served = tmp_path / "served"
+    served.mkdir()
+    _zip_tree(_subsets_and_concepts(tmp_path / "src"), served / "data.zip")
+    settings = _settings(tmp_path)
+    with serve_files(served) as server:
+        job = {**tiny_job(tiny_model, tmp_path), "dataset": {"url": server.url("data.zip")}}
+        first = check_job(parse_job(job), tmp_path / "j1", settings=settings)
+        gets = _gets(server)
+        second = check_job(parse_job(job), tmp_path / "j2", settings=settings)
+        assert _gets(server) == gets  # not downloaded again
+        other = check_job(parse_job({**job, "dataset": {**job["dataset"], "eval_share": 0.25, "eval_dir": "none"}}),
+                          tmp_path / "j3", settings=settings)  # another split of the same source: its own entry
+    assert (first.cache["dataset"], second.cache["dataset"], other.cache["dataset"]) == ("stored", "reused", "stored")
+    subsets = second.preflight["subsets"]
+    assert (subsets["regularisation_images"], subsets["eval_images"], subsets["masked_images"]) == (2, 2, 1)
+    assert second.preflight == first.preflight
+    assert other.preflight["subsets"]["eval_held_out"] == 2  # a quarter of the 8 images (eval/ is one of them)
+    for folder in ("images", "reg", "eval", "masks"):
+        assert _tree(tmp_path / "j2" / "dataset" / folder) == _tree(tmp_path / "j1" / "dataset" / folder), folder
+    assert sorted(p.name for p in (tmp_path / "j2" / "dataset" / "images").iterdir()) == ["3_alice", "_main"]
+    backends = {b["id"]: b for b in second.trainer_files["multidatabackend.json"]}
+    assert backends["regularisation"]["instance_data_dir"] == str(tmp_path / "j2" / "dataset" / "reg")
+    assert {"masks", "eval"} <= set(backends) and any(b.get("repeats") == 2 for b in backends.values())

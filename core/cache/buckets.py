@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from core.adapters import TrainerEnv, is_hub_model_id
-from core.cache.store import Cache, Entry, key_of, link_tree
+from core.cache.store import Cache, Entry, file_sha256, key_of, link_tree
 from core.dataset import Manifest
 from core.events import EventSink, LogLine, ignore_event
 from core.jobdir import JobDir
@@ -135,6 +135,11 @@ def _content(backend: dict[str, Any], manifest: Manifest, *, images: dict[str, s
     images for an image one."""
     if backend.get("dataset_type") == "video":
         return manifest.clips_root or manifest.root, clips
+    subsets, folder = manifest.subsets, backend.get("instance_data_dir")
+    for root, files in ((subsets.reg_root, subsets.reg), (subsets.eval_root, subsets.eval)) if subsets else ():
+        # The regularisation and held-out backends read their own folder: keyed by its images, not the dataset's.
+        if root is not None and folder and os.path.abspath(str(folder)) == os.path.abspath(root):
+            return root, {path.name: file_sha256(path) for path in files} if images else {}
     return manifest.root, images
 
 

@@ -9,11 +9,13 @@ The key is the source and what identifies its content, plus everything staging d
 - inline files: each file's URL key as above, with its caption;
 - a local folder or archive: each file's path, size and modification time;
 - and the caption options (trigger word, placement, caption extension, cleaning), the edit pairs' input folders
-  (dataset.control_dir), the staging limits and STAGING_VERSION (raised when staging changes what it makes: 2 reads
-  edit pairs and keeps clips; 3 stages concept folders apart, notes the captions that named the trigger and sets
-  reg/, eval/ and masks apart). A dataset of edit pairs, or with those subsets, is not kept (an entry holds the
-  images and clips folders only).
-The entry holds the staged images, clips and captions and the manifest; a hit links them into the job's folder. Every
+  (dataset.control_dir), the concepts' repeats (dataset.repeats), the subsets' options where a job sets one
+  (dataset.reg_dir, eval_dir, eval_share), the staging limits and STAGING_VERSION (raised when staging changes what
+  it makes: 2 reads edit pairs and keeps clips; 3 stages concept folders apart, notes the captions that named the
+  trigger and sets reg/, eval/ and masks apart).
+The entry holds every folder staging wrote (images/ with its concept sub-folders, clips/, the edit pairs' control/,
+control_2/, ..., the subsets' reg/, eval/, masks/), their captions and the manifest (the pairs' input sizes, the
+subsets' counts); a hit links them into the job's folder and gives back the same manifest. Every
 writer of a caption (auto-captioning, the UI's edits) puts a new file in its place, never writes into the file: an
 edit never reaches the cache through a link.
 """
@@ -35,14 +37,18 @@ from core.cache.store import Cache, file_sha256, key_of, link_tree
 from core.cancel import Cancel
 from core.dataset import (
     CLIPS_DIR,
+    CONTROL_DIRS,
     DOWNLOAD_DIR,
     IMAGES_DIR,
+    SUBSET_DIRS,
     CaptionOptions,
     ClipEntry,
     ImageEntry,
     Manifest,
+    PairSet,
     Skipped,
     StagingLimits,
+    Subsets,
     describe_source,
     resolve_local_path,
     stage_dataset,
@@ -87,9 +93,6 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
 
     if cache is None:
         return stage(), DatasetReuse()
-    if dataset.reg_dir or dataset.eval_dir or dataset.eval_share:  # they change what staging makes of the source
-        on_event(LogLine("a dataset with dataset.reg_dir, eval_dir or eval_share is staged without the cache"))
-        return stage(), DatasetReuse(status="miss")
     started = time.monotonic()
     identity = source_identity(dataset, settings=settings, token=token, allow_local_paths=allow_local_paths,
                                cancel=cancel)
@@ -99,8 +102,7 @@ def stage_dataset_cached(dataset: DatasetSpec, dest: Path, *, settings: Settings
     if identity is None:
         on_event(LogLine("the dataset's source gives nothing that identifies its content: staged without the cache"))
         return stage(), DatasetReuse(status="miss")
-    key = _dataset_key(identity, captions=captions, limits=limits,
-                       control_dirs=dataset.control_dirs if dataset.pairs else False, repeats=dataset.repeats)
+    key = _dataset_key(identity, captions=captions, limits=limits, dataset=dataset)
     reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         return reused
@@ -119,7 +121,7 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
                     max_bytes=limits.max_download_bytes, cancel=cancel)
     started = time.monotonic()
     key = _dataset_key({"url": url_key(url), "sha256": file_sha256(file)}, captions=captions, limits=limits,
-                       control_dirs=dataset.control_dirs if dataset.pairs else False, repeats=dataset.repeats)
+                       dataset=dataset)
     reused = _reuse(cache, key, dest=dest, started=started, on_event=on_event)
     if reused is not None:
         shutil.rmtree(dest.absolute() / DOWNLOAD_DIR, ignore_errors=True)
@@ -135,9 +137,13 @@ def _stage_by_content(dataset: DatasetSpec, dest: Path, *, settings: Settings, c
 
 
 def _dataset_key(identity: dict[str, Any], *, captions: CaptionOptions, limits: StagingLimits,
-                 control_dirs: list[str] | bool | None = None, repeats: dict[str, int] | None = None) -> str:
+                 dataset: DatasetSpec) -> str:
+    # The subsets' options only where a job sets one: an entry made without them keeps its key.
+    subsets = {name: value for name in ("reg_dir", "eval_dir", "eval_share")
+               if (value := getattr(dataset, name)) is not None}
     return key_of({"kind": "dataset", "version": STAGING_VERSION, "source": identity, "captions": asdict(captions),
-                   "limits": repr(limits), "control_dirs": control_dirs, "repeats": repeats or {}})
+                   "limits": repr(limits), "control_dirs": dataset.control_dirs if dataset.pairs else False,
+                   "repeats": dataset.repeats or {}, **({"subsets": subsets} if subsets else {})})
 
 
 def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
@@ -159,21 +165,14 @@ def _reuse(cache: Cache, key: str, *, dest: Path, started: float,
 
 
 def _store(cache: Cache, key: str, manifest: Manifest, *, build_s: float, on_event: EventSink) -> DatasetReuse:
-    if manifest.pairs is not None:  # its input folders are staged each time
-        on_event(LogLine("a dataset of edit pairs is not kept in the cache"))
-        return DatasetReuse(status="miss")
-    if manifest.subsets is not None:  # its reg/, eval/ and masks/ folders too
-        on_event(LogLine("a dataset with regularisation or held-out images or masks is not kept in the cache"))
-        return DatasetReuse(status="miss")
     hashes, clips = image_hashes(manifest), clip_hashes(manifest)
     reuse = DatasetReuse(status="miss", images_id=key_of({"images": hashes, **({"clips": clips} if clips else {})}),
                          images=hashes, clips=clips)
     try:
         with cache.writing("dataset", key, build_s=build_s, manifest=_manifest_record(manifest),
                            images_id=reuse.images_id, images=hashes, clips=clips) as folder:
-            link_tree(manifest.root, folder / IMAGES_DIR)
-            if manifest.clips_root is not None:
-                link_tree(manifest.clips_root, folder / CLIPS_DIR)
+            for staged in _staged_folders(manifest):
+                link_tree(staged, folder / staged.relative_to(manifest.root.parent))
         reuse.status = "stored" if cache.lookup("dataset", key) is not None else "miss"
     except OSError as exc:
         on_event(LogLine(f"the dataset was not kept in the cache: {exc}", severity="warning"))
@@ -282,13 +281,67 @@ def _manifest_record(manifest: Manifest) -> dict[str, Any]:
         "skipped": [asdict(item) for item in manifest.skipped],
         "clips": [{"name": entry.path.name, **{k: v for k, v in asdict(entry).items() if k != "path"}}
                   for entry in manifest.clips],
+        "pairs": _pairs_record(manifest.pairs, dest=manifest.root.parent) if manifest.pairs else None,
+        "subsets": _subsets_record(manifest.subsets, dest=manifest.root.parent) if manifest.subsets else None,
     }
 
 
+def _staged_folders(manifest: Manifest) -> list[Path]:
+    """Every folder staging wrote for the manifest, beside each other in the job's dataset folder: images/, clips/,
+    the edit pairs' control/, control_2/, ... and the subsets' reg/, eval/, masks/."""
+    folders = [manifest.root, manifest.clips_root, *(manifest.pairs.folders if manifest.pairs else [])]
+    if manifest.subsets is not None:
+        folders += [manifest.subsets.reg_root, manifest.subsets.eval_root, manifest.subsets.masks_root]
+    return [folder for folder in folders if folder is not None and folder.is_dir()]
+
+
+def _pairs_record(pairs: PairSet, *, dest: Path) -> dict[str, Any]:
+    return {"layout": pairs.layout, "folders": [folder.relative_to(dest).as_posix() for folder in pairs.folders],
+            "sizes": pairs.sizes, "looked_for": pairs.looked_for}
+
+
+def _subsets_record(subsets: Subsets, *, dest: Path) -> dict[str, Any]:
+    def relative(folder: Path | None) -> str | None:
+        return folder.relative_to(dest).as_posix() if folder is not None else None
+
+    return {"reg_root": relative(subsets.reg_root), "reg": [path.relative_to(dest).as_posix() for path in subsets.reg],
+            "eval_root": relative(subsets.eval_root),
+            "eval": [path.relative_to(dest).as_posix() for path in subsets.eval], "held_out": subsets.held_out,
+            "masks_root": relative(subsets.masks_root), "masks": subsets.masks, "masks_filled": subsets.masks_filled,
+            "masks_resized": list(subsets.masks_resized)}
+
+
+def _restore_pairs(data: Path, record: dict[str, Any] | None, *, dest: Path) -> PairSet | None:
+    if not record:
+        return None
+    folders = [dest / name for name in record["folders"]]
+    for name, folder in zip(record["folders"], folders, strict=True):
+        link_tree(data / name, folder)
+    return PairSet(layout=record["layout"], folders=folders, looked_for=record.get("looked_for") or "",
+                   sizes={name: [(int(w), int(h)) for w, h in sizes] for name, sizes in record["sizes"].items()})
+
+
+def _restore_subsets(data: Path, record: dict[str, Any] | None, *, dest: Path) -> Subsets | None:
+    if not record:
+        return None
+    roots: dict[str, Path | None] = {}
+    for field_name in ("reg_root", "eval_root", "masks_root"):
+        name = record.get(field_name)
+        roots[field_name] = dest / name if name else None
+        if name:
+            link_tree(data / name, dest / name)
+    return Subsets(reg_root=roots["reg_root"], eval_root=roots["eval_root"], masks_root=roots["masks_root"],
+                   reg=[dest / name for name in record["reg"]], eval=[dest / name for name in record["eval"]],
+                   held_out=int(record["held_out"]), masks=int(record["masks"]),
+                   masks_filled=int(record["masks_filled"]), masks_resized=list(record["masks_resized"]))
+
+
 def _restore(data: Path, record: dict[str, Any], *, dest: Path) -> Manifest:
-    root = dest.absolute() / IMAGES_DIR
-    if root.exists():
-        shutil.rmtree(root)
+    dest = dest.absolute()
+    root = dest / IMAGES_DIR
+    for name in (IMAGES_DIR, *CONTROL_DIRS, *SUBSET_DIRS):
+        if (dest / name).exists():
+            shutil.rmtree(dest / name)  # a re-run of the same job starts clean, as staging does
     root.mkdir(parents=True)
     link_tree(data / IMAGES_DIR, root)
     images = [ImageEntry(path=root / item["name"], caption=item["caption"], width=int(item["width"]),
@@ -302,9 +355,14 @@ def _restore(data: Path, record: dict[str, Any], *, dest: Path) -> Manifest:
              for item in record.get("clips") or []]
     if clips:
         link_tree(data / CLIPS_DIR, clips_root)
+    pairs = _restore_pairs(data, record.get("pairs"), dest=dest)
+    subsets = _restore_subsets(data, record.get("subsets"), dest=dest)
     paths = [entry.path for entry in images] + [entry.path for entry in clips]
+    paths += [folder / entry.path.name for folder in (pairs.folders if pairs else []) for entry in images]
+    paths += [*subsets.reg, *subsets.eval] if subsets else []
     if not all(os.path.isfile(path) for path in paths):  # an eviction took the entry meanwhile
         raise OSError("a file of the entry is missing")
     return Manifest(root=root, images=images, skipped=[Skipped(**item) for item in record["skipped"]],
-                    source=str(record["source"]), clips=clips, clips_root=clips_root if clips else None)
+                    source=str(record["source"]), clips=clips, clips_root=clips_root if clips else None,
+                    pairs=pairs, subsets=subsets)
 

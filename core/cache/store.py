@@ -34,7 +34,7 @@ from typing import Any
 from core.result import human_size
 from core.settings import Settings
 
-KINDS = ("dataset", "text_embeds", "vae_latents", "captions", "buckets")
+KINDS = ("dataset", "text_embeds", "vae_latents", "captions", "buckets", "reg_images")
 META = "meta.json"
 DATA = "data"
 MIN_FREE_SHARE = 0.1

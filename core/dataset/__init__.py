@@ -32,7 +32,7 @@ from core.dataset.stage import (
     resolve_local_path,
     stage_dataset,
 )
-from core.dataset.subsets import MASK_REASONS, SUBSET_DIRS, Subsets
+from core.dataset.subsets import MASK_REASONS, REG_DIR, SUBSET_DIRS, Subsets
 
 __all__ = [
     "CLIPS_DIR",
@@ -45,6 +45,7 @@ __all__ = [
     "MAIN_FOLDER",
     "MASK_REASONS",
     "PAIR_REASONS",
+    "REG_DIR",
     "SUBSET_DIRS",
     "CaptionOptions",
     "ClipEntry",

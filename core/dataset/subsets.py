@@ -55,6 +55,8 @@ class Subsets:
     reg_root: Path | None = None
     reg: list[Path] = field(default_factory=list)
     """The staged regularisation images (their captions beside them, no trigger word)."""
+    reg_generated: int = 0
+    """How many of `reg` the base model rendered before training (dataset.reg_generate: core/generation/)."""
     eval_root: Path | None = None
     eval: list[Path] = field(default_factory=list)
     """The staged held-out images (captions as the training images have them)."""
@@ -74,7 +76,8 @@ class Subsets:
 
     def describe(self) -> dict[str, object]:
         """For the preflight report."""
-        return {"regularisation_images": len(self.reg), "eval_images": len(self.eval), "eval_held_out": self.held_out,
+        return {"regularisation_images": len(self.reg), "regularisation_generated": self.reg_generated,
+                "eval_images": len(self.eval), "eval_held_out": self.held_out,
                 "masked_images": self.masks, "unmasked_images": self.masks_filled if self.masks else 0,
                 "masks_resized": list(self.masks_resized)}
 

@@ -1,5 +1,6 @@
-"""Work a model does besides training, each in the trainer env as a subprocess: auto-captioning, the playground's
-generations (their GPU memory planned first: preview_fit), a run's end-of-run samples, and the tiny demo models.
+"""Work a model does besides training, each in the trainer env as a subprocess: auto-captioning, class images for
+regularisation, the playground's generations (their GPU memory planned first: preview_fit), a run's end-of-run
+samples, and the tiny demo models.
 
 What other packages and the faces may use is listed in __all__."""
 
@@ -22,6 +23,7 @@ from core.generation.playground import (
     run_generate_job,
 )
 from core.generation.preview_fit import PreviewPlan, PreviewTooLarge, plan_preview
+from core.generation.reg_images import render_reg_images
 
 __all__ = [
     "GENERATE_SCRIPT",
@@ -42,6 +44,7 @@ __all__ = [
     "parse_generate_job",
     "plan_preview",
     "plan_render",
+    "render_reg_images",
     "run_generate_job",
     "write_demo_dataset",
 ]

@@ -58,6 +58,7 @@ from core.spec.limits import (
     moved_caches,
     scan_values,
 )
+from core.spec.reg_generate import RegGenerate, check_reg_generate
 from core.spec.samples import SamplesSpec, check_trigger
 
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
@@ -266,6 +267,8 @@ class DatasetSpec(_Strict):
     them at each checkpoint, never trained on."""
     eval_share: float | None = Field(default=None, gt=0, le=0.5)
     """Without a held-out folder: this share of the images is held out for the evaluation loss (at least one)."""
+    reg_generate: RegGenerate | None = None
+    """Class images the base model renders before training, as the regularisation images (no reg folder then)."""
 
     @field_validator("reg_dir", "eval_dir")
     @classmethod
@@ -551,6 +554,11 @@ class JobSpec(_Strict):
         if self.hub and self.hub.checkpoint != "last":
             raise SpecError("a job training both experts publishes each expert's last LoRA: leave hub.checkpoint "
                             "out, or train one expert", field="hub.checkpoint")
+
+    @model_validator(mode="after")
+    def _reg_generate(self) -> JobSpec:
+        check_reg_generate(self)
+        return self
 
     @model_validator(mode="after")
     def _training_kind(self) -> JobSpec:
