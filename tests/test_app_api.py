@@ -241,7 +241,8 @@ def test_a_training_from_the_app_runs_refuses_a_second_and_publishes(trained_app
     assert status["validation"] and all(Path(v["file"]).is_file() for v in status["validation"])
     bar, plot, log, *_ = client.predict(api_name="/poll")
     assert 'aria-valuenow="100"' in bar and "step 10/10" in bar and "Finished" in bar
-    assert [row[0] for row in plot["data"]] == list(range(1, 11)) and plot["columns"] == ["step", "loss"]
+    assert plot["columns"] == ["step", "loss", "series"]  # the training loss; no held-out images, no evaluation
+    assert [(row[0], row[2]) for row in plot["data"]] == [(step, "training") for step in range(1, 11)]
     assert "step 10/10" in log
     outputs += [status, bar, log]
 
