@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from core.dataset.stage import Manifest
+
+class _Image(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+class _Staged(Protocol):
+    """What concepts_of reads of a staged dataset (stage.py's Manifest, which imports this module)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def images(self) -> Sequence[_Image]: ...
 
 KOHYA_FOLDER = re.compile(r"^(\d{1,4})_(\S.*)$")
 MAIN_FOLDER = "_main"
@@ -70,7 +82,7 @@ def _given(repeats: Mapping[str, int], *names: str) -> int | None:
     return None
 
 
-def concepts_of(manifest: Manifest, *, repeats: Mapping[str, int]) -> list[Concept]:
+def concepts_of(manifest: _Staged, *, repeats: Mapping[str, int]) -> list[Concept]:
     """The staged dataset's concepts with their image counts ([] when it has none): each sub-folder of the staged
     images folder, the images of no concept (`_main`) as one of a single pass, unless the job gives it a count."""
     counts = Counter(_folder_of(entry.path, manifest.root) for entry in manifest.images)
