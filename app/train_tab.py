@@ -22,7 +22,7 @@ from app.form_view import FormView
 from app.history import COLUMN_WIDTHS, COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
-from app.sample_grid import gallery_items, render_videos, sample_cells
+from app.sample_grid import gallery_items, is_edit_grid, render_images, render_videos, sample_cells
 from app.state import RunRegistry
 from core.cache import describe as describe_reuse
 from core.outputs import checkpoint_name, checkpoint_step
@@ -52,9 +52,10 @@ class TrainTab:
     timer: gr.Timer
     seen: gr.State
     samples: gr.Gallery
-    """The sample grid: a row per checkpoint, a column per prompt."""
+    """An edit run's sample grid: a row per sample of its input(s), the result and the expected output."""
     sample_videos: gr.HTML
-    """The same grid for a video family: players with their poster and controls."""
+    """The sample grid: a compact table of images (a row per checkpoint labelled with its step, a column per prompt),
+    or a video family's players with their poster and controls."""
     marks: gr.HTML
     """The checkpoints, marked on the loss plot's step axis."""
     history: gr.Dataframe
@@ -83,10 +84,10 @@ def build(*, gpu_count: int = 0) -> TrainTab:
                                y_title="loss", height=280, scale=3)
             validation = gr.Gallery(label="Validation images", columns=2, height=280, scale=2, interactive=False)
         marks = gr.HTML(render_marks([], None))
-        samples = gr.Gallery(label="Samples: a row per checkpoint, a column per prompt (click for full size)",
+        samples = gr.Gallery(label="Samples: input, result and expected output (click for full size)",
                              columns=1, height="auto", interactive=False, object_fit="contain", visible=False)
         sample_videos = gr.HTML("", label="Samples: a row per checkpoint, a column per prompt", visible=False,
-                                elem_id="sample-videos")
+                                elem_id="sample-videos", elem_classes=["sample-grid"])
         log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True)
         with gr.Accordion("SimpleTuner output (training.log)", open=False):
             raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
@@ -178,10 +179,12 @@ def render_marks(steps: list[int], total: int | None) -> str:
 def grid_updates(run: Run) -> list[Any]:
     """The sample grid's gallery (images) and players (videos)."""
     cells, columns = sample_cells(run.spec, Path(run.job_dir))
-    images, image_columns = gallery_items(cells, columns=columns)
-    videos = render_videos(cells, columns=columns, job_dir=Path(run.job_dir))
-    return [gr.update(value=images or None, columns=image_columns, visible=bool(run.spec.samples) and not videos),
-            gr.update(value=videos, visible=bool(videos))]
+    if is_edit_grid(cells):
+        images, image_columns = gallery_items(cells, columns=columns)
+        return [gr.update(value=images or None, columns=image_columns, visible=True), gr.update(value="",
+                                                                                               visible=False)]
+    page = render_images(cells) + render_videos(cells, columns=columns, job_dir=Path(run.job_dir))
+    return [gr.update(value=None, visible=False), gr.update(value=page, visible=bool(page))]
 
 
 def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
