@@ -2,8 +2,8 @@
 per prompt. Images form a compact table: each row starts with its step, each image is captioned with its own
 prompt and opens at full size when clicked. An edit run's samples go to a gallery instead, each sample's input(s),
 the result and the expected output (the pair's target) side by side, a row per sample. A video family's samples
-(.mp4) are video players instead, each with its first frame as the poster, the browser's controls, and its step and prompt under it:
-a gallery shows a video as a muted thumbnail that plays only in its preview."""
+(.mp4) are video players, each with its first frame as the poster, the browser's controls, and its step and prompt
+under it: a gallery shows a video as a muted thumbnail that plays only in its preview."""
 
 from __future__ import annotations
 

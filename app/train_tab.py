@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from app.data_path import in_data_folder
 from app.edge import surface
 from app.form_view import FormView
 from app.history import COLUMN_WIDTHS, COLUMNS, describe
@@ -142,15 +143,16 @@ def render_status(snap: RunSnapshot | None) -> str:
             f'<div class="run-line">{" · ".join(parts)} · {percent}%</div></div>')
 
 
-def render_summary(snap: RunSnapshot) -> str:
+def render_summary(snap: RunSnapshot, *, data_root: Path) -> str:
+    """What the run is and where its files are (relative to the data folder), or how it ended."""
     if snap.running:
-        return f"Run `{snap.id}` in `{snap.job_dir}`."
+        return f"Run `{snap.id}` in `{in_data_folder(snap.job_dir, data_root=data_root)}` of your data folder."
     if snap.status == "succeeded" and snap.output:
         metrics = snap.output["metrics"]
         loss = f", final loss {metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
         lines = [f"**Finished** in {metrics['elapsed_time']}: {metrics['steps']} steps{loss}.",
-                 f"LoRA: `{snap.lora_path}`. Push it to the Hub, or download it, on the Publish "
-                 "tab."]
+                 f"LoRA: `{in_data_folder(snap.lora_path, data_root=data_root)}` in your data folder. Push it to "
+                 "the Hub, or download it, on the Publish tab."]
         if snap.output.get("cache"):
             lines.append(f"- ♻️ {describe_reuse(snap.output['cache'])}")
     else:
@@ -271,7 +273,8 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         losses = loss_frame(snap)
         gallery, videos = grid_updates(run)
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
-                list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
+                list(snap.validation), render_summary(snap, data_root=registry.settings.data_root),
+                gr.update(interactive=snap.running),
                 render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos,
                 "" if not snap.running and (message or "").startswith("Cancelling") else gr.skip(), key]
 

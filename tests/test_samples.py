@@ -18,9 +18,9 @@ from PIL import Image
 from core.errors import PublishError, SpecError
 from core.jobdir import JobDir
 from core.pipeline import publish, run_job
+from core.result import JobResult, Metrics
 from core.spec.job import parse_job
 from core.training.config import build_trainer_files
-from core.result import JobResult, Metrics
 from core.training.samples import pick_checkpoint, published_view, smoothed
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server

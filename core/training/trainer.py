@@ -40,8 +40,8 @@ from core.settings import TOOLS_DIR, Settings
 from core.simpletuner import expected_output
 from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
 from core.training.config import TrainerFiles
-from core.training.samples import LIBRARY_FILE
 from core.training.eval_loss import EvalLossReader
+from core.training.samples import LIBRARY_FILE
 
 POLL_S = 0.1
 EVAL_READ_S = 1.0
