@@ -151,8 +151,8 @@ def render_summary(snap: RunSnapshot, *, data_root: Path) -> str:
         metrics = snap.output["metrics"]
         loss = f", final loss {metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
         lines = [f"**Finished** in {metrics['elapsed_time']}: {metrics['steps']} steps{loss}.",
-                 f"LoRA: `{in_data_folder(snap.lora_path, data_root=data_root)}` in your data folder. Push it to "
-                 "the Hub, or download it, on the Publish tab."]
+                 f"LoRA: `{in_data_folder(snap.lora_path or '', data_root=data_root)}` in your data folder. "
+                 "Push it to the Hub, or download it, on the Publish tab."]
         if snap.output.get("cache"):
             lines.append(f"- ♻️ {describe_reuse(snap.output['cache'])}")
     else:
