@@ -32,6 +32,16 @@ from core.secrets import scrub
 from core.spec import JobSpec, parse_job, unwrap_input
 
 POLL_S = 1.0
+FOLLOW_TAIL_JS = """() => {
+  for (const box of document.querySelectorAll('#train-log textarea, #train-raw-log textarea')) {
+    if (box.offsetParent === null || box.dataset.seen === String(box.value.length)) continue;
+    box.dataset.seen = String(box.value.length);
+    box.scrollTop = box.scrollHeight;
+  }
+}"""
+"""The log boxes follow their tail when new lines come, and when shown after they came while the tab was hidden
+(Gradio's autoscroll scrolls only a visible box, as its value changes); a box left as it was keeps where the user
+scrolled to."""
 RAW_LOG_LINES = 30
 STATUS_WORDS = {"running": "Training", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled"}
 
@@ -89,10 +99,10 @@ def build(*, gpu_count: int = 0) -> TrainTab:
                              columns=1, height="auto", interactive=False, object_fit="contain", visible=False)
         sample_videos = gr.HTML("", label="Samples: a row per checkpoint, a column per prompt", visible=False,
                                 elem_id="sample-videos", elem_classes=["sample-grid"])
-        log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True)
+        log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True, elem_id="train-log")
         with gr.Accordion("SimpleTuner output (training.log)", open=False):
             raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
-                                 elem_classes=["mono"])
+                                 elem_classes=["mono"], elem_id="train-raw-log")
         summary = gr.Markdown()
         with gr.Accordion("Run history", open=True):
             history = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, column_widths=COLUMN_WIDTHS)
@@ -279,7 +289,7 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
                 "" if not snap.running and (message or "").startswith("Cancelling") else gr.skip(), key]
 
     tab.timer.tick(poll, [tab.seen, tab.message], outputs, api_name="poll", show_progress="hidden",
-                   concurrency_limit=None)
+                   concurrency_limit=None).then(None, js=FOLLOW_TAIL_JS)
 
     def run_status() -> dict:
         """The current training run as JSON: status, stage, step, losses, validation images, result or error."""
