@@ -76,9 +76,16 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
                                    info="Steps between saved checkpoints")
             prompt = gr.Textbox(start["validation_prompt"], label="Validation prompt", scale=2,
                                 info="Rendered during training to show progress; empty: none")
-            validation = gr.Number(start["validation_steps"], label="Validate every", precision=0,
-                                   info="Steps between validation images")
             seed = gr.Number(start["seed"], label="Seed", precision=0, info="Same seed, same run")
+        with gr.Row():
+            sample_prompts = gr.Textbox(start["sample_prompts"], label="Sample prompts", lines=3, scale=3,
+                                        elem_id="sample-prompts",
+                                        info="One per line, [trigger] for the trigger word: the Train tab's grid "
+                                             "shows each at every interval. A line may be a JSON object with its "
+                                             'own settings: {"prompt": "...", "seed": 7, "lora_scale": 0.8}')
+            sample_every = gr.Number(start["sample_every"], label="Sample every", precision=0,
+                                     info="Steps between renders (the sample prompts', else the validation "
+                                          "prompt's); empty: at each checkpoint")
         with gr.Accordion("Advanced", open=False):
             extra_flags = gr.Textbox(start["extra_flags"], label="Other SimpleTuner flags (JSON)", lines=6,
                                      elem_classes=["mono"],
@@ -103,8 +110,9 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
                 curl = gr.Code(language="shell", label="Copy as API request", buttons=["copy"])
     fields = {"base_model": base_model, "model_family": family, "lora_rank": rank, "lora_alpha": alpha,
               "learning_rate": rate, "optimizer": optimizer, "train_batch_size": batch, "resolution": resolution,
-              "checkpoint_step_interval": checkpoint, "validation_prompt": prompt, "validation_steps": validation,
-              "seed": seed, "schedule": schedule, "length": length, "extra_flags": extra_flags,
+              "checkpoint_step_interval": checkpoint, "validation_prompt": prompt, "sample_prompts": sample_prompts,
+              "sample_every": sample_every, "seed": seed, "schedule": schedule, "length": length,
+              "extra_flags": extra_flags,
               "extra_job": extra_job}
     return ConfigTab(chosen, note, fields, goal, errors, import_file, import_text, import_button, import_status,
                      export_button, job_json, curl)

@@ -28,18 +28,21 @@ FLAG_FIELDS: dict[str, str] = {
     "resolution": "resolution",
     "checkpoint_step_interval": "checkpoint_step_interval",
     "validation_prompt": "validation_prompt",
-    "validation_steps": "validation_steps",
     "seed": "seed",
 }
 FIELDS: tuple[str, ...] = (
-    *FLAG_FIELDS, "schedule", "length", "extra_flags", "extra_job", "dataset", "trigger_word", "repo_id", "private",
-    "goal",
+    *FLAG_FIELDS, "sample_prompts", "sample_every", "schedule", "length", "extra_flags", "extra_job", "dataset",
+    "trigger_word", "repo_id", "private", "goal",
 )
+INTERVAL_FLAGS = ("validation_steps", "validation_step_interval")
+"""SimpleTuner's spellings of the render interval: the form's one interval (`sample_every`) sends one of them only
+without sample prompts (with them it is `samples.every`), so a job never asks for two intervals."""
 NO_GOAL = ""
 """The goal field's value for "no goal" (today's defaults)."""
 # Job keys the form holds in fields of their own; every other key of the job goes to extra_job.
 _OWN_JOB_KEYS = {"config", "dataset", "dataset_url", "trigger_word", "goal"}
-_FLAG_OF = {**{flag: name for name, flag in FLAG_FIELDS.items()}, **{f: "length" for f in SCHEDULE_FLAGS.values()}}
+_FLAG_OF = {**{flag: name for name, flag in FLAG_FIELDS.items()}, **{f: "length" for f in SCHEDULE_FLAGS.values()},
+            "validation_steps": "sample_every", "validation_step_interval": "sample_every"}
 
 
 def _json_object(text: str | None, *, field: str) -> dict[str, Any]:
@@ -63,6 +66,25 @@ def _number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _samples(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`samples` from its fields: a prompt per line (a line that is a JSON object: a prompt with settings of its own),
+    and the interval; {} without prompts."""
+    prompts: list[Any] = []
+    for number, line in enumerate(str(values.get("sample_prompts") or "").splitlines(), start=1):
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                prompts.append(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise SpecError(f"line {number} is not a JSON object: {exc.msg}", field="sample_prompts") from None
+        elif text:
+            prompts.append(text)
+    if not prompts:
+        return {}
+    every = values.get("sample_every")
+    return {"prompts": prompts, **({} if _blank(every) else {"every": _number(every)})}
+
+
 def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:  # noqa: C901 (one straight pass over the form's sections, each a guarded copy)
     """The raw job (bare, not wrapped in "input") the form describes. Raises SpecError for a JSON editor that does
     not parse or a flag set twice; everything else is parse_job's to judge."""
@@ -76,15 +98,17 @@ def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:  # noqa: C901 (one
         raise SpecError(f"must be 'steps' or 'epochs', got {schedule!r}", field="schedule")
     if not _blank(values.get("length")):
         config[SCHEDULE_FLAGS[schedule]] = _number(values["length"])
-    for flag in ("lora_rank", "train_batch_size", "resolution", "checkpoint_step_interval", "validation_steps",
-                 "seed"):
+    for flag in ("lora_rank", "train_batch_size", "resolution", "checkpoint_step_interval", "seed"):
         if flag in config:
             config[flag] = _number(config[flag])
+    samples = _samples(values)
+    if not samples and not _blank(values.get("sample_every")):
+        config["validation_steps"] = _number(values["sample_every"])  # the validation prompt's interval
     extra_flags = _json_object(values.get("extra_flags"), field="extra_flags")
     for key in extra_flags:
         bare = key.removeprefix("--")
         native = CONFIG_SHORTHAND.get(bare, bare)
-        if native in config:
+        if native in config or (samples and native in INTERVAL_FLAGS):
             raise SpecError(f"'{key}' is set by a form field ({_FLAG_OF.get(native, native)}); change it there",
                             field="extra_flags")
     config.update(extra_flags)
@@ -103,6 +127,12 @@ def form_to_job(values: Mapping[str, Any]) -> dict[str, Any]:  # noqa: C901 (one
     if clash:
         raise SpecError(f"'{clash[0]}' has a field of its own in the form; set it there", field="extra_job")
     hub = dict(extra_job.pop("hub", None) or {})
+    if samples:  # the prompts and interval from their fields; the samples' other settings from the editor
+        given = extra_job.pop("samples", None) or {}
+        if not isinstance(given, dict) or {"prompts", "every"} & set(given):
+            raise SpecError("'samples' prompts and interval have fields of their own (Sample prompts, Sample every); "
+                            "keep only its other settings here", field="extra_job")
+        job["samples"] = {**given, **samples}
     job.update(extra_job)
     repo_id = values.get("repo_id")
     if not _blank(repo_id):
@@ -127,6 +157,15 @@ def job_to_form(spec: JobSpec) -> dict[str, Any]:
         values["schedule"], values["length"] = "epochs", config.pop("num_train_epochs")
     else:
         values["schedule"], values["length"] = "steps", None
+    samples = dict(job.pop("samples", None) or {})
+    prompts = samples.pop("prompts", [])
+    values["sample_prompts"] = "\n".join(p if isinstance(p, str) else json.dumps(p) for p in prompts)
+    # One interval: a config flag for it wins over samples.every in the trainer's config, so it is the one shown
+    interval = next((config.pop(flag) for flag in INTERVAL_FLAGS if flag in config), None)
+    every = samples.pop("every", None) if prompts else None
+    values["sample_every"] = interval if interval is not None else every
+    if samples:
+        job["samples"] = samples  # its other settings (an edit job's samples without prompts: all of it)
     values["extra_flags"] = _pretty(config)
     values["dataset"] = _pretty(job.pop("dataset", None) or {})
     values["trigger_word"] = job.pop("trigger_word", None) or ""
@@ -155,7 +194,12 @@ def form_field_of(error_field: str | None) -> str:
         key = name.removeprefix("config.").removeprefix("--")
         if key == "model_name":  # the "no base model" error
             return "base_model"
-        return _FLAG_OF.get(CONFIG_SHORTHAND.get(key, key), "extra_flags")
+        native = CONFIG_SHORTHAND.get(key, key)
+        return "sample_every" if native in INTERVAL_FLAGS else _FLAG_OF.get(native, "extra_flags")
+    if name.startswith("samples.prompts"):
+        return "sample_prompts"
+    if name == "samples.every":
+        return "sample_every"
     if name.startswith(("dataset", "dataset_url")):
         return "dataset"
     if name == "trigger_word":

@@ -113,7 +113,7 @@ def _family_preset(name: str, family: str, flavour: str) -> dict[str, Any]:
         "base_model": HUB_SPELLING.get(hub_id := hub_ids(family)[flavour], hub_id), "model_family": family,
         **numbers, "train_batch_size": 1,
         "schedule": "steps", "length": 1000, "checkpoint_step_interval": 250, "validation_prompt": "",
-        "validation_steps": 250, "seed": 42, "extra_flags": "", "extra_job": "",
+        "sample_prompts": "", "sample_every": 250, "seed": 42, "extra_flags": "", "extra_job": "",
         "note": f"{display} ({flavour}). {tier_note(plan)}. The numbers are SimpleTuner's recipe; on a GPU the "
                 f"worker picks the recipe's tier for its memory and refuses a job that cannot fit.{gated} Set "
                 "TRAINER_ONLINE=1 so SimpleTuner can download the base model." + video,
@@ -128,7 +128,9 @@ def presets(*, settings: Settings) -> dict[str, dict[str, Any]]:
         "base_model": str(tiny_model_dir(settings)), "model_family": "sdxl", "lora_rank": 4, "lora_alpha": 4.0,
         "learning_rate": 1e-4, "optimizer": "torch-adamw", "schedule": "steps", "length": 10,
         "train_batch_size": 1, "resolution": 128, "checkpoint_step_interval": 5,
-        "validation_prompt": "sks a red circle", "validation_steps": 10, "seed": 42,
+        # Samples at each checkpoint (5 and 10): the grid has a row per checkpoint, a column per prompt.
+        "validation_prompt": "", "sample_prompts": "sks a red circle\nsks a blue triangle", "sample_every": 5,
+        "seed": 42,
         "extra_flags": json.dumps({"validation_resolution": 128, "validation_num_inference_steps": 4}, indent=2),
         "extra_job": json.dumps({"dataloader": {"minimum_image_size": 64}}, indent=2),
         "note": "A tiny random SDXL model, built offline on first use: trains in under a minute on a CPU. "

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from app.chosen_run import ChosenRun
+from app.data_path import in_data_folder
 from app.edge import surface
 from app.history import COLUMN_WIDTHS, COLUMNS, describe, published_links
 from app.run_queue import QueuedRun
@@ -105,7 +107,7 @@ def choice_label(row: list[str]) -> str:
     return f"{run} · {status}" + (f" · {steps} steps" if steps else "") + f" · {started}"
 
 
-def render_details(chosen: ChosenRun | None) -> str:
+def render_details(chosen: ChosenRun | None, *, data_root: Path) -> str:
     if chosen is None:
         return "No run yet: train one on the Train tab."
     record = chosen.record
@@ -114,7 +116,7 @@ def render_details(chosen: ChosenRun | None) -> str:
     steps = f"{record.steps}/{record.total_steps}" if record.total_steps else str(record.steps)
     loss = f", loss {record.loss:.4f}" if record.loss is not None else ""
     lines = [f"**Run `{chosen.id}`**: {record.status}, {steps} steps{loss}; started {when}{took}.",
-             f"- Folder: `{chosen.job_dir}`"]
+             f"- Folder: `{in_data_folder(chosen.job_dir, data_root=data_root)}` in your data folder"]
     if chosen.lora_path is not None:
         lines.append(f"- LoRA: `{chosen.lora_path.name}`"
                      + (f", checkpoints {', '.join(name for name, _ in chosen.checkpoints())}"
@@ -124,13 +126,13 @@ def render_details(chosen: ChosenRun | None) -> str:
     if record.published:
         lines.append("- Published: " + ", ".join(f"[{name}]({url})" for name, url in published_links(record.published)))
     if record.resumed_from:
-        lines.append(f"- Resumed from `{record.resumed_from}`")
+        lines.append(f"- Resumed from `{in_data_folder(record.resumed_from, data_root=data_root)}`")
     if record.error:
         lines.append(f"- {record.error}")
     return "\n".join(lines)
 
 
-def shown(chosen: ChosenRun | None) -> list[Any]:
+def shown(chosen: ChosenRun | None, *, data_root: Path) -> list[Any]:
     """The chosen run's details, its downloads and whether it can be deleted now."""
     files = chosen.downloads() if chosen is not None else {}
 
@@ -140,8 +142,9 @@ def shown(chosen: ChosenRun | None) -> list[Any]:
                          label=f"⬇ {path.name}" if path else label)
 
     running = chosen is not None and chosen.record.status == "running"
-    return [render_details(chosen), button("job", "Download job JSON"), button("lora", "Download LoRA"),
-            button("comfyui", "Download for ComfyUI"), gr.update(interactive=chosen is not None and not running),
+    return [render_details(chosen, data_root=data_root), button("job", "Download job JSON"),
+            button("lora", "Download LoRA"), button("comfyui", "Download for ComfyUI"),
+            gr.update(interactive=chosen is not None and not running),
             gr.update(interactive=running), gr.update(visible=False)]
 
 
@@ -159,7 +162,8 @@ def bind(tab: RunsTab, *, registry: RunRegistry) -> None:
         rows = [describe(record) for record in registry.runs()]
         chosen = registry.chosen()
         return [rows or None, gr.update(choices=[(choice_label(row), row[0]) for row in rows],
-                                        value=chosen.id if chosen else None), *shown(chosen),
+                                        value=chosen.id if chosen else None),
+                *shown(chosen, data_root=registry.settings.data_root),
                 *queue_updates(registry),
                 queue_state()]
 
@@ -185,7 +189,7 @@ def bind(tab: RunsTab, *, registry: RunRegistry) -> None:
         """Make `run_id` the chosen run (what Publish and Playground work on); its details and named downloads."""
         if not run_id:
             return [gr.skip()] * len(shown_outputs)
-        return shown(registry.choose(run_id))
+        return shown(registry.choose(run_id), data_root=registry.settings.data_root)
 
     tab.choice.input(choose_run, [tab.choice], shown_outputs, api_name="choose_run")
 
@@ -203,7 +207,8 @@ def bind(tab: RunsTab, *, registry: RunRegistry) -> None:
         if chosen.record.status == "running":
             return [gr.update(visible=False), f"Run `{chosen.id}` is running: cancel it on the Train tab first."]
         what = "its LoRA, checkpoints, samples and log" if chosen.lora_path else "its folder"
-        return [gr.update(visible=True), f"Delete run `{chosen.id}` and {what} (`{chosen.job_dir}`)? This cannot "
+        where = in_data_folder(chosen.job_dir, data_root=registry.settings.data_root)
+        return [gr.update(visible=True), f"Delete run `{chosen.id}` and {what} (`{where}`)? This cannot "
                                          "be undone; what it pushed to the Hub stays there."]
 
     tab.delete_button.click(ask_delete, [tab.choice], [tab.confirm, tab.confirm_text], api_visibility="private")

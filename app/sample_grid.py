@@ -1,8 +1,9 @@
 """The Train tab's sample grid: the job's `samples` prompts as rendered at each step, a row per step and a column
-per prompt. Images go to a gallery (click for full size); an edit run's sample shows its input(s), the result and
-the expected output (the pair's target) side by side, a row per sample. A video family's samples (.mp4) are video
-players instead, each with its first frame as the poster, the browser's controls, and its step and prompt under it:
-a gallery shows a video as a muted thumbnail that plays only in its preview."""
+per prompt. Images form a compact table: each row starts with its step, each image is captioned with its own
+prompt and opens at full size when clicked. An edit run's samples go to a gallery instead, each sample's input(s),
+the result and the expected output (the pair's target) side by side, a row per sample. A video family's samples
+(.mp4) are video players, each with its first frame as the poster, the browser's controls, and its step and prompt
+under it: a gallery shows a video as a muted thumbnail that plays only in its preview."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ POSTERS_DIR = "posters"
 """In the run's job folder: the videos' first frames, made once (make_thumbnail's cache)."""
 POSTER_SIZE = 512
 PLAYER_PX = 384
+"""The widest a player gets: a small sample is not blown up to the page's width."""
+CELL_PX = 160
+"""An image's width in the compact grid: a few checkpoints by a few prompts fit on one screen."""
 """The widest a player gets: a small sample is not blown up to the page's width."""
 
 
@@ -102,6 +106,36 @@ def gallery_items(cells: list[SampleCell], *, columns: int) -> tuple[list[tuple[
         if cell.expected is not None:
             items.append((str(cell.expected), f"expected · {cell.prompt}"))
     return items, max(len(cell.inputs) for cell in images) + 2
+
+
+def is_edit_grid(cells: list[SampleCell]) -> bool:
+    """An edit run's samples (input, result, expected): the gallery shows them."""
+    return any(cell.expected for cell in cells)
+
+
+def render_images(cells: list[SampleCell]) -> str:
+    """The image samples as a compact table: a row per step labelled with it, a column per prompt, each image
+    captioned with its own prompt and linked to its full size."""
+    rows: dict[int, list[SampleCell]] = {}
+    for cell in cells:
+        if not cell.is_video:
+            rows.setdefault(cell.step, []).append(cell)
+    if not rows:
+        return ""
+    body = []
+    for step, row in rows.items():
+        figures = "".join(
+            f'<td><figure style="margin:0;width:{CELL_PX}px"><a href="{html.escape(file_url(cell.path))}" '
+            f'target="_blank" rel="noopener"><img src="{html.escape(file_url(cell.path))}" '
+            f'alt="{html.escape(cell.caption)}" title="{html.escape(cell.caption)}" loading="lazy" '
+            f'style="width:{CELL_PX}px;height:auto;display:block"></a>'
+            f'<figcaption style="font-size:0.8em;line-height:1.2">{html.escape(cell.prompt)}</figcaption></figure></td>'
+            for cell in row)
+        body.append(f'<tr data-step="{step}"><th scope="row" style="white-space:nowrap;vertical-align:middle;'
+                    f'padding-right:8px">step {step}</th>{figures}</tr>')
+    return ("<p><b>Samples</b>: a row per checkpoint, a column per prompt (click an image for full size)</p>"
+            '<div style="overflow-x:auto"><table class="sample-table" style="border-collapse:separate;'
+            f'border-spacing:6px;width:auto">{"".join(body)}</table></div>')
 
 
 def file_url(path: Path) -> str:

@@ -17,12 +17,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from app.data_path import in_data_folder
 from app.edge import surface
 from app.form_view import FormView
 from app.history import COLUMN_WIDTHS, COLUMNS, describe
 from app.job_form import spec_from_form
 from app.run import Run, RunSnapshot
-from app.sample_grid import gallery_items, render_videos, sample_cells
+from app.sample_grid import gallery_items, is_edit_grid, render_images, render_videos, sample_cells
 from app.state import RunRegistry
 from core.cache import describe as describe_reuse
 from core.outputs import checkpoint_name, checkpoint_step
@@ -31,6 +32,16 @@ from core.secrets import scrub
 from core.spec import JobSpec, parse_job, unwrap_input
 
 POLL_S = 1.0
+FOLLOW_TAIL_JS = """() => {
+  for (const box of document.querySelectorAll('#train-log textarea, #train-raw-log textarea')) {
+    if (box.offsetParent === null || box.dataset.seen === String(box.value.length)) continue;
+    box.dataset.seen = String(box.value.length);
+    box.scrollTop = box.scrollHeight;
+  }
+}"""
+"""The log boxes follow their tail when new lines come, and when shown after they came while the tab was hidden
+(Gradio's autoscroll scrolls only a visible box, as its value changes); a box left as it was keeps where the user
+scrolled to."""
 RAW_LOG_LINES = 30
 STATUS_WORDS = {"running": "Training", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled"}
 
@@ -52,9 +63,10 @@ class TrainTab:
     timer: gr.Timer
     seen: gr.State
     samples: gr.Gallery
-    """The sample grid: a row per checkpoint, a column per prompt."""
+    """An edit run's sample grid: a row per sample of its input(s), the result and the expected output."""
     sample_videos: gr.HTML
-    """The same grid for a video family: players with their poster and controls."""
+    """The sample grid: a compact table of images (a row per checkpoint labelled with its step, a column per prompt),
+    or a video family's players with their poster and controls."""
     marks: gr.HTML
     """The checkpoints, marked on the loss plot's step axis."""
     history: gr.Dataframe
@@ -83,14 +95,14 @@ def build(*, gpu_count: int = 0) -> TrainTab:
                                y_title="loss", height=280, scale=3)
             validation = gr.Gallery(label="Validation images", columns=2, height=280, scale=2, interactive=False)
         marks = gr.HTML(render_marks([], None))
-        samples = gr.Gallery(label="Samples: a row per checkpoint, a column per prompt (click for full size)",
+        samples = gr.Gallery(label="Samples: input, result and expected output (click for full size)",
                              columns=1, height="auto", interactive=False, object_fit="contain", visible=False)
         sample_videos = gr.HTML("", label="Samples: a row per checkpoint, a column per prompt", visible=False,
-                                elem_id="sample-videos")
-        log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True)
+                                elem_id="sample-videos", elem_classes=["sample-grid"])
+        log = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, autoscroll=True, elem_id="train-log")
         with gr.Accordion("SimpleTuner output (training.log)", open=False):
             raw_log = gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False, autoscroll=True,
-                                 elem_classes=["mono"])
+                                 elem_classes=["mono"], elem_id="train-raw-log")
         summary = gr.Markdown()
         with gr.Accordion("Run history", open=True):
             history = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, column_widths=COLUMN_WIDTHS)
@@ -141,15 +153,16 @@ def render_status(snap: RunSnapshot | None) -> str:
             f'<div class="run-line">{" · ".join(parts)} · {percent}%</div></div>')
 
 
-def render_summary(snap: RunSnapshot) -> str:
+def render_summary(snap: RunSnapshot, *, data_root: Path) -> str:
+    """What the run is and where its files are (relative to the data folder), or how it ended."""
     if snap.running:
-        return f"Run `{snap.id}` in `{snap.job_dir}`."
+        return f"Run `{snap.id}` in `{in_data_folder(snap.job_dir, data_root=data_root)}` of your data folder."
     if snap.status == "succeeded" and snap.output:
         metrics = snap.output["metrics"]
         loss = f", final loss {metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
         lines = [f"**Finished** in {metrics['elapsed_time']}: {metrics['steps']} steps{loss}.",
-                 f"LoRA: `{snap.lora_path}`. Push it to the Hub, or download it, on the Publish "
-                 "tab."]
+                 f"LoRA: `{in_data_folder(snap.lora_path or '', data_root=data_root)}` in your data folder. "
+                 "Push it to the Hub, or download it, on the Publish tab."]
         if snap.output.get("cache"):
             lines.append(f"- ♻️ {describe_reuse(snap.output['cache'])}")
     else:
@@ -178,10 +191,12 @@ def render_marks(steps: list[int], total: int | None) -> str:
 def grid_updates(run: Run) -> list[Any]:
     """The sample grid's gallery (images) and players (videos)."""
     cells, columns = sample_cells(run.spec, Path(run.job_dir))
-    images, image_columns = gallery_items(cells, columns=columns)
-    videos = render_videos(cells, columns=columns, job_dir=Path(run.job_dir))
-    return [gr.update(value=images or None, columns=image_columns, visible=bool(run.spec.samples) and not videos),
-            gr.update(value=videos, visible=bool(videos))]
+    if is_edit_grid(cells):
+        images, image_columns = gallery_items(cells, columns=columns)
+        return [gr.update(value=images or None, columns=image_columns, visible=True), gr.update(value="",
+                                                                                               visible=False)]
+    page = render_images(cells) + render_videos(cells, columns=columns, job_dir=Path(run.job_dir))
+    return [gr.update(value=None, visible=False), gr.update(value=page, visible=bool(page))]
 
 
 def read_log_tail(snap: RunSnapshot, *, secrets: list[str]) -> str:
@@ -268,12 +283,13 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         losses = loss_frame(snap)
         gallery, videos = grid_updates(run)
         return [render_status(snap), losses, "\n".join(snap.log[-200:]), read_log_tail(snap, secrets=run.secrets),
-                list(snap.validation), render_summary(snap), gr.update(interactive=snap.running),
+                list(snap.validation), render_summary(snap, data_root=registry.settings.data_root),
+                gr.update(interactive=snap.running),
                 render_marks(checkpoint_steps(snap.checkpoints), snap.total_steps), gallery, *history, videos,
                 "" if not snap.running and (message or "").startswith("Cancelling") else gr.skip(), key]
 
     tab.timer.tick(poll, [tab.seen, tab.message], outputs, api_name="poll", show_progress="hidden",
-                   concurrency_limit=None)
+                   concurrency_limit=None).then(None, js=FOLLOW_TAIL_JS)
 
     def run_status() -> dict:
         """The current training run as JSON: status, stage, step, losses, validation images, result or error."""

@@ -79,3 +79,27 @@ def test_the_curl_example_runs_in_a_shell_as_written():
     assert words[:4] == ["curl", "-X", "POST", "https://api.runpod.ai/v2/<ENDPOINT_ID>/run"]
     assert words[words.index("-H") + 1] == "Authorization: Bearer $RUNPOD_API_KEY"
     assert json.loads(words[words.index("-d") + 1]) == job  # the apostrophe in the prompt survives quoting
+
+
+def test_sample_prompts_and_one_interval_have_fields_and_never_send_two_intervals():
+    values = {**job_to_form(parse_job(JOB)), "sample_prompts": "a [trigger] circle\n\n{\"prompt\": \"x\", \"seed\": 7}",
+              "sample_every": 5}
+    job = form_to_job(values)
+    assert job["samples"] == {"prompts": ["a [trigger] circle", {"prompt": "x", "seed": 7}], "every": 5}
+    assert not {"validation_steps", "validation_step_interval"} & set(job["config"])  # samples.every alone decides
+    back = job_to_form(spec_from_form(values))
+    assert back["sample_prompts"] == "a [trigger] circle\n{\"prompt\": \"x\", \"seed\": 7}"
+    assert back["sample_every"] == 5 and "samples" not in back["extra_job"]
+    # Without prompts the interval is the validation prompt's.
+    assert form_to_job({**values, "sample_prompts": ""})["config"]["validation_steps"] == 5
+    with pytest.raises(SpecError) as twice:
+        form_to_job({**values, "extra_flags": json.dumps({"validation_step_interval": 10})})
+    assert twice.value.field == "extra_flags" and "sample_every" in twice.value.message
+    with pytest.raises(SpecError) as bad:
+        form_to_job({**values, "sample_prompts": "{not json"})
+    assert bad.value.field == "sample_prompts" and "line 1" in bad.value.message
+    # An imported job that gave both: the flag wins in the trainer, so the form shows it as the one interval.
+    both = job_to_form(parse_job({**JOB["input"], "samples": {"prompts": ["a"], "every": 5, "steps": 4},
+                                  "config": {**JOB["input"]["config"], "validation_steps": 10}}))
+    assert both["sample_every"] == 10 and json.loads(both["extra_job"])["samples"] == {"steps": 4}
+    assert "validation_steps" not in both["extra_flags"]

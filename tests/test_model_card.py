@@ -111,10 +111,13 @@ def test_the_card_never_shows_a_secret_from_the_config():
     assert '"--lora_rank": 16' in text  # the rest of the config is there, as trained
 
 
-def test_a_local_base_model_folder_is_not_claimed_as_a_hub_model():
-    text = render_model_card(facts(base_model="/workspace/models/tiny-sdxl"))
+def test_a_local_base_model_folder_is_not_claimed_as_a_hub_model_and_its_path_is_not_shown():
+    text = render_model_card(facts(base_model="/workspace/models/tiny-sdxl",
+                                   config={"--pretrained_model_name_or_path": "/workspace/models/tiny-sdxl"}))
     assert "base_model" not in ModelCard(text).data.to_dict()
-    assert "`tiny-sdxl` (a local model)" in text
+    assert "`tiny-sdxl` (a local model)" in text and "| Base model | `tiny-sdxl` |" in text
+    assert 'from_pretrained("<your copy of tiny-sdxl>"' in text
+    assert "/workspace" not in text  # a path of the training machine says nothing to a reader
 
 
 def test_a_custom_licence_has_its_name_and_link_in_the_header():

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from app.sample_grid import POSTERS_DIR, render_videos, sample_cells
+from app.sample_grid import POSTERS_DIR, render_images, render_videos, sample_cells
 from core.spec import parse_job
 from tests.support.clips import write_clip
 
@@ -51,3 +51,20 @@ def test_image_samples_stay_in_the_gallery_and_a_video_without_a_poster_still_pl
     cells, _ = sample_cells(spec(["a bar"]), tmp_path)
     page = render_videos(cells, columns=1, job_dir=tmp_path)
     assert page.count("<video") == 1 and "poster=" not in page and "step_4_sample_0_0_64x64.mp4" in page
+
+
+def test_image_samples_form_a_compact_table_a_row_per_step_each_image_with_its_own_prompt(tmp_path: Path):
+    samples = tmp_path / "output" / "validation_images"
+    samples.mkdir(parents=True)
+    for step in (5, 10):
+        for index in (0, 1):
+            Image.new("RGB", (64, 64), "red").save(samples / f"step_{step}_sample_{index}_0_64x64.png")
+    cells, _ = sample_cells(spec(["[trigger] a circle", "a <b>square</b>"]), tmp_path)
+    page = render_images(cells)
+    rows = page.split("<tr ")[1:]
+    assert [row.split(">", 1)[0] for row in rows] == ['data-step="5"', 'data-step="10"']
+    assert all(">step 5</th>" in rows[0] and row.count("<img ") == 2 for row in rows)
+    assert "<figcaption" in rows[1] and ">sks a circle</figcaption>" in rows[1]
+    assert ">a &lt;b&gt;square&lt;/b&gt;</figcaption>" in rows[1] and "<b>square" not in page
+    full = f'href="gradio_api/file={quote(str(samples / "step_10_sample_1_0_64x64.png"))}"'
+    assert full in rows[1]  # a click opens it at full size

@@ -18,9 +18,10 @@ from PIL import Image
 from core.errors import PublishError, SpecError
 from core.jobdir import JobDir
 from core.pipeline import publish, run_job
+from core.result import JobResult, Metrics
 from core.spec.job import parse_job
 from core.training.config import build_trainer_files
-from core.training.samples import pick_checkpoint, smoothed
+from core.training.samples import pick_checkpoint, published_view, smoothed
 from tests.conftest import tiny_job
 from tests.support.hub_server import running_hub_server
 
@@ -92,6 +93,25 @@ def test_best_is_the_checkpoint_of_lowest_smoothed_loss_and_says_so(tmp_path: Pa
     with pytest.raises(PublishError) as missing:
         pick_checkpoint(5, output_dir=tmp_path, losses=losses)
     assert missing.value.field == "hub.checkpoint" and "2, 4, 6" in missing.value.message
+
+
+def test_publishing_a_checkpoint_shows_the_validation_images_of_its_step(tmp_path: Path):
+    output = tmp_path / "output"
+    for step in (5, 10):
+        (output / f"checkpoint-{step}").mkdir(parents=True)
+        (output / f"checkpoint-{step}" / "pytorch_lora_weights.safetensors").write_bytes(bytes([step]))
+    (output / "validation_images").mkdir()
+    validation = [(f"validation_images/step_{step}_val_0_128x128.png", "sks a red circle") for step in (5, 10)]
+    for path, _ in validation:
+        (output / path).write_bytes(b"png")
+    result = JobResult(status="succeeded", job_dir=tmp_path, output_dir=output, validation=validation,
+                       metrics=Metrics(steps=10, losses=[1.0] * 10))
+    spec = parse_job({**job_with(), "hub": {"repo_id": "tester/r", "checkpoint": 5}})
+    picked, files = published_view(spec, result, root=output)
+    assert picked.metrics.steps == 5 and picked.validation == [validation[0]]  # not step 10's, a later LoRA's
+    assert files == {validation[0][0]: output / validation[0][0]}  # it goes up beside the checkpoint's LoRA
+    last, _ = published_view(spec.model_copy(update={"hub": None}), result, root=output)
+    assert last.validation == [validation[1]]
 
 
 @pytest.mark.training

@@ -11,10 +11,12 @@ import pytest
 from core.adapters import TrainerEnv
 from core.errors import JobCancelled, JobTimeout, TrainingError
 from core.events import CheckpointSaved, TrainerFailed, TrainerStage, TrainingProgress
+from core.jobdir import JobDir
 from core.pipeline import run_job
 from core.settings import Settings
 from core.spec.job import parse_job
-from core.training.trainer import launch_command, translate_event
+from core.training.config import build_trainer_files
+from core.training.trainer import image_prompt, launch_command, translate_event
 from tests.conftest import ROOT, tiny_job
 from tests.support.processes import processes_working_in
 
@@ -33,6 +35,17 @@ def test_the_opening_status_and_a_nan_loss_carry_no_fake_numbers():
     assert translate_event(opening) == []
     nan = {**STATUS, "progress": {**STATUS["progress"], "metrics": {"loss": "nan"}}}
     assert translate_event(nan)[0].loss is None
+
+
+def test_a_sample_image_is_labelled_with_its_own_prompt_not_the_validation_prompt(tmp_path):
+    spec = parse_job({"dataset": {"path": "/data"}, "trigger_word": "sks",
+                      "config": {"model_family": "sdxl", "model_name": "/models/tiny", "validation_prompt": "sks dog"},
+                      "samples": {"prompts": ["a [trigger] circle",
+                                              {"prompt": "[trigger] square", "lora_scale": 0.5}]}})
+    files = build_trainer_files(spec, images_dir=tmp_path, job=JobDir(tmp_path / "job").create(), device="cpu")
+    assert image_prompt("step_5_sample_0_0_128x128.png", files) == "a sks circle"
+    assert image_prompt("step_5_sample_1_0_128x128.png", files) == "sks square"
+    assert image_prompt("step_5_sks_dog_0_128x128.png", files) == str(files.config.get("--validation_prompt") or "")
 
 
 def test_checkpoint_stage_and_error_events():

@@ -230,6 +230,18 @@ def render_model_card(facts: CardFacts) -> str:
     return f"---\n{header}---\n\n{_body(facts)}"
 
 
+def _local_name(base_model: str) -> str:
+    return base_model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _base_reference(facts: CardFacts) -> str:
+    """The base model as the card's code loads it: its Hub id, or for a local folder a placeholder with the folder's
+    name (a path on the training machine means nothing to a reader, and says where it trained)."""
+    if is_hub_model_id(facts.base_model):
+        return facts.base_model
+    return f"<your copy of {_local_name(facts.base_model)}>"
+
+
 def _within_job(value: object, job_dir: str) -> object:
     """`value` with every path inside the job's folder made relative to it (output/, trainer/config/...)."""
     if isinstance(value, str) and job_dir and value.startswith(job_dir.rstrip("/") + "/"):
@@ -242,10 +254,11 @@ def _within_job(value: object, job_dir: str) -> object:
 
 
 def _body(facts: CardFacts) -> str:
-    shown = cast(dict, _within_job(sanitize_config(facts.config), facts.job_dir))
+    shown = {key: _base_reference(facts) if value == facts.base_model else value  # no path of the trainer's machine
+             for key, value in cast(dict, _within_job(sanitize_config(facts.config), facts.job_dir)).items()}
     config = {key.lstrip("-"): value for key, value in shown.items()}
     on_hub = is_hub_model_id(facts.base_model)
-    base_name = facts.base_model if on_hub else facts.base_model.rstrip("/").rsplit("/", 1)[-1]
+    base_name = facts.base_model if on_hub else _local_name(facts.base_model)
     prompt = _example_prompt(facts)
     return CARD_BODY.substitute(
         title=facts.repo_id.rsplit("/", 1)[-1],
@@ -328,7 +341,7 @@ def _diffusers(facts: CardFacts, *, prompt: str) -> str:
     library, a full fine-tune's model in place of the base pipeline's own."""
     pipeline_class = EDIT_PIPELINES.get((facts.model_family, facts.flavour or ""),
                                         PIPELINE_CLASSES.get(facts.model_family, "DiffusionPipeline"))
-    base, repo, prompt_py = json.dumps(facts.base_model), json.dumps(facts.repo_id), json.dumps(prompt)
+    base, repo, prompt_py = json.dumps(_base_reference(facts)), json.dumps(facts.repo_id), json.dumps(prompt)
     private_note = "# a private repo needs a token: log in, or pass token=..."
     component = "unet" if facts.model_family in UNET_FAMILIES else "transformer"
     if facts.experts:
@@ -449,7 +462,8 @@ def _example_prompt(facts: CardFacts) -> str:
 
 
 def _settings(facts: CardFacts, config: dict) -> list[tuple[str, str]]:
-    rows = [("Base model", f"`{facts.base_model}`"), ("Model family", facts.model_family),
+    base = facts.base_model if is_hub_model_id(facts.base_model) else _local_name(facts.base_model)
+    rows = [("Base model", f"`{base}`"), ("Model family", facts.model_family),
             ("Trained", TRAINED.get(facts.kind, TRAINED["lora"]).format(algo=_algo(facts)))]
     for label, names in SETTINGS_ROWS:
         if label.startswith("LoRA") and facts.kind != "lora":

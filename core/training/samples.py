@@ -26,6 +26,7 @@ from core.outputs import (
     find_samples,
     hub_path,
     lora_file,
+    sample_step,
 )
 from core.simpletuner import VIDEO_FAMILIES
 from core.spec import SamplesSpec, fill_trigger, prompt_settings, prompt_text
@@ -275,7 +276,21 @@ def published_view(spec: JobSpec, result: Any, *, root: Path) -> tuple[Any, dict
     shown_step = max((s.step for s in samples if s.step <= result.metrics.steps), default=None)
     if shown_step is not None:
         result.validation = [(hub_path(s), s.prompt) for s in samples if s.step == shown_step]
+    elif not samples and result.validation:  # a validation prompt's images: those of the published step too
+        result.validation = _validation_at(result.validation, step=result.metrics.steps)
+        if pick.folder is not None:  # the repo is the checkpoint's folder: its images go up beside it
+            files.update({path: root / path for path, _ in result.validation if (root / path).is_file()})
     return result, files
+
+
+def _validation_at(validation: list[tuple[str, str]], *, step: int | None) -> list[tuple[str, str]]:
+    """The validation images of the last step at or before `step` (all of them when no step is known): a card
+    shows what the published LoRA rendered, not what a later step did."""
+    steps = [found for path, _ in validation if (found := sample_step(path)) is not None
+             and (step is None or found <= step)]
+    if not steps:
+        return validation if step is None else []
+    return [(path, prompt) for path, prompt in validation if sample_step(path) == max(steps)]
 
 def validation_size(resolution: object) -> str:
     """SimpleTuner's validation_resolution as 'WxH': a bare number under 128 is read as megapixels there, so a

@@ -35,12 +35,13 @@ from core.events import (
     ignore_event,
 )
 from core.jobdir import JobDir
-from core.outputs import checkpoint_step, checkpoints, sample_step, validation_files
+from core.outputs import SAMPLE_IMAGE, SAMPLE_SHORTNAME, checkpoint_step, checkpoints, sample_step, validation_files
 from core.settings import TOOLS_DIR, Settings
 from core.simpletuner import expected_output
 from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
 from core.training.config import TrainerFiles
 from core.training.eval_loss import EvalLossReader
+from core.training.samples import LIBRARY_FILE
 
 POLL_S = 0.1
 EVAL_READ_S = 1.0
@@ -231,10 +232,10 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         # Images, and videos for the video families (Wan writes step_<N>_<name>_<i>_<WxH>.mp4): reported alike.
         found = [path for path in validation_files(job.output) if path not in seen_images]
         seen_images.update(found)
-        prompt = str(files.config.get("--validation_prompt") or "")
         # SimpleTuner also renders an unconditional image (no prompt) beside each prompted one.
         return [ValidationImage(path=str(path), step=sample_step(path.name),
-                                prompt="" if "_unconditional_" in path.name else prompt) for path in found]
+                                prompt="" if "_unconditional_" in path.name else image_prompt(path.name, files))
+                for path in found]
 
     evals = EvalLossReader(job.output)
 
@@ -297,3 +298,16 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
         raise TrainingError(f"SimpleTuner finished without writing {expected.relative_to(job.output)}", exit_code=0,
                             log_tail=tail)
     return outcome
+
+
+def image_prompt(name: str, files: TrainerFiles) -> str:
+    """The prompt a validation image was rendered from: a sample's own (the prompt library's entry its file
+    names), else the job's validation prompt."""
+    match = SAMPLE_IMAGE.match(name)
+    library = files.inline_files.get(LIBRARY_FILE)
+    if match and isinstance(library, dict):
+        entry = library.get(SAMPLE_SHORTNAME.format(int(match.group(2))))
+        text = entry.get("prompt") if isinstance(entry, dict) else entry
+        if text:
+            return str(text)
+    return str(files.config.get("--validation_prompt") or "")
