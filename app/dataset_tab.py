@@ -25,7 +25,7 @@ from app.run import new_run_id
 from app.state import RunRegistry
 from core.cache import Cache
 from core.errors import DatasetError, ErrorCode, JobError, PreflightError
-from core.generation import write_demo_dataset
+from core.generation import build_tiny_captioner, write_demo_dataset
 from core.jobdir import job_folder
 from core.pipeline import check_job
 from core.secrets import url_credentials
@@ -87,6 +87,16 @@ class CaptionControls:
     add_tag_button: gr.Button
     remove_tag_button: gr.Button
     regenerate_button: gr.Button
+    demo_button: gr.Button
+    """Builds the tiny random captioner (offline) and picks it: for trying auto-captioning without a download."""
+
+
+TINY_CAPTIONER_NAME = "tiny-captioner"
+
+
+def tiny_captioner_dir(settings: Settings) -> Path:
+    """Where the demo's tiny captioner lives, beside the tiny demo model."""
+    return settings.data_root / "models" / TINY_CAPTIONER_NAME
 
 
 def build_caption_controls() -> CaptionControls:
@@ -102,6 +112,7 @@ def build_caption_controls() -> CaptionControls:
         with gr.Row():
             start_button = gr.Button("Auto-caption", variant="primary")
             stop_button = gr.Button("Stop")
+            demo_button = gr.Button("Use the tiny demo captioner", size="sm")
         status = gr.Markdown()
         timer = gr.Timer(1.0, active=False)
         with gr.Row():
@@ -114,7 +125,7 @@ def build_caption_controls() -> CaptionControls:
             remove_tag_button = gr.Button("Remove tag", scale=1)
     return CaptionControls(model, mode, style, prefix, start_button, stop_button, status, timer, find, replacement,
                            replace_button, tag, add_tag_button, remove_tag_button,
-                           regenerate_button=gr.Button("Regenerate caption", render=False))
+                           regenerate_button=gr.Button("Regenerate caption", render=False), demo_button=demo_button)
 
 
 def build() -> DatasetTab:
@@ -427,6 +438,15 @@ def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable
         caption = store.caption(selected) if ended and selected in run.names else gr.skip()
         return [run.line(), *show_page(page), json.dumps(store.source()), caption, gr.Timer(active=not ended)]
 
+    @surface
+    def use_demo_captioner() -> list[Any]:
+        """The tiny random Florence-2 (built offline on first use, kept in the data folder's models/): its captions
+        are noise, but it runs the whole auto-caption path on any machine."""
+        folder = build_tiny_captioner(tiny_captioner_dir(store.settings), settings=store.settings)
+        return [str(folder),
+                f"Caption model: the tiny demo captioner ({TINY_CAPTIONER_NAME} in your data folder; random weights, "
+                "for trying the UI). Press Auto-caption."]
+
     def stop() -> str:
         store.stop_captioning()
         return "Stopping auto-caption…"
@@ -437,6 +457,8 @@ def bind_captioning(tab: DatasetTab, *, store: DatasetStore, show_page: Callable
 
     running = [controls.status, controls.timer]
     controls.start_button.click(start, settings_in, running, api_name="auto_caption")
+    controls.demo_button.click(use_demo_captioner, None, [controls.model, controls.status],
+                               api_name="use_demo_captioner")
     controls.regenerate_button.click(regenerate, [tab.selected, controls.model, controls.style, controls.prefix],
                                      running, api_name="regenerate_caption")
     polled = [controls.status, *shown, tab.source, tab.caption, controls.timer]

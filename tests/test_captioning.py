@@ -366,3 +366,33 @@ def test_the_ui_refuses_to_start_a_training_while_auto_caption_writes_captions(t
         time.sleep(0.1)
     assert not run.running
     store.refuse_training_while_captioning()  # stopped: a training may start again
+
+
+@pytest.mark.trainer_env
+def test_the_demo_button_builds_the_tiny_captioner_and_picks_it(tmp_path, tiny_model, settings):
+    from gradio_client import Client, handle_file
+
+    from tests.test_app_api import captions_of, launch, wait_for, write_images
+
+    data = tmp_path / "app-data"
+    ui, url = launch(data, tiny_model)
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        client.predict([handle_file(f) for f in write_images(tmp_path / "upload", 2, captions=False)],
+                       api_name="/upload_dataset")
+        model, status = client.predict(api_name="/use_demo_captioner")
+        assert model == str(data / "models" / "tiny-captioner") and (Path(model) / "config.json").is_file()
+        assert "tiny demo captioner" in status and "Press Auto-caption" in status
+        client.predict(model, "missing", "short", "", api_name="/auto_caption")
+
+        def finished() -> list | None:
+            status, gallery, *_ = client.predict(1, "", api_name="/caption_status")
+            return [status, gallery] if status.startswith(("Captioned", "Auto-caption failed")) else None
+
+        status, gallery = wait_for(finished, timeout_s=120, what="auto-caption to finish")
+        assert status.startswith("Captioned 2 images")
+        assert all(caption != name for caption, name in zip(captions_of(gallery), ["photo 00", "photo 01"],
+                                                             strict=True))
+    finally:
+        ui.registry.shutdown()
+        ui.blocks.close()
