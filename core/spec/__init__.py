@@ -22,6 +22,7 @@ from core.spec.job import (
 )
 from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, ClipLimits, InputImageLimits, relative_data_dir
 from core.spec.samples import SamplesSpec, fill_trigger
+from core.spec.webhook import WebhookSpec
 
 __all__ = [
     "CACHE_KEY",
@@ -40,6 +41,7 @@ __all__ = [
     "JobSpec",
     "SamplesSpec",
     "StorageSpec",
+    "WebhookSpec",
     "fill_trigger",
     "model_families",
     "normalize_config",

@@ -59,6 +59,7 @@ from core.spec.limits import (
     scan_values,
 )
 from core.spec.samples import SamplesSpec, check_trigger
+from core.spec.webhook import WebhookSpec
 
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
 MAX_CONTROL_DIRS = 3
@@ -399,6 +400,8 @@ class JobSpec(_Strict):
     experts: Literal["high", "low", "both"] | None = None
     """A two-expert model's (Wan 2.2 A14B, core/simpletuner/experts.py) experts to train: one, or both in sequence.
     Left out: the expert config.model_flavour names, else both. Refused for any other model."""
+    webhook: WebhookSpec | None = None
+    """Where the job's events are posted, signed (core/publishing/webhook.py, docs/webhooks.md)."""
 
     @field_validator("samples")
     @classmethod
@@ -551,7 +554,7 @@ class JobSpec(_Strict):
 
     def to_job_json(self) -> dict[str, Any]:
         """The job as the worker takes it (`{"input": ...}`), secrets left out; parse_job of it gives this spec."""
-        data = self.model_dump(mode="json", exclude_defaults=True, exclude={"hub": {"token"}})
+        data = self.model_dump(mode="json", exclude_defaults=True, exclude={"hub": {"token"}, "webhook": {"secret"}})
         data["config"] = dict(self.config)
         return {"input": data}
 
@@ -639,7 +642,8 @@ def validation_error(exc: ValidationError, *, prefix: str = "", whole: str = "in
 
 def _fields_near(loc: tuple) -> list[str]:
     models: dict[str, type[BaseModel]] = {"dataset": DatasetSpec, "hub": HubSpec, "storage": StorageSpec,
-                                          "samples": SamplesSpec, "captioning": CaptioningSpec}
+                                          "samples": SamplesSpec, "captioning": CaptioningSpec,
+                                          "webhook": WebhookSpec}
     model = models.get(str(loc[0])) if len(loc) > 1 else JobSpec
     return list(model.model_fields) if model else []
 

@@ -4,7 +4,8 @@ stop, sample settings, and resume from a checkpoint.
 What other packages and the faces may use is listed in __all__."""
 
 from core.training.accelerate_config import world_size
-from core.training.config import OWNED_FLAGS, TrainerFiles, build_trainer_files, gpu_plan, resolved_defaults
+from core.training.config import OWNED_FLAGS, RUNS_DIR, TrainerFiles, build_trainer_files, gpu_plan, resolved_defaults
+from core.training.control import TrainingControl
 from core.training.deadline import DeadlineStop, ends_partial
 from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
 from core.training.local_checkpoint import copy_local_checkpoint, is_local
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
     "OWNED_FLAGS",
+    "RUNS_DIR",
     "SAMPLE_IMAGE_FILE",
     "VIDEO_FRAMES",
     "DeadlineStop",
@@ -44,6 +46,7 @@ __all__ = [
     "SampleDataset",
     "SamplePair",
     "TrainerFiles",
+    "TrainingControl",
     "TrainingOutcome",
     "auto_sources",
     "build_trainer_files",
