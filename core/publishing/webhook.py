@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.adapters import WebhookSender, check_webhook_url, signing_key
-from core.errors import ErrorCode, JobError, SetupError, SpecError
+from core.errors import DownloadError, ErrorCode, JobError, SetupError, SpecError
 from core.events import CheckpointSaved, CheckpointUploaded, Event, EventSink, TrainingProgress
 from core.outputs import checkpoint_name
 from core.result import JobResult
@@ -50,14 +50,14 @@ def webhook_of(spec: JobSpec, settings: Settings) -> ChosenWebhook | None:
     naming webhook.url or WEBHOOK_URL) and a `whsec_` secret (SpecError naming webhook.secret, SetupError naming
     WEBHOOK_SECRET). None when neither names one."""
     if spec.webhook is not None:
-        check_webhook_url(spec.webhook.url, allow_private=settings.allow_private_urls)
+        _check_address(spec.webhook.url, settings=settings, field="webhook.url")
         if spec.webhook.secret is None:
             raise SpecError("give the secret (whsec_<base64 key>) that signs the deliveries", field="webhook.secret")
         return ChosenWebhook(url=spec.webhook.url, key=signing_key(spec.webhook.secret.get_secret_value()),
                              events=frozenset(spec.webhook.events))
     if not settings.webhook_url:
         return None
-    check_webhook_url(settings.webhook_url, allow_private=settings.allow_private_urls, field="WEBHOOK_URL")
+    _check_address(settings.webhook_url, settings=settings, field="WEBHOOK_URL")
     if settings.webhook_secret is None:
         raise SetupError("WEBHOOK_URL is set without WEBHOOK_SECRET (whsec_<base64 key>), which signs the deliveries",
                          field="WEBHOOK_SECRET")
@@ -66,6 +66,15 @@ def webhook_of(spec: JobSpec, settings: Settings) -> ChosenWebhook | None:
     except ValueError as exc:
         raise SetupError(f"WEBHOOK_SECRET {exc}", field="WEBHOOK_SECRET") from None
     return ChosenWebhook(url=settings.webhook_url, key=key, events=frozenset(settings.webhook_events))
+
+
+def _check_address(url: str, *, settings: Settings, field: str) -> None:
+    """Refuse a URL whose host resolves to an address the policy refuses. A name that does not resolve now is let
+    through: a webhook is no reason to refuse a training, and each delivery is checked again as it connects."""
+    try:
+        check_webhook_url(url, allow_private=settings.allow_private_urls, field=field)
+    except DownloadError:
+        pass
 
 
 class JobWebhook:

@@ -40,7 +40,7 @@ PAIRED_KEYS = ("resolution", "resolution_type", "minimum_image_size", "maximum_i
 """Image backend settings an input backend repeats, so both sides of a pair are prepared alike."""
 
 RUNS_DIR = "runs"
-"""SimpleTuner's logging_dir in the run's output folder: the TensorBoard event files."""
+"""The TensorBoard event files' folder in a run's output (core/training/tensorboard.py)."""
 PROJECT_NAME = "lora-training"
 """The trackers' project name of a job that publishes to no Hub repo."""
 
@@ -82,12 +82,12 @@ class TrainerFiles:
 
 
 def tracker_flags(spec: JobSpec, *, job: JobDir, wandb: bool = False) -> dict[str, Any]:
-    """Where SimpleTuner reports its metrics, unless the job says otherwise: TensorBoard event files in the run's
-    output (`runs/<project>/`, published with it: the Hub shows them in its Metrics tab), and Weights & Biases only
-    when `wandb` (an explicit choice: WANDB_API_KEY set). The project is a plain name (the Hub repo's, else
-    PROJECT_NAME); the run is the job's folder name."""
+    """Where SimpleTuner reports its metrics, unless the job says otherwise: Weights & Biases only when `wandb` (an
+    explicit choice: WANDB_API_KEY set), else nowhere (the project writes the TensorBoard files itself:
+    core/training/tensorboard.py). The project is a plain name (the Hub repo's, else PROJECT_NAME); the run is the
+    job's folder name."""
     project = spec.hub.repo_id.split("/", 1)[1] if spec.hub else PROJECT_NAME
-    return {"report_to": "tensorboard,wandb" if wandb else "tensorboard", "tracker_project_name": project,
+    return {"report_to": "wandb" if wandb else "none", "tracker_project_name": project,
             "tracker_run_name": job.root.name}
 
 
@@ -367,7 +367,7 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     flags: dict[str, Any] = {**tracker_flags(spec, job=job, wandb=wandb), **samples.flags, **own}
     flags.update(
         output_dir=str(job.output),
-        logging_dir=str(job.output / RUNS_DIR),
+        logging_dir=str(job.trainer / "logs"),  # the trackers' own files (W&B's): in the job, not published
         data_backend_config=str(job.config / "multidatabackend.json"),
         webhook_config=str(job.config / "webhooks.json"),
     )

@@ -38,8 +38,9 @@ from core.outputs import checkpoint_step, checkpoints, sample_step, validation_f
 from core.settings import Settings
 from core.simpletuner import expected_output
 from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
-from core.training.config import TrainerFiles
+from core.training.config import RUNS_DIR, TrainerFiles
 from core.training.control import TrainingControl, can_sample
+from core.training.tensorboard import TensorBoardLog
 
 POLL_S = 0.1
 
@@ -218,6 +219,7 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
             _handle(payload)
 
     seen_images: set[Path] = set()
+    metrics = TensorBoardLog(job.output / RUNS_DIR / str(files.config.get("--tracker_project_name") or "training"))
 
     def _new_validation_images() -> list[Event]:
         # Images, and videos for the video families (Wan writes step_<N>_<name>_<i>_<WxH>.mp4): reported alike.
@@ -236,6 +238,7 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
             if isinstance(event, TrainingProgress) and event.step <= outcome.steps:
                 continue  # SimpleTuner repeats a step's status around a checkpoint: one event per step
             outcome.record(event)
+            metrics.on_event(event)
             on_event(event)
 
     with WebhookReceiver(on_raw) as receiver, job.log.open("ab") as log:
