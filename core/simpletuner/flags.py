@@ -98,9 +98,9 @@ ADAPTER_LISTS = frozenset({"validation_adapter_config"})
 # A value of a choice flag that runs something is refused even though the flag is fine.
 PROGRAM_CHOICES = {"report_to": {"custom-tracker"}}
 # A value SimpleTuner 4.10.1 takes but fails on, and why: refused before any GPU minute is spent.
-BROKEN_CHOICES = {"report_to": {"tensorboard": "SimpleTuner 4.10.1 stops at start with it (TensorBoard refuses the list "
-                                               "values of its config); every run writes TensorBoard files anyway, in "
-                                               "runs/ of its outputs"}}
+BROKEN_CHOICES = {"report_to": {
+    "tensorboard": "SimpleTuner 4.10.1 stops at start with it (TensorBoard refuses the list values of its config); "
+                   "every run writes TensorBoard files anyway, in runs/ of its outputs"}}
 
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
