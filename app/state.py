@@ -208,6 +208,22 @@ class RunRegistry:
         run.note("cancel requested: stopping SimpleTuner")
         return True
 
+    def request_checkpoint(self) -> str:
+        """Ask the running training to save a checkpoint at its next step; what the user is told."""
+        return self._request(lambda run: run.control.request_checkpoint(), done="a checkpoint is saved")
+
+    def request_samples(self) -> str:
+        """Ask the running training to render its sample prompts at its next step; what the user is told."""
+        return self._request(lambda run: run.control.request_samples(), done="the samples are rendered")
+
+    def _request(self, ask: Callable[[Run], str | None], *, done: str) -> str:
+        run = self._training
+        refused = "no training is running" if run is None or not run.running else ask(run)
+        if refused:
+            return f"Not asked: {refused}."
+        run.note(f"asked: {done} at the next step")  # type: ignore[union-attr]  # running, checked above
+        return f"Asked: {done} at the next step."
+
     def start_publish(self, *, repo_id: str, private: bool, token: str | None, checkpoint: str | int = "last") -> Run:
         """Push the chosen run's LoRA (or the checkpoint `checkpoint` picks: "last", "best" or a step) to
         `repo_id`; refused while a training or another push runs."""
@@ -304,7 +320,8 @@ class RunRegistry:
             if isinstance(event, (TrainerStarted, CheckpointSaved)):
                 self._remember(run)
 
-        return run_job(run.spec, run.job_dir, on_event, settings=self.settings, cancel=run.cancel)
+        return run_job(run.spec, run.job_dir, on_event, settings=self.settings, cancel=run.cancel,
+                       control=run.control)
 
     def _publish(self, run: Run) -> JobResult:
         if run.result is None:  # publish runs are made from a finished training only

@@ -55,6 +55,10 @@ class TrainTab:
     """Every run of this data folder, kept across restarts (app/history.py)."""
     resume_choice: gr.Dropdown
     resume_button: gr.Button
+    checkpoint_button: gr.Button
+    """Asks the running training for a checkpoint at its next step."""
+    samples_button: gr.Button
+    """Asks the running training to render its sample prompts at its next step."""
 
 
 def build() -> TrainTab:
@@ -64,6 +68,8 @@ def build() -> TrainTab:
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
             cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
+            checkpoint_button = gr.Button("Save a checkpoint now", size="sm")
+            samples_button = gr.Button("Render samples now", size="sm")
         message = gr.Markdown()
         status = gr.HTML(render_status(None))
         with gr.Row():
@@ -89,7 +95,8 @@ def build() -> TrainTab:
         timer = gr.Timer(POLL_S)
         seen = gr.State("")
     return TrainTab(start_button, cancel_button, message, status, loss, validation, log, raw_log, summary, timer,
-                    seen, samples, sample_videos, marks, history, resume_choice, resume_button)
+                    seen, samples, sample_videos, marks, history, resume_choice, resume_button, checkpoint_button,
+                    samples_button)
 
 
 def no_losses() -> pd.DataFrame:
@@ -188,6 +195,17 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         return "Cancelling…" if registry.cancel_training() else "No training is running."
 
     tab.cancel_button.click(cancel_training, None, [tab.message], api_name="cancel_training")
+
+    def checkpoint_now() -> str:
+        """Ask the running training for a checkpoint at its next step (SimpleTuner's manual checkpoint)."""
+        return registry.request_checkpoint()
+
+    def samples_now() -> str:
+        """Ask the running training to render its sample prompts at its next step."""
+        return registry.request_samples()
+
+    tab.checkpoint_button.click(checkpoint_now, None, [tab.message], api_name="checkpoint_now")
+    tab.samples_button.click(samples_now, None, [tab.message], api_name="samples_now")
 
     @surface
     def resume_run(run_id: str) -> str:

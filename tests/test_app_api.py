@@ -278,6 +278,8 @@ def test_cancel_really_stops_the_run(client: Client, tmp_path: Path):
         with pytest.raises(AppError, match="a training is running"):
             client.predict("sks a red circle", "", 3, 2, 5.0, 1.0, "final LoRA", False,
                            api_name="/playground_generate")
+        # Still downloading: SimpleTuner takes "checkpoint now" only once its steps run.
+        assert client.predict(api_name="/checkpoint_now").startswith("Not asked: SimpleTuner is not training now")
         assert client.predict(api_name="/cancel_training") == "Cancelling…"
         asked = time.monotonic()
         status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
@@ -288,6 +290,7 @@ def test_cancel_really_stops_the_run(client: Client, tmp_path: Path):
     assert stopped_after < 5, stopped_after
     assert processes_working_in(job_dir) == []
     assert client.predict(api_name="/cancel_training") == "No training is running."
+    assert client.predict(api_name="/samples_now") == "Not asked: no training is running."
 
 
 # -- access --------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from core.pipeline import run_job
 from core.result import JobResult
 from core.spec import parse_job
 from core.training import TrainingControl
-from core.training.control import SIGNAL_ENV, SIGNAL_FILE, can_sample
+from core.training.control import NOT_TRAINING, SIGNAL_ENV, SIGNAL_FILE, can_sample
 from tests.conftest import tiny_job
 from tests.support.webhook_receiver import silent_receiver
 
@@ -29,7 +29,7 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 
 def test_requests_are_counts_in_the_file_simpletuner_polls(tmp_path):
     control = TrainingControl()
-    assert control.request_checkpoint() == "no training is running"
+    assert control.request_checkpoint() == NOT_TRAINING
     env = control.attach(tmp_path, samples=False)
     assert env == {SIGNAL_ENV: str(tmp_path / SIGNAL_FILE)}
     assert json.loads((tmp_path / SIGNAL_FILE).read_text()) == {}
@@ -37,7 +37,7 @@ def test_requests_are_counts_in_the_file_simpletuner_polls(tmp_path):
     assert json.loads((tmp_path / SIGNAL_FILE).read_text()) == {"manual_checkpoint": 2}
     assert "no sample prompts" in (control.request_samples() or "")
     control.detach()
-    assert control.request_samples() == "no training is running"
+    assert control.request_samples() == NOT_TRAINING
     assert can_sample({"--validation_prompt": "a cat"}) and not can_sample({"--validation_prompt": "a cat",
                                                                              "--validation_disable": True})
 

@@ -23,6 +23,7 @@ SIGNAL_ENV = "SIMPLETUNER_ACCELERATE_SIGNAL_FILE"
 SIGNAL_FILE = "triggers.json"
 """In the run's config folder (core/jobdir.py): inside the job's own folder."""
 CHECKPOINT, SAMPLES = "manual_checkpoint", "manual_validation"
+NOT_TRAINING = "SimpleTuner is not training now (requests are taken once its steps run)"
 
 
 class TrainingControl:
@@ -62,7 +63,7 @@ class TrainingControl:
     def _request(self, key: str) -> str | None:
         with self._lock:
             if self._path is None:
-                return "no training is running"
+                return NOT_TRAINING
             self._counts[key] += 1
             self._write(self._path)
         return None
