@@ -75,7 +75,7 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
                                      info='Any flag of SimpleTuner\'s config.json, e.g. {"lr_scheduler": "cosine"}')
             extra_job = gr.Textbox(start["extra_job"], label="Other job fields (JSON)", lines=6,
                                    elem_classes=["mono"],
-                                   info='dataloader, storage, timeout_s, resume_from, hub options: '
+                                   info='dataloader, storage, timeout_s, resume_from, hub options, webhook: '
                                         '{"dataloader": {"repeats": 2}, "timeout_s": 7200}')
         errors = gr.Markdown()
         with gr.Row():

@@ -199,3 +199,14 @@ def test_a_result_counts_its_deliveries_in_the_api_output(tmp_path):
     assert result.to_output()["webhook"] == {"url": "https://example.com/hooks", "delivered": 3, "failed": 1,
                                              "dropped": 0}
     assert "webhook" not in JobResult(status="succeeded", job_dir=tmp_path).to_output()
+
+
+def test_the_ui_form_sends_a_webhook_from_its_other_job_fields():
+    from app.job_form import form_to_job, spec_from_form
+
+    values = {"base_model": "a/b", "model_family": "sdxl", "dataset": '{"url": "https://example.com/d.zip"}',
+              "extra_job": json.dumps({"webhook": {"url": "https://example.com/hooks", "secret": SECRET}})}
+    spec = spec_from_form(values)
+    assert spec.webhook is not None and spec.webhook.url == "https://example.com/hooks"
+    assert spec.webhook.secret is not None and spec.webhook.secret.get_secret_value() == SECRET
+    assert form_to_job(values)["webhook"]["url"] == "https://example.com/hooks"
