@@ -48,7 +48,9 @@ def test_deliveries_are_signed_retried_and_counted():
         receiver.fail_status = [503, 500]  # the first message gets through on its third try
         sender = WebhookSender(receiver.url, key=signing_key(SECRET), allow_private=True, backoff_s=0.05,
                                secrets=[TOKEN])
-        sender.send("started", {"note": f"token {TOKEN}"}, job_id="j1")
+        presigned = "https://bucket.example.com/a.png?X-Amz-Signature=abc123def456&X-Amz-Expires=600"
+        sender.send("started", {"note": f"token {TOKEN}", "sample": presigned, "other": "hf_" + "x" * 30,
+                                "hub_token": "kept out"}, job_id="j1")
         sender.send("completed", {"status": "succeeded"}, job_id="j1")
         counts = sender.close(wait_s=10)
     assert counts.to_dict() == {"delivered": 2, "failed": 0, "dropped": 0}
@@ -57,6 +59,8 @@ def test_deliveries_are_signed_retried_and_counted():
     assert not verified(receiver.deliveries[0], "whsec_" + base64.b64encode(b"another key, 16+ bytes").decode())
     first = receiver.deliveries[0]
     assert first.payload["job_id"] == "j1" and TOKEN not in first.body.decode()
+    # A presigned output URL is the caller's answer and stays whole; tokens and secret-named keys do not.
+    assert first.payload["data"] == {"note": "token ***", "sample": presigned, "other": "***"}
     assert abs(int(first.headers["webhook-timestamp"]) - time.time()) < 60
 
 

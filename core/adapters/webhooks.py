@@ -9,7 +9,8 @@ it), and one thread posts them in order, each tried a bounded number of times wi
 policy as downloads (core/adapters/address_policy.py: no private or metadata address unless ALLOW_PRIVATE_URLS; a
 redirect is not followed). `close` waits a bounded time for what is left; the counts say what was delivered, failed
 (every try refused or unanswered) or dropped (never tried: the queue was full, or the job ended first). Every body is
-scrubbed of the job's secrets before it leaves.
+scrubbed of the job's secrets and of token-looking values before it leaves; URLs stay whole (a presigned sample URL
+is what the caller asked for, as in the API's output).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import requests
 
 from core.adapters.address_policy import CheckedUrl, check_url, guarded_session
 from core.errors import AddressRefused, JobError
-from core.secrets import scrub
+from core.secrets import scrub_keeping_urls
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the form's prefix, not a secret)
 MIN_KEY_BYTES = 16
@@ -118,7 +119,7 @@ class WebhookSender:
         """Queue one message (never blocks): `{"type", "timestamp", "job_id", "data"}`, scrubbed of secrets."""
         payload = {"type": kind, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock())),
                    "job_id": job_id, "data": data}
-        body = json.dumps(scrub(payload, secrets=self._secrets), separators=(",", ":")).encode()
+        body = json.dumps(scrub_keeping_urls(payload, secrets=self._secrets), separators=(",", ":")).encode()
         message = Message(id=f"msg_{uuid.uuid4().hex}", type=kind, body=body)
         with self._lock:
             if self._closed.is_set():
