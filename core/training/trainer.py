@@ -243,12 +243,12 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
 
     with WebhookReceiver(on_raw) as receiver, job.log.open("ab") as log:
         files.write(job, webhook_url=receiver.url)
-        requests = control.attach(job.config, samples=can_sample(files.config)) \
+        control_env = control.attach(job.config, samples=can_sample(files.config)) \
             if control is not None and processes == 1 else {}
         started = time.monotonic()
         process = trainer.launch(command, device=device, hf_token=hf_token, cwd=job.trainer, stdout=log,
                                  stderr=subprocess.STDOUT,
-                                 extra_env={"CONFIG_BACKEND": "json", **cpu_ranks, **requests,
+                                 extra_env={"CONFIG_BACKEND": "json", **cpu_ranks, **control_env,
                                             **trackers_env(files, settings),
                                             "CONFIG_PATH": str(job.config / "config")})  # SimpleTuner adds ".json"
         stopped = False
