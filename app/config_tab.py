@@ -40,6 +40,13 @@ class ConfigTab:
     curl: gr.Code
 
 
+PRESET_FIELDS: tuple[str, ...] = (
+    "base_model", "model_family", "lora_rank", "lora_alpha", "learning_rate", "optimizer", "train_batch_size",
+    "resolution", "checkpoint_step_interval", "validation_prompt", "sample_prompts", "sample_every", "seed",
+    "schedule", "length", "extra_flags", "extra_job")
+"""The Config tab's fields, which a preset sets, in the order /apply_preset returns them (after the note)."""
+
+
 def build(*, settings: Settings, preset: str) -> ConfigTab:
     catalogue = presets(settings=settings)
     start = preset_fields(preset, settings=settings)
@@ -92,7 +99,7 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
                                      info='Any flag of SimpleTuner\'s config.json, e.g. {"lr_scheduler": "cosine"}')
             extra_job = gr.Textbox(start["extra_job"], label="Other job fields (JSON)", lines=6,
                                    elem_classes=["mono"],
-                                   info='dataloader, storage, timeout_s, resume_from, hub options: '
+                                   info='dataloader, storage, timeout_s, resume_from, hub options, webhook: '
                                         '{"dataloader": {"repeats": 2}, "timeout_s": 7200}')
         errors = gr.Markdown()
         with gr.Row():
@@ -114,12 +121,13 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
               "sample_every": sample_every, "seed": seed, "schedule": schedule, "length": length,
               "extra_flags": extra_flags,
               "extra_job": extra_job}
+    fields = {name: fields[name] for name in PRESET_FIELDS}  # /apply_preset returns them in this order
     return ConfigTab(chosen, note, fields, goal, errors, import_file, import_text, import_button, import_status,
                      export_button, job_json, curl)
 
 
 def bind(tab: ConfigTab, *, form: FormView, settings: Settings) -> None:
-    preset_names = list(tab.fields)
+    preset_names = list(PRESET_FIELDS)
 
     def apply_preset(name: str) -> list[Any]:
         values = preset_fields(name, settings=settings)

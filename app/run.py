@@ -29,6 +29,7 @@ from core.result import JobResult
 from core.secrets import scrub
 from core.spec import JobSpec
 from core.status import JobStatus, apply, transferred
+from core.training import TrainingControl
 
 LOG_LINES = 300
 
@@ -133,6 +134,8 @@ class Run:
     secrets: list[str] = field(default_factory=list)
     id: str = field(default_factory=new_run_id)
     cancel: threading.Event = field(default_factory=threading.Event)
+    control: TrainingControl = field(default_factory=TrainingControl)
+    """Asks its SimpleTuner for a checkpoint or samples now (core/training/control.py)."""
     status: str = "running"
     result: JobResult | None = None
     error: dict[str, Any] | None = None

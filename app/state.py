@@ -361,6 +361,22 @@ class RunRegistry:
         run.note("cancel requested: stopping SimpleTuner")
         return True
 
+    def request_checkpoint(self) -> str:
+        """Ask the running training to save a checkpoint at its next step; what the user is told."""
+        return self._request(lambda run: run.control.request_checkpoint(), done="a checkpoint is saved")
+
+    def request_samples(self) -> str:
+        """Ask the running training to render its sample prompts at its next step; what the user is told."""
+        return self._request(lambda run: run.control.request_samples(), done="the samples are rendered")
+
+    def _request(self, ask: Callable[[Run], str | None], *, done: str) -> str:
+        run = self.training()  # the run the Train tab follows
+        refused = "no training is running" if run is None or not run.running else ask(run)
+        if refused:
+            return f"Not asked: {refused}."
+        run.note(f"asked: {done} at the next step")  # type: ignore[union-attr]  # running, checked above
+        return f"Asked: {done} at the next step."
+
     def start_publish(self, *, repo_id: str, private: bool, token: str | None, checkpoint: str | int = "last") -> Run:
         """Push the chosen run's LoRA (or the checkpoint `checkpoint` picks: "last", "best" or a step) to
         `repo_id`; refused while a training or another push runs."""
@@ -461,7 +477,8 @@ class RunRegistry:
             if isinstance(event, (TrainerStarted, CheckpointSaved)):
                 self._remember(run)
 
-        return run_job(run.spec, run.job_dir, on_event, settings=self.run_settings(run.id), cancel=run.cancel)
+        return run_job(run.spec, run.job_dir, on_event, settings=self.run_settings(run.id), cancel=run.cancel,
+                       control=run.control)
 
     def run_settings(self, run_id: str) -> Settings:
         """The settings a training runs with: CUDA_VISIBLE_DEVICES set to its own GPUs, so its trainer sees only

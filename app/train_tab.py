@@ -73,6 +73,10 @@ class TrainTab:
     """Every run of this data folder, kept across restarts (app/history.py)."""
     resume_choice: gr.Dropdown
     resume_button: gr.Button
+    checkpoint_button: gr.Button
+    """Asks the running training for a checkpoint at its next step."""
+    samples_button: gr.Button
+    """Asks the running training to render its sample prompts at its next step."""
 
 
 def build(*, gpu_count: int = 0) -> TrainTab:
@@ -88,6 +92,8 @@ def build(*, gpu_count: int = 0) -> TrainTab:
             gpus = gr.Number(0, label=f"GPUs (of {gpu_count}; 0: all)", precision=0, minimum=0, maximum=gpu_count,
                              visible=gpu_count > 1, elem_id="train-gpus")
             cancel_button = gr.Button("Cancel", variant="stop", interactive=False)
+            checkpoint_button = gr.Button("Save a checkpoint now", size="sm")
+            samples_button = gr.Button("Render samples now", size="sm")
         message = gr.Markdown()
         status = gr.HTML(render_status(None))
         with gr.Row():
@@ -113,7 +119,8 @@ def build(*, gpu_count: int = 0) -> TrainTab:
         timer = gr.Timer(POLL_S)
         seen = gr.State("")
     return TrainTab(start_button, queue_button, gpus, cancel_button, message, status, loss, validation, log, raw_log,
-                    summary, timer, seen, samples, sample_videos, marks, history, resume_choice, resume_button)
+                    summary, timer, seen, samples, sample_videos, marks, history, resume_choice, resume_button,
+                    checkpoint_button, samples_button)
 
 
 def no_losses() -> pd.DataFrame:
@@ -246,6 +253,8 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
 
     tab.cancel_button.click(cancel_training, None, [tab.message], api_name="cancel_training")
 
+    bind_requests(tab, registry=registry)
+
     @surface
     def resume_run(run_id: str) -> str:
         """Start a new run of an interrupted run's job from the last checkpoint it left (its job folder)."""
@@ -297,3 +306,17 @@ def bind(tab: TrainTab, *, form: FormView, registry: RunRegistry) -> None:
         return run.snapshot().to_dict() if run else {"status": "none"}
 
     gr.api(run_status, api_name="run_status", concurrency_limit=None)
+
+
+def bind_requests(tab: TrainTab, *, registry: RunRegistry) -> None:
+    """*Save a checkpoint now* and *Render samples now*: asked of the running training at its next step."""
+    def checkpoint_now() -> str:
+        """Ask the running training for a checkpoint at its next step (SimpleTuner's manual checkpoint)."""
+        return registry.request_checkpoint()
+
+    def samples_now() -> str:
+        """Ask the running training to render its sample prompts at its next step."""
+        return registry.request_samples()
+
+    tab.checkpoint_button.click(checkpoint_now, None, [tab.message], api_name="checkpoint_now")
+    tab.samples_button.click(samples_now, None, [tab.message], api_name="samples_now")

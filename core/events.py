@@ -101,6 +101,17 @@ class CheckpointSaved(_Base):
 
 
 @dataclass(frozen=True)
+class CheckpointUploaded(_Base):
+    """A checkpoint reached the job's destination while training went on (core/publishing/checkpoints.py)."""
+
+    kind: ClassVar[str] = "checkpoint_uploaded"
+    step: int
+    location: str
+    """hf://user/repo/checkpoints/checkpoint-N or s3://bucket/prefix/checkpoints/checkpoint-N."""
+    resume_from: str
+
+
+@dataclass(frozen=True)
 class TrainerStage(_Base):
     """A lifecycle stage inside SimpleTuner (model loading, caching, training_complete, ...)."""
 
@@ -153,6 +164,9 @@ class JobWarning(_Base):
 
 
 EventSink = Callable[[Event], None]
+
+WEBHOOK_EVENTS = ("started", "progress", "checkpoint", "sample", "completed", "partial", "failed")
+"""What a job's webhook may be sent (core/publishing/webhook.py maps the events above and the result to them)."""
 
 
 def ignore_event(event: Event) -> None:

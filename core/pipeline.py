@@ -29,6 +29,7 @@ from core.publishing import (
     CardExpert,
     CardFacts,
     CheckpointUploads,
+    JobWebhook,
     add_lora_files,
     base_model_license,
     card_pairs,
@@ -48,9 +49,11 @@ from core.spec import JobSpec, prompt_text
 from core.training import (
     AUTO,
     OWNED_FLAGS,
+    RUNS_DIR,
     DeadlineStop,
     SampleDataset,
     TrainerFiles,
+    TrainingControl,
     TrainingOutcome,
     apply_goal,
     auto_sources,
@@ -77,10 +80,40 @@ from core.training import (
 
 
 def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *, settings: Settings,
-            cancel: Cancel | threading.Event | None = None, allow_local_paths: bool = True) -> JobResult:
+            cancel: Cancel | threading.Event | None = None, allow_local_paths: bool = True,
+            control: TrainingControl | None = None) -> JobResult:
     """Run one job in `workdir` (created; nothing is written outside it) and return its result. `cancel`'s set()
     stops it in any stage; so does the end of spec.timeout_s, counted from now (training gets what is left).
-    `settings` is the environment, read by the face (Settings.from_env): nothing here reads the process's own."""
+    `settings` is the environment, read by the face (Settings.from_env): nothing here reads the process's own.
+    `control`: asks the running training for a checkpoint or samples now (core/training/control.py).
+    A training job with a webhook (its own, or the endpoint's) tells it what happens, signed
+    (core/publishing/webhook.py); its result counts the deliveries."""
+    try:
+        hooks = None if spec.dry_run else JobWebhook.for_job(spec, settings, job_id=Path(workdir).name,
+                                                             secrets=job_secrets(spec, settings=settings))
+    except JobError as error:  # checked before anything else runs: part of the validate stage
+        error.stage = "validate"
+        on_event(StageEvent(stage="validate", status="failed", message=error.message))
+        raise
+    if hooks is None:
+        return _run_job(spec, workdir, on_event, settings=settings, cancel=cancel,
+                        allow_local_paths=allow_local_paths, control=control)
+    hooks.started(spec)
+    try:
+        result = _run_job(spec, workdir, hooks.watching(on_event), settings=settings, cancel=cancel,
+                          allow_local_paths=allow_local_paths, control=control)
+    except BaseException as error:
+        hooks.failed(error)
+        hooks.close()
+        raise
+    hooks.finished(result)
+    result.webhook = hooks.close()
+    return result
+
+
+def _run_job(spec: JobSpec, workdir: Path, on_event: EventSink, *, settings: Settings,
+             cancel: Cancel | threading.Event | None, allow_local_paths: bool,
+             control: TrainingControl | None) -> JobResult:
     cancel = Cancel.of(cancel, timeout_s=spec.timeout_s)
     job = JobDir(Path(workdir).absolute()).create()
     token = hub_token(spec, settings)
@@ -160,7 +193,7 @@ def run_job(spec: JobSpec, workdir: Path, on_event: EventSink = ignore_event, *,
                 outcomes.append(train(run.files, run.job, settings=settings, device=device, gpu=gpu,
                                       processes=processes, hf_token=token if settings.online else None,
                                       on_event=uploads.watching(guard.watching(on_event)), cancel=guard,
-                                      start_step=run.resumed_at))
+                                      start_step=run.resumed_at, control=control))
                 if run.record_finished:
                     uploads.record_finished(step=outcomes[-1].steps)
             uploaded += [done.to_dict() for done in uploads.uploaded]
@@ -231,7 +264,8 @@ def _prepare_run(spec: JobSpec, job: JobDir, *, manifest: Manifest, settings: Se
                                         sample_dataset=sample_dataset, processes=processes,
                                         concepts=concepts_of(manifest, repeats=spec.source.repeats)
                                         if not isinstance(spec.dataloader, list) else None,
-                                        subsets=manifest.subsets)
+                                        subsets=manifest.subsets,
+                                        wandb=settings.wandb_api_key is not None)
     return run
 
 
@@ -344,7 +378,8 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
                    **{f"config/{e.folder}/{name}": job.for_expert(e.folder).config / name for e in result.experts
                       for name in ("config.json", "multidatabackend.json")},
                    "config/multidatabackend.json": job.config / "multidatabackend.json"}
-    extra_files = {name: path for name, path in extra_files.items() if path.is_file()} | sample_files
+    extra_files = {name: path for name, path in extra_files.items() if path.is_file()} | sample_files \
+        | tensorboard_files(job.output)
     failed: PublishError | None = None  # a destination that failed: the outputs then go to the next one
     if where.hub:
         try:
@@ -366,6 +401,13 @@ def publish(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: E
         raise keep_outputs(failed, result, settings=settings, extra_files=extra_files, secrets=secrets,
                            on_event=on_event)
     return result
+
+
+def tensorboard_files(output: Path) -> dict[str, Path]:
+    """The run's TensorBoard event files (SimpleTuner's logging_dir, `runs/` of each run's output), by their place in
+    the output: they go up with it, and the Hub shows them in the repo's Metrics tab."""
+    return {path.relative_to(output).as_posix(): path for path in sorted(output.glob(f"**/{RUNS_DIR}/**/*tfevents*"))
+            if path.is_file()}
 
 
 def salvage(spec: JobSpec, result: JobResult, *, settings: Settings, on_event: EventSink,

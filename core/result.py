@@ -125,6 +125,8 @@ class JobResult:
     captioning: dict[str, Any] | None = None
     """What the caption stage did (core/generation/captioning.py CaptionReport): model, counts, timings, per-image
     sources."""
+    webhook: dict[str, Any] | None = None
+    """The job's webhook deliveries (core/publishing/webhook.py): {url, delivered, failed, dropped}."""
 
     def files(self) -> list[dict[str, Any]]:
         """The output files, with their URL where one was published."""
@@ -220,5 +222,6 @@ class JobResult:
             **({"resume_from": self.resume_from} if self.resume_from else {}),
             **({"cache": self.cache} if self.cache is not None else {}),
             **({"captioning": self.captioning} if self.captioning is not None else {}),
+            **({"webhook": self.webhook} if self.webhook is not None else {}),
             **({"trainer_files": self.trainer_files} if self.status == "dry_run" else {}),
         }

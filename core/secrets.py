@@ -35,13 +35,17 @@ _SECRET_WORDS = {"token", "secret", "password", "passwd", "pwd", "apikey", "cred
                  "authorization", "bearer", "passphrase", "cookie"}
 _KEY_QUALIFIERS = {"api", "access", "private", "secret", "signing", "encryption", "auth", "account", "client"}
 
-# Values that are secrets whatever key holds them, and what replaces them.
-_SECRET_VALUES: list[tuple[re.Pattern, str]] = [
+# Tokens: secrets whatever key holds them, and what replaces them.
+_TOKENS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), MASK),  # Hugging Face user access token
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),  # AWS access key id
     (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), MASK),  # OpenAI-style API key
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), MASK),  # GitHub token
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1>{MASK}"),
+]
+# Values that are secrets whatever key holds them, and what replaces them.
+_SECRET_VALUES: list[tuple[re.Pattern, str]] = [
+    *_TOKENS,
     # A secret-named query parameter outside a full URL (an HTTP library's "url: /key?X-Amz-Signature=..."):
     # the name stays so the message still says what was there.
     (re.compile(r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|sig|signature|secret|passw(?:or)?d|key|credential|auth"
@@ -76,6 +80,23 @@ def scrub(value: Any, *, secrets: Iterable[str | None] = ()) -> Any:
     """A message (str) or JSON value (dict/list, at any depth) fit to show: the given secrets replaced by ***,
     secret-looking values and URL credentials masked, and secret-named keys dropped."""
     return sanitize(value, secrets)
+
+
+def scrub_keeping_urls(value: Any, *, secrets: Iterable[str | None] = ()) -> Any:
+    """`scrub`, except that URLs stay whole: for what a job sends its own caller, whose presigned output URLs are the
+    answer it asked for (as in the API's output). The given secrets are still replaced wherever they appear, tokens
+    masked, secret-named keys dropped."""
+    known = [s for s in secrets if s]
+    if isinstance(value, dict):
+        return {k: scrub_keeping_urls(v, secrets=known) for k, v in value.items() if not is_secret_key(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [scrub_keeping_urls(v, secrets=known) for v in value]
+    if isinstance(value, str):
+        text = redact(value, known)
+        for pattern, replacement in _TOKENS:
+            text = pattern.sub(replacement, text)
+        return text
+    return value
 
 
 def _credentials_in(text: str) -> list[str]:

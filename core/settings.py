@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from core.errors import SetupError
+from core.events import WEBHOOK_EVENTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TABLES_DIR = PROJECT_ROOT / "core" / "data"
@@ -49,9 +50,9 @@ JOB_DEFAULT_VARS = {
 """Endpoint-wide defaults for a job's config (the RunPod Hub presets set them) -> the SimpleTuner flag each fills."""
 EXECUTION_TIMEOUT_VAR = "EXECUTION_TIMEOUT_S"
 SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY",
-                   "RUNPOD_AI_API_KEY", "RUNPOD_API_KEY", "UI_PASSWORD")
+                   "RUNPOD_AI_API_KEY", "RUNPOD_API_KEY", "UI_PASSWORD", "WEBHOOK_SECRET", "WANDB_API_KEY")
 """The endpoint's variables that hold a secret. AWS_* names that say token/secret/key count too (core/secrets.py)."""
-URL_ENV_VARS = ("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_ENDPOINT")
+URL_ENV_VARS = ("BUCKET_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_ENDPOINT", "WEBHOOK_URL")
 """Variables holding URLs whose credentials (userinfo, signed query) are secrets."""
 
 
@@ -192,6 +193,14 @@ class Settings:
     """EXECUTION_TIMEOUT_S: the worker endpoint's execution timeout; every job's timeout_s stays below it."""
     cuda_visible_devices: str | None = None
     """CUDA_VISIBLE_DEVICES as set (an empty value hides every GPU)."""
+    webhook_url: str | None = None
+    """WEBHOOK_URL: the endpoint's webhook, for every job that names none of its own (core/publishing/webhook.py)."""
+    webhook_secret: SecretStr | None = None
+    """WEBHOOK_SECRET: `whsec_<base64 key>`, which signs the endpoint's webhook deliveries."""
+    webhook_events: tuple[str, ...] = WEBHOOK_EVENTS
+    """WEBHOOK_EVENTS: the events the endpoint's webhook is sent, separated by commas (default all)."""
+    wandb_api_key: SecretStr | None = None
+    """WANDB_API_KEY: set, SimpleTuner also reports to Weights & Biases (core/training/config.py); unset, never."""
     secret_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """The variables that may hold a secret (SECRET_ENV_VARS, URL_ENV_VARS, AWS_*), as set: core/secrets.py's
     job_secrets hides their values."""
@@ -264,10 +273,26 @@ class Settings:
             job_defaults=tuple((var, env[var].strip()) for var in JOB_DEFAULT_VARS if (env.get(var) or "").strip()),
             execution_timeout_s=_optional_number(env, EXECUTION_TIMEOUT_VAR, what="a number of seconds"),
             cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+            webhook_url=(env.get("WEBHOOK_URL") or "").strip() or None,
+            webhook_secret=SecretStr(secret) if (secret := (env.get("WEBHOOK_SECRET") or "").strip()) else None,
+            webhook_events=_webhook_events(env),
+            wandb_api_key=SecretStr(key) if (key := (env.get("WANDB_API_KEY") or "").strip()) else None,
             secret_env=tuple((name, value) for name, value in env.items()
                              if value and (name in SECRET_ENV_VARS or name in URL_ENV_VARS
                                            or name.startswith("AWS_"))),
         )
+
+
+def _webhook_events(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = (env.get("WEBHOOK_EVENTS") or "").strip()
+    if not raw:
+        return WEBHOOK_EVENTS
+    names = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    unknown = [name for name in names if name not in WEBHOOK_EVENTS]
+    if unknown or not names:
+        raise SetupError(f"WEBHOOK_EVENTS={raw!r}: name events of {', '.join(WEBHOOK_EVENTS)}, separated by commas",
+                         field="WEBHOOK_EVENTS")
+    return names
 
 
 def hub_cache_path(env: Mapping[str, str] | None = None) -> Path:

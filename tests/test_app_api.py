@@ -26,6 +26,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app.__main__ import auth_from_env, launch_options
+from app.config_tab import PRESET_FIELDS
 from app.job_form import FIELDS
 from core.errors import SetupError
 from core.generation.demo import write_demo_dataset
@@ -38,7 +39,7 @@ from tests.support.processes import processes_working_in
 from tests.support.ui_port import serve_ui
 
 TOKEN = "hf_AppPlantedToken0123456789abcdefXYZ"
-CONFIG_FIELDS = FIELDS[:16]  # what a preset sets: the Config tab's fields, in the order /apply_preset returns them
+CONFIG_FIELDS = PRESET_FIELDS  # what a preset sets, in the order /apply_preset returns them
 
 
 def launch(data_root: Path, tiny_model: Path, **env: str):
@@ -279,6 +280,8 @@ def test_cancel_really_stops_the_run(client: Client, tmp_path: Path):
         with pytest.raises(AppError, match="a training is running"):
             client.predict("sks a red circle", "", 3, 2, 5.0, 1.0, "final LoRA", False,
                            api_name="/playground_generate")
+        # Still downloading: SimpleTuner takes "checkpoint now" only once its steps run.
+        assert client.predict(api_name="/checkpoint_now").startswith("Not asked: SimpleTuner is not training now")
         assert client.predict(api_name="/cancel_training") == "Cancelling…"
         asked = time.monotonic()
         status = wait_for(lambda: (s := client.predict(api_name="/run_status"))["status"] != "running" and s,
@@ -289,6 +292,7 @@ def test_cancel_really_stops_the_run(client: Client, tmp_path: Path):
     assert stopped_after < 5, stopped_after
     assert processes_working_in(job_dir) == []
     assert client.predict(api_name="/cancel_training") == "No training is running."
+    assert client.predict(api_name="/samples_now") == "Not asked: no training is running."
 
 
 # -- access --------------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from app.config_tab import PRESET_FIELDS
 from app.dataset_store import DatasetStore, make_thumbnail
-from app.job_form import FIELDS
 from core.generation.demo import build_tiny_captioner
 from core.settings import Settings
 from core.spec import DatasetSpec
@@ -29,7 +29,7 @@ from tests.support.clips import write_clip
 from tests.support.ui_port import serve_ui
 from tests.test_app_api import wait_for
 
-CONFIG_FIELDS = FIELDS[:16]  # what a preset sets, in the order /apply_preset returns them
+CONFIG_FIELDS = PRESET_FIELDS  # what a preset sets, in the order /apply_preset returns them
 
 
 @pytest.fixture(scope="module")

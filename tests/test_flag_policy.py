@@ -226,13 +226,19 @@ def test_an_adapter_list_of_hub_repos_is_taken():
     assert json.loads(files.config["--validation_adapter_config"]) == config
 
 
-@pytest.mark.parametrize("value", ["custom-tracker", "Custom-Tracker", "tensorboard, CUSTOM-TRACKER ",
+@pytest.mark.parametrize("value", ["custom-tracker", "Custom-Tracker", "wandb, CUSTOM-TRACKER ",
                                    ["wandb", "custom-tracker"]])
 def test_a_tracker_that_runs_code_is_refused_however_it_is_written(value):
     """SimpleTuner splits report_to on commas and lower-cases each name."""
     error = refusal({"report_to": value})
     assert error is not None and error.field == "config.report_to"
-    assert refusal({"report_to": "TensorBoard"}) is None
+    assert refusal({"report_to": "WandB"}) is None
+
+
+@pytest.mark.parametrize("value", ["tensorboard", "WandB, TensorBoard", " TENSORBOARD"])
+def test_the_tensorboard_tracker_simpletuner_fails_on_is_refused_saying_where_the_files_are(value):
+    error = refusal({"report_to": value})
+    assert error is not None and error.field == "config.report_to" and "runs/" in error.message
 
 
 def test_every_json_flag_that_lists_adapters_has_its_entries_checked():

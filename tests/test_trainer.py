@@ -133,3 +133,22 @@ def test_a_missing_trainer_env_is_a_setup_error_naming_the_variable(tmp_path, de
     with pytest.raises(SetupError) as caught:
         run_job(parse_job(tiny_job(tiny_model, demo_dataset)), tmp_path / "job", settings=settings)
     assert caught.value.field == "TRAINER_VENV"
+
+
+def test_the_wandb_key_reaches_simpletuner_only_through_its_environment_and_only_when_chosen(tmp_path):
+    from dataclasses import replace
+
+    from core.training.config import TrainerFiles
+    from core.training.trainer import trackers_env
+
+    key = "wandb-key-0123456789abcdef0123456789abcdef"
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "WANDB_API_KEY": key}, mountinfo="")
+    chosen = TrainerFiles(config={"--report_to": "wandb"}, backends=[])
+    assert trackers_env(chosen, settings) == {"WANDB_API_KEY": key, "WANDB_MODE": "online"}
+    assert trackers_env(TrainerFiles(config={"--report_to": "none"}, backends=[]), settings) == {}
+    assert trackers_env(chosen, replace(settings, wandb_api_key=None)) == {}
+    assert key not in repr(settings)
+    # Never in the env's own allow-listed part, even when set in the process's environment.
+    assert "WANDB_API_KEY" not in TrainerEnv(settings, base={"WANDB_API_KEY": key, "PATH": "/bin"}).env()
+    from core.secrets import job_secrets, scrub
+    assert scrub(f"logged {key}", secrets=job_secrets(None, settings=settings)) == "logged ***"

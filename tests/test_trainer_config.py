@@ -101,3 +101,18 @@ def test_what_the_project_composes_is_checked_for_env_placeholders_and_names_the
     fields = {(e["field"], e["message"].split(" in ")[1].split(",")[0]) for e in refused.value.errors}
     assert fields == {("samples", "--validation_negative_prompt"),
                       ("samples.prompts", "user_prompt_library.json.sample_0")}
+
+
+def test_metrics_go_to_tensorboard_files_and_to_wandb_only_when_its_key_is_set():
+    job = {"dataset_url": "https://example.com/d.zip", "hub": {"repo_id": "me/my-style"},
+           "config": {"model_family": "sdxl", "model_name": "a/b"}}
+    plain = build_trainer_files(parse_job(job), images_dir=IMAGES, job=JOB, device="cpu").config
+    assert plain["--report_to"] == "none"  # SimpleTuner's tensorboard tracker fails; the project writes the files
+    assert (plain["--tracker_project_name"], plain["--tracker_run_name"]) == ("my-style", "JOB")
+    assert plain["--logging_dir"] == "/JOB/trainer/logs"  # inside the job, whatever a job says
+    wandb = build_trainer_files(parse_job(job), images_dir=IMAGES, job=JOB, device="cpu", wandb=True).config
+    assert wandb["--report_to"] == "wandb"
+    own = build_trainer_files(parse_job({**job, "config": {**job["config"], "tracker_project_name": "mine",
+                                                           "logging_dir": "/etc"}}),
+                              images_dir=IMAGES, job=JOB, device="cpu", wandb=True).config
+    assert own["--tracker_project_name"] == "mine" and own["--logging_dir"] == "/JOB/trainer/logs"

@@ -38,6 +38,7 @@ from core.adapters.hub_bar import ByteBar, SilentBar
 from core.adapters.process_mark import ProcessMark
 from core.adapters.s3 import S3Config, require_keys, s3_client, s3_config, s3_error, s3_failures
 from core.adapters.trainer_env import OFFLINE_ENV, TrainerEnv
+from core.adapters.webhooks import DeliveryCounts, WebhookSender, check_webhook_url, signature, signing_key
 
 __all__ = [
     "OFFLINE_ENV",
@@ -45,6 +46,7 @@ __all__ = [
     "UNAVAILABLE",
     "ByteBar",
     "CancelFlag",
+    "DeliveryCounts",
     "GpuFacts",
     "GpuListing",
     "HubTarget",
@@ -53,8 +55,10 @@ __all__ = [
     "S3Config",
     "SilentBar",
     "TrainerEnv",
+    "WebhookSender",
     "call_hub",
     "check_repo_id",
+    "check_webhook_url",
     "create_or_reuse_repo",
     "detect_device",
     "download",
@@ -77,6 +81,8 @@ __all__ = [
     "s3_config",
     "s3_error",
     "s3_failures",
+    "signature",
+    "signing_key",
     "stop_error",
     "visible_gpu_ids",
 ]

@@ -21,6 +21,7 @@ from core.publishing.hub_repo import publish_to_hub
 from core.publishing.license import base_model_license
 from core.publishing.lora_files import add_lora_files, is_comfyui_file
 from core.publishing.safekeeping import keep_outputs, outputs_stored
+from core.publishing.webhook import JobWebhook, webhook_of
 
 __all__ = [
     "BucketDestination",
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointUploads",
     "Destinations",
     "HubDestination",
+    "JobWebhook",
     "add_lora_files",
     "base_model_license",
     "bucket_of",
@@ -44,4 +46,5 @@ __all__ = [
     "publish_to_hub",
     "require_destination",
     "upload_outputs",
+    "webhook_of",
 ]

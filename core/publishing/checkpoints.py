@@ -40,7 +40,7 @@ from core.adapters import (
     s3_failures,
 )
 from core.errors import JobError, PublishError, StorageError
-from core.events import CheckpointSaved, Event, EventSink, JobWarning, LogLine, ignore_event
+from core.events import CheckpointSaved, CheckpointUploaded, Event, EventSink, JobWarning, LogLine, ignore_event
 from core.jobdir import JobDir
 from core.outputs import (
     LORA_FILE,
@@ -306,6 +306,7 @@ class CheckpointUploads:
             with self._lock:
                 self.uploaded.append(done)
             self.on_event(LogLine(f"{checkpoint_name(step)} uploaded to {done.location}"))
+            self.on_event(CheckpointUploaded(step=step, location=done.location, resume_from=done.resume_from))
             first = first or done
         shutil.rmtree(copy, ignore_errors=True)
         return first

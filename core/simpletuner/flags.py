@@ -97,6 +97,10 @@ SINGLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,127}$")
 ADAPTER_LISTS = frozenset({"validation_adapter_config"})
 # A value of a choice flag that runs something is refused even though the flag is fine.
 PROGRAM_CHOICES = {"report_to": {"custom-tracker"}}
+# A value SimpleTuner 4.10.1 takes but fails on, and why: refused before any GPU minute is spent.
+BROKEN_CHOICES = {"report_to": {
+    "tensorboard": "SimpleTuner 4.10.1 stops at start with it (TensorBoard refuses the list values of its config); "
+                   "every run writes TensorBoard files anyway, in runs/ of its outputs"}}
 
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -189,6 +193,9 @@ def _choice(name: str, value: Any, flag: dict[str, Any]) -> Any:
               for token in str(item).split(",")}
     if chosen & PROGRAM_CHOICES.get(name, set()):
         raise ValueError(f"{value!r} runs a program or loads code; a job may not choose it")
+    for broken, why in BROKEN_CHOICES.get(name, {}).items():
+        if broken in chosen:
+            raise ValueError(f"{broken!r}: {why}")
     if flag.get("choices") and PROGRAM_WORDS.search(str(value)):
         raise ValueError(f"{value!r} runs a program; a job may not choose it")
     return value

@@ -23,6 +23,7 @@ from core.spec.job import (
 )
 from core.spec.limits import CACHE_KEY, DATA_KEYS, PLACEHOLDER, ClipLimits, InputImageLimits, relative_data_dir
 from core.spec.samples import SamplePrompt, SamplesSpec, fill_trigger, prompt_settings, prompt_text
+from core.spec.webhook import WebhookSpec
 
 __all__ = [
     "CACHE_KEY",
@@ -43,6 +44,7 @@ __all__ = [
     "SamplePrompt",
     "SamplesSpec",
     "StorageSpec",
+    "WebhookSpec",
     "fill_trigger",
     "model_families",
     "normalize_config",

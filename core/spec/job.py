@@ -60,6 +60,7 @@ from core.spec.limits import (
 )
 from core.spec.reg_generate import RegGenerate, check_reg_generate
 from core.spec.samples import SamplesSpec, check_trigger
+from core.spec.webhook import WebhookSpec
 
 FLAGS_FILE = TABLES_DIR / "simpletuner_flags.json"
 MAX_CONTROL_DIRS = 3
@@ -447,6 +448,8 @@ class JobSpec(_Strict):
     class_word: str | None = None
     """likeness and object: the class the trigger belongs to ("woman", "dog", "backpack"); captions without the
     trigger get "<trigger> <class_word>". Left out: the goal reads it from the captions (for the report)."""
+    webhook: WebhookSpec | None = None
+    """Where the job's events are posted, signed (core/publishing/webhook.py, docs/webhooks.md)."""
 
     @field_validator("samples")
     @classmethod
@@ -611,7 +614,7 @@ class JobSpec(_Strict):
 
     def to_job_json(self) -> dict[str, Any]:
         """The job as the worker takes it (`{"input": ...}`), secrets left out; parse_job of it gives this spec."""
-        data = self.model_dump(mode="json", exclude_defaults=True, exclude={"hub": {"token"}})
+        data = self.model_dump(mode="json", exclude_defaults=True, exclude={"hub": {"token"}, "webhook": {"secret"}})
         data["config"] = dict(self.config)
         return {"input": data}
 
@@ -699,7 +702,8 @@ def validation_error(exc: ValidationError, *, prefix: str = "", whole: str = "in
 
 def _fields_near(loc: tuple) -> list[str]:
     models: dict[str, type[BaseModel]] = {"dataset": DatasetSpec, "hub": HubSpec, "storage": StorageSpec,
-                                          "samples": SamplesSpec, "captioning": CaptioningSpec}
+                                          "samples": SamplesSpec, "captioning": CaptioningSpec,
+                                          "webhook": WebhookSpec}
     model = models.get(str(loc[0])) if len(loc) > 1 else JobSpec
     return list(model.model_fields) if model else []
 

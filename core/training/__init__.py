@@ -4,7 +4,8 @@ stop, sample settings, and resume from a checkpoint.
 What other packages and the faces may use is listed in __all__."""
 
 from core.training.accelerate_config import world_size
-from core.training.config import OWNED_FLAGS, TrainerFiles, build_trainer_files, gpu_plan, resolved_defaults
+from core.training.config import OWNED_FLAGS, RUNS_DIR, TrainerFiles, build_trainer_files, gpu_plan, resolved_defaults
+from core.training.control import TrainingControl
 from core.training.deadline import DeadlineStop, ends_partial
 from core.training.goals import GOALS, GoalPlan, apply_goal, plan_goal
 from core.training.gpu_fit import GpuPlan, gpu_report, plan_gpu
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "GOALS",
     "OWNED_FLAGS",
+    "RUNS_DIR",
     "SAMPLE_IMAGE_FILE",
     "VIDEO_FRAMES",
     "DeadlineStop",
@@ -48,6 +50,7 @@ __all__ = [
     "SampleDataset",
     "SamplePair",
     "TrainerFiles",
+    "TrainingControl",
     "TrainingOutcome",
     "apply_goal",
     "auto_sources",

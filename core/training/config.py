@@ -41,12 +41,17 @@ PAIRED_KEYS = ("resolution", "resolution_type", "minimum_image_size", "maximum_i
                "crop", "crop_style", "crop_aspect", "crop_aspect_buckets")
 """Image backend settings an input backend repeats, so both sides of a pair are prepared alike."""
 
+RUNS_DIR = "runs"
+"""The TensorBoard event files' folder in a run's output (core/training/tensorboard.py)."""
+PROJECT_NAME = "lora-training"
+"""The trackers' project name of a job that publishes to no Hub repo."""
+
 # Paths this job owns: a job cannot point them elsewhere (nothing is written outside the job's directory). The first
-# three are set to the job's folders; the others (SimpleTuner's folders, derived from its flag list by
+# four are set to the job's folders; the others (SimpleTuner's folders, derived from its flag list by
 # core/simpletuner/flags.py) are left to SimpleTuner's defaults, which are relative to its working directory in the job.
-OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config",
+OWNED_FLAGS = ("output_dir", "data_backend_config", "webhook_config", "logging_dir",
                *(name for name in owned_flags(simpletuner_flags())
-                 if name not in ("output_dir", "data_backend_config", "webhook_config")))
+                 if name not in ("output_dir", "data_backend_config", "webhook_config", "logging_dir")))
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,16 @@ class TrainerFiles:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config.json": self.config, "multidatabackend.json": self.backends}
+
+
+def tracker_flags(spec: JobSpec, *, job: JobDir, wandb: bool = False) -> dict[str, Any]:
+    """Where SimpleTuner reports its metrics, unless the job says otherwise: Weights & Biases only when `wandb` (an
+    explicit choice: WANDB_API_KEY set), else nowhere (the project writes the TensorBoard files itself:
+    core/training/tensorboard.py). The project is a plain name (the Hub repo's, else PROJECT_NAME); the run is the
+    job's folder name."""
+    project = spec.hub.repo_id.split("/", 1)[1] if spec.hub else PROJECT_NAME
+    return {"report_to": "wandb" if wandb else "none", "tracker_project_name": project,
+            "tracker_run_name": job.root.name}
 
 
 def gpu_plan(spec: JobSpec, *, device: str, gpu: GpuFacts | None = None, system_memory_gb: float | None = None,
@@ -146,7 +161,6 @@ def _defaults(spec: JobSpec, *, device: str, plan: GpuPlan | None = None) -> dic
         "resolution": DEFAULT_RESOLUTION,
         "resolution_type": DEFAULT_RESOLUTION_TYPE,
         "seed": 42,
-        "report_to": "none",
         "push_to_hub": False,
         "use_ema": False,
         "gradient_checkpointing": cuda,
@@ -358,7 +372,7 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
                         stills: bool = True, inputs_dirs: list[Path] | None = None,
                         sample_image: Path | None = None, sample_dataset: SampleDataset | None = None,
                         processes: int = 1, concepts: list[Concept] | None = None,
-                        subsets: Subsets | None = None) -> TrainerFiles:
+                        subsets: Subsets | None = None, wandb: bool = False) -> TrainerFiles:
     """The SimpleTuner files for this job. `device` is "cuda" or "cpu"; `gpu`: the GPUs' count and memory, which
     pick the recipe's tier (a job the GPU cannot hold is refused: SpecError naming config.base_model_precision);
     `resume`: continue the latest checkpoint-N in the job's output folder (core/training/resume.py puts the one
@@ -366,16 +380,18 @@ def build_trainer_files(spec: JobSpec, *, images_dir: Path, job: JobDir, device:
     build_backends, and `concepts`; `subsets`: as for build_backends (held-out images add the evaluation flags, the
     job's own win); `sample_image`: an image-to-video model's samples' first frame (core/training/sample_image.py);
     `sample_dataset`: an edit job's samples dataset (core/training/sample_pairs.py), rendered by SimpleTuner's edit
-    validation (`num_eval_images` of it), on `processes` processes."""
+    validation (`num_eval_images` of it), on `processes` processes; `wandb`: the endpoint or pod set WANDB_API_KEY, so
+    Weights & Biases is reported to as well (tracker_flags)."""
     plan = gpu_plan(spec, device=device, gpu=gpu, system_memory_gb=system_memory_gb, hub_cache=hub_cache,
                     clips=clips_dir is not None, inputs=len(inputs_dirs) if inputs_dirs else None)
     own, inline_files = _job_values(spec, job=job)
     samples = with_samples(spec, {**_defaults(spec, device=device, plan=plan), **_vae_path(spec)}, job=job, plan=plan,
                            input_image=sample_image)
     inline_files = {**samples.files, **inline_files}
-    flags: dict[str, Any] = {**samples.flags, **own}
+    flags: dict[str, Any] = {**tracker_flags(spec, job=job, wandb=wandb), **samples.flags, **own}
     flags.update(
         output_dir=str(job.output),
+        logging_dir=str(job.trainer / "logs"),  # the trackers' own files (W&B's): in the job, not published
         data_backend_config=str(job.config / "multidatabackend.json"),
         webhook_config=str(job.config / "webhooks.json"),
     )

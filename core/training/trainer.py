@@ -39,9 +39,11 @@ from core.outputs import SAMPLE_IMAGE, SAMPLE_SHORTNAME, checkpoint_step, checkp
 from core.settings import TOOLS_DIR, Settings
 from core.simpletuner import expected_output
 from core.training.accelerate_config import CPU_RANKS_ENV, accelerate_config, free_port, write_accelerate_config
-from core.training.config import TrainerFiles
+from core.training.config import RUNS_DIR, TrainerFiles
+from core.training.control import TrainingControl, can_sample
 from core.training.eval_loss import EvalLossReader
 from core.training.samples import LIBRARY_FILE
+from core.training.tensorboard import TensorBoardLog
 
 POLL_S = 0.1
 EVAL_READ_S = 1.0
@@ -160,6 +162,15 @@ class TrainingOutcome:
             self.error = event
 
 
+def trackers_env(files: TrainerFiles, settings: Settings) -> dict[str, str]:
+    """What the trackers need in SimpleTuner's environment: WANDB_API_KEY (never in a file or a log; the allow-list
+    passes no key on its own) and W&B switched on, only when the run reports to wandb and the key is set."""
+    chosen = {token.strip().lower() for token in str(files.config.get("--report_to") or "").split(",")}
+    if "wandb" not in chosen or settings.wandb_api_key is None:
+        return {}
+    return {"WANDB_API_KEY": settings.wandb_api_key.get_secret_value(), "WANDB_MODE": "online"}
+
+
 FIXED_FAMILIES = frozenset({"ltxvideo"})
 """Families SimpleTuner 4.10.1 cannot train as shipped: their runs start tools/simpletuner_train.py, which applies
 the family's fix and runs SimpleTuner's train.py (LTX-Video: its text-embedding cache builds LTXPipeline without
@@ -208,11 +219,12 @@ def _error_from_log(tail: str) -> str | None:
 def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str,  # noqa: C901 (the one subprocess lifecycle: start, watch, stop, classify the end)
           gpu: GpuFacts | None = None, processes: int = 1, hf_token: str | None = None,
           on_event: EventSink = ignore_event, cancel: Cancel | StopFlag | None = None,
-          start_step: int = 0) -> TrainingOutcome:
+          start_step: int = 0, control: TrainingControl | None = None) -> TrainingOutcome:
     """Run SimpleTuner on these files until it finishes, fails (TrainingError), or `cancel` stops it (its process
     group is killed; JobCancelled, or JobTimeout at the job's deadline). `gpu`: the GPUs the device plan chose;
     `processes`: how many train (accelerate_config.world_size). `start_step`: the checkpoint a resumed run
-    continues from (SimpleTuner first re-reports that step, with no loss of its own)."""
+    continues from (SimpleTuner first re-reports that step, with no loss of its own). `control`: takes "checkpoint
+    now" and "samples now" requests while this run trains (core/training/control.py; one process only)."""
     trainer = TrainerEnv(settings)
     command = launch_command(trainer, config_file=write_launch_config(files, job, device=device, gpu=gpu,
                                                                       processes=processes),
@@ -227,6 +239,7 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
             _handle(payload)
 
     seen_images: set[Path] = set()
+    metrics = TensorBoardLog(job.output / RUNS_DIR / str(files.config.get("--tracker_project_name") or "training"))
 
     def _new_validation_images() -> list[Event]:
         # Images, and videos for the video families (Wan writes step_<N>_<name>_<i>_<WxH>.mp4): reported alike.
@@ -255,14 +268,18 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
             if isinstance(event, TrainingProgress) and event.step <= outcome.steps:
                 continue  # SimpleTuner repeats a step's status around a checkpoint: one event per step
             outcome.record(event)
+            metrics.on_event(event)
             on_event(event)
 
     with WebhookReceiver(on_raw) as receiver, job.log.open("ab") as log:
         files.write(job, webhook_url=receiver.url)
+        control_env = control.attach(job.config, samples=can_sample(files.config)) \
+            if control is not None and processes == 1 else {}
         started = time.monotonic()
         process = trainer.launch(command, device=device, hf_token=hf_token, cwd=job.trainer, stdout=log,
                                  stderr=subprocess.STDOUT,
-                                 extra_env={"CONFIG_BACKEND": "json", **cpu_ranks,
+                                 extra_env={"CONFIG_BACKEND": "json", **cpu_ranks, **control_env,
+                                            **trackers_env(files, settings),
                                             "CONFIG_PATH": str(job.config / "config")})  # SimpleTuner adds ".json"
         stopped = False
         next_read = time.monotonic() + EVAL_READ_S
@@ -280,6 +297,8 @@ def train(files: TrainerFiles, job: JobDir, *, settings: Settings, device: str, 
                     _read_eval_losses()
                     next_read = time.monotonic() + EVAL_READ_S
         finally:
+            if control is not None:
+                control.detach()
             if trainer.running(process):
                 trainer.stop(process, grace_s=1.0)  # an exception here must not leave SimpleTuner running
         _read_eval_losses()
