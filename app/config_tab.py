@@ -87,7 +87,7 @@ def build(*, settings: Settings, preset: str) -> ConfigTab:
         with gr.Row():
             sample_prompts = gr.Textbox(start["sample_prompts"], label="Sample prompts", lines=3, scale=3,
                                         elem_id="sample-prompts",
-                                        info="One per line, [trigger] for the trigger word: the Train tab's grid "
+                                        info="One per line ([trigger] becomes the trigger): the Train tab's grid "
                                              "shows each at every interval. A line may be a JSON object with its "
                                              'own settings: {"prompt": "...", "seed": 7, "lora_scale": 0.8}')
             sample_every = gr.Number(start["sample_every"], label="Sample every", precision=0,

@@ -72,11 +72,11 @@ def app_in_process(tmp_path: Path) -> Iterator[Any]:
 
 
 def tiny_form(client: Client, **overrides: Any) -> dict[str, Any]:
-    from app.job_form import FIELDS
+    from app.config_tab import PRESET_FIELDS
 
     _note, *config = client.predict("Tiny demo (CPU)", api_name="/apply_preset")
     *_, source, _status, trigger = client.predict("sks", api_name="/load_demo_dataset")
-    return {**dict(zip(FIELDS[:16], config, strict=True)), "dataset": source, "trigger_word": trigger,
+    return {**dict(zip(PRESET_FIELDS, config, strict=True)), "dataset": source, "trigger_word": trigger,
             "repo_id": "", "private": True, **overrides}
 
 

@@ -24,8 +24,8 @@ def test_a_job_trains_with_a_progress_event_for_every_step(trained_job):
     checkpoints = [e for e in events if isinstance(e, CheckpointSaved)]
     assert [c.step for c in checkpoints] == [5, 10]
     stages = [(e.stage, e.status) for e in events if isinstance(e, StageEvent)]
-    assert stages == [(name, status) for name in ("validate", "dataset", "preflight", "configure", "model", "train")
-                      for status in ("started", "completed")]
+    assert stages == [(name, status) for name in ("validate", "dataset", "preflight", "configure", "model", "train",
+                                                  "comfyui") for status in ("started", "completed")]
     assert result.status == "succeeded"
     assert result.metrics.steps == 10 and result.metrics.loss == steps[-1].loss
     assert result.metrics.elapsed_s > 0
