@@ -17,13 +17,12 @@ from PIL import Image
 
 from app.sample_grid import gallery_items, sample_cells
 from core.errors import JobError, SpecError
-from core.generation.demo import build_tiny_model, write_demo_pairs
+from core.generation.demo import write_demo_pairs
 from core.generation.playground import GenerateRequest, Playground, parse_generate_job
 from core.pipeline import run_job
 from core.settings import Settings
 from core.simpletuner import input_images, is_edit_model, takes_input_image
 from core.spec import parse_job
-from tests.conftest import ROOT
 from tests.support.http_server import serve_files
 
 KONTEXT_ID = "black-forest-labs/FLUX.1-Kontext-dev"
@@ -101,14 +100,6 @@ def test_an_edit_jobs_samples_fields_are_checked_naming_them(tmp_path: Path):
     with pytest.raises(SpecError) as image:
         parse_job({**edit_job(KONTEXT_ID, tmp_path), "samples": {"prompts": ["x"], "input_image": "aGk="}})
     assert image.value.field == "samples.input_image" and "dataset's pairs" in image.value.message
-
-
-@pytest.fixture(scope="module")
-def tiny_kontext(settings: Settings) -> Path:
-    out = ROOT / ".cache" / "tiny-flux-kontext"
-    if not (out / "model_index.json").exists() and not settings.trainer_python.exists():
-        pytest.skip(f"needs the trainer env ({settings.trainer_venv}) to build the tiny Kontext model")
-    return build_tiny_model(out, settings=settings, family="flux", flavour="kontext")
 
 
 def test_a_dry_run_holds_a_pair_back_and_stages_the_samples_dataset(tmp_path: Path, tiny_kontext: Path, settings):

@@ -11,22 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from core.generation.demo import build_tiny_model, write_demo_pairs
-from core.settings import Settings
+from core.generation.demo import write_demo_pairs
 from tests.conftest import ROOT
 
 
 def core_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=dict(os.environ), capture_output=True,
                           text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_kontext(settings: Settings) -> Path:
-    out = ROOT / ".cache" / "tiny-flux-kontext"
-    if not (out / "model_index.json").exists() and not settings.trainer_python.exists():
-        pytest.skip(f"needs the trainer env ({settings.trainer_venv}) to build the tiny Kontext model")
-    return build_tiny_model(out, settings=settings, family="flux", flavour="kontext")
 
 
 @pytest.mark.trainer_env

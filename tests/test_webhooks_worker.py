@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -23,6 +22,7 @@ from tests.support.hub_server import HubServer, running_hub_server
 from tests.support.processes import stop_process_group
 from tests.support.runpod_fake import running_runpod_fake
 from tests.support.webhook_receiver import Delivery, receiving_webhooks, verified
+from tests.test_worker import worker_env
 
 TOKEN = "hf_WorkerHooksToken0123456789abcdefXYZ"
 REPO = "tester/hooked-lora"
@@ -49,12 +49,8 @@ def trained(tmp_path_factory, tiny_model) -> Trained:
     log = area / "worker.log"
     with running_hub_server(area, token=TOKEN, connect=False) as hub, serve_files(served) as files, \
             receiving_webhooks() as receiver, running_runpod_fake() as fake, log.open("wb") as log_file:
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("HF_HUB_OFFLINE", "HF_TOKEN", "DATASET_ROOT")
-               and not key.startswith(("RUNPOD_", "BUCKET_", "WEBHOOK_", "WANDB_"))}
-        env.update(fake.env, DATA_DIR=str(area / "data"), TRAINER_DEVICE="cpu", ALLOW_PRIVATE_URLS="1",
-                   HF_ENDPOINT=hub.endpoint, HF_TOKEN=TOKEN, HF_HOME=str(area / "hf-home"), HF_HUB_DISABLE_XET="1",
-                   PYTHONUNBUFFERED="1")
+        env = worker_env(**fake.env, DATA_DIR=str(area / "data"), ALLOW_PRIVATE_URLS="1", HF_ENDPOINT=hub.endpoint,
+                         HF_TOKEN=TOKEN, HF_HOME=str(area / "hf-home"))
         process = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log_file,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:

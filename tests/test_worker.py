@@ -245,7 +245,7 @@ def worker_env(**extra: str) -> dict[str, str]:
     trainer gets its offline variables from the core) and no token but the one given."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("HF_HUB_OFFLINE", "HF_TOKEN", "DATASET_ROOT", "ALLOW_PRIVATE_URLS")
-           and not key.startswith(("RUNPOD_", "BUCKET_"))}
+           and not key.startswith(("RUNPOD_", "BUCKET_", "WEBHOOK_", "WANDB_"))}
     env.update({"TRAINER_DEVICE": "cpu", "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
                 "PYTHONUNBUFFERED": "1"})
     env.update(extra)
